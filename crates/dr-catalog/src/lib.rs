@@ -1,0 +1,145 @@
+//! The repository's catalog: backup ids, object keys, the manifest, verification records,
+//! and retention.
+//!
+//! Everything here is pure: no I/O, no clock. Callers pass `now` and the data.
+//!
+//! Repository layout (keys relative to the repository prefix):
+//!
+//! ```text
+//! {target}/{id}/dump.zst.age           pg_dump -Fc archive, zstd, age
+//! {target}/{id}/globals.sql.zst.age    pg_dumpall --globals-only, zstd, age
+//! {target}/{id}/details.json.zst.age   table names, row counts, sequences (never in plaintext)
+//! {target}/{id}/manifest.json          written last: the commit point of the backup
+//! {target}/{id}/verify/{time}.json     verification records (plain summary)
+//! locks/{target}.json                  run lock (conditional create)
+//! ```
+//!
+//! ```
+//! use dr_catalog::BackupId;
+//! let id: BackupId = "20261122T030000Z".parse().unwrap();
+//! assert_eq!(dr_catalog::keys::manifest("app", &id), "app/20261122T030000Z/manifest.json");
+//! ```
+
+pub mod manifest;
+pub mod retention;
+
+pub use manifest::{
+    BackupDetails, CheckOutcome, Manifest, ObjectRecord, ObjectRole, SequenceValue, TableCount,
+    VerificationRecord, MANIFEST_FORMAT,
+};
+pub use retention::{plan as retention_plan, Decision, Policy, Tier};
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A backup's id: its start time in UTC, `YYYYMMDDTHHMMSSZ`. Sorts by time as a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackupId(DateTime<Utc>);
+
+const ID_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
+impl BackupId {
+    pub fn from_time(t: DateTime<Utc>) -> BackupId {
+        // Whole seconds: the id is the key, sub-seconds would not survive the round trip.
+        let secs = t.timestamp();
+        BackupId(Utc.timestamp_opt(secs, 0).single().unwrap_or(t))
+    }
+    pub fn time(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format(ID_FORMAT))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a backup id (expected e.g. 20261122T030000Z, or `latest`)")]
+pub struct BadBackupId(pub String);
+
+impl FromStr for BackupId {
+    type Err = BadBackupId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NaiveDateTime::parse_from_str(s, ID_FORMAT)
+            .map(|n| BackupId(n.and_utc()))
+            .map_err(|_| BadBackupId(s.to_string()))
+    }
+}
+
+impl Serialize for BackupId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for BackupId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Object keys, in one place so the layout above is the only truth.
+pub mod keys {
+    use super::BackupId;
+
+    pub const MANIFEST: &str = "manifest.json";
+    pub const DUMP: &str = "dump.zst.age";
+    pub const GLOBALS: &str = "globals.sql.zst.age";
+    pub const DETAILS: &str = "details.json.zst.age";
+
+    pub fn backup_prefix(target: &str, id: &BackupId) -> String {
+        format!("{target}/{id}/")
+    }
+    pub fn object(target: &str, id: &BackupId, name: &str) -> String {
+        format!("{target}/{id}/{name}")
+    }
+    pub fn manifest(target: &str, id: &BackupId) -> String {
+        object(target, id, MANIFEST)
+    }
+    pub fn verification(target: &str, id: &BackupId, at: &str) -> String {
+        format!("{target}/{id}/verify/{at}.json")
+    }
+    pub fn verification_details(target: &str, id: &BackupId, at: &str) -> String {
+        format!("{target}/{id}/verify/{at}.details.zst.age")
+    }
+    pub fn lock(target: &str) -> String {
+        format!("locks/{target}.json")
+    }
+
+    /// `(target, id, rest)` for a key in the layout, `None` for anything else.
+    pub fn parse(key: &str) -> Option<(&str, BackupId, &str)> {
+        let mut parts = key.splitn(3, '/');
+        let target = parts.next()?;
+        let id = parts.next()?.parse().ok()?;
+        let rest = parts.next()?;
+        Some((target, id, rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_sort_by_time() {
+        let a: BackupId = "20261122T030000Z".parse().expect("id");
+        let b: BackupId = "20261123T010000Z".parse().expect("id");
+        assert!(a < b);
+        assert_eq!(a.to_string(), "20261122T030000Z");
+        assert!("2026-11-22".parse::<BackupId>().is_err());
+    }
+
+    #[test]
+    fn keys_parse_back() {
+        let id: BackupId = "20261122T030000Z".parse().expect("id");
+        let k = keys::manifest("app", &id);
+        assert_eq!(keys::parse(&k), Some(("app", id, "manifest.json")));
+        assert_eq!(keys::parse("locks/app.json"), None);
+    }
+}

@@ -1,0 +1,130 @@
+//! age recipients (public, for backups) and identities (private, for restores).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::StreamError;
+
+/// Parsed public recipients.
+#[derive(Debug)]
+pub struct Recipients {
+    keys: Vec<age::x25519::Recipient>,
+}
+
+impl Recipients {
+    pub fn parse(values: &[String]) -> Result<Recipients, StreamError> {
+        if values.is_empty() {
+            return Err(StreamError::BadRecipient {
+                value: String::new(),
+                detail: "no recipients configured".into(),
+            });
+        }
+        let keys = values
+            .iter()
+            .map(|v| {
+                age::x25519::Recipient::from_str(v.trim()).map_err(|e| StreamError::BadRecipient {
+                    value: v.clone(),
+                    detail: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Recipients { keys })
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &dyn age::Recipient> {
+        self.keys.iter().map(|k| k as &dyn age::Recipient)
+    }
+    pub fn to_strings(&self) -> Vec<String> {
+        self.keys.iter().map(ToString::to_string).collect()
+    }
+}
+
+/// Private identities read from an identity file.
+pub struct Identities {
+    keys: Vec<Box<dyn age::Identity>>,
+    publics: Vec<String>,
+}
+
+impl Identities {
+    pub fn from_file(path: &Path) -> Result<Identities, StreamError> {
+        let bad = |detail: String, hint: &str| StreamError::BadIdentity {
+            path: path.display().to_string(),
+            detail,
+            hint: hint.to_string(),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            bad(
+                e.to_string(),
+                "set encryption.identity_file (or DR_IDENTITY_FILE) to the file `dr keygen` wrote",
+            )
+        })?;
+        let mut publics = Vec::new();
+        let mut x25519 = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with("AGE-SECRET-KEY-") {
+                let id = age::x25519::Identity::from_str(line).map_err(|e| {
+                    bad(e.to_string(), "the file holds a malformed AGE-SECRET-KEY line")
+                })?;
+                publics.push(id.to_public().to_string());
+                x25519.push(id);
+            }
+        }
+        if x25519.is_empty() {
+            return Err(bad(
+                "no AGE-SECRET-KEY-... line found".into(),
+                "this looks like a recipients file or something else; use the identity `dr keygen` wrote",
+            ));
+        }
+        Ok(Identities {
+            keys: x25519
+                .into_iter()
+                .map(|k| Box::new(k) as Box<dyn age::Identity>)
+                .collect(),
+            publics,
+        })
+    }
+
+    pub fn from_identities(keys: Vec<Box<dyn age::Identity>>) -> Identities {
+        Identities {
+            keys,
+            publics: Vec::new(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &dyn age::Identity> {
+        self.keys.iter().map(|k| k.as_ref())
+    }
+
+    /// The public recipients matching these identities.
+    pub fn publics(&self) -> &[String] {
+        &self.publics
+    }
+
+    pub(crate) fn describe_expected(&self) -> String {
+        if self.publics.is_empty() {
+            "other recipients".into()
+        } else {
+            format!("recipients other than {}", self.publics.join(", "))
+        }
+    }
+}
+
+/// A new identity: (file contents in age-keygen's format, public recipient).
+pub fn generate_identity(now_rfc3339: &str) -> (String, String) {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let public = id.to_public().to_string();
+    let contents = format!(
+        "# created: {now_rfc3339}\n# public key: {public}\n{}\n",
+        id.to_string().expose_secret()
+    );
+    (contents, public)
+}
+
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret keys.
+        f.debug_struct("Identities")
+            .field("publics", &self.publics)
+            .finish_non_exhaustive()
+    }
+}
