@@ -1,0 +1,276 @@
+//! Connection settings: a libpq URL plus libpq's password sources.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use tokio_postgres::config::Host;
+
+use crate::error::{describe, PgError};
+
+/// A parsed connection. `Display` never shows the password.
+#[derive(Clone)]
+pub struct ConnInfo {
+    config: tokio_postgres::Config,
+    redacted: String,
+}
+
+impl fmt::Display for ConnInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnInfo({})", self.redacted)
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" { "***".into() } else { v.into_owned() };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+impl ConnInfo {
+    /// Parse a `postgres://` URL; fill the password from `PGPASSWORD`, then `PGPASSFILE` or
+    /// `~/.pgpass`, as libpq would; default user and host as libpq would.
+    pub fn parse(url: &str) -> Result<ConnInfo, PgError> {
+        Self::parse_with_env(url, |k| std::env::var(k).ok())
+    }
+
+    pub fn parse_with_env(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<ConnInfo, PgError> {
+        let redacted = redact(url);
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| PgError::BadUrl {
+            url: redacted.clone(),
+            detail: e.to_string(),
+        })?;
+        if config.get_hosts().is_empty() {
+            match env("PGHOST") {
+                Some(h) if h.starts_with('/') => {
+                    config.host_path(h);
+                }
+                Some(h) => {
+                    config.host(&h);
+                }
+                None => {
+                    config.host_path("/var/run/postgresql");
+                }
+            }
+        }
+        if config.get_ports().is_empty() {
+            let port = env("PGPORT").and_then(|p| p.parse().ok()).unwrap_or(5432);
+            config.port(port);
+        }
+        if config.get_user().is_none() {
+            let user = env("PGUSER")
+                .or_else(|| env("USER"))
+                .unwrap_or_else(|| "postgres".into());
+            config.user(&user);
+        }
+        if config.get_dbname().is_none() {
+            let db = env("PGDATABASE")
+                .or_else(|| config.get_user().map(str::to_string))
+                .unwrap_or_else(|| "postgres".into());
+            config.dbname(&db);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("dr");
+        }
+        let mut info = ConnInfo { config, redacted };
+        if info.config.get_password().is_none() {
+            if let Some(p) = env("PGPASSWORD") {
+                info.config.password(p);
+            } else if let Some(p) = info.pgpass_lookup(&env) {
+                info.config.password(p);
+            }
+        }
+        Ok(info)
+    }
+
+    fn pgpass_lookup(&self, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+        let path = env("PGPASSFILE")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")))?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let host = match self.config.get_hosts().first()? {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(_) => "localhost".to_string(),
+        };
+        let port = self.port().to_string();
+        pgpass_match(&text, &host, &port, self.dbname(), self.user())
+    }
+
+    pub fn dbname(&self) -> &str {
+        self.config.get_dbname().unwrap_or("postgres")
+    }
+    pub fn user(&self) -> &str {
+        self.config.get_user().unwrap_or("postgres")
+    }
+    pub fn port(&self) -> u16 {
+        self.config.get_ports().first().copied().unwrap_or(5432)
+    }
+    /// `host:port` or the socket directory, for messages.
+    pub fn host_display(&self) -> String {
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => format!("{h}:{}", self.port()),
+            Some(Host::Unix(p)) => format!("{} port {}", p.display(), self.port()),
+            None => "?".into(),
+        }
+    }
+
+    /// The same server, another database.
+    pub fn with_dbname(&self, db: &str) -> ConnInfo {
+        let mut c = self.clone();
+        c.config.dbname(db);
+        if let Ok(mut u) = url::Url::parse(&self.redacted) {
+            u.set_path(&format!("/{db}"));
+            c.redacted = u.to_string();
+        }
+        c
+    }
+
+    /// Environment for libpq children (`pg_dump`, `pg_restore`, ...): never argv.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => env.push(("PGHOST".into(), h.clone())),
+            Some(Host::Unix(p)) => env.push(("PGHOST".into(), p.display().to_string())),
+            None => {}
+        }
+        env.push(("PGPORT".into(), self.port().to_string()));
+        env.push(("PGUSER".into(), self.user().to_string()));
+        env.push(("PGDATABASE".into(), self.dbname().to_string()));
+        if let Some(p) = self.config.get_password() {
+            env.push(("PGPASSWORD".into(), String::from_utf8_lossy(p).into_owned()));
+        }
+        let sslmode = match self.config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => "disable",
+            tokio_postgres::config::SslMode::Require => "require",
+            _ => "prefer",
+        };
+        env.push(("PGSSLMODE".into(), sslmode.into()));
+        env.push(("PGAPPNAME".into(), "dr".into()));
+        env
+    }
+
+    /// Connect; the connection task runs on the current runtime.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
+        let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+            let detail = describe(&e);
+            let hint = if detail.contains("password authentication failed")
+                || detail.contains("no password supplied")
+                || detail.contains("password")
+            {
+                "set PGPASSWORD, or add a line to ~/.pgpass (or the file PGPASSFILE names)".to_string()
+            } else if detail.contains("does not exist") {
+                "check the database and user names in the target url".to_string()
+            } else {
+                format!(
+                    "is PostgreSQL running and accepting connections at {}? try `pg_isready -h HOST -p PORT`",
+                    self.host_display()
+                )
+            };
+            PgError::Connect {
+                target: self.redacted.clone(),
+                detail,
+                hint,
+            }
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("postgres connection closed: {e}");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// libpq's ~/.pgpass format: `host:port:db:user:password`, `*` wildcards, `\:` and `\\` escapes.
+fn pgpass_match(text: &str, host: &str, port: &str, db: &str, user: &str) -> Option<String> {
+    for line in text.lines() {
+        if line.trim_start().starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = Vec::new();
+        let mut cur = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        cur.push(n);
+                    }
+                }
+                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut cur)),
+                _ => cur.push(c),
+            }
+        }
+        fields.push(cur);
+        if fields.len() != 5 {
+            continue;
+        }
+        let ok = |f: &str, v: &str| f == "*" || f == v;
+        if ok(&fields[0], host) && ok(&fields[1], port) && ok(&fields[2], db) && ok(&fields[3], user) {
+            return Some(fields[4].clone());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgpass_wildcards_and_escapes() {
+        let t = "# comment\nother:5432:*:*:nope\nlocalhost:*:app:bob:pa\\:ss\n*:*:*:*:fallback\n";
+        assert_eq!(pgpass_match(t, "localhost", "5432", "app", "bob").as_deref(), Some("pa:ss"));
+        assert_eq!(pgpass_match(t, "db1", "5432", "x", "y").as_deref(), Some("fallback"));
+    }
+
+    #[test]
+    fn password_from_env_never_displayed() {
+        let c = ConnInfo::parse_with_env("postgres://bob@db.example:6543/app", |k| {
+            (k == "PGPASSWORD").then(|| "s3cret".to_string())
+        })
+        .expect("parse");
+        assert!(!c.to_string().contains("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let env = c.child_env();
+        assert!(env.contains(&("PGPASSWORD".into(), "s3cret".into())));
+        assert!(env.contains(&("PGPORT".into(), "6543".into())));
+        assert!(env.contains(&("PGDATABASE".into(), "app".into())));
+    }
+
+    #[test]
+    fn url_password_is_redacted() {
+        let c = ConnInfo::parse_with_env("postgres://bob:hunter2@h/app", |_| None).expect("parse");
+        assert!(!c.to_string().contains("hunter2"));
+        assert_eq!(c.with_dbname("other").dbname(), "other");
+        assert!(!c.with_dbname("other").to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_url_is_named() {
+        let e = ConnInfo::parse_with_env("postgres://h:notaport/db", |_| None).expect_err("bad");
+        assert!(e.to_string().contains("postgres://"));
+    }
+}

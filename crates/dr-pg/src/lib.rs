@@ -1,0 +1,55 @@
+//! PostgreSQL as dr sees it: connections (with libpq's password sources), server versions,
+//! finding client binaries of the right major, the exported snapshot with exact row counts,
+//! and `pg_dump` / `pg_dumpall` / `pg_restore` as child processes.
+//!
+//! Secrets never reach argv: children get the connection through `PG*` environment variables.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dr_pg::PgError> {
+//! let conn = dr_pg::ConnInfo::parse("postgres://app@127.0.0.1:5432/app")?;
+//! let client = conn.connect().await?;
+//! let version = dr_pg::ServerVersion::query(&client).await?;
+//! let pg_dump = dr_pg::find_tool("pg_dump", version.major, None)?;
+//! # Ok(()) }
+//! ```
+
+mod conn;
+mod error;
+mod process;
+mod snapshot;
+mod tools;
+
+pub use conn::ConnInfo;
+pub use error::PgError;
+pub use process::{ChildProcess, Finished, ProcessFailure};
+pub use snapshot::{count_tables, quote_ident, Inventory, SequenceState, Snapshot, TableRows};
+pub use tools::{find_tool, parse_version_output, Tool};
+
+/// The server's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    /// e.g. 150018
+    pub num: u32,
+    pub major: u32,
+    /// `SHOW server_version`
+    pub text: String,
+}
+
+impl ServerVersion {
+    pub async fn query(client: &tokio_postgres::Client) -> Result<ServerVersion, PgError> {
+        let row = client
+            .query_one(
+                "select current_setting('server_version_num')::int, current_setting('server_version')",
+                &[],
+            )
+            .await
+            .map_err(|e| PgError::query("reading the server version", e))?;
+        let num: i32 = row.get(0);
+        let num = u32::try_from(num).unwrap_or(0);
+        Ok(ServerVersion {
+            num,
+            major: num / 10000,
+            text: row.get(1),
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! Finding `pg_dump`, `pg_dumpall` and `pg_restore` of the right major.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::PgError;
+
+/// A PostgreSQL client binary and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    pub path: PathBuf,
+    /// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`
+    pub version: String,
+    pub major: u32,
+}
+
+/// `pg_dump (PostgreSQL) 15.18 (Debian ...)` → 15; `pg_dump (PostgreSQL) 9.6.24` → 9.
+pub fn parse_version_output(s: &str) -> Option<u32> {
+    let after = s.split(')').nth(1)?.trim();
+    let num = after.split_whitespace().next()?;
+    let major = num.split('.').next()?;
+    let digits: String = major.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn probe(path: &Path) -> Option<Tool> {
+    if !path.is_file() {
+        return None;
+    }
+    let out = Command::new(path).arg("--version").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major = parse_version_output(&version)?;
+    Some(Tool {
+        path: path.to_path_buf(),
+        version,
+        major,
+    })
+}
+
+/// Candidate directories, in order: `pg_bin_dir`, `/usr/lib/postgresql/{major}/bin`, `PATH`,
+/// then every other `/usr/lib/postgresql/*/bin` (for a newer fallback).
+fn candidate_dirs(major: u32, pg_bin_dir: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = pg_bin_dir {
+        dirs.push(d.to_path_buf());
+    }
+    dirs.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut others: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .collect();
+        others.sort();
+        dirs.extend(others);
+    }
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    dirs
+}
+
+/// Find `name` of exactly `major`; failing that, the oldest newer one (PostgreSQL's client tools
+/// work against older servers); failing that, a clear error listing what was found.
+pub fn find_tool(name: &str, major: u32, pg_bin_dir: Option<&Path>) -> Result<Tool, PgError> {
+    let dirs = candidate_dirs(major, pg_bin_dir);
+    let found: Vec<Tool> = dirs.iter().filter_map(|d| probe(&d.join(name))).collect();
+    if let Some(t) = found.iter().find(|t| t.major == major) {
+        return Ok(t.clone());
+    }
+    if let Some(t) = found
+        .iter()
+        .filter(|t| t.major > major)
+        .min_by_key(|t| t.major)
+    {
+        tracing::warn!(
+            "no {name} {major} found; using {} ({}), which can read PostgreSQL {major}",
+            t.path.display(),
+            t.version
+        );
+        return Ok(t.clone());
+    }
+    Err(PgError::NoMatchingTool {
+        tool: name.to_string(),
+        major,
+        searched: dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        found: if found.is_empty() {
+            "none".into()
+        } else {
+            found
+                .iter()
+                .map(|t| format!("{} ({})", t.path.display(), t.major))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(
+            parse_version_output("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(parse_version_output("pg_restore (PostgreSQL) 18.1"), Some(18));
+        assert_eq!(parse_version_output("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(parse_version_output("pg_dump (PostgreSQL) 17beta1"), Some(17));
+        assert_eq!(parse_version_output("garbage"), None);
+    }
+
+    #[test]
+    fn a_missing_major_is_a_clear_error() {
+        let e = find_tool("pg_dump", 99, None).expect_err("no pg 99");
+        let s = e.to_string();
+        assert!(s.contains("PostgreSQL 99") && s.contains("pg_bin_dir"), "{s}");
+    }
+}
