@@ -1,0 +1,465 @@
+//! `dr backup`: pg_dump → zstd → age → multipart upload, globals and details beside it, the
+//! manifest last.
+//!
+//! One streaming pass with bounded memory: pg_dump's stdout is read on a blocking thread,
+//! compressed and encrypted into equal-size parts, and each part is handed to the async
+//! uploader through a channel of depth one. Nothing is staged on disk.
+//!
+//! Failure anywhere (pg_dump exit status, counting, upload, signal) aborts the multipart
+//! upload, deletes what was already written and writes no manifest.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use dr_catalog::{keys, BackupDetails, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT};
+use dr_config::TargetConfig;
+use dr_pg::{ChildProcess, ConnInfo, ServerVersion, Snapshot, Tool};
+use dr_store::ObjectStore;
+use dr_stream::{Compression, PartWriter, Recipients};
+
+use crate::lock::RunLock;
+use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
+
+const MIB: u64 = 1024 * 1024;
+/// S3 allows 10,000 parts; plan for 9,000 so an estimate that is off still fits.
+const PLANNED_PARTS: u64 = 9_000;
+const MIN_PART: u64 = 8 * MIB;
+const MAX_PART: u64 = 5 * 1024 * MIB;
+
+/// The one part size of an upload: large enough that `PLANNED_PARTS` parts hold twice the
+/// database size (a dump can outgrow the on-disk size when TOAST compression is undone),
+/// rounded to MiB. R2 needs all non-trailing parts equal, so it is fixed up front.
+pub fn part_size_for(database_bytes: u64, configured_mib: Option<u64>) -> u64 {
+    if let Some(m) = configured_mib {
+        return (m.max(5) * MIB).min(MAX_PART);
+    }
+    let needed = database_bytes.saturating_mul(2) / PLANNED_PARTS;
+    let rounded = needed.div_ceil(MIB) * MIB;
+    rounded.clamp(MIN_PART, MAX_PART)
+}
+
+/// Back up one target, holding its lock.
+pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
+    let lock = RunLock::acquire(
+        Arc::clone(&ctx.store),
+        &target.name,
+        "backup",
+        Duration::from_secs(ctx.config.lock.ttl_secs),
+        Duration::from_secs(ctx.config.lock.wait_secs),
+        &ctx.cancel,
+    )
+    .await?;
+    let result = run_locked(ctx, target).await;
+    lock.release().await;
+    result.map_err(|e| e.context(format!("backup of target `{}` failed", target.name)))
+}
+
+struct Written {
+    keys: Vec<String>,
+}
+
+async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let recipients = Arc::new(ctx.recipients()?);
+    let conn = ConnInfo::parse(&target.url)?;
+    let client = conn.connect().await?;
+    let version = ServerVersion::query(&client).await?;
+    let bin_dir = target
+        .pg_bin_dir
+        .as_deref()
+        .or(ctx.config.backup.pg_bin_dir.as_deref());
+    let pg_dump = dr_pg::find_tool("pg_dump", version.major, bin_dir)?;
+    let pg_dumpall = dr_pg::find_tool("pg_dumpall", pg_dump.major, bin_dir)?;
+    let database_bytes: i64 = client
+        .query_one("select pg_database_size(current_database())", &[])
+        .await
+        .map_err(|e| Error::new(Kind::Failed, format!("reading the database size: {e}")))?
+        .get(0);
+    let database_bytes = u64::try_from(database_bytes).unwrap_or(0);
+    let superuser: bool = client
+        .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(false);
+    drop(client);
+
+    let id = BackupId::from_time(started_at);
+    let store = ctx.store.as_ref();
+    if store.head(&keys::manifest(&target.name, &id)).await?.is_some() {
+        return Err(Error::new(
+            Kind::Failed,
+            format!("backup {id} of `{}` already exists; retry in a second", target.name),
+        ));
+    }
+    let part_size = part_size_for(database_bytes, ctx.config.backup.part_size_mib);
+    tracing::info!(
+        target = %target.name, %id, server = %version.text, pg_dump = %pg_dump.version,
+        database_size = %human_bytes(database_bytes), part_size = %human_bytes(part_size),
+        "backup started"
+    );
+
+    let mut written = Written { keys: Vec::new() };
+    let result = write_objects(
+        ctx,
+        target,
+        &conn,
+        &pg_dump,
+        &pg_dumpall,
+        superuser,
+        &id,
+        part_size,
+        &recipients,
+        &mut written,
+    )
+    .await;
+    let (dump, globals, details) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            cleanup(store, &written).await;
+            return Err(e);
+        }
+    };
+
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id,
+        target: target.name.clone(),
+        started_at,
+        finished_at: Utc::now(),
+        server_version: version.text.clone(),
+        server_major: version.major,
+        pg_dump_version: pg_dump.version.clone(),
+        dr_version: DR_VERSION.to_string(),
+        database_bytes,
+        compression: "zstd".into(),
+        encryption: "age".into(),
+        recipients: recipients.to_strings(),
+        objects: vec![dump, globals, details],
+    };
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| Error::new(Kind::Failed, format!("encoding the manifest: {e}")))?;
+    // The commit point. put_if_absent: never overwrite another run's manifest.
+    let committed = if ctx.cancel.is_cancelled() {
+        Err(Error::interrupted("the backup"))
+    } else {
+        match store.put_if_absent(&keys::manifest(&target.name, &id), Bytes::from(json)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::new(
+                Kind::Failed,
+                format!("another run wrote backup {id} at the same time"),
+            )),
+            Err(e) => Err(Error::from(e).context("writing the manifest")),
+        }
+    };
+    if let Err(e) = committed {
+        cleanup(store, &written).await;
+        return Err(e);
+    }
+    tracing::info!(
+        target = %target.name, %id,
+        stored = %human_bytes(manifest.stored_bytes()),
+        raw = %human_bytes(manifest.raw_bytes()),
+        seconds = clock.elapsed().as_secs_f64(),
+        "backup complete"
+    );
+    Ok(manifest)
+}
+
+/// Best effort: remove the objects of a backup that will never get a manifest. Anything left
+/// is invisible (no manifest) and `dr prune` removes it after the grace period.
+async fn cleanup(store: &dyn ObjectStore, written: &Written) {
+    for k in &written.keys {
+        if let Err(e) = store.delete(k).await {
+            tracing::warn!("could not delete {k} of the failed backup: {e}; `dr prune` will remove it");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_objects(
+    ctx: &Context,
+    target: &TargetConfig,
+    conn: &ConnInfo,
+    pg_dump: &Tool,
+    pg_dumpall: &Tool,
+    superuser: bool,
+    id: &BackupId,
+    part_size: u64,
+    recipients: &Arc<Recipients>,
+    written: &mut Written,
+) -> Result<(ObjectRecord, ObjectRecord, ObjectRecord)> {
+    let store = ctx.store.as_ref();
+    let level = ctx.config.backup.zstd_level;
+
+    // Globals first: small, and a failure here should not cost a full dump.
+    let globals_key = keys::object(&target.name, id, keys::GLOBALS);
+    let globals_sql = dump_globals(pg_dumpall, conn, superuser, ctx).await?;
+    let globals = put_sealed(store, &globals_key, &globals_sql, recipients, level, ObjectRole::Globals).await?;
+    written.keys.push(globals_key);
+
+    let snapshot = Snapshot::begin(conn).await?;
+    let dump_key = keys::object(&target.name, id, keys::DUMP);
+    written.keys.push(dump_key.clone());
+    let (dump, inventory) = {
+        let upload = stream_dump(ctx, conn, pg_dump, snapshot.id(), &dump_key, part_size, recipients);
+        let (dump, inventory) = tokio::join!(upload, snapshot.inventory());
+        (dump, inventory)
+    };
+    // The snapshot transaction ends only after pg_dump exited (stream_dump waited for it).
+    snapshot.finish().await;
+    let dump = dump?;
+    let inventory = inventory.map_err(|e| Error::from(e).context("counting rows in the dump's snapshot"))?;
+
+    let details = BackupDetails {
+        format: 1,
+        database: inventory.database,
+        tables: inventory
+            .tables
+            .into_iter()
+            .map(|t| dr_catalog::TableCount {
+                schema: t.schema,
+                name: t.name,
+                rows: t.rows,
+            })
+            .collect(),
+        sequences: inventory
+            .sequences
+            .into_iter()
+            .map(|s| dr_catalog::SequenceValue {
+                schema: s.schema,
+                name: s.name,
+                last_value: s.last_value,
+                is_called: s.is_called,
+            })
+            .collect(),
+        large_objects: inventory.large_objects,
+        extensions: inventory.extensions,
+        owners: inventory.owners,
+    };
+    let details_json = serde_json::to_vec(&details)
+        .map_err(|e| Error::new(Kind::Failed, format!("encoding details: {e}")))?;
+    let details_key = keys::object(&target.name, id, keys::DETAILS);
+    let details_rec = put_sealed(store, &details_key, &details_json, recipients, level, ObjectRole::Details).await?;
+    written.keys.push(details_key);
+    tracing::info!(
+        tables = details.tables.len(),
+        rows = details.total_rows(),
+        "row counts recorded (encrypted)"
+    );
+    Ok((dump, globals, details_rec))
+}
+
+async fn put_sealed(
+    store: &dyn ObjectStore,
+    key: &str,
+    data: &[u8],
+    recipients: &Recipients,
+    level: i32,
+    role: ObjectRole,
+) -> Result<ObjectRecord> {
+    let sealed = dr_stream::seal(data, recipients, level)?;
+    let record = ObjectRecord {
+        role,
+        key: key.to_string(),
+        bytes: sealed.len() as u64,
+        sha256: dr_stream::sha256_hex(&sealed),
+        raw_bytes: data.len() as u64,
+        part_bytes: None,
+    };
+    store
+        .put(key, Bytes::from(sealed))
+        .await
+        .map_err(|e| Error::from(e).context(format!("uploading {key}")))?;
+    Ok(record)
+}
+
+async fn dump_globals(
+    pg_dumpall: &Tool,
+    conn: &ConnInfo,
+    superuser: bool,
+    ctx: &Context,
+) -> Result<Vec<u8>> {
+    let mut args = vec![
+        "--globals-only".to_string(),
+        "--no-password".to_string(),
+        format!("--database={}", conn.dbname()),
+    ];
+    if !superuser {
+        // Only superusers may read pg_authid; everyone else gets roles without passwords.
+        args.push("--no-role-passwords".into());
+    }
+    let mut child = ChildProcess::spawn(
+        &pg_dumpall.path,
+        &args,
+        Some(conn),
+        std::process::Stdio::null(),
+        std::process::Stdio::piped(),
+    )?;
+    let mut out = Vec::new();
+    if let Some(mut stdout) = child.stdout() {
+        use tokio::io::AsyncReadExt;
+        tokio::select! {
+            r = stdout.read_to_end(&mut out) => {
+                r.map_err(|e| Error::new(Kind::Failed, format!("reading pg_dumpall output: {e}")))?;
+            }
+            _ = ctx.cancel.cancelled() => {
+                child.kill();
+                return Err(Error::interrupted("the backup"));
+            }
+        }
+    }
+    child.wait().await.map_err(|e| Error::from(e).context("dumping roles and tablespaces"))?;
+    Ok(out)
+}
+
+/// Run pg_dump in the snapshot and stream its archive into a multipart upload.
+async fn stream_dump(
+    ctx: &Context,
+    conn: &ConnInfo,
+    pg_dump: &Tool,
+    snapshot: &str,
+    key: &str,
+    part_size: u64,
+    recipients: &Arc<Recipients>,
+) -> Result<ObjectRecord> {
+    let args = vec![
+        "--format=custom".to_string(),
+        "--compress=0".to_string(),
+        "--no-password".to_string(),
+        format!("--snapshot={snapshot}"),
+        format!("--dbname={}", conn.dbname()),
+    ];
+    let mut child = ChildProcess::spawn(
+        &pg_dump.path,
+        &args,
+        Some(conn),
+        std::process::Stdio::null(),
+        std::process::Stdio::piped(),
+    )?;
+    let stdout = child
+        .stdout()
+        .ok_or_else(|| Error::new(Kind::Failed, "pg_dump has no stdout"))?
+        .into_owned_fd()
+        .map_err(|e| Error::new(Kind::Failed, format!("pg_dump stdout: {e}")))?;
+    let input = std::fs::File::from(stdout);
+
+    let mut upload = match ctx.store.start_multipart(key).await {
+        Ok(u) => u,
+        Err(e) => {
+            child.kill();
+            let _ = child.wait().await;
+            return Err(Error::from(e).context(format!("starting the upload of {key}")));
+        }
+    };
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let recipients = Arc::clone(recipients);
+    let compression = Compression {
+        level: ctx.config.backup.zstd_level,
+        threads: ctx.config.backup.zstd_threads,
+    };
+    let bar = crate::progress::bytes_bar(ctx.progress, "dumping", None);
+    let bar2 = bar.clone();
+    let part_usize = usize::try_from(part_size).unwrap_or(usize::MAX);
+    let encoder = tokio::task::spawn_blocking(move || {
+        let mut parts = PartWriter::new(part_usize, |part| {
+            tx.blocking_send(part)
+                .map_err(|_| std::io::Error::other("the upload stopped"))
+        });
+        let stats = dr_stream::encode(input, &mut parts, &recipients, compression, &mut |n| {
+            bar2.set_position(n)
+        })?;
+        let n = parts
+            .finish()
+            .map_err(|e| dr_stream::StreamError::Io {
+                stage: "uploading the last part".into(),
+                source: e,
+            })?;
+        Ok::<_, dr_stream::StreamError>((stats, n))
+    });
+
+    // Upload parts as they come; stop at the first error or signal.
+    let mut upload_error: Option<Error> = None;
+    loop {
+        tokio::select! {
+            part = rx.recv() => match part {
+                Some(p) => {
+                    if let Err(e) = upload.put_part(p).await {
+                        upload_error = Some(Error::from(e).context(format!("uploading {key}")));
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = ctx.cancel.cancelled() => {
+                upload_error = Some(Error::interrupted("the backup"));
+                break;
+            }
+        }
+    }
+    drop(rx);
+    if upload_error.is_some() {
+        child.kill();
+    }
+    let encoded = encoder
+        .await
+        .map_err(|e| Error::new(Kind::Failed, format!("the compression thread failed: {e}")));
+    bar.finish_and_clear();
+    let dumped = child.wait().await;
+
+    let outcome = match (upload_error, dumped, encoded) {
+        (Some(e), _, _) => Err(e),
+        (None, Err(e), _) => Err(Error::from(e).context("pg_dump failed; the archive is incomplete")),
+        (None, Ok(_), Err(e)) => Err(e),
+        (None, Ok(_), Ok(Err(e))) => Err(Error::from(e).context("compressing and encrypting the dump")),
+        (None, Ok(_), Ok(Ok(v))) => Ok(v),
+    };
+    let (stats, parts) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            if let Err(ae) = upload.abort().await {
+                tracing::error!("could not abort the multipart upload of {key}: {ae}; `dr prune` removes stale uploads");
+            }
+            return Err(e);
+        }
+    };
+    if ctx.cancel.is_cancelled() {
+        let _ = upload.abort().await;
+        return Err(Error::interrupted("the backup"));
+    }
+    upload
+        .complete()
+        .await
+        .map_err(|e| Error::from(e).context(format!("completing the upload of {key}")))?;
+    tracing::info!(
+        raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts,
+        "dump uploaded"
+    );
+    Ok(ObjectRecord {
+        role: ObjectRole::Dump,
+        key: key.to_string(),
+        bytes: stats.stored_bytes,
+        sha256: stats.sha256,
+        raw_bytes: stats.raw_bytes,
+        part_bytes: Some(part_size),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_covers_the_database_in_10000_parts() {
+        assert_eq!(part_size_for(0, None), MIN_PART);
+        assert_eq!(part_size_for(1024 * MIB, None), MIN_PART);
+        let tb = 1024 * 1024 * MIB;
+        let p = part_size_for(tb, None);
+        assert!(p * 10_000 >= 2 * tb && p % MIB == 0, "{p}");
+        assert_eq!(part_size_for(u64::MAX, None), MAX_PART);
+        assert_eq!(part_size_for(0, Some(16)), 16 * MIB);
+    }
+}

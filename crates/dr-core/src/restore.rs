@@ -1,0 +1,1 @@
+//! `dr restore`: fetch, check, decrypt, then (only then) touch the target.

@@ -1,0 +1,136 @@
+//! The command line. Names follow ../shared/PRODUCT.md.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "dr", version, about = "PostgreSQL backup and disaster recovery: pg_dump → zstd → age → S3/R2 or a directory, proven by restores")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: /etc/dr/dr.toml]
+    #[arg(long, global = true, env = "DR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "human", env = "DR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More logs (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up one target (or every target): pg_dump → zstd → age → repository, manifest last.
+    Backup {
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// List complete backups, newest first.
+    List {
+        #[arg(long)]
+        target: Option<String>,
+        /// Stable JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backup's manifest (and, with the identity, what it holds).
+    Show {
+        /// A backup id or `latest`.
+        id: String,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a database (or a file), integrity-checked before the target is touched.
+    Restore(RestoreArgs),
+    /// Validate the config; reach the repository and every database; find matching pg_dump.
+    Check {
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an age identity file (mode 0600) and print its public recipient.
+    Keygen {
+        /// Where to write the identity.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A backup id or `latest` [default: latest].
+    pub id: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The newest backup at or before this time (RFC 3339, `YYYY-MM-DD HH:MM` UTC, or a date).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Database URL to restore into (password via PGPASSWORD/PGPASSFILE). Created if missing.
+    #[arg(long, required_unless_present_any = ["to_file", "globals_to_file"])]
+    pub to: Option<String>,
+    /// Write the decrypted pg_dump archive here instead of restoring.
+    #[arg(long)]
+    pub to_file: Option<PathBuf>,
+    /// Write the decrypted roles/tablespaces SQL here.
+    #[arg(long)]
+    pub globals_to_file: Option<PathBuf>,
+    /// Parallel pg_restore jobs [default: number of cores].
+    #[arg(long, short)]
+    pub jobs: Option<u32>,
+    /// Only this table (SCHEMA.TABLE or TABLE), with its indexes and constraints. Repeatable.
+    #[arg(long)]
+    pub table: Vec<String>,
+    /// Only this schema. Repeatable.
+    #[arg(long)]
+    pub schema: Vec<String>,
+    /// Drop and recreate the objects the archive contains in a non-empty target.
+    #[arg(long)]
+    pub clean: bool,
+    /// Restore into a non-empty target without cleaning (objects that exist will error).
+    #[arg(long)]
+    pub force: bool,
+    /// Create missing roles and tablespaces from the backup first (never alters existing ones).
+    #[arg(long)]
+    pub with_globals: bool,
+    /// Skip ownership: objects belong to the restoring user.
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Print the plan and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Directory for the decrypted archive [default: restore.temp_dir or the system temp dir].
+    #[arg(long)]
+    pub temp_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn parse() -> Cli {
+    Cli::parse()
+}

@@ -1,0 +1,37 @@
+use std::process::ExitCode;
+
+use dr_core::{human_bytes, Context, Error, Result};
+
+/// Back up each selected target; every target is attempted, the exit code reflects the worst.
+pub async fn run(ctx: &Context, target: Option<&str>) -> Result<ExitCode> {
+    let targets = ctx.config.select_targets(target).map_err(Error::from)?;
+    let mut first_error: Option<Error> = None;
+    for t in targets {
+        if ctx.cancel.is_cancelled() {
+            break;
+        }
+        match dr_core::backup::run(ctx, t).await {
+            Ok(m) => {
+                println!("{}\t{}", m.target, m.id);
+                eprintln!(
+                    "backup {} of `{}` complete: {} stored ({} raw)",
+                    m.id,
+                    m.target,
+                    human_bytes(m.stored_bytes()),
+                    human_bytes(m.raw_bytes())
+                );
+            }
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    match first_error {
+        // Already printed; keep the kind for the exit code.
+        Some(e) => Ok(crate::exit::code(e.kind)),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,137 @@
+use std::process::ExitCode;
+
+use dr_catalog::{keys, BackupDetails, ObjectRole};
+use dr_core::repo::{self, BackupEntry, Selector};
+use dr_core::{human_bytes, Context, Result};
+use serde_json::json;
+
+fn entry_json(e: &BackupEntry) -> serde_json::Value {
+    let m = &e.manifest;
+    json!({
+        "id": m.id.to_string(),
+        "target": m.target,
+        "started_at": m.started_at.to_rfc3339(),
+        "finished_at": m.finished_at.to_rfc3339(),
+        "bytes": m.stored_bytes(),
+        "raw_bytes": m.raw_bytes(),
+        "server_version": m.server_version,
+        "server_major": m.server_major,
+        "verification": e.verification.as_ref().map(|v| json!({
+            "result": v.result,
+            "verified_at": v.verified_at.to_rfc3339(),
+        })),
+    })
+}
+
+pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<ExitCode> {
+    let entries = repo::list(ctx.store.as_ref(), target).await?;
+    if as_json {
+        let v: Vec<_> = entries.iter().map(entry_json).collect();
+        crate::commands::print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        eprintln!("no complete backups in {}", ctx.store.location());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<18} {:<16} {:<20} {:>10} {:>8}  {}",
+        "ID", "TARGET", "STARTED (UTC)", "SIZE", "PG", "VERIFIED"
+    );
+    for e in &entries {
+        let m = &e.manifest;
+        let verified = match &e.verification {
+            Some(v) => format!("{} {}", v.result, v.verified_at.format("%Y-%m-%d %H:%M")),
+            None => "never".into(),
+        };
+        println!(
+            "{:<18} {:<16} {:<20} {:>10} {:>8}  {}",
+            m.id.to_string(),
+            m.target,
+            m.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            human_bytes(m.stored_bytes()),
+            m.server_major,
+            verified
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn show(ctx: &Context, id: &str, target: Option<&str>, as_json: bool) -> Result<ExitCode> {
+    let selector = Selector::parse(Some(id), None)?;
+    let entry = repo::resolve(ctx.store.as_ref(), target, &selector).await?;
+    let m = &entry.manifest;
+    // With the identity, decrypt what the backup holds; without it, say so.
+    let details: Option<BackupDetails> = match (&ctx.config.encryption.identity_file, m.object(ObjectRole::Details)) {
+        (Some(_), Some(rec)) => {
+            let ids = ctx.identities()?;
+            let bytes = ctx.store.get(&rec.key).await?;
+            if dr_stream::sha256_hex(&bytes) != rec.sha256 {
+                return Err(dr_core::Error::new(
+                    dr_core::Kind::Integrity,
+                    format!("checksum mismatch for `{}`", rec.key),
+                ));
+            }
+            let plain = dr_stream::unseal(&bytes, &ids, &rec.key)?;
+            serde_json::from_slice(&plain).ok()
+        }
+        _ => None,
+    };
+    if as_json {
+        let mut v = serde_json::to_value(m).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("verification".into(), serde_json::to_value(&entry.verification).unwrap_or_default());
+            if let Some(d) = &details {
+                obj.insert("details".into(), serde_json::to_value(d).unwrap_or_default());
+            }
+        }
+        crate::commands::print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("backup      {}", m.id);
+    println!("target      {}", m.target);
+    println!("started     {}", m.started_at.to_rfc3339());
+    println!("finished    {} ({:.1}s)", m.finished_at.to_rfc3339(), (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0);
+    println!("server      PostgreSQL {}", m.server_version);
+    println!("pg_dump     {}", m.pg_dump_version);
+    println!("database    {} on disk", human_bytes(m.database_bytes));
+    println!("stored      {} ({} raw, {} + {})", human_bytes(m.stored_bytes()), human_bytes(m.raw_bytes()), m.compression, m.encryption);
+    println!("recipients  {}", m.recipients.join(", "));
+    println!("objects");
+    for o in &m.objects {
+        println!("  {:<8} {:<48} {:>10}  sha256 {}", format!("{:?}", o.role).to_lowercase(), o.key, human_bytes(o.bytes), o.sha256);
+    }
+    match &entry.verification {
+        Some(v) => println!("verified    {} at {} ({} of {} checks failed)", v.result, v.verified_at.to_rfc3339(), v.checks_failed, v.checks_total),
+        None => println!("verified    never (run `dr verify {}`)", m.id),
+    }
+    match details {
+        Some(d) => {
+            println!("database    {} — {} tables, {} rows, {} sequences, {} large objects", d.database, d.tables.len(), d.total_rows(), d.sequences.len(), d.large_objects);
+            if !d.extensions.is_empty() {
+                println!("extensions  {}", d.extensions.join(", "));
+            }
+            for t in &d.tables {
+                println!("  {:<50} {:>12}", t.qualified(), t.rows);
+            }
+        }
+        None => println!("details     encrypted (set encryption.identity_file to see tables and row counts)"),
+    }
+    let _ = keys::MANIFEST;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn check(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<ExitCode> {
+    let lines = match dr_core::check::run(ctx, target).await {
+        Ok(l) => l,
+        Err(e) => return Err(e),
+    };
+    if as_json {
+        crate::commands::print_json(&lines)?;
+    } else {
+        for l in &lines {
+            println!("{} {:<28} {}", if l.ok { "ok  " } else { "FAIL" }, l.check, l.detail);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

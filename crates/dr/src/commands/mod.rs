@@ -1,0 +1,89 @@
+//! One function per command. Data goes to stdout, messages to stderr.
+
+mod backup;
+mod keygen;
+mod list;
+mod restore;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use dr_config::Config;
+use dr_core::{Context, Error, Result};
+
+use crate::cli::{Cli, Command, Global};
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Keygen { output, force } => keygen::run(&output, force),
+        Command::Backup { target } => {
+            let ctx = context(&cli.global).await?;
+            backup::run(&ctx, target.as_deref()).await
+        }
+        Command::List { target, json } => {
+            let ctx = context(&cli.global).await?;
+            list::list(&ctx, target.as_deref(), json).await
+        }
+        Command::Show { id, target, json } => {
+            let ctx = context(&cli.global).await?;
+            list::show(&ctx, &id, target.as_deref(), json).await
+        }
+        Command::Check { target, json } => {
+            let ctx = context(&cli.global).await?;
+            list::check(&ctx, target.as_deref(), json).await
+        }
+        Command::Restore(args) => {
+            let ctx = context(&cli.global).await?;
+            restore::run(&ctx, args).await
+        }
+    }
+}
+
+pub fn load_config(g: &Global) -> Result<Config> {
+    let path = g
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(dr_config::DEFAULT_CONFIG_PATH));
+    Config::load(&path).map_err(Error::from)
+}
+
+/// Load the config, open the repository, and cancel on SIGINT/SIGTERM.
+pub async fn context(g: &Global) -> Result<Context> {
+    let config = load_config(g)?;
+    let mut ctx = Context::open(config).await?;
+    ctx.progress = crate::logging::progress_enabled(g);
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::warn!("signal received: stopping, aborting uploads and cleaning up (send again to exit at once)");
+        cancel.cancel();
+        wait_for_signal().await;
+        eprintln!("second signal: exiting without cleanup");
+        std::process::exit(130);
+    });
+    Ok(ctx)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::new(dr_core::Kind::Failed, format!("encoding JSON: {e}")))?;
+    println!("{s}");
+    Ok(())
+}

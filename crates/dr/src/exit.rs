@@ -1,0 +1,22 @@
+//! Exit codes, documented in docs/EXIT_CODES.md. Cron, systemd and CI alert on these.
+
+use std::process::ExitCode;
+
+use dr_core::Kind;
+
+pub const OK: u8 = 0;
+/// `dr status`: a backup is older than the threshold or the last verification failed.
+pub const STALE: u8 = 8;
+
+pub fn code(kind: Kind) -> ExitCode {
+    ExitCode::from(match kind {
+        Kind::Failed => 1,
+        Kind::Config => 2,
+        Kind::Unavailable => 3,
+        Kind::Integrity => 4,
+        Kind::VerificationFailed => 5,
+        Kind::Locked => 6,
+        Kind::Refused => 7,
+        Kind::Interrupted => 130,
+    })
+}

@@ -1,0 +1,41 @@
+//! Logs go to stderr: human on a terminal, JSON with `--log-format json`. stdout is for data.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Global, LogFormat};
+
+pub fn init(g: &Global) {
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    // Third-party crates stay at warn unless asked for: their debug output is noise at 3 a.m.
+    let filter = EnvFilter::try_from_env("DR_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "warn,dr={default},dr_core={default},dr_pg={default},dr_store={default},dr_stream={default},dr_sandbox={default},dr_catalog={default}"
+        ))
+    });
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    match g.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Human => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(color)
+            .with_target(false)
+            .init(),
+    }
+}
+
+/// Progress bars only for a person watching a terminal.
+pub fn progress_enabled(g: &Global) -> bool {
+    matches!(g.log_format, LogFormat::Human) && !g.quiet && std::io::stderr().is_terminal()
+}
