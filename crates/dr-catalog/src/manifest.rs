@@ -139,7 +139,10 @@ impl BackupDetails {
         self.tables.iter().map(|t| t.rows).sum()
     }
     pub fn counts(&self) -> BTreeMap<String, i64> {
-        self.tables.iter().map(|t| (t.qualified(), t.rows)).collect()
+        self.tables
+            .iter()
+            .map(|t| (t.qualified(), t.rows))
+            .collect()
     }
 }
 

@@ -223,7 +223,10 @@ mod tests {
     #[test]
     fn days_are_counted_in_the_configured_time_zone() {
         // 23:30 UTC on the 19th is already the 20th in Berlin.
-        let b = vec![(id("2026-11-20 10:00"), false), (id("2026-11-19 23:30"), false)];
+        let b = vec![
+            (id("2026-11-20 10:00"), false),
+            (id("2026-11-19 23:30"), false),
+        ];
         let mut p = policy(2, 0, 0, 0);
         assert_eq!(kept(&plan(&b, &p, id("2026-11-21 00:00").time())).len(), 2);
         p.timezone = chrono_tz::Europe::Berlin;
@@ -260,7 +263,10 @@ mod tests {
 
     #[test]
     fn a_backup_from_the_future_is_kept_and_not_the_newest() {
-        let b = vec![(id("2030-01-01 00:00"), false), (id("2026-11-20 03:00"), false)];
+        let b = vec![
+            (id("2030-01-01 00:00"), false),
+            (id("2026-11-20 03:00"), false),
+        ];
         let d = plan(&b, &policy(1, 0, 0, 0), id("2026-11-21 00:00").time());
         assert_eq!(d[0].tiers, vec![Tier::Future]);
         assert_eq!(d[1].tiers, vec![Tier::Newest, Tier::Daily]);
@@ -269,7 +275,10 @@ mod tests {
     #[test]
     fn property_over_a_long_irregular_calendar() {
         // Backups at irregular times over three years: invariants must hold for every `now`.
-        let start = chrono::Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single().expect("t");
+        let start = chrono::Utc
+            .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+            .single()
+            .expect("t");
         let mut b = Vec::new();
         let mut t = start;
         let mut step = 0i64;

@@ -350,12 +350,10 @@ impl Config {
                 ));
             }
             match url::Url::parse(&t.url) {
-                Ok(u) if u.password().is_some() => {
-                    return Err(self.invalid(
-                        format!("target `{}`: the url holds a password", t.name),
-                        "remove it from dr.toml; set PGPASSWORD or use a ~/.pgpass / PGPASSFILE entry",
-                    ))
-                }
+                Ok(u) if u.password().is_some() => return Err(self.invalid(
+                    format!("target `{}`: the url holds a password", t.name),
+                    "remove it from dr.toml; set PGPASSWORD or use a ~/.pgpass / PGPASSFILE entry",
+                )),
                 Ok(_) => {}
                 Err(e) => {
                     return Err(self.invalid(
@@ -367,7 +365,10 @@ impl Config {
         }
         if !(1..=22).contains(&self.backup.zstd_level) {
             return Err(self.invalid(
-                format!("backup.zstd_level {} is out of range", self.backup.zstd_level),
+                format!(
+                    "backup.zstd_level {} is out of range",
+                    self.backup.zstd_level
+                ),
                 "use 1 (fastest) to 19 (smallest); 3 is the default",
             ));
         }
@@ -421,7 +422,10 @@ impl Config {
         if let Some(p) = &self.encryption.recipients_file {
             let text = std::fs::read_to_string(p).map_err(|e| {
                 self.invalid(
-                    format!("cannot read encryption.recipients_file {}: {e}", p.display()),
+                    format!(
+                        "cannot read encryption.recipients_file {}: {e}",
+                        p.display()
+                    ),
                     "check the path and its permissions",
                 )
             })?;
@@ -521,7 +525,9 @@ url = "postgres://user@host:5432/app"
 
     #[test]
     fn bad_timezone() {
-        let e = err(&format!("{MIN}\n[retention]\ndaily = 7\ntimezone = \"Mars/Olympus\"\n"));
+        let e = err(&format!(
+            "{MIN}\n[retention]\ndaily = 7\ntimezone = \"Mars/Olympus\"\n"
+        ));
         assert!(e.contains("Mars/Olympus"), "{e}");
     }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use dr_catalog::{keys, BackupDetails, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT};
+use dr_catalog::{
+    keys, BackupDetails, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT,
+};
 use dr_config::TargetConfig;
 use dr_pg::{ChildProcess, ConnInfo, ServerVersion, Snapshot, Tool};
 use dr_store::ObjectStore;
@@ -80,7 +82,10 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         .get(0);
     let database_bytes = u64::try_from(database_bytes).unwrap_or(0);
     let superuser: bool = client
-        .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
+        .query_one(
+            "select rolsuper from pg_roles where rolname = current_user",
+            &[],
+        )
         .await
         .map(|r| r.get(0))
         .unwrap_or(false);
@@ -88,10 +93,17 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
 
     let id = BackupId::from_time(started_at);
     let store = ctx.store.as_ref();
-    if store.head(&keys::manifest(&target.name, &id)).await?.is_some() {
+    if store
+        .head(&keys::manifest(&target.name, &id))
+        .await?
+        .is_some()
+    {
         return Err(Error::new(
             Kind::Failed,
-            format!("backup {id} of `{}` already exists; retry in a second", target.name),
+            format!(
+                "backup {id} of `{}` already exists; retry in a second",
+                target.name
+            ),
         ));
     }
     let part_size = part_size_for(database_bytes, ctx.config.backup.part_size_mib);
@@ -145,7 +157,10 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
     let committed = if ctx.cancel.is_cancelled() {
         Err(Error::interrupted("the backup"))
     } else {
-        match store.put_if_absent(&keys::manifest(&target.name, &id), Bytes::from(json)).await {
+        match store
+            .put_if_absent(&keys::manifest(&target.name, &id), Bytes::from(json))
+            .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::new(
                 Kind::Failed,
@@ -173,7 +188,9 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
 async fn cleanup(store: &dyn ObjectStore, written: &Written) {
     for k in &written.keys {
         if let Err(e) = store.delete(k).await {
-            tracing::warn!("could not delete {k} of the failed backup: {e}; `dr prune` will remove it");
+            tracing::warn!(
+                "could not delete {k} of the failed backup: {e}; `dr prune` will remove it"
+            );
         }
     }
 }
@@ -197,21 +214,38 @@ async fn write_objects(
     // Globals first: small, and a failure here should not cost a full dump.
     let globals_key = keys::object(&target.name, id, keys::GLOBALS);
     let globals_sql = dump_globals(pg_dumpall, conn, superuser, ctx).await?;
-    let globals = put_sealed(store, &globals_key, &globals_sql, recipients, level, ObjectRole::Globals).await?;
+    let globals = put_sealed(
+        store,
+        &globals_key,
+        &globals_sql,
+        recipients,
+        level,
+        ObjectRole::Globals,
+    )
+    .await?;
     written.keys.push(globals_key);
 
     let snapshot = Snapshot::begin(conn).await?;
     let dump_key = keys::object(&target.name, id, keys::DUMP);
     written.keys.push(dump_key.clone());
     let (dump, inventory) = {
-        let upload = stream_dump(ctx, conn, pg_dump, snapshot.id(), &dump_key, part_size, recipients);
+        let upload = stream_dump(
+            ctx,
+            conn,
+            pg_dump,
+            snapshot.id(),
+            &dump_key,
+            part_size,
+            recipients,
+        );
         let (dump, inventory) = tokio::join!(upload, snapshot.inventory());
         (dump, inventory)
     };
     // The snapshot transaction ends only after pg_dump exited (stream_dump waited for it).
     snapshot.finish().await;
     let dump = dump?;
-    let inventory = inventory.map_err(|e| Error::from(e).context("counting rows in the dump's snapshot"))?;
+    let inventory =
+        inventory.map_err(|e| Error::from(e).context("counting rows in the dump's snapshot"))?;
 
     let details = BackupDetails {
         format: 1,
@@ -242,7 +276,15 @@ async fn write_objects(
     let details_json = serde_json::to_vec(&details)
         .map_err(|e| Error::new(Kind::Failed, format!("encoding details: {e}")))?;
     let details_key = keys::object(&target.name, id, keys::DETAILS);
-    let details_rec = put_sealed(store, &details_key, &details_json, recipients, level, ObjectRole::Details).await?;
+    let details_rec = put_sealed(
+        store,
+        &details_key,
+        &details_json,
+        recipients,
+        level,
+        ObjectRole::Details,
+    )
+    .await?;
     written.keys.push(details_key);
     tracing::info!(
         tables = details.tables.len(),
@@ -311,7 +353,10 @@ async fn dump_globals(
             }
         }
     }
-    child.wait().await.map_err(|e| Error::from(e).context("dumping roles and tablespaces"))?;
+    child
+        .wait()
+        .await
+        .map_err(|e| Error::from(e).context("dumping roles and tablespaces"))?;
     Ok(out)
 }
 
@@ -372,12 +417,10 @@ async fn stream_dump(
         let stats = dr_stream::encode(input, &mut parts, &recipients, compression, &mut |n| {
             bar2.set_position(n)
         })?;
-        let n = parts
-            .finish()
-            .map_err(|e| dr_stream::StreamError::Io {
-                stage: "uploading the last part".into(),
-                source: e,
-            })?;
+        let n = parts.finish().map_err(|e| dr_stream::StreamError::Io {
+            stage: "uploading the last part".into(),
+            source: e,
+        })?;
         Ok::<_, dr_stream::StreamError>((stats, n))
     });
 
@@ -412,9 +455,13 @@ async fn stream_dump(
 
     let outcome = match (upload_error, dumped, encoded) {
         (Some(e), _, _) => Err(e),
-        (None, Err(e), _) => Err(Error::from(e).context("pg_dump failed; the archive is incomplete")),
+        (None, Err(e), _) => {
+            Err(Error::from(e).context("pg_dump failed; the archive is incomplete"))
+        }
         (None, Ok(_), Err(e)) => Err(e),
-        (None, Ok(_), Ok(Err(e))) => Err(Error::from(e).context("compressing and encrypting the dump")),
+        (None, Ok(_), Ok(Err(e))) => {
+            Err(Error::from(e).context("compressing and encrypting the dump"))
+        }
         (None, Ok(_), Ok(Ok(v))) => Ok(v),
     };
     let (stats, parts) = match outcome {

@@ -63,8 +63,13 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
         let r: std::result::Result<String, String> = async {
             let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string())?;
             let client = conn.connect().await.map_err(|e| e.to_string())?;
-            let v = ServerVersion::query(&client).await.map_err(|e| e.to_string())?;
-            let bin = t.pg_bin_dir.as_deref().or(ctx.config.backup.pg_bin_dir.as_deref());
+            let v = ServerVersion::query(&client)
+                .await
+                .map_err(|e| e.to_string())?;
+            let bin = t
+                .pg_bin_dir
+                .as_deref()
+                .or(ctx.config.backup.pg_bin_dir.as_deref());
             let dump = dr_pg::find_tool("pg_dump", v.major, bin).map_err(|e| e.to_string())?;
             let all = dr_pg::find_tool("pg_dumpall", dump.major, bin).map_err(|e| e.to_string())?;
             Ok(format!(

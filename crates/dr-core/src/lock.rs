@@ -40,13 +40,20 @@ fn holder() -> String {
     format!("{host} pid {}", std::process::id())
 }
 
-fn body(target: &str, operation: &str, token: &str, ttl: Duration, acquired: DateTime<Utc>) -> LockBody {
+fn body(
+    target: &str,
+    operation: &str,
+    token: &str,
+    ttl: Duration,
+    acquired: DateTime<Utc>,
+) -> LockBody {
     LockBody {
         target: target.to_string(),
         holder: holder(),
         operation: operation.to_string(),
         acquired_at: acquired,
-        expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15)),
+        expires_at: Utc::now()
+            + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15)),
         token: token.to_string(),
     }
 }
@@ -62,12 +69,17 @@ impl RunLock {
         cancel: &CancellationToken,
     ) -> Result<RunLock> {
         let key = dr_catalog::keys::lock(target);
-        let token = format!("{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or(0));
+        let token = format!(
+            "{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        );
         let acquired = Utc::now();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let b = body(target, operation, &token, ttl, acquired);
-            let json = serde_json::to_vec_pretty(&b).map_err(|e| Error::new(Kind::Failed, e.to_string()))?;
+            let json = serde_json::to_vec_pretty(&b)
+                .map_err(|e| Error::new(Kind::Failed, e.to_string()))?;
             if store.put_if_absent(&key, Bytes::from(json)).await? {
                 let stop = CancellationToken::new();
                 let heartbeat = tokio::spawn(heartbeat(
@@ -121,7 +133,10 @@ impl RunLock {
                     if again == stale {
                         tracing::warn!(
                             "taking over the expired lock of target `{target}` (held by {})",
-                            stale.as_ref().map(|s| s.holder.as_str()).unwrap_or("unknown")
+                            stale
+                                .as_ref()
+                                .map(|s| s.holder.as_str())
+                                .unwrap_or("unknown")
                         );
                         store.delete(&key).await?;
                     }
@@ -181,7 +196,8 @@ async fn heartbeat(
                 continue;
             }
         }
-        b.expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15));
+        b.expires_at =
+            Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15));
         if let Ok(json) = serde_json::to_vec_pretty(&b) {
             if let Err(e) = store.put(&key, Bytes::from(json)).await {
                 tracing::warn!("lock heartbeat could not refresh {key}: {e}");

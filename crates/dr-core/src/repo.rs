@@ -31,9 +31,9 @@ impl Selector {
     /// `latest`, an id, or `None` for latest.
     pub fn parse(id: Option<&str>, at: Option<&str>) -> Result<Selector> {
         match (id, at) {
-            (Some(_), Some(_)) if id != Some("latest") => Err(Error::config(
-                "give either a backup id or --at, not both",
-            )),
+            (Some(_), Some(_)) if id != Some("latest") => {
+                Err(Error::config("give either a backup id or --at, not both"))
+            }
             (_, Some(t)) => Ok(Selector::At(parse_time(t)?)),
             (None, None) | (Some("latest"), None) => Ok(Selector::Latest),
             (Some(s), None) => s
@@ -49,7 +49,12 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
             return Ok(t.and_utc());
         }
@@ -96,7 +101,8 @@ pub async fn list(store: &dyn ObjectStore, target: Option<&str>) -> Result<Vec<B
             let verifications = &verifications;
             async move {
                 let manifest = read_manifest(store, &key).await?;
-                let verification = match verifications.get(&(manifest.target.clone(), manifest.id)) {
+                let verification = match verifications.get(&(manifest.target.clone(), manifest.id))
+                {
                     Some(vkey) => match store.get(vkey).await {
                         Ok(b) => serde_json::from_slice(&b).ok(),
                         Err(e) => {
@@ -209,8 +215,14 @@ mod tests {
 
     #[test]
     fn selectors() {
-        assert_eq!(Selector::parse(None, None).expect("latest"), Selector::Latest);
-        assert_eq!(Selector::parse(Some("latest"), None).expect("latest"), Selector::Latest);
+        assert_eq!(
+            Selector::parse(None, None).expect("latest"),
+            Selector::Latest
+        );
+        assert_eq!(
+            Selector::parse(Some("latest"), None).expect("latest"),
+            Selector::Latest
+        );
         assert!(matches!(
             Selector::parse(Some("20261122T030000Z"), None),
             Ok(Selector::Id(_))

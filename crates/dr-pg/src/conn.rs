@@ -36,7 +36,11 @@ fn redact(url: &str) -> String {
             let pairs: Vec<(String, String)> = u
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k == "password" { "***".into() } else { v.into_owned() };
+                    let v = if k == "password" {
+                        "***".into()
+                    } else {
+                        v.into_owned()
+                    };
                     (k.into_owned(), v)
                 })
                 .collect();
@@ -56,7 +60,10 @@ impl ConnInfo {
         Self::parse_with_env(url, |k| std::env::var(k).ok())
     }
 
-    pub fn parse_with_env(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<ConnInfo, PgError> {
+    pub fn parse_with_env(
+        url: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ConnInfo, PgError> {
         let redacted = redact(url);
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| PgError::BadUrl {
             url: redacted.clone(),
@@ -171,6 +178,18 @@ impl ConnInfo {
         env
     }
 
+    /// Connect to the server's maintenance database (`postgres`, else `template1`): for
+    /// creating databases and roles.
+    pub async fn connect_admin(&self) -> Result<tokio_postgres::Client, PgError> {
+        match self.with_dbname("postgres").connect().await {
+            Ok(c) => Ok(c),
+            Err(first) => match self.with_dbname("template1").connect().await {
+                Ok(c) => Ok(c),
+                Err(_) => Err(first),
+            },
+        }
+    }
+
     /// Connect; the connection task runs on the current runtime.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
         let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(|e| {
@@ -228,7 +247,11 @@ fn pgpass_match(text: &str, host: &str, port: &str, db: &str, user: &str) -> Opt
             continue;
         }
         let ok = |f: &str, v: &str| f == "*" || f == v;
-        if ok(&fields[0], host) && ok(&fields[1], port) && ok(&fields[2], db) && ok(&fields[3], user) {
+        if ok(&fields[0], host)
+            && ok(&fields[1], port)
+            && ok(&fields[2], db)
+            && ok(&fields[3], user)
+        {
             return Some(fields[4].clone());
         }
     }
@@ -242,8 +265,14 @@ mod tests {
     #[test]
     fn pgpass_wildcards_and_escapes() {
         let t = "# comment\nother:5432:*:*:nope\nlocalhost:*:app:bob:pa\\:ss\n*:*:*:*:fallback\n";
-        assert_eq!(pgpass_match(t, "localhost", "5432", "app", "bob").as_deref(), Some("pa:ss"));
-        assert_eq!(pgpass_match(t, "db1", "5432", "x", "y").as_deref(), Some("fallback"));
+        assert_eq!(
+            pgpass_match(t, "localhost", "5432", "app", "bob").as_deref(),
+            Some("pa:ss")
+        );
+        assert_eq!(
+            pgpass_match(t, "db1", "5432", "x", "y").as_deref(),
+            Some("fallback")
+        );
     }
 
     #[test]

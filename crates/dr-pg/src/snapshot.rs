@@ -220,7 +220,11 @@ pub async fn count_tables(client: &tokio_postgres::Client) -> Result<Vec<TableRo
         .collect();
     let mut out = Vec::with_capacity(names.len());
     for (s, t) in names {
-        let sql = format!("select count(*) from only {}.{}", quote_ident(&s), quote_ident(&t));
+        let sql = format!(
+            "select count(*) from only {}.{}",
+            quote_ident(&s),
+            quote_ident(&t)
+        );
         let n: i64 = client
             .query_one(&sql, &[])
             .await

@@ -114,9 +114,15 @@ mod tests {
             parse_version_output("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
             Some(15)
         );
-        assert_eq!(parse_version_output("pg_restore (PostgreSQL) 18.1"), Some(18));
+        assert_eq!(
+            parse_version_output("pg_restore (PostgreSQL) 18.1"),
+            Some(18)
+        );
         assert_eq!(parse_version_output("pg_dump (PostgreSQL) 9.6.24"), Some(9));
-        assert_eq!(parse_version_output("pg_dump (PostgreSQL) 17beta1"), Some(17));
+        assert_eq!(
+            parse_version_output("pg_dump (PostgreSQL) 17beta1"),
+            Some(17)
+        );
         assert_eq!(parse_version_output("garbage"), None);
     }
 
@@ -124,6 +130,9 @@ mod tests {
     fn a_missing_major_is_a_clear_error() {
         let e = find_tool("pg_dump", 99, None).expect_err("no pg 99");
         let s = e.to_string();
-        assert!(s.contains("PostgreSQL 99") && s.contains("pg_bin_dir"), "{s}");
+        assert!(
+            s.contains("PostgreSQL 99") && s.contains("pg_bin_dir"),
+            "{s}"
+        );
     }
 }

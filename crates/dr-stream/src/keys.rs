@@ -39,8 +39,9 @@ impl Recipients {
 }
 
 /// Private identities read from an identity file.
+#[derive(Clone)]
 pub struct Identities {
-    keys: Vec<Box<dyn age::Identity>>,
+    keys: Vec<age::x25519::Identity>,
     publics: Vec<String>,
 }
 
@@ -62,7 +63,10 @@ impl Identities {
         for line in text.lines().map(str::trim) {
             if line.starts_with("AGE-SECRET-KEY-") {
                 let id = age::x25519::Identity::from_str(line).map_err(|e| {
-                    bad(e.to_string(), "the file holds a malformed AGE-SECRET-KEY line")
+                    bad(
+                        e.to_string(),
+                        "the file holds a malformed AGE-SECRET-KEY line",
+                    )
                 })?;
                 publics.push(id.to_public().to_string());
                 x25519.push(id);
@@ -75,23 +79,18 @@ impl Identities {
             ));
         }
         Ok(Identities {
-            keys: x25519
-                .into_iter()
-                .map(|k| Box::new(k) as Box<dyn age::Identity>)
-                .collect(),
+            keys: x25519,
             publics,
         })
     }
 
-    pub fn from_identities(keys: Vec<Box<dyn age::Identity>>) -> Identities {
-        Identities {
-            keys,
-            publics: Vec::new(),
-        }
+    pub fn from_identities(keys: Vec<age::x25519::Identity>) -> Identities {
+        let publics = keys.iter().map(|k| k.to_public().to_string()).collect();
+        Identities { keys, publics }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &dyn age::Identity> {
-        self.keys.iter().map(|k| k.as_ref())
+        self.keys.iter().map(|k| k as &dyn age::Identity)
     }
 
     /// The public recipients matching these identities.

@@ -12,7 +12,7 @@
 //! use dr_stream::{Identities, Recipients};
 //! let identity = age::x25519::Identity::generate();
 //! let recipients = Recipients::parse(&[identity.to_public().to_string()]).unwrap();
-//! let identities = Identities::from_identities(vec![Box::new(identity)]);
+//! let identities = Identities::from_identities(vec![identity]);
 //! let sealed = dr_stream::seal(b"hello", &recipients, 3).unwrap();
 //! assert_eq!(dr_stream::unseal(&sealed, &identities, "example").unwrap(), b"hello");
 //! ```
@@ -206,8 +206,8 @@ fn decode_inner<R: Read, W: Write>(
         }
         Err(e) => return Err(corrupt(format!("age: {e}"))),
     };
-    let mut zstd = zstd::stream::read::Decoder::new(reader)
-        .map_err(|e| corrupt(format!("zstd: {e}")))?;
+    let mut zstd =
+        zstd::stream::read::Decoder::new(reader).map_err(|e| corrupt(format!("zstd: {e}")))?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut raw = 0u64;
     loop {
@@ -262,7 +262,7 @@ mod tests {
     fn pair() -> (Recipients, Identities) {
         let id = age::x25519::Identity::generate();
         let r = Recipients::parse(&[id.to_public().to_string()]).expect("recipient");
-        (r, Identities::from_identities(vec![Box::new(id)]))
+        (r, Identities::from_identities(vec![id]))
     }
 
     fn data(n: usize) -> Vec<u8> {
@@ -287,8 +287,15 @@ mod tests {
             assert_eq!(stats.stored_bytes, stored.len() as u64);
             assert_eq!(stats.sha256, sha256_hex(&stored));
             let mut out = Vec::new();
-            decode(&stored[..], &mut out, &i, Some(&stats.sha256), "x", &mut |_| {})
-                .expect("decode");
+            decode(
+                &stored[..],
+                &mut out,
+                &i,
+                Some(&stats.sha256),
+                "x",
+                &mut |_| {},
+            )
+            .expect("decode");
             assert_eq!(out, input);
         }
     }
@@ -325,8 +332,15 @@ mod tests {
     fn a_digest_mismatch_is_reported_even_when_age_is_happy() {
         let (r, i) = pair();
         let stored = seal(b"secret", &r, 3).expect("seal");
-        let e = decode(&stored[..], Vec::new(), &i, Some(&"0".repeat(64)), "x", &mut |_| {})
-            .expect_err("mismatch");
+        let e = decode(
+            &stored[..],
+            Vec::new(),
+            &i,
+            Some(&"0".repeat(64)),
+            "x",
+            &mut |_| {},
+        )
+        .expect_err("mismatch");
         assert!(matches!(e, StreamError::DigestMismatch { .. }), "{e}");
     }
 

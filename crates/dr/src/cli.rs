@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "dr", version, about = "PostgreSQL backup and disaster recovery: pg_dump → zstd → age → S3/R2 or a directory, proven by restores")]
+#[command(
+    name = "dr",
+    version,
+    about = "PostgreSQL backup and disaster recovery: pg_dump → zstd → age → S3/R2 or a directory, proven by restores"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -19,7 +23,13 @@ pub struct Global {
     #[arg(long, global = true, env = "DR_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "human", env = "DR_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "DR_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// More logs (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

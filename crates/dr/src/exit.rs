@@ -4,10 +4,6 @@ use std::process::ExitCode;
 
 use dr_core::Kind;
 
-pub const OK: u8 = 0;
-/// `dr status`: a backup is older than the threshold or the last verification failed.
-pub const STALE: u8 = 8;
-
 pub fn code(kind: Kind) -> ExitCode {
     ExitCode::from(match kind {
         Kind::Failed => 1,

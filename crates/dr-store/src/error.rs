@@ -1,0 +1,106 @@
+//! The one error type of the crate, written for the operator who reads it at 3am.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong talking to a repository.
+///
+/// Each message names the object (`key`), the bucket or directory, and, where a next step is
+/// obvious, ends with `hint: ...`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist. `key` is relative to the repository prefix.
+    #[error("object `{key}` not found in the repository")]
+    NotFound { key: String },
+
+    /// The repository URL in the configuration cannot be used.
+    #[error("invalid repository url `{url}`: {reason}. hint: {hint}")]
+    InvalidLocation {
+        url: String,
+        reason: String,
+        hint: &'static str,
+    },
+
+    /// A key handed to the store is not a plain relative '/'-separated path.
+    #[error("invalid object key `{key}`: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+
+    /// A request to S3 (or an S3-compatible service) failed after retries.
+    #[error("S3 {operation} of `{target}` failed: {message}{}", fmt_hint(.hint))]
+    S3 {
+        /// e.g. "PutObject"
+        operation: &'static str,
+        /// `s3://bucket/key`
+        target: String,
+        /// The service error code (`NoSuchBucket`, `AccessDenied`, ...) when the service sent one.
+        code: Option<String>,
+        /// The HTTP status when a response arrived.
+        status: Option<u16>,
+        /// The full error chain.
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// A filesystem operation of the directory store failed.
+    #[error("{action} `{}` failed: {source}{}", .path.display(), fmt_hint(.hint))]
+    Io {
+        /// e.g. "write", "rename", "list"
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        hint: Option<String>,
+    },
+
+    /// What was read back is not what was written (probe, multipart size check).
+    #[error("object `{key}` in {location} does not match what was written: {detail}")]
+    Mismatch {
+        key: String,
+        location: String,
+        detail: String,
+    },
+}
+
+fn fmt_hint(hint: &Option<String>) -> String {
+    match hint {
+        Some(h) => format!(". hint: {h}"),
+        None => String::new(),
+    }
+}
+
+impl StoreError {
+    /// True for [`StoreError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// The next step for the operator, if the error knows one.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            StoreError::InvalidLocation { hint, .. } => Some(hint),
+            StoreError::S3 { hint, .. } | StoreError::Io { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        let hint = match source.kind() {
+            std::io::ErrorKind::PermissionDenied => Some(
+                "check that the user running dr can write to the repository directory".to_owned(),
+            ),
+            std::io::ErrorKind::StorageFull => Some(
+                "the repository filesystem is full; free space or prune old backups".to_owned(),
+            ),
+            _ => None,
+        };
+        StoreError::Io {
+            action,
+            path: path.into(),
+            source,
+            hint,
+        }
+    }
+}

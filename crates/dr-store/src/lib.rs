@@ -1,0 +1,213 @@
+//! Object storage for `dr` repositories.
+//!
+//! This crate owns every byte that leaves the machine: an [`ObjectStore`] trait with two
+//! implementations, S3-compatible buckets (AWS S3, Cloudflare R2, MinIO, SeaweedFS, ...) and a
+//! local directory. It provides
+//!
+//! - atomic whole-object writes ([`ObjectStore::put`]) and conditional creates
+//!   ([`ObjectStore::put_if_absent`], used for locks),
+//! - streaming reads ([`ObjectStore::get_reader`]) that tolerate a slow consumer,
+//! - multipart uploads ([`ObjectStore::start_multipart`]) for dumps of any size, and the
+//!   listing/abort of uploads left behind by a crash,
+//! - complete listings (paginated; an error rather than a partial answer).
+//!
+//! Keys are relative to the repository prefix and '/'-separated, e.g.
+//! `app/20261122T030000Z/manifest.json`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dr_store::StoreError> {
+//! let location = dr_store::Location::parse("s3://backups/dr", None, Some("auto"), false)?;
+//! let store = dr_store::open(&location).await?;
+//! store.put("app/hello.txt", bytes::Bytes::from_static(b"hi")).await?;
+//! let lock_taken = store.put_if_absent("app/lock", bytes::Bytes::from_static(b"me")).await?;
+//! for object in store.list("app/").await? {
+//!     println!("{} {}", object.key, object.size);
+//! }
+//! # let _ = lock_taken;
+//! # Ok(())
+//! # }
+//! ```
+
+mod dir;
+mod error;
+mod location;
+mod s3;
+
+use std::sync::Arc;
+
+pub use error::StoreError;
+pub use location::Location;
+
+/// One stored object, as listed or headed.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    /// Relative to the repository prefix.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone)]
+pub struct PendingUpload {
+    /// Relative to the repository prefix.
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A repository's storage. Obtain one with [`open`].
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    fn location(&self) -> &Location;
+
+    /// Store `body` under `key`, replacing any previous object. Readers see the old or the new
+    /// object, never a partial one.
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError>;
+
+    /// Create `key` only if it does not exist yet. `Ok(false)` when it already exists.
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError>;
+
+    /// The whole object. [`StoreError::NotFound`] when absent.
+    async fn get(&self, key: &str) -> Result<bytes::Bytes, StoreError>;
+
+    /// The object's size and a streaming body. [`StoreError::NotFound`] when absent.
+    async fn get_reader(
+        &self,
+        key: &str,
+    ) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>), StoreError>;
+
+    /// `None` when absent.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Every object whose key starts with `prefix` (recursive), sorted by key. Complete or an
+    /// error, never a partial listing.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Remove `key`. Deleting a missing key is `Ok`.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Begin a multipart upload to `key`. The object appears only on
+    /// [`MultipartUpload::complete`].
+    async fn start_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError>;
+
+    /// Uploads in progress (or abandoned) whose key starts with `prefix`.
+    async fn list_multipart(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError>;
+
+    /// Abort an upload found by [`ObjectStore::list_multipart`]. Aborting an upload that is
+    /// already gone is `Ok`.
+    async fn abort_multipart(&self, upload: &PendingUpload) -> Result<(), StoreError>;
+}
+
+/// An upload in progress. On any error from `put_part` or `complete`, call `abort`.
+#[async_trait::async_trait]
+pub trait MultipartUpload: Send {
+    /// Parts arrive in order; all non-final parts have the same size (R2 requires it; the
+    /// caller guarantees it). S3 needs non-final parts of at least 5 MiB.
+    async fn put_part(&mut self, data: bytes::Bytes) -> Result<(), StoreError>;
+    /// Make the object visible. Zero parts make an empty object.
+    async fn complete(self: Box<Self>) -> Result<ObjectMeta, StoreError>;
+    /// Throw the parts away.
+    async fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Open the store at `location`.
+///
+/// S3 uses the aws-config default credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+/// profiles, ...); when the location has no endpoint, aws-config honours AWS_ENDPOINT_URL.
+/// Nothing is sent over the network here; use [`probe_writable`] to check access.
+///
+/// A directory is created if missing.
+pub async fn open(location: &Location) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    match location {
+        Location::S3 { .. } => Ok(Arc::new(s3::S3Store::open(location.clone()).await?)),
+        Location::Directory { .. } => Ok(Arc::new(dir::DirStore::open(location.clone()).await?)),
+    }
+}
+
+/// Write, read back and delete a small probe object under `_dr/probe-<random>`.
+pub async fn probe_writable(store: &dyn ObjectStore) -> Result<(), StoreError> {
+    let key = format!("_dr/probe-{}", random_id());
+    let body = bytes::Bytes::from(format!(
+        "dr write probe {} {}\n",
+        chrono::Utc::now().to_rfc3339(),
+        random_id()
+    ));
+    store.put(&key, body.clone()).await?;
+    let read = store.get(&key).await;
+    let deleted = store.delete(&key).await;
+    let read = read?;
+    if read != body {
+        return Err(StoreError::Mismatch {
+            key,
+            location: store.location().to_string(),
+            detail: format!("wrote {} bytes, read back {} bytes", body.len(), read.len()),
+        });
+    }
+    deleted
+}
+
+/// 16 random hex digits.
+pub(crate) fn random_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// Keys are relative, '/'-separated, without empty, `.` or `..` segments.
+pub(crate) fn validate_key(key: &str) -> Result<(), StoreError> {
+    let reason = if key.is_empty() {
+        Some("empty key")
+    } else if key.starts_with('/') {
+        Some("keys are relative to the repository and must not start with '/'")
+    } else if key.ends_with('/') {
+        Some("keys must not end with '/'")
+    } else if key.contains('\\') || key.contains('\0') {
+        Some("keys must not contain '\\' or NUL")
+    } else if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        Some("keys must not contain empty, '.' or '..' segments")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A listing prefix is empty or a key prefix (it may end with '/').
+pub(crate) fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    validate_key(trimmed).map_err(|_| StoreError::InvalidKey {
+        key: prefix.to_owned(),
+        reason: "a listing prefix must be empty or a relative '/'-separated path",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        for ok in ["a", "app/2026/manifest.json", "_dr/probe-1", "a.b/c..d"] {
+            validate_key(ok).expect(ok);
+        }
+        for bad in ["", "/a", "a/", "a//b", "a/../b", "./a", "a\\b"] {
+            assert!(validate_key(bad).is_err(), "{bad}");
+        }
+        for ok in ["", "app/", "app/2026", "a/b/"] {
+            validate_prefix(ok).expect(ok);
+        }
+        for bad in ["/", "/a", "a//", "../"] {
+            assert!(validate_prefix(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,846 @@
+//! The S3 store: any S3-compatible service through aws-sdk-s3.
+//!
+//! Configured for the lowest common denominator of S3 implementations (R2, MinIO, SeaweedFS):
+//! checksums only when an operation requires them, path-style addressing on request, and no
+//! stalled-stream protection on downloads because `pg_restore` may stop reading for minutes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{
+    Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use crate::{
+    validate_key, validate_prefix, Location, MultipartUpload, ObjectMeta, ObjectStore,
+    PendingUpload, StoreError,
+};
+
+/// Attempts per request (first try included).
+const MAX_ATTEMPTS: u32 = 5;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One attempt of one request, e.g. a 64 MiB part at ~1 Mbit/s.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Parts uploaded concurrently by one multipart upload.
+const MAX_PARTS_IN_FLIGHT: usize = 2;
+/// S3's limit on part numbers.
+const MAX_PARTS: i32 = 10_000;
+
+const HINT_CREDENTIALS: &str = "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile";
+
+type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
+
+/// What the store and its uploads share.
+struct Shared {
+    client: Client,
+    bucket: String,
+    /// No leading or trailing '/'; may be empty.
+    prefix: String,
+    /// Shown in hints about unreachable endpoints; without userinfo.
+    endpoint: Option<String>,
+}
+
+impl Shared {
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    /// The repository prefix as a key prefix: "" or "prefix/".
+    fn root(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        }
+    }
+
+    fn target(&self, full_key: &str) -> String {
+        format!("s3://{}/{full_key}", self.bucket)
+    }
+
+    fn error<E>(
+        &self,
+        operation: &'static str,
+        full_key: &str,
+        err: &SdkError<E, HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let code = err.code().map(str::to_owned);
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let message = describe(err);
+        tracing::debug!(
+            operation,
+            target = %self.target(full_key),
+            error = %DisplayErrorContext(err),
+            "S3 request failed"
+        );
+        let transport = matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+        );
+        let hint = self.hint(code.as_deref(), status, transport, &message);
+        StoreError::S3 {
+            operation,
+            target: self.target(full_key),
+            code,
+            status,
+            message,
+            hint,
+        }
+    }
+
+    /// An answer that arrived but makes no sense (no ETag, no Content-Length, ...).
+    fn protocol_error(
+        &self,
+        operation: &'static str,
+        full_key: &str,
+        message: impl Into<String>,
+    ) -> StoreError {
+        StoreError::S3 {
+            operation,
+            target: self.target(full_key),
+            code: None,
+            status: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn hint(
+        &self,
+        code: Option<&str>,
+        status: Option<u16>,
+        transport: bool,
+        message: &str,
+    ) -> Option<String> {
+        match code {
+            Some("NoSuchBucket") => {
+                return Some(format!(
+                    "create the bucket `{}` or fix repository.url",
+                    self.bucket
+                ))
+            }
+            Some(
+                "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "InvalidToken"
+                | "ExpiredToken"
+                | "InvalidSecurity",
+            ) => return Some(HINT_CREDENTIALS.to_owned()),
+            Some("PermanentRedirect" | "AuthorizationHeaderMalformed") => {
+                return Some(
+                    "the bucket lives in another region: set repository.region (or AWS_REGION)"
+                        .to_owned(),
+                )
+            }
+            _ => {}
+        }
+        if status == Some(403) {
+            return Some(HINT_CREDENTIALS.to_owned());
+        }
+        if transport {
+            let lower = message.to_ascii_lowercase();
+            if lower.contains("credential") && !lower.contains("connect") {
+                return Some(format!(
+                    "no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE ({HINT_CREDENTIALS})"
+                ));
+            }
+            let endpoint = match &self.endpoint {
+                Some(e) => format!(" (endpoint: {e})"),
+                None => String::new(),
+            };
+            return Some(format!(
+                "is the endpoint reachable? check repository.endpoint / AWS_ENDPOINT_URL{endpoint}"
+            ));
+        }
+        None
+    }
+}
+
+/// One line for the operator: the service's code and message, or the transport error chain.
+/// (`DisplayErrorContext` appends a Debug dump of the whole response; that goes to the debug
+/// log instead.)
+fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(service) = err {
+        let status = service.raw().status().as_u16();
+        let request_id = service
+            .raw()
+            .headers()
+            .get("x-amz-request-id")
+            .map(|id| format!(", request id {id}"))
+            .unwrap_or_default();
+        return match (err.code(), err.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status}{request_id})"),
+            (Some(code), None) => format!("{code} (HTTP {status}{request_id})"),
+            _ => format!("HTTP {status} without an error code{request_id}"),
+        };
+    }
+    error_chain(err)
+}
+
+/// `outer: inner: innermost`, skipping links that repeat the previous one.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err.code() {
+        Some("NoSuchKey" | "NotFound") => true,
+        Some(_) => false,
+        // HEAD answers have no body, so no code: 404 alone means "no such key".
+        None => err.raw_response().map(|r| r.status().as_u16()) == Some(404),
+    }
+}
+
+fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> Option<chrono::DateTime<chrono::Utc>> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+}
+
+/// The endpoint without userinfo, query or fragment, for messages.
+fn display_endpoint(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "<invalid endpoint>".to_owned(),
+    }
+}
+
+pub(crate) struct S3Store {
+    location: Location,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("location", &self.location.to_string())
+            .field("endpoint", &self.shared.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Store {
+    pub(crate) async fn open(location: Location) -> Result<Self, StoreError> {
+        let Location::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            path_style,
+        } = &location
+        else {
+            return Err(StoreError::InvalidLocation {
+                url: location.to_string(),
+                reason: "not an s3:// location".to_owned(),
+                hint: "use s3://BUCKET/PREFIX",
+            });
+        };
+        if let Some(endpoint) = endpoint {
+            let valid = url::Url::parse(endpoint)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !valid {
+                return Err(StoreError::InvalidLocation {
+                    url: location.to_string(),
+                    reason: format!(
+                        "endpoint `{}` is not an http(s) URL",
+                        display_endpoint(endpoint)
+                    ),
+                    hint:
+                        "set repository.endpoint to e.g. https://<account>.r2.cloudflarestorage.com",
+                });
+            }
+        }
+
+        let region = RegionProviderChain::first_try(region.clone().map(Region::new))
+            .or_default_provider()
+            .or_else(Region::from_static("us-east-1"));
+        let retry = RetryConfig::standard()
+            .with_max_attempts(MAX_ATTEMPTS)
+            .with_initial_backoff(Duration::from_millis(500))
+            .with_max_backoff(Duration::from_secs(10));
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .build();
+        // Uploads keep the protection (our bodies are in memory); downloads must not fail when
+        // the consumer (pg_restore) pauses.
+        let stalled = StalledStreamProtectionConfig::enabled()
+            .upload_enabled(true)
+            .download_enabled(false)
+            .grace_period(Duration::from_secs(120))
+            .build();
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .retry_config(retry)
+            .timeout_config(timeouts)
+            .stalled_stream_protection(stalled)
+            .load()
+            .await;
+
+        let mut config = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(*path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        let shown_endpoint = endpoint
+            .as_deref()
+            .or(sdk.endpoint_url())
+            .map(display_endpoint);
+        let shared = Shared {
+            client: Client::from_conf(config.build()),
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            endpoint: shown_endpoint,
+        };
+        Ok(S3Store {
+            location,
+            shared: Arc::new(shared),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    fn location(&self) -> &Location {
+        &self.location
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        s.client
+            .put_object()
+            .bucket(&s.bucket)
+            .key(&full)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s.error("PutObject", &full, &e))?;
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        let mut conflicts = 0;
+        loop {
+            let result = s
+                .client
+                .put_object()
+                .bucket(&s.bucket)
+                .key(&full)
+                .if_none_match("*")
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(true),
+                Err(err) => err,
+            };
+            let status = err.raw_response().map(|r| r.status().as_u16());
+            if err.code() == Some("PreconditionFailed") || status == Some(412) {
+                return Ok(false);
+            }
+            // AWS: a concurrent conditional write to the same key is in progress; retry.
+            if (err.code() == Some("ConditionalRequestConflict") || status == Some(409))
+                && conflicts < 3
+            {
+                conflicts += 1;
+                tokio::time::sleep(Duration::from_millis(200 * conflicts)).await;
+                continue;
+            }
+            return Err(s.error("PutObject (If-None-Match)", &full, &err));
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        let out = s
+            .client
+            .get_object()
+            .bucket(&s.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    StoreError::NotFound {
+                        key: key.to_owned(),
+                    }
+                } else {
+                    s.error("GetObject", &full, &e)
+                }
+            })?;
+        let body = out.body.collect().await.map_err(|e| {
+            s.protocol_error(
+                "GetObject",
+                &full,
+                format!("reading the body failed: {}", error_chain(&e)),
+            )
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn get_reader(
+        &self,
+        key: &str,
+    ) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>), StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        let out = s
+            .client
+            .get_object()
+            .bucket(&s.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    StoreError::NotFound {
+                        key: key.to_owned(),
+                    }
+                } else {
+                    s.error("GetObject", &full, &e)
+                }
+            })?;
+        let size = out
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| {
+                s.protocol_error("GetObject", &full, "the answer has no Content-Length")
+            })?;
+        Ok((size, Box::new(Box::pin(out.body.into_async_read()))))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        match s
+            .client
+            .head_object()
+            .bucket(&s.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_owned(),
+                size: out
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                last_modified: to_chrono(out.last_modified()),
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(s.error("HeadObject", &full, &e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        validate_prefix(prefix)?;
+        let s = &self.shared;
+        let root = s.root();
+        let full_prefix = format!("{root}{prefix}");
+        let mut pages = s
+            .client
+            .list_objects_v2()
+            .bucket(&s.bucket)
+            .prefix(&full_prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s.error("ListObjectsV2", &full_prefix, &e))?;
+            for object in page.contents() {
+                let Some(full) = object.key() else { continue };
+                let Some(key) = full.strip_prefix(&root) else {
+                    continue;
+                };
+                // Folder markers some services create; never a dr object.
+                if key.is_empty() || key.ends_with('/') {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    key: key.to_owned(),
+                    size: object
+                        .size()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(0),
+                    last_modified: to_chrono(object.last_modified()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        match s
+            .client
+            .delete_object()
+            .bucket(&s.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(s.error("DeleteObject", &full, &e)),
+        }
+    }
+
+    async fn start_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        let out = s
+            .client
+            .create_multipart_upload()
+            .bucket(&s.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| s.error("CreateMultipartUpload", &full, &e))?;
+        let upload_id = out
+            .upload_id()
+            .ok_or_else(|| {
+                s.protocol_error("CreateMultipartUpload", &full, "the answer has no UploadId")
+            })?
+            .to_owned();
+        tracing::debug!(target = %s.target(&full), %upload_id, "multipart upload started");
+        Ok(Box::new(S3Upload {
+            shared: Arc::clone(&self.shared),
+            key: key.to_owned(),
+            full_key: full,
+            upload_id,
+            next_part: 1,
+            in_flight: JoinSet::new(),
+            parts: Vec::new(),
+            size: 0,
+            finished: false,
+        }))
+    }
+
+    async fn list_multipart(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {
+        validate_prefix(prefix)?;
+        let s = &self.shared;
+        let root = s.root();
+        let full_prefix = format!("{root}{prefix}");
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut upload_id_marker: Option<String> = None;
+        loop {
+            let page = s
+                .client
+                .list_multipart_uploads()
+                .bucket(&s.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take())
+                .send()
+                .await
+                .map_err(|e| s.error("ListMultipartUploads", &full_prefix, &e))?;
+            for upload in page.uploads() {
+                let (Some(full), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                let Some(key) = full.strip_prefix(&root) else {
+                    continue;
+                };
+                if !key.starts_with(prefix) {
+                    continue;
+                }
+                out.push(PendingUpload {
+                    key: key.to_owned(),
+                    upload_id: id.to_owned(),
+                    initiated: to_chrono(upload.initiated()),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && upload_id_marker.is_none() {
+                return Err(s.protocol_error(
+                    "ListMultipartUploads",
+                    &full_prefix,
+                    "the listing is truncated but has no next marker; refusing to return a partial listing",
+                ));
+            }
+        }
+        out.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        Ok(out)
+    }
+
+    async fn abort_multipart(&self, upload: &PendingUpload) -> Result<(), StoreError> {
+        validate_key(&upload.key)?;
+        let full = self.shared.full_key(&upload.key);
+        abort_upload(&self.shared, &full, &upload.upload_id).await
+    }
+}
+
+async fn abort_upload(s: &Shared, full_key: &str, upload_id: &str) -> Result<(), StoreError> {
+    match s
+        .client
+        .abort_multipart_upload()
+        .bucket(&s.bucket)
+        .key(full_key)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+        Err(e) => Err(s.error("AbortMultipartUpload", full_key, &e)),
+    }
+}
+
+struct S3Upload {
+    shared: Arc<Shared>,
+    key: String,
+    full_key: String,
+    upload_id: String,
+    next_part: i32,
+    in_flight: JoinSet<Result<CompletedPart, StoreError>>,
+    /// Finished parts, in completion order (sorted before CompleteMultipartUpload).
+    parts: Vec<CompletedPart>,
+    size: u64,
+    /// Completed or aborted: nothing left on the server.
+    finished: bool,
+}
+
+impl S3Upload {
+    fn record(
+        &mut self,
+        joined: Result<Result<CompletedPart, StoreError>, tokio::task::JoinError>,
+    ) -> Result<(), StoreError> {
+        match joined {
+            Ok(Ok(part)) => {
+                self.parts.push(part);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(self.shared.protocol_error(
+                "UploadPart",
+                &self.full_key,
+                format!("the upload task failed: {join}"),
+            )),
+        }
+    }
+
+    /// Wait until at most `limit` parts are in flight.
+    async fn drain_to(&mut self, limit: usize) -> Result<(), StoreError> {
+        while self.in_flight.len() > limit {
+            match self.in_flight.join_next().await {
+                Some(joined) => self.record(joined)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<ObjectMeta, StoreError> {
+        self.drain_to(0).await?;
+        let s = Arc::clone(&self.shared);
+        if self.parts.is_empty() {
+            // S3 rejects completing an upload without parts: store an empty object instead.
+            abort_upload(&s, &self.full_key, &self.upload_id).await?;
+            self.finished = true;
+            s.client
+                .put_object()
+                .bucket(&s.bucket)
+                .key(&self.full_key)
+                .body(ByteStream::from(Bytes::new()))
+                .send()
+                .await
+                .map_err(|e| s.error("PutObject", &self.full_key, &e))?;
+        } else {
+            self.parts.sort_by_key(|p| p.part_number());
+            let parts = CompletedMultipartUpload::builder()
+                .set_parts(Some(std::mem::take(&mut self.parts)))
+                .build();
+            s.client
+                .complete_multipart_upload()
+                .bucket(&s.bucket)
+                .key(&self.full_key)
+                .upload_id(&self.upload_id)
+                .multipart_upload(parts)
+                .send()
+                .await
+                .map_err(|e| s.error("CompleteMultipartUpload", &self.full_key, &e))?;
+            self.finished = true;
+        }
+        let head = s
+            .client
+            .head_object()
+            .bucket(&s.bucket)
+            .key(&self.full_key)
+            .send()
+            .await
+            .map_err(|e| s.error("HeadObject", &self.full_key, &e))?;
+        let size = head
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
+        if size != self.size {
+            return Err(StoreError::Mismatch {
+                key: self.key.clone(),
+                location: s.target(&self.full_key),
+                detail: format!("uploaded {} bytes, the object has {size}", self.size),
+            });
+        }
+        Ok(ObjectMeta {
+            key: self.key.clone(),
+            size,
+            last_modified: to_chrono(head.last_modified()),
+        })
+    }
+
+    async fn abort_in_place(&mut self) -> Result<(), StoreError> {
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
+        if self.finished {
+            return Ok(());
+        }
+        abort_upload(&self.shared, &self.full_key, &self.upload_id).await?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for S3Upload {
+    async fn put_part(&mut self, data: Bytes) -> Result<(), StoreError> {
+        if self.finished {
+            return Err(self.shared.protocol_error(
+                "UploadPart",
+                &self.full_key,
+                "the upload is already completed or aborted",
+            ));
+        }
+        // Surface failures of earlier parts as early as possible.
+        while let Some(joined) = self.in_flight.try_join_next() {
+            self.record(joined)?;
+        }
+        self.drain_to(MAX_PARTS_IN_FLIGHT - 1).await?;
+        if self.next_part > MAX_PARTS {
+            return Err(self.shared.protocol_error(
+                "UploadPart",
+                &self.full_key,
+                format!("more than {MAX_PARTS} parts; the part size is too small for this object"),
+            ));
+        }
+        let part_number = self.next_part;
+        self.next_part += 1;
+        self.size += data.len() as u64;
+        let shared = Arc::clone(&self.shared);
+        let (full_key, upload_id) = (self.full_key.clone(), self.upload_id.clone());
+        self.in_flight.spawn(async move {
+            let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
+            let out = shared
+                .client
+                .upload_part()
+                .bucket(&shared.bucket)
+                .key(&full_key)
+                .upload_id(&upload_id)
+                .part_number(part_number)
+                .content_length(len)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .map_err(|e| shared.error("UploadPart", &full_key, &e))?;
+            let e_tag = out.e_tag().ok_or_else(|| {
+                shared.protocol_error(
+                    "UploadPart",
+                    &full_key,
+                    format!("part {part_number}: the answer has no ETag"),
+                )
+            })?;
+            Ok(CompletedPart::builder()
+                .part_number(part_number)
+                .e_tag(e_tag)
+                .build())
+        });
+        Ok(())
+    }
+
+    async fn complete(mut self: Box<Self>) -> Result<ObjectMeta, StoreError> {
+        match self.finish().await {
+            Ok(meta) => Ok(meta),
+            Err(err) => {
+                // The caller cannot abort a consumed upload: clean up here.
+                if let Err(abort) = self.abort_in_place().await {
+                    tracing::warn!(
+                        key = %self.key,
+                        upload_id = %self.upload_id,
+                        error = %abort,
+                        "could not abort the failed multipart upload; it stays until aborted"
+                    );
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.abort_in_place().await
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::warn!(
+                target = %self.shared.target(&self.full_key),
+                upload_id = %self.upload_id,
+                "multipart upload dropped without complete() or abort(); its parts stay in the bucket until aborted"
+            );
+        }
+    }
+}
