@@ -1,0 +1,468 @@
+//! End-to-end: `dr backup` against real PostgreSQL and SeaweedFS (and the directory store),
+//! checked with the real `age`, `zstd` and `pg_restore` CLIs.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+pub struct Setup {
+    pub ws: Workspace,
+    pub pg: Postgres,
+    pub identity: PathBuf,
+    pub recipient: String,
+}
+
+fn setup() -> Setup {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.load_hard_cases("app");
+    let (identity, recipient) = ws.keygen();
+    Setup {
+        ws,
+        pg,
+        identity,
+        recipient,
+    }
+}
+
+fn config(s: &Setup, repo: &str, extra: &str) -> PathBuf {
+    s.ws.write(
+        "dr.toml",
+        &format!(
+            r#"
+[repository]
+url = "{repo}"
+{extra}
+
+[encryption]
+recipients = ["{}"]
+identity_file = "{}"
+
+[[targets]]
+name = "app"
+url = "{}"
+"#,
+            s.recipient,
+            s.identity.display(),
+            s.pg.url("app")
+        ),
+    )
+}
+
+fn dir_repo(s: &Setup) -> (PathBuf, PathBuf) {
+    let repo = s.ws.path().join("repo");
+    let cfg = config(s, &format!("file://{}", repo.display()), "");
+    (cfg, repo)
+}
+
+fn s3_config(s: &Setup, weed: &SeaweedFs, bucket: &str) -> PathBuf {
+    weed.create_bucket(bucket);
+    config(
+        s,
+        &format!("s3://{bucket}/backups"),
+        &format!(
+            "endpoint = \"{}\"\nregion = \"us-east-1\"\npath_style = true",
+            weed.endpoint()
+        ),
+    )
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn manifests(repo: &Path) -> Vec<PathBuf> {
+    files_under(repo)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "manifest.json"))
+        .collect()
+}
+
+#[test]
+fn directory_backup_restores_with_only_the_age_zstd_and_pg_restore_clis() {
+    let s = setup();
+    let (cfg, repo) = dir_repo(&s);
+    let out = s.ws.dr(&cfg, &["backup"]);
+    assert_success(&out);
+    let m = manifests(&repo);
+    assert_eq!(m.len(), 1);
+    let dump = m[0].with_file_name("dump.zst.age");
+    // pg_restore -l stops reading early: decode into a file first (as the runbook does).
+    let pipeline = format!(
+        "age -d -i {} {} | zstd -d > {}/app.dump && pg_restore -l {}/app.dump",
+        s.identity.display(),
+        dump.display(),
+        s.ws.path().display(),
+        s.ws.path().display()
+    );
+    let out = Command::new("bash")
+        .args(["-o", "pipefail", "-c", &pipeline])
+        .output()
+        .expect("bash");
+    assert_success(&out);
+    let listing = stdout(&out);
+    assert!(listing.contains("TABLE DATA public big"), "{listing}");
+    assert!(listing.contains("Straße Orders ✓"), "{listing}");
+    // Nothing half-written is left behind.
+    assert!(files_under(&repo)
+        .iter()
+        .all(|p| !p.to_string_lossy().contains(".tmp-")));
+}
+
+#[test]
+fn recorded_row_counts_equal_count_star_for_every_table() {
+    let s = setup();
+    let (cfg, _) = dir_repo(&s);
+    assert_success(&s.ws.dr(&cfg, &["backup"]));
+    let out = s.ws.dr(&cfg, &["show", "latest", "--json"]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let mut recorded = std::collections::BTreeMap::new();
+    for t in v["details"]["tables"].as_array().expect("tables") {
+        recorded.insert(
+            format!(
+                "{}.{}",
+                t["schema"].as_str().unwrap_or(""),
+                t["name"].as_str().unwrap_or("")
+            ),
+            t["rows"].as_i64().unwrap_or(-1),
+        );
+    }
+    let actual = s.pg.row_counts("app");
+    assert_eq!(recorded, actual);
+    assert_eq!(recorded["public.zerocol"], 3);
+    assert_eq!(recorded["public.cities"], 2, "counted FROM ONLY");
+    assert_eq!(v["details"]["large_objects"], 1);
+}
+
+#[test]
+fn s3_backup_holds_no_plaintext_and_lists_as_json() {
+    let s = setup();
+    s.pg.psql(
+        "app",
+        "create table canary_table_q7x (v text); insert into canary_table_q7x values ('secret-canary-value-42');",
+    );
+    let weed = SeaweedFs::start();
+    let cfg = s3_config(&s, &weed, "plain");
+    assert_success(&s.ws.dr(&cfg, &["backup"]));
+    let keys = weed.object_keys("plain");
+    assert!(
+        keys.iter().any(|k| k.ends_with("manifest.json")),
+        "{keys:?}"
+    );
+    for k in &keys {
+        let body = weed.fetch("plain", k);
+        let text = String::from_utf8_lossy(&body);
+        for needle in [
+            "secret-canary-value-42",
+            "canary_table_q7x",
+            "Straße",
+            "zerocol",
+            "PGDMP",
+        ] {
+            assert!(!text.contains(needle), "`{needle}` in plaintext in {k}");
+        }
+    }
+    let out = s.ws.dr(&cfg, &["list", "--json"]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let first = &v.as_array().expect("array")[0];
+    assert_eq!(first["target"], "app");
+    assert!(first["id"].as_str().is_some_and(|id| id.ends_with('Z')));
+    assert!(first["bytes"].as_u64().is_some_and(|b| b > 0));
+    assert!(chrono_like(first["started_at"].as_str().unwrap_or("")));
+    // The stored dump decrypts with the CLIs straight from the bucket.
+    let dump_key = keys
+        .iter()
+        .find(|k| k.ends_with("dump.zst.age"))
+        .expect("dump");
+    let dump = s.ws.write("dump.zst.age", "");
+    std::fs::write(&dump, weed.fetch("plain", dump_key)).expect("write");
+    let out = Command::new("bash")
+        .args([
+            "-o",
+            "pipefail",
+            "-c",
+            &format!(
+                "age -d -i {} {} | zstd -d > {}.dump && pg_restore -l {}.dump >/dev/null",
+                s.identity.display(),
+                dump.display(),
+                dump.display(),
+                dump.display()
+            ),
+        ])
+        .output()
+        .expect("bash");
+    assert_success(&out);
+}
+
+fn chrono_like(s: &str) -> bool {
+    s.len() >= 20 && s.as_bytes()[4] == b'-' && s.contains('T')
+}
+
+#[test]
+fn a_missing_database_fails_with_no_manifest_and_no_open_upload() {
+    let s = setup();
+    let weed = SeaweedFs::start();
+    let cfg = s3_config(&s, &weed, "faildb");
+    let text = std::fs::read_to_string(&cfg)
+        .expect("cfg")
+        .replace("/app\"", "/nope\"");
+    std::fs::write(&cfg, text).expect("write");
+    let out = s.ws.dr(&cfg, &["backup"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("nope") && err.contains("hint:"), "{err}");
+    assert!(weed
+        .object_keys("faildb")
+        .iter()
+        .all(|k| !k.ends_with("manifest.json")));
+    let uploads = Command::new("curl")
+        .args(["-s", &format!("{}/faildb?uploads", weed.endpoint())])
+        .output()
+        .expect("curl");
+    assert!(
+        !stdout(&uploads).contains("<UploadId>"),
+        "{}",
+        stdout(&uploads)
+    );
+}
+
+#[test]
+fn pg_dump_killed_mid_stream_leaves_no_manifest_and_no_upload() {
+    let s = setup();
+    // Enough data that pg_dump runs for a while.
+    s.pg.psql("app", "create table filler as select g, repeat(md5(g::text), 20) as t from generate_series(1, 400000) g;");
+    let (cfg, repo) = dir_repo(&s);
+    let mut cmd = s.ws.dr_command(&cfg, &["backup"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawn dr");
+    let pid = child.id();
+    let mut killed = false;
+    for _ in 0..400 {
+        // The child whose command line is pg_dump's streaming dump (not pg_dumpall).
+        let kids = Command::new("pgrep")
+            .args(["-P", &pid.to_string()])
+            .output()
+            .expect("pgrep");
+        for kid in stdout(&kids).split_whitespace() {
+            let cmdline = std::fs::read(format!("/proc/{kid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("pg_dump --format=custom") {
+                killed = Command::new("kill")
+                    .args(["-9", kid])
+                    .status()
+                    .is_ok_and(|s| s.success());
+            }
+        }
+        if killed {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(killed, "pg_dump was never seen running");
+    assert!(
+        !out.status.success(),
+        "dr reported success after pg_dump was killed"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("pg_dump"), "{err}");
+    assert!(manifests(&repo).is_empty());
+    let uploads: Vec<PathBuf> = files_under(&repo.join(".dr-uploads"));
+    assert!(uploads.is_empty(), "{uploads:?}");
+    let out = s.ws.dr(&cfg, &["list", "--json"]);
+    assert_eq!(stdout(&out).trim(), "[]");
+}
+
+#[test]
+fn a_server_newer_than_every_pg_dump_is_a_clear_error_and_its_own_pg_dump_works() {
+    let Some(bin18) = pg_bin_dir(18) else {
+        eprintln!("skipped: no PostgreSQL 18 binaries (ci/setup.sh installs them)");
+        return;
+    };
+    let ws = Workspace::new();
+    let pg = Postgres::start_with_bin_dir(&bin18);
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "create table t (id int); insert into t select generate_series(1, 1000);",
+    );
+    let (identity, recipient) = ws.keygen();
+    let s = Setup {
+        ws,
+        pg,
+        identity,
+        recipient,
+    };
+    let (cfg, repo) = dir_repo(&s);
+    let out = s.ws.dr(&cfg, &["backup"]);
+    assert_exit_code(&out, 3);
+    let err = stderr(&out);
+    assert!(
+        err.contains("PostgreSQL 18") && err.contains("pg_bin_dir"),
+        "{err}"
+    );
+    assert!(manifests(&repo).is_empty());
+    // With the matching client binaries configured, the backup works.
+    let text = std::fs::read_to_string(&cfg).expect("cfg")
+        + &format!("\n[backup]\npg_bin_dir = \"{}\"\n", bin18.display());
+    std::fs::write(&cfg, text).expect("write");
+    assert_success(&s.ws.dr(&cfg, &["backup"]));
+    let out = s.ws.dr(&cfg, &["show", "latest", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v["server_major"], 18);
+    assert_eq!(v["details"]["tables"][0]["rows"], 1000);
+}
+
+#[test]
+fn bad_config_is_named_and_exits_2() {
+    let s = setup();
+    let (cfg, _) = dir_repo(&s);
+    let good = std::fs::read_to_string(&cfg).expect("cfg");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replace("[repository]\nurl", "[repository]\nurll"),
+            "url",
+        ),
+        (
+            good.replace(&s.recipient, "age1notarecipient"),
+            "age1notarecipient",
+        ),
+        (good.replace("postgres@", "postgres:hunter2@"), "PGPASSWORD"),
+        (good.replace("file://", "ftp://"), "ftp://"),
+        ("this is not toml".to_string(), "invalid config"),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(&cfg, &text).expect("write");
+        let out = s.ws.dr(&cfg, &["backup"]);
+        assert_exit_code(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains(needle), "expected `{needle}` in: {err}");
+        assert!(!err.contains("hunter2"), "password echoed: {err}");
+    }
+    let out = s.ws.dr(&s.ws.path().join("missing.toml"), &["list"]);
+    assert_exit_code(&out, 2);
+    assert!(stderr(&out).contains("missing.toml"));
+}
+
+#[test]
+fn unreachable_database_and_bucket_exit_3_with_hints() {
+    let s = setup();
+    let (cfg, _) = dir_repo(&s);
+    let port = free_port();
+    let text = std::fs::read_to_string(&cfg)
+        .expect("cfg")
+        .replace(&format!(":{}/", s.pg.port()), &format!(":{port}/"));
+    std::fs::write(&cfg, text).expect("write");
+    let out = s.ws.dr(&cfg, &["backup"]);
+    assert_exit_code(&out, 3);
+    assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
+
+    let weed_port = free_port();
+    let cfg2 = config(
+        &s,
+        "s3://nobucket/x",
+        &format!("endpoint = \"http://127.0.0.1:{weed_port}\"\npath_style = true"),
+    );
+    let out = s.ws.dr(&cfg2, &["list"]);
+    assert_exit_code(&out, 3);
+    assert!(stderr(&out).contains("endpoint"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_held_lock_refuses_a_second_run_and_an_expired_one_is_taken_over() {
+    let s = setup();
+    let (cfg, repo) = dir_repo(&s);
+    std::fs::create_dir_all(repo.join("locks")).expect("mkdir");
+    let lock = |expires: &str| {
+        format!(
+            r#"{{"target":"app","holder":"otherhost pid 1","operation":"backup","acquired_at":"2026-01-01T00:00:00Z","expires_at":"{expires}","token":"x"}}"#
+        )
+    };
+    std::fs::write(repo.join("locks/app.json"), lock("2999-01-01T00:00:00Z")).expect("lock");
+    let out = s.ws.dr(&cfg, &["backup"]);
+    assert_exit_code(&out, 6);
+    assert!(stderr(&out).contains("otherhost"), "{}", stderr(&out));
+    assert!(manifests(&repo).is_empty());
+
+    std::fs::write(repo.join("locks/app.json"), lock("2020-01-01T00:00:00Z")).expect("lock");
+    assert_success(&s.ws.dr(&cfg, &["backup"]));
+    assert_eq!(manifests(&repo).len(), 1);
+    assert!(!repo.join("locks/app.json").exists(), "lock released");
+}
+
+#[test]
+fn two_concurrent_backups_never_overlap() {
+    let s = setup();
+    let (cfg, repo) = dir_repo(&s);
+    let spawn = || {
+        let mut c = s.ws.dr_command(&cfg, &["backup"]);
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().expect("spawn")
+    };
+    let a = spawn();
+    let b = spawn();
+    let a = a.wait_with_output().expect("a");
+    let b = b.wait_with_output().expect("b");
+    let ok = [&a, &b].iter().filter(|o| o.status.success()).count();
+    assert!(ok >= 1, "{}\n{}", stderr(&a), stderr(&b));
+    for o in [&a, &b] {
+        if !o.status.success() {
+            assert_eq!(o.status.code(), Some(6), "{}", stderr(o));
+        }
+    }
+    assert_eq!(manifests(&repo).len(), ok);
+}
+
+#[test]
+fn check_reports_every_part() {
+    let s = setup();
+    let (cfg, _) = dir_repo(&s);
+    let out = s.ws.dr(&cfg, &["check"]);
+    assert_success(&out);
+    let o = stdout(&out);
+    assert!(
+        o.contains("writable") && o.contains("pg_dump") && o.contains("matches"),
+        "{o}"
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_file_and_prints_the_recipient() {
+    let ws = Workspace::new();
+    let cfg = ws.write("unused.toml", "");
+    let path = ws.path().join("id.txt");
+    let out = ws.dr(
+        &cfg,
+        &["keygen", "--output", path.to_str().unwrap_or_default()],
+    );
+    assert_success(&out);
+    assert!(stdout(&out).trim().starts_with("age1"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Never overwrite an identity by accident.
+    let again = ws.dr(
+        &cfg,
+        &["keygen", "--output", path.to_str().unwrap_or_default()],
+    );
+    assert!(!again.status.success());
+}
