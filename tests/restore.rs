@@ -53,17 +53,30 @@ url = "{}"
             pg.url("app")
         ),
     );
-    Env { ws, pg, weed, cfg, identity }
+    Env {
+        ws,
+        pg,
+        weed,
+        cfg,
+        identity,
+    }
 }
 
 fn backup(e: &Env) -> String {
     let out = e.ws.dr(&e.cfg, &["backup"]);
     assert_success(&out);
-    stdout(&out).split_whitespace().nth(1).unwrap_or_default().to_string()
+    stdout(&out)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn db_exists(pg: &Postgres, db: &str) -> bool {
-    pg.psql("postgres", &format!("select count(*) from pg_database where datname = '{db}'")) == "1"
+    pg.psql(
+        "postgres",
+        &format!("select count(*) from pg_database where datname = '{db}'"),
+    ) == "1"
 }
 
 #[test]
@@ -72,45 +85,84 @@ fn hard_cases_restore_as_an_exact_copy_into_a_server_without_the_roles() {
     backup(&e);
     let other = Postgres::start();
     // Without the globals, the missing owner is reported, never hidden.
-    let out = e.ws.dr(&e.cfg, &["restore", "--to", &other.url("copy1"), "--yes"]);
+    let out =
+        e.ws.dr(&e.cfg, &["restore", "--to", &other.url("copy1"), "--yes"]);
     assert_exit_code(&out, 1);
     assert!(stderr(&out).contains("reporter"), "{}", stderr(&out));
     // With them: an exact copy.
-    let out = e.ws.dr(&e.cfg, &["restore", "latest", "--to", &other.url("copy"), "--with-globals", "--yes"]);
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "restore",
+            "latest",
+            "--to",
+            &other.url("copy"),
+            "--with-globals",
+            "--yes",
+        ],
+    );
     assert_success(&out);
     assert_eq!(e.pg.table_digests("app"), other.table_digests("copy"));
     assert_eq!(e.pg.row_counts("app"), other.row_counts("copy"));
-    assert_eq!(other.psql("copy", "select last_value from public.order_seq"), "4242");
-    assert_eq!(other.psql("copy", "select count(*) from pg_largeobject_metadata"), "1");
-    assert_eq!(other.psql("copy", r#"select orders from "Sales ü".order_totals"#), "3");
-    assert_eq!(other.psql("copy", "select pg_get_userbyid(relowner) from pg_class where relname = 'reports'"), "reporter");
+    assert_eq!(
+        other.psql("copy", "select last_value from public.order_seq"),
+        "4242"
+    );
+    assert_eq!(
+        other.psql("copy", "select count(*) from pg_largeobject_metadata"),
+        "1"
+    );
+    assert_eq!(
+        other.psql("copy", r#"select orders from "Sales ü".order_totals"#),
+        "3"
+    );
+    assert_eq!(
+        other.psql(
+            "copy",
+            "select pg_get_userbyid(relowner) from pg_class where relname = 'reports'"
+        ),
+        "reporter"
+    );
 }
 
 #[test]
 fn a_flipped_byte_or_a_truncated_object_is_refused_before_the_target_is_touched() {
     let e = env();
     backup(&e);
-    let key = e.weed.object_keys(BUCKET).into_iter().find(|k| k.ends_with("dump.zst.age")).expect("dump");
+    let key = e
+        .weed
+        .object_keys(BUCKET)
+        .into_iter()
+        .find(|k| k.ends_with("dump.zst.age"))
+        .expect("dump");
     let original = e.weed.fetch(BUCKET, &key);
 
     let mut flipped = original.clone();
     let at = flipped.len() / 2;
     flipped[at] ^= 0x01;
     e.weed.put_raw(BUCKET, &key, &flipped);
-    let out = e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("flipped"), "--yes"]);
+    let out =
+        e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("flipped"), "--yes"]);
     assert_exit_code(&out, 4);
     assert!(stderr(&out).contains("dump.zst.age"), "{}", stderr(&out));
     assert!(!db_exists(&e.pg, "flipped"), "the target was touched");
 
-    e.weed.put_raw(BUCKET, &key, &original[..original.len() - 1000]);
-    let out = e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("truncated"), "--yes"]);
+    e.weed
+        .put_raw(BUCKET, &key, &original[..original.len() - 1000]);
+    let out = e.ws.dr(
+        &e.cfg,
+        &["restore", "--to", &e.pg.url("truncated"), "--yes"],
+    );
     assert_exit_code(&out, 4);
     assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
     assert!(!db_exists(&e.pg, "truncated"));
 
     // --to-file writes nothing either.
     let file = e.ws.path().join("out.dump");
-    let out = e.ws.dr(&e.cfg, &["restore", "--to-file", file.to_str().unwrap_or_default()]);
+    let out = e.ws.dr(
+        &e.cfg,
+        &["restore", "--to-file", file.to_str().unwrap_or_default()],
+    );
     assert_exit_code(&out, 4);
     assert!(!file.exists());
 }
@@ -120,11 +172,13 @@ fn the_wrong_identity_is_a_clear_error() {
     let e = env();
     backup(&e);
     let (other_id, _) = e.ws.keygen();
-    let text = std::fs::read_to_string(&e.cfg)
-        .expect("cfg")
-        .replace(&e.identity.display().to_string(), &other_id.display().to_string());
+    let text = std::fs::read_to_string(&e.cfg).expect("cfg").replace(
+        &e.identity.display().to_string(),
+        &other_id.display().to_string(),
+    );
     std::fs::write(&e.cfg, text).expect("write");
-    let out = e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("wrongkey"), "--yes"]);
+    let out =
+        e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("wrongkey"), "--yes"]);
     assert_exit_code(&out, 4);
     assert!(stderr(&out).contains("identit"), "{}", stderr(&out));
     assert!(!db_exists(&e.pg, "wrongkey"));
@@ -135,17 +189,41 @@ fn a_non_empty_target_is_refused_and_clean_makes_an_exact_copy() {
     let e = env();
     backup(&e);
     e.pg.create_db("busy");
-    e.pg.psql("busy", "create table keepme (id int); insert into keepme values (1);");
-    e.pg.psql("busy", "create table big (id int); insert into big values (-1);");
-    let out = e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("busy"), "--yes"]);
+    e.pg.psql(
+        "busy",
+        "create table keepme (id int); insert into keepme values (1);",
+    );
+    e.pg.psql(
+        "busy",
+        "create table big (id int); insert into big values (-1);",
+    );
+    let out =
+        e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("busy"), "--yes"]);
     assert_exit_code(&out, 7);
     assert!(stderr(&out).contains("--clean"), "{}", stderr(&out));
-    assert_eq!(e.pg.psql("busy", "select count(*) from big"), "1", "refused means untouched");
+    assert_eq!(
+        e.pg.psql("busy", "select count(*) from big"),
+        "1",
+        "refused means untouched"
+    );
 
-    let out = e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("busy"), "--clean", "--with-globals", "--yes"]);
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "restore",
+            "--to",
+            &e.pg.url("busy"),
+            "--clean",
+            "--with-globals",
+            "--yes",
+        ],
+    );
     assert_success(&out);
     let mut restored = e.pg.table_digests("busy");
-    assert!(restored.remove("public.keepme").is_some(), "objects outside the backup are kept");
+    assert!(
+        restored.remove("public.keepme").is_some(),
+        "objects outside the backup are kept"
+    );
     assert_eq!(restored, e.pg.table_digests("app"));
 }
 
@@ -154,19 +232,52 @@ fn at_picks_the_newest_backup_at_or_before_the_time_and_dry_run_touches_nothing(
     let e = env();
     let first = backup(&e);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    e.pg.psql("app", "insert into big select g, 'later', now() from generate_series(10001, 10500) g;");
+    e.pg.psql(
+        "app",
+        "insert into big select g, 'later', now() from generate_series(10001, 10500) g;",
+    );
     let second = backup(&e);
     assert_ne!(first, second);
 
-    let out = e.ws.dr(&e.cfg, &["restore", "--at", &first, "--to", &e.pg.url("dry"), "--dry-run"]);
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "restore",
+            "--at",
+            &first,
+            "--to",
+            &e.pg.url("dry"),
+            "--dry-run",
+        ],
+    );
     assert_success(&out);
     assert!(stdout(&out).contains(&first), "{}", stdout(&out));
     assert!(!db_exists(&e.pg, "dry"));
 
-    let out = e.ws.dr(&e.cfg, &["restore", "--at", &first, "--to", &e.pg.url("past"), "--with-globals", "--yes"]);
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "restore",
+            "--at",
+            &first,
+            "--to",
+            &e.pg.url("past"),
+            "--with-globals",
+            "--yes",
+        ],
+    );
     assert_success(&out);
     assert_eq!(e.pg.psql("past", "select count(*) from big"), "10000");
-    let out = e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("now"), "--with-globals", "--yes"]);
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "restore",
+            "--to",
+            &e.pg.url("now"),
+            "--with-globals",
+            "--yes",
+        ],
+    );
     assert_success(&out);
     assert_eq!(e.pg.psql("now", "select count(*) from big"), "10500");
 }
@@ -176,10 +287,23 @@ fn table_restores_only_that_table_with_its_index() {
     let e = env();
     e.pg.psql("app", "create index big_payload_idx on big (payload);");
     backup(&e);
-    let out = e.ws.dr(&e.cfg, &["restore", "--table", "public.big", "--to", &e.pg.url("one"), "--yes"]);
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "restore",
+            "--table",
+            "public.big",
+            "--to",
+            &e.pg.url("one"),
+            "--yes",
+        ],
+    );
     assert_success(&out);
     let counts = e.pg.row_counts("one");
-    assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), vec!["public.big".to_string()]);
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        vec!["public.big".to_string()]
+    );
     assert_eq!(counts["public.big"], 10000);
     let idx = e.pg.psql("one", "select string_agg(indexname, ',' order by indexname) from pg_indexes where tablename = 'big'");
     assert_eq!(idx, "big_payload_idx,big_pkey");
@@ -193,10 +317,22 @@ fn to_file_writes_a_pg_restore_archive_and_the_globals() {
     let globals = e.ws.path().join("globals.sql");
     let out = e.ws.dr(
         &e.cfg,
-        &["restore", "--to-file", file.to_str().unwrap_or_default(), "--globals-to-file", globals.to_str().unwrap_or_default()],
+        &[
+            "restore",
+            "--to-file",
+            file.to_str().unwrap_or_default(),
+            "--globals-to-file",
+            globals.to_str().unwrap_or_default(),
+        ],
     );
     assert_success(&out);
-    let list = std::process::Command::new("pg_restore").arg("-l").arg(&file).output().expect("pg_restore");
+    let list = std::process::Command::new("pg_restore")
+        .arg("-l")
+        .arg(&file)
+        .output()
+        .expect("pg_restore");
     assert_success(&list);
-    assert!(std::fs::read_to_string(&globals).unwrap_or_default().contains("CREATE ROLE reporter"));
+    assert!(std::fs::read_to_string(&globals)
+        .unwrap_or_default()
+        .contains("CREATE ROLE reporter"));
 }

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod verify;
 
 use std::fmt;
 use std::sync::Arc;

@@ -71,6 +71,23 @@ pub enum Command {
     },
     /// Restore a backup into a database (or a file), integrity-checked before the target is touched.
     Restore(RestoreArgs),
+    /// Restore a backup into a throwaway PostgreSQL, compare every table's row count, record the result.
+    Verify {
+        /// A backup id or `latest` [default: latest].
+        id: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// auto (docker when an engine answers, else local), docker or local.
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Docker image; `{major}` is replaced [default: verify.image or postgres:{major}].
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long, short)]
+        jobs: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config; reach the repository and every database; find matching pg_dump.
     Check {
         #[arg(long)]

@@ -4,6 +4,7 @@ mod backup;
 mod keygen;
 mod list;
 mod restore;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { target, json } => {
             let ctx = context(&cli.global).await?;
             list::check(&ctx, target.as_deref(), json).await
+        }
+        Command::Verify {
+            id,
+            target,
+            sandbox,
+            image,
+            jobs,
+            json,
+        } => {
+            let ctx = context(&cli.global).await?;
+            verify::run(&ctx, id, target, sandbox, image, jobs, json).await
         }
         Command::Restore(args) => {
             let ctx = context(&cli.global).await?;

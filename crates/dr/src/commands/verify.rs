@@ -1,0 +1,45 @@
+use std::process::ExitCode;
+
+use dr_core::repo::Selector;
+use dr_core::verify::VerifyOptions;
+use dr_core::{Context, Kind, Result};
+
+pub async fn run(
+    ctx: &Context,
+    id: Option<String>,
+    target: Option<String>,
+    sandbox: Option<String>,
+    image: Option<String>,
+    jobs: Option<u32>,
+    json: bool,
+) -> Result<ExitCode> {
+    let opts = VerifyOptions {
+        selector: Some(Selector::parse(id.as_deref(), None)?),
+        target,
+        sandbox,
+        image,
+        jobs,
+    };
+    match dr_core::verify::run(ctx, &opts).await {
+        Ok(report) => {
+            if json {
+                crate::commands::print_json(&report)?;
+            } else {
+                let r = &report.record;
+                println!(
+                    "verified backup {} of `{}`: {} checks passed in {}",
+                    r.backup_id, r.target, r.checks_total, report.sandbox
+                );
+                for (phase, s) in &r.timings {
+                    println!("  {phase:<16} {s:>8.1}s");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.kind == Kind::VerificationFailed && json => {
+            eprintln!("error: {}", e.message);
+            Ok(crate::exit::code(e.kind))
+        }
+        Err(e) => Err(e),
+    }
+}
