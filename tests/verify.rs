@@ -1,0 +1,250 @@
+//! End-to-end: `dr verify` in both sandboxes, failures named, sandboxes always removed.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::*;
+
+struct Env {
+    ws: Workspace,
+    _pg: Postgres,
+    cfg: PathBuf,
+    repo: PathBuf,
+    identity: PathBuf,
+    recipient: String,
+}
+
+fn env() -> Env {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.load_hard_cases("app");
+    pg.psql(
+        "app",
+        "create role reporter; create table public.reports (id int); insert into reports values (1); \
+         alter table public.reports owner to reporter;",
+    );
+    let (identity, recipient) = ws.keygen();
+    let repo = ws.path().join("repo");
+    let cfg = ws.write(
+        "dr.toml",
+        &format!(
+            r#"
+[repository]
+url = "file://{}"
+
+[encryption]
+recipients = ["{recipient}"]
+identity_file = "{}"
+
+[[targets]]
+name = "app"
+url = "{}"
+
+[[verify.assert]]
+name = "big has rows"
+sql = "select count(*) > 0 from big"
+"#,
+            repo.display(),
+            identity.display(),
+            pg.url("app")
+        ),
+    );
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    Env {
+        ws,
+        _pg: pg,
+        cfg,
+        repo,
+        identity,
+        recipient,
+    }
+}
+
+fn docker_containers() -> String {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=dr.sandbox=1",
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .expect("docker ps");
+    stdout(&out)
+}
+
+#[test]
+fn verify_passes_in_a_local_sandbox_and_is_recorded() {
+    let e = env();
+    let out = e.ws.dr(&e.cfg, &["verify", "--sandbox", "local", "--json"]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v["record"]["result"], "passed");
+    assert!(v["checks"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["check"] == "assert big has rows")));
+    let out = e.ws.dr(&e.cfg, &["list", "--json"]);
+    let l: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(l[0]["verification"]["result"], "passed");
+    // The plain record names no table.
+    for p in walk(&e.repo) {
+        if p.to_string_lossy().contains("/verify/") && p.extension().is_some_and(|x| x == "json") {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(!text.contains("reports") && !text.contains("big"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn verify_passes_in_a_docker_sandbox_and_removes_it() {
+    let e = env();
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "verify",
+            "--sandbox",
+            "docker",
+            "--image",
+            "dr-test/postgres:{major}",
+        ],
+    );
+    assert_success(&out);
+    assert!(
+        !docker_containers().contains("dr-sandbox"),
+        "container left: {}",
+        docker_containers()
+    );
+}
+
+#[test]
+fn verify_fails_naming_the_table_when_recorded_counts_are_wrong() {
+    let e = env();
+    // Test seam: rewrite the encrypted details with a wrong count, with the age and zstd CLIs,
+    // and fix the manifest's digest as a (malicious or buggy) writer would.
+    let manifest_path = walk(&e.repo)
+        .into_iter()
+        .find(|p| p.ends_with("manifest.json"))
+        .expect("manifest");
+    let details = manifest_path.with_file_name("details.json.zst.age");
+    let plain = Command::new("bash")
+        .args([
+            "-o",
+            "pipefail",
+            "-c",
+            &format!(
+                "age -d -i {} {} | zstd -d",
+                e.identity.display(),
+                details.display()
+            ),
+        ])
+        .output()
+        .expect("decrypt");
+    assert_success(&plain);
+    let mut d: serde_json::Value = serde_json::from_slice(&plain.stdout).expect("json");
+    for t in d["tables"].as_array_mut().expect("tables") {
+        if t["name"] == "big" {
+            t["rows"] = serde_json::json!(9999);
+        }
+    }
+    let tmp = e.ws.write("details.json", &d.to_string());
+    let out = Command::new("bash")
+        .args([
+            "-o",
+            "pipefail",
+            "-c",
+            &format!(
+                "zstd -q -c {} | age -r {} > {}",
+                tmp.display(),
+                e.recipient,
+                details.display()
+            ),
+        ])
+        .output()
+        .expect("encrypt");
+    assert_success(&out);
+    let bytes = std::fs::read(&details).expect("read");
+    let sha = stdout(
+        &Command::new("sha256sum")
+            .arg(&details)
+            .output()
+            .expect("sha"),
+    )
+    .split_whitespace()
+    .next()
+    .unwrap_or_default()
+    .to_string();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).expect("m")).expect("json");
+    for o in m["objects"].as_array_mut().expect("objects") {
+        if o["role"] == "details" {
+            o["sha256"] = serde_json::json!(sha);
+            o["bytes"] = serde_json::json!(bytes.len());
+        }
+    }
+    std::fs::write(&manifest_path, m.to_string()).expect("write manifest");
+
+    let out = e.ws.dr(&e.cfg, &["verify", "--sandbox", "local"]);
+    assert_exit_code(&out, 5);
+    let err = stderr(&out);
+    assert!(
+        err.contains("public.big") && err.contains("9999") && err.contains("10000"),
+        "{err}"
+    );
+    let out = e.ws.dr(&e.cfg, &["list", "--json"]);
+    let l: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(l[0]["verification"]["result"], "failed");
+}
+
+#[test]
+fn a_missing_image_cannot_run_and_leaves_nothing() {
+    let e = env();
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "verify",
+            "--sandbox",
+            "docker",
+            "--image",
+            "dr-test/nope:{major}",
+        ],
+    );
+    assert_exit_code(&out, 3);
+    assert!(stderr(&out).contains("dr-test/nope:15"), "{}", stderr(&out));
+    assert!(!docker_containers().contains("dr-sandbox"));
+}
+
+#[test]
+fn a_corrupted_dump_fails_verification() {
+    let e = env();
+    let dump = walk(&e.repo)
+        .into_iter()
+        .find(|p| p.ends_with("dump.zst.age"))
+        .expect("dump");
+    let mut bytes = std::fs::read(&dump).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&dump, bytes).expect("write");
+    let out = e.ws.dr(&e.cfg, &["verify", "--sandbox", "local"]);
+    assert_exit_code(&out, 5);
+    assert!(stderr(&out).contains("dump.zst.age"), "{}", stderr(&out));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
