@@ -229,6 +229,6 @@ mod tests {
         assert!(m.check().is_err());
         let mut m = sample();
         m.format = MANIFEST_FORMAT + 1;
-        assert!(m.check().unwrap_err().contains("upgrade"));
+        assert!(m.check().expect_err("newer").contains("upgrade"));
     }
 }

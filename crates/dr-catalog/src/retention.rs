@@ -60,10 +60,13 @@ pub struct Decision {
     pub tiers: Vec<Tier>,
 }
 
+/// Maps a local time to its day/week/month/year bucket.
+type BucketOf = dyn Fn(DateTime<Tz>) -> i64;
+
 /// `backups`: (id, whether its latest verification passed). Returns decisions newest first.
 pub fn plan(backups: &[(BackupId, bool)], policy: &Policy, now: DateTime<Utc>) -> Vec<Decision> {
     let mut sorted: Vec<(BackupId, bool)> = backups.to_vec();
-    sorted.sort_by(|a, b| b.0.cmp(&a.0));
+    sorted.sort_by_key(|b| std::cmp::Reverse(b.0));
     sorted.dedup_by(|a, b| a.0 == b.0);
     let mut tiers: Vec<BTreeSet<Tier>> = vec![BTreeSet::new(); sorted.len()];
 
@@ -83,7 +86,7 @@ pub fn plan(backups: &[(BackupId, bool)], policy: &Policy, now: DateTime<Utc>) -
     }
 
     let tz = policy.timezone;
-    let buckets: [(Tier, u32, &dyn Fn(DateTime<Tz>) -> i64); 4] = [
+    let buckets: [(Tier, u32, &BucketOf); 4] = [
         (Tier::Daily, policy.daily, &|t| {
             i64::from(t.year()) * 1000 + i64::from(t.ordinal())
         }),

@@ -505,7 +505,7 @@ mod tests {
         assert_eq!(part_size_for(1024 * MIB, None), MIN_PART);
         let tb = 1024 * 1024 * MIB;
         let p = part_size_for(tb, None);
-        assert!(p * 10_000 >= 2 * tb && p % MIB == 0, "{p}");
+        assert!(p * 10_000 >= 2 * tb && p.is_multiple_of(MIB), "{p}");
         assert_eq!(part_size_for(u64::MAX, None), MAX_PART);
         assert_eq!(part_size_for(0, Some(16)), 16 * MIB);
     }

@@ -468,7 +468,7 @@ async fn inspect_target(url: &str) -> Result<TargetState> {
 fn check_space(dir: &Path, needed: u64) -> Result<()> {
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
-            let avail = s.blocks_available() as u64 * s.fragment_size() as u64;
+            let avail = s.blocks_available().saturating_mul(s.fragment_size());
             // 5% margin: the archive size is exact, the file system's bookkeeping is not.
             if avail < needed + needed / 20 {
                 return Err(Error::new(

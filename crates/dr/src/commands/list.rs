@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use dr_catalog::{keys, BackupDetails, ObjectRole};
+use dr_catalog::{BackupDetails, ObjectRole};
 use dr_core::repo::{self, BackupEntry, Selector};
 use dr_core::{human_bytes, Context, Result};
 use serde_json::json;
@@ -35,8 +35,8 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<18} {:<16} {:<20} {:>10} {:>8}  {}",
-        "ID", "TARGET", "STARTED (UTC)", "SIZE", "PG", "VERIFIED"
+        "{:<18} {:<16} {:<20} {:>10} {:>8}  VERIFIED",
+        "ID", "TARGET", "STARTED (UTC)", "SIZE", "PG"
     );
     for e in &entries {
         let m = &e.manifest;
@@ -162,7 +162,6 @@ pub async fn show(
             "details     encrypted (set encryption.identity_file to see tables and row counts)"
         ),
     }
-    let _ = keys::MANIFEST;
     Ok(ExitCode::SUCCESS)
 }
 
