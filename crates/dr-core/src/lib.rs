@@ -19,6 +19,7 @@ pub mod backup;
 pub mod check;
 pub mod lock;
 pub mod progress;
+pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod verify;

@@ -88,6 +88,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply daily/weekly/monthly/yearly retention; remove leftovers of failed backups.
+    Prune {
+        #[arg(long)]
+        target: Option<String>,
+        /// Print what would be kept and deleted, and why; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config; reach the repository and every database; find matching pg_dump.
     Check {
         #[arg(long)]

@@ -3,6 +3,7 @@
 mod backup;
 mod keygen;
 mod list;
+mod prune;
 mod restore;
 mod verify;
 
@@ -43,6 +44,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let ctx = context(&cli.global).await?;
             verify::run(&ctx, id, target, sandbox, image, jobs, json).await
+        }
+        Command::Prune {
+            target,
+            dry_run,
+            json,
+        } => {
+            let ctx = context(&cli.global).await?;
+            prune::run(&ctx, target.as_deref(), dry_run, json).await
         }
         Command::Restore(args) => {
             let ctx = context(&cli.global).await?;

@@ -1,0 +1,47 @@
+use std::process::ExitCode;
+
+use dr_core::{Context, Result};
+
+pub async fn run(
+    ctx: &Context,
+    target: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let reports = dr_core::prune::run(ctx, target, dry_run, chrono::Utc::now()).await?;
+    if json {
+        crate::commands::print_json(&reports)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &reports {
+        for d in &r.decisions {
+            let why = d
+                .tiers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let verb = match (d.keep, dry_run) {
+                (true, _) => "keep",
+                (false, true) => "would delete",
+                (false, false) => "deleted",
+            };
+            println!("{}\t{}\t{verb}\t{why}", r.target, d.id);
+        }
+        for k in &r.leftovers {
+            println!(
+                "{}\t{k}\t{} leftover of a failed backup",
+                r.target,
+                if dry_run { "would delete" } else { "deleted" }
+            );
+        }
+        for k in &r.stale_uploads {
+            println!(
+                "{}\t{k}\t{} stale multipart upload",
+                r.target,
+                if dry_run { "would abort" } else { "aborted" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

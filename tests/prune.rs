@@ -1,0 +1,83 @@
+//! End-to-end: `dr prune` keeps exactly what retention says, deletes manifests first, and
+//! removes leftovers of failed backups.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+#[test]
+fn prune_keeps_the_tiers_and_removes_old_backups_and_leftovers() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql("app", "create table t (id int); insert into t values (1);");
+    let (identity, recipient) = ws.keygen();
+    let repo = ws.path().join("repo");
+    let cfg = ws.write(
+        "dr.toml",
+        &format!(
+            "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\n",
+            repo.display(),
+            identity.display(),
+            pg.url("app")
+        ),
+    );
+    // No retention configured: refuse rather than delete everything but one.
+    assert_exit_code(&ws.dr(&cfg, &["prune"]), 2);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let out = ws.dr(&cfg, &["backup"]);
+        assert_success(&out);
+        ids.push(
+            stdout(&out)
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string(),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    // A leftover of a failed backup, three days old.
+    let orphan = repo.join("app/20200101T000000Z/dump.zst.age");
+    std::fs::create_dir_all(orphan.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&orphan, b"partial").expect("write");
+    assert!(Command::new("touch")
+        .args(["-d", "3 days ago"])
+        .arg(&orphan)
+        .status()
+        .expect("touch")
+        .success());
+    let text = std::fs::read_to_string(&cfg).expect("cfg") + "[retention]\ndaily = 1\n";
+    std::fs::write(&cfg, text).expect("write");
+
+    let out = ws.dr(&cfg, &["prune", "--dry-run"]);
+    assert_success(&out);
+    let plan = stdout(&out);
+    assert!(
+        plan.contains(&format!("{}\tkeep\tnewest,daily", ids[2])),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("{}\twould delete", ids[0])),
+        "{plan}"
+    );
+    assert!(orphan.exists(), "dry run deleted something");
+
+    assert_success(&ws.dr(&cfg, &["prune"]));
+    let out = ws.dr(&cfg, &["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let left: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(left, vec![ids[2].as_str()]);
+    assert!(!orphan.exists(), "leftover not removed");
+    assert!(
+        !repo.join(format!("app/{}", ids[0])).exists(),
+        "objects of a pruned backup remain"
+    );
+}
