@@ -81,3 +81,34 @@ fn prune_keeps_the_tiers_and_removes_old_backups_and_leftovers() {
         "objects of a pruned backup remain"
     );
 }
+
+#[test]
+fn status_exit_code_tracks_staleness() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    let (identity, recipient) = ws.keygen();
+    let repo = ws.path().join("repo");
+    let base = format!(
+        "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\n",
+        repo.display(),
+        identity.display(),
+        pg.url("app")
+    );
+    let cfg = ws.write("dr.toml", &base);
+    let out = ws.dr(&cfg, &["status"]);
+    assert_exit_code(&out, 8);
+    assert!(
+        stdout(&out).contains("no complete backup"),
+        "{}",
+        stdout(&out)
+    );
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    assert_success(&ws.dr(&cfg, &["status"]));
+    std::fs::write(&cfg, format!("{base}[status]\nmax_backup_age_hours = 0\n")).expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = ws.dr(&cfg, &["status", "--json"]);
+    assert_exit_code(&out, 8);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v[0]["ok"], false);
+}

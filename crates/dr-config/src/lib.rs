@@ -87,6 +87,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub lock: LockConfig,
+    #[serde(default)]
+    pub status: StatusConfig,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -234,6 +236,27 @@ impl Default for LockConfig {
 
 fn default_lock_ttl() -> u64 {
     900
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// `dr status` fails when a target's newest backup is older than this. Default 26 (a
+    /// nightly job plus slack).
+    #[serde(default = "default_max_backup_age_hours")]
+    pub max_backup_age_hours: u64,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            max_backup_age_hours: default_max_backup_age_hours(),
+        }
+    }
+}
+
+fn default_max_backup_age_hours() -> u64 {
+    26
 }
 
 impl Config {

@@ -98,6 +98,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per target: age of the newest backup and its verification; exit 8 when stale or failed.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config; reach the repository and every database; find matching pg_dump.
     Check {
         #[arg(long)]

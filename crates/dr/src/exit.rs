@@ -16,3 +16,6 @@ pub fn code(kind: Kind) -> ExitCode {
         Kind::Interrupted => 130,
     })
 }
+
+/// `dr status`: a backup is older than the threshold, missing, or its verification failed.
+pub const STALE: u8 = 8;

@@ -5,6 +5,7 @@ mod keygen;
 mod list;
 mod prune;
 mod restore;
+mod status;
 mod verify;
 
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let ctx = context(&cli.global).await?;
             prune::run(&ctx, target.as_deref(), dry_run, json).await
+        }
+        Command::Status { json } => {
+            let ctx = context(&cli.global).await?;
+            status::run(&ctx, json).await
         }
         Command::Restore(args) => {
             let ctx = context(&cli.global).await?;

@@ -1,0 +1,84 @@
+use std::process::ExitCode;
+
+use chrono::Utc;
+use dr_core::repo;
+use dr_core::{Context, Result};
+use serde_json::json;
+
+/// Usable directly as a cron monitor: exit 8 when any target is stale or failed verification.
+pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
+    let entries = repo::list(ctx.store.as_ref(), None).await?;
+    let now = Utc::now();
+    let max_age = chrono::Duration::hours(
+        i64::try_from(ctx.config.status.max_backup_age_hours).unwrap_or(26),
+    );
+    let mut rows = Vec::new();
+    let mut unhealthy = false;
+    for t in &ctx.config.targets {
+        let mine: Vec<&repo::BackupEntry> = entries
+            .iter()
+            .filter(|e| e.manifest.target == t.name)
+            .collect();
+        let newest = mine.first();
+        let verified = mine.iter().find_map(|e| e.verification.as_ref());
+        let mut problems = Vec::new();
+        match newest {
+            None => problems.push("no complete backup".to_string()),
+            Some(e) if now - e.manifest.finished_at > max_age => problems.push(format!(
+                "newest backup is {}h old (limit {}h)",
+                (now - e.manifest.finished_at).num_hours(),
+                max_age.num_hours()
+            )),
+            Some(_) => {}
+        }
+        if let Some(v) = verified {
+            if !v.passed() {
+                problems.push(format!("last verification of {} failed", v.backup_id));
+            }
+        }
+        unhealthy |= !problems.is_empty();
+        rows.push(json!({
+            "target": t.name,
+            "newest_backup": newest.map(|e| e.manifest.id.to_string()),
+            "newest_backup_age_seconds": newest.map(|e| (now - e.manifest.finished_at).num_seconds()),
+            "last_verification": verified.map(|v| json!({"backup_id": v.backup_id.to_string(), "result": v.result, "verified_at": v.verified_at.to_rfc3339()})),
+            "ok": problems.is_empty(),
+            "problems": problems,
+        }));
+    }
+    if as_json {
+        crate::commands::print_json(&rows)?;
+    } else {
+        for r in &rows {
+            let problems: Vec<String> = r["problems"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!(
+                "{:<4} {:<16} newest {:<18} age {:>8}  verified {}{}",
+                if problems.is_empty() { "ok" } else { "FAIL" },
+                r["target"].as_str().unwrap_or(""),
+                r["newest_backup"].as_str().unwrap_or("none"),
+                r["newest_backup_age_seconds"]
+                    .as_i64()
+                    .map(|s| format!("{}h{:02}m", s / 3600, (s % 3600) / 60))
+                    .unwrap_or_else(|| "-".into()),
+                r["last_verification"]["result"].as_str().unwrap_or("never"),
+                if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", problems.join("; "))
+                }
+            );
+        }
+    }
+    Ok(if unhealthy {
+        ExitCode::from(crate::exit::STALE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
