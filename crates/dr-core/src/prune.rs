@@ -16,6 +16,9 @@ use serde::Serialize;
 use crate::lock::RunLock;
 use crate::{Context, Error, Result};
 
+/// Every object key (and its time) per (target, backup id).
+type ObjectsByBackup = BTreeMap<(String, BackupId), Vec<(String, Option<DateTime<Utc>>)>>;
+
 /// Objects of a backup without a manifest younger than this may belong to a running backup.
 pub const LEFTOVER_GRACE: Duration = Duration::from_secs(24 * 3600);
 
@@ -64,8 +67,7 @@ pub async fn run(
         .await
         .map_err(|e| Error::from(e).context("listing the repository (nothing was deleted)"))?;
     let mut targets: BTreeSet<String> = entries.iter().map(|e| e.manifest.target.clone()).collect();
-    let mut by_backup: BTreeMap<(String, BackupId), Vec<(String, Option<DateTime<Utc>>)>> =
-        BTreeMap::new();
+    let mut by_backup: ObjectsByBackup = BTreeMap::new();
     for o in &objects {
         if let Some((t, id, _)) = keys::parse(&o.key) {
             targets.insert(t.to_string());
@@ -138,7 +140,7 @@ async fn apply(
     ctx: &Context,
     target: &str,
     report: &mut TargetPrune,
-    by_backup: &BTreeMap<(String, BackupId), Vec<(String, Option<DateTime<Utc>>)>>,
+    by_backup: &ObjectsByBackup,
     stale: &[dr_store::PendingUpload],
 ) -> Result<()> {
     let store = ctx.store.as_ref();
