@@ -23,11 +23,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", e.message);
             exit::code(e.kind)
         }
-    }
+    };
+    // A blocking stage still draining after a signal must not hold the exit hostage.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
