@@ -248,3 +248,37 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_sandbox_without_an_extension_the_schema_uses_fails_naming_table_and_cause() {
+    let Some(pg16) = pg_bin_dir(16) else {
+        eprintln!("skipped: no PostgreSQL 16 binaries (ci/setup.sh installs them)");
+        return;
+    };
+    if pg16
+        .join("../share/postgresql/extension/hstore.control")
+        .exists()
+    {
+        eprintln!("skipped: the PG 16 build has hstore");
+        return;
+    }
+    let e = env();
+    e._pg.psql("app", "create extension hstore; create table public.tags (id int, h hstore); insert into tags values (1, 'a=>1'), (2, 'b=>2');");
+    assert_success(&e.ws.dr(&e.cfg, &["backup"]));
+    // The classic mistake: a sandbox without the extension (postgres:17 vs pgvector/pgvector:pg17).
+    let text = std::fs::read_to_string(&e.cfg).expect("cfg")
+        + &format!("\n[verify]\npg_bin_dir = \"{}\"\n", pg16.display());
+    let text = text.replacen("[[verify.assert]]", "[[verify.assert]]", 1);
+    // [verify] must precede [[verify.assert]] in TOML: rebuild the file in that order.
+    let (head, asserts) = text
+        .split_once("[[verify.assert]]")
+        .expect("assert section");
+    let (assert_body, verify_section) = asserts.split_once("\n[verify]").expect("verify section");
+    let cfg_text = format!("{head}[verify]{verify_section}\n[[verify.assert]]{assert_body}");
+    std::fs::write(&e.cfg, cfg_text).expect("write");
+    let out = e.ws.dr(&e.cfg, &["verify", "--sandbox", "local"]);
+    assert_exit_code(&out, 5);
+    let err = stderr(&out);
+    assert!(err.contains("public.tags"), "{err}");
+    assert!(err.contains("hstore"), "{err}");
+}

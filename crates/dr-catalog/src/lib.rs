@@ -22,6 +22,7 @@
 
 pub mod manifest;
 pub mod retention;
+pub mod schedule;
 
 pub use manifest::{
     BackupDetails, CheckOutcome, Manifest, ObjectRecord, ObjectRole, SequenceValue, TableCount,

@@ -179,6 +179,10 @@ pub struct VerifyConfig {
     pub sandbox: Option<String>,
     /// Docker image; `{major}` is replaced by the backup's server major. Default `postgres:{major}`.
     pub image: Option<String>,
+    /// Local sandbox: directory of the PostgreSQL server binaries (`initdb`, `pg_ctl`,
+    /// `postgres`) to use, e.g. a build with your extensions. Default: `backup.pg_bin_dir`,
+    /// then `/usr/lib/postgresql/{major}/bin`, then `PATH`.
+    pub pg_bin_dir: Option<PathBuf>,
     /// Seconds to wait for the sandbox to accept connections. Default 120.
     pub ready_timeout_secs: Option<u64>,
     #[serde(default)]

@@ -91,20 +91,21 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         .unwrap_or(false);
     drop(client);
 
-    let id = BackupId::from_time(started_at);
     let store = ctx.store.as_ref();
-    if store
-        .head(&keys::manifest(&target.name, &id))
-        .await?
-        .is_some()
-    {
-        return Err(Error::new(
-            Kind::Failed,
-            format!(
-                "backup {id} of `{}` already exists; retry in a second",
-                target.name
-            ),
-        ));
+    // Ids have one-second resolution: a backup right after another waits for a fresh second.
+    let mut started_at = started_at;
+    let mut id = BackupId::from_time(started_at);
+    for _ in 0..3 {
+        if store
+            .head(&keys::manifest(&target.name, &id))
+            .await?
+            .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        started_at = Utc::now();
+        id = BackupId::from_time(started_at);
     }
     let part_size = part_size_for(database_bytes, ctx.config.backup.part_size_mib);
     tracing::info!(

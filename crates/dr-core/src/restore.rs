@@ -576,7 +576,12 @@ async fn restore_into(
     let conn = &target.conn;
     let bin_dir = ctx.config.backup.pg_bin_dir.as_deref();
     // pg_restore must read the archive (>= the dumping major) and speak to the target.
-    let pg_restore = dr_pg::find_tool("pg_restore", target.major.max(m.server_major), bin_dir)?;
+    // Prefer the target's major; any pg_restore at least as new as the archive's pg_dump works.
+    let pg_restore = match dr_pg::find_tool("pg_restore", target.major.max(m.server_major), bin_dir)
+    {
+        Ok(t) => t,
+        Err(_) => dr_pg::find_tool("pg_restore", m.server_major, bin_dir)?,
+    };
     let mut errors = Vec::new();
     if let Some(sql) = globals {
         errors.extend(apply_globals(conn, sql).await?);

@@ -70,7 +70,12 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
             .image
             .clone()
             .or_else(|| ctx.config.verify.image.clone()),
-        pg_bin_dir: ctx.config.backup.pg_bin_dir.clone(),
+        pg_bin_dir: ctx
+            .config
+            .verify
+            .pg_bin_dir
+            .clone()
+            .or_else(|| ctx.config.backup.pg_bin_dir.clone()),
         ready_timeout: Duration::from_secs(ctx.config.verify.ready_timeout_secs.unwrap_or(120)),
     };
     let mut timings = BTreeMap::new();

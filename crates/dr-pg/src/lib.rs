@@ -23,7 +23,7 @@ pub use conn::ConnInfo;
 pub use error::PgError;
 pub use process::{ChildProcess, Finished, ProcessFailure};
 pub use snapshot::{count_tables, quote_ident, Inventory, SequenceState, Snapshot, TableRows};
-pub use tools::{find_tool, parse_version_output, Tool};
+pub use tools::{find_tool, parse_version_output, tool_at, Tool};
 
 /// The server's version.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,8 @@ pub fn parse_version_output(s: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-fn probe(path: &Path) -> Option<Tool> {
+/// The tool at exactly this path, with its version, if it runs.
+pub fn tool_at(path: &Path) -> Option<Tool> {
     if !path.is_file() {
         return None;
     }
@@ -68,7 +69,7 @@ fn candidate_dirs(major: u32, pg_bin_dir: Option<&Path>) -> Vec<PathBuf> {
 /// work against older servers); failing that, a clear error listing what was found.
 pub fn find_tool(name: &str, major: u32, pg_bin_dir: Option<&Path>) -> Result<Tool, PgError> {
     let dirs = candidate_dirs(major, pg_bin_dir);
-    let found: Vec<Tool> = dirs.iter().filter_map(|d| probe(&d.join(name))).collect();
+    let found: Vec<Tool> = dirs.iter().filter_map(|d| tool_at(&d.join(name))).collect();
     if let Some(t) = found.iter().find(|t| t.major == major) {
         return Ok(t.clone());
     }

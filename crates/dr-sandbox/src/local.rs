@@ -127,8 +127,18 @@ pub(crate) struct LocalSandbox {
 
 impl LocalSandbox {
     pub(crate) async fn start(spec: &SandboxSpec) -> Result<LocalSandbox, SandboxError> {
-        let initdb = dr_pg::find_tool("initdb", spec.major, spec.pg_bin_dir.as_deref())
-            .map_err(SandboxError::NoServer)?;
+        // An explicitly configured directory wins when it is new enough: operators point it
+        // at the server build their production uses (extensions included).
+        let explicit = spec
+            .pg_bin_dir
+            .as_deref()
+            .and_then(|d| dr_pg::tool_at(&d.join("initdb")))
+            .filter(|t| t.major >= spec.major);
+        let initdb = match explicit {
+            Some(t) => t,
+            None => dr_pg::find_tool("initdb", spec.major, spec.pg_bin_dir.as_deref())
+                .map_err(SandboxError::NoServer)?,
+        };
         let bin_dir = initdb
             .path
             .parent()
