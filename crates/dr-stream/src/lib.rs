@@ -101,6 +101,10 @@ pub fn encode<R: Read, W: Write>(
     if compression.threads > 0 {
         zstd.multithread(compression.threads)
             .map_err(|e| StreamError::io("starting zstd workers", e))?;
+        // zstd's default job is 4x the window (8 MiB at level 3) with several jobs buffered:
+        // tens of MiB. 1 MiB jobs keep memory flat at a negligible cost in ratio.
+        zstd.set_parameter(zstd::stream::raw::CParameter::JobSize(1024 * 1024))
+            .map_err(|e| StreamError::io("configuring zstd workers", e))?;
     }
     let mut input = CountingReader::new(input);
     // 256 KiB: large enough for throughput, small enough to stay out of the memory budget.

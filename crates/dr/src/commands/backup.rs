@@ -1,3 +1,4 @@
+use crate::out;
 use std::process::ExitCode;
 
 use dr_core::{human_bytes, Context, Error, Result};
@@ -12,7 +13,7 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<ExitCode> {
         }
         match dr_core::backup::run(ctx, t).await {
             Ok(m) => {
-                println!("{}\t{}", m.target, m.id);
+                out!("{}\t{}", m.target, m.id);
                 eprintln!(
                     "backup {} of `{}` complete: {} stored ({} raw)",
                     m.id,

@@ -1,3 +1,4 @@
+use crate::out;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -34,6 +35,6 @@ pub fn run(output: &Path, force: bool) -> Result<ExitCode> {
         "wrote age identity to {} (mode 0600). Keep a copy offline: without it no backup can be restored.\nPut this public recipient in encryption.recipients:",
         output.display()
     );
-    println!("{public}");
+    out!("{public}");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,3 +1,4 @@
+use crate::out;
 use std::process::ExitCode;
 
 use dr_catalog::{BackupDetails, ObjectRole};
@@ -34,9 +35,13 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
         eprintln!("no complete backups in {}", ctx.store.location());
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    out!(
         "{:<18} {:<16} {:<20} {:>10} {:>8}  VERIFIED",
-        "ID", "TARGET", "STARTED (UTC)", "SIZE", "PG"
+        "ID",
+        "TARGET",
+        "STARTED (UTC)",
+        "SIZE",
+        "PG"
     );
     for e in &entries {
         let m = &e.manifest;
@@ -44,7 +49,7 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
             Some(v) => format!("{} {}", v.result, v.verified_at.format("%Y-%m-%d %H:%M")),
             None => "never".into(),
         };
-        println!(
+        out!(
             "{:<18} {:<16} {:<20} {:>10} {:>8}  {}",
             m.id.to_string(),
             m.target,
@@ -102,28 +107,28 @@ pub async fn show(
         crate::commands::print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("backup      {}", m.id);
-    println!("target      {}", m.target);
-    println!("started     {}", m.started_at.to_rfc3339());
-    println!(
+    out!("backup      {}", m.id);
+    out!("target      {}", m.target);
+    out!("started     {}", m.started_at.to_rfc3339());
+    out!(
         "finished    {} ({:.1}s)",
         m.finished_at.to_rfc3339(),
         (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
     );
-    println!("server      PostgreSQL {}", m.server_version);
-    println!("pg_dump     {}", m.pg_dump_version);
-    println!("database    {} on disk", human_bytes(m.database_bytes));
-    println!(
+    out!("server      PostgreSQL {}", m.server_version);
+    out!("pg_dump     {}", m.pg_dump_version);
+    out!("database    {} on disk", human_bytes(m.database_bytes));
+    out!(
         "stored      {} ({} raw, {} + {})",
         human_bytes(m.stored_bytes()),
         human_bytes(m.raw_bytes()),
         m.compression,
         m.encryption
     );
-    println!("recipients  {}", m.recipients.join(", "));
-    println!("objects");
+    out!("recipients  {}", m.recipients.join(", "));
+    out!("objects");
     for o in &m.objects {
-        println!(
+        out!(
             "  {:<8} {:<48} {:>10}  sha256 {}",
             format!("{:?}", o.role).to_lowercase(),
             o.key,
@@ -132,18 +137,18 @@ pub async fn show(
         );
     }
     match &entry.verification {
-        Some(v) => println!(
+        Some(v) => out!(
             "verified    {} at {} ({} of {} checks failed)",
             v.result,
             v.verified_at.to_rfc3339(),
             v.checks_failed,
             v.checks_total
         ),
-        None => println!("verified    never (run `dr verify {}`)", m.id),
+        None => out!("verified    never (run `dr verify {}`)", m.id),
     }
     match details {
         Some(d) => {
-            println!(
+            out!(
                 "database    {} — {} tables, {} rows, {} sequences, {} large objects",
                 d.database,
                 d.tables.len(),
@@ -152,13 +157,13 @@ pub async fn show(
                 d.large_objects
             );
             if !d.extensions.is_empty() {
-                println!("extensions  {}", d.extensions.join(", "));
+                out!("extensions  {}", d.extensions.join(", "));
             }
             for t in &d.tables {
-                println!("  {:<50} {:>12}", t.qualified(), t.rows);
+                out!("  {:<50} {:>12}", t.qualified(), t.rows);
             }
         }
-        None => println!(
+        None => out!(
             "details     encrypted (set encryption.identity_file to see tables and row counts)"
         ),
     }
@@ -174,7 +179,7 @@ pub async fn check(ctx: &Context, target: Option<&str>, as_json: bool) -> Result
         crate::commands::print_json(&lines)?;
     } else {
         for l in &lines {
-            println!(
+            out!(
                 "{} {:<28} {}",
                 if l.ok { "ok  " } else { "FAIL" },
                 l.check,

@@ -1,3 +1,4 @@
+use crate::out;
 use std::process::ExitCode;
 
 use dr_core::{Context, Result};
@@ -26,17 +27,17 @@ pub async fn run(
                 (false, true) => "would delete",
                 (false, false) => "deleted",
             };
-            println!("{}\t{}\t{verb}\t{why}", r.target, d.id);
+            out!("{}\t{}\t{verb}\t{why}", r.target, d.id);
         }
         for k in &r.leftovers {
-            println!(
+            out!(
                 "{}\t{k}\t{} leftover of a failed backup",
                 r.target,
                 if dry_run { "would delete" } else { "deleted" }
             );
         }
         for k in &r.stale_uploads {
-            println!(
+            out!(
                 "{}\t{k}\t{} stale multipart upload",
                 r.target,
                 if dry_run { "would abort" } else { "aborted" }

@@ -1,3 +1,4 @@
+use crate::out;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -48,7 +49,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.dry_run {
-        println!("{}", report.plan);
+        out!("{}", report.plan);
         return Ok(ExitCode::SUCCESS);
     }
     if !report.restored {

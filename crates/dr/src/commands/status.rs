@@ -1,3 +1,4 @@
+use crate::out;
 use std::process::ExitCode;
 
 use chrono::Utc;
@@ -58,7 +59,7 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
                         .collect()
                 })
                 .unwrap_or_default();
-            println!(
+            out!(
                 "{:<4} {:<16} newest {:<18} age {:>8}  verified {}{}",
                 if problems.is_empty() { "ok" } else { "FAIL" },
                 r["target"].as_str().unwrap_or(""),

@@ -1,3 +1,4 @@
+use crate::out;
 use std::process::ExitCode;
 
 use dr_core::repo::Selector;
@@ -26,12 +27,15 @@ pub async fn run(
                 crate::commands::print_json(&report)?;
             } else {
                 let r = &report.record;
-                println!(
+                out!(
                     "verified backup {} of `{}`: {} checks passed in {}",
-                    r.backup_id, r.target, r.checks_total, report.sandbox
+                    r.backup_id,
+                    r.target,
+                    r.checks_total,
+                    report.sandbox
                 );
                 for (phase, s) in &r.timings {
-                    println!("  {phase:<16} {s:>8.1}s");
+                    out!("  {phase:<16} {s:>8.1}s");
                 }
             }
             Ok(ExitCode::SUCCESS)
