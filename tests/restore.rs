@@ -87,8 +87,32 @@ fn hard_cases_restore_as_an_exact_copy_into_a_server_without_the_roles() {
     // Without the globals, the missing owner is reported, never hidden.
     let out =
         e.ws.dr(&e.cfg, &["restore", "--to", &other.url("copy1"), "--yes"]);
-    assert_exit_code(&out, 1);
-    assert!(stderr(&out).contains("reporter"), "{}", stderr(&out));
+    assert_exit_code(&out, 7);
+    assert!(
+        stderr(&out).contains("reporter") && stderr(&out).contains("--with-globals"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        other.psql(
+            "postgres",
+            "select count(*) from pg_database where datname = 'copy1'"
+        ),
+        "0"
+    );
+    // --no-owner restores everything, owned by the restoring user.
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "restore",
+            "--to",
+            &other.url("noowner"),
+            "--no-owner",
+            "--yes",
+        ],
+    );
+    assert_success(&out);
+    assert_eq!(e.pg.row_counts("app"), other.row_counts("noowner"));
     // With them: an exact copy.
     let out = e.ws.dr(
         &e.cfg,

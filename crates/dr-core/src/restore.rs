@@ -214,6 +214,34 @@ pub async fn run(
             ));
         }
     }
+    // Ownership the target cannot satisfy: say so before anything is touched.
+    if let Some(t) = &target {
+        if !opts.with_globals && !opts.no_owner && !details.owners.is_empty() {
+            let admin = t.conn.connect_admin().await?;
+            let have: BTreeSet<String> = admin
+                .query("select rolname::text from pg_roles", &[])
+                .await
+                .map_err(|e| Error::new(Kind::Failed, format!("listing roles on {}: {e}", t.conn)))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let missing: Vec<&str> = details
+                .owners
+                .iter()
+                .filter(|o| !have.contains(o.as_str()))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::new(
+                    Kind::Refused,
+                    format!(
+                        "the backup's objects are owned by roles the target server lacks: {}\nhint: pass --with-globals to create the missing roles from the backup (existing roles are never altered), or --no-owner to make the restoring user own everything",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     if opts.dry_run {
         return Ok(RestoreReport {
             plan,
