@@ -466,3 +466,78 @@ fn keygen_writes_a_private_file_and_prints_the_recipient() {
     );
     assert!(!again.status.success());
 }
+
+fn openssl(ws: &Workspace, args: &str) {
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!("cd {} && openssl {args}", ws.path().display()),
+        ])
+        .output()
+        .expect("openssl");
+    assert_success(&out);
+}
+
+#[test]
+fn tls_verify_full_is_enforced_for_dr_and_pg_dump() {
+    let s = setup();
+    let ws = &s.ws;
+    openssl(ws, "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=dr-test-ca 2>/dev/null");
+    openssl(ws, "req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2 -subj /CN=other-ca 2>/dev/null");
+    openssl(ws, "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null");
+    ws.write("san.ext", "subjectAltName=DNS:localhost\n");
+    openssl(ws, "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null");
+    let data = s.pg.psql("postgres", "show data_directory");
+    for f in ["server.crt", "server.key"] {
+        std::fs::copy(ws.path().join(f), Path::new(&data).join(f)).expect("copy");
+    }
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "chown postgres {data}/server.crt {data}/server.key && chmod 600 {data}/server.key"
+            ),
+        ])
+        .output()
+        .expect("chown");
+    assert_success(&out);
+    s.pg.psql("postgres", "alter system set ssl = on");
+    s.pg.psql("postgres", "select pg_reload_conf()");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let (cfg, repo) = dir_repo(&s);
+    let plain = std::fs::read_to_string(&cfg).expect("cfg");
+    let with = |mode: &str, ca: &str| {
+        let url = format!(
+            "postgres://postgres@localhost:{}/app?sslmode={mode}&sslrootcert={}",
+            s.pg.port(),
+            ws.path().join(ca).display()
+        );
+        std::fs::write(&cfg, plain.replace(&s.pg.url("app"), &url)).expect("write");
+    };
+    with("verify-full", "ca.crt");
+    let out = ws.dr(&cfg, &["backup"]);
+    assert_success(&out);
+    assert_eq!(manifests(&repo).len(), 1);
+
+    // The wrong root: refused, before any data moves.
+    with("verify-full", "other.crt");
+    let out = ws.dr(&cfg, &["backup"]);
+    assert_exit_code(&out, 3);
+    assert!(
+        stderr(&out).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(manifests(&repo).len(), 1);
+
+    // `require` encrypts without checking identity, like libpq.
+    // `require` without a root file encrypts without checking identity, like libpq.
+    let url = format!(
+        "postgres://postgres@localhost:{}/app?sslmode=require",
+        s.pg.port()
+    );
+    std::fs::write(&cfg, plain.replace(&s.pg.url("app"), &url)).expect("write");
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    assert_eq!(manifests(&repo).len(), 2);
+}

@@ -13,6 +13,10 @@ use crate::error::{describe, PgError};
 pub struct ConnInfo {
     config: tokio_postgres::Config,
     redacted: String,
+    /// `sslmode` as the operator wrote it (libpq spelling), for children.
+    ssl_mode: String,
+    verify: crate::tls::Verify,
+    root_cert: Option<PathBuf>,
 }
 
 impl fmt::Display for ConnInfo {
@@ -65,7 +69,23 @@ impl ConnInfo {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ConnInfo, PgError> {
         let redacted = redact(url);
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| PgError::BadUrl {
+        // tokio-postgres knows only disable/prefer/require: take the libpq TLS settings out of
+        // the URL and apply them ourselves (crate::tls), then hand it the rest.
+        let (url, ssl_mode, root_cert) = split_tls_params(url, &env);
+        let verify = match ssl_mode.as_str() {
+            "verify-full" => crate::tls::Verify::Full,
+            "verify-ca" => crate::tls::Verify::Chain,
+            // libpq: `require` with a root certificate file behaves like verify-ca.
+            "require" if root_cert.is_some() => crate::tls::Verify::Chain,
+            "disable" | "allow" | "prefer" | "require" => crate::tls::Verify::None,
+            other => {
+                return Err(PgError::BadUrl {
+                    url: redacted,
+                    detail: format!("sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"),
+                })
+            }
+        };
+        let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| PgError::BadUrl {
             url: redacted.clone(),
             detail: e.to_string(),
         })?;
@@ -101,7 +121,13 @@ impl ConnInfo {
         if config.get_application_name().is_none() {
             config.application_name("dr");
         }
-        let mut info = ConnInfo { config, redacted };
+        let mut info = ConnInfo {
+            config,
+            redacted,
+            ssl_mode,
+            verify,
+            root_cert,
+        };
         if info.config.get_password().is_none() {
             if let Some(p) = env("PGPASSWORD") {
                 info.config.password(p);
@@ -168,12 +194,10 @@ impl ConnInfo {
         if let Some(p) = self.config.get_password() {
             env.push(("PGPASSWORD".into(), String::from_utf8_lossy(p).into_owned()));
         }
-        let sslmode = match self.config.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Disable => "disable",
-            tokio_postgres::config::SslMode::Require => "require",
-            _ => "prefer",
-        };
-        env.push(("PGSSLMODE".into(), sslmode.into()));
+        env.push(("PGSSLMODE".into(), self.ssl_mode.clone()));
+        if let Some(r) = &self.root_cert {
+            env.push(("PGSSLROOTCERT".into(), r.display().to_string()));
+        }
         env.push(("PGAPPNAME".into(), "dr".into()));
         env
     }
@@ -192,13 +216,41 @@ impl ConnInfo {
 
     /// Connect; the connection task runs on the current runtime.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
-        let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        let connected = if self.config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            self.config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map(|(c, conn)| {
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!("postgres connection closed: {e}");
+                        }
+                    });
+                    c
+                })
+        } else {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::tls::client_config(
+                self.verify,
+                self.root_cert.as_deref(),
+            )?);
+            self.config.connect(tls).await.map(|(c, conn)| {
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("postgres connection closed: {e}");
+                    }
+                });
+                c
+            })
+        };
+        let client = connected.map_err(|e| {
             let detail = describe(&e);
             let hint = if detail.contains("password authentication failed")
                 || detail.contains("no password supplied")
                 || detail.contains("password")
             {
                 "set PGPASSWORD, or add a line to ~/.pgpass (or the file PGPASSFILE names)".to_string()
+            } else if detail.contains("TLS") || detail.contains("certificate") || detail.contains("SSL") {
+                "the server's TLS certificate or settings do not fit: check sslmode and sslrootcert in the target url (verify-full needs the CA that signed the server certificate and a matching host name)".to_string()
             } else if detail.contains("does not exist") {
                 "check the database and user names in the target url".to_string()
             } else {
@@ -213,13 +265,37 @@ impl ConnInfo {
                 hint,
             }
         })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("postgres connection closed: {e}");
-            }
-        });
         Ok(client)
     }
+}
+
+/// Take `sslmode` and `sslrootcert` out of a URL (falling back to `PGSSLMODE` /
+/// `PGSSLROOTCERT`); return the URL tokio-postgres can parse, the libpq mode, the root file.
+fn split_tls_params(
+    url: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> (String, String, Option<PathBuf>) {
+    let mut mode = env("PGSSLMODE").unwrap_or_else(|| "prefer".into());
+    let mut root = env("PGSSLROOTCERT").map(PathBuf::from);
+    let Ok(mut u) = url::Url::parse(url) else {
+        return (url.to_string(), mode, root);
+    };
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (k, v) in u.query_pairs() {
+        match k.as_ref() {
+            "sslmode" => mode = v.into_owned(),
+            "sslrootcert" => root = Some(PathBuf::from(v.as_ref())),
+            _ => kept.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    let for_driver = match mode.as_str() {
+        "verify-ca" | "verify-full" => "require",
+        "allow" => "prefer",
+        other => other,
+    };
+    kept.push(("sslmode".into(), for_driver.into()));
+    u.query_pairs_mut().clear().extend_pairs(kept);
+    (u.to_string(), mode, root)
 }
 
 /// libpq's ~/.pgpass format: `host:port:db:user:password`, `*` wildcards, `\:` and `\\` escapes.
@@ -261,6 +337,23 @@ fn pgpass_match(text: &str, host: &str, port: &str, db: &str, user: &str) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libpq_ssl_modes_are_understood() {
+        let c = ConnInfo::parse_with_env(
+            "postgres://u@db.example/app?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+            |_| None,
+        )
+        .expect("parse");
+        let env = c.child_env();
+        assert!(env.contains(&("PGSSLMODE".into(), "verify-full".into())));
+        assert!(env.contains(&("PGSSLROOTCERT".into(), "/etc/ca.pem".into())));
+        assert!(ConnInfo::parse_with_env("postgres://u@h/app?sslmode=bogus", |_| None).is_err());
+        let plain = ConnInfo::parse_with_env("postgres://u@h/app", |_| None).expect("parse");
+        assert!(plain
+            .child_env()
+            .contains(&("PGSSLMODE".into(), "prefer".into())));
+    }
 
     #[test]
     fn pgpass_wildcards_and_escapes() {

@@ -17,6 +17,7 @@ mod conn;
 mod error;
 mod process;
 mod snapshot;
+mod tls;
 mod tools;
 
 pub use conn::ConnInfo;
