@@ -541,3 +541,43 @@ fn tls_verify_full_is_enforced_for_dr_and_pg_dump() {
     assert_success(&ws.dr(&cfg, &["backup"]));
     assert_eq!(manifests(&repo).len(), 2);
 }
+
+#[test]
+fn json_logs_on_stderr_data_on_stdout_and_no_secret_anywhere() {
+    let s = setup();
+    let (cfg, repo) = dir_repo(&s);
+    let out = s.ws.dr_env(
+        &cfg,
+        &["--log-format", "json", "-vv", "backup"],
+        &[
+            ("PGPASSWORD", "hunter2-secret"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret-xyz"),
+        ],
+    );
+    assert_success(&out);
+    let id = stdout(&out);
+    assert!(id.starts_with("app\t"), "{id}");
+    let err = stderr(&out);
+    let mut json_lines = 0;
+    for line in err.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+        json_lines += 1;
+    }
+    assert!(json_lines > 2, "{err}");
+    for secret in ["hunter2-secret", "aws-secret-xyz"] {
+        assert!(
+            !err.contains(secret) && !id.contains(secret),
+            "secret in output"
+        );
+        for f in files_under(&repo) {
+            let bytes = std::fs::read(&f).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "secret in {}",
+                f.display()
+            );
+        }
+    }
+}

@@ -29,11 +29,23 @@ fn backup_and_verify(bin_dir: &Path, major: u32) {
     assert_success(&out);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(v["record"]["result"], "passed");
-    assert!(v["sandbox"].as_str().unwrap_or("").contains(&format!("PostgreSQL {major}")), "{v}");
+    assert!(
+        v["sandbox"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("PostgreSQL {major}")),
+        "{v}"
+    );
     let out = ws.dr(&cfg, &["show", "latest", "--json"]);
     let m: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(m["server_major"], major);
-    assert!(m["pg_dump_version"].as_str().unwrap_or("").contains(&format!(" {major}.")), "{m}");
+    assert!(
+        m["pg_dump_version"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!(" {major}.")),
+        "{m}"
+    );
 }
 
 #[test]
