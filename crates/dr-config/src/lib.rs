@@ -37,6 +37,10 @@ pub mod env {
     pub const IDENTITY_FILE: &str = "DR_IDENTITY_FILE";
     /// Overrides `backup.pg_bin_dir`.
     pub const PG_BIN_DIR: &str = "DR_PG_BIN_DIR";
+    /// Overrides `notify.webhook_url` (it usually holds a token: keep it out of the file).
+    pub const WEBHOOK_URL: &str = "DR_WEBHOOK_URL";
+    /// Overrides `notify.ping_url`.
+    pub const PING_URL: &str = "DR_PING_URL";
 }
 
 /// Default location of the configuration file when neither `--config` nor `DR_CONFIG` is set.
@@ -89,6 +93,13 @@ pub struct Config {
     pub lock: LockConfig,
     #[serde(default)]
     pub status: StatusConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    /// Jobs for `dr daemon`, besides those in `daemon.schedules_dir`.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -263,6 +274,176 @@ fn default_max_backup_age_hours() -> u64 {
     26
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Directory of job files (`*.toml`, one [`ScheduleConfig`] each). Relative paths are
+    /// relative to the config file's directory. Default: `schedules` next to the config file;
+    /// a missing default directory is fine, a missing configured one is an error.
+    pub schedules_dir: Option<PathBuf>,
+    /// How many target runs (across all jobs) may run at once. Default 1.
+    #[serde(default = "default_max_concurrent_jobs")]
+    pub max_concurrent_jobs: usize,
+    /// On SIGTERM/SIGINT, how long a running job may take to finish before it is cancelled
+    /// (cleanly: no manifest, upload aborted). Default 300.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+    /// `HOST:PORT` where the daemon serves Prometheus metrics at `/metrics`. Default: off.
+    pub metrics_address: Option<String>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            schedules_dir: None,
+            max_concurrent_jobs: default_max_concurrent_jobs(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+            metrics_address: None,
+        }
+    }
+}
+
+fn default_max_concurrent_jobs() -> usize {
+    1
+}
+fn default_shutdown_grace_secs() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// POSTed a JSON message (with a Slack-compatible `text`) when a job fails, and when it
+    /// succeeds if `webhook_on_success`. Prefer `DR_WEBHOOK_URL`: such URLs hold tokens.
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub webhook_on_success: bool,
+    /// healthchecks.io-style: `{ping_url}/start` when a job starts, `{ping_url}` when it
+    /// succeeds, `{ping_url}/fail` when it fails. `{target}` and `{job}` are replaced.
+    pub ping_url: Option<String>,
+    /// One-shot `dr backup`/`verify`/`prune` write Prometheus metrics here (node-exporter
+    /// textfile collector format; written to a temp file, then renamed).
+    pub textfile_path: Option<PathBuf>,
+}
+
+/// What a scheduled job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Backup,
+    Verify,
+    Prune,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+            JobKind::Verify => "verify",
+            JobKind::Prune => "prune",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One job of `dr daemon`: a `[[schedules]]` entry in dr.toml, or a file in `schedules/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub name: String,
+    /// Standard crontab: `minute hour day-of-month month day-of-week` (optionally a leading
+    /// seconds field), or `@daily`, `@weekly`, ...
+    pub cron: String,
+    /// IANA zone `cron` is read in. Default UTC.
+    pub timezone: Option<String>,
+    pub job: JobKind,
+    /// Target names; empty: every target.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// `backup` jobs: apply `[retention]` to a target after its backup succeeds.
+    #[serde(default)]
+    pub prune_after: bool,
+}
+
+impl ScheduleConfig {
+    /// Parse one job file (`schedules/NAME.toml`); errors name the file.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<ScheduleConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: Some(path.to_path_buf()),
+            message: e.to_string(),
+        })
+    }
+
+    /// Read and parse one job file.
+    pub fn load(path: &Path) -> Result<ScheduleConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ScheduleConfig::from_toml_str(&text, path)
+    }
+
+    /// Checks that need only the config: name, zone, targets, prune_after.
+    pub fn validate(&self, config: &Config, path: Option<&Path>) -> Result<(), ConfigError> {
+        let invalid = |message: String, hint: &str| ConfigError::Invalid {
+            path: path
+                .map(Path::to_path_buf)
+                .or_else(|| config.source.clone()),
+            message,
+            hint: hint.to_string(),
+        };
+        if self.name.is_empty() {
+            return Err(invalid(
+                "a schedule has an empty name".into(),
+                "give every schedule a name, e.g. name = \"nightly-backup\"",
+            ));
+        }
+        if let Some(tz) = &self.timezone {
+            if tz.parse::<chrono_tz::Tz>().is_err() {
+                return Err(invalid(
+                    format!(
+                        "schedule `{}`: timezone `{tz}` is not an IANA time zone",
+                        self.name
+                    ),
+                    "write e.g. timezone = \"Europe/Berlin\" or \"UTC\"",
+                ));
+            }
+        }
+        for t in &self.targets {
+            if !config.targets.iter().any(|c| &c.name == t) {
+                return Err(invalid(
+                    format!(
+                        "schedule `{}` names target `{t}`, which is not configured",
+                        self.name
+                    ),
+                    "use a name from the [[targets]] in dr.toml, or targets = [] for all of them",
+                ));
+            }
+        }
+        if self.prune_after && self.job != JobKind::Backup {
+            return Err(invalid(
+                format!(
+                    "schedule `{}`: prune_after applies only to job = \"backup\"",
+                    self.name
+                ),
+                "remove prune_after, or schedule a separate job = \"prune\"",
+            ));
+        }
+        if (self.prune_after || self.job == JobKind::Prune) && !config.retention.is_configured() {
+            return Err(invalid(
+                format!("schedule `{}` prunes, but no [retention] is configured", self.name),
+                "add a [retention] section to dr.toml (e.g. daily = 7, weekly = 4, monthly = 12), or set prune_after = false",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Read and validate the file, then apply environment overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -299,6 +480,12 @@ impl Config {
         }
         if let Some(v) = get(env::PG_BIN_DIR).filter(|v| !v.is_empty()) {
             self.backup.pg_bin_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get(env::WEBHOOK_URL).filter(|v| !v.is_empty()) {
+            self.notify.webhook_url = Some(v);
+        }
+        if let Some(v) = get(env::PING_URL).filter(|v| !v.is_empty()) {
+            self.notify.ping_url = Some(v);
         }
         self.validate()
     }
@@ -407,6 +594,39 @@ impl Config {
                 ));
             }
         }
+        for (key, value) in [
+            ("notify.webhook_url", &self.notify.webhook_url),
+            ("notify.ping_url", &self.notify.ping_url),
+        ] {
+            if let Some(v) = value {
+                let ok = url::Url::parse(v)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+                if !ok {
+                    // Not echoed: it may hold a token.
+                    return Err(self.invalid(
+                        format!("{key} is not an http(s) URL"),
+                        "write e.g. \"https://hooks.slack.com/services/...\" (or set it through the environment)",
+                    ));
+                }
+            }
+        }
+        if let Some(a) = &self.daemon.metrics_address {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(self.invalid(
+                    format!("daemon.metrics_address `{a}` is not HOST:PORT"),
+                    "write e.g. metrics_address = \"127.0.0.1:9187\"",
+                ));
+            }
+        }
+        if self.daemon.max_concurrent_jobs == 0 {
+            return Err(self.invalid(
+                "daemon.max_concurrent_jobs is 0: no job could ever run",
+                "use 1 (the default) or more",
+            ));
+        }
+        for s in &self.schedules {
+            s.validate(self, None)?;
+        }
         if let Some(s) = &self.verify.sandbox {
             if !matches!(s.as_str(), "auto" | "docker" | "local") {
                 return Err(self.invalid(
@@ -440,6 +660,20 @@ impl Config {
                     ),
                 )),
             },
+        }
+    }
+
+    /// Where `dr daemon` reads job files, and whether it was configured explicitly.
+    pub fn schedules_dir(&self) -> (PathBuf, bool) {
+        let base = self
+            .source
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        match &self.daemon.schedules_dir {
+            Some(d) => (base.join(d), true),
+            None => (base.join("schedules"), false),
         }
     }
 
@@ -548,6 +782,98 @@ url = "postgres://user@host:5432/app"
         let c = Config::from_toml_str(MIN, None).expect("parses");
         let e = c.select_targets(Some("nope")).err().map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("configured targets: app"));
+    }
+
+    #[test]
+    fn scheduling_and_alerting_sections_parse() {
+        let text = format!(
+            r#"{MIN}
+[retention]
+daily = 7
+
+[daemon]
+schedules_dir = "jobs"
+max_concurrent_jobs = 2
+shutdown_grace_secs = 60
+metrics_address = "127.0.0.1:9187"
+
+[notify]
+webhook_url = "https://hooks.example.com/T000/B000/XXXX"
+webhook_on_success = true
+ping_url = "https://hc-ping.com/uuid-{{target}}"
+textfile_path = "/var/lib/node_exporter/dr.prom"
+
+[[schedules]]
+name = "nightly"
+cron = "0 3 * * *"
+timezone = "Europe/Berlin"
+job = "backup"
+targets = ["app"]
+prune_after = true
+"#
+        );
+        let c = Config::from_toml_str(&text, Some(Path::new("/etc/dr/dr.toml"))).expect("parses");
+        assert_eq!(c.daemon.max_concurrent_jobs, 2);
+        assert_eq!(c.schedules[0].job, JobKind::Backup);
+        assert_eq!(c.schedules_dir(), (PathBuf::from("/etc/dr/jobs"), true));
+        let d = Config::from_toml_str(MIN, Some(Path::new("/etc/dr/dr.toml"))).expect("parses");
+        assert_eq!(
+            d.schedules_dir(),
+            (PathBuf::from("/etc/dr/schedules"), false)
+        );
+        assert_eq!(d.daemon.shutdown_grace_secs, 300);
+        assert!(!d.notify.webhook_on_success);
+    }
+
+    #[test]
+    fn schedule_mistakes_are_named() {
+        let job = "\n[[schedules]]\nname = \"n\"\ncron = \"0 3 * * *\"\njob = \"backup\"\n";
+        assert!(err(&format!("{MIN}{job}crn = \"x\"\n")).contains("crn"));
+        assert!(err(&format!("{MIN}{job}targets = [\"nope\"]\n")).contains("`nope`"));
+        assert!(err(&format!("{MIN}{job}prune_after = true\n")).contains("[retention]"));
+        assert!(err(&format!("{MIN}{job}timezone = \"Mars/Olympus\"\n")).contains("Mars/Olympus"));
+        assert!(err(&MIN.replace(
+            "[[targets]]",
+            "[daemon]\nmax_concurrent_jobs = 0\n[[targets]]"
+        ))
+        .contains("max_concurrent_jobs"));
+        let e = err(&format!(
+            "{MIN}\n[[schedules]]\nname = \"n\"\ncron = \"0 3 * * *\"\njob = \"vacuum\"\n"
+        ));
+        assert!(e.contains("vacuum"), "{e}");
+    }
+
+    #[test]
+    fn a_schedule_file_error_names_the_file() {
+        let e = ScheduleConfig::from_toml_str(
+            "name = \"n\"\ncron = \"0 3 * * *\"\njob = \"backup\"\nprune = true\n",
+            Path::new("/etc/dr/schedules/n.toml"),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            e.contains("/etc/dr/schedules/n.toml") && e.contains("prune"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn notify_urls_are_checked_without_echoing_them() {
+        let e = err(&format!(
+            "{MIN}\n[notify]\nwebhook_url = \"ftp://secret-token@host\"\n"
+        ));
+        assert!(
+            e.contains("notify.webhook_url") && !e.contains("secret-token"),
+            "{e}"
+        );
+        let mut c = Config::from_toml_str(MIN, None).expect("parses");
+        c.apply_env(|k| (k == env::WEBHOOK_URL).then(|| "http://127.0.0.1:9/hook".to_string()))
+            .expect("valid");
+        assert_eq!(
+            c.notify.webhook_url.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@
 
 pub mod backup;
 pub mod check;
+pub mod daemon;
 pub mod lock;
+pub mod metrics;
+pub mod notify;
 pub mod progress;
 pub mod prune;
 pub mod repo;

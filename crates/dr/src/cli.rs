@@ -110,6 +110,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the jobs in schedules/*.toml and [[schedules]] on their cron expressions.
+    Daemon {
+        /// Print each job's next runs and exit (reads only the config and job files).
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: how many next runs per job.
+        #[arg(long, default_value_t = 3, requires = "dry_run")]
+        count: usize,
+    },
     /// Create an age identity file (mode 0600) and print its public recipient.
     Keygen {
         /// Where to write the identity.

@@ -1,17 +1,18 @@
 use crate::out;
 use std::process::ExitCode;
 
+use dr_core::notify::Reporter;
 use dr_core::{human_bytes, Context, Error, Result};
 
 /// Back up each selected target; every target is attempted, the exit code reflects the worst.
-pub async fn run(ctx: &Context, target: Option<&str>) -> Result<ExitCode> {
+pub async fn run(ctx: &Context, reporter: &Reporter, target: Option<&str>) -> Result<ExitCode> {
     let targets = ctx.config.select_targets(target).map_err(Error::from)?;
     let mut first_error: Option<Error> = None;
     for t in targets {
         if ctx.cancel.is_cancelled() {
             break;
         }
-        match dr_core::backup::run(ctx, t).await {
+        match reporter.backup(ctx, t).await {
             Ok(m) => {
                 out!("{}\t{}", m.target, m.id);
                 eprintln!(

@@ -1,6 +1,7 @@
 //! One function per command. Data goes to stdout, messages to stderr.
 
 mod backup;
+mod daemon;
 mod keygen;
 mod list;
 mod prune;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dr_config::Config;
+use dr_core::notify::Reporter;
 use dr_core::{Context, Error, Result};
 
 use crate::cli::{Cli, Command, Global};
@@ -21,7 +23,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen { output, force } => keygen::run(&output, force),
         Command::Backup { target } => {
             let ctx = context(&cli.global).await?;
-            backup::run(&ctx, target.as_deref()).await
+            let reporter = Reporter::from_config(&ctx.config)?;
+            backup::run(&ctx, &reporter, target.as_deref()).await
         }
         Command::List { target, json } => {
             let ctx = context(&cli.global).await?;
@@ -44,7 +47,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let ctx = context(&cli.global).await?;
-            verify::run(&ctx, id, target, sandbox, image, jobs, json).await
+            let reporter = Reporter::from_config(&ctx.config)?;
+            verify::run(&ctx, &reporter, id, target, sandbox, image, jobs, json).await
         }
         Command::Prune {
             target,
@@ -52,12 +56,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let ctx = context(&cli.global).await?;
-            prune::run(&ctx, target.as_deref(), dry_run, json).await
+            let reporter = Reporter::from_config(&ctx.config)?;
+            prune::run(&ctx, &reporter, target.as_deref(), dry_run, json).await
         }
         Command::Status { json } => {
             let ctx = context(&cli.global).await?;
             status::run(&ctx, json).await
         }
+        Command::Daemon { dry_run, count } => daemon::run(&cli.global, dry_run, count).await,
         Command::Restore(args) => {
             let ctx = context(&cli.global).await?;
             restore::run(&ctx, args).await
@@ -90,7 +96,7 @@ pub async fn context(g: &Global) -> Result<Context> {
     Ok(ctx)
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
@@ -110,6 +116,6 @@ async fn wait_for_signal() {
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| Error::new(dr_core::Kind::Failed, format!("encoding JSON: {e}")))?;
-    println!("{s}");
+    crate::out!("{s}");
     Ok(())
 }

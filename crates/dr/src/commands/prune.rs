@@ -1,15 +1,22 @@
 use crate::out;
 use std::process::ExitCode;
 
+use dr_core::notify::Reporter;
 use dr_core::{Context, Result};
 
 pub async fn run(
     ctx: &Context,
+    reporter: &Reporter,
     target: Option<&str>,
     dry_run: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    let reports = dr_core::prune::run(ctx, target, dry_run, chrono::Utc::now()).await?;
+    let now = chrono::Utc::now();
+    let reports = if dry_run {
+        dr_core::prune::run(ctx, target, dry_run, now).await?
+    } else {
+        reporter.prune(ctx, target, now).await?
+    };
     if json {
         crate::commands::print_json(&reports)?;
         return Ok(ExitCode::SUCCESS);

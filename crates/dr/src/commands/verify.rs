@@ -1,12 +1,15 @@
 use crate::out;
 use std::process::ExitCode;
 
+use dr_core::notify::Reporter;
 use dr_core::repo::Selector;
 use dr_core::verify::VerifyOptions;
 use dr_core::{Context, Kind, Result};
 
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     ctx: &Context,
+    reporter: &Reporter,
     id: Option<String>,
     target: Option<String>,
     sandbox: Option<String>,
@@ -21,7 +24,7 @@ pub async fn run(
         image,
         jobs,
     };
-    match dr_core::verify::run(ctx, &opts).await {
+    match reporter.verify(ctx, &opts).await {
         Ok(report) => {
             if json {
                 crate::commands::print_json(&report)?;

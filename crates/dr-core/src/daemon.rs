@@ -1,0 +1,587 @@
+//! `dr daemon`: run the jobs of `schedules/*.toml` and `[[schedules]]` on their cron
+//! expressions.
+//!
+//! - **Timing.** The daemon sleeps until the earliest next run, at most 30 s at a time, and
+//!   re-reads the wall clock after every sleep: a clock that jumps forward runs each job whose
+//!   time was skipped once (not once per skipped occurrence); a clock that jumps back delays
+//!   nothing already planned.
+//! - **No overlap.** A job's run for a target is skipped (and logged) while its previous run for
+//!   that target is still going. Across processes and hosts the repository lock
+//!   ([`crate::lock`]) keeps backups and prunes of one target apart. At most
+//!   `daemon.max_concurrent_jobs` target runs (default 1) go at once.
+//! - **Missed runs.** On start, a job runs once at once for each target whose last run is older
+//!   than the schedule's period (a scheduled time passed since it): for `backup` the last run
+//!   is the target's newest complete backup (from any source: daemon, cron, by hand; a target
+//!   with no backup at all counts as missed); for `verify` the newest verification (targets
+//!   without any backup are skipped); `prune` is never caught up, it runs at its next time.
+//! - **Shutdown.** On SIGTERM/SIGINT no new run starts; running ones get
+//!   `daemon.shutdown_grace_secs` (default 300) to finish, then are cancelled through
+//!   [`Context::cancel`] (a backup aborts its upload and writes no manifest).
+//! - **Alerts and metrics** come from [`Reporter`]; `/metrics` is served on
+//!   `daemon.metrics_address`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dr_catalog::schedule::Schedule;
+use dr_config::{Config, JobKind, ScheduleConfig};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+pub use tokio_util::sync::CancellationToken;
+
+use crate::notify::Reporter;
+use crate::verify::VerifyOptions;
+use crate::{Context, Error, Kind, Result};
+
+/// The longest single sleep: the wall clock is re-read at least this often.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// One scheduled job, validated.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    /// Where it was defined: a file, or the config file.
+    pub source: PathBuf,
+    pub schedule: Schedule,
+    pub kind: JobKind,
+    /// Target names (already expanded: never empty).
+    pub targets: Vec<String>,
+    pub prune_after: bool,
+}
+
+impl Job {
+    fn from_config(s: &ScheduleConfig, config: &Config, source: &Path) -> Result<Job> {
+        s.validate(config, Some(source))?;
+        let tz = s.timezone.as_deref().unwrap_or("UTC");
+        let schedule = Schedule::parse(&s.cron, tz).map_err(|e| {
+            Error::config(format!(
+                "invalid schedule `{}` in {}: {e}",
+                s.name,
+                source.display()
+            ))
+        })?;
+        let targets = if s.targets.is_empty() {
+            config.targets.iter().map(|t| t.name.clone()).collect()
+        } else {
+            s.targets.clone()
+        };
+        Ok(Job {
+            name: s.name.clone(),
+            source: source.to_path_buf(),
+            schedule,
+            kind: s.job,
+            targets,
+            prune_after: s.prune_after,
+        })
+    }
+}
+
+/// Every job: `[[schedules]]` in the config, then `*.toml` in the schedules directory (in
+/// name order). Names must be unique; at least one job must exist.
+pub fn load_jobs(config: &Config) -> Result<Vec<Job>> {
+    if config.targets.is_empty() {
+        return Err(Error::config(
+            "no [[targets]] are configured: the daemon would have nothing to do\nhint: add a [[targets]] section with name and url",
+        ));
+    }
+    let config_path = config
+        .source
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("dr.toml"));
+    let mut jobs = Vec::new();
+    for s in &config.schedules {
+        jobs.push(Job::from_config(s, config, &config_path)?);
+    }
+    let (dir, explicit) = config.schedules_dir();
+    match std::fs::read_dir(&dir) {
+        Ok(rd) => {
+            let mut files: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+                .collect();
+            files.sort();
+            for f in files {
+                let s = ScheduleConfig::load(&f)?;
+                jobs.push(Job::from_config(&s, config, &f)?);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+        Err(e) => {
+            return Err(Error::config(format!(
+                "cannot read the schedules directory {}: {e}\nhint: create it, or set daemon.schedules_dir",
+                dir.display()
+            )))
+        }
+    }
+    let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
+    for j in &jobs {
+        if let Some(first) = seen.insert(&j.name, &j.source) {
+            return Err(Error::config(format!(
+                "schedule `{}` is defined twice: in {} and in {}\nhint: give every schedule a unique name",
+                j.name,
+                first.display(),
+                j.source.display()
+            )));
+        }
+    }
+    if jobs.is_empty() {
+        return Err(Error::config(format!(
+            "no schedules: {} has no *.toml job files and dr.toml has no [[schedules]]\nhint: copy the examples from schedules/ in the dr repository, or add e.g.\n  [[schedules]]\n  name = \"nightly-backup\"\n  cron = \"0 3 * * *\"\n  job = \"backup\"",
+            dir.display()
+        )));
+    }
+    Ok(jobs)
+}
+
+/// How a daemon run ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Target runs that finished (successfully or not).
+    pub runs: u64,
+    pub failures: u64,
+    /// A run had to be cancelled after the shutdown grace period.
+    pub cancelled: bool,
+}
+
+struct Shared {
+    ctx: Arc<Context>,
+    reporter: Arc<Reporter>,
+    semaphore: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    running: Mutex<BTreeSet<(String, String)>>,
+    runs: AtomicU64,
+    failures: AtomicU64,
+    interrupted: AtomicBool,
+}
+
+/// The time of the last run of `kind` for `target`, from the repository listing; `None`
+/// inside `Some` means "never"; an outer `None` means "not applicable: do not catch up".
+fn last_run(
+    kind: JobKind,
+    target: &str,
+    entries: &[crate::repo::BackupEntry],
+) -> Option<Option<DateTime<Utc>>> {
+    let mine = entries.iter().filter(|e| e.manifest.target == target);
+    match kind {
+        JobKind::Backup => Some(mine.map(|e| e.manifest.started_at).max()),
+        JobKind::Verify => {
+            let mine: Vec<_> = mine.collect();
+            if mine.is_empty() {
+                return None;
+            }
+            Some(
+                mine.iter()
+                    .filter_map(|e| e.verification.as_ref().map(|v| v.verified_at))
+                    .max(),
+            )
+        }
+        JobKind::Prune => None,
+    }
+}
+
+/// Run `jobs` until `shutdown` is cancelled; see the module docs.
+pub async fn run(
+    ctx: Arc<Context>,
+    jobs: Vec<Job>,
+    reporter: Arc<Reporter>,
+    shutdown: CancellationToken,
+) -> Result<Outcome> {
+    let daemon = &ctx.config.daemon;
+    let grace = Duration::from_secs(daemon.shutdown_grace_secs);
+    let metrics = reporter.metrics();
+    for j in &jobs {
+        for t in &j.targets {
+            metrics.touch(t, j.kind.as_str());
+        }
+    }
+    let server_stop = CancellationToken::new();
+    let mut server = None;
+    if let Some(addr) = &daemon.metrics_address {
+        let listener = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|e| {
+                Error::new(
+                    Kind::Unavailable,
+                    format!("cannot listen on daemon.metrics_address {addr}: {e}\nhint: pick a free port, or remove metrics_address"),
+                )
+            })?;
+        tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
+        server = Some(tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            server_stop.clone(),
+        )));
+    }
+    let shared = Arc::new(Shared {
+        ctx: Arc::clone(&ctx),
+        reporter,
+        semaphore: Arc::new(Semaphore::new(daemon.max_concurrent_jobs.max(1))),
+        shutdown: shutdown.clone(),
+        running: Mutex::new(BTreeSet::new()),
+        runs: AtomicU64::new(0),
+        failures: AtomicU64::new(0),
+        interrupted: AtomicBool::new(false),
+    });
+    let jobs: Vec<Arc<Job>> = jobs.into_iter().map(Arc::new).collect();
+    let mut tasks = JoinSet::new();
+
+    // Missed runs, and metrics from what the repository already holds.
+    let start = Utc::now();
+    match crate::repo::list(ctx.store.as_ref(), None).await {
+        Ok(entries) => {
+            metrics.seed_from_repository(&entries);
+            for j in &jobs {
+                for t in &j.targets {
+                    let Some(last) = last_run(j.kind, t, &entries) else {
+                        continue;
+                    };
+                    if j.schedule.missed(last, start) {
+                        tracing::info!(
+                            "job `{}`: {} of `{t}` is overdue (last run: {}); running it now",
+                            j.name,
+                            j.kind,
+                            last.map(|l| l.to_rfc3339())
+                                .unwrap_or_else(|| "never".into())
+                        );
+                        dispatch(&shared, &mut tasks, j, t);
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(
+            "cannot list the repository to catch up missed runs (they run at their next time): {e}"
+        ),
+    }
+
+    let mut next: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        let n = j.schedule.next_after(start).ok();
+        log_next(j, n);
+        next.push(n);
+    }
+
+    loop {
+        let now = Utc::now();
+        for (j, n) in jobs.iter().zip(next.iter_mut()) {
+            if n.is_some_and(|t| t <= now) {
+                for t in &j.targets {
+                    dispatch(&shared, &mut tasks, j, t);
+                }
+                *n = j.schedule.next_after(now).ok();
+                log_next(j, *n);
+            }
+        }
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done {
+                shared.failures.fetch_add(1, Ordering::SeqCst);
+                tracing::error!("a job run ended abnormally: {e}");
+            }
+        }
+        let wake = next.iter().flatten().min().copied();
+        let nap = wake
+            .and_then(|w| (w - Utc::now()).to_std().ok())
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SLEEP);
+        let nap = if wake.is_none() { MAX_SLEEP } else { nap };
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+
+    let busy = tasks.len();
+    let mut cancelled = false;
+    if busy > 0 {
+        tracing::warn!(
+            "stopping: no new jobs start; waiting up to {}s for {busy} running job(s) to finish",
+            grace.as_secs()
+        );
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "shutdown grace period of {}s is over: cancelling the running job(s)",
+                grace.as_secs()
+            );
+            ctx.cancel.cancel();
+            cancelled = true;
+            while tasks.join_next().await.is_some() {}
+        }
+    } else {
+        tracing::info!("stopping: no job is running");
+    }
+    server_stop.cancel();
+    if let Some(s) = server {
+        let _ = s.await;
+    }
+    Ok(Outcome {
+        runs: shared.runs.load(Ordering::SeqCst),
+        failures: shared.failures.load(Ordering::SeqCst),
+        cancelled: cancelled || shared.interrupted.load(Ordering::SeqCst),
+    })
+}
+
+fn log_next(j: &Job, next: Option<DateTime<Utc>>) {
+    match next {
+        Some(n) => tracing::info!(
+            "job `{}` ({} of {}): next run {} ({})",
+            j.name,
+            j.kind,
+            j.targets.join(", "),
+            n.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            n.with_timezone(&j.schedule.timezone())
+                .format("%Y-%m-%d %H:%M:%S %Z")
+        ),
+        None => tracing::warn!(
+            "job `{}`: `{}` has no next run; it will not run again",
+            j.name,
+            j.schedule.expression()
+        ),
+    }
+}
+
+/// Start one run of `job` for `target`, unless its previous one is still going.
+fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, job: &Arc<Job>, target: &str) {
+    let key = (job.name.clone(), target.to_string());
+    {
+        let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        if !running.insert(key.clone()) {
+            tracing::info!(
+                "job `{}`: the previous {} of `{target}` is still running; skipping this run",
+                job.name,
+                job.kind
+            );
+            return;
+        }
+    }
+    let shared = Arc::clone(shared);
+    let job = Arc::clone(job);
+    tasks.spawn(async move {
+        // Cleared however the run ends, a panic included, so the job is never stuck.
+        let _running = Running {
+            shared: Arc::clone(&shared),
+            key: key.clone(),
+        };
+        let permit = tokio::select! {
+            p = Arc::clone(&shared.semaphore).acquire_owned() => p.ok(),
+            _ = shared.shutdown.cancelled() => None,
+        };
+        if let Some(_permit) = permit.filter(|_| !shared.shutdown.is_cancelled()) {
+            run_target(&shared, &job, &key.1).await;
+        }
+    });
+}
+
+/// Marks (job, target) as running while alive.
+struct Running {
+    shared: Arc<Shared>,
+    key: (String, String),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        running.remove(&self.key);
+    }
+}
+
+async fn run_target(shared: &Shared, job: &Job, target: &str) {
+    let ctx = shared.ctx.as_ref();
+    let r = &shared.reporter;
+    let Some(t) = ctx.config.targets.iter().find(|t| t.name == target) else {
+        tracing::error!("job `{}`: target `{target}` is not configured", job.name);
+        return;
+    };
+    tracing::info!("job `{}`: {} of `{target}` starting", job.name, job.kind);
+    let result: Result<String> = match job.kind {
+        JobKind::Backup => match r.backup(ctx, t).await {
+            Ok(m) => {
+                let mut msg = format!(
+                    "backup {} complete, {} stored",
+                    m.id,
+                    crate::human_bytes(m.stored_bytes())
+                );
+                if job.prune_after && !ctx.cancel.is_cancelled() {
+                    match r.prune(ctx, Some(target), Utc::now()).await {
+                        Ok(reports) => {
+                            let deleted: usize = reports
+                                .iter()
+                                .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
+                                .sum();
+                            msg.push_str(&format!("; pruned {deleted} old backup(s)"));
+                        }
+                        Err(e) => {
+                            shared.failures.fetch_add(1, Ordering::SeqCst);
+                            tracing::error!(
+                                "job `{}`: prune of `{target}` after its backup failed: {}",
+                                job.name,
+                                e.message
+                            );
+                        }
+                    }
+                }
+                Ok(msg)
+            }
+            Err(e) => Err(e),
+        },
+        JobKind::Verify => {
+            let opts = VerifyOptions {
+                target: Some(target.to_string()),
+                ..VerifyOptions::default()
+            };
+            r.verify(ctx, &opts).await.map(|rep| {
+                format!(
+                    "backup {} verified: {} checks passed",
+                    rep.record.backup_id, rep.record.checks_total
+                )
+            })
+        }
+        JobKind::Prune => r.prune(ctx, Some(target), Utc::now()).await.map(|reports| {
+            let deleted: usize = reports
+                .iter()
+                .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
+                .sum();
+            format!("pruned {deleted} backup(s)")
+        }),
+    };
+    shared.runs.fetch_add(1, Ordering::SeqCst);
+    match result {
+        Ok(msg) => tracing::info!("job `{}`: {} of `{target}` ok: {msg}", job.name, job.kind),
+        Err(e) => {
+            if e.kind == Kind::Interrupted {
+                shared.interrupted.store(true, Ordering::SeqCst);
+            }
+            shared.failures.fetch_add(1, Ordering::SeqCst);
+            tracing::error!(
+                "job `{}`: {} of `{target}` failed: {}",
+                job.name,
+                job.kind,
+                e.message
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, extra: &str) -> Config {
+        let path = dir.join("dr.toml");
+        let text = format!(
+            r#"
+[repository]
+url = "file:///tmp/nowhere"
+[encryption]
+recipients = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+[retention]
+daily = 7
+[[targets]]
+name = "app"
+url = "postgres://u@127.0.0.1:1/app"
+[[targets]]
+name = "db"
+url = "postgres://u@127.0.0.1:1/db"
+{extra}
+"#
+        );
+        std::fs::write(&path, &text).expect("write");
+        Config::load(&path).expect("config")
+    }
+
+    fn err(c: &Config) -> String {
+        load_jobs(c).err().map(|e| e.message).unwrap_or_default()
+    }
+
+    #[test]
+    fn jobs_come_from_files_and_the_config() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(dir.path().join("schedules")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("schedules/nightly.toml"),
+            "name = \"nightly\"\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\njob = \"backup\"\ntargets = []\nprune_after = true\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("schedules/README.md"), "not a job").expect("write");
+        let c = config(
+            dir.path(),
+            "[[schedules]]\nname = \"weekly\"\ncron = \"0 5 * * 7\"\njob = \"verify\"\ntargets = [\"db\"]\n",
+        );
+        let jobs = load_jobs(&c).expect("jobs");
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].name, "weekly");
+        assert_eq!(jobs[0].targets, ["db"]);
+        assert_eq!(jobs[1].targets, ["app", "db"]);
+        assert!(jobs[1].prune_after);
+        assert_eq!(jobs[1].schedule.timezone(), chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn the_shipped_examples_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schedules");
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = config(
+            dir.path(),
+            &format!("[daemon]\nschedules_dir = \"{}\"\n", root.display()),
+        );
+        let jobs = load_jobs(&c).expect("the files in schedules/ load");
+        assert!(jobs.iter().any(|j| j.kind == JobKind::Backup));
+    }
+
+    #[test]
+    fn mistakes_name_the_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(dir.path().join("schedules")).expect("mkdir");
+        let file = dir.path().join("schedules/bad.toml");
+        std::fs::write(
+            &file,
+            "name = \"bad\"\ncron = \"0 3 * *\"\njob = \"backup\"\n",
+        )
+        .expect("w");
+        let e = err(&config(dir.path(), ""));
+        assert!(e.contains("bad.toml") && e.contains("`0 3 * *`"), "{e}");
+
+        std::fs::write(
+            &file,
+            "name = \"bad\"\ncron = \"0 3 * * *\"\njob = \"backup\"\nevery = 1\n",
+        )
+        .expect("w");
+        let e = err(&config(dir.path(), ""));
+        assert!(e.contains("bad.toml") && e.contains("every"), "{e}");
+
+        std::fs::write(
+            &file,
+            "name = \"dup\"\ncron = \"0 3 * * *\"\njob = \"backup\"\n",
+        )
+        .expect("w");
+        let e = err(&config(
+            dir.path(),
+            "[[schedules]]\nname = \"dup\"\ncron = \"@daily\"\njob = \"prune\"\n",
+        ));
+        assert!(e.contains("defined twice") && e.contains("bad.toml"), "{e}");
+    }
+
+    #[test]
+    fn no_jobs_or_a_missing_configured_dir_is_an_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert!(err(&config(dir.path(), "")).contains("no schedules"));
+        let e = err(&config(dir.path(), "[daemon]\nschedules_dir = \"nope\"\n"));
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn last_runs_per_kind() {
+        assert_eq!(last_run(JobKind::Backup, "app", &[]), Some(None));
+        assert_eq!(last_run(JobKind::Verify, "app", &[]), None);
+        assert_eq!(last_run(JobKind::Prune, "app", &[]), None);
+    }
+}

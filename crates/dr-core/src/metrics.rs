@@ -1,0 +1,481 @@
+//! Prometheus metrics: what `dr daemon` serves at `GET /metrics`, and what one-shot commands
+//! write to a node-exporter textfile (`notify.textfile_path`).
+//!
+//! | metric | labels | meaning |
+//! | --- | --- | --- |
+//! | `dr_last_success_timestamp_seconds` | target, job | end of the last successful run |
+//! | `dr_last_run_timestamp_seconds` | target, job | end of the last run, whatever its result |
+//! | `dr_last_run_success` | target, job | 1 if the last run succeeded, else 0 |
+//! | `dr_last_duration_seconds` | target, job | duration of the last run |
+//! | `dr_failures_total` | target, job | failed runs (counter) |
+//! | `dr_last_backup_bytes` | target | stored size of the last successful backup |
+//! | `dr_last_verification_passed` | target | 1 if the last verification passed, else 0 |
+//! | `dr_last_verification_timestamp_seconds` | target | when the last verification ran |
+//!
+//! Alert on `time() - dr_last_success_timestamp_seconds{job="backup"} > 26*3600` and on
+//! `dr_last_verification_passed == 0`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// One finished run.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub target: String,
+    pub job: String,
+    pub ok: bool,
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub backup_bytes: Option<u64>,
+    pub verification_passed: Option<bool>,
+}
+
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "dr_last_success_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time the last successful run finished.",
+        labels: &["target", "job"],
+    },
+    Family {
+        name: "dr_last_run_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time the last run finished, whatever its result.",
+        labels: &["target", "job"],
+    },
+    Family {
+        name: "dr_last_run_success",
+        kind: "gauge",
+        help: "1 if the last run succeeded, 0 if it failed.",
+        labels: &["target", "job"],
+    },
+    Family {
+        name: "dr_last_duration_seconds",
+        kind: "gauge",
+        help: "Duration of the last run.",
+        labels: &["target", "job"],
+    },
+    Family {
+        name: "dr_failures_total",
+        kind: "counter",
+        help: "Failed runs.",
+        labels: &["target", "job"],
+    },
+    Family {
+        name: "dr_last_backup_bytes",
+        kind: "gauge",
+        help: "Stored size of the last successful backup.",
+        labels: &["target"],
+    },
+    Family {
+        name: "dr_last_verification_passed",
+        kind: "gauge",
+        help: "1 if the last restore verification passed, 0 if it failed.",
+        labels: &["target"],
+    },
+    Family {
+        name: "dr_last_verification_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time of the last restore verification.",
+        labels: &["target"],
+    },
+];
+
+/// Series values by family name, then label values (in the family's label order).
+type Series = BTreeMap<&'static str, BTreeMap<Vec<String>, f64>>;
+
+/// The metric values; shared between the jobs and the HTTP server.
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<Series>,
+}
+
+fn ts(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn lock(&self) -> MutexGuard<'_, Series> {
+        // A panic while holding the lock leaves plain numbers behind: still usable.
+        self.series.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(s: &mut Series, name: &'static str, labels: &[&str], v: f64) {
+        s.entry(name)
+            .or_default()
+            .insert(labels.iter().map(|l| l.to_string()).collect(), v);
+    }
+
+    /// Make the failure counter exist (at 0) for a target and job, so `increase()` works from
+    /// the first failure on.
+    pub fn touch(&self, target: &str, job: &str) {
+        let mut s = self.lock();
+        s.entry("dr_failures_total")
+            .or_default()
+            .entry(vec![target.to_string(), job.to_string()])
+            .or_insert(0.0);
+    }
+
+    /// Record a finished run.
+    pub fn record(&self, r: &Sample) {
+        let mut s = self.lock();
+        let tj = [r.target.as_str(), r.job.as_str()];
+        let t = [r.target.as_str()];
+        let now = ts(r.finished_at);
+        Metrics::set(&mut s, "dr_last_run_timestamp_seconds", &tj, now);
+        Metrics::set(
+            &mut s,
+            "dr_last_run_success",
+            &tj,
+            f64::from(u8::from(r.ok)),
+        );
+        Metrics::set(&mut s, "dr_last_duration_seconds", &tj, r.duration_seconds);
+        let failures = s
+            .entry("dr_failures_total")
+            .or_default()
+            .entry(vec![r.target.clone(), r.job.clone()])
+            .or_insert(0.0);
+        if !r.ok {
+            *failures += 1.0;
+        }
+        if r.ok {
+            Metrics::set(&mut s, "dr_last_success_timestamp_seconds", &tj, now);
+            if let Some(b) = r.backup_bytes {
+                Metrics::set(&mut s, "dr_last_backup_bytes", &t, b as f64);
+            }
+        }
+        if let Some(p) = r.verification_passed {
+            Metrics::set(
+                &mut s,
+                "dr_last_verification_passed",
+                &t,
+                f64::from(u8::from(p)),
+            );
+            Metrics::set(&mut s, "dr_last_verification_timestamp_seconds", &t, now);
+        }
+    }
+
+    /// What the repository says, for a daemon that just started: the newest backup's end time
+    /// and size, the newest verification's result. Never overrides a newer value.
+    pub fn seed_from_repository(&self, entries: &[crate::repo::BackupEntry]) {
+        let mut s = self.lock();
+        for e in entries.iter().rev() {
+            // Oldest first: newer entries overwrite.
+            let m = &e.manifest;
+            let tj = [m.target.as_str(), "backup"];
+            let t = [m.target.as_str()];
+            let seen = s
+                .get("dr_last_success_timestamp_seconds")
+                .and_then(|f| f.get(&vec![m.target.clone(), "backup".to_string()]))
+                .copied();
+            if !matches!(seen, Some(v) if v > ts(m.finished_at)) {
+                Metrics::set(
+                    &mut s,
+                    "dr_last_success_timestamp_seconds",
+                    &tj,
+                    ts(m.finished_at),
+                );
+                Metrics::set(&mut s, "dr_last_backup_bytes", &t, m.stored_bytes() as f64);
+            }
+            if let Some(v) = &e.verification {
+                let seen = s
+                    .get("dr_last_verification_timestamp_seconds")
+                    .and_then(|f| f.get(&vec![m.target.clone()]))
+                    .copied();
+                if !matches!(seen, Some(x) if x > ts(v.verified_at)) {
+                    Metrics::set(
+                        &mut s,
+                        "dr_last_verification_passed",
+                        &t,
+                        f64::from(u8::from(v.passed())),
+                    );
+                    Metrics::set(
+                        &mut s,
+                        "dr_last_verification_timestamp_seconds",
+                        &t,
+                        ts(v.verified_at),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let s = self.lock();
+        let mut out = String::new();
+        for f in FAMILIES {
+            let Some(series) = s.get(f.name) else {
+                continue;
+            };
+            if series.is_empty() {
+                continue;
+            }
+            out.push_str(&format!(
+                "# HELP {} {}\n# TYPE {} {}\n",
+                f.name, f.help, f.name, f.kind
+            ));
+            for (labels, v) in series {
+                let pairs: Vec<String> = f
+                    .labels
+                    .iter()
+                    .zip(labels)
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                    .collect();
+                out.push_str(&format!("{}{{{}}} {v}\n", f.name, pairs.join(",")));
+            }
+        }
+        out
+    }
+
+    /// Read back what [`Metrics::render`] wrote (unknown lines are ignored).
+    pub fn load_text(&self, text: &str) {
+        let mut s = self.lock();
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let Some((name, rest)) = series.split_once('{') else {
+                continue;
+            };
+            let Some(f) = FAMILIES.iter().find(|f| f.name == name) else {
+                continue;
+            };
+            let Some(body) = rest.strip_suffix('}') else {
+                continue;
+            };
+            let mut found: BTreeMap<&str, String> = BTreeMap::new();
+            // Our own output: label values never hold `",` unescaped.
+            for pair in body.split("\",") {
+                let Some((k, v)) = pair.split_once("=\"") else {
+                    continue;
+                };
+                let v = v.strip_suffix('"').unwrap_or(v);
+                found.insert(
+                    k,
+                    v.replace("\\n", "\n")
+                        .replace("\\\"", "\"")
+                        .replace("\\\\", "\\"),
+                );
+            }
+            let labels: Option<Vec<String>> =
+                f.labels.iter().map(|l| found.get(l).cloned()).collect();
+            if let Some(labels) = labels {
+                s.entry(f.name).or_default().insert(labels, value);
+            }
+        }
+    }
+
+    /// Write the textfile: a temp file in the same directory, then rename, so the collector
+    /// never reads half a file.
+    pub fn write_textfile(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".dr-metrics-")
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        tmp.write_all(self.render().as_bytes())?;
+        tmp.as_file().sync_all()?;
+        // Readable by node-exporter, like a file written with the usual umask.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
+        }
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// Serve `GET /metrics` on `listener` until `stop` is cancelled. Minimal HTTP/1.1: one request
+/// per connection.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = stop.cancelled() => return,
+        };
+        match conn {
+            Ok((stream, _)) => {
+                let metrics = Arc::clone(&metrics);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics))
+                        .await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!("metrics endpoint: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() > 16 * 1024 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut first = head.lines().next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("");
+    let path = first.next().unwrap_or("");
+    let path = path.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET" | "HEAD", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "dr daemon: metrics at /metrics\n".to_string(),
+        ),
+        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if method != "HEAD" {
+        response.extend_from_slice(body.as_bytes());
+    }
+    stream.write_all(&response).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(target: &str, job: &str, ok: bool) -> Sample {
+        Sample {
+            target: target.into(),
+            job: job.into(),
+            ok,
+            finished_at: DateTime::from_timestamp(1_790_000_000, 500_000_000).unwrap_or_default(),
+            duration_seconds: 2.5,
+            backup_bytes: ok.then_some(4096),
+            verification_passed: (job == "verify").then_some(ok),
+        }
+    }
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.touch("db", "backup");
+        m.record(&sample("app", "backup", true));
+        m.record(&sample("app", "backup", false));
+        m.record(&sample("app", "verify", false));
+        let text = m.render();
+        for line in [
+            "# TYPE dr_failures_total counter",
+            "dr_failures_total{target=\"app\",job=\"backup\"} 1",
+            "dr_failures_total{target=\"db\",job=\"backup\"} 0",
+            "dr_last_success_timestamp_seconds{target=\"app\",job=\"backup\"} 1790000000.5",
+            "dr_last_run_success{target=\"app\",job=\"backup\"} 0",
+            "dr_last_duration_seconds{target=\"app\",job=\"verify\"} 2.5",
+            "dr_last_backup_bytes{target=\"app\"} 4096",
+            "dr_last_verification_passed{target=\"app\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("dr_last_success_timestamp_seconds{target=\"app\",job=\"verify\"}"));
+    }
+
+    #[test]
+    fn text_round_trips() {
+        let m = Metrics::default();
+        m.record(&sample("app", "backup", false));
+        m.record(&sample("we\"ird", "prune", true));
+        let again = Metrics::default();
+        again.load_text(&m.render());
+        assert_eq!(again.render(), m.render());
+        again.load_text("garbage\nother_metric{x=\"1\"} 3\n# comment\n");
+        assert_eq!(again.render(), m.render());
+    }
+
+    #[test]
+    fn textfile_is_replaced_whole() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("dr.prom");
+        let m = Metrics::default();
+        m.record(&sample("app", "backup", true));
+        m.write_textfile(&path).expect("write");
+        m.write_textfile(&path).expect("rewrite");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, m.render());
+        let leftovers = std::fs::read_dir(dir.path()).expect("ls").count();
+        assert_eq!(leftovers, 1);
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_over_http() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let m = Arc::new(Metrics::default());
+        m.record(&sample("app", "backup", true));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Arc::clone(&m), stop.clone()));
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .expect("send");
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.expect("read");
+            out
+        };
+        let ok = get("/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("dr_last_backup_bytes{target=\"app\"} 4096"),
+            "{ok}"
+        );
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        stop.cancel();
+        server.await.expect("server stops");
+    }
+}

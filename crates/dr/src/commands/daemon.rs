@@ -1,0 +1,84 @@
+//! `dr daemon [--dry-run]`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::Utc;
+use dr_core::daemon::{self, CancellationToken};
+use dr_core::notify::Reporter;
+use dr_core::{Context, Result};
+
+use crate::cli::Global;
+
+pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
+    let config = super::load_config(g)?;
+    let jobs = daemon::load_jobs(&config)?;
+    if dry_run {
+        // Data on stdout, one line per run: job, kind, targets, UTC time, local time.
+        let now = Utc::now();
+        for j in &jobs {
+            eprintln!(
+                "job `{}` from {}: {} `{}` in {}",
+                j.name,
+                j.source.display(),
+                j.kind,
+                j.schedule.expression(),
+                j.schedule.timezone()
+            );
+            let runs = j
+                .schedule
+                .upcoming(now, count)
+                .map_err(dr_core::Error::config)?;
+            for t in runs {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    j.name,
+                    j.kind,
+                    j.targets.join(","),
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    t.with_timezone(&j.schedule.timezone())
+                        .format("%a %Y-%m-%d %H:%M:%S %Z")
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let reporter = Arc::new(Reporter::from_config(&config)?);
+    let ctx = Arc::new(Context::open(config).await?);
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        let cancel = ctx.cancel.clone();
+        tokio::spawn(async move {
+            super::wait_for_signal().await;
+            tracing::warn!("signal received: finishing the running job(s), starting no new ones (send again to cancel them now)");
+            shutdown.cancel();
+            super::wait_for_signal().await;
+            tracing::warn!(
+                "second signal: cancelling the running job(s) (send again to exit at once)"
+            );
+            cancel.cancel();
+            super::wait_for_signal().await;
+            eprintln!("third signal: exiting without cleanup");
+            std::process::exit(130);
+        });
+    }
+    tracing::info!("dr daemon starting with {} job(s)", jobs.len());
+    let outcome = daemon::run(ctx, jobs, reporter, shutdown).await?;
+    tracing::info!(
+        "dr daemon stopped: {} run(s), {} failed{}",
+        outcome.runs,
+        outcome.failures,
+        if outcome.cancelled {
+            "; a running job was cancelled"
+        } else {
+            ""
+        }
+    );
+    Ok(if outcome.cancelled {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
