@@ -13,6 +13,15 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
     let max_age = chrono::Duration::hours(
         i64::try_from(ctx.config.status.max_backup_age_hours).unwrap_or(26),
     );
+    // Next scheduled backup per target, when schedules are configured (none is fine:
+    // system cron or a timer may drive dr).
+    let jobs = match dr_core::daemon::load_jobs(&ctx.config) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::debug!("no schedules: {e}");
+            Vec::new()
+        }
+    };
     let mut rows = Vec::new();
     let mut unhealthy = false;
     for t in &ctx.config.targets {
@@ -37,12 +46,18 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
                 problems.push(format!("last verification of {} failed", v.backup_id));
             }
         }
+        let next_backup = jobs
+            .iter()
+            .filter(|j| matches!(j.kind, dr_config::JobKind::Backup) && j.targets.contains(&t.name))
+            .filter_map(|j| j.schedule.next_after(now).ok())
+            .min();
         unhealthy |= !problems.is_empty();
         rows.push(json!({
             "target": t.name,
             "newest_backup": newest.map(|e| e.manifest.id.to_string()),
             "newest_backup_age_seconds": newest.map(|e| (now - e.manifest.finished_at).num_seconds()),
             "last_verification": verified.map(|v| json!({"backup_id": v.backup_id.to_string(), "result": v.result, "verified_at": v.verified_at.to_rfc3339()})),
+            "next_backup": next_backup.map(|n| n.to_rfc3339()),
             "ok": problems.is_empty(),
             "problems": problems,
         }));
@@ -60,7 +75,7 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
                 })
                 .unwrap_or_default();
             out!(
-                "{:<4} {:<16} newest {:<18} age {:>8}  verified {}{}",
+                "{:<4} {:<16} newest {:<18} age {:>8}  verified {:<7} next {}{}",
                 if problems.is_empty() { "ok" } else { "FAIL" },
                 r["target"].as_str().unwrap_or(""),
                 r["newest_backup"].as_str().unwrap_or("none"),
@@ -69,6 +84,7 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
                     .map(|s| format!("{}h{:02}m", s / 3600, (s % 3600) / 60))
                     .unwrap_or_else(|| "-".into()),
                 r["last_verification"]["result"].as_str().unwrap_or("never"),
+                r["next_backup"].as_str().unwrap_or("unscheduled"),
                 if problems.is_empty() {
                     String::new()
                 } else {
