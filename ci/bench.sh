@@ -9,12 +9,14 @@
 #
 # Builds the release binary, starts a tuned PostgreSQL 15 (shared_buffers=256MB) and a
 # SeaweedFS server on free ports, builds the database (pgbench -i -s N plus a jsonb table of
-# about N*3.4 MB; N=60 gives ~1 GB), measures wall time and peak RSS (/usr/bin/time -v,
+# about N*3.4 MB; N=60 gives ~1.1 GB), measures wall time and peak RSS (/usr/bin/time -v,
 # "Maximum resident set size"), prints a markdown table and the goals, and removes everything
 # it started. Goals (from the issues): backup <= 1.05x pg_dump, <= 0.75x pg_dump|gzip,
 # dr peak RSS <= 64 MiB; restore <= 1.10x pg_restore -j2.
 #
 #   --scale N       pgbench scale (default 60; use 5 for a quick check of the script)
+#   --runs N        runs per measurement (default 3): the table shows the median wall time
+#                   and the largest peak RSS
 #   --keep          leave the work directory (archives, logs) behind
 #   DR_BENCH_DIR    work directory (default /tmp/dr-bench; emptied at the start)
 #   DR_PG_BIN_DIR   PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
@@ -27,17 +29,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 scale=60
+runs=3
 keep=0
 while (($#)); do
     case $1 in
         --scale) scale=$2; shift 2 ;;
         --scale=*) scale=${1#*=}; shift ;;
+        --runs) runs=$2; shift 2 ;;
+        --runs=*) runs=${1#*=}; shift ;;
         --keep) keep=1; shift ;;
-        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "bench: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
 [[ $scale =~ ^[0-9]+$ && $scale -gt 0 ]] || { echo "bench: --scale needs a positive integer" >&2; exit 2; }
+[[ $runs =~ ^[0-9]+$ && $runs -gt 0 ]] || { echo "bench: --runs needs a positive integer" >&2; exit 2; }
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 work=${DR_BENCH_DIR:-/tmp/dr-bench}
@@ -151,7 +157,7 @@ done
 curl -fsS -X PUT "http://127.0.0.1:$s3/bench" >/dev/null || { tail -n 30 "$work/weed.log" >&2; exit 3; }
 
 # --- data ---------------------------------------------------------------------------------------
-jsonb_rows=$((scale * 8500))
+jsonb_rows=$((scale * 6500))
 log "building the database: pgbench -i -s $scale + $jsonb_rows jsonb rows"
 psql_in postgres <<<'CREATE DATABASE bench'
 pgbench -i -q -s "$scale" "$(url bench)" >"$work/pgbench.log" 2>&1
@@ -201,16 +207,29 @@ EOF
 export DR_CONFIG=$work/dr.toml
 
 # --- measuring -------------------------------------------------------------------------------
-# measure NAME CMD...: runs CMD under /usr/bin/time -v; sets secs[NAME] and rss[NAME] (KiB).
-declare -A secs rss
+# measure NAME CMD...: runs CMD `runs` times under /usr/bin/time -v (calling `before_NAME`
+# first when defined); sets secs[NAME] to the median wall time and rss[NAME] to the largest
+# peak RSS (KiB) of the runs.
+declare -A secs rss all_secs
 measure() {
-    local name=$1
+    local name=$1 i t
     shift
-    log "run: $name"
-    /usr/bin/time -v -o "$work/time.$name" "$@"
-    secs[$name]=$(awk -F': ' '/Elapsed \(wall clock\)/ {
-        n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$work/time.$name")
-    rss[$name]=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.$name")
+    local times=()
+    rss[$name]=0
+    for ((i = 1; i <= runs; i++)); do
+        if declare -F "before_$name" >/dev/null; then "before_$name"; fi
+        log "run: $name ($i/$runs)"
+        /usr/bin/time -v -o "$work/time.$name" "$@"
+        t=$(awk -F': ' '/Elapsed \(wall clock\)/ {
+            n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$work/time.$name")
+        times+=("$t")
+        local r
+        r=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.$name")
+        if ((r > rss[$name])); then rss[$name]=$r; fi
+    done
+    secs[$name]=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR] = $1} END {
+        if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+    all_secs[$name]=${times[*]}
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -218,6 +237,7 @@ bytes_mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 verdict() { awk -v v="$1" -v g="$2" 'BEGIN { print (v <= g) ? "met" : "MISSED" }'; }
 
 bench_url=$(url bench)
+before_dr_backup() { sleep 1; } # backup ids are whole seconds: never reuse the last one
 measure pg_dump bash -c "pg_dump -Fc -Z0 -d '$bench_url' > /dev/null"
 measure pg_dump_gzip bash -c "pg_dump -Fc -Z0 -d '$bench_url' | gzip > '$work/bench.dump.gz'"
 gzip_bytes=$(stat -c %s "$work/bench.dump.gz")
@@ -230,7 +250,9 @@ dump_bytes=$("$dr" show latest --target bench --json |
 
 log "writing a local uncompressed archive for pg_restore (not timed)"
 pg_dump -Fc -Z0 -d "$bench_url" -f "$work/bench.dump"
-psql_in postgres <<<'CREATE DATABASE restore_pg; CREATE DATABASE restore_dr;'
+fresh_db() { PGOPTIONS='-c client_min_messages=warning' psql_in postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
+before_pg_restore() { fresh_db restore_pg; }
+before_dr_restore() { fresh_db restore_dr; }
 measure pg_restore pg_restore -j 2 -d "$(url restore_pg)" "$work/bench.dump"
 rm -f "$work/bench.dump"
 measure dr_restore "$dr" --quiet restore latest --target bench --yes --jobs 2 --to "$(url restore_dr)"
@@ -247,6 +269,8 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 cat <<EOF
 
 ## dr benchmark, scale $scale ($(date -u +%Y-%m-%dT%H:%MZ))
+
+Command: \`bash ci/bench.sh --scale $scale --runs $runs\` at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo " (with local changes)"). Wall time: median of $runs runs; peak RSS: the largest of them.
 
 Machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'), $("$dr" --version), SeaweedFS $("$weed" version 2>/dev/null | awk '{print $3; exit}') on 127.0.0.1.
 Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents jsonb $(bytes_mib "$docs_bytes") MiB); pg_dump -Fc -Z0 archive $(bytes_mib "$dump_bytes") MiB.
@@ -267,4 +291,6 @@ Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents
 | dr backup peak RSS | $dr_rss_mib MiB | <= 64 MiB | $(verdict "$dr_rss_mib" 64) |
 | restore time / pg_restore -j 2 | ${r_ratio}x | <= 1.10x | $(verdict "$r_ratio" 1.10) |
 | dr restore peak RSS | $dr_restore_rss_mib MiB | | |
+
+All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; dr backup ${all_secs[dr_backup]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}.
 EOF

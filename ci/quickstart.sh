@@ -4,7 +4,8 @@
 # Installs what is missing (ci/setup.sh), builds dr, starts a throwaway PostgreSQL 15 cluster
 # with sample data on a free port, makes an age identity, writes a config with a file://
 # repository, and runs: check, backup, list, show latest, restore into a new database (and
-# compares row counts), and `verify --sandbox local` when this dr has it. The cluster is
+# compares row counts), then `verify --sandbox local`, `status`, `prune --dry-run` and
+# `daemon --dry-run` (with the example jobs in schedules/) when this build of dr has them. The cluster is
 # stopped and its data directory removed at the end, even on failure; the repository, the
 # config and the identity stay in the work directory so you can look at them.
 #
@@ -177,11 +178,28 @@ if [[ $restored_counts != "$source_counts" ]]; then
     exit 1
 fi
 
-if "$dr_bin" verify --help >/dev/null 2>&1; then
-    say "dr verify latest --sandbox local"
+# Commands that newer builds have; skipped (with a note) where this build lacks them.
+has() { "$dr_bin" "$1" --help >/dev/null 2>&1; }
+if has verify; then
+    say "dr verify latest --sandbox local: restore into a throwaway cluster, compare counts"
     run "$dr_bin" verify latest --sandbox local
+    run "$dr_bin" list
 else
     say "dr verify is not in this build yet: skipped"
+fi
+if has status; then
+    say "dr status"
+    run "$dr_bin" status
+fi
+if has prune; then
+    say "dr prune --dry-run: what [retention] would keep and delete"
+    run "$dr_bin" prune --dry-run
+fi
+if has daemon; then
+    say "dr daemon --dry-run: when the example jobs in schedules/ would run"
+    mkdir -p "$work/schedules"
+    cp schedules/*.toml "$work/schedules/"
+    run "$dr_bin" daemon --dry-run
 fi
 
 say "done"
