@@ -69,9 +69,16 @@ fn candidate_dirs(major: u32, pg_bin_dir: Option<&Path>) -> Vec<PathBuf> {
 /// work against older servers); failing that, a clear error listing what was found.
 pub fn find_tool(name: &str, major: u32, pg_bin_dir: Option<&Path>) -> Result<Tool, PgError> {
     let dirs = candidate_dirs(major, pg_bin_dir);
-    let found: Vec<Tool> = dirs.iter().filter_map(|d| tool_at(&d.join(name))).collect();
-    if let Some(t) = found.iter().find(|t| t.major == major) {
-        return Ok(t.clone());
+    // Probe lazily: running `--version` on every candidate (Debian's /usr/bin wrappers are
+    // Perl) costs tens of milliseconds each, and the first exact match is usually the first.
+    let mut found: Vec<Tool> = Vec::new();
+    for d in &dirs {
+        if let Some(t) = tool_at(&d.join(name)) {
+            if t.major == major {
+                return Ok(t);
+            }
+            found.push(t);
+        }
     }
     if let Some(t) = found
         .iter()
