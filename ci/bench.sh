@@ -256,12 +256,16 @@ before_dr_restore() { fresh_db restore_dr; }
 measure pg_restore pg_restore -j 2 -d "$(url restore_pg)" "$work/bench.dump"
 rm -f "$work/bench.dump"
 measure dr_restore "$dr" --quiet restore latest --target bench --yes --jobs 2 --to "$(url restore_dr)"
+# verify: sandbox start + fetch + restore + counts + sandbox removal, end to end.
+measure dr_verify "$dr" --quiet verify latest --target bench --sandbox local --jobs 2
 
 # --- report ----------------------------------------------------------------------------------
 b_dump=$(ratio "${secs[dr_backup]}" "${secs[pg_dump]}")
 b_gzip=$(ratio "${secs[dr_backup]}" "${secs[pg_dump_gzip]}")
 size_ratio=$(ratio "$dr_bytes" "$gzip_bytes")
 r_ratio=$(ratio "${secs[dr_restore]}" "${secs[pg_restore]}")
+v_budget=$(awk -v p="${secs[pg_restore]}" 'BEGIN { printf "%.2f", 1.25 * p + 5 }')
+v_ratio=$(ratio "${secs[dr_verify]}" "$v_budget")
 dr_rss_mib=$(mib "${rss[dr_backup]}")
 dr_restore_rss_mib=$(mib "${rss[dr_restore]}")
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
@@ -282,6 +286,7 @@ Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents
 | \`dr backup\` (zstd + age, to S3) | ${secs[dr_backup]} | $dr_rss_mib | $(bytes_mib "$dr_bytes") |
 | \`pg_restore -j 2\` (local archive) | ${secs[pg_restore]} | $(mib "${rss[pg_restore]}") | |
 | \`dr restore --jobs 2\` (from S3) | ${secs[dr_restore]} | $dr_restore_rss_mib | |
+| \`dr verify --sandbox local\` (from S3) | ${secs[dr_verify]} | $(mib "${rss[dr_verify]}") | |
 
 | goal | measured | target | |
 | --- | ---: | ---: | --- |
@@ -291,6 +296,7 @@ Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents
 | dr backup peak RSS | $dr_rss_mib MiB | <= 64 MiB | $(verdict "$dr_rss_mib" 64) |
 | restore time / pg_restore -j 2 | ${r_ratio}x | <= 1.10x | $(verdict "$r_ratio" 1.10) |
 | dr restore peak RSS | $dr_restore_rss_mib MiB | | |
+| verify time / (1.25 x pg_restore -j 2 + 5 s) | ${v_ratio}x (${secs[dr_verify]} s vs ${v_budget} s) | <= 1.00x | $(verdict "$v_ratio" 1.00) |
 
-All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; dr backup ${all_secs[dr_backup]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}.
+All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; dr backup ${all_secs[dr_backup]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}; dr verify ${all_secs[dr_verify]}.
 EOF

@@ -22,3 +22,17 @@ pub fn bytes_bar(enabled: bool, what: &str, total: Option<u64>) -> ProgressBar {
     bar.set_message(what.to_string());
     bar
 }
+
+/// A spinner with elapsed time for steps without a byte count (pg_restore, sandbox start).
+pub fn spinner(enabled: bool, what: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg:12} {spinner} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}

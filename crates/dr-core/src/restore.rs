@@ -661,12 +661,15 @@ async fn restore_into(
         std::process::Stdio::null(),
         std::process::Stdio::null(),
     )?;
+    let spinner = crate::progress::spinner(ctx.progress, "restoring");
     let finished = tokio::select! {
         r = child.wait() => r,
         _ = ctx.cancel.cancelled() => {
+            spinner.finish_and_clear();
             return Err(Error::interrupted("the restore (the target is partially restored)"));
         }
     };
+    spinner.finish_and_clear();
     match finished {
         Ok(f) => errors.extend(f.errors),
         Err(dr_pg::PgError::Failed(pf)) => {
