@@ -152,8 +152,9 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         recipients: recipients.to_strings(),
         objects: vec![dump, globals, details],
     };
-    let json = serde_json::to_vec_pretty(&manifest)
+    let mut json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::new(Kind::Failed, format!("encoding the manifest: {e}")))?;
+    json.push(b'\n');
     // The commit point. put_if_absent: never overwrite another run's manifest.
     let committed = if ctx.cancel.is_cancelled() {
         Err(Error::interrupted("the backup"))
