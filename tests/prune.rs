@@ -112,3 +112,86 @@ fn status_exit_code_tracks_staleness() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(v[0]["ok"], false);
 }
+
+#[test]
+fn prune_against_s3_keeps_exactly_the_tiers_and_aborts_stale_uploads() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql("app", "create table t (id int); insert into t values (1);");
+    let weed = SeaweedFs::start();
+    weed.create_bucket("prune");
+    let (identity, recipient) = ws.keygen();
+    let base = format!(
+        "[repository]\nurl = \"s3://prune/dr\"\nendpoint = \"{}\"\npath_style = true\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\n",
+        weed.endpoint(),
+        identity.display(),
+        pg.url("app")
+    );
+    let cfg = ws.write("dr.toml", &base);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let out = ws.dr(&cfg, &["backup"]);
+        assert_success(&out);
+        ids.push(
+            stdout(&out)
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    // Verify the oldest: "never delete the newest verified backup" must keep it.
+    assert_success(&ws.dr(&cfg, &["verify", &ids[0], "--sandbox", "local"]));
+    // A stale multipart upload of a crashed run.
+    if Command::new("aws").arg("--version").output().is_ok() {
+        let out = Command::new("aws")
+            .args([
+                "s3api",
+                "create-multipart-upload",
+                "--bucket",
+                "prune",
+                "--key",
+                "dr/app/20200101T000000Z/dump.zst.age",
+                "--endpoint-url",
+                &weed.endpoint(),
+            ])
+            .env("AWS_ACCESS_KEY_ID", "any")
+            .env("AWS_SECRET_ACCESS_KEY", "any")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .expect("aws");
+        assert_success(&out);
+    }
+    std::fs::write(
+        &cfg,
+        format!("{base}[retention]\ndaily = 1\nleftover_grace_hours = 0\n"),
+    )
+    .expect("write");
+    let out = ws.dr(&cfg, &["prune", "--json"]);
+    assert_success(&out);
+    let out = ws.dr(&cfg, &["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let left: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(
+        left,
+        vec![ids[2].as_str(), ids[0].as_str()],
+        "newest and newest verified"
+    );
+    let keys = weed.object_keys("prune");
+    assert!(keys.iter().all(|k| !k.contains(&ids[1])), "{keys:?}");
+    let uploads = Command::new("curl")
+        .args(["-s", &format!("{}/prune?uploads", weed.endpoint())])
+        .output()
+        .expect("curl");
+    assert!(
+        !stdout(&uploads).contains("<UploadId>"),
+        "{}",
+        stdout(&uploads)
+    );
+}

@@ -221,6 +221,9 @@ pub struct RetentionConfig {
     pub yearly: u32,
     /// IANA time zone in which days/weeks/months are counted. Default UTC.
     pub timezone: Option<String>,
+    /// Objects of a backup without a manifest, and multipart uploads, older than this are
+    /// leftovers of failed runs and are removed by `dr prune`. Default 24.
+    pub leftover_grace_hours: Option<u64>,
 }
 
 impl RetentionConfig {

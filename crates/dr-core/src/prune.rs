@@ -77,7 +77,10 @@ pub async fn run(
                 .push((o.key.clone(), o.last_modified));
         }
     }
-    let grace = chrono::Duration::from_std(LEFTOVER_GRACE).unwrap_or(chrono::Duration::hours(24));
+    let grace = match ctx.config.retention.leftover_grace_hours {
+        Some(h) => chrono::Duration::hours(i64::try_from(h).unwrap_or(24)),
+        None => chrono::Duration::from_std(LEFTOVER_GRACE).unwrap_or(chrono::Duration::hours(24)),
+    };
     let mut out = Vec::new();
     for t in targets {
         if let Some(only) = target {
@@ -102,14 +105,16 @@ pub async fn run(
             .filter(|((bt, id), objs)| {
                 *bt == t
                     && !complete_ids.contains(id)
-                    && objs.iter().all(|(_, m)| m.is_some_and(|m| now - m > grace))
+                    && objs
+                        .iter()
+                        .all(|(_, m)| m.is_some_and(|m| now - m >= grace))
             })
             .flat_map(|(_, objs)| objs.iter().map(|(k, _)| k.clone()))
             .collect();
         let uploads = store.list_multipart(&format!("{t}/")).await?;
         let stale: Vec<dr_store::PendingUpload> = uploads
             .into_iter()
-            .filter(|u| u.initiated.is_some_and(|i| now - i > grace))
+            .filter(|u| u.initiated.is_some_and(|i| now - i >= grace))
             .collect();
         let mut report = TargetPrune {
             target: t.clone(),
