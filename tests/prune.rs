@@ -52,6 +52,10 @@ fn prune_keeps_the_tiers_and_removes_old_backups_and_leftovers() {
     let text = std::fs::read_to_string(&cfg).expect("cfg") + "[retention]\ndaily = 1\n";
     std::fs::write(&cfg, text).expect("write");
 
+    let out = ws.dr(&cfg, &["list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(listed[0]["retention"], "newest,daily");
+    assert_eq!(listed[2]["retention"], "prune");
     let out = ws.dr(&cfg, &["prune", "--dry-run"]);
     assert_success(&out);
     let plan = stdout(&out);

@@ -5,10 +5,46 @@ use dr_catalog::{BackupDetails, ObjectRole};
 use dr_core::repo::{self, BackupEntry, Selector};
 use dr_core::{human_bytes, Context, Result};
 use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
 
-fn entry_json(e: &BackupEntry) -> serde_json::Value {
+/// Which retention tiers keep each backup (`None` when no retention is configured).
+fn tiers(ctx: &Context, entries: &[BackupEntry]) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    let Ok(policy) = dr_core::prune::policy(ctx) else {
+        return out;
+    };
+    let targets: BTreeSet<&str> = entries.iter().map(|e| e.manifest.target.as_str()).collect();
+    for t in targets {
+        let backups: Vec<(dr_catalog::BackupId, bool)> = entries
+            .iter()
+            .filter(|e| e.manifest.target == t)
+            .map(|e| {
+                (
+                    e.manifest.id,
+                    e.verification.as_ref().is_some_and(|v| v.passed()),
+                )
+            })
+            .collect();
+        for d in dr_catalog::retention_plan(&backups, &policy, chrono::Utc::now()) {
+            let kept = if d.keep {
+                d.tiers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                "prune".to_string()
+            };
+            out.insert((t.to_string(), d.id.to_string()), kept);
+        }
+    }
+    out
+}
+
+fn entry_json(e: &BackupEntry, tiers: &BTreeMap<(String, String), String>) -> serde_json::Value {
     let m = &e.manifest;
     json!({
+        "retention": tiers.get(&(m.target.clone(), m.id.to_string())),
         "id": m.id.to_string(),
         "target": m.target,
         "started_at": m.started_at.to_rfc3339(),
@@ -26,8 +62,9 @@ fn entry_json(e: &BackupEntry) -> serde_json::Value {
 
 pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<ExitCode> {
     let entries = repo::list(ctx.store.as_ref(), target).await?;
+    let tiers = tiers(ctx, &entries);
     if as_json {
-        let v: Vec<_> = entries.iter().map(entry_json).collect();
+        let v: Vec<_> = entries.iter().map(|e| entry_json(e, &tiers)).collect();
         crate::commands::print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -36,12 +73,13 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
         return Ok(ExitCode::SUCCESS);
     }
     out!(
-        "{:<18} {:<16} {:<20} {:>10} {:>8}  VERIFIED",
+        "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} RETENTION",
         "ID",
         "TARGET",
         "STARTED (UTC)",
         "SIZE",
-        "PG"
+        "PG",
+        "VERIFIED"
     );
     for e in &entries {
         let m = &e.manifest;
@@ -50,13 +88,17 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
             None => "never".into(),
         };
         out!(
-            "{:<18} {:<16} {:<20} {:>10} {:>8}  {}",
+            "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} {}",
             m.id.to_string(),
             m.target,
             m.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             human_bytes(m.stored_bytes()),
             m.server_major,
-            verified
+            verified,
+            tiers
+                .get(&(m.target.clone(), m.id.to_string()))
+                .map(String::as_str)
+                .unwrap_or("-")
         );
     }
     Ok(ExitCode::SUCCESS)
