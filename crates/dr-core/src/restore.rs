@@ -286,7 +286,7 @@ pub async fn run(
     let archive: ArchiveFile = match (&opts.to_file, &target) {
         (Some(path), None) => {
             let partial = path.with_extension("partial");
-            fetch_archive(ctx, &dump, &identities, &partial).await?;
+            fetch_archive(ctx, &dump, &identities, &partial, true).await?;
             std::fs::rename(&partial, path).map_err(|e| {
                 Error::new(
                     Kind::Failed,
@@ -311,7 +311,7 @@ pub async fn run(
                     )
                 })?;
             let path = tmp.path().to_path_buf();
-            fetch_archive(ctx, &dump, &identities, &path).await?;
+            fetch_archive(ctx, &dump, &identities, &path, false).await?;
             ArchiveFile::Temp(tmp)
         }
     };
@@ -522,11 +522,14 @@ fn check_space(dir: &Path, needed: u64) -> Result<()> {
 }
 
 /// Download, verify and decrypt the dump into `path`. On any error the file is removed.
+/// `durable`: fsync before returning (a file the operator keeps); a temp archive that
+/// pg_restore reads at once is served from the page cache and need not wait for the disk.
 pub async fn fetch_archive(
     ctx: &Context,
     dump: &ObjectRecord,
     identities: &Identities,
     path: &Path,
+    durable: bool,
 ) -> Result<()> {
     let (size, reader) = ctx
         .store
@@ -560,12 +563,14 @@ pub async fn fetch_archive(
             stage: "writing the archive".into(),
             source: e,
         })?;
-        out.get_ref()
-            .sync_all()
-            .map_err(|e| dr_stream::StreamError::Io {
-                stage: "syncing the archive".into(),
-                source: e,
-            })?;
+        if durable {
+            out.get_ref()
+                .sync_all()
+                .map_err(|e| dr_stream::StreamError::Io {
+                    stage: "syncing the archive".into(),
+                    source: e,
+                })?;
+        }
         Ok::<_, dr_stream::StreamError>(stats)
     });
     let result = tokio::select! {
@@ -690,12 +695,12 @@ async fn restore_into(
     }
     // Compare counts of the tables that were meant to be restored.
     let (expected, _) = selected_counts(details, opts);
-    let client = conn.connect().await?;
-    let actual: BTreeMap<String, i64> = dr_pg::count_tables(&client)
-        .await?
-        .into_iter()
-        .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
-        .collect();
+    let actual: BTreeMap<String, i64> =
+        dr_pg::count_tables_parallel(conn, usize::try_from(jobs).unwrap_or(2))
+            .await?
+            .into_iter()
+            .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
+            .collect();
     let mut tables = BTreeMap::new();
     let mut mismatches = Vec::new();
     for (name, exp) in &expected {

@@ -23,7 +23,9 @@ mod tools;
 pub use conn::ConnInfo;
 pub use error::PgError;
 pub use process::{ChildProcess, Finished, ProcessFailure};
-pub use snapshot::{count_tables, quote_ident, Inventory, SequenceState, Snapshot, TableRows};
+pub use snapshot::{
+    count_tables, count_tables_parallel, quote_ident, Inventory, SequenceState, Snapshot, TableRows,
+};
 pub use tools::{find_tool, parse_version_output, tool_at, Tool};
 
 /// The server's version.
