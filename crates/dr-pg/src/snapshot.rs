@@ -239,14 +239,6 @@ pub async fn count_tables(client: &tokio_postgres::Client) -> Result<Vec<TableRo
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(super::quote_ident("a\"b"), "\"a\"\"b\"");
-    }
-}
-
 /// Exact counts like [`count_tables`], on `jobs` connections at once, largest tables first:
 /// after a parallel restore the counting should not take longer than it must.
 pub async fn count_tables_parallel(
@@ -315,4 +307,12 @@ pub async fn count_tables_parallel(
     }
     all.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(super::quote_ident("a\"b"), "\"a\"\"b\"");
+    }
 }
