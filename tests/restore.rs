@@ -356,6 +356,16 @@ fn to_file_writes_a_pg_restore_archive_and_the_globals() {
         .output()
         .expect("pg_restore");
     assert_success(&list);
+    use std::os::unix::fs::PermissionsExt;
+    for f in [&file, &globals] {
+        let mode = std::fs::metadata(f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(
+            mode,
+            0o600,
+            "decrypted {} is readable by others",
+            f.display()
+        );
+    }
     assert!(std::fs::read_to_string(&globals)
         .unwrap_or_default()
         .contains("CREATE ROLE reporter"));

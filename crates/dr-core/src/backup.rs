@@ -53,7 +53,7 @@ pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         &ctx.cancel,
     )
     .await?;
-    let result = run_locked(ctx, target).await;
+    let result = run_locked(ctx, target, &lock).await;
     lock.release().await;
     result.map_err(|e| e.context(format!("backup of target `{}` failed", target.name)))
 }
@@ -62,7 +62,7 @@ struct Written {
     keys: Vec<String>,
 }
 
-async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
+async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Result<Manifest> {
     let started_at = Utc::now();
     let clock = Instant::now();
     let recipients = Arc::new(ctx.recipients()?);
@@ -107,6 +107,17 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         started_at = Utc::now();
         id = BackupId::from_time(started_at);
     }
+    // Never write into the prefix of a committed backup (clock stepped back, or a twin run).
+    if store
+        .head(&keys::manifest(&target.name, &id))
+        .await?
+        .is_some()
+    {
+        return Err(Error::new(
+            Kind::Failed,
+            format!("backup {id} of `{}` already exists and the clock does not move on\nhint: check the system clock (NTP)", target.name),
+        ));
+    }
     let part_size = part_size_for(database_bytes, ctx.config.backup.part_size_mib);
     tracing::info!(
         target = %target.name, %id, server = %version.text, pg_dump = %pg_dump.version,
@@ -131,7 +142,7 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
     let (dump, globals, details) = match result {
         Ok(v) => v,
         Err(e) => {
-            cleanup(store, &written).await;
+            cleanup(store, &keys::manifest(&target.name, &id), &written).await;
             return Err(e);
         }
     };
@@ -155,24 +166,35 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
     let mut json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::new(Kind::Failed, format!("encoding the manifest: {e}")))?;
     json.push(b'\n');
+    // Still ours? A run whose lock was taken over must not commit next to its successor.
+    if let Err(e) = lock.check().await {
+        cleanup(store, &keys::manifest(&target.name, &id), &written).await;
+        return Err(e);
+    }
     // The commit point. put_if_absent: never overwrite another run's manifest.
+    let manifest_key = keys::manifest(&target.name, &id);
     let committed = if ctx.cancel.is_cancelled() {
         Err(Error::interrupted("the backup"))
     } else {
         match store
-            .put_if_absent(&keys::manifest(&target.name, &id), Bytes::from(json))
+            .put_if_absent(&manifest_key, Bytes::from(json.clone()))
             .await
         {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Error::new(
-                Kind::Failed,
-                format!("another run wrote backup {id} at the same time"),
-            )),
+            // A retried conditional PUT whose first attempt was stored answers 412: if the
+            // manifest there is byte for byte ours, the commit happened.
+            Ok(false) => match store.get(&manifest_key).await {
+                Ok(existing) if existing.as_ref() == json.as_slice() => Ok(()),
+                _ => Err(Error::new(
+                    Kind::Failed,
+                    format!("another run wrote backup {id} at the same time"),
+                )),
+            },
             Err(e) => Err(Error::from(e).context("writing the manifest")),
         }
     };
     if let Err(e) = committed {
-        cleanup(store, &written).await;
+        cleanup(store, &manifest_key, &written).await;
         return Err(e);
     }
     tracing::info!(
@@ -187,7 +209,19 @@ async fn run_locked(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
 
 /// Best effort: remove the objects of a backup that will never get a manifest. Anything left
 /// is invisible (no manifest) and `dr prune` removes it after the grace period.
-async fn cleanup(store: &dyn ObjectStore, written: &Written) {
+async fn cleanup(store: &dyn ObjectStore, manifest_key: &str, written: &Written) {
+    // If a manifest exists at this id it belongs to a committed backup: its objects stay.
+    match store.head(manifest_key).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            tracing::warn!("not deleting objects under a committed manifest ({manifest_key})");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("cannot tell whether {manifest_key} exists ({e}); leaving the objects for `dr prune`");
+            return;
+        }
+    }
     for k in &written.keys {
         if let Err(e) = store.delete(k).await {
             tracing::warn!(
@@ -432,7 +466,15 @@ async fn stream_dump(
         tokio::select! {
             part = rx.recv() => match part {
                 Some(p) => {
-                    if let Err(e) = upload.put_part(p).await {
+                    // A part can take minutes on a slow link: a signal must not wait for it.
+                    let put = tokio::select! {
+                        r = upload.put_part(p) => r,
+                        _ = ctx.cancel.cancelled() => {
+                            upload_error = Some(Error::interrupted("the backup"));
+                            break;
+                        }
+                    };
+                    if let Err(e) = put {
                         upload_error = Some(Error::from(e).context(format!("uploading {key}")));
                         break;
                     }

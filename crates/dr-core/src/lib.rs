@@ -127,7 +127,8 @@ impl From<dr_stream::StreamError> for Error {
                 Kind::Integrity
             }
             S::BadRecipient { .. } | S::BadIdentity { .. } => Kind::Config,
-            S::Io { .. } => Kind::Failed,
+            // Network or disk trouble, not bad data: "could not run", never "the backup is bad".
+            S::Io { .. } => Kind::Unavailable,
         };
         Error::new(kind, e.to_string())
     }

@@ -103,6 +103,24 @@ impl RunLock {
                 Err(dr_store::StoreError::NotFound { .. }) => continue, // released meanwhile
                 Err(e) => return Err(e.into()),
             };
+            // Our own lock: a create whose response was lost and was retried.
+            if let Some(h) = held.as_ref().filter(|h| h.token == token) {
+                let stop = CancellationToken::new();
+                let heartbeat = tokio::spawn(heartbeat(
+                    Arc::clone(&store),
+                    key.clone(),
+                    h.clone(),
+                    ttl,
+                    stop.clone(),
+                ));
+                return Ok(RunLock {
+                    store,
+                    key,
+                    token,
+                    stop,
+                    heartbeat: Some(heartbeat),
+                });
+            }
             match held {
                 Some(h) if h.expires_at > Utc::now() => {
                     if tokio::time::Instant::now() >= deadline {
@@ -142,6 +160,30 @@ impl RunLock {
                     }
                 }
             }
+        }
+    }
+
+    /// Is the lock still ours? Checked right before a commit: a run whose lock expired and
+    /// was taken over must not commit alongside its successor.
+    pub async fn check(&self) -> Result<()> {
+        let current: Option<LockBody> = match self.store.get(&self.key).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+            Err(dr_store::StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(Error::from(e).context("re-reading the run lock")),
+        };
+        match current {
+            Some(b) if b.token == self.token => Ok(()),
+            Some(b) => Err(Error::new(
+                Kind::Locked,
+                format!(
+                    "the run lock {} was taken over by {} while this run worked; nothing was committed\nhint: raise lock.ttl_secs if runs are slower than the lock's expiry",
+                    self.key, b.holder
+                ),
+            )),
+            None => Err(Error::new(
+                Kind::Locked,
+                format!("the run lock {} disappeared while this run worked; nothing was committed", self.key),
+            )),
         }
     }
 

@@ -317,7 +317,8 @@ pub async fn run(
     };
     seconds.insert("fetch_decrypt".into(), fetch_clock.elapsed().as_secs_f64());
     if let (Some(path), Some(_)) = (&opts.to_file, &target) {
-        std::fs::copy(archive.path(), path)
+        private_file(path)
+            .and_then(|mut f| std::io::copy(&mut std::fs::File::open(archive.path())?, &mut f))
             .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", path.display())))?;
     }
     let Some(target) = target else {
@@ -500,7 +501,7 @@ fn check_space(dir: &Path, needed: u64) -> Result<()> {
             // 5% margin: the archive size is exact, the file system's bookkeeping is not.
             if avail < needed + needed / 20 {
                 return Err(Error::new(
-                    Kind::Failed,
+                    Kind::Unavailable,
                     format!(
                         "not enough space in {}: the decrypted archive needs {}, {} is free\nhint: pass --temp-dir DIR on a larger file system (or set restore.temp_dir)",
                         dir.display(),
@@ -545,7 +546,8 @@ pub async fn fetch_archive(
             ),
         ));
     }
-    let file = std::fs::File::create(path)
+    // Decrypted data: readable by the owner only, like the identity.
+    let file = private_file(path)
         .map_err(|e| Error::new(Kind::Failed, format!("creating {}: {e}", path.display())))?;
     let bar = crate::progress::bytes_bar(ctx.progress, "fetching", Some(dump.raw_bytes));
     let bar2 = bar.clone();
@@ -586,9 +588,20 @@ pub async fn fetch_archive(
     Ok(())
 }
 
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 fn write_file_atomically(path: &Path, data: &[u8]) -> Result<()> {
     let partial = path.with_extension("partial");
-    std::fs::write(&partial, data)
+    private_file(&partial)
+        .and_then(|mut f| f.write_all(data))
         .and_then(|()| std::fs::rename(&partial, path))
         .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", path.display())))
 }
@@ -610,10 +623,14 @@ async fn restore_into(
     let bin_dir = ctx.config.backup.pg_bin_dir.as_deref();
     // pg_restore must read the archive (>= the dumping major) and speak to the target.
     // Prefer the target's major; any pg_restore at least as new as the archive's pg_dump works.
-    let pg_restore = match dr_pg::find_tool("pg_restore", target.major.max(m.server_major), bin_dir)
+    // The archive's format is the dumping pg_dump's (which may be newer than its server).
+    let archive_major = dr_pg::parse_version_output(&m.pg_dump_version)
+        .unwrap_or(m.server_major)
+        .max(m.server_major);
+    let pg_restore = match dr_pg::find_tool("pg_restore", target.major.max(archive_major), bin_dir)
     {
         Ok(t) => t,
-        Err(_) => dr_pg::find_tool("pg_restore", m.server_major, bin_dir)?,
+        Err(_) => dr_pg::find_tool("pg_restore", archive_major, bin_dir)?,
     };
     let mut errors = Vec::new();
     if let Some(sql) = globals {
@@ -815,15 +832,14 @@ pub fn globals_statements(
         } else if let Some(rest) = s.strip_prefix("CREATE TABLESPACE ") {
             let name = role_name_prefix(rest);
             !spaces.contains(&name)
-        } else if s.starts_with("SET ")
-            || s.starts_with("GRANT ")
-            || s.starts_with("ALTER TABLESPACE ")
-            || s.starts_with("COMMENT ON ROLE")
-        {
-            // GRANTs of memberships: harmless when already granted. SETs: session settings.
-            !s.starts_with("ALTER TABLESPACE ")
+        } else if let Some(rest) = s.strip_prefix("GRANT ") {
+            // Memberships only for roles created here: existing roles are never altered.
+            rest.rsplit_once(" TO ")
+                .map(|(_, to)| role_name_prefix(to))
+                .is_some_and(|grantee| new_roles.contains(&grantee))
         } else {
-            false
+            // Session settings only; anything else touching existing objects is dropped.
+            s.starts_with("SET ")
         };
         if keep {
             out.push(s.to_string());
@@ -1048,7 +1064,7 @@ mod tests {
 
     #[test]
     fn globals_create_only_missing_roles() {
-        let script = "--\n-- Roles\n--\n\nCREATE ROLE alice;\nALTER ROLE alice WITH NOSUPERUSER LOGIN PASSWORD 'x';\nCREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER;\nCREATE ROLE \"Bob \"\"B\";\nALTER ROLE \"Bob \"\"B\" WITH LOGIN;\nGRANT alice TO \"Bob \"\"B\" GRANTED BY postgres;\n";
+        let script = "--\n-- Roles\n--\n\nCREATE ROLE alice;\nALTER ROLE alice WITH NOSUPERUSER LOGIN PASSWORD 'x';\nCREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER;\nCREATE ROLE \"Bob \"\"B\";\nALTER ROLE \"Bob \"\"B\" WITH LOGIN;\nGRANT alice TO \"Bob \"\"B\" GRANTED BY postgres;\nGRANT alice TO postgres GRANTED BY postgres;\n";
         let roles: BTreeSet<String> = ["postgres".to_string()].into();
         let out = globals_statements(script, &roles, &BTreeSet::new());
         assert_eq!(

@@ -251,20 +251,63 @@ async fn check_in_sandbox(
             .unwrap_or_else(|| "missing table".into());
         checks.push(check(format!("rows of {}", t.qualified()), t.rows, got));
     }
+    // Sequences live outside MVCC: the value recorded at backup time and the one pg_dump
+    // wrote may differ on a busy database. What must hold after a restore: every sequence
+    // exists, and none is behind the column it feeds (or the next insert collides).
     for s in &details.sequences {
         let sql = format!(
             "select last_value, is_called from {}.{}",
             dr_pg::quote_ident(&s.schema),
             dr_pg::quote_ident(&s.name)
         );
-        let got = match client.query_one(&sql, &[]).await {
-            Ok(r) => format!("{} called={}", r.get::<_, i64>(0), r.get::<_, bool>(1)),
+        let (passed, actual) = match client.query_one(&sql, &[]).await {
+            Ok(r) => (
+                true,
+                format!("{} called={}", r.get::<_, i64>(0), r.get::<_, bool>(1)),
+            ),
+            Err(e) => (false, format!("error: {e}")),
+        };
+        checks.push(CheckOutcome {
+            check: format!("sequence {}.{} restored", s.schema, s.name),
+            passed,
+            expected: format!(
+                "present (at backup time: {} called={})",
+                s.last_value, s.is_called
+            ),
+            actual,
+        });
+    }
+    let owned = client
+        .query(
+            "select format('%I.%I', sn.nspname, s.relname), format('%I.%I', tn.nspname, t.relname), quote_ident(a.attname)
+             from pg_class s
+             join pg_namespace sn on sn.oid = s.relnamespace
+             join pg_depend d on d.objid = s.oid and d.classid = 'pg_class'::regclass
+                  and d.refclassid = 'pg_class'::regclass and d.deptype in ('a', 'i')
+             join pg_class t on t.oid = d.refobjid
+             join pg_namespace tn on tn.oid = t.relnamespace
+             join pg_attribute a on a.attrelid = t.oid and a.attnum = d.refobjsubid
+             where s.relkind = 'S' and t.relkind in ('r', 'p')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::new(Kind::Failed, format!("listing owned sequences: {e}")))?;
+    for row in owned {
+        let (seq, table, column): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let sql = format!(
+            "select (select case when is_called then last_value else last_value - 1 end from {seq})::numeric >= coalesce((select max({column})::numeric from {table}), 0)"
+        );
+        let ok = match client.query_one(&sql, &[]).await {
+            Ok(r) => r
+                .try_get::<_, bool>(0)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|e| e.to_string()),
             Err(e) => format!("error: {e}"),
         };
         checks.push(check(
-            format!("sequence {}.{}", s.schema, s.name),
-            format!("{} called={}", s.last_value, s.is_called),
-            got,
+            format!("sequence {seq} not behind {table}.{column}"),
+            true,
+            ok,
         ));
     }
     let los: i64 = client

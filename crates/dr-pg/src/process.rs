@@ -80,8 +80,19 @@ impl ChildProcess {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                // Bytes, not `lines()`: a non-UTF-8 message (a LATIN1 database's names) must not
+                // stop the draining, or the child would die of SIGPIPE.
+                let mut reader = BufReader::new(pipe);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match reader.read_until(b'\n', &mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
                     tracing::debug!(tool = %name, "{line}");
                     if let Ok(mut l) = log.lock() {
                         l.total += 1;

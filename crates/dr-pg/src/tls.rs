@@ -47,6 +47,17 @@ pub(crate) fn client_config(
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
             .with_no_client_auth(),
         Verify::Chain | Verify::Full => {
+            // verify-ca ignores the host name: trusting the public web roots then would accept
+            // any publicly signed certificate. libpq refuses that too.
+            let explicit = root_cert.filter(|p| p.as_os_str() != "system").is_some()
+                || std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
+                    .is_some_and(|p| p.is_file());
+            if verify == Verify::Chain && !explicit {
+                return Err(tls_error(
+                    "sslmode=verify-ca needs the CA that signed the server certificate (sslrootcert=/path/ca.pem or ~/.postgresql/root.crt)".into(),
+                ));
+            }
             let roots = Arc::new(roots(root_cert)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
@@ -188,5 +199,25 @@ impl ServerCertVerifier for NoVerification {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_ca_without_a_root_file_is_refused() {
+        let home_root = std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
+            .is_some_and(|p| p.is_file());
+        if !home_root {
+            let e = client_config(Verify::Chain, None)
+                .err()
+                .map(|e| e.to_string());
+            assert!(e.unwrap_or_default().contains("verify-ca needs"));
+        }
+        assert!(client_config(Verify::Full, None).is_ok());
+        assert!(client_config(Verify::None, None).is_ok());
     }
 }

@@ -1,8 +1,9 @@
 //! The S3 store: any S3-compatible service through aws-sdk-s3.
 //!
 //! Configured for the lowest common denominator of S3 implementations (R2, MinIO, SeaweedFS):
-//! checksums only when an operation requires them, path-style addressing on request, and no
-//! stalled-stream protection on downloads because `pg_restore` may stop reading for minutes.
+//! checksums only when an operation requires them, path-style addressing on request, and
+//! stalled-stream protection with a 120 s grace period in both directions (downloads are decoded
+//! into a local file at full speed, never paced by `pg_restore`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -296,11 +297,12 @@ impl S3Store {
             .connect_timeout(CONNECT_TIMEOUT)
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
             .build();
-        // Uploads keep the protection (our bodies are in memory); downloads must not fail when
-        // the consumer (pg_restore) pauses.
+        // Both directions: a dead connection mid-download must fail rather than hang a 3 a.m.
+        // restore forever. Safe because dr never lets pg_restore pace a download: objects are
+        // decoded into a local file at full speed, and a stall of 120 s is a real stall.
         let stalled = StalledStreamProtectionConfig::enabled()
             .upload_enabled(true)
-            .download_enabled(false)
+            .download_enabled(true)
             .grace_period(Duration::from_secs(120))
             .build();
         let sdk = aws_config::defaults(BehaviorVersion::latest())
