@@ -34,10 +34,7 @@ pub struct RunLock {
 }
 
 fn holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into());
-    format!("{host} pid {}", std::process::id())
+    format!("{} pid {}", crate::notify::host_name(), std::process::id())
 }
 
 fn body(

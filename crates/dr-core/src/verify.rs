@@ -204,11 +204,20 @@ async fn check_in_sandbox(
     };
     let mut checks = Vec::new();
     let clock = Instant::now();
+    // The restore already counted every table after pg_restore; reuse those counts.
+    let mut counted: Option<BTreeMap<String, i64>> = None;
     match restore::run(ctx, &ropts, None).await {
         Ok(report) => {
             for (k, v) in report.seconds {
                 timings.insert(k, v);
             }
+            counted = Some(
+                report
+                    .tables
+                    .iter()
+                    .map(|(k, (_, a))| (k.clone(), *a))
+                    .collect(),
+            );
             checks.push(check(
                 "pg_restore finished without errors",
                 "no errors",
@@ -239,11 +248,14 @@ async fn check_in_sandbox(
             return Ok(checks);
         }
     };
-    let actual: BTreeMap<String, i64> = dr_pg::count_tables(&client)
-        .await?
-        .into_iter()
-        .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
-        .collect();
+    let actual: BTreeMap<String, i64> = match counted {
+        Some(c) => c,
+        None => dr_pg::count_tables(&client)
+            .await?
+            .into_iter()
+            .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
+            .collect(),
+    };
     for t in &details.tables {
         let got = actual
             .get(&t.qualified())
