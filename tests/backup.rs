@@ -71,28 +71,6 @@ fn s3_config(s: &Setup, weed: &SeaweedFs, bucket: &str) -> PathBuf {
     )
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-fn manifests(repo: &Path) -> Vec<PathBuf> {
-    files_under(repo)
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n == "manifest.json"))
-        .collect()
-}
-
 #[test]
 fn directory_backup_restores_with_only_the_age_zstd_and_pg_restore_clis() {
     let s = setup();

@@ -15,28 +15,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-fn manifests(repo: &Path) -> Vec<PathBuf> {
-    files_under(repo)
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n == "manifest.json"))
-        .collect()
-}
-
 /// A config with a directory repository, one target `app` at `target_url`, and `extra` TOML
 /// appended (sections only).
 fn write_config(ws: &Workspace, target_url: &str, extra: &str) -> PathBuf {

@@ -2,26 +2,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
 
 fn child_running(pid: u32, needle: &str) -> bool {
     let kids = Command::new("pgrep")
@@ -79,13 +64,13 @@ fn sigterm_during_a_backup_aborts_it_and_exits_130() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
-    let files = walk(&repo);
+    let files = files_under(&repo);
     assert!(
         files.iter().all(|p| !p.ends_with("manifest.json")),
         "{files:?}"
     );
     assert!(
-        walk(&repo.join(".dr-uploads")).is_empty(),
+        files_under(&repo.join(".dr-uploads")).is_empty(),
         "upload not aborted"
     );
     assert!(!repo.join("locks/app.json").exists(), "lock not released");
@@ -129,7 +114,11 @@ fn sigint_during_a_restore_leaves_no_temp_file_and_an_untouched_target() {
         return;
     }
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(walk(&tmp).is_empty(), "temp files left: {:?}", walk(&tmp));
+    assert!(
+        files_under(&tmp).is_empty(),
+        "temp files left: {:?}",
+        files_under(&tmp)
+    );
     assert_eq!(
         pg.psql(
             "postgres",

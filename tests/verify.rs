@@ -92,7 +92,7 @@ fn verify_passes_in_a_local_sandbox_and_is_recorded() {
     let l: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(l[0]["verification"]["result"], "passed");
     // The plain record names no table.
-    for p in walk(&e.repo) {
+    for p in files_under(&e.repo) {
         if p.to_string_lossy().contains("/verify/") && p.extension().is_some_and(|x| x == "json") {
             let text = std::fs::read_to_string(&p).unwrap_or_default();
             assert!(!text.contains("reports") && !text.contains("big"), "{text}");
@@ -126,7 +126,7 @@ fn verify_fails_naming_the_table_when_recorded_counts_are_wrong() {
     let e = env();
     // Test seam: rewrite the encrypted details with a wrong count, with the age and zstd CLIs,
     // and fix the manifest's digest as a (malicious or buggy) writer would.
-    let manifest_path = walk(&e.repo)
+    let manifest_path = files_under(&e.repo)
         .into_iter()
         .find(|p| p.ends_with("manifest.json"))
         .expect("manifest");
@@ -221,7 +221,7 @@ fn a_missing_image_cannot_run_and_leaves_nothing() {
 #[test]
 fn a_corrupted_dump_fails_verification() {
     let e = env();
-    let dump = walk(&e.repo)
+    let dump = files_under(&e.repo)
         .into_iter()
         .find(|p| p.ends_with("dump.zst.age"))
         .expect("dump");
@@ -232,21 +232,6 @@ fn a_corrupted_dump_fails_verification() {
     let out = e.ws.dr(&e.cfg, &["verify", "--sandbox", "local"]);
     assert_exit_code(&out, 5);
     assert!(stderr(&out).contains("dump.zst.age"), "{}", stderr(&out));
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

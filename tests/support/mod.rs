@@ -1134,3 +1134,27 @@ impl Workspace {
         run_with_timeout(cmd, None, Duration::from_secs(secs))
     }
 }
+
+/// Every file under `dir`, recursively (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The manifests (complete backups) of a directory repository.
+pub fn manifests(repo: &Path) -> Vec<PathBuf> {
+    files_under(repo)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "manifest.json"))
+        .collect()
+}
