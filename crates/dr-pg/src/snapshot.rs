@@ -41,7 +41,8 @@ pub struct Snapshot {
 }
 
 /// Tables whose data pg_dump copies: ordinary tables (partitions included, partitioned parents
-/// hold no rows) outside system schemas, not owned by an extension.
+/// hold no rows) outside system schemas, not owned by an extension. Largest first, so parallel
+/// counting starts with the long scans; callers that need name order sort.
 const TABLES_SQL: &str = "
 select n.nspname::text, c.relname::text
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -50,7 +51,18 @@ where c.relkind = 'r'
   and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'
   and not exists (select 1 from pg_depend d
                   where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
-order by 1, 2";
+order by c.relpages desc, 1, 2";
+
+/// Every table pg_dump copies, as (schema, name), largest first.
+async fn list_tables(client: &tokio_postgres::Client) -> Result<Vec<(String, String)>, PgError> {
+    Ok(client
+        .query(TABLES_SQL, &[])
+        .await
+        .map_err(|e| PgError::query("listing tables", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
 
 const SEQUENCES_SQL: &str = "
 select n.nspname::text, c.relname::text
@@ -104,13 +116,7 @@ impl Snapshot {
             .await
             .map_err(|e| PgError::query("reading the database name", e))?
             .get(0);
-        let names: Vec<(String, String)> = c
-            .query(TABLES_SQL, &[])
-            .await
-            .map_err(|e| PgError::query("listing tables", e))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let names = list_tables(c).await?;
         let mut tables = Vec::with_capacity(names.len());
         // Batches keep statements short while avoiding one round trip per table.
         for chunk in names.chunks(100) {
@@ -193,6 +199,7 @@ impl Snapshot {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         Ok(Inventory {
             database,
             tables,
@@ -211,13 +218,8 @@ impl Snapshot {
 
 /// Exact counts of the current state of a database (restore summary, verification).
 pub async fn count_tables(client: &tokio_postgres::Client) -> Result<Vec<TableRows>, PgError> {
-    let names: Vec<(String, String)> = client
-        .query(TABLES_SQL, &[])
-        .await
-        .map_err(|e| PgError::query("listing tables", e))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let mut names = list_tables(client).await?;
+    names.sort();
     let mut out = Vec::with_capacity(names.len());
     for (s, t) in names {
         let sql = format!(
@@ -246,19 +248,7 @@ pub async fn count_tables_parallel(
     jobs: usize,
 ) -> Result<Vec<TableRows>, PgError> {
     let first = conn.connect().await?;
-    let names: Vec<(String, String)> = first
-        .query(
-            &format!(
-                "select schema, name from ({}) t order by (select relpages from pg_class c                  join pg_namespace n on n.oid = c.relnamespace                  where n.nspname = t.schema and c.relname = t.name) desc nulls last",
-                TABLES_SQL.replace("select n.nspname::text, c.relname::text", "select n.nspname::text as schema, c.relname::text as name").replace("order by 1, 2", "")
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| PgError::query("listing tables", e))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let names = list_tables(&first).await?;
     let queue = std::sync::Arc::new(std::sync::Mutex::new(
         names.into_iter().collect::<std::collections::VecDeque<_>>(),
     ));
