@@ -409,7 +409,8 @@ impl ObjectStore for DirStore {
                     ),
                     Err(e) => return Err(StoreError::io("read", &key_file, e)),
                 };
-                if key.starts_with(&prefix) {
+                // Keyless uploads match every prefix: whoever cleans up may take them.
+                if key.is_empty() || key.starts_with(&prefix) {
                     out.push(PendingUpload {
                         key,
                         upload_id,
