@@ -93,30 +93,25 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
 
     let store = ctx.store.as_ref();
     // Ids have one-second resolution: a backup right after another waits for a fresh second.
+    // Never write into the prefix of a committed backup (clock stepped back, or a twin run).
     let mut started_at = started_at;
     let mut id = BackupId::from_time(started_at);
-    for _ in 0..3 {
-        if store
-            .head(&keys::manifest(&target.name, &id))
-            .await?
-            .is_none()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        started_at = Utc::now();
-        id = BackupId::from_time(started_at);
-    }
-    // Never write into the prefix of a committed backup (clock stepped back, or a twin run).
-    if store
+    let mut attempts = 0;
+    while store
         .head(&keys::manifest(&target.name, &id))
         .await?
         .is_some()
     {
-        return Err(Error::new(
-            Kind::Failed,
-            format!("backup {id} of `{}` already exists and the clock does not move on\nhint: check the system clock (NTP)", target.name),
-        ));
+        attempts += 1;
+        if attempts > 3 {
+            return Err(Error::new(
+                Kind::Failed,
+                format!("backup {id} of `{}` already exists and the clock does not move on\nhint: check the system clock (NTP)", target.name),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        started_at = Utc::now();
+        id = BackupId::from_time(started_at);
     }
     let part_size = part_size_for(database_bytes, ctx.config.backup.part_size_mib);
     tracing::info!(

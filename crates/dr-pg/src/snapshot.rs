@@ -221,24 +221,29 @@ pub async fn count_tables(client: &tokio_postgres::Client) -> Result<Vec<TableRo
     let mut names = list_tables(client).await?;
     names.sort();
     let mut out = Vec::with_capacity(names.len());
-    for (s, t) in names {
-        let sql = format!(
-            "select count(*) from only {}.{}",
-            quote_ident(&s),
-            quote_ident(&t)
-        );
-        let n: i64 = client
-            .query_one(&sql, &[])
-            .await
-            .map_err(|e| PgError::query(&format!("counting rows of {s}.{t}"), e))?
-            .get(0);
-        out.push(TableRows {
-            schema: s,
-            name: t,
-            rows: n,
-        });
+    for (schema, name) in names {
+        out.push(count_one(client, schema, name).await?);
     }
     Ok(out)
+}
+
+/// `count(*) FROM ONLY` one table: the rows pg_dump copies for it (no inheritance children).
+async fn count_one(
+    client: &tokio_postgres::Client,
+    schema: String,
+    name: String,
+) -> Result<TableRows, PgError> {
+    let sql = format!(
+        "select count(*) from only {}.{}",
+        quote_ident(&schema),
+        quote_ident(&name)
+    );
+    let rows: i64 = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| PgError::query(&format!("counting rows of {schema}.{name}"), e))?
+        .get(0);
+    Ok(TableRows { schema, name, rows })
 }
 
 /// Exact counts like [`count_tables`], on `jobs` connections at once, largest tables first:
@@ -263,22 +268,8 @@ pub async fn count_tables_parallel(
             let mut out = Vec::new();
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some((s, t)) = next else { break };
-                let sql = format!(
-                    "select count(*) from only {}.{}",
-                    quote_ident(&s),
-                    quote_ident(&t)
-                );
-                let n: i64 = client
-                    .query_one(&sql, &[])
-                    .await
-                    .map_err(|e| PgError::query(&format!("counting rows of {s}.{t}"), e))?
-                    .get(0);
-                out.push(TableRows {
-                    schema: s,
-                    name: t,
-                    rows: n,
-                });
+                let Some((schema, name)) = next else { break };
+                out.push(count_one(&client, schema, name).await?);
             }
             Ok::<_, PgError>(out)
         }));

@@ -335,6 +335,31 @@ impl S3Store {
             shared: Arc::new(shared),
         })
     }
+
+    /// GetObject with a missing key mapped to `NotFound` (for `get` and `get_reader`).
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        s.client
+            .get_object()
+            .bucket(&s.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    StoreError::NotFound {
+                        key: key.to_owned(),
+                    }
+                } else {
+                    s.error("GetObject", &full, &e)
+                }
+            })
+    }
 }
 
 #[async_trait::async_trait]
@@ -394,25 +419,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        validate_key(key)?;
         let s = &self.shared;
         let full = s.full_key(key);
-        let out = s
-            .client
-            .get_object()
-            .bucket(&s.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    StoreError::NotFound {
-                        key: key.to_owned(),
-                    }
-                } else {
-                    s.error("GetObject", &full, &e)
-                }
-            })?;
+        let out = self.get_object(key).await?;
         let body = out.body.collect().await.map_err(|e| {
             s.protocol_error(
                 "GetObject",
@@ -427,25 +436,9 @@ impl ObjectStore for S3Store {
         &self,
         key: &str,
     ) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>), StoreError> {
-        validate_key(key)?;
         let s = &self.shared;
         let full = s.full_key(key);
-        let out = s
-            .client
-            .get_object()
-            .bucket(&s.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    StoreError::NotFound {
-                        key: key.to_owned(),
-                    }
-                } else {
-                    s.error("GetObject", &full, &e)
-                }
-            })?;
+        let out = self.get_object(key).await?;
         let size = out
             .content_length()
             .and_then(|n| u64::try_from(n).ok())
