@@ -156,6 +156,15 @@ pub struct BackupConfig {
     /// Multipart part size in MiB; default: derived from the database size so that 10,000
     /// parts cover it with margin (minimum 8).
     pub part_size_mib: Option<u64>,
+    /// How long `pg_dump` (and dr's row counting) may wait for a table lock held by another
+    /// session before the backup fails naming that session. 0: wait as long as it takes.
+    /// Default 300.
+    #[serde(default = "default_lock_wait_timeout")]
+    pub lock_wait_timeout_secs: u64,
+    /// A backup still running after this long fails cleanly (upload aborted, lock released):
+    /// seconds, or a duration like "90m", "6h", "1d". Default "24h".
+    #[serde(default = "default_max_duration")]
+    pub max_duration: Duration,
 }
 
 impl Default for BackupConfig {
@@ -165,9 +174,109 @@ impl Default for BackupConfig {
             zstd_threads: default_zstd_threads(),
             pg_bin_dir: None,
             part_size_mib: None,
+            lock_wait_timeout_secs: default_lock_wait_timeout(),
+            max_duration: default_max_duration(),
         }
     }
 }
+
+fn default_lock_wait_timeout() -> u64 {
+    300
+}
+
+fn default_max_duration() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// A duration in config: whole seconds (`3600`) or a number with a unit (`90s`, `45m`,
+/// `6h`, `2d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub const fn from_secs(s: u64) -> Duration {
+        Duration(std::time::Duration::from_secs(s))
+    }
+    pub fn as_secs(&self) -> u64 {
+        self.0.as_secs()
+    }
+}
+
+impl std::fmt::Display for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.as_secs();
+        match s {
+            0 => write!(f, "0s"),
+            _ if s.is_multiple_of(86_400) => write!(f, "{}d", s / 86_400),
+            _ if s.is_multiple_of(3600) => write!(f, "{}h", s / 3600),
+            _ if s.is_multiple_of(60) => write!(f, "{}m", s / 60),
+            _ => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl std::str::FromStr for Duration {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Duration, String> {
+        let v = v.trim();
+        let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        let (num, unit) = v.split_at(split);
+        let n: u64 = num.parse().map_err(|_| {
+            format!("`{v}` is not a duration (write e.g. 3600, \"90m\", \"6h\", \"1d\")")
+        })?;
+        let mult = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            other => return Err(format!("`{v}`: unknown unit `{other}` (use s, m, h or d)")),
+        };
+        Ok(Duration::from_secs(n.saturating_mul(mult)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Target names become the first component of object keys: 1-64 letters, digits, `-`, `_`.
+pub fn valid_target_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Whether a PostgreSQL URL carries a password, in its user part or as a `password=` query
+/// parameter. Passwords belong in PGPASSWORD, ~/.pgpass or a service file: a URL ends up in
+/// shell history, `ps` and config repositories.
+pub fn url_holds_password(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) => u.password().is_some() || u.query_pairs().any(|(k, _)| k == "password"),
+        // Unparseable: look for the shapes by hand rather than let one through.
+        Err(_) => {
+            url.contains("password=")
+                || url.split_once('@').is_some_and(|(cred, _)| {
+                    cred.rsplit("//").next().is_some_and(|c| c.contains(':'))
+                })
+        }
+    }
+}
+
+/// The hint for a password found in a URL.
+pub const PASSWORD_HINT: &str = "remove it; set PGPASSWORD (e.g. from an env file), add a line to ~/.pgpass (or the file PGPASSFILE names), or use a service file (PGSERVICEFILE)";
 
 fn default_zstd_level() -> i32 {
     3
@@ -176,11 +285,25 @@ fn default_zstd_threads() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreConfig {
     /// Where restore and verify stage the decrypted archive. Default: the system temp dir.
     pub temp_dir: Option<PathBuf>,
+    /// How long one statement of the restore may wait for a lock held by another session
+    /// (e.g. the app holding a table that `--clean` must drop). 0: wait as long as it takes,
+    /// still logging who blocks it. Default 300.
+    #[serde(default = "default_lock_wait_timeout")]
+    pub lock_wait_timeout_secs: u64,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig {
+            temp_dir: None,
+            lock_wait_timeout_secs: default_lock_wait_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -251,6 +374,9 @@ impl Default for LockConfig {
         }
     }
 }
+
+/// The shortest lock ttl accepted: refreshes (every ttl/3) must survive a slow store request.
+pub const MIN_LOCK_TTL_SECS: u64 = 60;
 
 fn default_lock_ttl() -> u64 {
     900
@@ -542,13 +668,7 @@ impl Config {
         }
         let mut names = BTreeSet::new();
         for t in &self.targets {
-            if t.name.is_empty()
-                || t.name.len() > 64
-                || !t
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if !valid_target_name(&t.name) {
                 return Err(self.invalid(
                     format!("target name `{}` is not valid", t.name),
                     "use 1-64 letters, digits, `-` or `_` (it becomes part of object keys)",
@@ -567,10 +687,12 @@ impl Config {
                 ));
             }
             match url::Url::parse(&t.url) {
-                Ok(u) if u.password().is_some() => return Err(self.invalid(
-                    format!("target `{}`: the url holds a password", t.name),
-                    "remove it from dr.toml; set PGPASSWORD or use a ~/.pgpass / PGPASSFILE entry",
-                )),
+                Ok(_) if url_holds_password(&t.url) => {
+                    return Err(self.invalid(
+                        format!("target `{}`: the url holds a password", t.name),
+                        PASSWORD_HINT,
+                    ))
+                }
                 Ok(_) => {}
                 Err(e) => {
                     return Err(self.invalid(
@@ -580,13 +702,31 @@ impl Config {
                 }
             }
         }
-        if !(1..=22).contains(&self.backup.zstd_level) {
+        if !(1..=19).contains(&self.backup.zstd_level) {
             return Err(self.invalid(
                 format!(
                     "backup.zstd_level {} is out of range",
                     self.backup.zstd_level
                 ),
                 "use 1 (fastest) to 19 (smallest); 3 is the default",
+            ));
+        }
+        if self.lock.ttl_secs < MIN_LOCK_TTL_SECS {
+            return Err(self.invalid(
+                format!(
+                    "lock.ttl_secs = {} is too short: a running backup refreshes its lock every ttl/3, and a shorter ttl lets a second run take over a live lock",
+                    self.lock.ttl_secs
+                ),
+                format!("use at least {MIN_LOCK_TTL_SECS} (the default is 900)"),
+            ));
+        }
+        if self.backup.max_duration.as_secs() < 10 {
+            return Err(self.invalid(
+                format!(
+                    "backup.max_duration = {} is too short to back up anything",
+                    self.backup.max_duration
+                ),
+                "use e.g. \"6h\" (the default is \"24h\")",
             ));
         }
         if let Some(tz) = &self.retention.timezone {

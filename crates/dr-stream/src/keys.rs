@@ -58,6 +58,7 @@ impl Identities {
                 "set encryption.identity_file (or DR_IDENTITY_FILE) to the file `dr keygen` wrote",
             )
         })?;
+        warn_if_exposed(path);
         let mut publics = Vec::new();
         let mut x25519 = Vec::new();
         for line in text.lines().map(str::trim) {
@@ -125,5 +126,36 @@ impl std::fmt::Debug for Identities {
         f.debug_struct("Identities")
             .field("publics", &self.publics)
             .finish_non_exhaustive()
+    }
+}
+
+/// Like ssh with a private key: an identity others can read is used, but said loudly. (It
+/// is not refused: a Kubernetes secret or a restore at 3 a.m. must not fail on a mode bit.)
+fn warn_if_exposed(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if exposed(mode) {
+            tracing::warn!(
+                "the age identity {} is readable by group or others (mode {mode:o}): anyone who can read it can decrypt every backup; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+}
+
+fn exposed(mode: u32) -> bool {
+    mode & 0o077 != 0
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    #[test]
+    fn group_or_other_access_is_exposed() {
+        assert!(!super::exposed(0o600));
+        assert!(!super::exposed(0o400));
+        assert!(super::exposed(0o640));
+        assert!(super::exposed(0o604));
     }
 }
