@@ -8,6 +8,7 @@
 //! Failure anywhere (pg_dump exit status, counting, upload, signal) aborts the multipart
 //! upload, deletes what was already written and writes no manifest.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,19 +43,48 @@ pub fn part_size_for(database_bytes: u64, configured_mib: Option<u64>) -> u64 {
     rounded.clamp(MIN_PART, MAX_PART)
 }
 
-/// Back up one target, holding its lock.
+/// Back up one target, holding its lock. A run that outlives `backup.max_duration` is
+/// stopped like an interrupted one (upload aborted, nothing committed, lock released) and
+/// fails: a hung run must not hold the target's lock forever.
 pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
-    let lock = RunLock::acquire(
-        Arc::clone(&ctx.store),
-        &target.name,
-        "backup",
-        Duration::from_secs(ctx.config.lock.ttl_secs),
-        Duration::from_secs(ctx.config.lock.wait_secs),
-        &ctx.cancel,
-    )
-    .await?;
-    let result = run_locked(ctx, target, &lock).await;
-    lock.release().await;
+    let limit = ctx.config.backup.max_duration;
+    let run_ctx = ctx.with_cancel(ctx.cancel.child_token());
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let cancel = run_ctx.cancel.clone();
+        let timed_out = Arc::clone(&timed_out);
+        tokio::spawn(async move {
+            tokio::time::sleep(limit.0).await;
+            timed_out.store(true, Ordering::SeqCst);
+            tracing::error!("the backup has run for backup.max_duration ({limit}): stopping it");
+            cancel.cancel();
+        })
+    };
+    let result = async {
+        let lock = RunLock::acquire(
+            Arc::clone(&run_ctx.store),
+            &target.name,
+            "backup",
+            Duration::from_secs(run_ctx.config.lock.ttl_secs),
+            Duration::from_secs(run_ctx.config.lock.wait_secs),
+            &run_ctx.cancel,
+        )
+        .await?;
+        let result = run_locked(&run_ctx, target, &lock).await;
+        lock.release().await;
+        result
+    }
+    .await;
+    timer.abort();
+    let result = match result {
+        Err(e) if e.kind == Kind::Interrupted && timed_out.load(Ordering::SeqCst) => Err(Error::new(
+            Kind::Failed,
+            format!(
+                "it ran longer than backup.max_duration ({limit}) and was stopped; the upload was aborted and nothing was committed\nhint: look for what made it slow (a lock: see the log; the network; a much larger database) or raise backup.max_duration"
+            ),
+        )),
+        other => other,
+    };
     result.map_err(|e| e.context(format!("backup of target `{}` failed", target.name)))
 }
 
@@ -138,7 +168,7 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         Ok(v) => v,
         Err(e) => {
             cleanup(store, &keys::manifest(&target.name, &id), &written).await;
-            return Err(e);
+            return Err(explain_lock_timeout(e, &conn, ctx).await);
         }
     };
 
@@ -202,6 +232,38 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
     Ok(manifest)
 }
 
+/// A lock wait that timed out (pg_dump's `--lock-wait-timeout`, or the counting's
+/// `lock_timeout`): name the sessions holding ACCESS EXCLUSIVE locks, so the operator knows
+/// whom to ask (or what to end) before retrying.
+async fn explain_lock_timeout(e: Error, conn: &ConnInfo, ctx: &Context) -> Error {
+    // pg_dump's --lock-wait-timeout is a statement_timeout around its LOCK TABLE; the
+    // counting's is lock_timeout.
+    let lock_wait = e.message.contains("lock timeout")
+        || (e.message.contains("statement timeout") && e.message.contains("LOCK TABLE"));
+    if !lock_wait {
+        return e;
+    }
+    let secs = ctx.config.backup.lock_wait_timeout_secs;
+    let holders = match dr_pg::exclusive_lock_holders(conn).await {
+        Ok(h) if h.is_empty() => {
+            "the lock was released since; no session holds an exclusive table lock now".into()
+        }
+        Ok(h) => h
+            .iter()
+            .map(|h| format!("  {h}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(le) => format!("(could not list the lock holders: {le})"),
+    };
+    Error::new(
+        Kind::Failed,
+        format!(
+            "{}\nwaited {secs} s (backup.lock_wait_timeout_secs) for a table lock; sessions holding exclusive locks:\n{holders}\nhint: let that session finish (or end it: SELECT pg_terminate_backend(PID)), then run the backup again; long migrations are better scheduled away from the backup window",
+            e.message
+        ),
+    )
+}
+
 /// Best effort: remove the objects of a backup that will never get a manifest. Anything left
 /// is invisible (no manifest) and `dr prune` removes it after the grace period.
 async fn cleanup(store: &dyn ObjectStore, manifest_key: &str, written: &Written) {
@@ -256,9 +318,12 @@ async fn write_objects(
     .await?;
     written.keys.push(globals_key);
 
-    let snapshot = Snapshot::begin(conn).await?;
+    let lock_wait = Duration::from_secs(ctx.config.backup.lock_wait_timeout_secs);
+    let snapshot = Snapshot::begin(conn, lock_wait).await?;
     let dump_key = keys::object(&target.name, id, keys::DUMP);
     written.keys.push(dump_key.clone());
+    // The dump and the counting run at once. A failed dump or a signal (or max_duration)
+    // must not wait for a count that is stuck behind a table lock.
     let (dump, inventory) = {
         let upload = stream_dump(
             ctx,
@@ -269,12 +334,41 @@ async fn write_objects(
             part_size,
             recipients,
         );
-        let (dump, inventory) = tokio::join!(upload, snapshot.inventory());
+        let counting = snapshot.inventory();
+        tokio::pin!(upload, counting);
+        let mut dump = None;
+        let mut inventory = None;
+        while dump.is_none() || inventory.is_none() {
+            tokio::select! {
+                r = &mut upload, if dump.is_none() => {
+                    let failed = r.is_err();
+                    dump = Some(r);
+                    if failed {
+                        break;
+                    }
+                }
+                r = &mut counting, if inventory.is_none() => inventory = Some(r),
+                // The upload sees the signal itself (and aborts); only a finished one is
+                // left behind for a count that cannot finish.
+                () = ctx.cancel.cancelled(), if dump.is_some() => break,
+            }
+        }
         (dump, inventory)
+    };
+    let Some(inventory) = inventory else {
+        // The counting session may be waiting for a lock: end it on the server.
+        snapshot.abandon(conn).await;
+        return Err(match dump {
+            Some(Err(e)) => e,
+            _ => Error::interrupted("the backup"),
+        });
     };
     // The snapshot transaction ends only after pg_dump exited (stream_dump waited for it).
     snapshot.finish().await;
-    let dump = dump?;
+    let dump = match dump {
+        Some(d) => d?,
+        None => return Err(Error::interrupted("the backup")),
+    };
     let inventory =
         inventory.map_err(|e| Error::from(e).context("counting rows in the dump's snapshot"))?;
 
@@ -358,7 +452,7 @@ async fn dump_globals(
     let mut args = vec![
         "--globals-only".to_string(),
         "--no-password".to_string(),
-        format!("--database={}", conn.dbname()),
+        format!("--dbname={}", conn.dbname_arg()),
     ];
     if !superuser {
         // Only superusers may read pg_authid; everyone else gets roles without passwords.
@@ -401,13 +495,21 @@ async fn stream_dump(
     part_size: u64,
     recipients: &Arc<Recipients>,
 ) -> Result<ObjectRecord> {
-    let args = vec![
+    let mut args = vec![
         "--format=custom".to_string(),
         "--compress=0".to_string(),
         "--no-password".to_string(),
         format!("--snapshot={snapshot}"),
-        format!("--dbname={}", conn.dbname()),
+        format!("--dbname={}", conn.dbname_arg()),
     ];
+    // The same wait bound as the counting in the snapshot (0: wait as long as it takes).
+    let lock_wait = ctx.config.backup.lock_wait_timeout_secs;
+    if lock_wait > 0 {
+        args.push(format!(
+            "--lock-wait-timeout={}",
+            lock_wait.saturating_mul(1000)
+        ));
+    }
     let mut child = ChildProcess::spawn(
         &pg_dump.path,
         &args,

@@ -96,13 +96,29 @@ impl Error {
     }
 }
 
+/// A local disk that is full (or over quota): retrying will not help, so it is not
+/// "unavailable" (exit 3, which invites retries) but a failure (exit 1) that needs room.
+fn disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT
+    )
+}
+
 impl From<dr_store::StoreError> for Error {
     fn from(e: dr_store::StoreError) -> Self {
-        let kind = match &e {
-            dr_store::StoreError::NotFound { .. } => Kind::Failed,
-            _ => Kind::Unavailable,
-        };
-        Error::new(kind, e.to_string())
+        use dr_store::StoreError as S;
+        match &e {
+            // Every object dr reads is named by a manifest (or was just listed): one that is
+            // gone means the backup is damaged.
+            S::NotFound { .. } => Error::new(
+                Kind::Integrity,
+                format!("{e}: the backup is damaged\nhint: restore an older backup (`dr list`) and find out what removed the object"),
+            ),
+            S::Io { source, .. } if disk_full(source) => Error::new(Kind::Failed, e.to_string()),
+            S::InvalidLocation { .. } | S::InvalidKey { .. } => Error::new(Kind::Config, e.to_string()),
+            _ => Error::new(Kind::Unavailable, e.to_string()),
+        }
     }
 }
 
@@ -127,6 +143,7 @@ impl From<dr_stream::StreamError> for Error {
                 Kind::Integrity
             }
             S::BadRecipient { .. } | S::BadIdentity { .. } => Kind::Config,
+            S::Io { source, .. } if disk_full(source) => Kind::Failed,
             // Network or disk trouble, not bad data: "could not run", never "the backup is bad".
             S::Io { .. } => Kind::Unavailable,
         };
@@ -164,6 +181,17 @@ impl Context {
         })
     }
 
+    /// The same context with another cancellation token (a child of this one, usually):
+    /// a run with a deadline of its own, still stopped by a signal.
+    pub fn with_cancel(&self, cancel: CancellationToken) -> Context {
+        Context {
+            config: self.config.clone(),
+            store: Arc::clone(&self.store),
+            cancel,
+            progress: self.progress,
+        }
+    }
+
     /// Parsed recipients (inline and from `recipients_file`).
     pub fn recipients(&self) -> Result<dr_stream::Recipients> {
         let list = self.config.recipients()?;
@@ -179,6 +207,41 @@ impl Context {
             )),
         }
     }
+}
+
+/// A `--target NAME` from the command line: a configured target, or one the repository
+/// still holds backups of (a target removed from the config can still be listed and
+/// restored). Anything else is a usage error naming the configured targets, never an empty
+/// answer that reads as "all backups are gone".
+pub async fn check_target_name(ctx: &Context, name: &str) -> Result<()> {
+    let configured: Vec<&str> = ctx.config.targets.iter().map(|t| t.name.as_str()).collect();
+    let hint = format!(
+        "hint: configured targets: {}",
+        if configured.is_empty() {
+            "none".to_string()
+        } else {
+            configured.join(", ")
+        }
+    );
+    if !dr_config::valid_target_name(name) {
+        return Err(Error::config(format!(
+            "`{name}` is not a target name (1-64 letters, digits, `-` or `_`)\n{hint}"
+        )));
+    }
+    if configured.contains(&name) {
+        return Ok(());
+    }
+    let stored = ctx
+        .store
+        .list(&format!("{name}/"))
+        .await
+        .map_err(|e| Error::from(e).context("listing the repository"))?;
+    if stored.is_empty() {
+        return Err(Error::config(format!(
+            "no target named `{name}` is configured, and the repository holds nothing of it\n{hint}"
+        )));
+    }
+    Ok(())
 }
 
 pub fn repository_location(config: &Config) -> Result<dr_store::Location> {

@@ -12,7 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
 
 use dr_catalog::{BackupDetails, Manifest, ObjectRecord, ObjectRole};
 use dr_pg::{ChildProcess, ConnInfo, ServerVersion};
@@ -143,6 +144,11 @@ pub async fn run(
         })?
         .clone();
 
+    // Everything the operator asked for is checked before the first side effect.
+    check_selection(&details, opts, &m)?;
+    if opts.jobs == Some(0) {
+        return Err(Error::config("--jobs must be at least 1"));
+    }
     let jobs = opts.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| u32::try_from(n.get()).unwrap_or(2))
@@ -426,6 +432,36 @@ pub async fn fetch_details(
         .map_err(|e| Error::new(Kind::Integrity, format!("`{}` is not valid: {e}", rec.key)))
 }
 
+/// Every `--table` names a table of the backup and every `--schema` a schema holding one:
+/// a typo must fail before a database is created or anything is fetched.
+fn check_selection(details: &BackupDetails, opts: &RestoreOptions, m: &Manifest) -> Result<()> {
+    let mut unknown = Vec::new();
+    for t in &opts.tables {
+        let (s, n) = split_table(t);
+        if !details.tables.iter().any(|x| x.schema == s && x.name == n) {
+            unknown.push(format!("table {t}"));
+        }
+    }
+    for schema in &opts.schemas {
+        let known = details.tables.iter().any(|x| &x.schema == schema)
+            || details.sequences.iter().any(|x| &x.schema == schema);
+        if !known {
+            unknown.push(format!("schema {schema}"));
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "backup {} of `{}` holds no {}; nothing was changed\nhint: `dr show {} --target {}` lists its tables as SCHEMA.TABLE",
+        m.id,
+        m.target,
+        unknown.join(", "),
+        m.id,
+        m.target
+    )))
+}
+
 fn selected_counts(details: &BackupDetails, opts: &RestoreOptions) -> (BTreeMap<String, i64>, i64) {
     let sel: BTreeMap<String, i64> = details
         .tables
@@ -500,8 +536,9 @@ fn check_space(dir: &Path, needed: u64) -> Result<()> {
             let avail = s.blocks_available().saturating_mul(s.fragment_size());
             // 5% margin: the archive size is exact, the file system's bookkeeping is not.
             if avail < needed + needed / 20 {
+                // Not "unavailable": retrying will not make room.
                 return Err(Error::new(
-                    Kind::Unavailable,
+                    Kind::Failed,
                     format!(
                         "not enough space in {}: the decrypted archive needs {}, {} is free\nhint: pass --temp-dir DIR on a larger file system (or set restore.temp_dir)",
                         dir.display(),
@@ -650,9 +687,14 @@ async fn restore_into(
         })?;
         tracing::info!("created database {}", conn.dbname());
     }
+    // The children's sessions get a name of their own: to watch their lock waits, and to end
+    // them if the restore is stopped.
+    let session_name = restore_session_name();
+    let child_conn = conn.with_application_name(&session_name);
+    let lock_wait = ctx.config.restore.lock_wait_timeout_secs;
     let mut args = vec![
         "--no-password".to_string(),
-        format!("--dbname={}", conn.dbname()),
+        format!("--dbname={}", conn.dbname_arg()),
         format!("--jobs={jobs}"),
         "--verbose".to_string(),
     ];
@@ -679,19 +721,50 @@ async fn restore_into(
     let child = ChildProcess::spawn(
         &pg_restore.path,
         &args,
-        Some(conn),
+        Some(&child_conn),
         std::process::Stdio::null(),
         std::process::Stdio::null(),
     )?;
     let spinner = crate::progress::spinner(ctx.progress, "restoring");
-    let finished = tokio::select! {
-        r = child.wait() => r,
-        _ = ctx.cancel.cancelled() => {
-            spinner.finish_and_clear();
-            return Err(Error::interrupted("the restore (the target is partially restored)"));
+    let mut watcher = tokio::spawn(watch_lock_waits(
+        conn.clone(),
+        session_name.clone(),
+        (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
+    ));
+    let mut gave_up: Option<String> = None;
+    let stop = async {
+        tokio::select! {
+            () = ctx.cancel.cancelled() => {}
+            r = &mut watcher => gave_up = r.ok(),
         }
     };
+    let waited = child.wait_or_stop(stop).await;
+    watcher.abort();
     spinner.finish_and_clear();
+    let Some(finished) = waited else {
+        // pg_restore and its workers are gone; their sessions must be too before we report.
+        match dr_pg::end_sessions(conn, &session_name, Duration::from_secs(10)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::error!(
+                "{n} session(s) of the stopped restore are still on the server (application_name `{session_name}`)"
+            ),
+            Err(e) => tracing::error!("could not end the stopped restore's sessions: {e}"),
+        }
+        if let Some(why) = gave_up {
+            return Err(Error::new(
+                Kind::Failed,
+                format!(
+                    "the restore into {conn} was stopped: {why}\nhint: the database is partially restored; stop the application's connections to the target (or restore into a new database name), then restore again with --clean"
+                ),
+            ));
+        }
+        return Err(Error::new(
+            Kind::Interrupted,
+            format!(
+                "the restore into {conn} was interrupted by a signal; pg_restore and its workers were stopped\nhint: the database is partially restored: restore again with --clean (or drop it and restore into a new name)"
+            ),
+        ));
+    };
     match finished {
         Ok(f) => errors.extend(f.errors),
         Err(dr_pg::PgError::Failed(pf)) => {
@@ -736,6 +809,61 @@ async fn restore_into(
         }
     }
     Ok((errors, tables, mismatches))
+}
+
+/// A name no other session on the server has: `dr-restore-PID-N`.
+fn restore_session_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "dr-restore-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, AtomicOrdering::Relaxed)
+    )
+}
+
+/// How often a restore that waits for a lock says so.
+const LOCK_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// While pg_restore runs: every [`LOCK_REPORT_EVERY`], log each of its sessions that waits
+/// for a lock, and who holds it — a restore blocked by the app's open transaction must not
+/// look like a slow one. Returns (ending the restore) once a statement has waited `limit`:
+/// the archive's preamble sets `lock_timeout = 0`, so a server setting cannot do this, and
+/// cancelling statement after statement would only make every next one wait as long.
+async fn watch_lock_waits(conn: ConnInfo, session_name: String, limit: Option<Duration>) -> String {
+    let mut client = None;
+    let mut last_report = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if client.is_none() {
+            client = conn.connect().await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let waits = match dr_pg::lock_waits(c, &session_name).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!("cannot look for lock waits: {e}");
+                client = None;
+                continue;
+            }
+        };
+        if let Some(limit) = limit {
+            if let Some(w) = waits
+                .iter()
+                .find(|w| u64::try_from(w.waiting_secs).unwrap_or(0) >= limit.as_secs())
+            {
+                return format!(
+                    "gave up waiting for a lock after {} s (restore.lock_wait_timeout_secs): {w}",
+                    limit.as_secs()
+                );
+            }
+        }
+        if last_report.elapsed() >= LOCK_REPORT_EVERY {
+            last_report = Instant::now();
+            for w in waits.iter().filter(|w| w.waiting_secs >= 5) {
+                tracing::warn!("restore waiting for a lock: {w}");
+            }
+        }
+    }
 }
 
 /// Create the roles (and tablespaces) the target lacks; never alter existing ones.
@@ -898,22 +1026,25 @@ async fn selective_list(
     opts: &RestoreOptions,
 ) -> Result<String> {
     let run = |args: Vec<String>| async move {
-        let out = tokio::process::Command::new(pg_restore)
-            .args(&args)
-            .output()
-            .await
-            .map_err(|e| Error::new(Kind::Failed, format!("running pg_restore: {e}")))?;
-        if !out.status.success() {
-            return Err(Error::new(
-                Kind::Failed,
-                format!(
-                    "pg_restore {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            ));
+        let mut child = ChildProcess::spawn(
+            pg_restore,
+            &args,
+            None,
+            std::process::Stdio::null(),
+            std::process::Stdio::piped(),
+        )?;
+        let mut out = Vec::new();
+        if let Some(mut stdout) = child.stdout() {
+            use tokio::io::AsyncReadExt;
+            stdout
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| Error::new(Kind::Failed, format!("reading pg_restore's list: {e}")))?;
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        child.wait().await.map_err(|e| {
+            Error::from(e).context("listing the archive's contents for the selective restore")
+        })?;
+        Ok::<_, Error>(String::from_utf8_lossy(&out).into_owned())
     };
     let list = run(vec!["--list".into(), archive.display().to_string()]).await?;
     let script = run(vec![

@@ -144,6 +144,19 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
         checks,
         sandbox: description,
     };
+    if let Some(damage) = report
+        .checks
+        .iter()
+        .find(|c| !c.passed && c.check == INTEGRITY_CHECK)
+    {
+        return Err(Error::new(
+            Kind::Integrity,
+            format!(
+                "verification of backup {} of `{}`: the backup is DAMAGED (recorded as a failed verification): {}\nhint: keep older backups (do not prune), restore from an older one if needed, and find out what changed the repository",
+                m.id, m.target, damage.actual
+            ),
+        ));
+    }
     if !report.record.passed() {
         let lines: Vec<String> = report
             .checks
@@ -165,6 +178,9 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
     Ok(report)
 }
+
+/// The check that fails when stored objects do not match the manifest or do not decrypt.
+const INTEGRITY_CHECK: &str = "backup integrity";
 
 fn check(name: impl Into<String>, expected: impl ToString, actual: impl ToString) -> CheckOutcome {
     let (e, a) = (expected.to_string(), actual.to_string());
@@ -224,7 +240,18 @@ async fn check_in_sandbox(
                 "no errors",
             ));
         }
-        Err(e) if matches!(e.kind, Kind::Failed | Kind::Integrity) => {
+        // Damaged stored data: a finding about the backup, recorded, and reported as such
+        // (exit 4), not as "restored but wrong".
+        Err(e) if e.kind == Kind::Integrity => {
+            checks.push(CheckOutcome {
+                check: INTEGRITY_CHECK.into(),
+                passed: false,
+                expected: "every object matches the manifest and decrypts".into(),
+                actual: e.message.clone(),
+            });
+            timings.insert("restore".into(), clock.elapsed().as_secs_f64());
+        }
+        Err(e) if e.kind == Kind::Failed => {
             checks.push(CheckOutcome {
                 check: "restore".into(),
                 passed: false,

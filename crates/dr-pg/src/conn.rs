@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
@@ -17,6 +18,92 @@ pub struct ConnInfo {
     ssl_mode: String,
     verify: crate::tls::Verify,
     root_cert: Option<PathBuf>,
+    limits: NetworkLimits,
+}
+
+/// Bounds on waiting for the server. Without them a network partition mid-dump hangs a run
+/// (and its lock) for as long as the partition lasts: the kernel's defaults notice a dead
+/// peer only after two hours. Set from libpq's URL parameters of the same names, else the
+/// defaults below; applied to dr's own connections and, through `--dbname`, to its children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkLimits {
+    /// `connect_timeout` (seconds in the URL).
+    pub connect_timeout: Duration,
+    /// `keepalives_idle`: silence before the first probe (seconds).
+    pub keepalives_idle: Duration,
+    /// `keepalives_interval`: between probes (seconds).
+    pub keepalives_interval: Duration,
+    /// `keepalives_count`: unanswered probes before the connection is dead.
+    pub keepalives_count: u32,
+    /// `tcp_user_timeout`: how long sent data may stay unacknowledged (milliseconds in the URL).
+    pub tcp_user_timeout: Duration,
+}
+
+impl Default for NetworkLimits {
+    fn default() -> Self {
+        NetworkLimits {
+            connect_timeout: Duration::from_secs(30),
+            keepalives_idle: Duration::from_secs(60),
+            keepalives_interval: Duration::from_secs(10),
+            keepalives_count: 6,
+            tcp_user_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The URL parameters [`NetworkLimits`] takes (libpq's names).
+const LIMIT_PARAMS: [&str; 6] = [
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+];
+
+/// Take the network limits out of a URL's query; return the rest of the URL.
+fn split_limit_params(url: &str) -> Result<(String, NetworkLimits), String> {
+    let mut limits = NetworkLimits::default();
+    let Ok(mut u) = url::Url::parse(url) else {
+        return Ok((url.to_string(), limits));
+    };
+    let mut kept: Vec<(String, String)> = Vec::new();
+    let mut found = false;
+    for (k, v) in u.query_pairs() {
+        if !LIMIT_PARAMS.contains(&k.as_ref()) {
+            kept.push((k.into_owned(), v.into_owned()));
+            continue;
+        }
+        found = true;
+        let n: u64 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{k}={v}: expected a whole number"))?;
+        match k.as_ref() {
+            "connect_timeout" => limits.connect_timeout = Duration::from_secs(n.max(2)),
+            "keepalives" if n == 0 => {
+                return Err("keepalives=0: dr needs TCP keepalives to notice a dead server; tune keepalives_idle instead".into())
+            }
+            "keepalives" => {}
+            "keepalives_idle" => limits.keepalives_idle = Duration::from_secs(n.max(1)),
+            "keepalives_interval" => limits.keepalives_interval = Duration::from_secs(n.max(1)),
+            "keepalives_count" => limits.keepalives_count = u32::try_from(n.max(1)).unwrap_or(u32::MAX),
+            _ => limits.tcp_user_timeout = Duration::from_millis(n),
+        }
+    }
+    if found {
+        if kept.is_empty() {
+            u.set_query(None);
+        } else {
+            u.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+    Ok((u.to_string(), limits))
+}
+
+/// A value in a libpq `key=value` connection string.
+fn conninfo_value(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 impl fmt::Display for ConnInfo {
@@ -69,6 +156,11 @@ impl ConnInfo {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ConnInfo, PgError> {
         let redacted = redact(url);
+        let (url, limits) = split_limit_params(url).map_err(|detail| PgError::BadUrl {
+            url: redacted.clone(),
+            detail,
+        })?;
+        let url = url.as_str();
         // tokio-postgres knows only disable/prefer/require: take the libpq TLS settings out of
         // the URL and apply them ourselves (crate::tls), then hand it the rest.
         let (url, ssl_mode, root_cert) = split_tls_params(url, &env);
@@ -121,12 +213,20 @@ impl ConnInfo {
         if config.get_application_name().is_none() {
             config.application_name("dr");
         }
+        config
+            .connect_timeout(limits.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(limits.keepalives_idle)
+            .keepalives_interval(limits.keepalives_interval)
+            .keepalives_retries(limits.keepalives_count)
+            .tcp_user_timeout(limits.tcp_user_timeout);
         let mut info = ConnInfo {
             config,
             redacted,
             ssl_mode,
             verify,
             root_cert,
+            limits,
         };
         if info.config.get_password().is_none() {
             if let Some(p) = env("PGPASSWORD") {
@@ -180,6 +280,38 @@ impl ConnInfo {
         c
     }
 
+    /// The network limits in force.
+    pub fn limits(&self) -> NetworkLimits {
+        self.limits
+    }
+
+    /// The application name sessions show in `pg_stat_activity`.
+    pub fn application_name(&self) -> &str {
+        self.config.get_application_name().unwrap_or("dr")
+    }
+
+    /// The same connection under another application name: dr's children of one run are
+    /// told apart from everything else on the server by it (to watch and to end them).
+    pub fn with_application_name(&self, name: &str) -> ConnInfo {
+        let mut c = self.clone();
+        c.config.application_name(name);
+        c
+    }
+
+    /// The value for a child's `--dbname`: a libpq connection string naming the database and
+    /// the network limits (libpq has no environment variables for keepalives). No secrets.
+    pub fn dbname_arg(&self) -> String {
+        let l = &self.limits;
+        format!(
+            "dbname={} keepalives=1 keepalives_idle={} keepalives_interval={} keepalives_count={} tcp_user_timeout={}",
+            conninfo_value(self.dbname()),
+            l.keepalives_idle.as_secs(),
+            l.keepalives_interval.as_secs(),
+            l.keepalives_count,
+            l.tcp_user_timeout.as_millis()
+        )
+    }
+
     /// Environment for libpq children (`pg_dump`, `pg_restore`, ...): never argv.
     pub fn child_env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
@@ -198,7 +330,11 @@ impl ConnInfo {
         if let Some(r) = &self.root_cert {
             env.push(("PGSSLROOTCERT".into(), r.display().to_string()));
         }
-        env.push(("PGAPPNAME".into(), "dr".into()));
+        env.push(("PGAPPNAME".into(), self.application_name().to_string()));
+        env.push((
+            "PGCONNECT_TIMEOUT".into(),
+            self.limits.connect_timeout.as_secs().to_string(),
+        ));
         env
     }
 
@@ -388,6 +524,38 @@ mod tests {
         assert!(!c.to_string().contains("hunter2"));
         assert_eq!(c.with_dbname("other").dbname(), "other");
         assert!(!c.with_dbname("other").to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn network_limits_default_and_come_from_libpq_url_parameters() {
+        let c = ConnInfo::parse_with_env("postgres://u@h/app", |_| None).expect("parse");
+        assert_eq!(c.limits(), NetworkLimits::default());
+        let c = ConnInfo::parse_with_env(
+            "postgres://u@h/my%20app?keepalives_idle=2&keepalives_interval=1&keepalives_count=2&tcp_user_timeout=3000&connect_timeout=5&sslmode=disable",
+            |_| None,
+        )
+        .expect("parse");
+        let l = c.limits();
+        assert_eq!(l.keepalives_idle, Duration::from_secs(2));
+        assert_eq!(l.keepalives_count, 2);
+        assert_eq!(l.tcp_user_timeout, Duration::from_millis(3000));
+        assert_eq!(l.connect_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.dbname_arg(),
+            "dbname='my app' keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=3000"
+        );
+        assert!(c
+            .child_env()
+            .contains(&("PGCONNECT_TIMEOUT".into(), "5".into())));
+        assert!(ConnInfo::parse_with_env("postgres://u@h/app?keepalives=0", |_| None).is_err());
+        assert!(
+            ConnInfo::parse_with_env("postgres://u@h/app?keepalives_idle=x", |_| None).is_err()
+        );
+    }
+
+    #[test]
+    fn conninfo_values_are_quoted() {
+        assert_eq!(conninfo_value(r"it's\x"), r"'it\'s\\x'");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+mod activity;
 mod conn;
 mod error;
 mod process;
@@ -20,7 +21,8 @@ mod snapshot;
 mod tls;
 mod tools;
 
-pub use conn::ConnInfo;
+pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder, LockWait};
+pub use conn::{ConnInfo, NetworkLimits};
 pub use error::PgError;
 pub use process::{ChildProcess, Finished, ProcessFailure};
 pub use snapshot::{

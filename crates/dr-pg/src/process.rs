@@ -1,10 +1,20 @@
 //! PostgreSQL tools as child processes: connection through the environment, stderr kept for
 //! the error message, exit status always checked.
+//!
+//! Every child leads its own process group. `pg_restore -j` forks workers that hold their
+//! own connections: stopping the leader alone would orphan them, still writing into the
+//! target after dr has exited. So a child is stopped as a group — SIGTERM, a grace period,
+//! then SIGKILL — and a child dropped without being waited for is killed as a group too.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -21,9 +31,14 @@ pub struct ProcessFailure {
     pub hint: String,
 }
 
+/// How long a stopped child gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// A running tool.
 pub struct ChildProcess {
     child: tokio::process::Child,
+    /// The process group (the leader's pid) while it may have live members.
+    group: Option<Pid>,
     command: String,
     stderr: Arc<Mutex<StderrLog>>,
     stderr_task: Option<tokio::task::JoinHandle<()>>,
@@ -48,12 +63,8 @@ impl ChildProcess {
         stdin: Stdio,
         stdout: Stdio,
     ) -> Result<ChildProcess, PgError> {
-        let mut cmd = tokio::process::Command::new(tool);
-        cmd.args(args)
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut cmd = std::process::Command::new(tool);
+        cmd.args(args);
         // A stale PGPASSWORD or service file in dr's own environment must not leak in.
         for var in ["PGPASSWORD", "PGSERVICE", "PGOPTIONS"] {
             cmd.env_remove(var);
@@ -63,15 +74,37 @@ impl ChildProcess {
                 cmd.env(k, v);
             }
         }
-        let command = std::iter::once(tool.display().to_string())
-            .chain(args.iter().cloned())
+        Self::spawn_command(cmd, stdin, stdout)
+    }
+
+    /// Start a prepared command (program, arguments, environment, directory) as a tool:
+    /// its own process group, stderr kept for the error, stopped as a group.
+    pub fn spawn_command(
+        cmd: std::process::Command,
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Result<ChildProcess, PgError> {
+        let tool = Path::new(cmd.get_program()).to_path_buf();
+        let command = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(" ");
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
         tracing::debug!(%command, "starting");
         let mut child = cmd.spawn().map_err(|source| PgError::Spawn {
-            path: tool.to_path_buf(),
+            path: tool.clone(),
             source,
         })?;
+        let group = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw);
         let stderr = Arc::new(Mutex::new(StderrLog::default()));
         let stderr_task = child.stderr.take().map(|pipe| {
             let log = Arc::clone(&stderr);
@@ -109,6 +142,7 @@ impl ChildProcess {
         });
         Ok(ChildProcess {
             child,
+            group,
             command,
             stderr,
             stderr_task,
@@ -126,17 +160,58 @@ impl ChildProcess {
         &self.command
     }
 
-    /// Ask the child to stop (SIGKILL); `wait` still reports.
+    /// Kill the child and everything it started (SIGKILL to its group); `wait` still reports.
     pub fn kill(&mut self) {
+        signal_group(self.group, Signal::SIGKILL);
         let _ = self.child.start_kill();
     }
 
     /// Wait for exit and collect stderr. `Ok` only for exit status 0.
     pub async fn wait(mut self) -> Result<Finished, PgError> {
-        let status = self.child.wait().await.map_err(|source| PgError::Spawn {
+        let status = self.child.wait().await;
+        self.finish(status).await
+    }
+
+    /// Wait for exit, unless `stop` completes first: then the whole process group is stopped
+    /// ([`ChildProcess::stop`]) and `None` is returned once no member is left.
+    pub async fn wait_or_stop(
+        mut self,
+        stop: impl Future<Output = ()>,
+    ) -> Option<Result<Finished, PgError>> {
+        let status = tokio::select! {
+            s = self.child.wait() => Some(s),
+            () = stop => None,
+        };
+        match status {
+            Some(s) => Some(self.finish(s).await),
+            None => {
+                self.stop().await;
+                None
+            }
+        }
+    }
+
+    /// Stop the child and every process of its group: SIGTERM (pg_restore's leader then
+    /// cancels its workers' queries), [`STOP_GRACE`] to exit, then SIGKILL for the group.
+    pub async fn stop(mut self) {
+        signal_group(self.group, Signal::SIGTERM);
+        let _ = tokio::time::timeout(STOP_GRACE, self.child.wait()).await;
+        // Workers can outlive their leader: the group is killed whether or not it exited.
+        signal_group(self.group, Signal::SIGKILL);
+        let _ = self.child.wait().await;
+        self.group = None;
+        if let Some(t) = self.stderr_task.take() {
+            t.abort();
+        }
+    }
+
+    async fn finish(&mut self, status: std::io::Result<ExitStatus>) -> Result<Finished, PgError> {
+        let status = status.map_err(|source| PgError::Spawn {
             path: self.command.clone().into(),
             source,
         })?;
+        // A leader that exited on its own waited for its workers: the group is empty.
+        self.group = None;
         if let Some(t) = self.stderr_task.take() {
             let _ = t.await;
         }
@@ -155,6 +230,21 @@ impl ChildProcess {
         } else {
             Err(PgError::Failed(finished.failure("")))
         }
+    }
+}
+
+impl Drop for ChildProcess {
+    /// A child nobody waited for (an early return, a panic, a cancelled future) must not
+    /// outlive dr, and neither may the processes it forked.
+    fn drop(&mut self) {
+        signal_group(self.group, Signal::SIGKILL);
+    }
+}
+
+fn signal_group(group: Option<Pid>, signal: Signal) {
+    if let Some(pid) = group {
+        // ESRCH: the group is already gone.
+        let _ = killpg(pid, signal);
     }
 }
 

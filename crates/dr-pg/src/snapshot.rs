@@ -38,6 +38,7 @@ pub struct Inventory {
 pub struct Snapshot {
     client: tokio_postgres::Client,
     id: String,
+    backend_pid: i32,
 }
 
 /// Tables whose data pg_dump copies: ordinary tables (partitions included, partitioned parents
@@ -86,19 +87,27 @@ pub fn quote_ident(s: &str) -> String {
 }
 
 impl Snapshot {
-    /// Connect, open the transaction and export its snapshot.
-    pub async fn begin(conn: &ConnInfo) -> Result<Snapshot, PgError> {
+    /// Connect, open the transaction and export its snapshot. Counting waits at most
+    /// `lock_wait` for a table lock (0: forever), like `pg_dump --lock-wait-timeout`.
+    pub async fn begin(
+        conn: &ConnInfo,
+        lock_wait: std::time::Duration,
+    ) -> Result<Snapshot, PgError> {
         let client = conn.connect().await?;
         client
-            .batch_execute("begin isolation level repeatable read read only")
+            .batch_execute(&format!(
+                "begin isolation level repeatable read read only; set local lock_timeout = {}",
+                lock_wait.as_millis()
+            ))
             .await
             .map_err(|e| PgError::query("opening the snapshot transaction", e))?;
         let row = client
-            .query_one("select pg_export_snapshot()", &[])
+            .query_one("select pg_export_snapshot(), pg_backend_pid()", &[])
             .await
             .map_err(|e| PgError::query("exporting the snapshot", e))?;
         Ok(Snapshot {
             id: row.get(0),
+            backend_pid: row.get(1),
             client,
         })
     }
@@ -213,6 +222,33 @@ impl Snapshot {
     /// End the transaction (after pg_dump exited).
     pub async fn finish(self) {
         let _ = self.client.batch_execute("rollback").await;
+    }
+
+    /// Give up on the snapshot while a query may still run in it (a count waiting for a
+    /// lock): end its server session from another connection, so nothing of this run stays
+    /// queued on the server, then drop the connection.
+    pub async fn abandon(self, conn: &ConnInfo) {
+        let ended = async {
+            let admin = conn.connect().await?;
+            admin
+                .execute("select pg_terminate_backend($1)", &[&self.backend_pid])
+                .await
+                .map_err(|e| PgError::query("ending the snapshot session", e))
+        };
+        if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(30), ended)
+            .await
+            .unwrap_or_else(|_| {
+                Err(PgError::Query {
+                    what: "ending the snapshot session".into(),
+                    detail: "timed out".into(),
+                })
+            })
+        {
+            tracing::warn!(
+                "could not end the snapshot session (pid {}): {e}",
+                self.backend_pid
+            );
+        }
     }
 }
 

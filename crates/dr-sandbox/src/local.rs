@@ -38,29 +38,28 @@ impl Runner {
         cmd
     }
 
-    /// Run to completion; a non-zero exit is an error naming the command and its output tail.
+    /// Run to completion; a non-zero exit is an error naming the command and its stderr tail.
+    /// The command runs in its own process group (dr-pg's wrapper): if the sandbox's start is
+    /// abandoned (a signal), dropping it kills `initdb`/`pg_ctl` and whatever they started.
     async fn run(&self, program: &Path, args: &[&OsStr], what: &str) -> Result<(), String> {
-        let mut cmd = tokio::process::Command::from(self.std_command(program));
+        let mut cmd = self.std_command(program);
         cmd.args(args);
-        let line = std::iter::once(program.as_os_str())
-            .chain(args.iter().copied())
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let out = cmd
-            .output()
-            .await
-            .map_err(|e| format!("cannot run `{line}` ({what}): {e}"))?;
-        if out.status.success() {
-            return Ok(());
+        let child = dr_pg::ChildProcess::spawn_command(
+            cmd,
+            std::process::Stdio::null(),
+            std::process::Stdio::null(),
+        )
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+        match child.wait().await {
+            Ok(_) => Ok(()),
+            Err(dr_pg::PgError::Failed(f)) => Err(format!(
+                "`{}` exited with {}: {}",
+                f.command,
+                f.status,
+                last_lines(&f.stderr, 8).join(" / ")
+            )),
+            Err(e) => Err(format!("{what}: {e}")),
         }
-        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stdout));
-        Err(format!(
-            "`{line}` exited with {}: {}",
-            out.status,
-            last_lines(&text, 8).join(" / ")
-        ))
     }
 }
 

@@ -83,7 +83,7 @@ pub enum Command {
         /// Docker image; `{major}` is replaced [default: verify.image or postgres:{major}].
         #[arg(long)]
         image: Option<String>,
-        #[arg(long, short)]
+        #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..))]
         jobs: Option<u32>,
         #[arg(long)]
         json: bool,
@@ -149,7 +149,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub globals_to_file: Option<PathBuf>,
     /// Parallel pg_restore jobs [default: number of cores].
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
     /// Only this table (SCHEMA.TABLE or TABLE), with its indexes and constraints. Repeatable.
     #[arg(long)]

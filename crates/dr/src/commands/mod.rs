@@ -19,6 +19,9 @@ use dr_core::{Context, Error, Result};
 use crate::cli::{Cli, Command, Global};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Restore(args) = &cli.command {
+        refuse_password(args.to.as_deref())?;
+    }
     match cli.command {
         Command::Keygen { output, force } => keygen::run(&output, force),
         Command::Backup { target } => {
@@ -28,14 +31,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::List { target, json } => {
             let ctx = context(&cli.global).await?;
+            check_target(&ctx, target.as_deref()).await?;
             list::list(&ctx, target.as_deref(), json).await
         }
         Command::Show { id, target, json } => {
             let ctx = context(&cli.global).await?;
+            check_target(&ctx, target.as_deref()).await?;
             list::show(&ctx, &id, target.as_deref(), json).await
         }
         Command::Check { target, json } => {
             let ctx = context(&cli.global).await?;
+            check_target(&ctx, target.as_deref()).await?;
             list::check(&ctx, target.as_deref(), json).await
         }
         Command::Verify {
@@ -47,6 +53,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let ctx = context(&cli.global).await?;
+            check_target(&ctx, target.as_deref()).await?;
             let reporter = Reporter::from_config(&ctx.config)?;
             verify::run(&ctx, &reporter, id, target, sandbox, image, jobs, json).await
         }
@@ -56,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let ctx = context(&cli.global).await?;
+            check_target(&ctx, target.as_deref()).await?;
             let reporter = Reporter::from_config(&ctx.config)?;
             prune::run(&ctx, &reporter, target.as_deref(), dry_run, json).await
         }
@@ -66,8 +74,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Daemon { dry_run, count } => daemon::run(&cli.global, dry_run, count).await,
         Command::Restore(args) => {
             let ctx = context(&cli.global).await?;
+            check_target(&ctx, args.target.as_deref()).await?;
             restore::run(&ctx, args).await
         }
+    }
+}
+
+async fn check_target(ctx: &Context, target: Option<&str>) -> Result<()> {
+    match target {
+        Some(t) => dr_core::check_target_name(ctx, t).await,
+        None => Ok(()),
+    }
+}
+
+/// `--to` must not carry a password: it would sit in shell history and in `ps` for everyone.
+fn refuse_password(url: Option<&str>) -> Result<()> {
+    match url {
+        Some(u) if dr_config::url_holds_password(u) => Err(Error::config(format!(
+            "--to holds a password; nothing was done\nhint: {}",
+            dr_config::PASSWORD_HINT
+        ))),
+        _ => Ok(()),
     }
 }
 

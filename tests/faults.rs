@@ -1,0 +1,565 @@
+//! End-to-end faults at 3 a.m. (issue 8), each against real PostgreSQL and a real repository:
+//! a stopped restore leaves no writer behind; a partition or a held lock ends in a clear
+//! error within the configured bounds; usage errors come before any side effect; secrets in
+//! URLs are refused; documented exit codes for damaged and missing objects and full disks.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+struct Env {
+    ws: Workspace,
+    pg: Postgres,
+    repo: PathBuf,
+    identity: PathBuf,
+    recipient: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let ws = Workspace::new();
+        let pg = Postgres::start();
+        pg.create_db("app");
+        let (identity, recipient) = ws.keygen();
+        let repo = ws.path().join("repo");
+        Env {
+            ws,
+            pg,
+            repo,
+            identity,
+            recipient,
+        }
+    }
+
+    /// A config for target `app` at `url`, with `extra` TOML appended.
+    fn config_for(&self, url: &str, extra: &str) -> PathBuf {
+        self.ws.write(
+            "dr.toml",
+            &format!(
+                "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{url}\"\n{extra}",
+                self.repo.display(),
+                self.recipient,
+                self.identity.display(),
+            ),
+        )
+    }
+
+    fn config(&self, extra: &str) -> PathBuf {
+        self.config_for(&self.pg.url("app"), extra)
+    }
+
+    fn db_exists(&self, db: &str) -> bool {
+        self.pg.psql(
+            "postgres",
+            &format!("select count(*) from pg_database where datname = '{db}'"),
+        ) == "1"
+    }
+
+    /// The one stored object whose name ends with `suffix`.
+    fn object(&self, suffix: &str) -> PathBuf {
+        files_under(&self.repo)
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix} under {}", self.repo.display()))
+    }
+}
+
+/// Tables big enough that `pg_restore -j 2` runs for a while, in parallel.
+fn load_tables(pg: &Postgres, tables: u32, rows: u32) {
+    for i in 0..tables {
+        pg.psql(
+            "app",
+            &format!(
+                "create table t{i} as select g as id, md5(g::text) as a, md5((g * 7)::text) as b from generate_series(1, {rows}) g; \
+                 alter table t{i} add primary key (id); create index on t{i} (a); create index on t{i} (b);"
+            ),
+        );
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Pids of processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-f", needle])
+        .output()
+        .expect("pgrep");
+    stdout(&out)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+}
+
+fn spawn_dr(e: &Env, cfg: &Path, args: &[&str]) -> Child {
+    let mut cmd = e.ws.dr_command(cfg, args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.spawn().expect("spawn dr")
+}
+
+/// A session holding ACCESS EXCLUSIVE on `table` of `db` until the child is killed.
+fn hold_lock(pg: &Postgres, db: &str, table: &str) -> Child {
+    let mut c = pg.psql_command(db);
+    c.args([
+        "-c",
+        &format!("begin; lock table {table} in access exclusive mode; select pg_sleep(600);"),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let child = c.spawn().expect("psql");
+    wait_until("the lock", Duration::from_secs(30), || {
+        pg.psql(
+            "postgres",
+            "select count(*) from pg_locks where mode = 'AccessExclusiveLock' and locktype = 'relation' and granted",
+        ) != "0"
+    });
+    child
+}
+
+/// End the lock holder: its client and its server session (a backend in pg_sleep does not
+/// notice a lost client).
+fn release_lock(pg: &Postgres, holder: &mut Child) {
+    let _ = holder.kill();
+    let _ = holder.wait();
+    pg.psql(
+        "postgres",
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity where query like 'begin; lock table%'",
+    );
+}
+
+#[test]
+fn sigterm_during_a_parallel_restore_leaves_no_process_and_no_session() {
+    let e = Env::new();
+    load_tables(&e.pg, 4, 300_000);
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    let tmp = e.ws.path().join("restore-tmp");
+    std::fs::create_dir_all(&tmp).expect("mkdir");
+    let tmp_s = tmp.to_string_lossy().into_owned();
+    let mut child = spawn_dr(
+        &e,
+        &cfg,
+        &[
+            "restore",
+            "--to",
+            &e.pg.url("copy"),
+            "--yes",
+            "--jobs",
+            "2",
+            "--temp-dir",
+            &tmp_s,
+        ],
+    );
+    // Both workers are loading when the signal comes.
+    let sessions =
+        "select count(*) from pg_stat_activity where application_name like 'dr-restore-%'";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while e.pg.psql("postgres", sessions).parse::<i32>().unwrap_or(0) < 2 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the restore ended ({status}) before its workers were seen");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg_restore workers never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("partially restored"),
+        "{}",
+        stderr(&out)
+    );
+    // Right after dr exited: no pg_restore of this run, no session of it on the server.
+    assert_eq!(
+        processes_with(&tmp_s),
+        Vec::<String>::new(),
+        "pg_restore outlived dr"
+    );
+    assert_eq!(e.pg.psql("postgres", sessions), "0", "sessions outlived dr");
+    let before = e.pg.psql(
+        "copy",
+        "select coalesce(sum(n_tup_ins), 0) from pg_stat_user_tables",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after = e.pg.psql(
+        "copy",
+        "select coalesce(sum(n_tup_ins), 0) from pg_stat_user_tables",
+    );
+    assert_eq!(
+        before, after,
+        "rows were still being written after dr exited"
+    );
+}
+
+/// Drops every packet to and from `port` on loopback while alive: a silent partition (no
+/// RST, no FIN), only for this test's server.
+struct Partition {
+    rules: Vec<Vec<String>>,
+}
+
+impl Partition {
+    fn start(port: u16) -> Option<Partition> {
+        let rules: Vec<Vec<String>> = ["--dport", "--sport"]
+            .iter()
+            .map(|dir| {
+                [
+                    "INPUT",
+                    "-i",
+                    "lo",
+                    "-p",
+                    "tcp",
+                    dir,
+                    &port.to_string(),
+                    "-j",
+                    "DROP",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            })
+            .collect();
+        let mut p = Partition { rules: Vec::new() };
+        for r in rules {
+            let ok = Command::new("iptables")
+                .arg("-I")
+                .args(&r)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+            p.rules.push(r);
+        }
+        Some(p)
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for r in &self.rules {
+            let _ = Command::new("iptables").arg("-D").args(r).status();
+        }
+    }
+}
+
+#[test]
+fn a_network_partition_mid_dump_fails_within_the_keepalive_bound_and_releases_the_lock() {
+    let e = Env::new();
+    e.pg.psql(
+        "app",
+        "create table filler as select g, repeat(md5(g::text), 20) as t from generate_series(1, 1500000) g;",
+    );
+    // libpq's own parameters, tightened for the test (defaults: about two minutes).
+    let url = format!(
+        "{}?keepalives_idle=1&keepalives_interval=1&keepalives_count=2&tcp_user_timeout=3000",
+        e.pg.url("app")
+    );
+    let cfg = e.config_for(&url, "");
+    let mut child = spawn_dr(&e, &cfg, &["backup"]);
+    wait_until("pg_dump", Duration::from_secs(60), || {
+        e.pg.psql(
+            "postgres",
+            "select count(*) from pg_stat_activity where query like 'COPY %'",
+        ) != "0"
+    });
+    let Some(partition) = Partition::start(e.pg.port()) else {
+        eprintln!("iptables is not usable here: skipping the partition test");
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    };
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    let took = started.elapsed();
+    drop(partition);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        took < Duration::from_secs(60),
+        "took {took:?} to notice the partition"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("backup of target `app` failed"), "{err}");
+    assert!(
+        files_under(&e.repo)
+            .iter()
+            .all(|p| !p.ends_with("manifest.json")),
+        "a manifest was written"
+    );
+    assert!(!e.repo.join("locks/app.json").exists(), "lock not released");
+    // With the network back, the next run works.
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+}
+
+#[test]
+fn a_table_held_in_access_exclusive_fails_the_backup_naming_table_and_session() {
+    let e = Env::new();
+    e.pg.psql(
+        "app",
+        "create table \"Orders\" (id int); insert into \"Orders\" values (1);",
+    );
+    let cfg = e.config("[backup]\nlock_wait_timeout_secs = 2\n");
+    let mut holder = hold_lock(&e.pg, "app", "\"Orders\"");
+    let started = Instant::now();
+    let out = e.ws.dr(&cfg, &["backup"]);
+    let took = started.elapsed();
+    release_lock(&e.pg, &mut holder);
+    assert_exit_code(&out, 1);
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    let err = stderr(&out);
+    assert!(err.contains("\"Orders\""), "{err}");
+    assert!(err.contains("held by pid"), "{err}");
+    assert!(err.contains("pg_terminate_backend"), "{err}");
+    assert!(!e.repo.join("locks/app.json").exists(), "lock not released");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+}
+
+#[test]
+fn a_hung_backup_stops_at_max_duration_and_releases_the_lock() {
+    let e = Env::new();
+    e.pg.psql("app", "create table t (id int); insert into t values (1);");
+    // No lock wait limit: only max_duration ends it.
+    let cfg = e.config("[backup]\nlock_wait_timeout_secs = 0\nmax_duration = \"10s\"\n");
+    let mut holder = hold_lock(&e.pg, "app", "t");
+    let started = Instant::now();
+    let out = e.ws.dr(&cfg, &["backup"]);
+    let took = started.elapsed();
+    release_lock(&e.pg, &mut holder);
+    assert_exit_code(&out, 1);
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    assert!(stderr(&out).contains("max_duration"), "{}", stderr(&out));
+    assert!(
+        files_under(&e.repo)
+            .iter()
+            .all(|p| !p.ends_with("manifest.json")),
+        "a manifest was written"
+    );
+    assert!(
+        files_under(&e.repo.join(".dr-uploads")).is_empty(),
+        "upload not aborted"
+    );
+    assert!(!e.repo.join("locks/app.json").exists(), "lock not released");
+}
+
+#[test]
+fn a_restore_waiting_for_a_lock_says_who_holds_it_and_gives_up_at_the_limit() {
+    let e = Env::new();
+    e.pg.psql(
+        "app",
+        "create table t (id int primary key); insert into t values (1), (2);",
+    );
+    let cfg = e.config("[restore]\nlock_wait_timeout_secs = 14\n");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    e.pg.create_db("live");
+    e.pg.psql("live", "create table t (id int primary key);");
+    let mut holder = hold_lock(&e.pg, "live", "t");
+    let started = Instant::now();
+    let out = e.ws.dr(
+        &cfg,
+        &[
+            "restore",
+            "--to",
+            &e.pg.url("live"),
+            "--clean",
+            "--yes",
+            "--jobs",
+            "1",
+        ],
+    );
+    let took = started.elapsed();
+    release_lock(&e.pg, &mut holder);
+    assert_exit_code(&out, 1);
+    assert!(took < Duration::from_secs(120), "took {took:?}");
+    let err = stderr(&out);
+    assert!(err.contains("restore waiting for a lock"), "{err}");
+    assert!(err.contains("blocked by"), "{err}");
+    assert!(
+        err.contains("gave up waiting for a lock after 14 s"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_are_found_before_anything_is_created() {
+    let e = Env::new();
+    e.pg.psql(
+        "app",
+        "create schema audit; create table audit.events (id int); create table t (id int);",
+    );
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    for (args, needle) in [
+        (vec!["--table", "no_such_table"], "no_such_table"),
+        (vec!["--schema", "nope"], "nope"),
+        (vec!["--jobs", "0"], "jobs"),
+    ] {
+        let url = e.pg.url("fresh");
+        let mut all = vec!["restore", "--to", &url, "--yes"];
+        all.extend(args.iter().copied());
+        let out = e.ws.dr(&cfg, &all);
+        assert_exit_code(&out, 2);
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+        assert!(!e.db_exists("fresh"), "{args:?} created the database");
+    }
+    // An unknown or malformed target is a usage error naming the configured ones.
+    for t in ["../../etc", "nope"] {
+        let out = e.ws.dr(&cfg, &["list", "--target", t]);
+        assert_exit_code(&out, 2);
+        assert!(
+            stderr(&out).contains("configured targets: app"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn passwords_in_urls_are_refused_and_never_echoed() {
+    let e = Env::new();
+    let cfg = e.config_for(&format!("{}?password=hunter2", e.pg.url("app")), "");
+    let out = e.ws.dr(&cfg, &["check"]);
+    assert_exit_code(&out, 2);
+    assert!(stderr(&out).contains("PGPASSWORD"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+
+    let cfg = e.config("");
+    let out = e.ws.dr(
+        &cfg,
+        &[
+            "restore",
+            "--to",
+            &format!("postgres://postgres:hunter2@127.0.0.1:{}/x", e.pg.port()),
+            "--yes",
+        ],
+    );
+    assert_exit_code(&out, 2);
+    assert!(
+        stderr(&out).contains("--to holds a password"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+    assert!(!e.db_exists("x"));
+}
+
+#[test]
+fn unsafe_settings_are_refused_and_an_exposed_identity_is_warned_about() {
+    let e = Env::new();
+    for (extra, needle) in [
+        ("[backup]\nzstd_level = 22\n", "zstd_level"),
+        ("[lock]\nttl_secs = 0\n", "ttl_secs"),
+        ("[backup]\nmax_duration = \"3x\"\n", "max_duration"),
+    ] {
+        let out = e.ws.dr(&e.config(extra), &["list"]);
+        assert_exit_code(&out, 2);
+        assert!(stderr(&out).contains(needle), "{extra}: {}", stderr(&out));
+    }
+    e.pg.psql("app", "create table t (id int);");
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&e.identity, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = e.ws.dr(&cfg, &["show", "latest"]);
+    assert_success(&out);
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_missing_object_is_an_integrity_failure_and_a_full_temp_disk_is_not_transient() {
+    let e = Env::new();
+    e.pg.psql(
+        "app",
+        "create table filler as select g, md5(g::text) as t from generate_series(1, 100000) g;",
+    );
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+
+    // A temp dir on a 1 MiB file system: exit 1 (needs room), not 3 (retry later).
+    let small = e.ws.path().join("small");
+    std::fs::create_dir_all(&small).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let out = e.ws.dr(
+            &cfg,
+            &[
+                "restore",
+                "--to",
+                &e.pg.url("full"),
+                "--yes",
+                "--temp-dir",
+                &small.to_string_lossy(),
+            ],
+        );
+        let _ = Command::new("umount").arg(&small).status();
+        assert_exit_code(&out, 1);
+        assert!(
+            stderr(&out).contains("not enough space"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!e.db_exists("full"));
+    } else {
+        eprintln!("cannot mount a tmpfs here: skipping the full-disk case");
+    }
+
+    std::fs::remove_file(e.object("dump.zst.age")).expect("rm");
+    let out =
+        e.ws.dr(&cfg, &["restore", "--to", &e.pg.url("missing"), "--yes"]);
+    assert_exit_code(&out, 4);
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    assert!(!e.db_exists("missing"));
+}
+
+#[test]
+fn verifying_a_corrupted_dump_says_damaged_with_exit_4() {
+    let e = Env::new();
+    e.pg.psql(
+        "app",
+        "create table filler as select g, md5(g::text) as t from generate_series(1, 50000) g;",
+    );
+    let cfg = e.config(&format!(
+        "[verify]\nsandbox = \"local\"\npg_bin_dir = \"{}\"\n",
+        e.pg.bin_dir().display()
+    ));
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    let dump = e.object("dump.zst.age");
+    let mut bytes = std::fs::read(&dump).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&dump, bytes).expect("write");
+    let out = e.ws.dr(&cfg, &["verify"]);
+    assert_exit_code(&out, 4);
+    assert!(stderr(&out).contains("DAMAGED"), "{}", stderr(&out));
+    // Recorded: the list shows the failed verification.
+    let list = e.ws.dr(&cfg, &["list"]);
+    assert_success(&list);
+    assert!(
+        stdout(&list).contains("FAILED") || stdout(&list).contains("failed"),
+        "{}",
+        stdout(&list)
+    );
+}
