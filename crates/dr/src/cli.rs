@@ -95,6 +95,10 @@ pub enum Command {
         /// Print what would be kept and deleted, and why; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also delete damaged backups (a manifest that cannot be read or checked), which are
+        /// otherwise kept and reported.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
