@@ -125,12 +125,10 @@ pub fn backups_line(
         .future_dated(now)
         .filter(|e| e.manifest.target == target)
         .map(|e| {
-            let ahead = e.manifest.id.time() - now;
             format!(
-                "clock skew: backup {} is dated {}h {}m after this host's clock (the host that took it was ahead, or this one is behind); `latest` skips it",
+                "clock skew: backup {} is dated {} after this host's clock (the host that took it was ahead, or this one is behind); `latest` skips it",
                 e.manifest.id,
-                ahead.num_hours(),
-                ahead.num_minutes() % 60
+                crate::repo::dated_ahead(&e.manifest.id, now)
             )
         })
         .collect();
@@ -232,7 +230,7 @@ mod tests {
         let e = backups_line(&c, "app", now()).expect_err("skew");
         assert!(e.contains("clock skew"), "{e}");
         assert!(e.contains("20261222T030000Z"), "{e}");
-        assert!(e.contains("720h"), "{e}");
+        assert!(e.contains("dated 30d 0h after"), "{e}");
     }
 
     #[test]

@@ -212,6 +212,19 @@ pub async fn read_manifest(store: &dyn ObjectStore, key: &str) -> Result<Manifes
     })
 }
 
+/// How far after `now` a backup is dated, for messages: "30d 2h", "3h 10m", "12m".
+pub fn dated_ahead(id: &BackupId, now: DateTime<Utc>) -> String {
+    let d = id.time() - now;
+    let (days, hours, minutes) = (d.num_days(), d.num_hours() % 24, d.num_minutes() % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else {
+        format!("{minutes}m")
+    }
+}
+
 /// Pick one backup. Without `target`, ids are searched across targets and `latest` needs the
 /// repository to hold a single target. `latest` and `--at` skip damaged and future-dated
 /// backups; naming a damaged backup by id is an integrity error.
@@ -558,6 +571,15 @@ mod tests {
         )
         .expect_err("moved");
         assert!(e.contains("20261120T030000Z"), "{e}");
+    }
+
+    #[test]
+    fn how_far_ahead_reads_well() {
+        let now = at("20261122T030000Z");
+        let id = |s: &str| s.parse::<BackupId>().expect("id");
+        assert_eq!(dated_ahead(&id("20261222T050000Z"), now), "30d 2h");
+        assert_eq!(dated_ahead(&id("20261122T061000Z"), now), "3h 10m");
+        assert_eq!(dated_ahead(&id("20261122T031200Z"), now), "12m");
     }
 
     #[test]

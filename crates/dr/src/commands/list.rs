@@ -72,24 +72,12 @@ impl Row<'_> {
                 "future_dated",
                 Some(format!(
                     "future-dated: clock skew (dated {} ahead of this host's clock); never picked as latest",
-                    ahead(e.manifest.id.time() - now)
+                    repo::dated_ahead(&e.manifest.id, now)
                 )),
             ),
             Row::Complete(_) => ("ok", None),
             Row::Damaged(d) => ("damaged", Some(format!("damaged: {}", d.reason))),
         }
-    }
-}
-
-/// "30d 2h", "3h 10m", "12m": how far ahead a future-dated backup is.
-fn ahead(d: chrono::Duration) -> String {
-    let (days, hours, minutes) = (d.num_days(), d.num_hours() % 24, d.num_minutes() % 60);
-    if days > 0 {
-        format!("{days}d {hours}h")
-    } else if hours > 0 {
-        format!("{hours}h {minutes}m")
-    } else {
-        format!("{minutes}m")
     }
 }
 

@@ -60,9 +60,9 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
         }
         for e in &future {
             problems.push(format!(
-                "backup {} is dated {}h in the future: clock skew on the host that took it (or this host's clock is behind); `latest` skips it",
+                "backup {} is dated {} in the future: clock skew on the host that took it (or this host's clock is behind); `latest` skips it",
                 e.manifest.id,
-                (e.manifest.id.time() - now).num_hours()
+                repo::dated_ahead(&e.manifest.id, now)
             ));
         }
         for d in &damaged {
