@@ -52,11 +52,11 @@ pub enum Command {
         #[arg(long)]
         target: Option<String>,
     },
-    /// List complete backups, newest first.
+    /// List backups, newest first; damaged and future-dated (clock skew) ones are marked.
     List {
         #[arg(long)]
         target: Option<String>,
-        /// Stable JSON array on stdout.
+        /// Stable JSON array on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
     },
