@@ -42,6 +42,12 @@ pub struct BackupId(DateTime<Utc>);
 
 const ID_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
+/// How far after `now` a backup's time may lie and still count as taken "now": clocks of the
+/// backup host and of the host reading the repository differ by seconds (NTP) or a minute or
+/// two (a VM resumed from suspend). Beyond this a backup is future-dated: its host's clock was
+/// ahead (or this host's clock is behind), and its id says nothing about when it was taken.
+pub const CLOCK_SKEW_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
 impl BackupId {
     pub fn from_time(t: DateTime<Utc>) -> BackupId {
         // Whole seconds: the id is the key, sub-seconds would not survive the round trip.
@@ -50,6 +56,13 @@ impl BackupId {
     }
     pub fn time(&self) -> DateTime<Utc> {
         self.0
+    }
+    /// Dated more than [`CLOCK_SKEW_ALLOWANCE`] after `now`: taken with a clock that was ahead.
+    /// Such a backup is never `latest`, never the newest for retention, and is reported.
+    pub fn is_future_dated(&self, now: DateTime<Utc>) -> bool {
+        let allowance = chrono::Duration::from_std(CLOCK_SKEW_ALLOWANCE)
+            .unwrap_or_else(|_| chrono::Duration::minutes(5));
+        self.0 > now + allowance
     }
 }
 
@@ -134,6 +147,20 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.to_string(), "20261122T030000Z");
         assert!("2026-11-22".parse::<BackupId>().is_err());
+    }
+
+    #[test]
+    fn future_dated_means_beyond_the_allowance() {
+        let now: BackupId = "20261122T030000Z".parse().expect("id");
+        let now = now.time();
+        let at = |s: &str| s.parse::<BackupId>().expect("id");
+        assert!(!at("20261122T030000Z").is_future_dated(now));
+        assert!(!at("20261121T030000Z").is_future_dated(now));
+        // A few minutes of drift between hosts is not skew.
+        assert!(!at("20261122T030400Z").is_future_dated(now));
+        assert!(!at("20261122T030500Z").is_future_dated(now));
+        assert!(at("20261122T030501Z").is_future_dated(now));
+        assert!(at("20261222T030000Z").is_future_dated(now));
     }
 
     #[test]

@@ -96,6 +96,21 @@ impl Manifest {
         }
         Ok(())
     }
+
+    /// [`Manifest::check`], and that the manifest stored at `key` describes the backup that
+    /// key names: a manifest copied or renamed to another backup's place is refused, since the
+    /// id in the key is what listing, `latest` and retention go by.
+    pub fn check_at(&self, key: &str) -> Result<(), String> {
+        self.check()?;
+        let expected = crate::keys::manifest(&self.target, &self.id);
+        if key != expected {
+            return Err(format!(
+                "it describes backup {} of target `{}` (whose manifest is `{expected}`)",
+                self.id, self.target
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What the dump holds, stored encrypted next to it.
@@ -230,5 +245,16 @@ mod tests {
         let mut m = sample();
         m.format = MANIFEST_FORMAT + 1;
         assert!(m.check().expect_err("newer").contains("upgrade"));
+    }
+
+    #[test]
+    fn a_manifest_must_sit_at_its_own_key() {
+        let m = sample();
+        assert!(m.check_at("app/20261122T030000Z/manifest.json").is_ok());
+        let e = m
+            .check_at("app/20261222T030000Z/manifest.json")
+            .expect_err("moved");
+        assert!(e.contains("20261122T030000Z"), "{e}");
+        assert!(m.check_at("other/20261122T030000Z/manifest.json").is_err());
     }
 }

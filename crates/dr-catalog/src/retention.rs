@@ -2,7 +2,15 @@
 //!
 //! Pure: takes the backups, the policy and `now`; returns a decision per backup. A backup kept
 //! by any tier survives. On top of the tiers, hard rules: the newest backup, the newest verified
-//! backup and any backup from the future (clock skew) are always kept.
+//! backup and any future-dated backup (clock skew, see [`BackupId::is_future_dated`]) are always
+//! kept.
+//!
+//! Future-dated backups are set aside before the tiers are counted: a backup taken with the
+//! clock 30 days ahead is neither "the newest" nor the first daily, so it cannot push the real
+//! newest backups out of their tiers. It is not deleted either: its data may well be the newest
+//! there is (the clock was wrong, not the dump), and deleting it silently would lose that. It is
+//! kept with [`Tier::Future`], which `dr list`, `dr prune`, `dr status` and `dr check` report;
+//! once `now` passes its time it is an ordinary backup and ages out through the tiers.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -33,7 +41,8 @@ pub enum Tier {
     Weekly,
     Monthly,
     Yearly,
-    /// Its time is after `now`: kept, and reported.
+    /// Future-dated (its time is beyond `now` plus the clock-skew allowance): kept, and
+    /// reported; never counted by the other tiers.
     Future,
 }
 
@@ -71,10 +80,10 @@ pub fn plan(backups: &[(BackupId, bool)], policy: &Policy, now: DateTime<Utc>) -
     let mut tiers: Vec<BTreeSet<Tier>> = vec![BTreeSet::new(); sorted.len()];
 
     let past: Vec<usize> = (0..sorted.len())
-        .filter(|&i| sorted[i].0.time() <= now)
+        .filter(|&i| !sorted[i].0.is_future_dated(now))
         .collect();
     for (i, (id, _)) in sorted.iter().enumerate() {
-        if id.time() > now {
+        if id.is_future_dated(now) {
             tiers[i].insert(Tier::Future);
         }
     }
@@ -276,6 +285,44 @@ mod tests {
     }
 
     #[test]
+    fn a_future_dated_backup_does_not_push_the_real_newest_out_of_their_tiers() {
+        // Taken with the clock 30 days ahead, between two nightly backups.
+        let b = vec![
+            (id("2026-12-21 03:00"), false),
+            (id("2026-11-21 03:00"), false),
+            (id("2026-11-20 03:00"), false),
+            (id("2026-11-19 03:00"), false),
+        ];
+        let d = plan(&b, &policy(2, 0, 0, 0), id("2026-11-21 09:00").time());
+        assert_eq!(d[0].tiers, vec![Tier::Future]);
+        assert_eq!(d[1].tiers, vec![Tier::Newest, Tier::Daily]);
+        assert_eq!(d[2].tiers, vec![Tier::Daily]);
+        assert!(!d[3].keep);
+    }
+
+    #[test]
+    fn a_few_minutes_ahead_is_drift_not_skew() {
+        // The backup host's clock is 2 minutes ahead of the host running prune.
+        let b = vec![
+            (id("2026-11-21 09:02"), false),
+            (id("2026-11-20 03:00"), false),
+        ];
+        let d = plan(&b, &policy(1, 0, 0, 0), id("2026-11-21 09:00").time());
+        assert_eq!(d[0].tiers, vec![Tier::Newest, Tier::Daily]);
+        assert!(!d[1].keep);
+    }
+
+    #[test]
+    fn only_future_dated_backups_are_all_kept_and_none_is_newest() {
+        let b = vec![
+            (id("2027-01-02 03:00"), true),
+            (id("2027-01-01 03:00"), false),
+        ];
+        let d = plan(&b, &policy(1, 1, 1, 1), id("2026-11-21 09:00").time());
+        assert!(d.iter().all(|x| x.keep && x.tiers == vec![Tier::Future]));
+    }
+
+    #[test]
     fn property_over_a_long_irregular_calendar() {
         // Backups at irregular times over three years: invariants must hold for every `now`.
         let start = chrono::Utc
@@ -294,19 +341,27 @@ mod tests {
         for now_days in (30..1000).step_by(37) {
             let now = start + Duration::days(now_days);
             let d = plan(&b, &p, now);
-            let kept_past: Vec<&Decision> =
-                d.iter().filter(|x| x.keep && x.id.time() <= now).collect();
+            let kept_past: Vec<&Decision> = d
+                .iter()
+                .filter(|x| x.keep && !x.id.is_future_dated(now))
+                .collect();
             // Bounded: never more than the tiers plus the two hard rules.
             assert!(kept_past.len() <= 7 + 4 + 12 + 2 + 2);
             // The newest past backup is kept.
-            let newest = d.iter().find(|x| x.id.time() <= now).expect("some past");
+            let newest = d
+                .iter()
+                .find(|x| !x.id.is_future_dated(now))
+                .expect("some past");
             assert!(newest.keep);
             // Everything in the future is kept.
-            assert!(d.iter().filter(|x| x.id.time() > now).all(|x| x.keep));
+            assert!(d
+                .iter()
+                .filter(|x| x.id.is_future_dated(now))
+                .all(|x| x.keep));
             // Daily keeps exactly min(7, distinct days) backups.
             let days: BTreeSet<_> = b
                 .iter()
-                .filter(|x| x.0.time() <= now)
+                .filter(|x| !x.0.is_future_dated(now))
                 .map(|x| x.0.time().date_naive())
                 .collect();
             let daily = d.iter().filter(|x| x.tiers.contains(&Tier::Daily)).count();

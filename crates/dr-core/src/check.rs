@@ -1,7 +1,9 @@
 //! `dr check`: everything a backup needs, tested without taking one.
 
+use chrono::{DateTime, Utc};
 use dr_pg::{ConnInfo, ServerVersion};
 
+use crate::repo::Catalog;
 use crate::{Context, Error, Kind, Result};
 
 /// One line of the report.
@@ -58,6 +60,19 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
             .map_err(|e| e.to_string()),
     );
     let targets = ctx.config.select_targets(target).map_err(Error::config)?;
+    // What the repository already holds: a future-dated backup means a clock is wrong (the
+    // backup host's then, or this host's now), a damaged one needs the operator.
+    let catalog = crate::repo::catalog(ctx.store.as_ref(), target).await;
+    let now = Utc::now();
+    for t in &targets {
+        push(
+            format!("backups {}", t.name),
+            match &catalog {
+                Ok(c) => backups_line(c, &t.name, now),
+                Err(e) => Err(format!("cannot list the backups: {e}")),
+            },
+        );
+    }
     for t in targets {
         let name = format!("target {}", t.name);
         let r: std::result::Result<String, String> = async {
@@ -99,8 +114,149 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
     Ok(out)
 }
 
+/// The `backups TARGET` line: how many, the newest; fails on a future-dated backup (clock
+/// skew) or a damaged one. Pure.
+pub fn backups_line(
+    catalog: &Catalog,
+    target: &str,
+    now: DateTime<Utc>,
+) -> std::result::Result<String, String> {
+    let future: Vec<String> = catalog
+        .future_dated(now)
+        .filter(|e| e.manifest.target == target)
+        .map(|e| {
+            format!(
+                "clock skew: backup {} is dated {} after this host's clock (the host that took it was ahead, or this one is behind); `latest` skips it",
+                e.manifest.id,
+                crate::repo::dated_ahead(&e.manifest.id, now)
+            )
+        })
+        .collect();
+    let damaged: Vec<String> = catalog
+        .damaged
+        .iter()
+        .filter(|d| d.target == target)
+        .map(|d| {
+            format!(
+                "backup {} is damaged: manifest `{}`: {}",
+                d.id, d.key, d.reason
+            )
+        })
+        .collect();
+    let mut hints = Vec::new();
+    if !future.is_empty() {
+        hints.push("check the clock (NTP, `timedatectl`) of this host and of the backup host");
+    }
+    if !damaged.is_empty() {
+        hints.push("`dr prune --force` deletes damaged backups");
+    }
+    if !hints.is_empty() {
+        let problems = [future, damaged].concat();
+        return Err(format!(
+            "{}\nhint: {}",
+            problems.join("; "),
+            hints.join("; ")
+        ));
+    }
+    let mine: Vec<_> = catalog
+        .current(now)
+        .filter(|e| e.manifest.target == target)
+        .collect();
+    Ok(match mine.first() {
+        Some(newest) => format!(
+            "{} complete backup(s), newest {}",
+            mine.len(),
+            newest.manifest.id
+        ),
+        None => "no backups yet".into(),
+    })
+}
+
 impl Error {
     fn with_report(self, _lines: Vec<CheckLine>) -> Error {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::{BackupEntry, DamagedBackup};
+    use dr_catalog::{keys, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT};
+
+    fn entry(target: &str, id: &str) -> BackupEntry {
+        let id: BackupId = id.parse().expect("id");
+        BackupEntry {
+            manifest: Manifest {
+                format: MANIFEST_FORMAT,
+                id,
+                target: target.into(),
+                started_at: id.time(),
+                finished_at: id.time(),
+                server_version: "17.2".into(),
+                server_major: 17,
+                pg_dump_version: "pg_dump (PostgreSQL) 17.2".into(),
+                dr_version: "0.1.0".into(),
+                database_bytes: 1,
+                compression: "zstd".into(),
+                encryption: "age".into(),
+                recipients: vec![],
+                objects: vec![ObjectRecord {
+                    role: ObjectRole::Dump,
+                    key: keys::object(target, &id, keys::DUMP),
+                    bytes: 1,
+                    sha256: "0".repeat(64),
+                    raw_bytes: 1,
+                    part_bytes: None,
+                }],
+            },
+            verification: None,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "20261122T030000Z".parse::<BackupId>().expect("id").time()
+    }
+
+    #[test]
+    fn backups_line_reports_clock_skew() {
+        let c = Catalog {
+            entries: vec![
+                entry("app", "20261222T030000Z"),
+                entry("app", "20261122T020000Z"),
+            ],
+            damaged: vec![],
+        };
+        let e = backups_line(&c, "app", now()).expect_err("skew");
+        assert!(e.contains("clock skew"), "{e}");
+        assert!(e.contains("20261222T030000Z"), "{e}");
+        assert!(e.contains("dated 30d 0h after"), "{e}");
+    }
+
+    #[test]
+    fn backups_line_reports_damage_and_counts_otherwise() {
+        let good = Catalog {
+            entries: vec![
+                entry("app", "20261122T020000Z"),
+                entry("db", "20261122T020500Z"),
+            ],
+            damaged: vec![],
+        };
+        let ok = backups_line(&good, "app", now()).expect("ok");
+        assert_eq!(ok, "1 complete backup(s), newest 20261122T020000Z");
+        assert_eq!(
+            backups_line(&Catalog::default(), "app", now()).expect("empty"),
+            "no backups yet"
+        );
+        let mut bad = good.clone();
+        bad.damaged.push(DamagedBackup {
+            target: "app".into(),
+            id: "20261101T030000Z".parse().expect("id"),
+            key: "app/20261101T030000Z/manifest.json".into(),
+            reason: "not valid JSON (EOF)".into(),
+        });
+        let e = backups_line(&bad, "app", now()).expect_err("damaged");
+        assert!(e.contains("damaged") && e.contains("EOF"), "{e}");
+        assert!(backups_line(&bad, "db", now()).is_ok());
     }
 }

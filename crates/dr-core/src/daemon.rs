@@ -234,6 +234,12 @@ pub async fn run(
     let start = Utc::now();
     match crate::repo::list(ctx.store.as_ref(), None).await {
         Ok(entries) => {
+            // A future-dated backup (clock skew) says nothing about when a backup last ran:
+            // counting it would suppress catch-up runs and freshness alerts until its date.
+            let entries: Vec<crate::repo::BackupEntry> = entries
+                .into_iter()
+                .filter(|e| !e.manifest.id.is_future_dated(start))
+                .collect();
             metrics.seed_from_repository(&entries);
             for j in &jobs {
                 for t in &j.targets {
@@ -411,7 +417,7 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
                     crate::human_bytes(m.stored_bytes())
                 );
                 if job.prune_after && !ctx.cancel.is_cancelled() {
-                    match r.prune(ctx, Some(target), Utc::now()).await {
+                    match r.prune(ctx, Some(target), false, Utc::now()).await {
                         Ok(reports) => {
                             let deleted: usize = reports
                                 .iter()
@@ -445,13 +451,16 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
                 )
             })
         }
-        JobKind::Prune => r.prune(ctx, Some(target), Utc::now()).await.map(|reports| {
-            let deleted: usize = reports
-                .iter()
-                .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
-                .sum();
-            format!("pruned {deleted} backup(s)")
-        }),
+        JobKind::Prune => r
+            .prune(ctx, Some(target), false, Utc::now())
+            .await
+            .map(|reports| {
+                let deleted: usize = reports
+                    .iter()
+                    .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
+                    .sum();
+                format!("pruned {deleted} backup(s)")
+            }),
     };
     shared.runs.fetch_add(1, Ordering::SeqCst);
     match result {

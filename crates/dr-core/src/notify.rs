@@ -369,16 +369,17 @@ impl Reporter {
         result
     }
 
-    /// [`crate::prune::run`] (not a dry run), reported.
+    /// [`crate::prune::run`] (not a dry run), reported. `force` also deletes damaged backups.
     pub async fn prune(
         &self,
         ctx: &Context,
         target: Option<&str>,
+        force: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<TargetPrune>> {
         let name = target.unwrap_or("all").to_string();
         let (started_at, clock) = self.start(&name, JobKind::Prune).await;
-        let result = crate::prune::run(ctx, target, false, now).await;
+        let result = crate::prune::run(ctx, target, false, force, now).await;
         self.finish(Finished {
             target: name,
             job: JobKind::Prune,

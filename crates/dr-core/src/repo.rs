@@ -1,5 +1,16 @@
 //! The repository as a catalog: complete backups (those with a manifest), their latest
-//! verification, and picking one by id, `latest` or time.
+//! verification, the damaged ones, and picking one by id, `latest` or time.
+//!
+//! Two faults are handled here so that one bad backup never blocks the others:
+//!
+//! - A **damaged** backup has a manifest that was fetched but cannot be used: not valid JSON
+//!   (truncated, overwritten), failing [`Manifest::check_at`], or a newer format. It is listed
+//!   apart ([`Catalog::damaged`]), skipped by `latest` and `--at`, and selecting it by id is an
+//!   integrity error. A manifest that could not be *fetched* (network, 5xx, permissions) is not
+//!   damaged: the listing fails, it never comes back shorter.
+//! - A **future-dated** backup (taken with a clock that was ahead, see
+//!   [`BackupId::is_future_dated`]) is listed, but `latest` and `--at` skip it: otherwise it
+//!   would shadow every newer backup until the real clock catches up.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +18,7 @@ use chrono::{DateTime, Utc};
 use dr_catalog::{keys, BackupId, Manifest, VerificationRecord};
 use dr_store::ObjectStore;
 use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
 
 use crate::{Error, Kind, Result};
 
@@ -16,6 +28,25 @@ pub struct BackupEntry {
     pub manifest: Manifest,
     /// The newest verification record, if any.
     pub verification: Option<VerificationRecord>,
+}
+
+/// A backup whose manifest exists but cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DamagedBackup {
+    pub target: String,
+    /// From the key: the manifest itself could not be trusted to say.
+    pub id: BackupId,
+    /// The manifest's key.
+    pub key: String,
+    /// Why it cannot be used, e.g. "not valid JSON: EOF while parsing … at line 12 column 3".
+    pub reason: String,
+}
+
+/// What the repository holds: complete backups and damaged ones, each newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub entries: Vec<BackupEntry>,
+    pub damaged: Vec<DamagedBackup>,
 }
 
 /// How the operator names a backup.
@@ -72,19 +103,25 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
     )))
 }
 
-/// Every complete backup, newest first; `target` filters. A listing that fails is an error,
-/// never a shorter list.
+/// Every complete backup, newest first; `target` filters. Damaged backups are left out (see
+/// [`catalog`]). A listing that fails is an error, never a shorter list.
 pub async fn list(store: &dyn ObjectStore, target: Option<&str>) -> Result<Vec<BackupEntry>> {
+    Ok(catalog(store, target).await?.entries)
+}
+
+/// Every complete backup and every damaged one, newest first; `target` filters. A listing or
+/// a manifest fetch that fails is an error, never a shorter list.
+pub async fn catalog(store: &dyn ObjectStore, target: Option<&str>) -> Result<Catalog> {
     let objects = store
         .list(target.map(|t| format!("{t}/")).as_deref().unwrap_or(""))
         .await
         .map_err(|e| Error::from(e).context("listing the repository"))?;
-    let mut manifests: Vec<String> = Vec::new();
+    let mut manifests: Vec<(String, BackupId, String)> = Vec::new();
     let mut verifications: BTreeMap<(String, BackupId), String> = BTreeMap::new();
     for o in &objects {
         if let Some((t, id, rest)) = keys::parse(&o.key) {
             if rest == keys::MANIFEST {
-                manifests.push(o.key.clone());
+                manifests.push((t.to_string(), id, o.key.clone()));
             } else if let Some(name) = rest.strip_prefix("verify/") {
                 if name.ends_with(".json") {
                     // Names are sortable times: keep the newest.
@@ -96,11 +133,28 @@ pub async fn list(store: &dyn ObjectStore, target: Option<&str>) -> Result<Vec<B
             }
         }
     }
-    let mut entries: Vec<BackupEntry> = stream::iter(manifests)
-        .map(|key| {
+    let read: Vec<std::result::Result<BackupEntry, DamagedBackup>> = stream::iter(manifests)
+        .map(|(target, id, key)| {
             let verifications = &verifications;
             async move {
-                let manifest = read_manifest(store, &key).await?;
+                let bytes = store
+                    .get(&key)
+                    .await
+                    .map_err(|e| Error::from(e).context(format!("reading manifest `{key}`")))?;
+                let manifest = match parse_manifest(&key, &bytes) {
+                    Ok(m) => m,
+                    Err(reason) => {
+                        tracing::debug!(
+                            "backup {id} of `{target}` is damaged: manifest `{key}`: {reason}"
+                        );
+                        return Ok(Err(DamagedBackup {
+                            target,
+                            id,
+                            key,
+                            reason,
+                        }));
+                    }
+                };
                 let verification = match verifications.get(&(manifest.target.clone(), manifest.id))
                 {
                     Some(vkey) => match store.get(vkey).await {
@@ -112,91 +166,238 @@ pub async fn list(store: &dyn ObjectStore, target: Option<&str>) -> Result<Vec<B
                     },
                     None => None,
                 };
-                Ok::<_, Error>(BackupEntry {
+                Ok::<_, Error>(Ok(BackupEntry {
                     manifest,
                     verification,
-                })
+                }))
             }
         })
         .buffer_unordered(8)
         .try_collect()
         .await?;
-    entries.sort_by(|a, b| {
+    let mut catalog = Catalog::default();
+    for r in read {
+        match r {
+            Ok(e) => catalog.entries.push(e),
+            Err(d) => catalog.damaged.push(d),
+        }
+    }
+    catalog.entries.sort_by(|a, b| {
         b.manifest
             .id
             .cmp(&a.manifest.id)
             .then_with(|| a.manifest.target.cmp(&b.manifest.target))
     });
-    Ok(entries)
+    catalog
+        .damaged
+        .sort_by(|a, b| b.id.cmp(&a.id).then_with(|| a.target.cmp(&b.target)));
+    Ok(catalog)
 }
 
-pub async fn read_manifest(store: &dyn ObjectStore, key: &str) -> Result<Manifest> {
-    let bytes = store.get(key).await?;
-    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::new(
-            Kind::Integrity,
-            format!("manifest `{key}` is not valid JSON: {e}\nhint: the repository was modified by something other than dr"),
-        )
-    })?;
-    m.check()
-        .map_err(|e| Error::new(Kind::Integrity, format!("manifest `{key}`: {e}")))?;
+/// The manifest stored at `key`, or why it cannot be used (the backup is damaged). Pure.
+pub fn parse_manifest(key: &str, bytes: &[u8]) -> std::result::Result<Manifest, String> {
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+    m.check_at(key)?;
     Ok(m)
 }
 
+/// Fetch and check one manifest; a damaged one is an integrity error.
+pub async fn read_manifest(store: &dyn ObjectStore, key: &str) -> Result<Manifest> {
+    let bytes = store.get(key).await?;
+    parse_manifest(key, &bytes).map_err(|reason| {
+        Error::new(
+            Kind::Integrity,
+            format!("manifest `{key}`: {reason}\nhint: the repository was modified by something other than dr"),
+        )
+    })
+}
+
+/// How far after `now` a backup is dated, for messages: "30d 2h", "3h 10m", "12m".
+pub fn dated_ahead(id: &BackupId, now: DateTime<Utc>) -> String {
+    let d = id.time() - now;
+    let (days, hours, minutes) = (d.num_days(), d.num_hours() % 24, d.num_minutes() % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else {
+        format!("{minutes}m")
+    }
+}
+
 /// Pick one backup. Without `target`, ids are searched across targets and `latest` needs the
-/// repository to hold a single target.
+/// repository to hold a single target. `latest` and `--at` skip damaged and future-dated
+/// backups; naming a damaged backup by id is an integrity error.
 pub async fn resolve(
     store: &dyn ObjectStore,
     target: Option<&str>,
     selector: &Selector,
 ) -> Result<BackupEntry> {
-    let all = list(store, target).await?;
-    if all.is_empty() {
-        return Err(Error::new(
-            Kind::Failed,
-            format!(
-                "no complete backups{} in the repository\nhint: run `dr backup` first; `dr list` shows what exists",
-                target.map(|t| format!(" of target `{t}`")).unwrap_or_default()
-            ),
-        ));
+    catalog(store, target)
+        .await?
+        .pick(target, selector, Utc::now())
+}
+
+impl Catalog {
+    /// Complete backups that are not future-dated at `now`, newest first: what `latest` and
+    /// "the newest backup" mean.
+    pub fn current(&self, now: DateTime<Utc>) -> impl Iterator<Item = &BackupEntry> {
+        self.entries
+            .iter()
+            .filter(move |e| !e.manifest.id.is_future_dated(now))
     }
-    if target.is_none() && !matches!(selector, Selector::Id(_)) {
-        let mut targets: Vec<&str> = all.iter().map(|e| e.manifest.target.as_str()).collect();
-        targets.dedup();
-        targets.sort_unstable();
-        targets.dedup();
-        if targets.len() > 1 {
-            return Err(Error::config(format!(
-                "the repository holds backups of several targets ({})\nhint: add --target NAME",
-                targets.join(", ")
-            )));
-        }
+
+    /// Complete backups dated beyond `now` plus the clock-skew allowance, newest first.
+    pub fn future_dated(&self, now: DateTime<Utc>) -> impl Iterator<Item = &BackupEntry> {
+        self.entries
+            .iter()
+            .filter(move |e| e.manifest.id.is_future_dated(now))
     }
-    let found = match selector {
-        Selector::Latest => all.into_iter().next(),
-        Selector::Id(id) => {
-            let mut matches: Vec<BackupEntry> =
-                all.into_iter().filter(|e| e.manifest.id == *id).collect();
-            if matches.len() > 1 {
+
+    /// [`resolve`] on a catalog already read, at `now`. Pure.
+    pub fn pick(
+        self,
+        target: Option<&str>,
+        selector: &Selector,
+        now: DateTime<Utc>,
+    ) -> Result<BackupEntry> {
+        let of_target = |t: &str| target.is_none_or(|only| only == t);
+        if let Selector::Id(id) = selector {
+            let good = self
+                .entries
+                .iter()
+                .filter(|e| e.manifest.id == *id && of_target(&e.manifest.target))
+                .count();
+            let damaged: Vec<&DamagedBackup> = self
+                .damaged
+                .iter()
+                .filter(|d| d.id == *id && of_target(&d.target))
+                .collect();
+            if good + damaged.len() > 1 {
                 return Err(Error::config(format!(
                     "backup {id} exists for several targets\nhint: add --target NAME"
                 )));
             }
-            matches.pop()
+            if let Some(d) = damaged.first() {
+                return Err(Error::new(
+                    Kind::Integrity,
+                    format!(
+                        "backup {} of target `{}` is damaged: manifest `{}`: {}\nhint: restore another backup (`dr list` shows them); `dr prune --force` deletes this one",
+                        d.id, d.target, d.key, d.reason
+                    ),
+                ));
+            }
+            return self
+                .entries
+                .into_iter()
+                .find(|e| e.manifest.id == *id && of_target(&e.manifest.target))
+                .ok_or_else(|| {
+                    Error::new(
+                        Kind::Failed,
+                        format!(
+                            "no complete backup {id}\nhint: `dr list` shows the backups that exist"
+                        ),
+                    )
+                });
         }
-        Selector::At(t) => all.into_iter().find(|e| e.manifest.id.time() <= *t),
-    };
-    found.ok_or_else(|| {
-        let what = match selector {
-            Selector::Latest => "latest".to_string(),
-            Selector::Id(id) => id.to_string(),
-            Selector::At(t) => format!("at or before {}", t.to_rfc3339()),
+        if self.entries.is_empty() && self.damaged.is_empty() {
+            return Err(Error::new(
+                Kind::Failed,
+                format!(
+                    "no complete backups{} in the repository\nhint: run `dr backup` first; `dr list` shows what exists",
+                    target.map(|t| format!(" of target `{t}`")).unwrap_or_default()
+                ),
+            ));
+        }
+        if target.is_none() {
+            let mut targets: Vec<&str> = self
+                .entries
+                .iter()
+                .map(|e| e.manifest.target.as_str())
+                .collect();
+            targets.sort_unstable();
+            targets.dedup();
+            if targets.len() > 1 {
+                return Err(Error::config(format!(
+                    "the repository holds backups of several targets ({})\nhint: add --target NAME",
+                    targets.join(", ")
+                )));
+            }
+        }
+        let wanted = |id: &BackupId| match selector {
+            Selector::At(t) => id.time() <= *t,
+            _ => true,
         };
-        Error::new(
-            Kind::Failed,
-            format!("no complete backup {what}\nhint: `dr list` shows the backups that exist"),
-        )
-    })
+        let chosen = self
+            .entries
+            .iter()
+            .position(|e| !e.manifest.id.is_future_dated(now) && wanted(&e.manifest.id));
+        let chosen_id = chosen.map(|i| self.entries[i].manifest.id);
+        // Newer than the one picked, but passed over: say so, the operator may expect them.
+        let future: Vec<&BackupEntry> = self
+            .future_dated(now)
+            .filter(|e| wanted(&e.manifest.id))
+            .collect();
+        for e in &future {
+            tracing::warn!(
+                "skipping backup {} of `{}`: it is dated in the future (clock skew on the host that took it?); restore it by its id if you mean it",
+                e.manifest.id,
+                e.manifest.target
+            );
+        }
+        let skipped: Vec<&DamagedBackup> = self
+            .damaged
+            .iter()
+            .filter(|d| wanted(&d.id) && chosen_id.is_none_or(|c| d.id > c))
+            .collect();
+        for d in &skipped {
+            tracing::warn!(
+                "skipping backup {} of `{}`: damaged ({})",
+                d.id,
+                d.target,
+                d.reason
+            );
+        }
+        let what = match selector {
+            Selector::At(t) => format!("at or before {}", t.to_rfc3339()),
+            _ => "latest".to_string(),
+        };
+        match chosen {
+            Some(i) => {
+                let mut entries = self.entries;
+                Ok(entries.swap_remove(i))
+            }
+            None if !skipped.is_empty() => Err(Error::new(
+                Kind::Integrity,
+                format!(
+                    "no usable backup {what}: {}\nhint: `dr list` shows every backup and why it is damaged",
+                    skipped
+                        .iter()
+                        .map(|d| format!("{} is damaged ({})", d.id, d.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )),
+            None => {
+                let hint = if future.is_empty() {
+                    "`dr list` shows the backups that exist".to_string()
+                } else {
+                    format!(
+                        "future-dated backups (clock skew) are never `latest`: {}; restore one by its id if you mean it",
+                        future
+                            .iter()
+                            .map(|e| e.manifest.id.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                Err(Error::new(
+                    Kind::Failed,
+                    format!("no complete backup {what}\nhint: {hint}"),
+                ))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +412,174 @@ mod tests {
         let d = parse_time("2026-11-22").expect("date");
         assert_eq!(d.to_rfc3339(), "2026-11-22T23:59:59+00:00");
         assert!(parse_time("yesterday").is_err());
+    }
+
+    fn manifest(target: &str, id: &str) -> Manifest {
+        let id: BackupId = id.parse().expect("id");
+        Manifest {
+            format: dr_catalog::MANIFEST_FORMAT,
+            id,
+            target: target.into(),
+            started_at: id.time(),
+            finished_at: id.time(),
+            server_version: "17.2".into(),
+            server_major: 17,
+            pg_dump_version: "pg_dump (PostgreSQL) 17.2".into(),
+            dr_version: "0.1.0".into(),
+            database_bytes: 1,
+            compression: "zstd".into(),
+            encryption: "age".into(),
+            recipients: vec![],
+            objects: vec![dr_catalog::ObjectRecord {
+                role: dr_catalog::ObjectRole::Dump,
+                key: keys::object(target, &id, keys::DUMP),
+                bytes: 10,
+                sha256: "a".repeat(64),
+                raw_bytes: 20,
+                part_bytes: None,
+            }],
+        }
+    }
+
+    fn entry(target: &str, id: &str) -> BackupEntry {
+        BackupEntry {
+            manifest: manifest(target, id),
+            verification: None,
+        }
+    }
+
+    fn damaged(target: &str, id: &str) -> DamagedBackup {
+        let id: BackupId = id.parse().expect("id");
+        DamagedBackup {
+            target: target.into(),
+            id,
+            key: keys::manifest(target, &id),
+            reason: "not valid JSON (EOF while parsing an object at line 3 column 0)".into(),
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse::<BackupId>().expect("id").time()
+    }
+
+    fn picked(c: &Catalog, selector: &Selector, now: &str) -> Result<String> {
+        c.clone()
+            .pick(None, selector, at(now))
+            .map(|e| e.manifest.id.to_string())
+    }
+
+    #[test]
+    fn latest_skips_damaged_and_future_dated_backups() {
+        let c = Catalog {
+            entries: vec![
+                entry("app", "20261222T030000Z"), // the clock was 30 days ahead
+                entry("app", "20261121T030000Z"),
+                entry("app", "20261120T030000Z"),
+            ],
+            damaged: vec![damaged("app", "20261121T150000Z")],
+        };
+        let now = "20261122T010000Z";
+        assert_eq!(
+            picked(&c, &Selector::Latest, now).expect("latest"),
+            "20261121T030000Z"
+        );
+        assert_eq!(
+            picked(&c, &Selector::At(at("20261220T000000Z")), now).expect("at"),
+            "20261121T030000Z"
+        );
+        assert_eq!(
+            picked(&c, &Selector::At(at("20261121T000000Z")), now).expect("at"),
+            "20261120T030000Z"
+        );
+        // Once the clock passes it, it is an ordinary backup.
+        assert_eq!(
+            picked(&c, &Selector::Latest, "20261222T030000Z").expect("latest"),
+            "20261222T030000Z"
+        );
+    }
+
+    #[test]
+    fn a_damaged_backup_named_by_id_is_an_integrity_error() {
+        let c = Catalog {
+            entries: vec![entry("app", "20261120T030000Z")],
+            damaged: vec![damaged("app", "20261119T030000Z")],
+        };
+        let id = Selector::Id("20261119T030000Z".parse().expect("id"));
+        let e = picked(&c, &id, "20261122T010000Z").expect_err("damaged");
+        assert_eq!(e.kind, Kind::Integrity);
+        assert!(e.message.contains("EOF while parsing"), "{}", e.message);
+        assert!(e.message.contains("app/20261119T030000Z/manifest.json"));
+        let good = Selector::Id("20261120T030000Z".parse().expect("id"));
+        assert!(picked(&c, &good, "20261122T010000Z").is_ok());
+    }
+
+    #[test]
+    fn a_future_dated_backup_can_be_named_by_id() {
+        let c = Catalog {
+            entries: vec![entry("app", "20261222T030000Z")],
+            damaged: vec![],
+        };
+        let id = Selector::Id("20261222T030000Z".parse().expect("id"));
+        assert!(picked(&c, &id, "20261122T010000Z").is_ok());
+        let e = picked(&c, &Selector::Latest, "20261122T010000Z").expect_err("future only");
+        assert_eq!(e.kind, Kind::Failed);
+        assert!(e.message.contains("20261222T030000Z"), "{}", e.message);
+    }
+
+    #[test]
+    fn only_damaged_backups_left_is_an_integrity_error() {
+        let c = Catalog {
+            entries: vec![entry("app", "20261101T030000Z")],
+            damaged: vec![damaged("app", "20261120T030000Z")],
+        };
+        // Latest still finds the older good one.
+        assert!(picked(&c, &Selector::Latest, "20261122T010000Z").is_ok());
+        let c = Catalog {
+            entries: vec![],
+            damaged: vec![damaged("app", "20261120T030000Z")],
+        };
+        let e = picked(&c, &Selector::Latest, "20261122T010000Z").expect_err("none");
+        assert_eq!(e.kind, Kind::Integrity);
+    }
+
+    #[test]
+    fn damaged_in_another_target_does_not_make_latest_ambiguous() {
+        let c = Catalog {
+            entries: vec![entry("app", "20261120T030000Z")],
+            damaged: vec![damaged("other", "20261121T030000Z")],
+        };
+        assert!(picked(&c, &Selector::Latest, "20261122T010000Z").is_ok());
+    }
+
+    #[test]
+    fn manifests_that_cannot_be_used_say_why() {
+        let m = manifest("app", "20261120T030000Z");
+        let key = keys::manifest("app", &m.id);
+        let json = serde_json::to_vec(&m).expect("json");
+        assert!(parse_manifest(&key, &json).is_ok());
+        let e = parse_manifest(&key, &json[..json.len() / 2]).expect_err("truncated");
+        assert!(e.starts_with("not valid JSON"), "{e}");
+        assert!(parse_manifest(&key, b"").is_err());
+        let mut newer = m.clone();
+        newer.format = dr_catalog::MANIFEST_FORMAT + 1;
+        let e =
+            parse_manifest(&key, &serde_json::to_vec(&newer).expect("json")).expect_err("newer");
+        assert!(e.contains("upgrade dr"), "{e}");
+        let e = parse_manifest(
+            "app/20261121T030000Z/manifest.json",
+            &serde_json::to_vec(&m).expect("json"),
+        )
+        .expect_err("moved");
+        assert!(e.contains("20261120T030000Z"), "{e}");
+    }
+
+    #[test]
+    fn how_far_ahead_reads_well() {
+        let now = at("20261122T030000Z");
+        let id = |s: &str| s.parse::<BackupId>().expect("id");
+        assert_eq!(dated_ahead(&id("20261222T050000Z"), now), "30d 2h");
+        assert_eq!(dated_ahead(&id("20261122T061000Z"), now), "3h 10m");
+        assert_eq!(dated_ahead(&id("20261122T031200Z"), now), "12m");
     }
 
     #[test]

@@ -52,11 +52,11 @@ pub enum Command {
         #[arg(long)]
         target: Option<String>,
     },
-    /// List complete backups, newest first.
+    /// List backups, newest first; damaged and future-dated (clock skew) ones are marked.
     List {
         #[arg(long)]
         target: Option<String>,
-        /// Stable JSON array on stdout.
+        /// Stable JSON array on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
     },
@@ -95,6 +95,10 @@ pub enum Command {
         /// Print what would be kept and deleted, and why; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also delete damaged backups (a manifest that cannot be read or checked), which are
+        /// otherwise kept and reported.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },

@@ -1,14 +1,19 @@
 use crate::out;
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
 use dr_catalog::{BackupDetails, ObjectRole};
-use dr_core::repo::{self, BackupEntry, Selector};
+use dr_core::repo::{self, BackupEntry, Catalog, DamagedBackup, Selector};
 use dr_core::{human_bytes, Context, Result};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Which retention tiers keep each backup (`None` when no retention is configured).
-fn tiers(ctx: &Context, entries: &[BackupEntry]) -> BTreeMap<(String, String), String> {
+fn tiers(
+    ctx: &Context,
+    entries: &[BackupEntry],
+    now: DateTime<Utc>,
+) -> BTreeMap<(String, String), String> {
     let mut out = BTreeMap::new();
     let Ok(policy) = dr_core::prune::policy(ctx) else {
         return out;
@@ -25,7 +30,7 @@ fn tiers(ctx: &Context, entries: &[BackupEntry]) -> BTreeMap<(String, String), S
                 )
             })
             .collect();
-        for d in dr_catalog::retention_plan(&backups, &policy, chrono::Utc::now()) {
+        for d in dr_catalog::retention_plan(&backups, &policy, now) {
             let kept = if d.keep {
                 d.tiers
                     .iter()
@@ -41,64 +46,168 @@ fn tiers(ctx: &Context, entries: &[BackupEntry]) -> BTreeMap<(String, String), S
     out
 }
 
-fn entry_json(e: &BackupEntry, tiers: &BTreeMap<(String, String), String>) -> serde_json::Value {
-    let m = &e.manifest;
-    json!({
-        "retention": tiers.get(&(m.target.clone(), m.id.to_string())),
-        "id": m.id.to_string(),
-        "target": m.target,
-        "started_at": m.started_at.to_rfc3339(),
-        "finished_at": m.finished_at.to_rfc3339(),
-        "bytes": m.stored_bytes(),
-        "raw_bytes": m.raw_bytes(),
-        "server_version": m.server_version,
-        "server_major": m.server_major,
-        "verification": e.verification.as_ref().map(|v| json!({
-            "result": v.result,
-            "verified_at": v.verified_at.to_rfc3339(),
-        })),
-    })
+/// One row of `dr list`: a complete backup (possibly future-dated) or a damaged one.
+enum Row<'a> {
+    Complete(&'a BackupEntry),
+    Damaged(&'a DamagedBackup),
+}
+
+impl Row<'_> {
+    fn id(&self) -> dr_catalog::BackupId {
+        match self {
+            Row::Complete(e) => e.manifest.id,
+            Row::Damaged(d) => d.id,
+        }
+    }
+    fn target(&self) -> &str {
+        match self {
+            Row::Complete(e) => &e.manifest.target,
+            Row::Damaged(d) => &d.target,
+        }
+    }
+    /// `ok`, `future_dated` or `damaged` (documented in docs/JSON.md), and why when not ok.
+    fn state(&self, now: DateTime<Utc>) -> (&'static str, Option<String>) {
+        match self {
+            Row::Complete(e) if e.manifest.id.is_future_dated(now) => (
+                "future_dated",
+                Some(format!(
+                    "future-dated: clock skew (dated {} ahead of this host's clock); never picked as latest",
+                    repo::dated_ahead(&e.manifest.id, now)
+                )),
+            ),
+            Row::Complete(_) => ("ok", None),
+            Row::Damaged(d) => ("damaged", Some(format!("damaged: {}", d.reason))),
+        }
+    }
+}
+
+fn rows(catalog: &Catalog) -> Vec<Row<'_>> {
+    let mut rows: Vec<Row<'_>> = catalog
+        .entries
+        .iter()
+        .map(Row::Complete)
+        .chain(catalog.damaged.iter().map(Row::Damaged))
+        .collect();
+    rows.sort_by(|a, b| b.id().cmp(&a.id()).then_with(|| a.target().cmp(b.target())));
+    rows
+}
+
+fn row_json(
+    row: &Row<'_>,
+    tiers: &BTreeMap<(String, String), String>,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
+    let (state, problem) = row.state(now);
+    match row {
+        Row::Complete(e) => {
+            let m = &e.manifest;
+            json!({
+                "retention": tiers.get(&(m.target.clone(), m.id.to_string())),
+                "id": m.id.to_string(),
+                "target": m.target,
+                "state": state,
+                "problem": problem,
+                "started_at": m.started_at.to_rfc3339(),
+                "finished_at": m.finished_at.to_rfc3339(),
+                "bytes": m.stored_bytes(),
+                "raw_bytes": m.raw_bytes(),
+                "server_version": m.server_version,
+                "server_major": m.server_major,
+                "verification": e.verification.as_ref().map(|v| json!({
+                    "result": v.result,
+                    "verified_at": v.verified_at.to_rfc3339(),
+                })),
+            })
+        }
+        Row::Damaged(d) => json!({
+            "retention": null,
+            "id": d.id.to_string(),
+            "target": d.target,
+            "state": state,
+            "problem": problem,
+            "key": d.key,
+            "reason": d.reason,
+            "started_at": null,
+            "finished_at": null,
+            "bytes": null,
+            "raw_bytes": null,
+            "server_version": null,
+            "server_major": null,
+            "verification": null,
+        }),
+    }
 }
 
 pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<ExitCode> {
-    let entries = repo::list(ctx.store.as_ref(), target).await?;
-    let tiers = tiers(ctx, &entries);
+    let catalog = repo::catalog(ctx.store.as_ref(), target).await?;
+    let now = Utc::now();
+    let tiers = tiers(ctx, &catalog.entries, now);
+    let rows = rows(&catalog);
     if as_json {
-        let v: Vec<_> = entries.iter().map(|e| entry_json(e, &tiers)).collect();
+        let v: Vec<_> = rows.iter().map(|r| row_json(r, &tiers, now)).collect();
         crate::commands::print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if entries.is_empty() {
+    if rows.is_empty() {
         eprintln!("no complete backups in {}", ctx.store.location());
         return Ok(ExitCode::SUCCESS);
     }
     out!(
-        "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} RETENTION",
+        "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} {:<20} NOTE",
         "ID",
         "TARGET",
         "STARTED (UTC)",
         "SIZE",
         "PG",
-        "VERIFIED"
+        "VERIFIED",
+        "RETENTION"
     );
-    for e in &entries {
-        let m = &e.manifest;
-        let verified = match &e.verification {
-            Some(v) => format!("{} {}", v.result, v.verified_at.format("%Y-%m-%d %H:%M")),
-            None => "never".into(),
-        };
-        out!(
-            "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} {}",
-            m.id.to_string(),
-            m.target,
-            m.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-            human_bytes(m.stored_bytes()),
-            m.server_major,
-            verified,
-            tiers
-                .get(&(m.target.clone(), m.id.to_string()))
-                .map(String::as_str)
-                .unwrap_or("-")
+    for row in &rows {
+        let (_, problem) = row.state(now);
+        let note = problem.map(|p| format!("! {p}")).unwrap_or_default();
+        match row {
+            Row::Complete(e) => {
+                let m = &e.manifest;
+                let verified = match &e.verification {
+                    Some(v) => format!("{} {}", v.result, v.verified_at.format("%Y-%m-%d %H:%M")),
+                    None => "never".into(),
+                };
+                out!(
+                    "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} {:<20} {note}",
+                    m.id.to_string(),
+                    m.target,
+                    m.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    human_bytes(m.stored_bytes()),
+                    m.server_major,
+                    verified,
+                    tiers
+                        .get(&(m.target.clone(), m.id.to_string()))
+                        .map(String::as_str)
+                        .unwrap_or("-")
+                );
+            }
+            Row::Damaged(d) => out!(
+                "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} {:<20} {note}",
+                d.id.to_string(),
+                d.target,
+                d.id.time().format("%Y-%m-%d %H:%M:%S").to_string(),
+                "-",
+                "-",
+                "-",
+                "kept (damaged)"
+            ),
+        }
+    }
+    let damaged = catalog.damaged.len();
+    let future = catalog.future_dated(now).count();
+    if damaged > 0 {
+        tracing::warn!(
+            "{damaged} damaged backup(s): `latest` skips them, restoring one by id fails; `dr prune --force` deletes them"
+        );
+    }
+    if future > 0 {
+        tracing::warn!(
+            "{future} future-dated backup(s): taken with a clock that was ahead; `latest` skips them"
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -60,12 +60,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune {
             target,
             dry_run,
+            force,
             json,
         } => {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
             let reporter = Reporter::from_config(&ctx.config)?;
-            prune::run(&ctx, &reporter, target.as_deref(), dry_run, json).await
+            prune::run(&ctx, &reporter, target.as_deref(), dry_run, force, json).await
         }
         Command::Status { json } => {
             let ctx = context(&cli.global).await?;

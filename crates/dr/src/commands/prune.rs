@@ -9,13 +9,14 @@ pub async fn run(
     reporter: &Reporter,
     target: Option<&str>,
     dry_run: bool,
+    force: bool,
     json: bool,
 ) -> Result<ExitCode> {
     let now = chrono::Utc::now();
     let reports = if dry_run {
-        dr_core::prune::run(ctx, target, dry_run, now).await?
+        dr_core::prune::run(ctx, target, dry_run, force, now).await?
     } else {
-        reporter.prune(ctx, target, now).await?
+        reporter.prune(ctx, target, force, now).await?
     };
     if json {
         crate::commands::print_json(&reports)?;
@@ -34,7 +35,26 @@ pub async fn run(
                 (false, true) => "would delete",
                 (false, false) => "deleted",
             };
-            out!("{}\t{}\t{verb}\t{why}", r.target, d.id);
+            let note = if d.tiers.contains(&dr_catalog::Tier::Future) {
+                "\tfuture-dated: clock skew on the host that took it; not counted as the newest"
+            } else {
+                ""
+            };
+            out!("{}\t{}\t{verb}\t{why}{note}", r.target, d.id);
+        }
+        for d in &r.damaged {
+            let verb = match (d.keep, dry_run) {
+                (true, _) => "keep",
+                (false, true) => "would delete",
+                (false, false) => "deleted",
+            };
+            let note = if d.keep { " (--force deletes it)" } else { "" };
+            out!(
+                "{}\t{}\t{verb}\tdamaged: {}{note}",
+                r.target,
+                d.id,
+                d.reason
+            );
         }
         for k in &r.leftovers {
             out!(

@@ -6,9 +6,10 @@ use dr_core::repo;
 use dr_core::{Context, Result};
 use serde_json::json;
 
-/// Usable directly as a cron monitor: exit 8 when any target is stale or failed verification.
+/// Usable directly as a cron monitor: exit 8 when any target is stale, failed verification,
+/// has a damaged backup or a future-dated one (clock skew).
 pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
-    let entries = repo::list(ctx.store.as_ref(), None).await?;
+    let catalog = repo::catalog(ctx.store.as_ref(), None).await?;
     let now = Utc::now();
     let max_age = chrono::Duration::hours(
         i64::try_from(ctx.config.status.max_backup_age_hours).unwrap_or(26),
@@ -25,9 +26,20 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
     let mut rows = Vec::new();
     let mut unhealthy = false;
     for t in &ctx.config.targets {
-        let mine: Vec<&repo::BackupEntry> = entries
-            .iter()
+        // Future-dated backups (clock skew) are not "the newest": they would hide a stopped
+        // nightly job for as long as the clock was ahead.
+        let mine: Vec<&repo::BackupEntry> = catalog
+            .current(now)
             .filter(|e| e.manifest.target == t.name)
+            .collect();
+        let future: Vec<&repo::BackupEntry> = catalog
+            .future_dated(now)
+            .filter(|e| e.manifest.target == t.name)
+            .collect();
+        let damaged: Vec<&repo::DamagedBackup> = catalog
+            .damaged
+            .iter()
+            .filter(|d| d.target == t.name)
             .collect();
         let newest = mine.first();
         let verified = mine.iter().find_map(|e| e.verification.as_ref());
@@ -46,6 +58,16 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
                 problems.push(format!("last verification of {} failed", v.backup_id));
             }
         }
+        for e in &future {
+            problems.push(format!(
+                "backup {} is dated {} in the future: clock skew on the host that took it (or this host's clock is behind); `latest` skips it",
+                e.manifest.id,
+                repo::dated_ahead(&e.manifest.id, now)
+            ));
+        }
+        for d in &damaged {
+            problems.push(format!("backup {} is damaged: {}", d.id, d.reason));
+        }
         let next_backup = jobs
             .iter()
             .filter(|j| matches!(j.kind, dr_config::JobKind::Backup) && j.targets.contains(&t.name))
@@ -58,6 +80,8 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
             "newest_backup_age_seconds": newest.map(|e| (now - e.manifest.finished_at).num_seconds()),
             "last_verification": verified.map(|v| json!({"backup_id": v.backup_id.to_string(), "result": v.result, "verified_at": v.verified_at.to_rfc3339()})),
             "next_backup": next_backup.map(|n| n.to_rfc3339()),
+            "future_dated": future.iter().map(|e| e.manifest.id.to_string()).collect::<Vec<_>>(),
+            "damaged": damaged.iter().map(|d| json!({"id": d.id.to_string(), "key": d.key, "reason": d.reason})).collect::<Vec<_>>(),
             "ok": problems.is_empty(),
             "problems": problems,
         }));
