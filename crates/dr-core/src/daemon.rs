@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 
 pub use tokio_util::sync::CancellationToken;
 
-use crate::notify::Reporter;
+use crate::report::Reporter;
 use crate::verify::VerifyOptions;
 use crate::{Context, Error, Kind, Result};
 

@@ -18,12 +18,14 @@
 pub mod backup;
 pub mod check;
 pub mod daemon;
+pub mod host;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
 pub mod progress;
 pub mod prune;
 pub mod repo;
+pub mod report;
 pub mod restore;
 pub mod verify;
 

@@ -34,7 +34,7 @@ pub struct RunLock {
 }
 
 fn holder() -> String {
-    format!("{} pid {}", crate::notify::host_name(), std::process::id())
+    format!("{} pid {}", crate::host::host_name(), std::process::id())
 }
 
 fn body(

@@ -5,31 +5,16 @@
 //! timeout and is tried 3 times with a short backoff; failures are logged. Webhook and ping
 //! URLs usually carry tokens, so logs name only their scheme and host.
 //!
-//! [`Reporter`] wraps the operations: it pings `/start`, runs the operation, records
-//! [`crate::metrics`], writes the node-exporter textfile when configured, then sends the
-//! webhook and the success or `/fail` ping.
-//!
-//! ```no_run
-//! # async fn demo(ctx: dr_core::Context) -> Result<(), dr_core::Error> {
-//! let reporter = dr_core::notify::Reporter::from_config(&ctx.config)?;
-//! let target = &ctx.config.targets[0];
-//! let manifest = reporter.backup(&ctx, target).await?;
-//! # Ok(()) }
-//! ```
+//! This module only delivers; [`crate::report::Reporter`] decides what to send when.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dr_catalog::Manifest;
-use dr_config::{Config, JobKind, TargetConfig};
+use dr_config::Config;
 use serde::Serialize;
 
-use crate::metrics::{Metrics, Sample};
-use crate::prune::TargetPrune;
-use crate::verify::{VerifyOptions, VerifyReport};
-use crate::{Context, Error, Kind, Result};
+use crate::host::redact;
+use crate::{Error, Kind, Result};
 
 /// Per request.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,36 +38,12 @@ pub struct JobEvent {
     pub finished_at: DateTime<Utc>,
 }
 
-/// The host name for messages.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
-}
-
-/// `scheme://host[:port]`: what a log may say about a URL that may hold a token.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => {
-            let host = u.host_str().unwrap_or("?");
-            match u.port() {
-                Some(p) => format!("{}://{host}:{p}/…", u.scheme()),
-                None => format!("{}://{host}/…", u.scheme()),
-            }
-        }
-        Err(_) => "<unparsable URL>".into(),
-    }
-}
-
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
 impl JobEvent {
-    fn text_for(&self) -> String {
+    pub(crate) fn text_for(&self) -> String {
         let what = match &self.backup_id {
             Some(id) => format!("{} of `{}` ({id})", self.job, self.target),
             None => format!("{} of `{}`", self.job, self.target),
@@ -210,200 +171,17 @@ impl Notifier {
     }
 }
 
-/// How one run ended, for [`Reporter::finish`].
-struct Finished {
-    target: String,
-    job: JobKind,
-    backup_id: Option<String>,
-    error: Option<String>,
-    started_at: DateTime<Utc>,
-    clock: Instant,
-    backup_bytes: Option<u64>,
-    verification_passed: Option<bool>,
-}
-
-/// Runs operations with pings, webhooks and metrics around them. Used by `dr daemon` and by
-/// one-shot `dr backup`/`verify`/`prune`; with nothing configured it only keeps metrics in
-/// memory.
-pub struct Reporter {
-    notifier: Option<Notifier>,
-    metrics: Arc<Metrics>,
-    textfile: Option<PathBuf>,
-    host: String,
-}
-
-impl Reporter {
-    /// Reads `[notify]`; the metrics start from the textfile when there is one, so counters
-    /// carry on across one-shot runs.
-    pub fn from_config(config: &Config) -> Result<Reporter> {
-        let metrics = Arc::new(Metrics::default());
-        let textfile = config.notify.textfile_path.clone();
-        if let Some(p) = &textfile {
-            match std::fs::read_to_string(p) {
-                Ok(text) => metrics.load_text(&text),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("cannot read metrics textfile {}: {e}", p.display()),
-            }
-        }
-        Ok(Reporter {
-            notifier: Notifier::from_config(config)?,
-            metrics,
-            textfile,
-            host: host_name(),
-        })
-    }
-
-    pub fn metrics(&self) -> Arc<Metrics> {
-        Arc::clone(&self.metrics)
-    }
-
-    #[cfg(test)]
-    fn with_notifier(mut self, n: Notifier) -> Reporter {
-        self.notifier = Some(n);
-        self
-    }
-
-    async fn start(&self, target: &str, job: JobKind) -> (DateTime<Utc>, Instant) {
-        if let Some(n) = &self.notifier {
-            n.started(target, job.as_str()).await;
-        }
-        (Utc::now(), Instant::now())
-    }
-
-    async fn finish(&self, f: Finished) -> JobEvent {
-        let duration = f.clock.elapsed().as_secs_f64();
-        let finished_at = Utc::now();
-        let ok = f.error.is_none();
-        self.metrics.record(&Sample {
-            target: f.target.clone(),
-            job: f.job.as_str().to_string(),
-            ok,
-            finished_at,
-            duration_seconds: duration,
-            backup_bytes: f.backup_bytes,
-            verification_passed: f.verification_passed,
-        });
-        if let Some(p) = &self.textfile {
-            if let Err(e) = self.metrics.write_textfile(p) {
-                tracing::warn!("cannot write metrics textfile {}: {e}", p.display());
-            }
-        }
-        let mut event = JobEvent {
-            text: String::new(),
-            target: f.target,
-            job: f.job.as_str().to_string(),
-            backup_id: f.backup_id,
-            ok,
-            error: f.error,
-            duration_seconds: (duration * 1000.0).round() / 1000.0,
-            host: self.host.clone(),
-            started_at: f.started_at,
-            finished_at,
-        };
-        event.text = event.text_for();
-        if let Some(n) = &self.notifier {
-            n.finished(&event).await;
-        }
-        event
-    }
-
-    /// [`crate::backup::run`], reported.
-    pub async fn backup(&self, ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
-        let (started_at, clock) = self.start(&target.name, JobKind::Backup).await;
-        let result = crate::backup::run(ctx, target).await;
-        let (backup_id, backup_bytes, error) = match &result {
-            Ok(m) => (Some(m.id.to_string()), Some(m.stored_bytes()), None),
-            Err(e) => (None, None, Some(e.message.clone())),
-        };
-        self.finish(Finished {
-            target: target.name.clone(),
-            job: JobKind::Backup,
-            backup_id,
-            error,
-            started_at,
-            clock,
-            backup_bytes,
-            verification_passed: None,
-        })
-        .await;
-        result
-    }
-
-    /// [`crate::verify::run`], reported.
-    pub async fn verify(&self, ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
-        let planned = opts
-            .target
-            .clone()
-            .or_else(|| match ctx.config.targets.as_slice() {
-                [only] => Some(only.name.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| "all".into());
-        let (started_at, clock) = self.start(&planned, JobKind::Verify).await;
-        let result = crate::verify::run(ctx, opts).await;
-        let (target, backup_id, passed, error) = match &result {
-            Ok(r) => (
-                r.record.target.clone(),
-                Some(r.record.backup_id.to_string()),
-                Some(r.record.passed()),
-                None,
-            ),
-            Err(e) => (
-                planned,
-                None,
-                (e.kind == Kind::VerificationFailed).then_some(false),
-                Some(e.message.clone()),
-            ),
-        };
-        self.finish(Finished {
-            target,
-            job: JobKind::Verify,
-            backup_id,
-            error,
-            started_at,
-            clock,
-            backup_bytes: None,
-            verification_passed: passed,
-        })
-        .await;
-        result
-    }
-
-    /// [`crate::prune::run`] (not a dry run), reported. `force` also deletes damaged backups.
-    pub async fn prune(
-        &self,
-        ctx: &Context,
-        target: Option<&str>,
-        force: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<TargetPrune>> {
-        let name = target.unwrap_or("all").to_string();
-        let (started_at, clock) = self.start(&name, JobKind::Prune).await;
-        let result = crate::prune::run(ctx, target, false, force, now).await;
-        self.finish(Finished {
-            target: name,
-            job: JobKind::Prune,
-            backup_id: None,
-            error: result.as_ref().err().map(|e| e.message.clone()),
-            started_at,
-            clock,
-            backup_bytes: None,
-            verification_passed: None,
-        })
-        .await;
-        result
-    }
-}
-
+/// Loopback receivers and configs for this module's tests and [`crate::report`]'s.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
     use std::io::{Read, Write};
     use std::net::TcpListener;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
+
+    use dr_config::Config;
 
     /// A loopback HTTP server answering `status` and recording "METHOD PATH\nBODY".
-    fn receiver(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
+    pub(crate) fn receiver(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -457,7 +235,7 @@ mod tests {
         (format!("http://{addr}"), seen)
     }
 
-    fn config(extra: &str) -> Config {
+    pub(crate) fn config(extra: &str) -> Config {
         Config::from_toml_str(
             &format!(
                 r#"
@@ -475,6 +253,13 @@ url = "postgres://u@127.0.0.1:1/app"
         )
         .expect("config")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{config, receiver};
+    use super::*;
+    use std::net::TcpListener;
 
     fn event(ok: bool) -> JobEvent {
         let mut e = JobEvent {
@@ -566,63 +351,5 @@ url = "postgres://u@127.0.0.1:1/app"
             !n.deliver("webhook", &format!("http://{closed}/x"), None)
                 .await
         );
-    }
-
-    #[tokio::test]
-    async fn reporter_records_metrics_and_textfile() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("dr.prom");
-        let c = config(&format!(
-            "[notify]\ntextfile_path = \"{}\"\n",
-            path.display()
-        ));
-        let (base, _seen) = receiver(200);
-        let r = Reporter::from_config(&c).expect("reporter");
-        let r = r.with_notifier(
-            Notifier::from_config(&config(&format!("[notify]\nping_url = \"{base}\"\n")))
-                .expect("ok")
-                .expect("some"),
-        );
-        let (started_at, clock) = r.start("app", JobKind::Backup).await;
-        r.finish(Finished {
-            target: "app".into(),
-            job: JobKind::Backup,
-            backup_id: None,
-            error: Some("boom".into()),
-            started_at,
-            clock,
-            backup_bytes: None,
-            verification_passed: None,
-        })
-        .await;
-        let text = std::fs::read_to_string(&path).expect("textfile");
-        assert!(
-            text.contains("dr_failures_total{target=\"app\",job=\"backup\"} 1"),
-            "{text}"
-        );
-        // A second process carries the counter on.
-        let r2 = Reporter::from_config(&c).expect("reporter");
-        let (started_at, clock) = r2.start("app", JobKind::Backup).await;
-        r2.finish(Finished {
-            target: "app".into(),
-            job: JobKind::Backup,
-            backup_id: Some("20261122T030000Z".into()),
-            error: None,
-            started_at,
-            clock,
-            backup_bytes: Some(1234),
-            verification_passed: None,
-        })
-        .await;
-        let text = std::fs::read_to_string(&path).expect("textfile");
-        assert!(
-            text.contains("dr_failures_total{target=\"app\",job=\"backup\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("dr_last_backup_bytes{target=\"app\"} 1234"),
-            "{text}"
-        );
-        assert!(text.contains("dr_last_success_timestamp_seconds{target=\"app\",job=\"backup\"} "));
     }
 }

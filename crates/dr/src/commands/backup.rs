@@ -1,7 +1,7 @@
 use crate::out;
 use std::process::ExitCode;
 
-use dr_core::notify::Reporter;
+use dr_core::report::Reporter;
 use dr_core::{human_bytes, Context, Error, Result};
 
 /// Back up each selected target; every target is attempted, the exit code reflects the worst.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use dr_core::daemon::{self, CancellationToken};
-use dr_core::notify::Reporter;
+use dr_core::report::Reporter;
 use dr_core::{Context, Result};
 
 use crate::cli::Global;

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dr_config::Config;
-use dr_core::notify::Reporter;
+use dr_core::report::Reporter;
 use dr_core::{Context, Error, Result};
 
 use crate::cli::{Cli, Command, Global};

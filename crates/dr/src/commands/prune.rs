@@ -1,7 +1,7 @@
 use crate::out;
 use std::process::ExitCode;
 
-use dr_core::notify::Reporter;
+use dr_core::report::Reporter;
 use dr_core::{Context, Result};
 
 pub async fn run(

@@ -1,8 +1,8 @@
 use crate::out;
 use std::process::ExitCode;
 
-use dr_core::notify::Reporter;
 use dr_core::repo::Selector;
+use dr_core::report::Reporter;
 use dr_core::verify::VerifyOptions;
 use dr_core::{Context, Kind, Result};
 
