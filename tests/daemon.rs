@@ -355,9 +355,19 @@ fn a_failing_backup_sends_exactly_one_webhook_and_start_and_fail_pings() {
     let error = v["error"].as_str().expect("error");
     assert!(error.contains("app"), "{error}");
     let text = v["text"].as_str().expect("text");
+    // What failed, why and what to do, as Slack shows it.
     assert!(
-        text.contains("backup of `app`") && text.contains("FAILED") && !text.contains('\n'),
+        text.contains("backup of `app`")
+            && text.contains("FAILED")
+            && text.contains("Connection refused")
+            && text.contains("\nhint: is PostgreSQL running"),
         "{text}"
+    );
+    assert_eq!(v["error_kind"], "unavailable", "{v}");
+    assert_eq!(v["retryable"], true, "{v}");
+    assert!(
+        v["hint"].as_str().is_some_and(|h| h.contains("pg_isready")),
+        "{v}"
     );
     assert!(v["duration_seconds"].is_number(), "{v}");
     assert!(!v["host"].as_str().unwrap_or("").is_empty(), "{v}");

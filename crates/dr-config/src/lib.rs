@@ -419,6 +419,20 @@ pub struct DaemonConfig {
     pub shutdown_grace_secs: u64,
     /// `HOST:PORT` where the daemon serves Prometheus metrics at `/metrics`. Default: off.
     pub metrics_address: Option<String>,
+    /// How often a job that failed for a transient reason (network, 5xx, throttling, a
+    /// server restarting, a lock held by another session) is tried again. Default 2.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Seconds before the first retry; doubled for each next one. Default 60.
+    #[serde(default = "default_retry_backoff_secs")]
+    pub retry_backoff_secs: u64,
+}
+
+fn default_retries() -> u32 {
+    2
+}
+fn default_retry_backoff_secs() -> u64 {
+    60
 }
 
 impl Default for DaemonConfig {
@@ -428,6 +442,8 @@ impl Default for DaemonConfig {
             max_concurrent_jobs: default_max_concurrent_jobs(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
             metrics_address: None,
+            retries: default_retries(),
+            retry_backoff_secs: default_retry_backoff_secs(),
         }
     }
 }

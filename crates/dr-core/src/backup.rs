@@ -238,8 +238,9 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
 async fn explain_lock_timeout(e: Error, conn: &ConnInfo, ctx: &Context) -> Error {
     // pg_dump's --lock-wait-timeout is a statement_timeout around its LOCK TABLE; the
     // counting's is lock_timeout.
-    let lock_wait = e.message.contains("lock timeout")
-        || (e.message.contains("statement timeout") && e.message.contains("LOCK TABLE"));
+    let text = e.to_string();
+    let lock_wait = text.contains("lock timeout")
+        || (text.contains("statement timeout") && text.contains("LOCK TABLE"));
     if !lock_wait {
         return e;
     }
@@ -259,9 +260,11 @@ async fn explain_lock_timeout(e: Error, conn: &ConnInfo, ctx: &Context) -> Error
         Kind::Failed,
         format!(
             "{}\nwaited {secs} s (backup.lock_wait_timeout_secs) for a table lock; sessions holding exclusive locks:\n{holders}\nhint: let that session finish (or end it: SELECT pg_terminate_backend(PID)), then run the backup again; long migrations are better scheduled away from the backup window",
-            e.message
+            e.summary()
         ),
     )
+    // The holder may be done by the next try.
+    .retryable(true)
 }
 
 /// Best effort: remove the objects of a backup that will never get a manifest. Anything left

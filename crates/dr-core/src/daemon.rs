@@ -430,7 +430,7 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
                             tracing::error!(
                                 "job `{}`: prune of `{target}` after its backup failed: {}",
                                 job.name,
-                                e.message
+                                e
                             );
                         }
                     }
@@ -474,7 +474,7 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
                 "job `{}`: {} of `{target}` failed: {}",
                 job.name,
                 job.kind,
-                e.message
+                e
             );
         }
     }
@@ -508,7 +508,10 @@ url = "postgres://u@127.0.0.1:1/db"
     }
 
     fn err(c: &Config) -> String {
-        load_jobs(c).err().map(|e| e.message).unwrap_or_default()
+        load_jobs(c)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //! # Ok(()) }
 //! ```
 
+mod error;
+
+pub use error::{Error, Kind};
+
 pub mod backup;
 pub mod check;
 pub mod daemon;
@@ -29,7 +33,6 @@ pub mod report;
 pub mod restore;
 pub mod verify;
 
-use std::fmt;
 use std::sync::Arc;
 
 use dr_config::Config;
@@ -38,126 +41,6 @@ use tokio_util::sync::CancellationToken;
 
 /// dr's version, recorded in manifests and verification records.
 pub const DR_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// What kind of failure: the binary maps each to a documented exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Anything else (exit 1).
-    Failed,
-    /// Bad configuration or arguments (exit 2).
-    Config,
-    /// A database, bucket or tool could not be reached or found (exit 3).
-    Unavailable,
-    /// Stored data failed an integrity check, or the identity does not fit (exit 4).
-    Integrity,
-    /// A verification ran and found the backup wrong (exit 5).
-    VerificationFailed,
-    /// Another run holds the lock (exit 6).
-    Locked,
-    /// The restore target is not empty and neither --clean nor --force was given (exit 7).
-    Refused,
-    /// Interrupted by a signal; cleaned up (exit 130).
-    Interrupted,
-}
-
-/// An operator-facing error: what failed, on what, and the next step.
-#[derive(Debug)]
-pub struct Error {
-    pub kind: Kind,
-    pub message: String,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl Error {
-    pub fn new(kind: Kind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-        }
-    }
-    pub fn config(e: impl fmt::Display) -> Error {
-        Error::new(Kind::Config, e.to_string())
-    }
-    pub fn interrupted(what: &str) -> Error {
-        Error::new(
-            Kind::Interrupted,
-            format!("{what} was interrupted by a signal; nothing was committed and the partial upload was aborted"),
-        )
-    }
-    /// Prefix the message with what was being done.
-    pub fn context(mut self, what: impl fmt::Display) -> Error {
-        self.message = format!("{what}: {}", self.message);
-        self
-    }
-}
-
-/// A local disk that is full (or over quota): retrying will not help, so it is not
-/// "unavailable" (exit 3, which invites retries) but a failure (exit 1) that needs room.
-fn disk_full(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT
-    )
-}
-
-impl From<dr_store::StoreError> for Error {
-    fn from(e: dr_store::StoreError) -> Self {
-        use dr_store::StoreError as S;
-        match &e {
-            // Every object dr reads is named by a manifest (or was just listed): one that is
-            // gone means the backup is damaged.
-            S::NotFound { .. } => Error::new(
-                Kind::Integrity,
-                format!("{e}: the backup is damaged\nhint: restore an older backup (`dr list`) and find out what removed the object"),
-            ),
-            S::Io { source, .. } if disk_full(source) => Error::new(Kind::Failed, e.to_string()),
-            S::InvalidLocation { .. } | S::InvalidKey { .. } => Error::new(Kind::Config, e.to_string()),
-            _ => Error::new(Kind::Unavailable, e.to_string()),
-        }
-    }
-}
-
-impl From<dr_pg::PgError> for Error {
-    fn from(e: dr_pg::PgError) -> Self {
-        let kind = match &e {
-            dr_pg::PgError::Connect { .. }
-            | dr_pg::PgError::NoMatchingTool { .. }
-            | dr_pg::PgError::Spawn { .. } => Kind::Unavailable,
-            dr_pg::PgError::BadUrl { .. } => Kind::Config,
-            _ => Kind::Failed,
-        };
-        Error::new(kind, e.to_string())
-    }
-}
-
-impl From<dr_stream::StreamError> for Error {
-    fn from(e: dr_stream::StreamError) -> Self {
-        use dr_stream::StreamError as S;
-        let kind = match &e {
-            S::Corrupt { .. } | S::DigestMismatch { .. } | S::WrongIdentity { .. } => {
-                Kind::Integrity
-            }
-            S::BadRecipient { .. } | S::BadIdentity { .. } => Kind::Config,
-            S::Io { source, .. } if disk_full(source) => Kind::Failed,
-            // Network or disk trouble, not bad data: "could not run", never "the backup is bad".
-            S::Io { .. } => Kind::Unavailable,
-        };
-        Error::new(kind, e.to_string())
-    }
-}
-
-impl From<dr_config::ConfigError> for Error {
-    fn from(e: dr_config::ConfigError) -> Self {
-        Error::config(e)
-    }
-}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -25,42 +25,103 @@ const BACKOFF: Duration = Duration::from_secs(1);
 /// What the webhook receives (`POST`, `Content-Type: application/json`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct JobEvent {
-    /// One line for chat: Slack, Mattermost and Discord (`/slack` endpoints) show it as is.
+    /// For chat (Slack, Mattermost and Discord `/slack` endpoints show it as is): one line on
+    /// success; on failure what failed, why (the last lines of detail, e.g. a child's
+    /// stderr) and the hint, within [`TEXT_LIMIT`].
     pub text: String,
     pub target: String,
     pub job: String,
     pub backup_id: Option<String>,
     pub ok: bool,
+    /// A run that did not start because another run holds the target's lock.
+    pub skipped: bool,
+    /// The whole error as the command line prints it.
     pub error: Option<String>,
+    /// Its kind (`failed`, `unavailable`, `integrity`, ... as in docs/EXIT_CODES.md).
+    pub error_kind: Option<crate::Kind>,
+    pub hint: Option<String>,
+    /// Whether trying again later may help.
+    pub retryable: Option<bool>,
     pub duration_seconds: f64,
     pub host: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
-}
+/// Slack shows up to 4,000 characters of `text`; stay under it.
+pub const TEXT_LIMIT: usize = 3_500;
+/// Detail lines (the end of a child's stderr, failed checks) carried in `text`.
+const TEXT_DETAIL_LINES: usize = 8;
 
 impl JobEvent {
-    pub(crate) fn text_for(&self) -> String {
+    /// The event for one finished run.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        target: String,
+        job: String,
+        backup_id: Option<String>,
+        error: Option<&crate::Error>,
+        duration_seconds: f64,
+        host: String,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+    ) -> JobEvent {
+        let mut e = JobEvent {
+            text: String::new(),
+            target,
+            job,
+            backup_id,
+            ok: error.is_none(),
+            skipped: error.is_some_and(|e| e.kind == crate::Kind::Locked),
+            error: error.map(ToString::to_string),
+            error_kind: error.map(|e| e.kind),
+            hint: error.and_then(|e| e.hint.clone()),
+            retryable: error.map(|e| e.retryable),
+            duration_seconds,
+            host,
+            started_at,
+            finished_at,
+        };
+        e.text = e.text_for(error);
+        e
+    }
+
+    fn text_for(&self, error: Option<&crate::Error>) -> String {
         let what = match &self.backup_id {
             Some(id) => format!("{} of `{}` ({id})", self.job, self.target),
             None => format!("{} of `{}`", self.job, self.target),
         };
-        if self.ok {
-            format!(
+        let Some(err) = error else {
+            return format!(
                 "dr: {what} on {} succeeded in {:.1}s",
                 self.host, self.duration_seconds
-            )
-        } else {
-            format!(
-                "dr: {what} on {} FAILED after {:.1}s: {}",
-                self.host,
-                self.duration_seconds,
-                first_line(self.error.as_deref().unwrap_or("unknown error"))
-            )
+            );
+        };
+        if self.skipped {
+            return format!("dr: {what} on {} SKIPPED: {}", self.host, err.message);
         }
+        let mut text = format!(
+            "dr: {what} on {} FAILED after {:.1}s: {}",
+            self.host, self.duration_seconds, err.message
+        );
+        let skip = err.details.len().saturating_sub(TEXT_DETAIL_LINES);
+        for line in err.details.iter().skip(skip).chain(err.causes.iter()) {
+            text.push('\n');
+            text.push_str(line);
+        }
+        if let Some(h) = &err.hint {
+            text.push_str("\nhint: ");
+            text.push_str(h);
+        }
+        if text.len() > TEXT_LIMIT {
+            let mut cut = TEXT_LIMIT - 1;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        text
     }
 }
 
@@ -262,32 +323,67 @@ mod tests {
     use std::net::TcpListener;
 
     fn event(ok: bool) -> JobEvent {
-        let mut e = JobEvent {
-            text: String::new(),
-            target: "app".into(),
-            job: "backup".into(),
-            backup_id: ok.then(|| "20261122T030000Z".into()),
-            ok,
-            error: (!ok)
-                .then(|| "backup of target `app` failed: connection refused\nhint: x".into()),
-            duration_seconds: 1.25,
-            host: "db1".into(),
-            started_at: Utc::now(),
-            finished_at: Utc::now(),
-        };
-        e.text = e.text_for();
-        e
+        let err = crate::Error::new(
+            Kind::Failed,
+            "backup of target `app` failed: pg_dump failed (exit status 1)\npg_dump: error: server closed the connection unexpectedly\npg_dump: detail: COPY public.orders\nhint: check the network",
+        );
+        JobEvent::new(
+            "app".into(),
+            "backup".into(),
+            ok.then(|| "20261122T030000Z".into()),
+            (!ok).then_some(&err),
+            1.25,
+            "db1".into(),
+            Utc::now(),
+            Utc::now(),
+        )
     }
 
     #[test]
-    fn text_is_one_line_naming_target_job_and_error() {
+    fn text_names_target_job_cause_and_hint() {
         assert_eq!(
             event(true).text,
             "dr: backup of `app` (20261122T030000Z) on db1 succeeded in 1.2s"
         );
         assert_eq!(
             event(false).text,
-            "dr: backup of `app` on db1 FAILED after 1.2s: backup of target `app` failed: connection refused"
+            "dr: backup of `app` on db1 FAILED after 1.2s: backup of target `app` failed: pg_dump failed (exit status 1)\npg_dump: error: server closed the connection unexpectedly\npg_dump: detail: COPY public.orders\nhint: check the network"
+        );
+        let e = event(false);
+        assert_eq!(e.error_kind, Some(Kind::Failed));
+        assert_eq!(e.hint.as_deref(), Some("check the network"));
+        let long = crate::Error::new(Kind::Failed, format!("x\n{}", "y".repeat(10_000)));
+        let ev = JobEvent::new(
+            "a".into(),
+            "backup".into(),
+            None,
+            Some(&long),
+            1.0,
+            "h".into(),
+            Utc::now(),
+            Utc::now(),
+        );
+        assert!(ev.text.len() <= TEXT_LIMIT + 3, "{}", ev.text.len());
+    }
+
+    #[test]
+    fn a_lock_clash_is_a_skipped_run() {
+        let locked =
+            crate::Error::new(Kind::Locked, "target `app` is locked by db2 pid 7 (backup)");
+        let ev = JobEvent::new(
+            "app".into(),
+            "backup".into(),
+            None,
+            Some(&locked),
+            0.1,
+            "db1".into(),
+            Utc::now(),
+            Utc::now(),
+        );
+        assert!(ev.skipped);
+        assert_eq!(
+            ev.text,
+            "dr: backup of `app` on db1 SKIPPED: target `app` is locked by db2 pid 7 (backup)"
         );
     }
 

@@ -507,8 +507,8 @@ mod tests {
         let id = Selector::Id("20261119T030000Z".parse().expect("id"));
         let e = picked(&c, &id, "20261122T010000Z").expect_err("damaged");
         assert_eq!(e.kind, Kind::Integrity);
-        assert!(e.message.contains("EOF while parsing"), "{}", e.message);
-        assert!(e.message.contains("app/20261119T030000Z/manifest.json"));
+        assert!(e.to_string().contains("EOF while parsing"), "{e}");
+        assert!(e.to_string().contains("app/20261119T030000Z/manifest.json"));
         let good = Selector::Id("20261120T030000Z".parse().expect("id"));
         assert!(picked(&c, &good, "20261122T010000Z").is_ok());
     }
@@ -523,7 +523,7 @@ mod tests {
         assert!(picked(&c, &id, "20261122T010000Z").is_ok());
         let e = picked(&c, &Selector::Latest, "20261122T010000Z").expect_err("future only");
         assert_eq!(e.kind, Kind::Failed);
-        assert!(e.message.contains("20261222T030000Z"), "{}", e.message);
+        assert!(e.to_string().contains("20261222T030000Z"), "{e}");
     }
 
     #[test]

@@ -12,9 +12,10 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dr_catalog::Manifest;
@@ -26,13 +27,23 @@ use crate::notify::{JobEvent, Notifier};
 use crate::prune::TargetPrune;
 use crate::verify::{VerifyOptions, VerifyReport};
 use crate::{Context, Kind, Result};
+use tokio_util::sync::CancellationToken;
+
+/// How often a job is tried again after a transient failure ([`crate::Error::retryable`]),
+/// and how long to wait before the first retry (doubled each time). The daemon's: one-shot
+/// commands fail at once and leave retrying to whoever runs them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub backoff: Duration,
+}
 
 /// How one run ended, for [`Reporter::finish`].
 struct Finished {
     target: String,
     job: JobKind,
     backup_id: Option<String>,
-    error: Option<String>,
+    error: Option<crate::Error>,
     started_at: DateTime<Utc>,
     clock: Instant,
     backup_bytes: Option<u64>,
@@ -47,6 +58,7 @@ pub struct Reporter {
     metrics: Arc<Metrics>,
     textfile: Option<PathBuf>,
     host: String,
+    retry: RetryPolicy,
 }
 
 impl Reporter {
@@ -67,7 +79,43 @@ impl Reporter {
             metrics,
             textfile,
             host: host_name(),
+            retry: RetryPolicy::default(),
         })
+    }
+
+    /// Retry transient failures of the jobs this reporter runs.
+    pub fn with_retries(mut self, policy: RetryPolicy) -> Reporter {
+        self.retry = policy;
+        self
+    }
+
+    /// Run `op` until it succeeds, fails for good, or the retries are spent. Only
+    /// [`crate::Error::retryable`] failures are tried again, never after a signal.
+    async fn attempt<T, F, Fut>(&self, cancel: &CancellationToken, what: &str, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut tried = 0;
+        loop {
+            match op().await {
+                Err(e) if e.retryable && tried < self.retry.retries && !cancel.is_cancelled() => {
+                    tried += 1;
+                    let wait = self.retry.backoff * 2u32.saturating_pow(tried - 1);
+                    tracing::warn!(
+                        "{what} failed with a transient error (try {tried} of {}): {}; trying again in {} s",
+                        self.retry.retries + 1,
+                        e.message,
+                        wait.as_secs()
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = cancel.cancelled() => return Err(e),
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -105,19 +153,16 @@ impl Reporter {
                 tracing::warn!("cannot write metrics textfile {}: {e}", p.display());
             }
         }
-        let mut event = JobEvent {
-            text: String::new(),
-            target: f.target,
-            job: f.job.as_str().to_string(),
-            backup_id: f.backup_id,
-            ok,
-            error: f.error,
-            duration_seconds: (duration * 1000.0).round() / 1000.0,
-            host: self.host.clone(),
-            started_at: f.started_at,
+        let event = JobEvent::new(
+            f.target,
+            f.job.as_str().to_string(),
+            f.backup_id,
+            f.error.as_ref(),
+            (duration * 1000.0).round() / 1000.0,
+            self.host.clone(),
+            f.started_at,
             finished_at,
-        };
-        event.text = event.text_for();
+        );
         if let Some(n) = &self.notifier {
             n.finished(&event).await;
         }
@@ -127,10 +172,13 @@ impl Reporter {
     /// [`crate::backup::run`], reported.
     pub async fn backup(&self, ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         let (started_at, clock) = self.start(&target.name, JobKind::Backup).await;
-        let result = crate::backup::run(ctx, target).await;
+        let what = format!("backup of `{}`", target.name);
+        let result = self
+            .attempt(&ctx.cancel, &what, || crate::backup::run(ctx, target))
+            .await;
         let (backup_id, backup_bytes, error) = match &result {
             Ok(m) => (Some(m.id.to_string()), Some(m.stored_bytes()), None),
-            Err(e) => (None, None, Some(e.message.clone())),
+            Err(e) => (None, None, Some(e.clone())),
         };
         self.finish(Finished {
             target: target.name.clone(),
@@ -157,7 +205,10 @@ impl Reporter {
             })
             .unwrap_or_else(|| "all".into());
         let (started_at, clock) = self.start(&planned, JobKind::Verify).await;
-        let result = crate::verify::run(ctx, opts).await;
+        let what = format!("verification of `{planned}`");
+        let result = self
+            .attempt(&ctx.cancel, &what, || crate::verify::run(ctx, opts))
+            .await;
         let (target, backup_id, passed, error) = match &result {
             Ok(r) => (
                 r.record.target.clone(),
@@ -169,7 +220,7 @@ impl Reporter {
                 planned,
                 None,
                 (e.kind == Kind::VerificationFailed).then_some(false),
-                Some(e.message.clone()),
+                Some(e.clone()),
             ),
         };
         self.finish(Finished {
@@ -196,12 +247,17 @@ impl Reporter {
     ) -> Result<Vec<TargetPrune>> {
         let name = target.unwrap_or("all").to_string();
         let (started_at, clock) = self.start(&name, JobKind::Prune).await;
-        let result = crate::prune::run(ctx, target, false, force, now).await;
+        let what = format!("prune of `{name}`");
+        let result = self
+            .attempt(&ctx.cancel, &what, || {
+                crate::prune::run(ctx, target, false, force, now)
+            })
+            .await;
         self.finish(Finished {
             target: name,
             job: JobKind::Prune,
             backup_id: None,
-            error: result.as_ref().err().map(|e| e.message.clone()),
+            error: result.as_ref().err().cloned(),
             started_at,
             clock,
             backup_bytes: None,
@@ -237,7 +293,7 @@ mod tests {
             target: "app".into(),
             job: JobKind::Backup,
             backup_id: None,
-            error: Some("boom".into()),
+            error: Some(crate::Error::new(Kind::Failed, "boom")),
             started_at,
             clock,
             backup_bytes: None,
@@ -273,5 +329,52 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dr_last_success_timestamp_seconds{target=\"app\",job=\"backup\"} "));
+    }
+
+    #[tokio::test]
+    async fn only_transient_failures_are_tried_again() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let r = Reporter::from_config(&config(""))
+            .expect("reporter")
+            .with_retries(RetryPolicy {
+                retries: 2,
+                backoff: Duration::from_millis(1),
+            });
+        let cancel = CancellationToken::new();
+        let calls = AtomicU32::new(0);
+        let flaky = || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(crate::Error::new(Kind::Unavailable, "connection reset").retryable(true))
+            } else {
+                Ok(7)
+            }
+        };
+        assert_eq!(
+            r.attempt(&cancel, "flaky", flaky)
+                .await
+                .expect("second try"),
+            7
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        calls.store(0, Ordering::SeqCst);
+        let bad = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(crate::Error::new(Kind::Integrity, "digest mismatch"))
+        };
+        assert!(r.attempt(&cancel, "bad", bad).await.is_err());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "an integrity failure is never retried"
+        );
+
+        calls.store(0, Ordering::SeqCst);
+        let down = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(crate::Error::new(Kind::Unavailable, "timed out").retryable(true))
+        };
+        assert!(r.attempt(&cancel, "down", down).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "1 try + 2 retries");
     }
 }

@@ -247,7 +247,7 @@ async fn check_in_sandbox(
                 check: INTEGRITY_CHECK.into(),
                 passed: false,
                 expected: "every object matches the manifest and decrypts".into(),
-                actual: e.message.clone(),
+                actual: e.to_string(),
             });
             timings.insert("restore".into(), clock.elapsed().as_secs_f64());
         }
@@ -256,7 +256,7 @@ async fn check_in_sandbox(
                 check: "restore".into(),
                 passed: false,
                 expected: "a clean restore".into(),
-                actual: e.message.clone(),
+                actual: e.to_string(),
             });
             timings.insert("restore".into(), clock.elapsed().as_secs_f64());
         }

@@ -5,7 +5,12 @@ use std::process::ExitCode;
 use dr_core::Kind;
 
 pub fn code(kind: Kind) -> ExitCode {
-    ExitCode::from(match kind {
+    ExitCode::from(number(kind))
+}
+
+/// The documented number of a kind.
+pub fn number(kind: Kind) -> u8 {
+    match kind {
         Kind::Failed => 1,
         Kind::Config => 2,
         Kind::Unavailable => 3,
@@ -14,7 +19,7 @@ pub fn code(kind: Kind) -> ExitCode {
         Kind::Locked => 6,
         Kind::Refused => 7,
         Kind::Interrupted => 130,
-    })
+    }
 }
 
 /// `dr status`: a backup is older than the threshold, missing, or its verification failed.

@@ -6,7 +6,18 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Global, LogFormat};
 
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stderr carries JSON events (`--log-format json`).
+pub fn json_mode() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn init(g: &Global) {
+    JSON.store(
+        matches!(g.log_format, LogFormat::Json),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let default = match (g.quiet, g.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",

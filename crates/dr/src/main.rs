@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            crate::output::print_error(&e);
             exit::code(e.kind)
         }
     };

@@ -24,7 +24,7 @@ pub async fn run(ctx: &Context, reporter: &Reporter, target: Option<&str>) -> Re
                 );
             }
             Err(e) => {
-                eprintln!("error: {}", e.message);
+                crate::output::print_error(&e);
                 if first_error.is_none() {
                     first_error = Some(e);
                 }

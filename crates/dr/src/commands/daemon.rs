@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use dr_core::daemon::{self, CancellationToken};
-use dr_core::report::Reporter;
+use dr_core::report::{Reporter, RetryPolicy};
 use dr_core::{Context, Result};
 
 use crate::cli::Global;
@@ -44,7 +44,10 @@ pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let reporter = Arc::new(Reporter::from_config(&config)?);
+    let reporter = Arc::new(Reporter::from_config(&config)?.with_retries(RetryPolicy {
+        retries: config.daemon.retries,
+        backoff: std::time::Duration::from_secs(config.daemon.retry_backoff_secs),
+    }));
     let ctx = Arc::new(Context::open(config).await?);
     let shutdown = CancellationToken::new();
     {

@@ -44,7 +44,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) if e.kind == Kind::VerificationFailed && json => {
-            eprintln!("error: {}", e.message);
+            crate::output::print_error(&e);
             Ok(crate::exit::code(e.kind))
         }
         Err(e) => Err(e),
