@@ -11,9 +11,8 @@ use dr_catalog::{BackupDetails, Manifest};
 use dr_pg::{ChildProcess, ConnInfo};
 
 use super::globals::apply_globals;
-use super::plan::selected_counts;
+use super::plan::{selected_counts, split_table};
 use super::target::TargetState;
-use super::toc::selective_list;
 use super::RestoreOptions;
 use crate::{Context, Error, Kind, Result};
 
@@ -193,6 +192,63 @@ fn compare_counts(
         }
     }
     (tables, mismatches)
+}
+
+/// A `pg_restore -L` list holding the selected tables with their data, indexes, constraints,
+/// defaults, triggers and owned sequences, plus everything in the selected schemas: the
+/// archive's `--list` and schema script, filtered by [`dr_pg::select_entries`].
+async fn selective_list(
+    pg_restore: &Path,
+    archive: &Path,
+    opts: &RestoreOptions,
+) -> Result<String> {
+    let run = |args: Vec<String>| async move {
+        let mut child = ChildProcess::spawn(
+            pg_restore,
+            &args,
+            None,
+            std::process::Stdio::null(),
+            std::process::Stdio::piped(),
+        )?;
+        let mut out = Vec::new();
+        if let Some(mut stdout) = child.stdout() {
+            use tokio::io::AsyncReadExt;
+            stdout
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| Error::new(Kind::Failed, format!("reading pg_restore's list: {e}")))?;
+        }
+        child.wait().await.map_err(|e| {
+            Error::from(e).context("listing the archive's contents for the selective restore")
+        })?;
+        Ok::<_, Error>(String::from_utf8_lossy(&out).into_owned())
+    };
+    let list = run(vec!["--list".into(), archive.display().to_string()]).await?;
+    let script = run(vec![
+        "--schema-only".into(),
+        "--file=-".into(),
+        archive.display().to_string(),
+    ])
+    .await?;
+    let selection = dr_pg::Selection {
+        schemas: opts.schemas.clone(),
+        tables: opts
+            .tables
+            .iter()
+            .map(|t| {
+                let (s, n) = split_table(t);
+                (s.to_string(), n.to_string())
+            })
+            .collect(),
+    };
+    let out = dr_pg::select_entries(&list, &script, &selection);
+    if out.is_empty() {
+        return Err(Error::config(format!(
+            "nothing in the backup matches {}\nhint: `dr show latest` lists the tables (names are SCHEMA.TABLE)",
+            opts.tables.iter().chain(opts.schemas.iter()).cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(out)
 }
 
 /// A name no other session on the server has: `dr-restore-PID-N`.

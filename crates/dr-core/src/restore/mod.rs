@@ -9,16 +9,17 @@
 //! 4. create the database if missing, create missing roles (`--with-globals`), `pg_restore -j`;
 //! 5. compare restored row counts with the backup's; any pg_restore error is a failure.
 //!
-//! One file per step: [`plan`] (what will happen, which tables are selected), [`target`]
-//! (inspecting the destination), [`fetch`] (details, globals and the archive from the store),
-//! [`load`] (pg_restore and the count comparison), [`globals`] (roles and tablespaces).
+//! One file per step: `plan` (what will happen, which tables are selected), `target`
+//! (inspecting the destination), `fetch` (details, globals and the archive from the store),
+//! `globals` (creating the roles the target lacks), `load` (pg_restore, selective lists, the
+//! count comparison). The PostgreSQL text formats (the `pg_restore --list` table of contents,
+//! the globals script) are parsed in `dr_pg`.
 
 mod fetch;
 mod globals;
 mod load;
 mod plan;
 mod target;
-mod toc;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ use crate::repo::{self, Selector};
 use crate::{Context, Error, Kind, Result};
 
 pub use fetch::{fetch_archive, fetch_details};
-pub use globals::{apply_globals, globals_statements};
+pub use globals::apply_globals;
 pub use plan::Plan;
 
 use fetch::{fetch_globals, private_file, ArchiveFile};
