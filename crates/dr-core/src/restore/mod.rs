@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use dr_catalog::ObjectRole;
+use dr_catalog::{BackupDetails, Manifest, ObjectRole};
+use dr_pg::ConnInfo;
+use dr_stream::Identities;
 use serde::Serialize;
 
 use crate::repo::{self, Selector};
@@ -74,18 +76,70 @@ pub struct RestoreReport {
 /// Ask the operator; `None` means no prompt (not a terminal, or --yes).
 pub type Confirm<'a> = Option<&'a (dyn Fn(&Plan) -> bool + Sync)>;
 
+/// Restore as the operator asked: pick the backup (`opts.selector`, `opts.target`), decrypt
+/// its details, then restore into `opts.to` (a `postgres://` URL) and/or `opts.to_file`.
 pub async fn run(
     ctx: &Context,
     opts: &RestoreOptions,
     confirm: Confirm<'_>,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let mut seconds = BTreeMap::new();
     let selector = opts.selector.clone().unwrap_or(Selector::Latest);
     let entry = repo::resolve(ctx.store.as_ref(), opts.target.as_deref(), &selector).await?;
     let m = entry.manifest;
     let identities = ctx.identities()?;
     let details = fetch_details(ctx, &m, &identities).await?;
+    let backup = Backup {
+        manifest: &m,
+        details: &details,
+        identities: &identities,
+    };
+    let to = opts.to.as_deref().map(To::Url);
+    restore(ctx, &backup, to, opts, confirm, started).await
+}
+
+/// A backup chosen and opened: its manifest, its decrypted details and the identities that
+/// decrypt its objects.
+#[derive(Clone, Copy)]
+pub struct Backup<'a> {
+    pub manifest: &'a Manifest,
+    pub details: &'a BackupDetails,
+    pub identities: &'a Identities,
+}
+
+/// Restore `backup` into the database of `to` (created when missing), for a caller that has
+/// chosen and opened the backup already and holds the connection (verify). Nobody is asked;
+/// `opts.selector`, `opts.target` and `opts.to` are not used.
+pub async fn run_into(
+    ctx: &Context,
+    backup: &Backup<'_>,
+    to: &ConnInfo,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    restore(ctx, backup, Some(To::Conn(to)), opts, None, Instant::now()).await
+}
+
+/// Where the database restore goes: a URL as the operator wrote it (parsed when the target
+/// is inspected), or a connection already made.
+enum To<'a> {
+    Url(&'a str),
+    Conn(&'a ConnInfo),
+}
+
+async fn restore(
+    ctx: &Context,
+    backup: &Backup<'_>,
+    to: Option<To<'_>>,
+    opts: &RestoreOptions,
+    confirm: Confirm<'_>,
+    started: Instant,
+) -> Result<RestoreReport> {
+    let mut seconds = BTreeMap::new();
+    let Backup {
+        manifest: m,
+        details,
+        identities,
+    } = *backup;
     let dump = m
         .object(ObjectRole::Dump)
         .ok_or_else(|| {
@@ -97,7 +151,7 @@ pub async fn run(
         .clone();
 
     // Everything the operator asked for is checked before the first side effect.
-    check_selection(&details, opts, &m)?;
+    check_selection(details, opts, m)?;
     if opts.jobs == Some(0) {
         return Err(Error::config("--jobs must be at least 1"));
     }
@@ -113,11 +167,12 @@ pub async fn run(
         .unwrap_or_else(std::env::temp_dir);
 
     // Inspect the target before spending time on the download.
-    let target = match &opts.to {
-        Some(url) => Some(inspect_target(url).await?),
+    let target = match to {
+        Some(To::Url(url)) => Some(inspect_target(ConnInfo::parse(url)?).await?),
+        Some(To::Conn(conn)) => Some(inspect_target(conn.clone()).await?),
         None => None,
     };
-    let (expected_tables, expected_rows) = selected_counts(&details, opts);
+    let (expected_tables, expected_rows) = selected_counts(details, opts);
     let plan = Plan {
         backup_id: m.id.to_string(),
         target: m.target.clone(),
@@ -153,10 +208,10 @@ pub async fn run(
             .collect(),
     };
     if let Some(t) = &target {
-        t.check_accepts(&m, opts)?;
+        t.check_accepts(m, opts)?;
         // Ownership the target cannot satisfy: say so before anything is touched.
         if !opts.with_globals && !opts.no_owner {
-            t.check_owners(&details).await?;
+            t.check_owners(details).await?;
         }
     }
     if opts.dry_run {
@@ -180,7 +235,7 @@ pub async fn run(
 
     // Globals to a file, or to memory for --with-globals.
     let globals_sql = if opts.with_globals || opts.globals_to_file.is_some() {
-        Some(fetch_globals(ctx, &m, &identities, opts.globals_to_file.as_deref()).await?)
+        Some(fetch_globals(ctx, m, identities, opts.globals_to_file.as_deref()).await?)
     } else {
         None
     };
@@ -190,7 +245,7 @@ pub async fn run(
     let archive: ArchiveFile = match (&opts.to_file, &target) {
         (Some(path), None) => {
             let partial = path.with_extension("partial");
-            fetch_archive(ctx, &dump, &identities, &partial, true).await?;
+            fetch_archive(ctx, &dump, identities, &partial, true).await?;
             std::fs::rename(&partial, path).map_err(|e| {
                 Error::new(
                     Kind::Failed,
@@ -215,7 +270,7 @@ pub async fn run(
                     )
                 })?;
             let path = tmp.path().to_path_buf();
-            fetch_archive(ctx, &dump, &identities, &path, false).await?;
+            fetch_archive(ctx, &dump, identities, &path, false).await?;
             ArchiveFile::Temp(tmp)
         }
     };
@@ -240,8 +295,8 @@ pub async fn run(
     let restore_clock = Instant::now();
     let outcome = restore_into(
         ctx,
-        &m,
-        &details,
+        m,
+        details,
         &target,
         archive.path(),
         globals_sql.as_deref(),

@@ -74,8 +74,7 @@ impl TargetState {
     }
 }
 
-pub(super) async fn inspect_target(url: &str) -> Result<TargetState> {
-    let conn = ConnInfo::parse(url)?;
+pub(super) async fn inspect_target(conn: ConnInfo) -> Result<TargetState> {
     let admin = conn.connect_admin().await?;
     let version = ServerVersion::query(&admin).await?;
     let exists = admin
