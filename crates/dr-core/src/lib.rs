@@ -3,7 +3,10 @@
 //!
 //! dr-core knows the order of things (the manifest is written last; integrity is checked
 //! before a target is touched; a lock is held while a target is backed up) and turns every
-//! failure into an [`Error`] with a [`Kind`] the binary maps to an exit code.
+//! failure into an [`Error`] with a [`Kind`] the binary maps to an exit code. What
+//! PostgreSQL's tools print (a `pg_restore --list`, a globals script) is read by `dr_pg`;
+//! dr-core decides what to do with it. [`restore`] is one module per step; [`verify`]
+//! restores through [`restore::run_into`] with the backup it has opened.
 //!
 //! ```no_run
 //! # async fn demo(config: dr_config::Config) -> Result<(), dr_core::Error> {

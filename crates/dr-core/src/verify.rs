@@ -87,7 +87,12 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
     timings.insert("sandbox_start".to_string(), clock.elapsed().as_secs_f64());
     let description = sandbox.describe();
     let url = sandbox.url();
-    let outcome = check_in_sandbox(ctx, &m, &details, &url, opts, &mut timings).await;
+    let backup = restore::Backup {
+        manifest: &m,
+        details: &details,
+        identities: &identities,
+    };
+    let outcome = check_in_sandbox(ctx, &backup, &url, opts, &mut timings).await;
     let clock = Instant::now();
     if let Err(e) = sandbox.destroy().await {
         tracing::error!("could not remove the sandbox ({description}): {e}");
@@ -194,26 +199,19 @@ fn check(name: impl Into<String>, expected: impl ToString, actual: impl ToString
 
 async fn check_in_sandbox(
     ctx: &Context,
-    m: &dr_catalog::Manifest,
-    details: &dr_catalog::BackupDetails,
+    backup: &restore::Backup<'_>,
     sandbox_url: &str,
     opts: &VerifyOptions,
     timings: &mut BTreeMap<String, f64>,
 ) -> Result<Vec<CheckOutcome>> {
+    let details = backup.details;
     let db = if details.database.is_empty() {
         "verify"
     } else {
         details.database.as_str()
     };
-    let base = sandbox_url
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(sandbox_url);
-    let url = format!("{base}/{}", percent_encode(db));
+    let conn = ConnInfo::parse(sandbox_url)?.with_dbname(db);
     let ropts = RestoreOptions {
-        selector: Some(Selector::Id(m.id)),
-        target: Some(m.target.clone()),
-        to: Some(url.clone()),
         jobs: opts.jobs,
         with_globals: true,
         ..RestoreOptions::default()
@@ -222,7 +220,7 @@ async fn check_in_sandbox(
     let clock = Instant::now();
     // The restore already counted every table after pg_restore; reuse those counts.
     let mut counted: Option<BTreeMap<String, i64>> = None;
-    match restore::run(ctx, &ropts, None).await {
+    match restore::run_into(ctx, backup, &conn, &ropts).await {
         Ok(report) => {
             for (k, v) in report.seconds {
                 timings.insert(k, v);
@@ -263,7 +261,6 @@ async fn check_in_sandbox(
         Err(e) => return Err(e),
     }
     let clock = Instant::now();
-    let conn = ConnInfo::parse(&url)?;
     let client = match conn.connect().await {
         Ok(c) => c,
         Err(e) => {
@@ -367,16 +364,4 @@ async fn check_in_sandbox(
     }
     timings.insert("checks".into(), clock.elapsed().as_secs_f64());
     Ok(checks)
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

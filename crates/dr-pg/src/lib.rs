@@ -1,6 +1,8 @@
 //! PostgreSQL as dr sees it: connections (with libpq's password sources), server versions,
 //! finding client binaries of the right major, the exported snapshot with exact row counts,
-//! and `pg_dump` / `pg_dumpall` / `pg_restore` as child processes.
+//! `pg_dump` / `pg_dumpall` / `pg_restore` as child processes, and the text formats they
+//! print: the `pg_restore --list` table of contents a selective restore filters ([`select_entries`]) and
+//! the `pg_dumpall --globals-only` script ([`globals_statements`]).
 //!
 //! Secrets never reach argv: children get the connection through `PG*` environment variables.
 //!
@@ -16,18 +18,22 @@
 mod activity;
 mod conn;
 mod error;
+mod globals;
 mod process;
 mod snapshot;
 mod tls;
+mod toc;
 mod tools;
 
 pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder, LockWait};
 pub use conn::{ConnInfo, NetworkLimits};
 pub use error::PgError;
+pub use globals::{first_words, globals_statements};
 pub use process::{ChildProcess, Finished, ProcessFailure};
 pub use snapshot::{
     count_tables, count_tables_parallel, quote_ident, Inventory, SequenceState, Snapshot, TableRows,
 };
+pub use toc::{select_entries, Selection};
 pub use tools::{find_tool, parse_version_output, tool_at, Tool};
 
 /// The server's version.

@@ -1,0 +1,168 @@
+//! Fetching from the store: the encrypted details, the globals script and the archive, each
+//! checked against the manifest's digest before use.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use dr_catalog::{BackupDetails, Manifest, ObjectRecord, ObjectRole};
+use dr_stream::Identities;
+use tokio_util::io::SyncIoBridge;
+
+use crate::{Context, Error, Kind, Result};
+
+pub(super) enum ArchiveFile {
+    Temp(tempfile::NamedTempFile),
+    Kept(PathBuf),
+}
+
+impl ArchiveFile {
+    pub(super) fn path(&self) -> &Path {
+        match self {
+            ArchiveFile::Temp(t) => t.path(),
+            ArchiveFile::Kept(p) => p,
+        }
+    }
+}
+
+pub(super) fn check_digest(rec: &ObjectRecord, bytes: &[u8]) -> Result<()> {
+    let actual = dr_stream::sha256_hex(bytes);
+    if actual != rec.sha256 {
+        return Err(Error::from(dr_stream::StreamError::DigestMismatch {
+            object: rec.key.clone(),
+            expected: rec.sha256.clone(),
+            actual,
+        }));
+    }
+    Ok(())
+}
+
+/// The encrypted table list and counts.
+pub async fn fetch_details(
+    ctx: &Context,
+    m: &Manifest,
+    identities: &Identities,
+) -> Result<BackupDetails> {
+    let rec = m.object(ObjectRole::Details).ok_or_else(|| {
+        Error::new(
+            Kind::Integrity,
+            format!("backup {} has no details object", m.id),
+        )
+    })?;
+    let bytes = ctx
+        .store
+        .get(&rec.key)
+        .await
+        .map_err(|e| Error::from(e).context(format!("backup {}", m.id)))?;
+    check_digest(rec, &bytes)?;
+    let plain = dr_stream::unseal(&bytes, identities, &rec.key)?;
+    serde_json::from_slice(&plain)
+        .map_err(|e| Error::new(Kind::Integrity, format!("`{}` is not valid: {e}", rec.key)))
+}
+
+/// The `pg_dumpall --globals-only` script, checked and decrypted; also written to
+/// `to_file` when given.
+pub(super) async fn fetch_globals(
+    ctx: &Context,
+    m: &Manifest,
+    identities: &Identities,
+    to_file: Option<&Path>,
+) -> Result<Vec<u8>> {
+    let rec = m.object(ObjectRole::Globals).ok_or_else(|| {
+        Error::new(
+            Kind::Integrity,
+            format!("backup {} has no globals object", m.id),
+        )
+    })?;
+    let bytes = ctx.store.get(&rec.key).await?;
+    check_digest(rec, &bytes)?;
+    let sql = dr_stream::unseal(&bytes, identities, &rec.key)?;
+    if let Some(p) = to_file {
+        write_file_atomically(p, &sql)?;
+        tracing::info!("roles and tablespaces written to {}", p.display());
+    }
+    Ok(sql)
+}
+
+/// Download, verify and decrypt the dump into `path`. On any error the file is removed.
+/// `durable`: fsync before returning (a file the operator keeps); a temp archive that
+/// pg_restore reads at once is served from the page cache and need not wait for the disk.
+pub async fn fetch_archive(
+    ctx: &Context,
+    dump: &ObjectRecord,
+    identities: &Identities,
+    path: &Path,
+    durable: bool,
+) -> Result<()> {
+    let (size, reader) = ctx
+        .store
+        .get_reader(&dump.key)
+        .await
+        .map_err(|e| Error::from(e).context(format!("fetching {}", dump.key)))?;
+    if size != dump.bytes {
+        return Err(Error::new(
+            Kind::Integrity,
+            format!(
+                "`{}` is {} bytes but the manifest records {}: the object is truncated or was replaced\nhint: restore an older backup (`dr list`) and investigate the repository",
+                dump.key, size, dump.bytes
+            ),
+        ));
+    }
+    // Decrypted data: readable by the owner only, like the identity.
+    let file = private_file(path)
+        .map_err(|e| Error::new(Kind::Failed, format!("creating {}: {e}", path.display())))?;
+    let bar = crate::progress::bytes_bar(ctx.progress, "fetching", Some(dump.raw_bytes));
+    let bar2 = bar.clone();
+    let sync_reader = SyncIoBridge::new(reader);
+    let key = dump.key.clone();
+    let sha = dump.sha256.clone();
+    let ids = identities.clone();
+    let cancel = ctx.cancel.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(1024 * 1024, file);
+        let stats = dr_stream::decode(sync_reader, &mut out, &ids, Some(&sha), &key, &mut |n| {
+            bar2.set_position(n);
+        })?;
+        out.flush().map_err(|e| dr_stream::StreamError::Io {
+            stage: "writing the archive".into(),
+            source: e,
+        })?;
+        if durable {
+            out.get_ref()
+                .sync_all()
+                .map_err(|e| dr_stream::StreamError::Io {
+                    stage: "syncing the archive".into(),
+                    source: e,
+                })?;
+        }
+        Ok::<_, dr_stream::StreamError>(stats)
+    });
+    let result = tokio::select! {
+        r = work => r.map_err(|e| Error::new(Kind::Failed, format!("decrypt thread failed: {e}")))
+            .and_then(|r| r.map_err(Error::from)),
+        _ = cancel.cancelled() => Err(Error::interrupted("the restore")),
+    };
+    bar.finish_and_clear();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(path);
+        return Err(e.context(format!("backup object {}", dump.key)));
+    }
+    Ok(())
+}
+
+pub(super) fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+pub(super) fn write_file_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    let partial = path.with_extension("partial");
+    private_file(&partial)
+        .and_then(|mut f| f.write_all(data))
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", path.display())))
+}

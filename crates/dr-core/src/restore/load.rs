@@ -1,0 +1,338 @@
+//! Loading into the target: the pg_restore child under a session name of its own, its lock
+//! waits watched, and the restored row counts compared with the backup's.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
+
+use dr_catalog::{BackupDetails, Manifest};
+use dr_pg::{ChildProcess, ConnInfo};
+
+use super::globals::apply_globals;
+use super::plan::{selected_counts, split_table};
+use super::target::TargetState;
+use super::RestoreOptions;
+use crate::{Context, Error, Kind, Result};
+
+type Outcome = (Vec<String>, BTreeMap<String, (i64, i64)>, Vec<String>);
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn restore_into(
+    ctx: &Context,
+    m: &Manifest,
+    details: &BackupDetails,
+    target: &TargetState,
+    archive: &Path,
+    globals: Option<&[u8]>,
+    jobs: u32,
+    opts: &RestoreOptions,
+) -> Result<Outcome> {
+    let conn = &target.conn;
+    let bin_dir = ctx.config.backup.pg_bin_dir.as_deref();
+    // pg_restore must read the archive (>= the dumping major) and speak to the target.
+    // Prefer the target's major; any pg_restore at least as new as the archive's pg_dump works.
+    // The archive's format is the dumping pg_dump's (which may be newer than its server).
+    let archive_major = dr_pg::parse_version_output(&m.pg_dump_version)
+        .unwrap_or(m.server_major)
+        .max(m.server_major);
+    let pg_restore = match dr_pg::find_tool("pg_restore", target.major.max(archive_major), bin_dir)
+    {
+        Ok(t) => t,
+        Err(_) => dr_pg::find_tool("pg_restore", archive_major, bin_dir)?,
+    };
+    let mut errors = Vec::new();
+    if let Some(sql) = globals {
+        errors.extend(apply_globals(conn, sql).await?);
+    }
+    if !target.exists {
+        let admin = conn.connect_admin().await?;
+        let sql = format!(
+            "create database {} template template0",
+            dr_pg::quote_ident(conn.dbname())
+        );
+        admin.batch_execute(&sql).await.map_err(|e| {
+            Error::new(
+                Kind::Failed,
+                format!("creating database {}: {e}", conn.dbname()),
+            )
+        })?;
+        tracing::info!("created database {}", conn.dbname());
+    }
+    // The children's sessions get a name of their own: to watch their lock waits, and to end
+    // them if the restore is stopped.
+    let session_name = restore_session_name();
+    let child_conn = conn.with_application_name(&session_name);
+    let lock_wait = ctx.config.restore.lock_wait_timeout_secs;
+    let mut args = vec![
+        "--no-password".to_string(),
+        format!("--dbname={}", conn.dbname_arg()),
+        format!("--jobs={jobs}"),
+        "--verbose".to_string(),
+    ];
+    if opts.clean {
+        args.push("--clean".into());
+        args.push("--if-exists".into());
+    }
+    if opts.no_owner {
+        args.push("--no-owner".into());
+        args.push("--no-acl".into());
+    }
+    let _list_file;
+    if !opts.tables.is_empty() || !opts.schemas.is_empty() {
+        let list = selective_list(&pg_restore.path, archive, opts).await?;
+        let mut f = tempfile::NamedTempFile::new()
+            .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
+        f.write_all(list.as_bytes())
+            .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
+        args.push(format!("--use-list={}", f.path().display()));
+        _list_file = f;
+    }
+    args.push(archive.display().to_string());
+    tracing::info!(jobs, "pg_restore started");
+    let child = ChildProcess::spawn(
+        &pg_restore.path,
+        &args,
+        Some(&child_conn),
+        std::process::Stdio::null(),
+        std::process::Stdio::null(),
+    )?;
+    let spinner = crate::progress::spinner(ctx.progress, "restoring");
+    let mut watcher = tokio::spawn(watch_lock_waits(
+        conn.clone(),
+        session_name.clone(),
+        (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
+    ));
+    let mut gave_up: Option<String> = None;
+    let stop = async {
+        tokio::select! {
+            () = ctx.cancel.cancelled() => {}
+            r = &mut watcher => gave_up = r.ok(),
+        }
+    };
+    let waited = child.wait_or_stop(stop).await;
+    watcher.abort();
+    spinner.finish_and_clear();
+    let Some(finished) = waited else {
+        // pg_restore and its workers are gone; their sessions must be too before we report.
+        match dr_pg::end_sessions(conn, &session_name, Duration::from_secs(10)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::error!(
+                "{n} session(s) of the stopped restore are still on the server (application_name `{session_name}`)"
+            ),
+            Err(e) => tracing::error!("could not end the stopped restore's sessions: {e}"),
+        }
+        if let Some(why) = gave_up {
+            return Err(Error::new(
+                Kind::Failed,
+                format!(
+                    "the restore into {conn} was stopped: {why}\nhint: the database is partially restored; stop the application's connections to the target (or restore into a new database name), then restore again with --clean"
+                ),
+            ));
+        }
+        return Err(Error::new(
+            Kind::Interrupted,
+            format!(
+                "the restore into {conn} was interrupted by a signal; pg_restore and its workers were stopped\nhint: the database is partially restored: restore again with --clean (or drop it and restore into a new name)"
+            ),
+        ));
+    };
+    match finished {
+        Ok(f) => errors.extend(f.errors),
+        Err(dr_pg::PgError::Failed(pf)) => {
+            let lines: Vec<String> = pf
+                .stderr
+                .lines()
+                .filter(|l| l.contains("error:") || l.contains("ERROR") || l.contains("FATAL"))
+                .map(str::to_string)
+                .collect();
+            if lines.is_empty() {
+                errors.push(format!("{} ({})", pf.command, pf.status));
+                errors.extend(pf.stderr.lines().map(str::to_string));
+            } else {
+                errors.extend(lines);
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // Compare counts of the tables that were meant to be restored.
+    let (expected, _) = selected_counts(details, opts);
+    let actual: BTreeMap<String, i64> =
+        dr_pg::count_tables_parallel(conn, usize::try_from(jobs).unwrap_or(2))
+            .await?
+            .into_iter()
+            .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
+            .collect();
+    let (tables, mismatches) = compare_counts(&expected, &actual);
+    Ok((errors, tables, mismatches))
+}
+
+/// Each expected table's (expected, actual) rows, and a line for every table whose count
+/// differs or that is missing.
+fn compare_counts(
+    expected: &BTreeMap<String, i64>,
+    actual: &BTreeMap<String, i64>,
+) -> (BTreeMap<String, (i64, i64)>, Vec<String>) {
+    let mut tables = BTreeMap::new();
+    let mut mismatches = Vec::new();
+    for (name, exp) in expected {
+        match actual.get(name) {
+            Some(a) => {
+                tables.insert(name.clone(), (*exp, *a));
+                if a != exp {
+                    mismatches.push(format!(
+                        "table {name}: backup recorded {exp} rows, restored {a}"
+                    ));
+                }
+            }
+            None => mismatches.push(format!(
+                "table {name}: missing after restore (backup recorded {exp} rows)"
+            )),
+        }
+    }
+    (tables, mismatches)
+}
+
+/// A `pg_restore -L` list holding the selected tables with their data, indexes, constraints,
+/// defaults, triggers and owned sequences, plus everything in the selected schemas: the
+/// archive's `--list` and schema script, filtered by [`dr_pg::select_entries`].
+async fn selective_list(
+    pg_restore: &Path,
+    archive: &Path,
+    opts: &RestoreOptions,
+) -> Result<String> {
+    let run = |args: Vec<String>| async move {
+        let mut child = ChildProcess::spawn(
+            pg_restore,
+            &args,
+            None,
+            std::process::Stdio::null(),
+            std::process::Stdio::piped(),
+        )?;
+        let mut out = Vec::new();
+        if let Some(mut stdout) = child.stdout() {
+            use tokio::io::AsyncReadExt;
+            stdout
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| Error::new(Kind::Failed, format!("reading pg_restore's list: {e}")))?;
+        }
+        child.wait().await.map_err(|e| {
+            Error::from(e).context("listing the archive's contents for the selective restore")
+        })?;
+        Ok::<_, Error>(String::from_utf8_lossy(&out).into_owned())
+    };
+    let list = run(vec!["--list".into(), archive.display().to_string()]).await?;
+    let script = run(vec![
+        "--schema-only".into(),
+        "--file=-".into(),
+        archive.display().to_string(),
+    ])
+    .await?;
+    let selection = dr_pg::Selection {
+        schemas: opts.schemas.clone(),
+        tables: opts
+            .tables
+            .iter()
+            .map(|t| {
+                let (s, n) = split_table(t);
+                (s.to_string(), n.to_string())
+            })
+            .collect(),
+    };
+    let out = dr_pg::select_entries(&list, &script, &selection);
+    if out.is_empty() {
+        return Err(Error::config(format!(
+            "nothing in the backup matches {}\nhint: `dr show latest` lists the tables (names are SCHEMA.TABLE)",
+            opts.tables.iter().chain(opts.schemas.iter()).cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+/// A name no other session on the server has: `dr-restore-PID-N`.
+fn restore_session_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "dr-restore-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, AtomicOrdering::Relaxed)
+    )
+}
+
+/// How often a restore that waits for a lock says so.
+const LOCK_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// While pg_restore runs: every [`LOCK_REPORT_EVERY`], log each of its sessions that waits
+/// for a lock, and who holds it — a restore blocked by the app's open transaction must not
+/// look like a slow one. Returns (ending the restore) once a statement has waited `limit`:
+/// the archive's preamble sets `lock_timeout = 0`, so a server setting cannot do this, and
+/// cancelling statement after statement would only make every next one wait as long.
+async fn watch_lock_waits(conn: ConnInfo, session_name: String, limit: Option<Duration>) -> String {
+    let mut client = None;
+    let mut last_report = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if client.is_none() {
+            client = conn.connect().await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let waits = match dr_pg::lock_waits(c, &session_name).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!("cannot look for lock waits: {e}");
+                client = None;
+                continue;
+            }
+        };
+        if let Some(limit) = limit {
+            if let Some(w) = waits
+                .iter()
+                .find(|w| u64::try_from(w.waiting_secs).unwrap_or(0) >= limit.as_secs())
+            {
+                return format!(
+                    "gave up waiting for a lock after {} s (restore.lock_wait_timeout_secs): {w}",
+                    limit.as_secs()
+                );
+            }
+        }
+        if last_report.elapsed() >= LOCK_REPORT_EVERY {
+            last_report = Instant::now();
+            for w in waits.iter().filter(|w| w.waiting_secs >= 5) {
+                tracing::warn!("restore waiting for a lock: {w}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_name_differing_and_missing_tables() {
+        let expected: BTreeMap<String, i64> = [
+            ("public.a".to_string(), 3),
+            ("public.b".to_string(), 5),
+            ("public.c".to_string(), 0),
+        ]
+        .into();
+        let actual: BTreeMap<String, i64> = [
+            ("public.a".to_string(), 3),
+            ("public.b".to_string(), 4),
+            ("public.x".to_string(), 9),
+        ]
+        .into();
+        let (tables, mismatches) = compare_counts(&expected, &actual);
+        assert_eq!(tables.len(), 2);
+        assert_eq!(tables["public.b"], (5, 4));
+        assert_eq!(
+            mismatches,
+            vec![
+                "table public.b: backup recorded 5 rows, restored 4",
+                "table public.c: missing after restore (backup recorded 0 rows)",
+            ]
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! `dr restore`: fetch, check, decrypt — and only then touch the target.
+//!
+//! Order of work, each step a gate for the next:
+//! 1. pick the backup (id, `latest`, `--at`); decrypt its details (proves the identity fits);
+//! 2. inspect the target: server major, does the database exist, does it hold user objects —
+//!    refuse a non-empty target unless `--clean`/`--force`;
+//! 3. check temp space; download, verify SHA-256, decrypt and decompress into a local archive
+//!    (pg_restore -j needs a seekable file);
+//! 4. create the database if missing, create missing roles (`--with-globals`), `pg_restore -j`;
+//! 5. compare restored row counts with the backup's; any pg_restore error is a failure.
+//!
+//! One file per step: `plan` (what will happen, which tables are selected), `target`
+//! (inspecting the destination), `fetch` (details, globals and the archive from the store),
+//! `globals` (creating the roles the target lacks), `load` (pg_restore, selective lists, the
+//! count comparison). The PostgreSQL text formats (the `pg_restore --list` table of contents,
+//! the globals script) are parsed in `dr_pg`.
+
+mod fetch;
+mod globals;
+mod load;
+mod plan;
+mod target;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use dr_catalog::{BackupDetails, Manifest, ObjectRole};
+use dr_pg::ConnInfo;
+use dr_stream::Identities;
+use serde::Serialize;
+
+use crate::repo::{self, Selector};
+use crate::{Context, Error, Kind, Result};
+
+pub use fetch::{fetch_archive, fetch_details};
+pub use globals::apply_globals;
+pub use plan::Plan;
+
+use fetch::{fetch_globals, private_file, ArchiveFile};
+use load::restore_into;
+use plan::{check_selection, selected_counts};
+use target::{check_space, inspect_target};
+
+/// What the operator asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    pub selector: Option<Selector>,
+    pub target: Option<String>,
+    pub to: Option<String>,
+    pub to_file: Option<PathBuf>,
+    pub globals_to_file: Option<PathBuf>,
+    pub jobs: Option<u32>,
+    pub tables: Vec<String>,
+    pub schemas: Vec<String>,
+    pub clean: bool,
+    pub force: bool,
+    pub with_globals: bool,
+    pub no_owner: bool,
+    pub dry_run: bool,
+    pub temp_dir: Option<PathBuf>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub plan: Plan,
+    pub restored: bool,
+    /// table → (expected, actual)
+    pub tables: BTreeMap<String, (i64, i64)>,
+    pub mismatches: Vec<String>,
+    pub errors: Vec<String>,
+    pub seconds: BTreeMap<String, f64>,
+}
+
+/// Ask the operator; `None` means no prompt (not a terminal, or --yes).
+pub type Confirm<'a> = Option<&'a (dyn Fn(&Plan) -> bool + Sync)>;
+
+/// Restore as the operator asked: pick the backup (`opts.selector`, `opts.target`), decrypt
+/// its details, then restore into `opts.to` (a `postgres://` URL) and/or `opts.to_file`.
+pub async fn run(
+    ctx: &Context,
+    opts: &RestoreOptions,
+    confirm: Confirm<'_>,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let selector = opts.selector.clone().unwrap_or(Selector::Latest);
+    let entry = repo::resolve(ctx.store.as_ref(), opts.target.as_deref(), &selector).await?;
+    let m = entry.manifest;
+    let identities = ctx.identities()?;
+    let details = fetch_details(ctx, &m, &identities).await?;
+    let backup = Backup {
+        manifest: &m,
+        details: &details,
+        identities: &identities,
+    };
+    let to = opts.to.as_deref().map(To::Url);
+    restore(ctx, &backup, to, opts, confirm, started).await
+}
+
+/// A backup chosen and opened: its manifest, its decrypted details and the identities that
+/// decrypt its objects.
+#[derive(Clone, Copy)]
+pub struct Backup<'a> {
+    pub manifest: &'a Manifest,
+    pub details: &'a BackupDetails,
+    pub identities: &'a Identities,
+}
+
+/// Restore `backup` into the database of `to` (created when missing), for a caller that has
+/// chosen and opened the backup already and holds the connection (verify). Nobody is asked;
+/// `opts.selector`, `opts.target` and `opts.to` are not used.
+pub async fn run_into(
+    ctx: &Context,
+    backup: &Backup<'_>,
+    to: &ConnInfo,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    restore(ctx, backup, Some(To::Conn(to)), opts, None, Instant::now()).await
+}
+
+/// Where the database restore goes: a URL as the operator wrote it (parsed when the target
+/// is inspected), or a connection already made.
+enum To<'a> {
+    Url(&'a str),
+    Conn(&'a ConnInfo),
+}
+
+async fn restore(
+    ctx: &Context,
+    backup: &Backup<'_>,
+    to: Option<To<'_>>,
+    opts: &RestoreOptions,
+    confirm: Confirm<'_>,
+    started: Instant,
+) -> Result<RestoreReport> {
+    let mut seconds = BTreeMap::new();
+    let Backup {
+        manifest: m,
+        details,
+        identities,
+    } = *backup;
+    let dump = m
+        .object(ObjectRole::Dump)
+        .ok_or_else(|| {
+            Error::new(
+                Kind::Integrity,
+                format!("backup {} has no dump object", m.id),
+            )
+        })?
+        .clone();
+
+    // Everything the operator asked for is checked before the first side effect.
+    check_selection(details, opts, m)?;
+    if opts.jobs == Some(0) {
+        return Err(Error::config("--jobs must be at least 1"));
+    }
+    let jobs = opts.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(2))
+            .unwrap_or(2)
+    });
+    let temp_dir = opts
+        .temp_dir
+        .clone()
+        .or_else(|| ctx.config.restore.temp_dir.clone())
+        .unwrap_or_else(std::env::temp_dir);
+
+    // Inspect the target before spending time on the download.
+    let target = match to {
+        Some(To::Url(url)) => Some(inspect_target(ConnInfo::parse(url)?).await?),
+        Some(To::Conn(conn)) => Some(inspect_target(conn.clone()).await?),
+        None => None,
+    };
+    let (expected_tables, expected_rows) = selected_counts(details, opts);
+    let plan = Plan {
+        backup_id: m.id.to_string(),
+        target: m.target.clone(),
+        backup_started_at: m.started_at.to_rfc3339(),
+        stored_bytes: m.stored_bytes(),
+        archive_bytes: dump.raw_bytes,
+        server_version: m.server_version.clone(),
+        destination: match (&target, &opts.to_file) {
+            (Some(t), _) => t.conn.to_string(),
+            (None, Some(p)) => format!("file {}", p.display()),
+            (None, None) => "nowhere".into(),
+        },
+        destination_state: match &target {
+            Some(t) if !t.exists => "database does not exist: it will be created".into(),
+            Some(t) if t.user_objects == 0 => "empty database".into(),
+            Some(t) => format!("holds {} user objects", t.user_objects),
+            None => "new file".into(),
+        },
+        tables: expected_tables.len(),
+        rows: expected_rows,
+        jobs,
+        temp_dir: temp_dir.display().to_string(),
+        temp_bytes_needed: if opts.to_file.is_some() && target.is_none() {
+            0
+        } else {
+            dump.raw_bytes
+        },
+        selection: opts
+            .schemas
+            .iter()
+            .map(|s| format!("schema {s}"))
+            .chain(opts.tables.iter().map(|t| format!("table {t}")))
+            .collect(),
+    };
+    if let Some(t) = &target {
+        t.check_accepts(m, opts)?;
+        // Ownership the target cannot satisfy: say so before anything is touched.
+        if !opts.with_globals && !opts.no_owner {
+            t.check_owners(details).await?;
+        }
+    }
+    if opts.dry_run {
+        return Ok(RestoreReport {
+            plan,
+            restored: false,
+            tables: BTreeMap::new(),
+            mismatches: Vec::new(),
+            errors: Vec::new(),
+            seconds,
+        });
+    }
+    if let Some(ask) = confirm {
+        if !ask(&plan) {
+            return Err(Error::new(
+                Kind::Refused,
+                "restore cancelled at the prompt; nothing was changed",
+            ));
+        }
+    }
+
+    // Globals to a file, or to memory for --with-globals.
+    let globals_sql = if opts.with_globals || opts.globals_to_file.is_some() {
+        Some(fetch_globals(ctx, m, identities, opts.globals_to_file.as_deref()).await?)
+    } else {
+        None
+    };
+
+    let fetch_clock = Instant::now();
+    // --to-file without --to: decode straight into the destination.
+    let archive: ArchiveFile = match (&opts.to_file, &target) {
+        (Some(path), None) => {
+            let partial = path.with_extension("partial");
+            fetch_archive(ctx, &dump, identities, &partial, true).await?;
+            std::fs::rename(&partial, path).map_err(|e| {
+                Error::new(
+                    Kind::Failed,
+                    format!("moving the archive to {}: {e}", path.display()),
+                )
+            })?;
+            ArchiveFile::Kept(path.clone())
+        }
+        _ => {
+            check_space(&temp_dir, dump.raw_bytes)?;
+            let tmp = tempfile::Builder::new()
+                .prefix("dr-restore-")
+                .suffix(".dump")
+                .tempfile_in(&temp_dir)
+                .map_err(|e| {
+                    Error::new(
+                        Kind::Failed,
+                        format!(
+                            "cannot create a temp file in {}: {e}\nhint: pass --temp-dir DIR",
+                            temp_dir.display()
+                        ),
+                    )
+                })?;
+            let path = tmp.path().to_path_buf();
+            fetch_archive(ctx, &dump, identities, &path, false).await?;
+            ArchiveFile::Temp(tmp)
+        }
+    };
+    seconds.insert("fetch_decrypt".into(), fetch_clock.elapsed().as_secs_f64());
+    if let (Some(path), Some(_)) = (&opts.to_file, &target) {
+        private_file(path)
+            .and_then(|mut f| std::io::copy(&mut std::fs::File::open(archive.path())?, &mut f))
+            .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", path.display())))?;
+    }
+    let Some(target) = target else {
+        seconds.insert("total".into(), started.elapsed().as_secs_f64());
+        return Ok(RestoreReport {
+            plan,
+            restored: false,
+            tables: BTreeMap::new(),
+            mismatches: Vec::new(),
+            errors: Vec::new(),
+            seconds,
+        });
+    };
+
+    let restore_clock = Instant::now();
+    let outcome = restore_into(
+        ctx,
+        m,
+        details,
+        &target,
+        archive.path(),
+        globals_sql.as_deref(),
+        jobs,
+        opts,
+    )
+    .await;
+    seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
+    drop(archive);
+    let (errors, tables, mismatches) = outcome?;
+    seconds.insert("total".into(), started.elapsed().as_secs_f64());
+    let report = RestoreReport {
+        plan,
+        restored: true,
+        tables,
+        mismatches,
+        errors,
+        seconds,
+    };
+    if !report.errors.is_empty() || !report.mismatches.is_empty() {
+        let mut msg = format!(
+            "restore of backup {} into {} finished with errors:",
+            m.id, target.conn
+        );
+        for e in report.errors.iter().take(50) {
+            msg.push_str(&format!("\n  {e}"));
+        }
+        if report.errors.len() > 50 {
+            msg.push_str(&format!("\n  ... and {} more", report.errors.len() - 50));
+        }
+        for mm in &report.mismatches {
+            msg.push_str(&format!("\n  {mm}"));
+        }
+        msg.push_str("\nhint: the database is partially restored; fix the cause (often a missing role: --with-globals or --no-owner; or a missing extension) and restore again with --clean");
+        return Err(Error::new(Kind::Failed, msg));
+    }
+    Ok(report)
+}

@@ -1,0 +1,141 @@
+//! The destination: its server, whether the database exists and holds objects, the roles
+//! it lacks, and room for the temp archive.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use dr_catalog::{BackupDetails, Manifest};
+use dr_pg::{ConnInfo, ServerVersion};
+
+use super::RestoreOptions;
+use crate::{human_bytes, Error, Kind, Result};
+
+pub(super) struct TargetState {
+    pub(super) conn: ConnInfo,
+    pub(super) exists: bool,
+    pub(super) user_objects: i64,
+    pub(super) major: u32,
+}
+
+impl TargetState {
+    /// The target can take this backup as asked: a server at least as new, and an empty
+    /// database unless `--clean`/`--force` (a dry run only reports).
+    pub(super) fn check_accepts(&self, m: &Manifest, opts: &RestoreOptions) -> Result<()> {
+        if self.major < m.server_major {
+            return Err(Error::new(
+                Kind::Refused,
+                format!(
+                    "the target server is PostgreSQL {} but the backup comes from PostgreSQL {}\nhint: restore into a server of major {} or newer",
+                    self.major, m.server_major, m.server_major
+                ),
+            ));
+        }
+        if self.exists && self.user_objects > 0 && !opts.clean && !opts.force && !opts.dry_run {
+            return Err(Error::new(
+                Kind::Refused,
+                format!(
+                    "refusing to restore into {}: it already holds {} user objects\nhint: restore into a new database name (it is created for you), or pass --clean to drop and recreate the objects the backup contains, or --force to restore on top",
+                    self.conn, self.user_objects
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every role owning the backup's objects exists on the target server.
+    pub(super) async fn check_owners(&self, details: &BackupDetails) -> Result<()> {
+        if details.owners.is_empty() {
+            return Ok(());
+        }
+        let admin = self.conn.connect_admin().await?;
+        let have: BTreeSet<String> = admin
+            .query("select rolname::text from pg_roles", &[])
+            .await
+            .map_err(|e| Error::new(Kind::Failed, format!("listing roles on {}: {e}", self.conn)))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let missing: Vec<&str> = details
+            .owners
+            .iter()
+            .filter(|o| !have.contains(o.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::new(
+                Kind::Refused,
+                format!(
+                    "the backup's objects are owned by roles the target server lacks: {}\nhint: pass --with-globals to create the missing roles from the backup (existing roles are never altered), or --no-owner to make the restoring user own everything",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(super) async fn inspect_target(conn: ConnInfo) -> Result<TargetState> {
+    let admin = conn.connect_admin().await?;
+    let version = ServerVersion::query(&admin).await?;
+    let exists = admin
+        .query_opt(
+            "select 1 from pg_database where datname = $1",
+            &[&conn.dbname()],
+        )
+        .await
+        .map_err(|e| Error::new(Kind::Failed, format!("inspecting {conn}: {e}")))?
+        .is_some();
+    let mut user_objects = 0;
+    if exists {
+        let client = conn.connect().await?;
+        user_objects = client
+            .query_one(
+                "select (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                          where n.nspname not in ('pg_catalog','information_schema')
+                            and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%')
+                      + (select count(*) from pg_namespace where nspname not in ('pg_catalog','information_schema','public')
+                            and nspname not like 'pg\\_%')
+                      + (select count(*) from pg_extension where extname <> 'plpgsql')
+                      + (select count(*) from pg_largeobject_metadata)",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::new(Kind::Failed, format!("inspecting {conn}: {e}")))?
+            .get(0);
+    }
+    Ok(TargetState {
+        conn,
+        exists,
+        user_objects,
+        major: version.major,
+    })
+}
+
+pub(super) fn check_space(dir: &Path, needed: u64) -> Result<()> {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(s) => {
+            let avail = s.blocks_available().saturating_mul(s.fragment_size());
+            // 5% margin: the archive size is exact, the file system's bookkeeping is not.
+            if avail < needed + needed / 20 {
+                // Not "unavailable": retrying will not make room.
+                return Err(Error::new(
+                    Kind::Failed,
+                    format!(
+                        "not enough space in {}: the decrypted archive needs {}, {} is free\nhint: pass --temp-dir DIR on a larger file system (or set restore.temp_dir)",
+                        dir.display(),
+                        human_bytes(needed),
+                        human_bytes(avail)
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::new(
+            Kind::Failed,
+            format!(
+                "cannot use temp dir {}: {e}\nhint: pass --temp-dir DIR",
+                dir.display()
+            ),
+        )),
+    }
+}
