@@ -2,7 +2,8 @@
 //! (`bollard`): create, start, wait until a connection works, stop, remove.
 //!
 //! The container's port 5432 is published on 127.0.0.1 only, on a port the engine picks; the
-//! image is never pulled; every container carries the labels [`LABEL`] and [`PID_LABEL`].
+//! image is never pulled; every container carries the labels [`LABEL`], [`PID_LABEL`] and
+//! [`IMAGE_LABEL`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use crate::{random_token, wait_for_connection, Sandbox, SandboxError, SandboxKin
 pub(crate) const LABEL: &str = "dr.sandbox";
 /// The process that created it: `dr.sandbox.pid=PID` (what [`leftovers`] lists).
 pub(crate) const PID_LABEL: &str = "dr.sandbox.pid";
+/// The image it runs (`{major}` replaced): `dr.sandbox.image=postgres:15`.
+pub(crate) const IMAGE_LABEL: &str = "dr.sandbox.image";
 const PG_PORT: &str = "5432/tcp";
 const LOG_LINES: usize = 20;
 /// How long one Docker API call may take before the engine counts as not answering.
@@ -253,6 +256,7 @@ fn container_config(image: &str, password: &str) -> Config<String> {
         labels: Some(HashMap::from([
             (LABEL.to_string(), "1".to_string()),
             (PID_LABEL.to_string(), std::process::id().to_string()),
+            (IMAGE_LABEL.to_string(), image.to_string()),
         ])),
         exposed_ports: Some(HashMap::from([(PG_PORT.to_string(), HashMap::new())])),
         host_config: Some(HostConfig {

@@ -5,7 +5,7 @@
 //! - [`SandboxKind::Docker`]: a container from a local image (default `postgres:{major}`),
 //!   driven through the Docker Engine API (`bollard`), its port published on 127.0.0.1 only.
 //!   Images are never pulled: a missing image is a clear error. Containers carry the labels
-//!   `dr.sandbox=1` and `dr.sandbox.pid=PID`.
+//!   `dr.sandbox=1`, `dr.sandbox.pid=PID` and `dr.sandbox.image=IMAGE`.
 //! - [`SandboxKind::Local`]: a temporary cluster made with `initdb` / `pg_ctl` of the backup's
 //!   major, on a free loopback port. As root the server runs as the `postgres` user.
 //!
