@@ -33,8 +33,10 @@ const STOP_GRACE_SECS: i64 = 5;
 
 pub(crate) struct DockerSandbox {
     docker: Docker,
-    /// Container id; `None` once removed.
-    id: Option<String>,
+    /// Container id.
+    id: String,
+    /// Set once the container is gone: nothing left for `destroy` or `Drop` to do.
+    removed: bool,
     /// Container name (`dr-sandbox-PID-xxxxxxxx`).
     name: String,
     image: String,
@@ -315,7 +317,8 @@ impl DockerSandbox {
         };
         let mut sandbox = DockerSandbox {
             docker,
-            id: Some(id),
+            id,
+            removed: false,
             name,
             image,
             url: String::new(),
@@ -324,9 +327,8 @@ impl DockerSandbox {
         match sandbox.run(spec, &password, deadline).await {
             Ok(()) => Ok(sandbox),
             Err(e) => {
-                if let Some(id) = sandbox.id.take() {
-                    remove_quietly(&sandbox.docker, &id).await;
-                }
+                remove_quietly(&sandbox.docker, &sandbox.id).await;
+                sandbox.removed = true;
                 Err(e)
             }
         }
@@ -341,7 +343,7 @@ impl DockerSandbox {
         password: &str,
         deadline: tokio::time::Instant,
     ) -> Result<(), SandboxError> {
-        let id = self.id.clone().unwrap_or_default();
+        let id = self.id.clone();
         let what = format!("docker image {}, container {}", self.image, self.name);
         call(
             || format!("starting {what}"),
@@ -406,7 +408,7 @@ impl Sandbox for DockerSandbox {
     }
 
     fn describe(&self) -> String {
-        let short: String = self.id.as_deref().unwrap_or("").chars().take(12).collect();
+        let short: String = self.id.chars().take(12).collect();
         format!("docker image {} (container {short})", self.image)
     }
 
@@ -415,9 +417,10 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn destroy(&mut self) -> Result<(), SandboxError> {
-        let Some(id) = self.id.clone() else {
+        if self.removed {
             return Ok(());
-        };
+        }
+        let id = self.id.clone();
         // Stop first so the server shuts down cleanly; a failed stop is not fatal, the forced
         // removal below kills it anyway.
         let stop = self
@@ -443,16 +446,18 @@ impl Sandbox for DockerSandbox {
             },
             other => other,
         })?;
-        self.id = None;
+        self.removed = true;
         Ok(())
     }
 }
 
 impl Drop for DockerSandbox {
     fn drop(&mut self) {
-        let Some(id) = self.id.take() else {
+        if self.removed {
             return;
-        };
+        }
+        self.removed = true;
+        let id = self.id.clone();
         tracing::warn!(
             "sandbox container {} was not destroyed; removing it now",
             self.name

@@ -284,8 +284,11 @@ async fn docker_sandbox_port_is_on_loopback_only_and_destroy_leaves_no_container
     );
     assert!(url.contains("@127.0.0.1:"), "sandbox url names loopback");
     select_one(&url).await;
+    let described = sb.describe();
+    assert!(described.contains(&id[..12]), "{described}");
 
     sb.destroy().await.expect("destroy");
+    assert_eq!(sb.describe(), described, "still names the container");
     let left = labelled_containers();
     assert!(left.is_empty(), "{left:?}");
 }
