@@ -292,3 +292,51 @@ async fn docker_sandbox_port_is_on_loopback_only_and_destroy_leaves_no_container
     let left = labelled_containers();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `dr-test/exits:15`: the test image with an entrypoint that fails at once (made with
+/// `docker commit`, no registry needed).
+fn exiting_image(base: &str) -> String {
+    let image = "dr-test/exits:15";
+    let container = docker_cli(&["create", base]);
+    let made = docker_cli(&[
+        "commit",
+        "--change",
+        r#"ENTRYPOINT ["sh", "-c", "echo 'FATAL: boom from the image' >&2; exit 3"]"#,
+        &container,
+        image,
+    ]);
+    assert!(!made.is_empty());
+    docker_cli(&["rm", &container]);
+    image.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_sandbox_whose_container_exits_fails_at_once_with_its_log() {
+    let _serial = SERIAL.lock().await;
+    let Some(image) = docker_image().await else {
+        return;
+    };
+    let image = exiting_image(&image.replace("{major}", &MAJOR.to_string()));
+    let t = Instant::now();
+    let e = dr_sandbox::start(&spec(
+        SandboxKind::Docker,
+        Some(&image),
+        Duration::from_secs(60),
+    ))
+    .await
+    .err()
+    .expect("the container exits");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(matches!(e, SandboxError::Exited { .. }), "{e:?}");
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(
+        msg.contains("exited before accepting connections") && msg.contains("FATAL: boom"),
+        "{msg}"
+    );
+    let left = dr_sandbox::leftover_containers().await;
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &image])
+        .output();
+}
