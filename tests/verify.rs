@@ -63,19 +63,35 @@ sql = "select count(*) > 0 from big"
     }
 }
 
-fn docker_containers() -> String {
+/// Names of the sandbox containers matching `filter` (a `docker ps --filter`), stopped ones
+/// too. Filter narrowly: other tests (and other test runs) start sandboxes on the same engine.
+fn docker_containers(filter: &str) -> String {
     let out = Command::new("docker")
         .args([
             "ps",
             "-a",
             "--filter",
             "label=dr.sandbox=1",
+            "--filter",
+            filter,
             "--format",
             "{{.Names}}",
         ])
         .output()
         .expect("docker ps");
     stdout(&out)
+}
+
+/// The container id dr logged for its docker sandbox ("… (container 1a2b3c4d5e6f)").
+fn sandbox_container_id(stderr: &str) -> String {
+    let at = stderr
+        .find("(container ")
+        .unwrap_or_else(|| panic!("no sandbox container in the log:\n{stderr}"));
+    stderr[at + "(container ".len()..]
+        .split(')')
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -114,11 +130,9 @@ fn verify_passes_in_a_docker_sandbox_and_removes_it() {
         ],
     );
     assert_success(&out);
-    assert!(
-        !docker_containers().contains("dr-sandbox"),
-        "container left: {}",
-        docker_containers()
-    );
+    let id = sandbox_container_id(&stderr(&out));
+    let left = docker_containers(&format!("id={id}"));
+    assert!(left.is_empty(), "container left: {left}");
 }
 
 #[test]
@@ -215,7 +229,8 @@ fn a_missing_image_cannot_run_and_leaves_nothing() {
     );
     assert_exit_code(&out, 3);
     assert!(stderr(&out).contains("dr-test/nope:15"), "{}", stderr(&out));
-    assert!(!docker_containers().contains("dr-sandbox"));
+    let left = docker_containers("label=dr.sandbox.image=dr-test/nope:15");
+    assert!(left.is_empty(), "container left: {left}");
 }
 
 #[test]

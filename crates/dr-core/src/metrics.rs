@@ -16,14 +16,21 @@
 //! `dr_last_verification_passed == 0`.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// One finished run.
@@ -314,21 +321,24 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` on `listener` until `stop` is cancelled. Minimal HTTP/1.1: one request
-/// per connection.
+/// Serve `GET /metrics` (and a pointer to it at `/`) on `listener` with HTTP/1.1, one request
+/// per connection, until `stop` is cancelled. Then no new connection is accepted, open ones
+/// finish the response they are writing (each is bounded by [`CONNECTION_TIMEOUT`]) and this
+/// returns.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut connections = JoinSet::new();
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
-            _ = stop.cancelled() => return,
+            () = stop.cancelled() => break,
         };
+        // Reap finished connections so the set stays small on a long-running daemon.
+        while connections.try_join_next().is_some() {}
         match conn {
             Ok((stream, _)) => {
                 let metrics = Arc::clone(&metrics);
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics))
-                        .await;
-                });
+                let stop = stop.clone();
+                connections.spawn(serve_connection(stream, metrics, stop));
             }
             Err(e) => {
                 tracing::warn!("metrics endpoint: accept failed: {e}");
@@ -336,51 +346,81 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancellat
             }
         }
     }
+    while connections.join_next().await.is_some() {}
 }
 
-async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || buf.len() > 16 * 1024 {
-            break;
+/// How long one scrape connection may stay open, from accept to the last byte.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let metrics = Arc::clone(&metrics);
+        async move { Ok::<_, Infallible>(answer(req.method(), req.uri().path(), &metrics)) }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let served = async {
+        tokio::select! {
+            r = conn.as_mut() => r,
+            () = stop.cancelled() => {
+                // Finish the response in flight (if any), then close.
+                conn.as_mut().graceful_shutdown();
+                conn.as_mut().await
+            }
         }
-        buf.extend_from_slice(&chunk[..n]);
+    };
+    match tokio::time::timeout(CONNECTION_TIMEOUT, served).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("metrics endpoint: {e}"),
+        Err(_) => {
+            tracing::debug!("metrics endpoint: connection closed after {CONNECTION_TIMEOUT:?}")
+        }
     }
-    let head = String::from_utf8_lossy(&buf);
-    let mut first = head.lines().next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("");
-    let path = first.next().unwrap_or("");
-    let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (
-            "200 OK",
+}
+
+/// The response to `method path` (the query string already stripped). hyper leaves out the
+/// body of a HEAD response.
+fn answer(method: &Method, path: &str, metrics: &Metrics) -> Response<String> {
+    let text = |status: StatusCode, content_type: &'static str, body: String| {
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    };
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".to_string(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/metrics" => text(
+            StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
-        ("GET" | "HEAD", "/") => (
-            "200 OK",
+        "/" => text(
+            StatusCode::OK,
             "text/plain; charset=utf-8",
             "dr daemon: metrics at /metrics\n".to_string(),
         ),
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => (
-            "405 Method Not Allowed",
+        _ => text(
+            StatusCode::NOT_FOUND,
             "text/plain",
-            "GET only\n".to_string(),
+            "not found\n".to_string(),
         ),
-    };
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if method != "HEAD" {
-        response.extend_from_slice(body.as_bytes());
     }
-    stream.write_all(&response).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]
@@ -451,6 +491,20 @@ mod tests {
         assert_eq!(leftovers, 1);
     }
 
+    /// One request on a fresh connection; everything the server sent until it closed.
+    async fn request(addr: std::net::SocketAddr, head: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(head.as_bytes()).await.expect("send");
+        let mut out = String::new();
+        // The server closes after one response: reading to the end must not hang.
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+            .await
+            .expect("server closes the connection")
+            .expect("read");
+        out
+    }
+
     #[tokio::test]
     async fn serves_metrics_over_http() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -459,23 +513,54 @@ mod tests {
         m.record(&sample("app", "backup", true));
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, Arc::clone(&m), stop.clone()));
-        let get = |path: &'static str| async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .expect("send");
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.expect("read");
-            out
-        };
+        let get = |path: &str| request(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+
         let ok = get("/metrics").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        let (head, body) = ok.split_once("\r\n\r\n").expect("head and body");
+        let head = head.to_ascii_lowercase();
         assert!(
-            ok.contains("dr_last_backup_bytes{target=\"app\"} 4096"),
-            "{ok}"
+            head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+            "{head}"
+        );
+        assert!(head.contains("connection: close"), "{head}");
+        assert_eq!(body, m.render());
+        assert!(get("/metrics?x=1").await.starts_with("HTTP/1.1 200 OK\r\n"));
+
+        let root = get("/").await;
+        assert!(root.starts_with("HTTP/1.1 200 OK\r\n"), "{root}");
+        assert!(
+            root.ends_with("\r\n\r\ndr daemon: metrics at /metrics\n"),
+            "{root}"
         );
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+
+        let head_only = request(addr, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into()).await;
+        assert!(head_only.starts_with("HTTP/1.1 200 OK\r\n"), "{head_only}");
+        assert!(
+            head_only.ends_with("\r\n\r\n"),
+            "HEAD has no body: {head_only}"
+        );
+
+        let post = request(
+            addr,
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(),
+        )
+        .await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+
+        // A client that connected but sent nothing does not hold up the stop.
+        let idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
         stop.cancel();
-        server.await.expect("server stops");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops promptly")
+            .expect("server task");
+        drop(idle);
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "listener closed"
+        );
     }
 }

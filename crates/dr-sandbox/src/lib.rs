@@ -3,8 +3,9 @@
 //!
 //! Two kinds:
 //! - [`SandboxKind::Docker`]: a container from a local image (default `postgres:{major}`),
-//!   started through `testcontainers`. Images are never pulled implicitly: a missing image is a
-//!   clear error. Containers carry the label `dr.sandbox=1`.
+//!   driven through the Docker Engine API (`bollard`), its port published on 127.0.0.1 only.
+//!   Images are never pulled: a missing image is a clear error. Containers carry the labels
+//!   `dr.sandbox=1`, `dr.sandbox.pid=PID` and `dr.sandbox.image=IMAGE`.
 //! - [`SandboxKind::Local`]: a temporary cluster made with `initdb` / `pg_ctl` of the backup's
 //!   major, on a free loopback port. As root the server runs as the `postgres` user.
 //!

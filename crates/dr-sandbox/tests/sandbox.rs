@@ -218,3 +218,125 @@ async fn docker_sandbox_dropped_without_destroy_is_removed() {
     let left = dr_sandbox::leftover_containers().await;
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `docker …` with `args`; its stdout (the test fails if docker does).
+fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Ids of the containers carrying this process's `dr.sandbox.pid` label, stopped ones too.
+fn labelled_containers() -> Vec<String> {
+    let filter = format!("label=dr.sandbox.pid={}", std::process::id());
+    docker_cli(&["ps", "--all", "--quiet", "--no-trunc", "--filter", &filter])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_sandbox_port_is_on_loopback_only_and_destroy_leaves_no_container() {
+    let _serial = SERIAL.lock().await;
+    let Some(image) = docker_image().await else {
+        return;
+    };
+    let mut sb = dr_sandbox::start(&spec(
+        SandboxKind::Docker,
+        Some(&image),
+        Duration::from_secs(120),
+    ))
+    .await
+    .expect("docker sandbox starts");
+    let ids = labelled_containers();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = &ids[0];
+    assert_eq!(
+        docker_cli(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"dr.sandbox\"}}",
+            id
+        ]),
+        "1"
+    );
+
+    // `docker port` lists every host address the port is published on: only 127.0.0.1.
+    let published = docker_cli(&["port", id, "5432/tcp"]);
+    let addresses: Vec<&str> = published.lines().collect();
+    assert_eq!(addresses.len(), 1, "{published}");
+    let (host, port) = addresses[0].rsplit_once(':').expect("HOST:PORT");
+    assert_eq!(host, "127.0.0.1", "{published}");
+    let url = sb.url();
+    assert_eq!(
+        dr_pg::ConnInfo::parse(&url)
+            .expect("url")
+            .port()
+            .to_string(),
+        port
+    );
+    assert!(url.contains("@127.0.0.1:"), "sandbox url names loopback");
+    select_one(&url).await;
+    let described = sb.describe();
+    assert!(described.contains(&id[..12]), "{described}");
+
+    sb.destroy().await.expect("destroy");
+    assert_eq!(sb.describe(), described, "still names the container");
+    let left = labelled_containers();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// `dr-test/exits:15`: the test image with an entrypoint that fails at once (made with
+/// `docker commit`, no registry needed).
+fn exiting_image(base: &str) -> String {
+    let image = "dr-test/exits:15";
+    let container = docker_cli(&["create", base]);
+    let made = docker_cli(&[
+        "commit",
+        "--change",
+        r#"ENTRYPOINT ["sh", "-c", "echo 'FATAL: boom from the image' >&2; exit 3"]"#,
+        &container,
+        image,
+    ]);
+    assert!(!made.is_empty());
+    docker_cli(&["rm", &container]);
+    image.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_sandbox_whose_container_exits_fails_at_once_with_its_log() {
+    let _serial = SERIAL.lock().await;
+    let Some(image) = docker_image().await else {
+        return;
+    };
+    let image = exiting_image(&image.replace("{major}", &MAJOR.to_string()));
+    let t = Instant::now();
+    let e = dr_sandbox::start(&spec(
+        SandboxKind::Docker,
+        Some(&image),
+        Duration::from_secs(60),
+    ))
+    .await
+    .err()
+    .expect("the container exits");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(matches!(e, SandboxError::Exited { .. }), "{e:?}");
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(
+        msg.contains("exited before accepting connections") && msg.contains("FATAL: boom"),
+        "{msg}"
+    );
+    let left = dr_sandbox::leftover_containers().await;
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &image])
+        .output();
+}
