@@ -73,6 +73,20 @@ pub struct RestoreReport {
     pub seconds: BTreeMap<String, f64>,
 }
 
+impl RestoreReport {
+    /// A run that stopped before the target: a dry run, or `--to-file` alone.
+    fn not_restored(plan: Plan, seconds: BTreeMap<String, f64>) -> RestoreReport {
+        RestoreReport {
+            plan,
+            restored: false,
+            tables: BTreeMap::new(),
+            mismatches: Vec::new(),
+            errors: Vec::new(),
+            seconds,
+        }
+    }
+}
+
 /// Ask the operator; `None` means no prompt (not a terminal, or --yes).
 pub type Confirm<'a> = Option<&'a (dyn Fn(&Plan) -> bool + Sync)>;
 
@@ -215,14 +229,7 @@ async fn restore(
         }
     }
     if opts.dry_run {
-        return Ok(RestoreReport {
-            plan,
-            restored: false,
-            tables: BTreeMap::new(),
-            mismatches: Vec::new(),
-            errors: Vec::new(),
-            seconds,
-        });
+        return Ok(RestoreReport::not_restored(plan, seconds));
     }
     if let Some(ask) = confirm {
         if !ask(&plan) {
@@ -282,14 +289,7 @@ async fn restore(
     }
     let Some(target) = target else {
         seconds.insert("total".into(), started.elapsed().as_secs_f64());
-        return Ok(RestoreReport {
-            plan,
-            restored: false,
-            tables: BTreeMap::new(),
-            mismatches: Vec::new(),
-            errors: Vec::new(),
-            seconds,
-        });
+        return Ok(RestoreReport::not_restored(plan, seconds));
     };
 
     let restore_clock = Instant::now();
