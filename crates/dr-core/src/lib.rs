@@ -34,7 +34,11 @@ pub mod prune;
 pub mod repo;
 pub mod report;
 pub mod restore;
+pub mod status;
 pub mod verify;
+
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 
