@@ -26,6 +26,7 @@ pub mod backup;
 pub mod check;
 pub mod daemon;
 pub mod host;
+pub mod list;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
