@@ -1,5 +1,7 @@
 //! The operations an operator runs, composed from the leaf crates: backup, list/show,
-//! restore, verify, prune, check, and the run lock that keeps them from overlapping.
+//! status, restore, verify, prune, check, and the run lock that keeps them from overlapping.
+//! [`list`], [`status`] and [`check`] return typed rows (serialized as `docs/JSON.md` says);
+//! the `dr` binary only prints them.
 //!
 //! dr-core knows the order of things (the manifest is written last; integrity is checked
 //! before a target is touched; a lock is held while a target is backed up) and turns every
