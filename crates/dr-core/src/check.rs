@@ -181,42 +181,7 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::{BackupEntry, DamagedBackup};
-    use dr_catalog::{keys, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT};
-
-    fn entry(target: &str, id: &str) -> BackupEntry {
-        let id: BackupId = id.parse().expect("id");
-        BackupEntry {
-            manifest: Manifest {
-                format: MANIFEST_FORMAT,
-                id,
-                target: target.into(),
-                started_at: id.time(),
-                finished_at: id.time(),
-                server_version: "17.2".into(),
-                server_major: 17,
-                pg_dump_version: "pg_dump (PostgreSQL) 17.2".into(),
-                dr_version: "0.1.0".into(),
-                database_bytes: 1,
-                compression: "zstd".into(),
-                encryption: "age".into(),
-                recipients: vec![],
-                objects: vec![ObjectRecord {
-                    role: ObjectRole::Dump,
-                    key: keys::object(target, &id, keys::DUMP),
-                    bytes: 1,
-                    sha256: "0".repeat(64),
-                    raw_bytes: 1,
-                    part_bytes: None,
-                }],
-            },
-            verification: None,
-        }
-    }
-
-    fn now() -> DateTime<Utc> {
-        "20261122T030000Z".parse::<BackupId>().expect("id").time()
-    }
+    use crate::testing::{damaged, entry, now};
 
     #[test]
     fn backups_line_reports_clock_skew() {
@@ -249,12 +214,8 @@ mod tests {
             "no backups yet"
         );
         let mut bad = good.clone();
-        bad.damaged.push(DamagedBackup {
-            target: "app".into(),
-            id: "20261101T030000Z".parse().expect("id"),
-            key: "app/20261101T030000Z/manifest.json".into(),
-            reason: "not valid JSON (EOF)".into(),
-        });
+        bad.damaged
+            .push(damaged("app", "20261101T030000Z", "not valid JSON (EOF)"));
         let e = backups_line(&bad, "app", now()).expect_err("damaged");
         assert!(e.contains("damaged") && e.contains("EOF"), "{e}");
         assert!(backups_line(&bad, "db", now()).is_ok());

@@ -1,5 +1,7 @@
 //! The operations an operator runs, composed from the leaf crates: backup, list/show,
-//! restore, verify, prune, check, and the run lock that keeps them from overlapping.
+//! status, restore, verify, prune, check, and the run lock that keeps them from overlapping.
+//! [`list`], [`status`] and [`check`] return typed rows (serialized as `docs/JSON.md` says);
+//! the `dr` binary only prints them.
 //!
 //! dr-core knows the order of things (the manifest is written last; integrity is checked
 //! before a target is touched; a lock is held while a target is backed up) and turns every
@@ -26,6 +28,7 @@ pub mod backup;
 pub mod check;
 pub mod daemon;
 pub mod host;
+pub mod list;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
@@ -34,7 +37,11 @@ pub mod prune;
 pub mod repo;
 pub mod report;
 pub mod restore;
+pub mod status;
 pub mod verify;
+
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 

@@ -8,6 +8,7 @@ mod commands;
 mod exit;
 mod logging;
 mod output;
+mod signals;
 
 use std::process::ExitCode;
 

@@ -50,23 +50,7 @@ pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
     }));
     let ctx = Arc::new(Context::open(config).await?);
     let shutdown = CancellationToken::new();
-    {
-        let shutdown = shutdown.clone();
-        let cancel = ctx.cancel.clone();
-        tokio::spawn(async move {
-            super::wait_for_signal().await;
-            tracing::warn!("signal received: finishing the running job(s), starting no new ones (send again to cancel them now)");
-            shutdown.cancel();
-            super::wait_for_signal().await;
-            tracing::warn!(
-                "second signal: cancelling the running job(s) (send again to exit at once)"
-            );
-            cancel.cancel();
-            super::wait_for_signal().await;
-            eprintln!("third signal: exiting without cleanup");
-            std::process::exit(130);
-        });
-    }
+    crate::signals::daemon(shutdown.clone(), ctx.cancel.clone());
     tracing::info!("dr daemon starting with {} job(s)", jobs.len());
     let outcome = daemon::run(ctx, jobs, reporter, shutdown).await?;
     tracing::info!(

@@ -112,33 +112,8 @@ pub async fn context(g: &Global) -> Result<Context> {
     let config = load_config(g)?;
     let mut ctx = Context::open(config).await?;
     ctx.progress = crate::logging::progress_enabled(g);
-    let cancel = ctx.cancel.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::warn!("signal received: stopping, aborting uploads and cleaning up (send again to exit at once)");
-        cancel.cancel();
-        wait_for_signal().await;
-        eprintln!("second signal: exiting without cleanup");
-        std::process::exit(130);
-    });
+    crate::signals::cancel_on_signal(ctx.cancel.clone());
     Ok(ctx)
-}
-
-pub(crate) async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {

@@ -1,0 +1,379 @@
+//! `dr list` and `dr show`: the rows of the catalog with the retention tier that keeps each
+//! backup, and one backup with what its encrypted details say. [`rows`] and [`tiers`] are
+//! pure; [`run`] and [`show`] read the repository.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use dr_catalog::{BackupDetails, BackupId, ObjectRole, Policy};
+use serde::{Serialize, Serializer};
+
+use crate::repo::{self, BackupEntry, Catalog, DamagedBackup, Selector};
+use crate::{Context, Error, Kind, Result};
+
+/// What `dr list` says of a backup (docs/JSON.md, "States").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A complete backup.
+    Ok,
+    /// A complete backup dated beyond this host's clock (clock skew).
+    FutureDated,
+    /// Its manifest exists but cannot be used.
+    Damaged,
+}
+
+/// One element of `dr list --json` (docs/JSON.md): a complete backup (possibly
+/// future-dated) or a damaged one, whose manifest fields are `None`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListRow {
+    /// Stored size.
+    pub bytes: Option<u64>,
+    #[serde(serialize_with = "rfc3339")]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub id: BackupId,
+    /// Damaged backups only: the manifest's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// One line saying what is wrong; `None` when `state` is ok.
+    pub problem: Option<String>,
+    /// Size before compression and encryption.
+    pub raw_bytes: Option<u64>,
+    /// Damaged backups only: why the manifest cannot be used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The tiers that keep it (`newest,daily`…) or `prune`; `None` without retention and for
+    /// damaged backups.
+    pub retention: Option<String>,
+    pub server_major: Option<u32>,
+    pub server_version: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: Option<DateTime<Utc>>,
+    pub state: State,
+    pub target: String,
+    pub verification: Option<RowVerification>,
+}
+
+/// `verification` of a [`ListRow`]: the newest one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowVerification {
+    /// `passed` or `failed`.
+    pub result: String,
+    #[serde(serialize_with = "rfc3339_one")]
+    pub verified_at: DateTime<Utc>,
+}
+
+fn rfc3339<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_rfc3339()),
+        None => s.serialize_none(),
+    }
+}
+
+fn rfc3339_one<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
+}
+
+/// Which retention tiers keep each complete backup, by (target, id): `prune` for one the
+/// next `dr prune` deletes. Pure.
+pub fn tiers(
+    entries: &[BackupEntry],
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> BTreeMap<(String, BackupId), String> {
+    let mut out = BTreeMap::new();
+    let targets: BTreeSet<&str> = entries.iter().map(|e| e.manifest.target.as_str()).collect();
+    for t in targets {
+        let backups: Vec<(BackupId, bool)> = entries
+            .iter()
+            .filter(|e| e.manifest.target == t)
+            .map(|e| {
+                (
+                    e.manifest.id,
+                    e.verification.as_ref().is_some_and(|v| v.passed()),
+                )
+            })
+            .collect();
+        for d in dr_catalog::retention_plan(&backups, policy, now) {
+            let kept = if d.keep {
+                d.tiers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                "prune".to_string()
+            };
+            out.insert((t.to_string(), d.id), kept);
+        }
+    }
+    out
+}
+
+/// The rows of `dr list` at `now`, newest id first (then by target); `policy` is `None`
+/// without retention. Pure.
+pub fn rows(catalog: &Catalog, policy: Option<&Policy>, now: DateTime<Utc>) -> Vec<ListRow> {
+    let tiers = policy
+        .map(|p| tiers(&catalog.entries, p, now))
+        .unwrap_or_default();
+    let mut rows: Vec<ListRow> = catalog
+        .entries
+        .iter()
+        .map(|e| complete_row(e, &tiers, now))
+        .chain(catalog.damaged.iter().map(damaged_row))
+        .collect();
+    rows.sort_by(|a, b| b.id.cmp(&a.id).then_with(|| a.target.cmp(&b.target)));
+    rows
+}
+
+fn complete_row(
+    e: &BackupEntry,
+    tiers: &BTreeMap<(String, BackupId), String>,
+    now: DateTime<Utc>,
+) -> ListRow {
+    let m = &e.manifest;
+    let (state, problem) = if m.id.is_future_dated(now) {
+        (
+            State::FutureDated,
+            Some(format!(
+                "future-dated: clock skew (dated {} ahead of this host's clock); never picked as latest",
+                repo::dated_ahead(&m.id, now)
+            )),
+        )
+    } else {
+        (State::Ok, None)
+    };
+    ListRow {
+        bytes: Some(m.stored_bytes()),
+        finished_at: Some(m.finished_at),
+        id: m.id,
+        key: None,
+        problem,
+        raw_bytes: Some(m.raw_bytes()),
+        reason: None,
+        retention: tiers.get(&(m.target.clone(), m.id)).cloned(),
+        server_major: Some(m.server_major),
+        server_version: Some(m.server_version.clone()),
+        started_at: Some(m.started_at),
+        state,
+        target: m.target.clone(),
+        verification: e.verification.as_ref().map(|v| RowVerification {
+            result: v.result.clone(),
+            verified_at: v.verified_at,
+        }),
+    }
+}
+
+fn damaged_row(d: &DamagedBackup) -> ListRow {
+    ListRow {
+        bytes: None,
+        finished_at: None,
+        id: d.id,
+        key: Some(d.key.clone()),
+        problem: Some(format!("damaged: {}", d.reason)),
+        raw_bytes: None,
+        reason: Some(d.reason.clone()),
+        retention: None,
+        server_major: None,
+        server_version: None,
+        started_at: None,
+        state: State::Damaged,
+        target: d.target.clone(),
+        verification: None,
+    }
+}
+
+/// Read the repository (one target, or all) and build the rows of `dr list` now, with the
+/// configured retention (none, or an invalid one, leaves `retention` empty).
+pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<ListRow>> {
+    let catalog = repo::catalog(ctx.store.as_ref(), target).await?;
+    let policy = crate::prune::policy(ctx).ok();
+    Ok(rows(&catalog, policy.as_ref(), Utc::now()))
+}
+
+/// One backup as `dr show` presents it: its manifest, newest verification and, when the
+/// identity is configured, its decrypted details.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub entry: BackupEntry,
+    pub details: Option<BackupDetails>,
+}
+
+/// `dr show --json`: the manifest's fields, `verification`, and `details` when decrypted.
+impl Serialize for Shown {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let mut v = serde_json::to_value(&self.entry.manifest).map_err(S::Error::custom)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert(
+                "verification".into(),
+                serde_json::to_value(&self.entry.verification).map_err(S::Error::custom)?,
+            );
+            if let Some(d) = &self.details {
+                obj.insert(
+                    "details".into(),
+                    serde_json::to_value(d).map_err(S::Error::custom)?,
+                );
+            }
+        }
+        v.serialize(s)
+    }
+}
+
+/// Resolve `id` and, with the identity, decrypt what the backup holds (tables, row counts);
+/// without it, or when the backup has no details object, `details` is `None`.
+pub async fn show(ctx: &Context, id: &str, target: Option<&str>) -> Result<Shown> {
+    let selector = Selector::parse(Some(id), None)?;
+    let entry = repo::resolve(ctx.store.as_ref(), target, &selector).await?;
+    let details = details(ctx, &entry).await?;
+    Ok(Shown { entry, details })
+}
+
+async fn details(ctx: &Context, entry: &BackupEntry) -> Result<Option<BackupDetails>> {
+    let (Some(_), Some(rec)) = (
+        &ctx.config.encryption.identity_file,
+        entry.manifest.object(ObjectRole::Details),
+    ) else {
+        return Ok(None);
+    };
+    let ids = ctx.identities()?;
+    let bytes = ctx.store.get(&rec.key).await?;
+    if dr_stream::sha256_hex(&bytes) != rec.sha256 {
+        return Err(Error::new(
+            Kind::Integrity,
+            format!("checksum mismatch for `{}`", rec.key),
+        ));
+    }
+    let plain = dr_stream::unseal(&bytes, &ids, &rec.key)?;
+    Ok(serde_json::from_slice(&plain).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{damaged, entry, now, verified};
+
+    fn policy() -> Policy {
+        Policy {
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+            yearly: 0,
+            timezone: chrono_tz::UTC,
+        }
+    }
+
+    fn catalog() -> Catalog {
+        Catalog {
+            entries: vec![
+                entry("app", "20261222T030000Z"),
+                entry("app", "20261122T020000Z"),
+                entry("app", "20261122T010000Z"),
+                verified(entry("app", "20261120T020000Z"), "passed", now()),
+                entry("db", "20261122T020000Z"),
+            ],
+            damaged: vec![damaged("app", "20261121T020000Z", "not valid JSON (EOF)")],
+        }
+    }
+
+    #[test]
+    fn rows_newest_first_then_by_target_with_states() {
+        let rows = rows(&catalog(), None, now());
+        let order: Vec<(String, &str, State)> = rows
+            .iter()
+            .map(|r| (r.id.to_string(), r.target.as_str(), r.state))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("20261222T030000Z".into(), "app", State::FutureDated),
+                ("20261122T020000Z".into(), "app", State::Ok),
+                ("20261122T020000Z".into(), "db", State::Ok),
+                ("20261122T010000Z".into(), "app", State::Ok),
+                ("20261121T020000Z".into(), "app", State::Damaged),
+                ("20261120T020000Z".into(), "app", State::Ok),
+            ]
+        );
+        assert!(rows.iter().all(|r| r.retention.is_none()));
+        assert!(rows[0]
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("30d 0h ahead")));
+        assert_eq!(rows[1].problem, None);
+        assert_eq!(
+            rows[4].problem.as_deref(),
+            Some("damaged: not valid JSON (EOF)")
+        );
+        assert_eq!(rows[4].bytes, None);
+        assert_eq!(
+            rows[5].verification.as_ref().map(|v| v.result.as_str()),
+            Some("passed")
+        );
+    }
+
+    #[test]
+    fn retention_tiers_per_backup() {
+        let rows = rows(&catalog(), Some(&policy()), now());
+        let tiers: Vec<(&str, Option<&str>)> = rows
+            .iter()
+            .map(|r| (r.target.as_str(), r.retention.as_deref()))
+            .collect();
+        assert_eq!(
+            tiers,
+            [
+                ("app", Some("future")),
+                ("app", Some("newest,daily")),
+                ("db", Some("newest,daily")),
+                ("app", Some("prune")),
+                ("app", None),
+                ("app", Some("newest-verified")),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_as_documented() {
+        let rows = rows(&catalog(), Some(&policy()), now());
+        let ok = serde_json::to_value(&rows[5]).expect("json");
+        assert_eq!(
+            ok,
+            serde_json::json!({
+                "retention": "newest-verified",
+                "id": "20261120T020000Z",
+                "target": "app",
+                "state": "ok",
+                "problem": null,
+                "started_at": "2026-11-20T02:00:00+00:00",
+                "finished_at": "2026-11-20T02:00:00+00:00",
+                "bytes": 1,
+                "raw_bytes": 1,
+                "server_version": "17.2",
+                "server_major": 17,
+                "verification": {"result": "passed", "verified_at": "2026-11-22T03:00:00+00:00"},
+            })
+        );
+        let bad = serde_json::to_value(&rows[4]).expect("json");
+        assert_eq!(
+            bad,
+            serde_json::json!({
+                "retention": null,
+                "id": "20261121T020000Z",
+                "target": "app",
+                "state": "damaged",
+                "problem": "damaged: not valid JSON (EOF)",
+                "key": "app/20261121T020000Z/manifest.json",
+                "reason": "not valid JSON (EOF)",
+                "started_at": null,
+                "finished_at": null,
+                "bytes": null,
+                "raw_bytes": null,
+                "server_version": null,
+                "server_major": null,
+                "verification": null,
+            })
+        );
+        // Keys in the order `dr list --json` always printed them (alphabetical).
+        let text = serde_json::to_string(&rows[4]).expect("json");
+        assert_eq!(text, serde_json::to_string(&bad).expect("json"));
+    }
+}

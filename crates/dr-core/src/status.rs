@@ -1,0 +1,330 @@
+//! `dr status`: one row per configured target saying whether its backups are healthy — a
+//! recent complete backup, no failed verification, nothing damaged or future-dated — and when
+//! the next scheduled backup runs. [`assess`] is pure; [`run`] reads the repository.
+
+use chrono::{DateTime, Duration, Utc};
+use dr_config::JobKind;
+use serde::Serialize;
+
+use crate::daemon::Job;
+use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
+use crate::{Context, Result};
+
+/// The health of one target: an element of `dr status --json` (docs/JSON.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetStatus {
+    /// Damaged backups of this target.
+    pub damaged: Vec<DamagedRow>,
+    /// Ids of future-dated backups of this target.
+    pub future_dated: Vec<String>,
+    /// The newest verification of a backup that is not future-dated.
+    pub last_verification: Option<LastVerification>,
+    /// The newest backup id that is not future-dated.
+    pub newest_backup: Option<String>,
+    /// Seconds since the newest backup finished.
+    pub newest_backup_age_seconds: Option<i64>,
+    /// The next scheduled backup (RFC 3339), when schedules are configured.
+    pub next_backup: Option<String>,
+    /// False when any problem is listed.
+    pub ok: bool,
+    /// One line per problem: stale, no backup, failed verification, future-dated, damaged.
+    pub problems: Vec<String>,
+    pub target: String,
+}
+
+/// `last_verification` of a [`TargetStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastVerification {
+    pub backup_id: String,
+    /// `passed` or `failed`.
+    pub result: String,
+    /// RFC 3339.
+    pub verified_at: String,
+}
+
+/// An element of `damaged` in a [`TargetStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DamagedRow {
+    pub id: String,
+    pub key: String,
+    pub reason: String,
+}
+
+/// Assess every configured target at `now`: `max_age` is how old the newest backup may be,
+/// `jobs` the schedules (empty when none are configured). Pure.
+pub fn assess(
+    catalog: &Catalog,
+    targets: &[&str],
+    jobs: &[Job],
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> Vec<TargetStatus> {
+    targets
+        .iter()
+        .map(|t| assess_target(catalog, t, jobs, max_age, now))
+        .collect()
+}
+
+fn assess_target(
+    catalog: &Catalog,
+    target: &str,
+    jobs: &[Job],
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> TargetStatus {
+    // Future-dated backups (clock skew) are not "the newest": they would hide a stopped
+    // nightly job for as long as the clock was ahead.
+    let mine: Vec<&BackupEntry> = catalog
+        .current(now)
+        .filter(|e| e.manifest.target == target)
+        .collect();
+    let future: Vec<&BackupEntry> = catalog
+        .future_dated(now)
+        .filter(|e| e.manifest.target == target)
+        .collect();
+    let damaged: Vec<&DamagedBackup> = catalog
+        .damaged
+        .iter()
+        .filter(|d| d.target == target)
+        .collect();
+    let newest = mine.first();
+    let verified = mine.iter().find_map(|e| e.verification.as_ref());
+    let mut problems = Vec::new();
+    match newest {
+        None => problems.push("no complete backup".to_string()),
+        Some(e) if now - e.manifest.finished_at > max_age => problems.push(format!(
+            "newest backup is {}h old (limit {}h)",
+            (now - e.manifest.finished_at).num_hours(),
+            max_age.num_hours()
+        )),
+        Some(_) => {}
+    }
+    if let Some(v) = verified {
+        if !v.passed() {
+            problems.push(format!("last verification of {} failed", v.backup_id));
+        }
+    }
+    for e in &future {
+        problems.push(format!(
+            "backup {} is dated {} in the future: clock skew on the host that took it (or this host's clock is behind); `latest` skips it",
+            e.manifest.id,
+            repo::dated_ahead(&e.manifest.id, now)
+        ));
+    }
+    for d in &damaged {
+        problems.push(format!("backup {} is damaged: {}", d.id, d.reason));
+    }
+    let next_backup = jobs
+        .iter()
+        .filter(|j| matches!(j.kind, JobKind::Backup) && j.targets.iter().any(|n| n == target))
+        .filter_map(|j| j.schedule.next_after(now).ok())
+        .min();
+    TargetStatus {
+        damaged: damaged
+            .iter()
+            .map(|d| DamagedRow {
+                id: d.id.to_string(),
+                key: d.key.clone(),
+                reason: d.reason.clone(),
+            })
+            .collect(),
+        future_dated: future.iter().map(|e| e.manifest.id.to_string()).collect(),
+        last_verification: verified.map(|v| LastVerification {
+            backup_id: v.backup_id.to_string(),
+            result: v.result.clone(),
+            verified_at: v.verified_at.to_rfc3339(),
+        }),
+        newest_backup: newest.map(|e| e.manifest.id.to_string()),
+        newest_backup_age_seconds: newest.map(|e| (now - e.manifest.finished_at).num_seconds()),
+        next_backup: next_backup.map(|n| n.to_rfc3339()),
+        ok: problems.is_empty(),
+        problems,
+        target: target.to_string(),
+    }
+}
+
+/// Read the repository and [`assess`] every configured target now, with the configured
+/// `status.max_backup_age_hours` and schedules (none is fine: system cron or a timer may
+/// drive dr).
+pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
+    let catalog = repo::catalog(ctx.store.as_ref(), None).await?;
+    let max_age =
+        Duration::hours(i64::try_from(ctx.config.status.max_backup_age_hours).unwrap_or(26));
+    let jobs = match crate::daemon::load_jobs(&ctx.config) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::debug!("no schedules: {e}");
+            Vec::new()
+        }
+    };
+    let targets: Vec<&str> = ctx.config.targets.iter().map(|t| t.name.as_str()).collect();
+    Ok(assess(&catalog, &targets, &jobs, max_age, Utc::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{damaged, entry, now, verified};
+    use dr_catalog::schedule::Schedule;
+
+    fn one(catalog: &Catalog, jobs: &[Job]) -> TargetStatus {
+        let mut rows = assess(catalog, &["app"], jobs, Duration::hours(26), now());
+        assert_eq!(rows.len(), 1);
+        rows.remove(0)
+    }
+
+    fn catalog(entries: Vec<BackupEntry>) -> Catalog {
+        Catalog {
+            entries,
+            damaged: vec![],
+        }
+    }
+
+    #[test]
+    fn healthy() {
+        let c = catalog(vec![
+            verified(
+                entry("app", "20261122T020000Z"),
+                "passed",
+                now() - Duration::minutes(30),
+            ),
+            entry("other", "20261101T020000Z"),
+        ]);
+        let s = one(&c, &[]);
+        assert!(s.ok, "{s:?}");
+        assert!(s.problems.is_empty());
+        assert_eq!(s.target, "app");
+        assert_eq!(s.newest_backup.as_deref(), Some("20261122T020000Z"));
+        assert_eq!(s.newest_backup_age_seconds, Some(3600));
+        let v = s.last_verification.expect("verified");
+        assert_eq!(v.backup_id, "20261122T020000Z");
+        assert_eq!(v.result, "passed");
+        assert_eq!(v.verified_at, "2026-11-22T02:30:00+00:00");
+        assert_eq!(s.next_backup, None);
+        assert!(s.future_dated.is_empty() && s.damaged.is_empty());
+    }
+
+    #[test]
+    fn no_backup() {
+        let s = one(&catalog(vec![entry("other", "20261122T020000Z")]), &[]);
+        assert!(!s.ok);
+        assert_eq!(s.problems, ["no complete backup"]);
+        assert_eq!(s.newest_backup, None);
+        assert_eq!(s.newest_backup_age_seconds, None);
+        assert_eq!(s.last_verification, None);
+    }
+
+    #[test]
+    fn stale() {
+        let s = one(&catalog(vec![entry("app", "20261120T020000Z")]), &[]);
+        assert!(!s.ok);
+        assert_eq!(s.problems, ["newest backup is 49h old (limit 26h)"]);
+        assert_eq!(s.newest_backup_age_seconds, Some(49 * 3600));
+    }
+
+    #[test]
+    fn failed_verification_of_an_older_backup_counts_when_newest_is_unverified() {
+        let c = catalog(vec![
+            entry("app", "20261122T020000Z"),
+            verified(entry("app", "20261121T020000Z"), "failed", now()),
+        ]);
+        let s = one(&c, &[]);
+        assert!(!s.ok);
+        assert_eq!(s.problems, ["last verification of 20261121T020000Z failed"]);
+        assert_eq!(
+            s.last_verification.map(|v| v.result).as_deref(),
+            Some("failed")
+        );
+    }
+
+    #[test]
+    fn damaged_backup() {
+        let mut c = catalog(vec![entry("app", "20261122T020000Z")]);
+        c.damaged
+            .push(damaged("app", "20261121T020000Z", "not valid JSON (EOF)"));
+        c.damaged.push(damaged("other", "20261121T020000Z", "x"));
+        let s = one(&c, &[]);
+        assert!(!s.ok);
+        assert_eq!(
+            s.problems,
+            ["backup 20261121T020000Z is damaged: not valid JSON (EOF)"]
+        );
+        assert_eq!(
+            s.damaged,
+            [DamagedRow {
+                id: "20261121T020000Z".into(),
+                key: "app/20261121T020000Z/manifest.json".into(),
+                reason: "not valid JSON (EOF)".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn future_dated_is_a_problem_and_not_the_newest() {
+        let c = catalog(vec![
+            entry("app", "20261222T030000Z"),
+            entry("app", "20261122T020000Z"),
+        ]);
+        let s = one(&c, &[]);
+        assert!(!s.ok);
+        assert_eq!(s.newest_backup.as_deref(), Some("20261122T020000Z"));
+        assert_eq!(s.future_dated, ["20261222T030000Z"]);
+        assert_eq!(s.problems.len(), 1);
+        assert!(
+            s.problems[0].contains("dated 30d 0h in the future"),
+            "{:?}",
+            s.problems
+        );
+        // Only future-dated: no complete backup either.
+        let s = one(&catalog(vec![entry("app", "20261222T030000Z")]), &[]);
+        assert_eq!(s.problems.len(), 2);
+        assert_eq!(s.problems[0], "no complete backup");
+    }
+
+    #[test]
+    fn next_backup_from_backup_jobs_of_the_target() {
+        let job = |kind, targets: &[&str], cron| Job {
+            name: "j".into(),
+            source: "dr.toml".into(),
+            schedule: Schedule::parse(cron, "UTC").expect("cron"),
+            kind,
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            prune_after: false,
+        };
+        let jobs = [
+            job(JobKind::Backup, &["app"], "0 4 * * *"),
+            job(JobKind::Backup, &["app"], "30 3 * * *"),
+            job(JobKind::Verify, &["app"], "5 3 * * *"),
+            job(JobKind::Backup, &["other"], "10 3 * * *"),
+        ];
+        let s = one(&catalog(vec![entry("app", "20261122T020000Z")]), &jobs);
+        assert_eq!(s.next_backup.as_deref(), Some("2026-11-22T03:30:00+00:00"));
+        assert!(s.ok);
+    }
+
+    #[test]
+    fn json_field_names() {
+        let s = one(&catalog(vec![]), &[]);
+        let v = serde_json::to_value(&s).expect("json");
+        let keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "damaged",
+                "future_dated",
+                "last_verification",
+                "newest_backup",
+                "newest_backup_age_seconds",
+                "next_backup",
+                "ok",
+                "problems",
+                "target"
+            ]
+        );
+    }
+}
