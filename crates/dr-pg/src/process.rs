@@ -248,6 +248,39 @@ fn signal_group(group: Option<Pid>, signal: Signal) {
     }
 }
 
+/// Run a quick probe (`tool --version`) to completion, in its own process group like every
+/// child: its stdout when it succeeds; otherwise the command, its status and its stderr.
+pub fn probe(tool: &Path, args: &[&str]) -> Result<String, PgError> {
+    use std::os::unix::process::CommandExt;
+    let command = std::iter::once(tool.display().to_string())
+        .chain(args.iter().map(|a| (*a).to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .output()
+        .map_err(|source| PgError::Spawn {
+            path: tool.to_path_buf(),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(TAIL).collect();
+    Err(PgError::Failed(ProcessFailure {
+        command,
+        status: match out.status.code() {
+            Some(c) => format!("exit status {c}"),
+            None => "killed by a signal".to_string(),
+        },
+        stderr: tail.into_iter().rev().map(|l| format!("{l}\n")).collect(),
+        hint: String::new(),
+    }))
+}
+
 /// A finished tool.
 #[derive(Debug, Clone)]
 pub struct Finished {

@@ -1,7 +1,6 @@
 //! Finding `pg_dump`, `pg_dumpall` and `pg_restore` of the right major.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::PgError;
 
@@ -28,11 +27,14 @@ pub fn tool_at(path: &Path) -> Option<Tool> {
     if !path.is_file() {
         return None;
     }
-    let out = Command::new(path).arg("--version").output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let version = match crate::process::probe(path, &["--version"]) {
+        Ok(v) => v,
+        Err(e) => {
+            // A broken install (missing libraries, wrong architecture) is skipped, but said.
+            tracing::warn!("skipping {}: {e}", path.display());
+            return None;
+        }
+    };
     let major = parse_version_output(&version)?;
     Some(Tool {
         path: path.to_path_buf(),

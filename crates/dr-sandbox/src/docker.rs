@@ -351,7 +351,24 @@ impl DockerSandbox {
                 .start_container(&id, None::<StartContainerOptions<String>>),
         )
         .await?;
-        let port = published_port(&self.docker, &id, &self.name).await?;
+        let exited_error = |log| {
+            SandboxError::Exited {
+            what: what.clone(),
+            log,
+            hint: "the image must behave like the official postgres image (POSTGRES_PASSWORD, `postgres -c …` as its command)".into(),
+        }
+        };
+        let port = match published_port(&self.docker, &id, &self.name).await {
+            Ok(p) => p,
+            // A container that already exited has no bindings: say that it exited, not that
+            // its port is missing.
+            Err(e) => {
+                if running(&self.docker, &id).await == Some(false) {
+                    return Err(exited_error(container_logs(&self.docker, &id).await));
+                }
+                return Err(e);
+            }
+        };
         self.url = format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres");
 
         // Connect until the deadline; meanwhile watch the container, so that one that exits
@@ -367,11 +384,7 @@ impl DockerSandbox {
         let connected = tokio::select! {
             r = wait_for_connection(&self.url, deadline) => r,
             () = exited => {
-                return Err(SandboxError::Exited {
-                    what,
-                    log: container_logs(&self.docker, &id).await,
-                    hint: "the image must behave like the official postgres image (POSTGRES_PASSWORD, `postgres -c …` as its command)".into(),
-                });
+                return Err(exited_error(container_logs(&self.docker, &id).await));
             }
         };
         let major = match connected {
