@@ -84,16 +84,7 @@ pub fn tiers(
     let mut out = BTreeMap::new();
     let targets: BTreeSet<&str> = entries.iter().map(|e| e.manifest.target.as_str()).collect();
     for t in targets {
-        let backups: Vec<(BackupId, bool)> = entries
-            .iter()
-            .filter(|e| e.manifest.target == t)
-            .map(|e| {
-                (
-                    e.manifest.id,
-                    e.verification.as_ref().is_some_and(|v| v.passed()),
-                )
-            })
-            .collect();
+        let backups = crate::repo::retention_inputs(entries, t);
         for d in dr_catalog::retention_plan(&backups, policy, now) {
             let kept = if d.keep {
                 d.tiers

@@ -113,16 +113,7 @@ pub async fn run(
                 continue;
             }
         }
-        let complete: Vec<(BackupId, bool)> = entries
-            .iter()
-            .filter(|e| e.manifest.target == t)
-            .map(|e| {
-                (
-                    e.manifest.id,
-                    e.verification.as_ref().is_some_and(|v| v.passed()),
-                )
-            })
-            .collect();
+        let complete = crate::repo::retention_inputs(entries, &t);
         let decisions = retention_plan(&complete, &policy, now);
         for d in decisions.iter().filter(|d| d.tiers.contains(&Tier::Future)) {
             tracing::warn!(

@@ -194,6 +194,20 @@ pub async fn catalog(store: &dyn ObjectStore, target: Option<&str>) -> Result<Ca
     Ok(catalog)
 }
 
+/// One target's backups as retention sees them: `(id, its newest verification passed)`.
+pub fn retention_inputs(entries: &[BackupEntry], target: &str) -> Vec<(BackupId, bool)> {
+    entries
+        .iter()
+        .filter(|e| e.manifest.target == target)
+        .map(|e| {
+            (
+                e.manifest.id,
+                e.verification.as_ref().is_some_and(|v| v.passed()),
+            )
+        })
+        .collect()
+}
+
 /// The manifest stored at `key`, or why it cannot be used (the backup is damaged). Pure.
 pub fn parse_manifest(key: &str, bytes: &[u8]) -> std::result::Result<Manifest, String> {
     let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
@@ -414,38 +428,10 @@ mod tests {
         assert!(parse_time("yesterday").is_err());
     }
 
-    fn manifest(target: &str, id: &str) -> Manifest {
-        let id: BackupId = id.parse().expect("id");
-        Manifest {
-            format: dr_catalog::MANIFEST_FORMAT,
-            id,
-            target: target.into(),
-            started_at: id.time(),
-            finished_at: id.time(),
-            server_version: "17.2".into(),
-            server_major: 17,
-            pg_dump_version: "pg_dump (PostgreSQL) 17.2".into(),
-            dr_version: "0.1.0".into(),
-            database_bytes: 1,
-            compression: "zstd".into(),
-            encryption: "age".into(),
-            recipients: vec![],
-            objects: vec![dr_catalog::ObjectRecord {
-                role: dr_catalog::ObjectRole::Dump,
-                key: keys::object(target, &id, keys::DUMP),
-                bytes: 10,
-                sha256: "a".repeat(64),
-                raw_bytes: 20,
-                part_bytes: None,
-            }],
-        }
-    }
+    use crate::testing::entry;
 
-    fn entry(target: &str, id: &str) -> BackupEntry {
-        BackupEntry {
-            manifest: manifest(target, id),
-            verification: None,
-        }
+    fn manifest(target: &str, id: &str) -> Manifest {
+        entry(target, id).manifest
     }
 
     fn damaged(target: &str, id: &str) -> DamagedBackup {
