@@ -309,8 +309,9 @@ impl Default for RestoreConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
-    /// `auto` (docker when an engine answers, else local), `docker` or `local`.
-    pub sandbox: Option<String>,
+    /// `auto` (docker when an engine answers, else local), `docker` or `local`. An unknown
+    /// name is refused when the file is read. Default `auto`.
+    pub sandbox: Option<dr_sandbox::SandboxChoice>,
     /// Docker image; `{major}` is replaced by the backup's server major. Default `postgres:{major}`.
     pub image: Option<String>,
     /// Local sandbox: directory of the PostgreSQL server binaries (`initdb`, `pg_ctl`,
@@ -786,14 +787,6 @@ impl Config {
         for s in &self.schedules {
             s.validate(self, None)?;
         }
-        if let Some(s) = &self.verify.sandbox {
-            if !matches!(s.as_str(), "auto" | "docker" | "local") {
-                return Err(self.invalid(
-                    format!("verify.sandbox `{s}` is not one of auto, docker, local"),
-                    "write sandbox = \"auto\"",
-                ));
-            }
-        }
         Ok(())
     }
 
@@ -1032,6 +1025,23 @@ prune_after = true
         assert_eq!(
             c.notify.webhook_url.as_deref(),
             Some("http://127.0.0.1:9/hook")
+        );
+    }
+
+    #[test]
+    fn verify_sandbox_is_parsed_at_load() {
+        let c = Config::from_toml_str(&format!("{MIN}\n[verify]\nsandbox = \"local\"\n"), None)
+            .expect("parses");
+        assert_eq!(
+            c.verify.sandbox,
+            Some(dr_sandbox::SandboxChoice::Kind(
+                dr_sandbox::SandboxKind::Local
+            ))
+        );
+        let e = err(&format!("{MIN}\n[verify]\nsandbox = \"podman\"\n"));
+        assert!(
+            e.contains("sandbox") && e.contains("`podman`") && e.contains("auto, docker, local"),
+            "{e}"
         );
     }
 

@@ -77,9 +77,9 @@ pub enum Command {
         id: Option<String>,
         #[arg(long)]
         target: Option<String>,
-        /// auto (docker when an engine answers, else local), docker or local.
-        #[arg(long)]
-        sandbox: Option<String>,
+        /// Where to restore: auto is docker when an engine answers, else local [default: verify.sandbox or auto].
+        #[arg(long, value_parser = sandbox_choice())]
+        sandbox: Option<dr_sandbox::SandboxChoice>,
         /// Docker image; `{major}` is replaced [default: verify.image or postgres:{major}].
         #[arg(long)]
         image: Option<String>,
@@ -184,6 +184,14 @@ pub struct RestoreArgs {
     pub temp_dir: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--sandbox`: the names dr-sandbox accepts (listed in `--help` and in the error for an
+/// unknown one), parsed by dr-sandbox.
+fn sandbox_choice() -> impl clap::builder::TypedValueParser<Value = dr_sandbox::SandboxChoice> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(dr_sandbox::SandboxChoice::names())
+        .try_map(|s| s.parse::<dr_sandbox::SandboxChoice>())
 }
 
 pub fn parse() -> Cli {
