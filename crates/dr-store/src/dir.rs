@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     random_id, validate_key, validate_prefix, Location, MultipartUpload, ObjectMeta, ObjectStore,
-    PendingUpload, StoreError,
+    PartLimits, PendingUpload, StoreError,
 };
 
 const UPLOADS_DIR: &str = ".dr-uploads";
@@ -217,6 +217,12 @@ fn walk(
 impl ObjectStore for DirStore {
     fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// A directory takes parts of any size; sized as for S3, memory stays bounded the same
+    /// way and a repository copied to a bucket was written as it would have been there.
+    fn part_limits(&self) -> PartLimits {
+        PartLimits::S3
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {

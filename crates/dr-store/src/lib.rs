@@ -31,12 +31,14 @@
 mod dir;
 mod error;
 mod location;
+mod parts;
 mod s3;
 
 use std::sync::Arc;
 
 pub use error::StoreError;
 pub use location::Location;
+pub use parts::PartLimits;
 
 /// One stored object, as listed or headed.
 #[derive(Debug, Clone)]
@@ -60,6 +62,10 @@ pub struct PendingUpload {
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn location(&self) -> &Location;
+
+    /// What multipart uploads to this store may look like; callers size parts with
+    /// [`PartLimits::part_size_for`].
+    fn part_limits(&self) -> PartLimits;
 
     /// Store `body` under `key`, replacing any previous object. Readers see the old or the new
     /// object, never a partial one.
@@ -103,7 +109,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 #[async_trait::async_trait]
 pub trait MultipartUpload: Send {
     /// Parts arrive in order; all non-final parts have the same size (R2 requires it; the
-    /// caller guarantees it). S3 needs non-final parts of at least 5 MiB.
+    /// caller guarantees it) and respect the store's [`ObjectStore::part_limits`].
     async fn put_part(&mut self, data: bytes::Bytes) -> Result<(), StoreError>;
     /// Make the object visible. Zero parts make an empty object.
     async fn complete(self: Box<Self>) -> Result<ObjectMeta, StoreError>;

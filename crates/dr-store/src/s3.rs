@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use crate::{
-    validate_key, validate_prefix, Location, MultipartUpload, ObjectMeta, ObjectStore,
+    validate_key, validate_prefix, Location, MultipartUpload, ObjectMeta, ObjectStore, PartLimits,
     PendingUpload, StoreError,
 };
 
@@ -366,6 +366,10 @@ impl S3Store {
 impl ObjectStore for S3Store {
     fn location(&self) -> &Location {
         &self.location
+    }
+
+    fn part_limits(&self) -> PartLimits {
+        PartLimits::S3
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
