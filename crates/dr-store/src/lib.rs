@@ -16,7 +16,11 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dr_store::StoreError> {
-//! let location = dr_store::Location::parse("s3://backups/dr", None, Some("auto"), false)?;
+//! let options = dr_store::S3Options {
+//!     region: Some("auto".into()),
+//!     ..Default::default()
+//! };
+//! let location = dr_store::Location::parse("s3://backups/dr", &options.into())?;
 //! let store = dr_store::open(&location).await?;
 //! store.put("app/hello.txt", bytes::Bytes::from_static(b"hi")).await?;
 //! let lock_taken = store.put_if_absent("app/lock", bytes::Bytes::from_static(b"me")).await?;
@@ -37,8 +41,9 @@ mod s3;
 use std::sync::Arc;
 
 pub use error::StoreError;
-pub use location::Location;
+pub use location::{Location, RepositoryOptions};
 pub use parts::PartLimits;
+pub use s3::S3Options;
 
 /// One stored object, as listed or headed.
 #[derive(Debug, Clone)]
