@@ -11,9 +11,9 @@
 //!   listing/abort of uploads left behind by a crash,
 //! - complete listings (paginated; an error rather than a partial answer),
 //! - the URL schemes and backend options of `[repository]` ([`Location::parse`] with
-//!   [`RepositoryOptions`]; each backend registers its scheme, its `[repository.<scheme>]`
-//!   table and its parser in one line of `location.rs`), and each backend's multipart
-//!   [`PartLimits`].
+//!   [`RepositoryOptions`]; each backend module declares its scheme, its
+//!   `[repository.<scheme>]` table and its parser, registered by one line of `BACKENDS` in
+//!   `location.rs`), and each backend's multipart [`PartLimits`].
 //!
 //! Keys are relative to the repository prefix and '/'-separated, e.g.
 //! `app/20261122T030000Z/manifest.json`.
