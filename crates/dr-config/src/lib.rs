@@ -31,7 +31,7 @@ pub mod env {
     pub const CONFIG: &str = "DR_CONFIG";
     /// Overrides `repository.url`.
     pub const REPOSITORY_URL: &str = "DR_REPOSITORY_URL";
-    /// Overrides `repository.endpoint`.
+    /// Overrides the S3 endpoint (`repository.s3.endpoint`, or `repository.endpoint`).
     pub const REPOSITORY_ENDPOINT: &str = "DR_REPOSITORY_ENDPOINT";
     /// Overrides `encryption.identity_file`.
     pub const IDENTITY_FILE: &str = "DR_IDENTITY_FILE";
@@ -105,17 +105,23 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
+/// `[repository]`: the URL, and the options of its backend, which dr-store owns and checks
+/// (e.g. `[repository.s3]`, or the older `endpoint`/`region`/`path_style` beside `url`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
     /// `s3://BUCKET/PREFIX` or `file:///ABSOLUTE/PATH`.
     pub url: String,
-    /// S3-compatible endpoint (R2, MinIO, SeaweedFS). Falls back to `AWS_ENDPOINT_URL`.
-    pub endpoint: Option<String>,
-    /// Region; `auto` for R2. Falls back to the AWS chain, then `us-east-1`.
-    pub region: Option<String>,
-    #[serde(default)]
-    pub path_style: bool,
+    /// Everything else in `[repository]`, passed through to [`dr_store::Location::parse`];
+    /// an unknown key is refused there, by name.
+    #[serde(flatten)]
+    pub options: dr_store::RepositoryOptions,
+}
+
+impl RepositoryConfig {
+    /// Where the repository lives: the URL checked by the backend its scheme names.
+    pub fn location(&self) -> Result<dr_store::Location, dr_store::StoreError> {
+        dr_store::Location::parse(&self.url, &self.options)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,8 +315,9 @@ impl Default for RestoreConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
-    /// `auto` (docker when an engine answers, else local), `docker` or `local`.
-    pub sandbox: Option<String>,
+    /// `auto` (docker when an engine answers, else local), `docker` or `local`. An unknown
+    /// name is refused when the file is read. Default `auto`.
+    pub sandbox: Option<dr_sandbox::SandboxChoice>,
     /// Docker image; `{major}` is replaced by the backup's server major. Default `postgres:{major}`.
     pub image: Option<String>,
     /// Local sandbox: directory of the PostgreSQL server binaries (`initdb`, `pg_ctl`,
@@ -618,7 +625,7 @@ impl Config {
             self.repository.url = v;
         }
         if let Some(v) = get(env::REPOSITORY_ENDPOINT).filter(|v| !v.is_empty()) {
-            self.repository.endpoint = Some(v);
+            self.repository.options.set_override("endpoint", &v);
         }
         if let Some(v) = get(env::IDENTITY_FILE).filter(|v| !v.is_empty()) {
             self.encryption.identity_file = Some(PathBuf::from(v));
@@ -645,28 +652,17 @@ impl Config {
 
     /// Checks that need no network: names, URLs, secrets, ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let repo = &self.repository.url;
-        if !(repo.starts_with("s3://") || repo.starts_with("file://")) {
+        // The schemes and their options belong to dr-store.
+        if let Err(e) = self.repository.location() {
+            let text = e.to_string();
+            let message = text
+                .split_once(". hint: ")
+                .map_or(text.as_str(), |(m, _)| m);
             return Err(self.invalid(
-                format!("repository.url `{repo}` is neither s3://BUCKET/PREFIX nor file:///PATH"),
-                "write e.g. url = \"s3://my-bucket/dr\" or url = \"file:///var/backups/dr\"",
+                message,
+                e.hint()
+                    .unwrap_or("see [repository] in docs/CONFIGURATION.md"),
             ));
-        }
-        if let Ok(u) = url::Url::parse(repo) {
-            if u.password().is_some() || !u.username().is_empty() {
-                return Err(self.invalid(
-                    "repository.url holds credentials",
-                    "remove them; object-store credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an AWS profile",
-                ));
-            }
-        }
-        if let Some(ep) = &self.repository.endpoint {
-            if url::Url::parse(ep).is_err() {
-                return Err(self.invalid(
-                    format!("repository.endpoint `{ep}` is not a URL"),
-                    "write e.g. endpoint = \"https://ACCOUNT.r2.cloudflarestorage.com\"",
-                ));
-            }
         }
         if self.encryption.recipients.is_empty() && self.encryption.recipients_file.is_none() {
             return Err(self.invalid(
@@ -786,14 +782,6 @@ impl Config {
         for s in &self.schedules {
             s.validate(self, None)?;
         }
-        if let Some(s) = &self.verify.sandbox {
-            if !matches!(s.as_str(), "auto" | "docker" | "local") {
-                return Err(self.invalid(
-                    format!("verify.sandbox `{s}` is not one of auto, docker, local"),
-                    "write sandbox = \"auto\"",
-                ));
-            }
-        }
         Ok(())
     }
 
@@ -891,7 +879,13 @@ url = "postgres://user@host:5432/app"
     fn the_documented_example_parses() {
         let c = Config::from_toml_str(MIN, None).expect("parses");
         assert_eq!(c.repository.url, "s3://bucket/prefix");
-        assert!(c.repository.path_style);
+        assert!(matches!(
+            c.repository.location(),
+            Ok(dr_store::Location::S3 {
+                path_style: true,
+                ..
+            })
+        ));
         assert_eq!(c.backup.zstd_level, 3);
         assert_eq!(c.targets.len(), 1);
     }
@@ -919,6 +913,60 @@ url = "postgres://user@host:5432/app"
     fn bad_repository_scheme() {
         let e = err(&MIN.replace("s3://bucket/prefix", "gs://bucket"));
         assert!(e.contains("gs://bucket"), "{e}");
+        assert!(
+            e.contains("hint: use s3://BUCKET/PREFIX or file:///absolute/path"),
+            "{e}"
+        );
+        let e = err(&MIN.replace("s3://bucket/prefix", "s3://key:secret@bucket/prefix"));
+        assert!(e.contains("credentials") && !e.contains("secret"), "{e}");
+    }
+
+    /// `[repository.s3]` is preferred; the older keys beside `url` still work; both ways
+    /// with different values is an error naming both.
+    #[test]
+    fn repository_s3_options_new_table_old_keys_and_conflicts() {
+        let s3 = |c: &Config| match c.repository.location() {
+            Ok(dr_store::Location::S3 {
+                endpoint,
+                region,
+                path_style,
+                ..
+            }) => (endpoint, region, path_style),
+            other => panic!("{other:?}"),
+        };
+        let want = (
+            Some("http://127.0.0.1:8333".to_string()),
+            Some("us-east-1".to_string()),
+            true,
+        );
+        let old = Config::from_toml_str(MIN, None).expect("old keys");
+        assert_eq!(s3(&old), want);
+        let table = MIN.replace("endpoint =", "[repository.s3]\nendpoint =");
+        let new = Config::from_toml_str(&table, None).expect("new table");
+        assert_eq!(s3(&new), want);
+        let conflict = MIN.replace(
+            "path_style = true\n",
+            "path_style = true\n[repository.s3]\nregion = \"auto\"\n",
+        );
+        let e = err(&conflict);
+        assert!(
+            e.contains("repository.region")
+                && e.contains("repository.s3.region")
+                && e.contains("hint:"),
+            "{e}"
+        );
+        let e = err(&MIN.replace(
+            "endpoint = \"http://127.0.0.1:8333\"",
+            "endpoint = \"nope\"",
+        ));
+        assert!(e.contains("repository.s3.endpoint"), "{e}");
+        // The environment overrides the endpoint wherever the file wrote it.
+        let mut c = Config::from_toml_str(&table, None).expect("new table");
+        c.apply_env(|k| {
+            (k == env::REPOSITORY_ENDPOINT).then(|| "http://10.0.0.1:9000".to_string())
+        })
+        .expect("valid");
+        assert_eq!(s3(&c).0.as_deref(), Some("http://10.0.0.1:9000"));
     }
 
     #[test]
@@ -1032,6 +1080,23 @@ prune_after = true
         assert_eq!(
             c.notify.webhook_url.as_deref(),
             Some("http://127.0.0.1:9/hook")
+        );
+    }
+
+    #[test]
+    fn verify_sandbox_is_parsed_at_load() {
+        let c = Config::from_toml_str(&format!("{MIN}\n[verify]\nsandbox = \"local\"\n"), None)
+            .expect("parses");
+        assert_eq!(
+            c.verify.sandbox,
+            Some(dr_sandbox::SandboxChoice::Kind(
+                dr_sandbox::SandboxKind::Local
+            ))
+        );
+        let e = err(&format!("{MIN}\n[verify]\nsandbox = \"podman\"\n"));
+        assert!(
+            e.contains("sandbox") && e.contains("`podman`") && e.contains("auto, docker, local"),
+            "{e}"
         );
     }
 

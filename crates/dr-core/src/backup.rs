@@ -25,24 +25,6 @@ use dr_stream::{Compression, PartWriter, Recipients};
 use crate::lock::RunLock;
 use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
 
-const MIB: u64 = 1024 * 1024;
-/// S3 allows 10,000 parts; plan for 9,000 so an estimate that is off still fits.
-const PLANNED_PARTS: u64 = 9_000;
-const MIN_PART: u64 = 8 * MIB;
-const MAX_PART: u64 = 5 * 1024 * MIB;
-
-/// The one part size of an upload: large enough that `PLANNED_PARTS` parts hold twice the
-/// database size (a dump can outgrow the on-disk size when TOAST compression is undone),
-/// rounded to MiB. R2 needs all non-trailing parts equal, so it is fixed up front.
-pub fn part_size_for(database_bytes: u64, configured_mib: Option<u64>) -> u64 {
-    if let Some(m) = configured_mib {
-        return (m.max(5) * MIB).min(MAX_PART);
-    }
-    let needed = database_bytes.saturating_mul(2) / PLANNED_PARTS;
-    let rounded = needed.div_ceil(MIB) * MIB;
-    rounded.clamp(MIN_PART, MAX_PART)
-}
-
 /// Back up one target, holding its lock. A run that outlives `backup.max_duration` is
 /// stopped like an interrupted one (upload aborted, nothing committed, lock released) and
 /// fails: a hung run must not hold the target's lock forever.
@@ -143,7 +125,11 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         started_at = Utc::now();
         id = BackupId::from_time(started_at);
     }
-    let part_size = part_size_for(database_bytes, ctx.config.backup.part_size_mib);
+    // The store knows its limits (S3: 5 MiB..5 GiB, 10,000 parts); one size for every part.
+    let part_size = ctx
+        .store
+        .part_limits()
+        .part_size_for(database_bytes, ctx.config.backup.part_size_mib);
     tracing::info!(
         target = %target.name, %id, server = %version.text, pg_dump = %pg_dump.version,
         database_size = %human_bytes(database_bytes), part_size = %human_bytes(part_size),
@@ -637,20 +623,4 @@ async fn stream_dump(
         raw_bytes: stats.raw_bytes,
         part_bytes: Some(part_size),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn part_size_covers_the_database_in_10000_parts() {
-        assert_eq!(part_size_for(0, None), MIN_PART);
-        assert_eq!(part_size_for(1024 * MIB, None), MIN_PART);
-        let tb = 1024 * 1024 * MIB;
-        let p = part_size_for(tb, None);
-        assert!(p * 10_000 >= 2 * tb && p.is_multiple_of(MIB), "{p}");
-        assert_eq!(part_size_for(u64::MAX, None), MAX_PART);
-        assert_eq!(part_size_for(0, Some(16)), 16 * MIB);
-    }
 }

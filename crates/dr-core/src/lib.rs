@@ -140,14 +140,10 @@ pub async fn check_target_name(ctx: &Context, name: &str) -> Result<()> {
 }
 
 pub fn repository_location(config: &Config) -> Result<dr_store::Location> {
-    let r = &config.repository;
-    dr_store::Location::parse(
-        &r.url,
-        r.endpoint.as_deref(),
-        r.region.as_deref(),
-        r.path_style,
-    )
-    .map_err(|e| Error::config(e.to_string()))
+    config
+        .repository
+        .location()
+        .map_err(|e| Error::config(e.to_string()))
 }
 
 /// Human byte sizes for messages.

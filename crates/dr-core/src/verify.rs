@@ -10,6 +10,9 @@ use chrono::Utc;
 use dr_catalog::{keys, CheckOutcome, VerificationRecord};
 use dr_pg::ConnInfo;
 use dr_sandbox::{SandboxKind, SandboxSpec};
+
+/// Where `dr verify` restores: `auto`, `docker` or `local` (dr-sandbox owns the kinds).
+pub use dr_sandbox::SandboxChoice;
 use serde::Serialize;
 
 use crate::repo::{self, Selector};
@@ -20,8 +23,8 @@ use crate::{Context, Error, Kind, Result, DR_VERSION};
 pub struct VerifyOptions {
     pub selector: Option<Selector>,
     pub target: Option<String>,
-    /// auto | docker | local
-    pub sandbox: Option<String>,
+    /// Overrides `verify.sandbox`.
+    pub sandbox: Option<SandboxChoice>,
     pub image: Option<String>,
     pub jobs: Option<u32>,
 }
@@ -33,24 +36,13 @@ pub struct VerifyReport {
     pub sandbox: String,
 }
 
-async fn pick_kind(ctx: &Context, opts: &VerifyOptions) -> Result<SandboxKind> {
-    let wanted = opts
-        .sandbox
-        .clone()
-        .or_else(|| ctx.config.verify.sandbox.clone())
-        .unwrap_or_else(|| "auto".into());
-    match wanted.as_str() {
-        "docker" => Ok(SandboxKind::Docker),
-        "local" => Ok(SandboxKind::Local),
-        "auto" => Ok(if dr_sandbox::docker_available().await {
-            SandboxKind::Docker
-        } else {
-            SandboxKind::Local
-        }),
-        other => Err(Error::config(format!(
-            "--sandbox `{other}` is not one of auto, docker, local"
-        ))),
-    }
+/// `--sandbox`, else `verify.sandbox`, else `auto`; both were parsed (and checked) already.
+async fn pick_kind(ctx: &Context, opts: &VerifyOptions) -> SandboxKind {
+    opts.sandbox
+        .or(ctx.config.verify.sandbox)
+        .unwrap_or_default()
+        .resolve()
+        .await
 }
 
 /// Verify one backup. `Ok` means it ran: look at `record.passed()`. A failed verification is
@@ -62,7 +54,7 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
     let m = entry.manifest;
     let identities = ctx.identities()?;
     let details = restore::fetch_details(ctx, &m, &identities).await?;
-    let kind = pick_kind(ctx, opts).await?;
+    let kind = pick_kind(ctx, opts).await;
     let spec = SandboxSpec {
         kind,
         major: m.server_major,

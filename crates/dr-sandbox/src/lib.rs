@@ -99,12 +99,94 @@ pub enum SandboxKind {
     Local,
 }
 
-impl std::fmt::Display for SandboxKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl SandboxKind {
+    /// Every kind, in the order `auto` prefers them. A new kind is registered here (and
+    /// started in [`start`]).
+    pub const ALL: &'static [SandboxKind] = &[SandboxKind::Docker, SandboxKind::Local];
+
+    /// The name written in `verify.sandbox` and `--sandbox`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             SandboxKind::Docker => "docker",
             SandboxKind::Local => "local",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for SandboxKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the operator asked for: a kind, or `auto` (docker when an engine answers, else
+/// local). Parsed once, the same way for `verify.sandbox` in dr.toml and `dr verify
+/// --sandbox`; an unknown name is refused with the list of valid ones.
+///
+/// ```
+/// use dr_sandbox::{SandboxChoice, SandboxKind};
+/// assert_eq!("local".parse(), Ok(SandboxChoice::Kind(SandboxKind::Local)));
+/// assert_eq!("auto".parse(), Ok(SandboxChoice::Auto));
+/// assert!("podman".parse::<SandboxChoice>().unwrap_err().contains("auto, docker, local"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxChoice {
+    #[default]
+    Auto,
+    Kind(SandboxKind),
+}
+
+impl SandboxChoice {
+    /// Every accepted name: `auto`, then each [`SandboxKind::ALL`].
+    pub fn names() -> Vec<&'static str> {
+        std::iter::once("auto")
+            .chain(SandboxKind::ALL.iter().map(|k| k.as_str()))
+            .collect()
+    }
+
+    /// The kind to start: `auto` becomes docker when an engine answers (within ~2s), else local.
+    pub async fn resolve(self) -> SandboxKind {
+        match self {
+            SandboxChoice::Kind(k) => k,
+            SandboxChoice::Auto if docker_available().await => SandboxKind::Docker,
+            SandboxChoice::Auto => SandboxKind::Local,
+        }
+    }
+}
+
+impl std::fmt::Display for SandboxChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SandboxChoice::Auto => f.write_str("auto"),
+            SandboxChoice::Kind(k) => k.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for SandboxChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SandboxChoice, String> {
+        let name = s.trim();
+        if name.eq_ignore_ascii_case("auto") {
+            return Ok(SandboxChoice::Auto);
+        }
+        SandboxKind::ALL
+            .iter()
+            .find(|k| name.eq_ignore_ascii_case(k.as_str()))
+            .map(|k| SandboxChoice::Kind(*k))
+            .ok_or_else(|| {
+                format!(
+                    "unknown sandbox `{s}` (valid: {})",
+                    SandboxChoice::names().join(", ")
+                )
+            })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SandboxChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SandboxChoice, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -278,6 +360,22 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("FATAL: boom") && s.contains("hint: h"), "{s}");
+    }
+
+    #[test]
+    fn sandbox_choices_parse_once() {
+        assert_eq!("auto".parse(), Ok(SandboxChoice::Auto));
+        assert_eq!(
+            " Docker ".parse(),
+            Ok(SandboxChoice::Kind(SandboxKind::Docker))
+        );
+        for kind in SandboxKind::ALL {
+            assert_eq!(kind.as_str().parse(), Ok(SandboxChoice::Kind(*kind)));
+            assert_eq!(SandboxChoice::Kind(*kind).to_string(), kind.as_str());
+        }
+        assert_eq!(SandboxChoice::names(), ["auto", "docker", "local"]);
+        let e = "podman".parse::<SandboxChoice>().expect_err("unknown");
+        assert_eq!(e, "unknown sandbox `podman` (valid: auto, docker, local)");
     }
 
     #[test]

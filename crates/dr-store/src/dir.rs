@@ -18,13 +18,48 @@ use tokio::io::AsyncWriteExt;
 #[cfg(test)]
 use tokio::task::JoinSet;
 
+use crate::location::{invalid, invalid_option, Backend};
 use crate::{
     random_id, validate_key, validate_prefix, Location, MultipartUpload, ObjectMeta, ObjectStore,
-    PendingUpload, StoreError,
+    PartLimits, PendingUpload, StoreError,
 };
 
 const UPLOADS_DIR: &str = ".dr-uploads";
 const TMP_MARKER: &str = ".tmp-";
+
+/// `file:///ABSOLUTE/PATH`; no options.
+pub(crate) const BACKEND: Backend = Backend {
+    scheme: "file",
+    url_form: "file:///absolute/path",
+    top_level_keys: &[],
+    parse: parse_location,
+};
+
+fn parse_location(url: &str, rest: &str, options: toml::Table) -> Result<Location, StoreError> {
+    if let Some(key) = options.keys().next() {
+        return Err(invalid_option(
+            format!("file.{key}"),
+            "is not an option of a directory repository",
+            "remove [repository.file]: a file:// repository takes no options",
+        ));
+    }
+    // file:///abs/path or file://localhost/abs/path; anything else has a host or is relative.
+    let path = rest.strip_prefix("localhost").unwrap_or(rest);
+    if !path.starts_with('/') {
+        return Err(invalid(
+            url,
+            "the path must be absolute (file:///abs/path has three slashes)",
+        ));
+    }
+    let root = url::Url::parse(&format!("file://{path}"))
+        .ok()
+        .and_then(|u| u.to_file_path().ok())
+        .ok_or_else(|| invalid(url, "not a valid file path"))?;
+    if !root.is_absolute() {
+        return Err(invalid(url, "the path must be absolute"));
+    }
+    Ok(Location::Directory { root })
+}
 
 #[derive(Debug)]
 pub(crate) struct DirStore {
@@ -217,6 +252,12 @@ fn walk(
 impl ObjectStore for DirStore {
     fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// A directory takes parts of any size; sized as for S3, memory stays bounded the same
+    /// way and a repository copied to a bucket was written as it would have been there.
+    fn part_limits(&self) -> PartLimits {
+        PartLimits::S3
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {

@@ -20,6 +20,15 @@ pub enum StoreError {
         hint: &'static str,
     },
 
+    /// A backend option in the configuration cannot be used. `key` is its full name, e.g.
+    /// `repository.s3.endpoint`.
+    #[error("invalid {key}: {reason}. hint: {hint}")]
+    InvalidOption {
+        key: String,
+        reason: String,
+        hint: String,
+    },
+
     /// A key handed to the store is not a plain relative '/'-separated path.
     #[error("invalid object key `{key}`: {reason}")]
     InvalidKey { key: String, reason: &'static str },
@@ -77,6 +86,7 @@ impl StoreError {
     pub fn hint(&self) -> Option<&str> {
         match self {
             StoreError::InvalidLocation { hint, .. } => Some(hint),
+            StoreError::InvalidOption { hint, .. } => Some(hint),
             StoreError::S3 { hint, .. } | StoreError::Io { hint, .. } => hint.as_deref(),
             _ => None,
         }

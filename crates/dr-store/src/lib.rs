@@ -9,14 +9,22 @@
 //! - streaming reads ([`ObjectStore::get_reader`]) that tolerate a slow consumer,
 //! - multipart uploads ([`ObjectStore::start_multipart`]) for dumps of any size, and the
 //!   listing/abort of uploads left behind by a crash,
-//! - complete listings (paginated; an error rather than a partial answer).
+//! - complete listings (paginated; an error rather than a partial answer),
+//! - the URL schemes and backend options of `[repository]` ([`Location::parse`] with
+//!   [`RepositoryOptions`]; each backend module declares its scheme, its
+//!   `[repository.<scheme>]` table and its parser, registered by one line of `BACKENDS` in
+//!   `location.rs`), and each backend's multipart [`PartLimits`].
 //!
 //! Keys are relative to the repository prefix and '/'-separated, e.g.
 //! `app/20261122T030000Z/manifest.json`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dr_store::StoreError> {
-//! let location = dr_store::Location::parse("s3://backups/dr", None, Some("auto"), false)?;
+//! let options = dr_store::S3Options {
+//!     region: Some("auto".into()),
+//!     ..Default::default()
+//! };
+//! let location = dr_store::Location::parse("s3://backups/dr", &options.into())?;
 //! let store = dr_store::open(&location).await?;
 //! store.put("app/hello.txt", bytes::Bytes::from_static(b"hi")).await?;
 //! let lock_taken = store.put_if_absent("app/lock", bytes::Bytes::from_static(b"me")).await?;
@@ -31,12 +39,15 @@
 mod dir;
 mod error;
 mod location;
+mod parts;
 mod s3;
 
 use std::sync::Arc;
 
 pub use error::StoreError;
-pub use location::Location;
+pub use location::{Location, RepositoryOptions};
+pub use parts::PartLimits;
+pub use s3::S3Options;
 
 /// One stored object, as listed or headed.
 #[derive(Debug, Clone)]
@@ -60,6 +71,10 @@ pub struct PendingUpload {
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn location(&self) -> &Location;
+
+    /// What multipart uploads to this store may look like; callers size parts with
+    /// [`PartLimits::part_size_for`].
+    fn part_limits(&self) -> PartLimits;
 
     /// Store `body` under `key`, replacing any previous object. Readers see the old or the new
     /// object, never a partial one.
@@ -103,7 +118,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 #[async_trait::async_trait]
 pub trait MultipartUpload: Send {
     /// Parts arrive in order; all non-final parts have the same size (R2 requires it; the
-    /// caller guarantees it). S3 needs non-final parts of at least 5 MiB.
+    /// caller guarantees it) and respect the store's [`ObjectStore::part_limits`].
     async fn put_part(&mut self, data: bytes::Bytes) -> Result<(), StoreError>;
     /// Make the object visible. Zero parts make an empty object.
     async fn complete(self: Box<Self>) -> Result<ObjectMeta, StoreError>;

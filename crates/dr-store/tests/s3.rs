@@ -9,9 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dr_store::{Location, ObjectStore, StoreError};
+use dr_store::{Location, ObjectStore, RepositoryOptions, S3Options, StoreError};
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncReadExt;
+
+/// `[repository.s3]` for a local SeaweedFS: its endpoint, path-style addressing.
+fn s3_options(endpoint: &str) -> RepositoryOptions {
+    S3Options {
+        endpoint: Some(endpoint.to_owned()),
+        region: None,
+        path_style: true,
+    }
+    .into()
+}
 
 const ACCESS_KEY: &str = "dr-test-access-key";
 const SECRET_KEY: &str = "dr-test-secret-key";
@@ -188,7 +198,7 @@ impl Seaweed {
     async fn store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
         self.create_bucket(bucket).await;
         let url = format!("s3://{bucket}/dr/test");
-        let location = Location::parse(&url, Some(&self.endpoint), None, true).expect("location");
+        let location = Location::parse(&url, &s3_options(&self.endpoint)).expect("location");
         dr_store::open(&location).await.expect("open")
     }
 }
@@ -481,8 +491,8 @@ async fn multipart_abort_leaves_nothing() {
 #[tokio::test]
 async fn missing_bucket_error_names_it_and_hints() {
     let weed = Seaweed::start().await;
-    let location = Location::parse("s3://no-such-bucket/x", Some(&weed.endpoint), None, true)
-        .expect("location");
+    let location =
+        Location::parse("s3://no-such-bucket/x", &s3_options(&weed.endpoint)).expect("location");
     let store = dr_store::open(&location)
         .await
         .expect("open does not touch the network");
@@ -508,7 +518,7 @@ async fn closed_port_fails_quickly_with_hint() {
     test_env();
     let [port] = free_ports::<1>();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let location = Location::parse("s3://bucket/p", Some(&endpoint), None, true).expect("location");
+    let location = Location::parse("s3://bucket/p", &s3_options(&endpoint)).expect("location");
     let store = dr_store::open(&location).await.expect("open");
     let started = Instant::now();
     let err = store.get("k").await.expect_err("nothing listens");

@@ -77,9 +77,9 @@ pub enum Command {
         id: Option<String>,
         #[arg(long)]
         target: Option<String>,
-        /// auto (docker when an engine answers, else local), docker or local.
-        #[arg(long)]
-        sandbox: Option<String>,
+        /// Where to restore: auto is docker when an engine answers, else local [default: verify.sandbox or auto].
+        #[arg(long, value_parser = sandbox_choice())]
+        sandbox: Option<dr_core::verify::SandboxChoice>,
         /// Docker image; `{major}` is replaced [default: verify.image or postgres:{major}].
         #[arg(long)]
         image: Option<String>,
@@ -184,6 +184,15 @@ pub struct RestoreArgs {
     pub temp_dir: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--sandbox`: the names dr-sandbox accepts (listed in `--help` and in the error for an
+/// unknown one), parsed by dr-sandbox.
+fn sandbox_choice() -> impl clap::builder::TypedValueParser<Value = dr_core::verify::SandboxChoice>
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(dr_core::verify::SandboxChoice::names())
+        .try_map(|s| s.parse::<dr_core::verify::SandboxChoice>())
 }
 
 pub fn parse() -> Cli {

@@ -12,7 +12,7 @@ pub async fn run(
     reporter: &Reporter,
     id: Option<String>,
     target: Option<String>,
-    sandbox: Option<String>,
+    sandbox: Option<dr_core::verify::SandboxChoice>,
     image: Option<String>,
     jobs: Option<u32>,
     json: bool,
