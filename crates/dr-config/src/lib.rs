@@ -25,6 +25,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod schedule;
+mod values;
+
+pub use schedule::{JobKind, ScheduleConfig};
+pub use values::{url_holds_password, valid_target_name, Duration, PASSWORD_HINT};
+
 /// Environment variables dr reads, as documented in `docs/CONFIGURATION.md`.
 pub mod env {
     /// Path of the configuration file (same as `--config`).
@@ -193,96 +199,6 @@ fn default_lock_wait_timeout() -> u64 {
 fn default_max_duration() -> Duration {
     Duration::from_secs(24 * 3600)
 }
-
-/// A duration in config: whole seconds (`3600`) or a number with a unit (`90s`, `45m`,
-/// `6h`, `2d`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Duration(pub std::time::Duration);
-
-impl Duration {
-    pub const fn from_secs(s: u64) -> Duration {
-        Duration(std::time::Duration::from_secs(s))
-    }
-    pub fn as_secs(&self) -> u64 {
-        self.0.as_secs()
-    }
-}
-
-impl std::fmt::Display for Duration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.0.as_secs();
-        match s {
-            0 => write!(f, "0s"),
-            _ if s.is_multiple_of(86_400) => write!(f, "{}d", s / 86_400),
-            _ if s.is_multiple_of(3600) => write!(f, "{}h", s / 3600),
-            _ if s.is_multiple_of(60) => write!(f, "{}m", s / 60),
-            _ => write!(f, "{s}s"),
-        }
-    }
-}
-
-impl std::str::FromStr for Duration {
-    type Err = String;
-    fn from_str(v: &str) -> Result<Duration, String> {
-        let v = v.trim();
-        let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-        let (num, unit) = v.split_at(split);
-        let n: u64 = num.parse().map_err(|_| {
-            format!("`{v}` is not a duration (write e.g. 3600, \"90m\", \"6h\", \"1d\")")
-        })?;
-        let mult = match unit.trim() {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            other => return Err(format!("`{v}`: unknown unit `{other}` (use s, m, h or d)")),
-        };
-        Ok(Duration::from_secs(n.saturating_mul(mult)))
-    }
-}
-
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// Target names become the first component of object keys: 1-64 letters, digits, `-`, `_`.
-pub fn valid_target_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// Whether a PostgreSQL URL carries a password, in its user part or as a `password=` query
-/// parameter. Passwords belong in PGPASSWORD, ~/.pgpass or a service file: a URL ends up in
-/// shell history, `ps` and config repositories.
-pub fn url_holds_password(url: &str) -> bool {
-    match url::Url::parse(url) {
-        Ok(u) => u.password().is_some() || u.query_pairs().any(|(k, _)| k == "password"),
-        // Unparseable: look for the shapes by hand rather than let one through.
-        Err(_) => {
-            url.contains("password=")
-                || url.split_once('@').is_some_and(|(cred, _)| {
-                    cred.rsplit("//").next().is_some_and(|c| c.contains(':'))
-                })
-        }
-    }
-}
-
-/// The hint for a password found in a URL.
-pub const PASSWORD_HINT: &str = "remove it; set PGPASSWORD (e.g. from an env file), add a line to ~/.pgpass (or the file PGPASSFILE names), or use a service file (PGSERVICEFILE)";
 
 fn default_zstd_level() -> i32 {
     3
@@ -476,124 +392,6 @@ pub struct NotifyConfig {
     /// One-shot `dr backup`/`verify`/`prune` write Prometheus metrics here (node-exporter
     /// textfile collector format; written to a temp file, then renamed).
     pub textfile_path: Option<PathBuf>,
-}
-
-/// What a scheduled job runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    Backup,
-    Verify,
-    Prune,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Backup => "backup",
-            JobKind::Verify => "verify",
-            JobKind::Prune => "prune",
-        }
-    }
-}
-
-impl std::fmt::Display for JobKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One job of `dr daemon`: a `[[schedules]]` entry in dr.toml, or a file in `schedules/`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    pub name: String,
-    /// Standard crontab: `minute hour day-of-month month day-of-week` (optionally a leading
-    /// seconds field), or `@daily`, `@weekly`, ...
-    pub cron: String,
-    /// IANA zone `cron` is read in. Default UTC.
-    pub timezone: Option<String>,
-    pub job: JobKind,
-    /// Target names; empty: every target.
-    #[serde(default)]
-    pub targets: Vec<String>,
-    /// `backup` jobs: apply `[retention]` to a target after its backup succeeds.
-    #[serde(default)]
-    pub prune_after: bool,
-}
-
-impl ScheduleConfig {
-    /// Parse one job file (`schedules/NAME.toml`); errors name the file.
-    pub fn from_toml_str(text: &str, path: &Path) -> Result<ScheduleConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: Some(path.to_path_buf()),
-            message: e.to_string(),
-        })
-    }
-
-    /// Read and parse one job file.
-    pub fn load(path: &Path) -> Result<ScheduleConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        ScheduleConfig::from_toml_str(&text, path)
-    }
-
-    /// Checks that need only the config: name, zone, targets, prune_after.
-    pub fn validate(&self, config: &Config, path: Option<&Path>) -> Result<(), ConfigError> {
-        let invalid = |message: String, hint: &str| ConfigError::Invalid {
-            path: path
-                .map(Path::to_path_buf)
-                .or_else(|| config.source.clone()),
-            message,
-            hint: hint.to_string(),
-        };
-        if self.name.is_empty() {
-            return Err(invalid(
-                "a schedule has an empty name".into(),
-                "give every schedule a name, e.g. name = \"nightly-backup\"",
-            ));
-        }
-        if let Some(tz) = &self.timezone {
-            if tz.parse::<chrono_tz::Tz>().is_err() {
-                return Err(invalid(
-                    format!(
-                        "schedule `{}`: timezone `{tz}` is not an IANA time zone",
-                        self.name
-                    ),
-                    "write e.g. timezone = \"Europe/Berlin\" or \"UTC\"",
-                ));
-            }
-        }
-        for t in &self.targets {
-            if !config.targets.iter().any(|c| &c.name == t) {
-                return Err(invalid(
-                    format!(
-                        "schedule `{}` names target `{t}`, which is not configured",
-                        self.name
-                    ),
-                    "use a name from the [[targets]] in dr.toml, or targets = [] for all of them",
-                ));
-            }
-        }
-        if self.prune_after && self.job != JobKind::Backup {
-            return Err(invalid(
-                format!(
-                    "schedule `{}`: prune_after applies only to job = \"backup\"",
-                    self.name
-                ),
-                "remove prune_after, or schedule a separate job = \"prune\"",
-            ));
-        }
-        if (self.prune_after || self.job == JobKind::Prune) && !config.retention.is_configured() {
-            return Err(invalid(
-                format!("schedule `{}` prunes, but no [retention] is configured", self.name),
-                "add a [retention] section to dr.toml (e.g. daily = 7, weekly = 4, monthly = 12), or set prune_after = false",
-            ));
-        }
-        Ok(())
-    }
 }
 
 impl Config {

@@ -1,0 +1,125 @@
+//! A job of `dr daemon`: `[[schedules]]` in dr.toml, or one file in `schedules/`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{Config, ConfigError};
+
+/// What a scheduled job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Backup,
+    Verify,
+    Prune,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+            JobKind::Verify => "verify",
+            JobKind::Prune => "prune",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One job of `dr daemon`: a `[[schedules]]` entry in dr.toml, or a file in `schedules/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub name: String,
+    /// Standard crontab: `minute hour day-of-month month day-of-week` (optionally a leading
+    /// seconds field), or `@daily`, `@weekly`, ...
+    pub cron: String,
+    /// IANA zone `cron` is read in. Default UTC.
+    pub timezone: Option<String>,
+    pub job: JobKind,
+    /// Target names; empty: every target.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// `backup` jobs: apply `[retention]` to a target after its backup succeeds.
+    #[serde(default)]
+    pub prune_after: bool,
+}
+
+impl ScheduleConfig {
+    /// Parse one job file (`schedules/NAME.toml`); errors name the file.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<ScheduleConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: Some(path.to_path_buf()),
+            message: e.to_string(),
+        })
+    }
+
+    /// Read and parse one job file.
+    pub fn load(path: &Path) -> Result<ScheduleConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ScheduleConfig::from_toml_str(&text, path)
+    }
+
+    /// Checks that need only the config: name, zone, targets, prune_after.
+    pub fn validate(&self, config: &Config, path: Option<&Path>) -> Result<(), ConfigError> {
+        let invalid = |message: String, hint: &str| ConfigError::Invalid {
+            path: path
+                .map(Path::to_path_buf)
+                .or_else(|| config.source.clone()),
+            message,
+            hint: hint.to_string(),
+        };
+        if self.name.is_empty() {
+            return Err(invalid(
+                "a schedule has an empty name".into(),
+                "give every schedule a name, e.g. name = \"nightly-backup\"",
+            ));
+        }
+        if let Some(tz) = &self.timezone {
+            if tz.parse::<chrono_tz::Tz>().is_err() {
+                return Err(invalid(
+                    format!(
+                        "schedule `{}`: timezone `{tz}` is not an IANA time zone",
+                        self.name
+                    ),
+                    "write e.g. timezone = \"Europe/Berlin\" or \"UTC\"",
+                ));
+            }
+        }
+        for t in &self.targets {
+            if !config.targets.iter().any(|c| &c.name == t) {
+                return Err(invalid(
+                    format!(
+                        "schedule `{}` names target `{t}`, which is not configured",
+                        self.name
+                    ),
+                    "use a name from the [[targets]] in dr.toml, or targets = [] for all of them",
+                ));
+            }
+        }
+        if self.prune_after && self.job != JobKind::Backup {
+            return Err(invalid(
+                format!(
+                    "schedule `{}`: prune_after applies only to job = \"backup\"",
+                    self.name
+                ),
+                "remove prune_after, or schedule a separate job = \"prune\"",
+            ));
+        }
+        if (self.prune_after || self.job == JobKind::Prune) && !config.retention.is_configured() {
+            return Err(invalid(
+                format!("schedule `{}` prunes, but no [retention] is configured", self.name),
+                "add a [retention] section to dr.toml (e.g. daily = 7, weekly = 4, monthly = 12), or set prune_after = false",
+            ));
+        }
+        Ok(())
+    }
+}
