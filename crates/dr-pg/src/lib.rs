@@ -33,7 +33,7 @@ pub use process::{ChildProcess, Finished, ProcessFailure};
 pub use snapshot::{
     count_tables, count_tables_parallel, quote_ident, Inventory, SequenceState, Snapshot, TableRows,
 };
-pub use toc::{select_entries, Selection};
+pub use toc::{parse_schema_name, parse_table_name, select_entries, Selected, Selection};
 pub use tools::{find_tool, parse_version_output, tool_at, Tool};
 
 /// The server's version.

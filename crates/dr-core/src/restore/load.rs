@@ -11,12 +11,19 @@ use dr_catalog::{BackupDetails, Manifest};
 use dr_pg::{ChildProcess, ConnInfo};
 
 use super::globals::apply_globals;
-use super::plan::{selected_counts, split_table};
+use super::plan::{selected_counts, selection};
 use super::target::TargetState;
 use super::RestoreOptions;
 use crate::{Context, Error, Kind, Result};
 
-type Outcome = (Vec<String>, BTreeMap<String, (i64, i64)>, Vec<String>);
+/// pg_restore's errors, each table's (expected, actual) rows, the count mismatches, and the
+/// foreign keys a selective restore left out.
+pub(super) struct Outcome {
+    pub errors: Vec<String>,
+    pub tables: BTreeMap<String, (i64, i64)>,
+    pub mismatches: Vec<String>,
+    pub skipped_foreign_keys: Vec<String>,
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn restore_into(
@@ -80,8 +87,14 @@ pub(super) async fn restore_into(
         args.push("--no-acl".into());
     }
     let _list_file;
+    let mut skipped_foreign_keys = Vec::new();
     if !opts.tables.is_empty() || !opts.schemas.is_empty() {
-        let list = selective_list(&pg_restore.path, archive, opts).await?;
+        let selected = selective_list(&pg_restore.path, archive, opts).await?;
+        for fk in &selected.skipped_foreign_keys {
+            tracing::warn!("foreign key {fk} skipped: the table it references is not restored");
+        }
+        skipped_foreign_keys = selected.skipped_foreign_keys;
+        let list = selected.list;
         let mut f = tempfile::NamedTempFile::new()
             .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
         f.write_all(list.as_bytes())
@@ -165,7 +178,12 @@ pub(super) async fn restore_into(
             .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
             .collect();
     let (tables, mismatches) = compare_counts(&expected, &actual);
-    Ok((errors, tables, mismatches))
+    Ok(Outcome {
+        errors,
+        tables,
+        mismatches,
+        skipped_foreign_keys,
+    })
 }
 
 /// Each expected table's (expected, actual) rows, and a line for every table whose count
@@ -194,14 +212,14 @@ fn compare_counts(
     (tables, mismatches)
 }
 
-/// A `pg_restore -L` list holding the selected tables with their data, indexes, constraints,
-/// defaults, triggers and owned sequences, plus everything in the selected schemas: the
-/// archive's `--list` and schema script, filtered by [`dr_pg::select_entries`].
+/// A `pg_restore -L` list for the selection: the archive's whole pre-data section, the data
+/// of the selected tables and their indexes, constraints and triggers — the archive's
+/// `--list` and schema script, filtered by [`dr_pg::select_entries`].
 async fn selective_list(
     pg_restore: &Path,
     archive: &Path,
     opts: &RestoreOptions,
-) -> Result<String> {
+) -> Result<dr_pg::Selected> {
     let run = |args: Vec<String>| async move {
         let mut child = ChildProcess::spawn(
             pg_restore,
@@ -230,19 +248,8 @@ async fn selective_list(
         archive.display().to_string(),
     ])
     .await?;
-    let selection = dr_pg::Selection {
-        schemas: opts.schemas.clone(),
-        tables: opts
-            .tables
-            .iter()
-            .map(|t| {
-                let (s, n) = split_table(t);
-                (s.to_string(), n.to_string())
-            })
-            .collect(),
-    };
-    let out = dr_pg::select_entries(&list, &script, &selection);
-    if out.is_empty() {
+    let out = dr_pg::select_entries(&list, &script, &selection(opts)?);
+    if out.list.is_empty() {
         return Err(Error::config(format!(
             "nothing in the backup matches {}\nhint: `dr show latest` lists the tables (names are SCHEMA.TABLE)",
             opts.tables.iter().chain(opts.schemas.iter()).cloned().collect::<Vec<_>>().join(", ")

@@ -70,6 +70,9 @@ pub struct RestoreReport {
     pub tables: BTreeMap<String, (i64, i64)>,
     pub mismatches: Vec<String>,
     pub errors: Vec<String>,
+    /// Foreign keys a selective restore left out because the table they reference was not
+    /// restored: "constraint (on schema.table, to schema.referenced)".
+    pub skipped_foreign_keys: Vec<String>,
     pub seconds: BTreeMap<String, f64>,
 }
 
@@ -82,6 +85,7 @@ impl RestoreReport {
             tables: BTreeMap::new(),
             mismatches: Vec::new(),
             errors: Vec::new(),
+            skipped_foreign_keys: Vec::new(),
             seconds,
         }
     }
@@ -306,14 +310,15 @@ async fn restore(
     .await;
     seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
     drop(archive);
-    let (errors, tables, mismatches) = outcome?;
+    let outcome = outcome?;
     seconds.insert("total".into(), started.elapsed().as_secs_f64());
     let report = RestoreReport {
         plan,
         restored: true,
-        tables,
-        mismatches,
-        errors,
+        tables: outcome.tables,
+        mismatches: outcome.mismatches,
+        errors: outcome.errors,
+        skipped_foreign_keys: outcome.skipped_foreign_keys,
         seconds,
     };
     if !report.errors.is_empty() || !report.mismatches.is_empty() {
@@ -330,8 +335,56 @@ async fn restore(
         for mm in &report.mismatches {
             msg.push_str(&format!("\n  {mm}"));
         }
-        msg.push_str("\nhint: the database is partially restored; fix the cause (often a missing role: --with-globals or --no-owner; or a missing extension) and restore again with --clean");
+        msg.push_str(&failure_hint(&report.errors, opts));
         return Err(Error::new(Kind::Failed, msg));
     }
     Ok(report)
+}
+
+/// The next step after a restore with errors, from what the errors say: a missing role or
+/// extension gets its own advice, anything else the general one.
+fn failure_hint(errors: &[String], opts: &RestoreOptions) -> String {
+    let again = if opts.tables.is_empty() && opts.schemas.is_empty() {
+        "restore again with --clean"
+    } else {
+        "drop the database and restore into it again"
+    };
+    let mut hint = String::from("\nhint: the database is partially restored; ");
+    if errors
+        .iter()
+        .any(|e| e.contains("role \"") && e.contains("does not exist"))
+    {
+        hint.push_str("a role is missing: pass --with-globals or --no-owner, then ");
+    } else if errors.iter().any(|e| {
+        e.contains("extension")
+            && (e.contains("not available") || e.contains("could not open extension control file"))
+    }) {
+        hint.push_str("an extension is missing on the target server: install it, then ");
+    } else {
+        hint.push_str("fix the cause above, then ");
+    }
+    hint.push_str(again);
+    hint
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_names_roles_only_when_a_role_is_missing() {
+        let opts = RestoreOptions::default();
+        let role = failure_hint(
+            &[r#"pg_restore: error: role "reporter" does not exist"#.to_string()],
+            &opts,
+        );
+        assert!(role.contains("--with-globals"));
+        let other = failure_hint(
+            &[r#"pg_restore: error: relation "public.x" does not exist"#.to_string()],
+            &opts,
+        );
+        assert!(!other.contains("role"));
+        assert!(!other.contains("extension"));
+        assert!(other.contains("--clean"));
+    }
 }

@@ -65,6 +65,30 @@ impl std::fmt::Display for Plan {
     }
 }
 
+/// The `--table`s and `--schema`s as a [`dr_pg::Selection`]: names as `dr show` prints them
+/// (`schema.table`) or quoted like psql (`"Sales Data"."Order Items"`).
+pub(super) fn selection(opts: &RestoreOptions) -> Result<dr_pg::Selection> {
+    let bad = |e: String| {
+        Error::config(format!(
+            "{e}; nothing was changed\nhint: write a table as SCHEMA.TABLE, as `dr show` prints it, or quoted: '\"Sales Data\".\"Order Items\"'"
+        ))
+    };
+    Ok(dr_pg::Selection {
+        schemas: opts
+            .schemas
+            .iter()
+            .map(|s| dr_pg::parse_schema_name(s))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(bad)?,
+        tables: opts
+            .tables
+            .iter()
+            .map(|t| dr_pg::parse_table_name(t))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(bad)?,
+    })
+}
+
 /// Every `--table` names a table of the backup and every `--schema` a schema holding one:
 /// a typo must fail before a database is created or anything is fetched.
 pub(super) fn check_selection(
@@ -72,18 +96,27 @@ pub(super) fn check_selection(
     opts: &RestoreOptions,
     m: &Manifest,
 ) -> Result<()> {
+    let selection = selection(opts)?;
+    if opts.clean && (!selection.tables.is_empty() || !selection.schemas.is_empty()) {
+        return Err(Error::config(
+            "--clean cannot be combined with --table or --schema: a selective restore recreates every schema, type, function and table definition of the backup, and --clean would drop them all first; nothing was changed\nhint: restore the selection into a new database (`--to` with a new name) and copy from there",
+        ));
+    }
     let mut unknown = Vec::new();
-    for t in &opts.tables {
-        let (s, n) = split_table(t);
-        if !details.tables.iter().any(|x| x.schema == s && x.name == n) {
+    for (t, (s, n)) in opts.tables.iter().zip(&selection.tables) {
+        if !details
+            .tables
+            .iter()
+            .any(|x| &x.schema == s && &x.name == n)
+        {
             unknown.push(format!("table {t}"));
         }
     }
-    for schema in &opts.schemas {
+    for (given, schema) in opts.schemas.iter().zip(&selection.schemas) {
         let known = details.tables.iter().any(|x| &x.schema == schema)
             || details.sequences.iter().any(|x| &x.schema == schema);
         if !known {
-            unknown.push(format!("schema {schema}"));
+            unknown.push(format!("schema {given}"));
         }
     }
     if unknown.is_empty() {
@@ -99,37 +132,24 @@ pub(super) fn check_selection(
     )))
 }
 
+/// The tables whose rows a restore brings (all of them without a selection) with the row
+/// counts the backup recorded, and their total. Tables a selective restore creates empty
+/// are not among them.
 pub(super) fn selected_counts(
     details: &BackupDetails,
     opts: &RestoreOptions,
 ) -> (BTreeMap<String, i64>, i64) {
+    // Names that do not parse were refused by `check_selection`.
+    let selection = selection(opts).unwrap_or_default();
+    let all = selection.tables.is_empty() && selection.schemas.is_empty();
     let sel: BTreeMap<String, i64> = details
         .tables
         .iter()
-        .filter(|t| table_selected(&t.schema, &t.name, opts))
+        .filter(|t| all || selection.has_table(&t.schema, &t.name))
         .map(|t| (t.qualified(), t.rows))
         .collect();
     let rows = sel.values().sum();
     (sel, rows)
-}
-
-pub(super) fn table_selected(schema: &str, name: &str, opts: &RestoreOptions) -> bool {
-    if opts.tables.is_empty() && opts.schemas.is_empty() {
-        return true;
-    }
-    opts.schemas.iter().any(|s| s == schema)
-        || opts.tables.iter().any(|t| {
-            let (s, n) = split_table(t);
-            s == schema && n == name
-        })
-}
-
-/// `schema.table` or `table` (public).
-pub(super) fn split_table(t: &str) -> (&str, &str) {
-    match t.split_once('.') {
-        Some((s, n)) => (s, n),
-        None => ("public", t),
-    }
 }
 
 #[cfg(test)]
@@ -137,8 +157,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_names_default_to_public() {
-        assert_eq!(split_table("users"), ("public", "users"));
-        assert_eq!(split_table("app.users"), ("app", "users"));
+    fn tables_and_schemas_are_read_like_dr_show_prints_them_or_quoted() {
+        let opts = RestoreOptions {
+            tables: vec![
+                "users".into(),
+                "audit.events".into(),
+                "\"Sales Data\".\"Order Items\"".into(),
+            ],
+            schemas: vec!["\"Sales Data\"".into()],
+            ..Default::default()
+        };
+        let sel = selection(&opts).expect("valid names");
+        assert_eq!(
+            sel.tables,
+            [
+                ("public".to_string(), "users".to_string()),
+                ("audit".to_string(), "events".to_string()),
+                ("Sales Data".to_string(), "Order Items".to_string()),
+            ]
+        );
+        assert_eq!(sel.schemas, ["Sales Data"]);
+        let bad = RestoreOptions {
+            tables: vec!["\"open".into()],
+            ..Default::default()
+        };
+        assert!(selection(&bad).is_err());
     }
 }
