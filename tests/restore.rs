@@ -338,6 +338,114 @@ fn table_restores_only_that_table_with_its_index() {
     assert_eq!(idx, "big_payload_idx,big_pkey");
 }
 
+/// What an operator following `runbooks/bad-migration.md` met: a table with a foreign key
+/// to a table not selected, a table in a schema of its own, a quoted name, an enum and a
+/// domain column.
+const SHOP: &str = r#"
+create type public.order_status as enum ('new', 'paid');
+create domain public.positive as int check (value > 0);
+create table public.customers (id int primary key, name text);
+create table public.orders (
+    id serial primary key,
+    customer_id int not null constraint orders_customer_fk references public.customers (id),
+    status public.order_status not null default 'new',
+    qty public.positive
+);
+create index orders_customer_idx on public.orders (customer_id);
+insert into public.customers select g, 'c' || g from generate_series(1, 5) g;
+insert into public.orders (customer_id, status, qty)
+    select g % 5 + 1, 'paid', g from generate_series(1, 20) g;
+create schema audit;
+create table audit.events (
+    id bigint generated always as identity primary key,
+    order_id int constraint events_order_fk references public.orders (id),
+    note text
+);
+insert into audit.events (order_id, note) select g, 'e' || g from generate_series(1, 7) g;
+create schema "Sales Data";
+create table "Sales Data"."Order Items" (id int primary key, "Qty" public.positive);
+insert into "Sales Data"."Order Items" select g, g from generate_series(1, 3) g;
+"#;
+
+#[test]
+fn selective_restore_of_a_table_with_a_foreign_key_a_schema_and_quoted_names() {
+    let e = env();
+    e.pg.psql("app", SHOP);
+    backup(&e);
+    let source = e.pg.table_digests("app");
+    let restore = |selection: &[&str], db: &str| {
+        let mut args = vec!["restore"];
+        args.extend_from_slice(selection);
+        let url = e.pg.url(db);
+        args.extend_from_slice(&["--to", &url, "--yes"]);
+        let out = e.ws.dr(&e.cfg, &args);
+        assert_success(&out);
+        (e.pg.table_digests(db), stderr(&out))
+    };
+
+    // The FK to customers is skipped and named; the table's rows are exact.
+    let (got, err) = restore(&["--table", "public.orders"], "one_orders");
+    assert_eq!(got["public.orders"], source["public.orders"]);
+    assert!(err.contains("orders_customer_fk"), "stderr: {err}");
+    assert_eq!(
+        e.pg.psql("one_orders", "select count(*) from public.customers"),
+        "0"
+    );
+    assert_eq!(
+        e.pg.psql(
+            "one_orders",
+            "select string_agg(conname, ',' order by conname) from pg_constraint where conrelid = 'public.orders'::regclass and contype in ('p', 'f')"
+        ),
+        "orders_pkey"
+    );
+    assert_eq!(
+        e.pg.psql(
+            "one_orders",
+            "select string_agg(indexname, ',' order by indexname) from pg_indexes where tablename = 'orders'"
+        ),
+        "orders_customer_idx,orders_pkey"
+    );
+    // Its sequence goes on where the source's stopped.
+    assert_eq!(
+        e.pg.psql(
+            "one_orders",
+            "insert into public.orders (customer_id, qty) values (1, 1) returning id"
+        )
+        .lines()
+        .next()
+        .unwrap_or_default(),
+        "21"
+    );
+
+    // A table in a schema other than public, by name and by schema.
+    let (got, err) = restore(&["--table", "audit.events"], "one_events");
+    assert_eq!(got["audit.events"], source["audit.events"]);
+    assert!(err.contains("events_order_fk"), "stderr: {err}");
+    let (got, _) = restore(&["--schema", "audit"], "one_audit");
+    assert_eq!(got["audit.events"], source["audit.events"]);
+
+    // psql-quoted names, and both ends of the foreign key: nothing skipped.
+    let (got, _) = restore(&["--table", r#""Sales Data"."Order Items""#], "one_items");
+    assert_eq!(
+        got["Sales Data.Order Items"],
+        source["Sales Data.Order Items"]
+    );
+    let (got, err) = restore(
+        &["--table", "public.orders", "--table", "public.customers"],
+        "one_both",
+    );
+    assert_eq!(got["public.orders"], source["public.orders"]);
+    assert_eq!(got["public.customers"], source["public.customers"]);
+    assert!(!err.contains("orders_customer_fk"), "stderr: {err}");
+    assert_eq!(
+        e.pg.psql(
+            "one_both",
+            "select count(*) from pg_constraint where conname = 'orders_customer_fk'"
+        ),
+        "1"
+    );
+}
+
 #[test]
 fn to_file_writes_a_pg_restore_archive_and_the_globals() {
     let e = env();

@@ -69,6 +69,9 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         report.tables.len(),
         rows
     );
+    for fk in &report.skipped_foreign_keys {
+        eprintln!("  skipped foreign key {fk}: the table it references was not restored");
+    }
     for (phase, s) in &report.seconds {
         eprintln!("  {phase:<14} {s:>8.1}s");
     }
