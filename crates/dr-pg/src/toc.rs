@@ -264,8 +264,13 @@ impl Decider<'_> {
             "TABLE DATA" | "ROW SECURITY" | "MATERIALIZED VIEW DATA" | "STATISTICS DATA" => {
                 sel.has_table(s, tag)
             }
-            "CONSTRAINT" | "CHECK CONSTRAINT" | "TRIGGER" | "RULE" | "POLICY" => {
+            "CONSTRAINT" | "TRIGGER" | "RULE" | "POLICY" => self.table_of(s, tag).is_some(),
+            // A NOT VALID check of a table, or of a domain (restored with the pre-data).
+            "CHECK CONSTRAINT" => {
                 self.table_of(s, tag).is_some()
+                    || self
+                        .sql("CHECK CONSTRAINT", s, tag)
+                        .is_some_and(|sql| sql.contains("ALTER DOMAIN "))
             }
             "INDEX" => self.index_kept(s, tag),
             "SEQUENCE SET" => {
@@ -710,6 +715,26 @@ ALTER TABLE ONLY audit.events
         assert_eq!(ids(&out), ["3344", "3182"]);
         let out = select_entries(LIST, SCRIPT, &tables(&["public.\"Order Lines\""]));
         assert_eq!(ids(&out), ["3343"]);
+    }
+
+    #[test]
+    fn a_domain_check_is_kept_with_the_pre_data_a_table_check_with_its_table() {
+        let list = "3400; 2606 16500 CHECK CONSTRAINT public positive positive_check app\n\
+                    3401; 2606 16501 CHECK CONSTRAINT public users users_age_check app\n";
+        let script = "--
+-- Name: positive positive_check; Type: CHECK CONSTRAINT; Schema: public; Owner: app
+--
+
+ALTER DOMAIN public.positive
+    ADD CONSTRAINT positive_check CHECK ((VALUE > 0)) NOT VALID;
+";
+        let out = select_entries(list, script, &tables(&["public.orders"]));
+        assert_eq!(
+            out.list,
+            "3400; 2606 16500 CHECK CONSTRAINT public positive positive_check app\n"
+        );
+        let out = select_entries(list, script, &tables(&["public.users"]));
+        assert_eq!(out.list.lines().count(), 2);
     }
 
     #[test]
