@@ -559,3 +559,62 @@ fn json_logs_on_stderr_data_on_stdout_and_no_secret_anywhere() {
         }
     }
 }
+
+/// Regression: the README's cron line mailed every night (output on success) and its
+/// `DR_CONFIG=` reached only the first command. Run that exact line under cron's empty
+/// environment: both commands find the config and the env file, and success prints nothing.
+#[test]
+fn readme_cron_line_runs_under_an_empty_environment_and_prints_nothing_on_success() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let line = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("0 3 * * * "))
+        .expect("README has a `0 3 * * *` cron line");
+    let repo = s.ws.path().join("repo");
+    // The file's url is wrong on purpose: DR_REPOSITORY_URL in the env file must win.
+    let cfg = config(
+        &s,
+        "file:///nonexistent/dr-cron-test",
+        "\n[retention]\ndaily = 7",
+    );
+    let env_file = s.ws.write(
+        "dr.env",
+        &format!(
+            "# loaded by dr itself\nexport DR_REPOSITORY_URL=\"file://{}\"\nDR_PG_BIN_DIR='{}'\n",
+            repo.display(),
+            s.pg.bin_dir().display()
+        ),
+    );
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the env file");
+    let command = line
+        .replace("/etc/dr/dr.env", &env_file.display().to_string())
+        .replace("/etc/dr/dr.toml", &cfg.display().to_string())
+        .replace("/usr/local/bin/dr", &dr_bin().display().to_string());
+    let cron = |command: &str| {
+        let mut c = Command::new("env");
+        c.args(["-i", "PATH=/usr/bin:/bin", "SHELL=/bin/sh"])
+            .arg(format!("HOME={}", s.ws.path().display()))
+            .args(["/bin/sh", "-c", command])
+            .current_dir(s.ws.path());
+        s.ws.run(&mut c)
+    };
+    let out = cron(&command);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "", "stdout on success: cron would mail it");
+    assert_eq!(stderr(&out), "", "stderr on success: cron would mail it");
+    assert_eq!(
+        manifests(&repo).len(),
+        1,
+        "the backup went to the env file's repository"
+    );
+
+    // A failure still prints (and exits non-zero): here the env file is unreadable garbage.
+    std::fs::write(&env_file, "not a variable line\n").expect("rewrite the env file");
+    let out = cron(&command);
+    assert_exit_code(&out, 2);
+    assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
+}

@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod envfile;
 mod exit;
 mod logging;
 mod output;
@@ -13,8 +14,22 @@ mod signals;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before clap and before any thread: the file may set DR_CONFIG, PGPASSWORD, AWS_*.
+    let env_warning = match envfile::requested(&std::env::args_os().collect::<Vec<_>>()) {
+        Some(path) => match envfile::load(&path) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("error: {e}\nhint: lines are KEY=value, `#` comments, optional `export ` and quotes");
+                return exit::code(dr_core::Kind::Config);
+            }
+        },
+        None => None,
+    };
     let cli = cli::parse();
     logging::init(&cli.global);
+    if let Some(w) = env_warning {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
