@@ -618,3 +618,73 @@ fn readme_cron_line_runs_under_an_empty_environment_and_prints_nothing_on_succes
     assert_exit_code(&out, 2);
     assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
 }
+
+/// Regression: with `--log-format json` the completion lines ("backup … complete", the
+/// restore summary) were plain text among the JSON events. Every stderr line is one object.
+#[test]
+fn log_format_json_makes_every_stderr_line_a_json_object() {
+    let s = setup();
+    let (cfg, _repo) = dir_repo(&s);
+    let json_lines = |out: &std::process::Output, what: &str| -> Vec<serde_json::Value> {
+        stderr(out)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{what}: stderr line is not JSON ({e}): {l}"));
+                assert!(v.is_object(), "{what}: not an object: {l}");
+                assert!(v["level"].is_string(), "{what}: no level: {l}");
+                v
+            })
+            .collect()
+    };
+    let messages = |v: &[serde_json::Value]| {
+        v.iter()
+            .filter_map(|e| e["fields"]["message"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    fn with<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["--log-format", "json"][..], args].concat()
+    }
+
+    let out = s.ws.dr(&cfg, &with(&["backup"]));
+    assert_success(&out);
+    let events = json_lines(&out, "backup");
+    assert!(messages(&events).contains("complete"), "{}", stderr(&out));
+
+    let out = s.ws.dr(&cfg, &with(&["list"]));
+    assert_success(&out);
+    json_lines(&out, "list");
+
+    let out = s.ws.dr(
+        &cfg,
+        &with(&["restore", "--to", &s.pg.url("copy"), "--yes"]),
+    );
+    assert_success(&out);
+    let events = json_lines(&out, "restore");
+    assert!(
+        messages(&events).contains("restored backup"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = s.ws.dr(
+        &cfg,
+        &with(&[
+            "restore",
+            "20000101T000000Z",
+            "--to",
+            &s.pg.url("copy2"),
+            "--yes",
+        ]),
+    );
+    assert!(!out.status.success());
+    let events = json_lines(&out, "failing restore");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["level"] == "ERROR" && e["exit_code"].is_number()),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -18,7 +18,7 @@ pub async fn run(ctx: &Context, reporter: &Reporter, target: Option<&str>) -> Re
                 if !crate::logging::quiet() {
                     out!("{}\t{}", m.target, m.id);
                 }
-                tracing::info!(
+                crate::note!(
                     "backup {} of `{}` complete: {} stored ({} raw)",
                     m.id,
                     m.target,

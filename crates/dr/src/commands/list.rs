@@ -11,7 +11,7 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        eprintln!("no complete backups in {}", ctx.store.location());
+        crate::note!("no complete backups in {}", ctx.store.location());
         return Ok(ExitCode::SUCCESS);
     }
     out!(
