@@ -688,3 +688,52 @@ fn log_format_json_makes_every_stderr_line_a_json_object() {
         stderr(&out)
     );
 }
+
+/// Regression: with a database down `dr check` printed only an error, hiding every line that
+/// passed (and the other targets). Now every line is printed, then exit 3.
+#[test]
+fn check_with_a_database_down_prints_every_line_then_fails() {
+    let s = setup();
+    let repo = s.ws.path().join("repo");
+    let extra_target = format!(
+        "\n[[targets]]\nname = \"gone\"\nurl = \"postgres://postgres@127.0.0.1:{}/app?connect_timeout=3\"\n",
+        free_port()
+    );
+    let cfg_path = config(&s, &format!("file://{}", repo.display()), "");
+    let text = std::fs::read_to_string(&cfg_path).expect("read config") + &extra_target;
+    let cfg = s.ws.write("dr.toml", &text);
+
+    let out = s.ws.dr(&cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    let o = stdout(&out);
+    for (status, check) in [
+        ("ok", "config"),
+        ("ok", "recipients"),
+        ("ok", "identity"),
+        ("ok", "repository"),
+        ("ok", "backups app"),
+        ("ok", "target app"),
+        ("ok", "tools app"),
+        ("FAIL", "target gone"),
+        ("FAIL", "tools gone"),
+    ] {
+        assert!(
+            o.lines()
+                .any(|l| l.starts_with(status) && l[4..].trim_start().starts_with(check)),
+            "no `{status} {check}` line:\n{o}"
+        );
+    }
+    assert!(stderr(&out).contains("target gone"), "{}", stderr(&out));
+
+    let out = s.ws.dr(&cfg, &["check", "--json"]);
+    assert_exit_code(&out, 3);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let lines = v.as_array().expect("array");
+    assert_eq!(lines.len(), 10, "{v}");
+    let failed: Vec<_> = lines
+        .iter()
+        .filter(|l| l["ok"] == false)
+        .map(|l| l["check"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(failed, ["target gone", "tools gone"], "{v}");
+}
