@@ -547,3 +547,72 @@ fn sigterm_past_the_grace_period_cancels_the_running_job_and_exits_130() {
         "{v}"
     );
 }
+
+/// Regression: `dr status` printed `next` as if a backup would happen at that time while no
+/// daemon ran. The daemon now keeps `daemon/HOST.json` and status says whether it is running.
+#[test]
+fn status_says_whether_a_daemon_is_running_from_its_heartbeat() {
+    let ws = Workspace::new();
+    let cfg = write_config(
+        &ws,
+        &format!("postgres://postgres@127.0.0.1:{}/app", closed_port()),
+        "[daemon]\nretries = 0\n",
+    );
+    // The catch-up backup at start fails at once (nothing listens); then the daemon waits.
+    ws.write(
+        "schedules/nightly.toml",
+        "name = \"nightly\"\ncron = \"0 3 * * *\"\njob = \"backup\"\ntargets = [\"app\"]\n",
+    );
+    let repo = ws.path().join("repo");
+    let out = ws.dr(&cfg, &["status"]);
+    assert!(
+        stdout(&out).starts_with("daemon: no daemon seen"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("(if a daemon runs)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let mut d = Daemon::start(&ws, &cfg);
+    let beats = || files_under(&repo.join("daemon"));
+    assert!(
+        wait_for(Duration::from_secs(30), || !beats().is_empty()),
+        "no heartbeat\n{}",
+        d.log()
+    );
+    let out = ws.dr(&cfg, &["status"]);
+    assert!(
+        stdout(&out).starts_with("daemon: running on "),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !stdout(&out).contains("(if a daemon runs)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = ws.dr(&cfg, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let daemon = &v[0]["daemon"];
+    assert_eq!(daemon["running"], true, "{v}");
+    assert!(daemon["pid"].as_u64().is_some(), "{v}");
+    assert!(
+        daemon["last_beat"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{v}"
+    );
+
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(60)), Some(0), "{}", d.log());
+    assert!(beats().is_empty(), "heartbeat left after a clean stop");
+    let out = ws.dr(&cfg, &["status"]);
+    assert!(
+        stdout(&out).starts_with("daemon: no daemon seen"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -17,6 +17,8 @@
 //! - **Shutdown.** On SIGTERM/SIGINT no new run starts; running ones get
 //!   `daemon.shutdown_grace_secs` (default 300) to finish, then are cancelled through
 //!   [`Context::cancel`] (a backup aborts its upload and writes no manifest).
+//! - **Heartbeat.** `daemon/{host}.json` in the repository is rewritten every minute and
+//!   removed on a clean stop ([`crate::heartbeat`]); `dr status` reads it.
 //! - **Alerts and metrics** come from [`Reporter`]; `/metrics` is served on
 //!   `daemon.metrics_address`.
 
@@ -230,6 +232,16 @@ pub async fn run(
     let jobs: Vec<Arc<Job>> = jobs.into_iter().map(Arc::new).collect();
     let mut tasks = JoinSet::new();
 
+    // `daemon/{host}.json`: `dr status` tells a running daemon from a schedule nobody runs.
+    let beat_stop = CancellationToken::new();
+    let beat = {
+        let targets: BTreeSet<String> = jobs.iter().flat_map(|j| j.targets.clone()).collect();
+        let (ctx, stop) = (Arc::clone(&ctx), beat_stop.clone());
+        tokio::spawn(async move {
+            crate::heartbeat::keep(&ctx, targets.into_iter().collect(), stop).await;
+        })
+    };
+
     // Missed runs, and metrics from what the repository already holds.
     let start = Utc::now();
     match crate::repo::list(ctx.store.as_ref(), None).await {
@@ -322,6 +334,8 @@ pub async fn run(
         tracing::info!("stopping: no job is running");
     }
     server_stop.cancel();
+    beat_stop.cancel();
+    let _ = beat.await;
     if let Some(s) = server {
         let _ = s.await;
     }

@@ -13,6 +13,9 @@ use crate::{Context, Result};
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetStatus {
+    /// The freshest `dr daemon` heartbeat of a daemon with jobs for this target; `None` when
+    /// no daemon was seen (then `next_backup` is only what the schedule says).
+    pub daemon: Option<crate::heartbeat::DaemonSeen>,
     /// Damaged backups of this target.
     pub damaged: Vec<DamagedRow>,
     /// Ids of future-dated backups of this target.
@@ -120,6 +123,7 @@ fn assess_target(
         .filter_map(|j| j.schedule.next_after(now).ok())
         .min();
     TargetStatus {
+        daemon: None,
         damaged: damaged
             .iter()
             .map(|d| DamagedRow {
@@ -158,7 +162,13 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
         }
     };
     let targets: Vec<&str> = ctx.config.targets.iter().map(|t| t.name.as_str()).collect();
-    Ok(assess(&catalog, &targets, &jobs, max_age, Utc::now()))
+    let now = Utc::now();
+    let beats = crate::heartbeat::read_all(ctx).await?;
+    let mut rows = assess(&catalog, &targets, &jobs, max_age, now);
+    for r in &mut rows {
+        r.daemon = crate::heartbeat::seen(&beats, &r.target, now);
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -315,6 +325,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "daemon",
                 "damaged",
                 "future_dated",
                 "last_verification",
