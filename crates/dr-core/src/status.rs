@@ -136,11 +136,11 @@ fn assess_target(
         last_verification: verified.map(|v| LastVerification {
             backup_id: v.backup_id.to_string(),
             result: v.result.clone(),
-            verified_at: v.verified_at.to_rfc3339(),
+            verified_at: crate::time::format(v.verified_at),
         }),
         newest_backup: newest.map(|e| e.manifest.id.to_string()),
         newest_backup_age_seconds: newest.map(|e| (now - e.manifest.finished_at).num_seconds()),
-        next_backup: next_backup.map(|n| n.to_rfc3339()),
+        next_backup: next_backup.map(crate::time::format),
         ok: problems.is_empty(),
         problems,
         target: target.to_string(),
@@ -209,7 +209,7 @@ mod tests {
         let v = s.last_verification.expect("verified");
         assert_eq!(v.backup_id, "20261122T020000Z");
         assert_eq!(v.result, "passed");
-        assert_eq!(v.verified_at, "2026-11-22T02:30:00+00:00");
+        assert_eq!(v.verified_at, "2026-11-22T02:30:00Z");
         assert_eq!(s.next_backup, None);
         assert!(s.future_dated.is_empty() && s.damaged.is_empty());
     }
@@ -308,7 +308,7 @@ mod tests {
             job(JobKind::Backup, &["other"], "10 3 * * *"),
         ];
         let s = one(&catalog(vec![entry("app", "20261122T020000Z")]), &jobs);
-        assert_eq!(s.next_backup.as_deref(), Some("2026-11-22T03:30:00+00:00"));
+        assert_eq!(s.next_backup.as_deref(), Some("2026-11-22T03:30:00Z"));
         assert!(s.ok);
     }
 
