@@ -559,3 +559,181 @@ fn json_logs_on_stderr_data_on_stdout_and_no_secret_anywhere() {
         }
     }
 }
+
+/// Regression: the README's cron line mailed every night (output on success) and its
+/// `DR_CONFIG=` reached only the first command. Run that exact line under cron's empty
+/// environment: both commands find the config and the env file, and success prints nothing.
+#[test]
+fn readme_cron_line_runs_under_an_empty_environment_and_prints_nothing_on_success() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let line = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("0 3 * * * "))
+        .expect("README has a `0 3 * * *` cron line");
+    let repo = s.ws.path().join("repo");
+    // The file's url is wrong on purpose: DR_REPOSITORY_URL in the env file must win.
+    let cfg = config(
+        &s,
+        "file:///nonexistent/dr-cron-test",
+        "\n[retention]\ndaily = 7",
+    );
+    let env_file = s.ws.write(
+        "dr.env",
+        &format!(
+            "# loaded by dr itself\nexport DR_REPOSITORY_URL=\"file://{}\"\nDR_PG_BIN_DIR='{}'\n",
+            repo.display(),
+            s.pg.bin_dir().display()
+        ),
+    );
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the env file");
+    let command = line
+        .replace("/etc/dr/dr.env", &env_file.display().to_string())
+        .replace("/etc/dr/dr.toml", &cfg.display().to_string())
+        .replace("/usr/local/bin/dr", &dr_bin().display().to_string());
+    let cron = |command: &str| {
+        let mut c = Command::new("env");
+        c.args(["-i", "PATH=/usr/bin:/bin", "SHELL=/bin/sh"])
+            .arg(format!("HOME={}", s.ws.path().display()))
+            .args(["/bin/sh", "-c", command])
+            .current_dir(s.ws.path());
+        s.ws.run(&mut c)
+    };
+    let out = cron(&command);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "", "stdout on success: cron would mail it");
+    assert_eq!(stderr(&out), "", "stderr on success: cron would mail it");
+    assert_eq!(
+        manifests(&repo).len(),
+        1,
+        "the backup went to the env file's repository"
+    );
+
+    // A failure still prints (and exits non-zero): here the env file is unreadable garbage.
+    std::fs::write(&env_file, "not a variable line\n").expect("rewrite the env file");
+    let out = cron(&command);
+    assert_exit_code(&out, 2);
+    assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
+}
+
+/// Regression: with `--log-format json` the completion lines ("backup … complete", the
+/// restore summary) were plain text among the JSON events. Every stderr line is one object.
+#[test]
+fn log_format_json_makes_every_stderr_line_a_json_object() {
+    let s = setup();
+    let (cfg, _repo) = dir_repo(&s);
+    let json_lines = |out: &std::process::Output, what: &str| -> Vec<serde_json::Value> {
+        stderr(out)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{what}: stderr line is not JSON ({e}): {l}"));
+                assert!(v.is_object(), "{what}: not an object: {l}");
+                assert!(v["level"].is_string(), "{what}: no level: {l}");
+                v
+            })
+            .collect()
+    };
+    let messages = |v: &[serde_json::Value]| {
+        v.iter()
+            .filter_map(|e| e["fields"]["message"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    fn with<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["--log-format", "json"][..], args].concat()
+    }
+
+    let out = s.ws.dr(&cfg, &with(&["backup"]));
+    assert_success(&out);
+    let events = json_lines(&out, "backup");
+    assert!(messages(&events).contains("complete"), "{}", stderr(&out));
+
+    let out = s.ws.dr(&cfg, &with(&["list"]));
+    assert_success(&out);
+    json_lines(&out, "list");
+
+    let out = s.ws.dr(
+        &cfg,
+        &with(&["restore", "--to", &s.pg.url("copy"), "--yes"]),
+    );
+    assert_success(&out);
+    let events = json_lines(&out, "restore");
+    assert!(
+        messages(&events).contains("restored backup"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = s.ws.dr(
+        &cfg,
+        &with(&[
+            "restore",
+            "20000101T000000Z",
+            "--to",
+            &s.pg.url("copy2"),
+            "--yes",
+        ]),
+    );
+    assert!(!out.status.success());
+    let events = json_lines(&out, "failing restore");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["level"] == "ERROR" && e["exit_code"].is_number()),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Regression: with a database down `dr check` printed only an error, hiding every line that
+/// passed (and the other targets). Now every line is printed, then exit 3.
+#[test]
+fn check_with_a_database_down_prints_every_line_then_fails() {
+    let s = setup();
+    let repo = s.ws.path().join("repo");
+    let extra_target = format!(
+        "\n[[targets]]\nname = \"gone\"\nurl = \"postgres://postgres@127.0.0.1:{}/app?connect_timeout=3\"\n",
+        free_port()
+    );
+    let cfg_path = config(&s, &format!("file://{}", repo.display()), "");
+    let text = std::fs::read_to_string(&cfg_path).expect("read config") + &extra_target;
+    let cfg = s.ws.write("dr.toml", &text);
+
+    let out = s.ws.dr(&cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    let o = stdout(&out);
+    for (status, check) in [
+        ("ok", "config"),
+        ("ok", "recipients"),
+        ("ok", "identity"),
+        ("ok", "repository"),
+        ("ok", "backups app"),
+        ("ok", "target app"),
+        ("ok", "tools app"),
+        ("FAIL", "target gone"),
+        ("FAIL", "tools gone"),
+    ] {
+        assert!(
+            o.lines()
+                .any(|l| l.starts_with(status) && l[4..].trim_start().starts_with(check)),
+            "no `{status} {check}` line:\n{o}"
+        );
+    }
+    assert!(stderr(&out).contains("target gone"), "{}", stderr(&out));
+
+    let out = s.ws.dr(&cfg, &["check", "--json"]);
+    assert_exit_code(&out, 3);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let lines = v.as_array().expect("array");
+    assert_eq!(lines.len(), 10, "{v}");
+    let failed: Vec<_> = lines
+        .iter()
+        .filter(|l| l["ok"] == false)
+        .map(|l| l["check"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(failed, ["target gone", "tools gone"], "{v}");
+}

@@ -547,3 +547,140 @@ fn sigterm_past_the_grace_period_cancels_the_running_job_and_exits_130() {
         "{v}"
     );
 }
+
+/// Regression: `dr status` printed `next` as if a backup would happen at that time while no
+/// daemon ran. The daemon now keeps `daemon/HOST.json` and status says whether it is running.
+#[test]
+fn status_says_whether_a_daemon_is_running_from_its_heartbeat() {
+    let ws = Workspace::new();
+    let cfg = write_config(
+        &ws,
+        &format!("postgres://postgres@127.0.0.1:{}/app", closed_port()),
+        "[daemon]\nretries = 0\n",
+    );
+    // The catch-up backup at start fails at once (nothing listens); then the daemon waits.
+    ws.write(
+        "schedules/nightly.toml",
+        "name = \"nightly\"\ncron = \"0 3 * * *\"\njob = \"backup\"\ntargets = [\"app\"]\n",
+    );
+    let repo = ws.path().join("repo");
+    let out = ws.dr(&cfg, &["status"]);
+    assert!(
+        stdout(&out).starts_with("daemon: no daemon seen"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("(if a daemon runs)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let mut d = Daemon::start(&ws, &cfg);
+    let beats = || files_under(&repo.join("daemon"));
+    assert!(
+        wait_for(Duration::from_secs(30), || !beats().is_empty()),
+        "no heartbeat\n{}",
+        d.log()
+    );
+    let out = ws.dr(&cfg, &["status"]);
+    assert!(
+        stdout(&out).starts_with("daemon: running on "),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !stdout(&out).contains("(if a daemon runs)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = ws.dr(&cfg, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let daemon = &v[0]["daemon"];
+    assert_eq!(daemon["running"], true, "{v}");
+    assert!(daemon["pid"].as_u64().is_some(), "{v}");
+    assert!(
+        daemon["last_beat"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{v}"
+    );
+
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(60)), Some(0), "{}", d.log());
+    assert!(beats().is_empty(), "heartbeat left after a clean stop");
+    let out = ws.dr(&cfg, &["status"]);
+    assert!(
+        stdout(&out).starts_with("daemon: no daemon seen"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Regression: a run waiting for a slot was logged as "previous run still running; skipping",
+/// queued runs vanished silently at shutdown, and the shutdown counted them as running.
+#[test]
+fn queued_runs_are_logged_as_queued_and_named_when_dropped_at_shutdown() {
+    let ws = Workspace::new();
+    // The overdue backup waits for a lock held by "another host": it holds the only run slot.
+    let target = format!("postgres://postgres@127.0.0.1:{}/app", closed_port());
+    let cfg = write_config(
+        &ws,
+        &target,
+        "[retention]\ndaily = 7\n\n[lock]\nwait_secs = 600\n\n[daemon]\nshutdown_grace_secs = 1\nmax_concurrent_jobs = 1\n\n[[schedules]]\nname = \"nightly\"\ncron = \"@daily\"\njob = \"backup\"\n\n[[schedules]]\nname = \"often\"\ncron = \"* * * * * *\"\njob = \"prune\"\n",
+    );
+    let held = r#"{"target":"app","holder":"other-host pid 1","operation":"backup","acquired_at":"2026-01-01T00:00:00Z","expires_at":"2999-01-01T00:00:00Z","token":"other"}"#;
+    ws.write("repo/locks/app.json", held);
+    let mut d = Daemon::start(&ws, &cfg);
+    assert!(
+        wait_for(Duration::from_secs(30), || d
+            .log()
+            .contains("still queued for a run slot")),
+        "no queued run\n{}",
+        d.log()
+    );
+    d.signal("TERM");
+    let code = d.wait(Duration::from_secs(30));
+    let log = d.log();
+    assert_eq!(code, Some(130), "{log}");
+    assert!(
+        log.contains("job `often`: prune of `app` queued: every run slot is busy"),
+        "{log}"
+    );
+    assert!(!log.contains("skipping this run"), "{log}");
+    assert!(
+        log.contains("job `often` for `app` was queued for a run slot and is dropped"),
+        "{log}"
+    );
+    assert!(
+        log.contains("for 1 running job(s) to finish: `nightly` for `app`"),
+        "{log}"
+    );
+}
+
+/// A verify job on a host without the identity would fail at its time, every time: the
+/// daemon refuses to start and `dr check` fails its line.
+#[test]
+fn a_verify_job_without_the_identity_is_caught_at_start_and_by_check() {
+    let ws = Workspace::new();
+    let target = format!("postgres://postgres@127.0.0.1:{}/app", closed_port());
+    let cfg = write_config(
+        &ws,
+        &target,
+        "[[schedules]]\nname = \"weekly-verify\"\ncron = \"@weekly\"\njob = \"verify\"\n",
+    );
+    let mut d = Daemon::start(&ws, &cfg);
+    let code = d.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{}", d.log());
+    assert!(d.log().contains("weekly-verify"), "{}", d.log());
+
+    let out = ws.dr(&cfg, &["check"]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("FAIL verify jobs") && l.contains("weekly-verify")),
+        "{}",
+        stdout(&out)
+    );
+}

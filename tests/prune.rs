@@ -56,6 +56,35 @@ fn prune_keeps_the_tiers_and_removes_old_backups_and_leftovers() {
     let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(listed[0]["retention"], "newest,daily");
     assert_eq!(listed[2]["retention"], "prune");
+    // One spelling across commands: list's tiers are prune's `tiers`, times end in `Z`.
+    let out = ws.dr(&cfg, &["prune", "--dry-run", "--json"]);
+    let planned: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let kept = planned[0]["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .find(|d| d["id"] == listed[0]["id"])
+        .map(|d| d["tiers"].clone())
+        .expect("decision for the newest");
+    let joined = kept
+        .as_array()
+        .expect("tiers")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(listed[0]["retention"], joined.as_str());
+    for row in listed.as_array().expect("rows") {
+        for field in ["started_at", "finished_at"] {
+            assert!(
+                row[field].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{field}: {row}"
+            );
+        }
+    }
+    let out = ws.dr(&cfg, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert!(status.is_array(), "{status}");
     let out = ws.dr(&cfg, &["prune", "--dry-run"]);
     assert_success(&out);
     let plan = stdout(&out);

@@ -12,6 +12,7 @@
 //! {target}/{id}/manifest.json          written last: the commit point of the backup
 //! {target}/{id}/verify/{time}.json     verification records (plain summary)
 //! locks/{target}.json                  run lock (conditional create)
+//! daemon/{host}.json                   a running `dr daemon`'s heartbeat
 //! ```
 //!
 //! ```
@@ -125,6 +126,11 @@ pub mod keys {
     pub fn lock(target: &str) -> String {
         format!("locks/{target}.json")
     }
+    /// Where `dr daemon` on `host` says it is alive.
+    pub const DAEMON_PREFIX: &str = "daemon/";
+    pub fn daemon_heartbeat(host: &str) -> String {
+        format!("{DAEMON_PREFIX}{host}.json")
+    }
 
     /// `(target, id, rest)` for a key in the layout, `None` for anything else.
     pub fn parse(key: &str) -> Option<(&str, BackupId, &str)> {
@@ -169,5 +175,6 @@ mod tests {
         let k = keys::manifest("app", &id);
         assert_eq!(keys::parse(&k), Some(("app", id, "manifest.json")));
         assert_eq!(keys::parse("locks/app.json"), None);
+        assert_eq!(keys::parse(&keys::daemon_heartbeat("db1")), None);
     }
 }

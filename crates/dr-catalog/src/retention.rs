@@ -46,9 +46,28 @@ pub enum Tier {
     Future,
 }
 
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Tier {
+    pub const ALL: [Tier; 7] = [
+        Tier::Newest,
+        Tier::NewestVerified,
+        Tier::Daily,
+        Tier::Weekly,
+        Tier::Monthly,
+        Tier::Yearly,
+        Tier::Future,
+    ];
+
+    /// The name in JSON output (`newest_verified`), the same as its serde form, for JSON
+    /// fields that carry tiers inside a string (`dr list`'s `retention`).
+    pub fn json_name(self) -> &'static str {
+        match self {
+            Tier::NewestVerified => "newest_verified",
+            other => other.human_name(),
+        }
+    }
+
+    fn human_name(self) -> &'static str {
+        match self {
             Tier::Newest => "newest",
             Tier::NewestVerified => "newest-verified",
             Tier::Daily => "daily",
@@ -56,7 +75,14 @@ impl fmt::Display for Tier {
             Tier::Monthly => "monthly",
             Tier::Yearly => "yearly",
             Tier::Future => "future",
-        })
+        }
+    }
+}
+
+/// The human form (`newest-verified`).
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.human_name())
     }
 }
 
@@ -366,6 +392,16 @@ mod tests {
                 .collect();
             let daily = d.iter().filter(|x| x.tiers.contains(&Tier::Daily)).count();
             assert_eq!(daily, days.len().min(7));
+        }
+    }
+
+    #[test]
+    fn json_names_are_the_serde_names() {
+        for t in Tier::ALL {
+            assert_eq!(
+                serde_json::to_value(t).expect("json"),
+                serde_json::Value::from(t.json_name())
+            );
         }
     }
 }

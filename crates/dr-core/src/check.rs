@@ -14,7 +14,8 @@ pub struct CheckLine {
     pub detail: String,
 }
 
-/// Run every check; never stops at the first failure so the operator sees them all.
+/// Run every check; never stops at the first failure so the operator sees them all. The
+/// lines are returned whether they pass or not: see [`failure`] for the exit status.
 pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> {
     let mut out = Vec::new();
     let mut push = |check: String, r: std::result::Result<String, String>| {
@@ -52,6 +53,21 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
             }),
         );
     }
+    // Jobs that will fail at their time for want of the identity. No schedules is fine here
+    // (cron or a timer may run dr): only verify jobs that exist are checked.
+    if let Ok(jobs) = crate::daemon::load_jobs(&ctx.config) {
+        if jobs
+            .iter()
+            .any(|j| matches!(j.kind, dr_config::JobKind::Verify))
+        {
+            push(
+                "verify jobs".into(),
+                crate::daemon::verify_jobs_without_identity(&ctx.config, &jobs)
+                    .map(|()| "the identity they need is configured".into())
+                    .map_err(|e| e.to_string()),
+            );
+        }
+    }
     push(
         format!("repository {}", ctx.store.location()),
         dr_store::probe_writable(ctx.store.as_ref())
@@ -74,44 +90,72 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
         );
     }
     for t in targets {
-        let name = format!("target {}", t.name);
-        let r: std::result::Result<String, String> = async {
-            let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string())?;
+        // The database and the tools are separate lines: with the database down the tools
+        // line still says what is (not) known, instead of both vanishing behind one error.
+        let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string());
+        let version: std::result::Result<(ServerVersion, String), String> = async {
+            let conn = conn.clone()?;
             let client = conn.connect().await.map_err(|e| e.to_string())?;
             let v = ServerVersion::query(&client)
                 .await
                 .map_err(|e| e.to_string())?;
-            let bin = t
-                .pg_bin_dir
-                .as_deref()
-                .or(ctx.config.backup.pg_bin_dir.as_deref());
-            let dump = dr_pg::find_tool("pg_dump", v.major, bin).map_err(|e| e.to_string())?;
-            let all = dr_pg::find_tool("pg_dumpall", dump.major, bin).map_err(|e| e.to_string())?;
-            Ok(format!(
-                "PostgreSQL {} reachable as {}; {} at {}; pg_dumpall at {}",
-                v.text,
-                conn.user(),
-                dump.version,
-                dump.path.display(),
-                all.path.display()
-            ))
+            Ok((v, conn.user().to_string()))
         }
         .await;
-        push(name, r);
-    }
-    if out.iter().any(|l| !l.ok) {
-        let failed: Vec<String> = out
-            .iter()
-            .filter(|l| !l.ok)
-            .map(|l| format!("{}: {}", l.check, l.detail))
-            .collect();
-        return Err(Error::new(
-            Kind::Unavailable,
-            format!("check failed:\n{}", failed.join("\n")),
-        )
-        .with_report(out));
+        push(
+            format!("target {}", t.name),
+            version
+                .as_ref()
+                .map(|(v, user)| format!("PostgreSQL {} reachable as {user}", v.text))
+                .map_err(Clone::clone),
+        );
+        let bin = t
+            .pg_bin_dir
+            .as_deref()
+            .or(ctx.config.backup.pg_bin_dir.as_deref());
+        push(
+            format!("tools {}", t.name),
+            match &version {
+                Ok((v, _)) => tools_line(v.major, bin),
+                Err(_) => Err(
+                    "not checked: which pg_dump fits depends on the server's version, unknown until the database answers"
+                        .into(),
+                ),
+            },
+        );
     }
     Ok(out)
+}
+
+fn tools_line(major: u32, bin: Option<&std::path::Path>) -> std::result::Result<String, String> {
+    let dump = dr_pg::find_tool("pg_dump", major, bin).map_err(|e| e.to_string())?;
+    let all = dr_pg::find_tool("pg_dumpall", dump.major, bin).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} at {}; pg_dumpall at {}",
+        dump.version,
+        dump.path.display(),
+        all.path.display()
+    ))
+}
+
+/// The error for a report with failed lines (exit 3), naming each; `None` when all passed.
+pub fn failure(lines: &[CheckLine]) -> Option<Error> {
+    let failed: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.ok)
+        .map(|l| format!("{}: {}", l.check, l.detail))
+        .collect();
+    (!failed.is_empty()).then(|| {
+        Error::new(
+            Kind::Unavailable,
+            format!(
+                "check failed: {} of {} checks\n{}",
+                failed.len(),
+                lines.len(),
+                failed.join("\n")
+            ),
+        )
+    })
 }
 
 /// The `backups TARGET` line: how many, the newest; fails on a future-dated backup (clock
@@ -170,12 +214,6 @@ pub fn backups_line(
         ),
         None => "no backups yet".into(),
     })
-}
-
-impl Error {
-    fn with_report(self, _lines: Vec<CheckLine>) -> Error {
-        self
-    }
 }
 
 #[cfg(test)]

@@ -6,17 +6,21 @@
 //!   time was skipped once (not once per skipped occurrence); a clock that jumps back delays
 //!   nothing already planned.
 //! - **No overlap.** A job's run for a target is skipped (and logged) while its previous run for
-//!   that target is still going. Across processes and hosts the repository lock
+//!   that target is still queued or running. Across processes and hosts the repository lock
 //!   ([`crate::lock`]) keeps backups and prunes of one target apart. At most
-//!   `daemon.max_concurrent_jobs` target runs (default 1) go at once.
+//!   `daemon.max_concurrent_jobs` target runs (default 1) go at once; the others are logged as
+//!   queued and wait for a slot.
 //! - **Missed runs.** On start, a job runs once at once for each target whose last run is older
 //!   than the schedule's period (a scheduled time passed since it): for `backup` the last run
 //!   is the target's newest complete backup (from any source: daemon, cron, by hand; a target
 //!   with no backup at all counts as missed); for `verify` the newest verification (targets
 //!   without any backup are skipped); `prune` is never caught up, it runs at its next time.
-//! - **Shutdown.** On SIGTERM/SIGINT no new run starts; running ones get
+//! - **Shutdown.** On SIGTERM/SIGINT no new run starts and queued ones are dropped (each
+//!   logged by name); running ones get
 //!   `daemon.shutdown_grace_secs` (default 300) to finish, then are cancelled through
 //!   [`Context::cancel`] (a backup aborts its upload and writes no manifest).
+//! - **Heartbeat.** `daemon/{host}.json` in the repository is rewritten every minute and
+//!   removed on a clean stop ([`crate::heartbeat`]); `dr status` reads it.
 //! - **Alerts and metrics** come from [`Reporter`]; `/metrics` is served on
 //!   `daemon.metrics_address`.
 
@@ -153,7 +157,8 @@ struct Shared {
     reporter: Arc<Reporter>,
     semaphore: Arc<Semaphore>,
     shutdown: CancellationToken,
-    running: Mutex<BTreeSet<(String, String)>>,
+    /// (job, target) runs started and not finished: waiting for a slot, or running.
+    running: Mutex<BTreeMap<(String, String), RunState>>,
     runs: AtomicU64,
     failures: AtomicU64,
     interrupted: AtomicBool,
@@ -184,6 +189,26 @@ fn last_run(
     }
 }
 
+/// Verify jobs need the private identity: without one every run fails at its time, so say it
+/// at start (the daemon) and in `dr check`, not at 4 a.m. Pure.
+pub fn verify_jobs_without_identity(config: &Config, jobs: &[Job]) -> Result<()> {
+    if config.encryption.identity_file.is_some() {
+        return Ok(());
+    }
+    let names: Vec<String> = jobs
+        .iter()
+        .filter(|j| matches!(j.kind, JobKind::Verify))
+        .map(|j| format!("`{}` ({})", j.name, j.source.display()))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "verify job {} needs the age identity, and none is configured\nhint: set encryption.identity_file (or DR_IDENTITY_FILE) on this host, or remove the verify job",
+        names.join(", ")
+    )))
+}
+
 /// Run `jobs` until `shutdown` is cancelled; see the module docs.
 pub async fn run(
     ctx: Arc<Context>,
@@ -191,6 +216,7 @@ pub async fn run(
     reporter: Arc<Reporter>,
     shutdown: CancellationToken,
 ) -> Result<Outcome> {
+    verify_jobs_without_identity(&ctx.config, &jobs)?;
     let daemon = &ctx.config.daemon;
     let grace = Duration::from_secs(daemon.shutdown_grace_secs);
     let metrics = reporter.metrics();
@@ -222,13 +248,23 @@ pub async fn run(
         reporter,
         semaphore: Arc::new(Semaphore::new(daemon.max_concurrent_jobs.max(1))),
         shutdown: shutdown.clone(),
-        running: Mutex::new(BTreeSet::new()),
+        running: Mutex::new(BTreeMap::new()),
         runs: AtomicU64::new(0),
         failures: AtomicU64::new(0),
         interrupted: AtomicBool::new(false),
     });
     let jobs: Vec<Arc<Job>> = jobs.into_iter().map(Arc::new).collect();
     let mut tasks = JoinSet::new();
+
+    // `daemon/{host}.json`: `dr status` tells a running daemon from a schedule nobody runs.
+    let beat_stop = CancellationToken::new();
+    let beat = {
+        let targets: BTreeSet<String> = jobs.iter().flat_map(|j| j.targets.clone()).collect();
+        let (ctx, stop) = (Arc::clone(&ctx), beat_stop.clone());
+        tokio::spawn(async move {
+            crate::heartbeat::keep(&ctx, targets.into_iter().collect(), stop).await;
+        })
+    };
 
     // Missed runs, and metrics from what the repository already holds.
     let start = Utc::now();
@@ -300,12 +336,20 @@ pub async fn run(
         }
     }
 
-    let busy = tasks.len();
+    // Queued runs never start now (each says so as it ends); only runs holding a slot are
+    // waited for.
+    let running = shared.running_now();
+    let busy = running.len();
     let mut cancelled = false;
     if busy > 0 {
         tracing::warn!(
-            "stopping: no new jobs start; waiting up to {}s for {busy} running job(s) to finish",
-            grace.as_secs()
+            "stopping: no new jobs start; waiting up to {}s for {busy} running job(s) to finish: {}",
+            grace.as_secs(),
+            running
+                .iter()
+                .map(|(j, t)| format!("`{j}` for `{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let drained =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
@@ -320,8 +364,12 @@ pub async fn run(
         }
     } else {
         tracing::info!("stopping: no job is running");
+        // Queued runs end as soon as they see the shutdown.
+        while tasks.join_next().await.is_some() {}
     }
     server_stop.cancel();
+    beat_stop.cancel();
+    let _ = beat.await;
     if let Some(s) = server {
         let _ = s.await;
     }
@@ -351,18 +399,63 @@ fn log_next(j: &Job, next: Option<DateTime<Utc>>) {
     }
 }
 
-/// Start one run of `job` for `target`, unless its previous one is still going.
+/// Where a (job, target) run stands between dispatch and its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    /// Waiting for one of the `daemon.max_concurrent_jobs` run slots.
+    Queued,
+    Running,
+}
+
+impl Shared {
+    fn set(&self, key: &(String, String), state: RunState) {
+        let mut runs = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        runs.insert(key.clone(), state);
+    }
+
+    /// The runs holding a slot, as (job, target).
+    fn running_now(&self) -> Vec<(String, String)> {
+        let runs = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        runs.iter()
+            .filter(|(_, s)| **s == RunState::Running)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+/// Start one run of `job` for `target` (queued while every run slot is busy), unless its
+/// previous one is still queued or running.
 fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, job: &Arc<Job>, target: &str) {
     let key = (job.name.clone(), target.to_string());
     {
-        let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
-        if !running.insert(key.clone()) {
+        let mut runs = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        match runs.get(&key) {
+            Some(RunState::Running) => {
+                tracing::info!(
+                    "job `{}`: the previous {} of `{target}` is still running; skipping this run",
+                    job.name,
+                    job.kind
+                );
+                return;
+            }
+            Some(RunState::Queued) => {
+                tracing::info!(
+                    "job `{}`: {} of `{target}` is still queued for a run slot; not queueing it twice",
+                    job.name,
+                    job.kind
+                );
+                return;
+            }
+            None => {}
+        }
+        runs.insert(key.clone(), RunState::Queued);
+        if shared.semaphore.available_permits() == 0 {
             tracing::info!(
-                "job `{}`: the previous {} of `{target}` is still running; skipping this run",
+                "job `{}`: {} of `{target}` queued: every run slot is busy (daemon.max_concurrent_jobs = {})",
                 job.name,
-                job.kind
+                job.kind,
+                shared.ctx.config.daemon.max_concurrent_jobs.max(1)
             );
-            return;
         }
     }
     let shared = Arc::clone(shared);
@@ -378,7 +471,14 @@ fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, job: &Arc<Job>, targe
             _ = shared.shutdown.cancelled() => None,
         };
         if let Some(_permit) = permit.filter(|_| !shared.shutdown.is_cancelled()) {
+            shared.set(&key, RunState::Running);
             run_target(&shared, &job, &key.1).await;
+        } else {
+            tracing::warn!(
+                "stopping: job `{}` for `{}` was queued for a run slot and is dropped",
+                key.0,
+                key.1
+            );
         }
     });
 }
@@ -588,6 +688,32 @@ url = "postgres://u@127.0.0.1:1/db"
         assert!(err(&config(dir.path(), "")).contains("no schedules"));
         let e = err(&config(dir.path(), "[daemon]\nschedules_dir = \"nope\"\n"));
         assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn a_verify_job_without_the_identity_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut c = config(
+            dir.path(),
+            "[[schedules]]\nname = \"weekly-verify\"\ncron = \"@weekly\"\njob = \"verify\"\n\n[[schedules]]\nname = \"nightly\"\ncron = \"@daily\"\njob = \"backup\"\n",
+        );
+        let jobs = load_jobs(&c).expect("jobs");
+        let e = verify_jobs_without_identity(&c, &jobs)
+            .expect_err("no identity")
+            .to_string();
+        assert!(
+            e.contains("`weekly-verify`") && !e.contains("nightly"),
+            "{e}"
+        );
+        assert!(e.contains("identity_file"), "{e}");
+        c.encryption.identity_file = Some(dir.path().join("key.txt"));
+        assert!(verify_jobs_without_identity(&c, &jobs).is_ok());
+        let backups_only: Vec<Job> = jobs
+            .into_iter()
+            .filter(|j| !matches!(j.kind, JobKind::Verify))
+            .collect();
+        c.encryption.identity_file = None;
+        assert!(verify_jobs_without_identity(&c, &backups_only).is_ok());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub use error::{Error, Kind};
 pub mod backup;
 pub mod check;
 pub mod daemon;
+pub mod heartbeat;
 pub mod host;
 pub mod list;
 pub mod lock;
@@ -38,6 +39,7 @@ pub mod repo;
 pub mod report;
 pub mod restore;
 pub mod status;
+pub mod time;
 pub mod verify;
 
 #[cfg(test)]

@@ -65,13 +65,13 @@ pub struct RowVerification {
 
 fn rfc3339<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
     match t {
-        Some(t) => s.serialize_str(&t.to_rfc3339()),
+        Some(t) => s.serialize_str(&crate::time::format(*t)),
         None => s.serialize_none(),
     }
 }
 
 fn rfc3339_one<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339())
+    s.serialize_str(&crate::time::format(*t))
 }
 
 /// Which retention tiers keep each complete backup, by (target, id): `prune` for one the
@@ -87,9 +87,10 @@ pub fn tiers(
         let backups = crate::repo::retention_inputs(entries, t);
         for d in dr_catalog::retention_plan(&backups, policy, now) {
             let kept = if d.keep {
+                // The JSON spelling (`newest_verified`), the same as `dr prune --json`.
                 d.tiers
                     .iter()
-                    .map(ToString::to_string)
+                    .map(|t| t.json_name())
                     .collect::<Vec<_>>()
                     .join(",")
             } else {
@@ -317,7 +318,7 @@ mod tests {
                 ("db", Some("newest,daily")),
                 ("app", Some("prune")),
                 ("app", None),
-                ("app", Some("newest-verified")),
+                ("app", Some("newest_verified")),
             ]
         );
     }
@@ -329,18 +330,18 @@ mod tests {
         assert_eq!(
             ok,
             serde_json::json!({
-                "retention": "newest-verified",
+                "retention": "newest_verified",
                 "id": "20261120T020000Z",
                 "target": "app",
                 "state": "ok",
                 "problem": null,
-                "started_at": "2026-11-20T02:00:00+00:00",
-                "finished_at": "2026-11-20T02:00:00+00:00",
+                "started_at": "2026-11-20T02:00:00Z",
+                "finished_at": "2026-11-20T02:00:00Z",
                 "bytes": 1,
                 "raw_bytes": 1,
                 "server_version": "17.2",
                 "server_major": 17,
-                "verification": {"result": "passed", "verified_at": "2026-11-22T03:00:00+00:00"},
+                "verification": {"result": "passed", "verified_at": "2026-11-22T03:00:00Z"},
             })
         );
         let bad = serde_json::to_value(&rows[4]).expect("json");

@@ -13,6 +13,9 @@ use crate::{Context, Result};
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetStatus {
+    /// The freshest `dr daemon` heartbeat of a daemon with jobs for this target; `None` when
+    /// no daemon was seen (then `next_backup` is only what the schedule says).
+    pub daemon: Option<crate::heartbeat::DaemonSeen>,
     /// Damaged backups of this target.
     pub damaged: Vec<DamagedRow>,
     /// Ids of future-dated backups of this target.
@@ -120,6 +123,7 @@ fn assess_target(
         .filter_map(|j| j.schedule.next_after(now).ok())
         .min();
     TargetStatus {
+        daemon: None,
         damaged: damaged
             .iter()
             .map(|d| DamagedRow {
@@ -132,11 +136,11 @@ fn assess_target(
         last_verification: verified.map(|v| LastVerification {
             backup_id: v.backup_id.to_string(),
             result: v.result.clone(),
-            verified_at: v.verified_at.to_rfc3339(),
+            verified_at: crate::time::format(v.verified_at),
         }),
         newest_backup: newest.map(|e| e.manifest.id.to_string()),
         newest_backup_age_seconds: newest.map(|e| (now - e.manifest.finished_at).num_seconds()),
-        next_backup: next_backup.map(|n| n.to_rfc3339()),
+        next_backup: next_backup.map(crate::time::format),
         ok: problems.is_empty(),
         problems,
         target: target.to_string(),
@@ -158,7 +162,13 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
         }
     };
     let targets: Vec<&str> = ctx.config.targets.iter().map(|t| t.name.as_str()).collect();
-    Ok(assess(&catalog, &targets, &jobs, max_age, Utc::now()))
+    let now = Utc::now();
+    let beats = crate::heartbeat::read_all(ctx).await?;
+    let mut rows = assess(&catalog, &targets, &jobs, max_age, now);
+    for r in &mut rows {
+        r.daemon = crate::heartbeat::seen(&beats, &r.target, now);
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -199,7 +209,7 @@ mod tests {
         let v = s.last_verification.expect("verified");
         assert_eq!(v.backup_id, "20261122T020000Z");
         assert_eq!(v.result, "passed");
-        assert_eq!(v.verified_at, "2026-11-22T02:30:00+00:00");
+        assert_eq!(v.verified_at, "2026-11-22T02:30:00Z");
         assert_eq!(s.next_backup, None);
         assert!(s.future_dated.is_empty() && s.damaged.is_empty());
     }
@@ -298,7 +308,7 @@ mod tests {
             job(JobKind::Backup, &["other"], "10 3 * * *"),
         ];
         let s = one(&catalog(vec![entry("app", "20261122T020000Z")]), &jobs);
-        assert_eq!(s.next_backup.as_deref(), Some("2026-11-22T03:30:00+00:00"));
+        assert_eq!(s.next_backup.as_deref(), Some("2026-11-22T03:30:00Z"));
         assert!(s.ok);
     }
 
@@ -315,6 +325,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "daemon",
                 "damaged",
                 "future_dated",
                 "last_verification",

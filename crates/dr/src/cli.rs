@@ -22,6 +22,9 @@ pub struct Global {
     /// Configuration file [default: /etc/dr/dr.toml]
     #[arg(long, global = true, env = "DR_CONFIG")]
     pub config: Option<PathBuf>,
+    /// File of KEY=value lines loaded into the environment first (variables already set win).
+    #[arg(long, global = true, env = "DR_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(
         long,
@@ -34,7 +37,8 @@ pub struct Global {
     /// More logs (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only warnings and errors.
+    /// Only warnings and errors; a successful backup, prune or verify prints nothing (JSON
+    /// asked for with --json is still printed).
     #[arg(short, long, global = true)]
     pub quiet: bool,
 }

@@ -13,7 +13,15 @@ pub fn json_mode() -> bool {
     JSON.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: a successful run prints nothing, so cron mails only failures.
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn init(g: &Global) {
+    QUIET.store(g.quiet, std::sync::atomic::Ordering::Relaxed);
     JSON.store(
         matches!(g.log_format, LogFormat::Json),
         std::sync::atomic::Ordering::Relaxed,

@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod envfile;
 mod exit;
 mod logging;
 mod output;
@@ -13,15 +14,34 @@ mod signals;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before clap and before any thread: the file may set DR_CONFIG, PGPASSWORD, AWS_*.
+    let env_warning = match envfile::requested(&std::env::args_os().collect::<Vec<_>>()) {
+        Some(path) => match envfile::load(&path) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("error: {e}\nhint: lines are KEY=value, `#` comments, optional `export ` and quotes");
+                return exit::code(dr_core::Kind::Config);
+            }
+        },
+        None => None,
+    };
     let cli = cli::parse();
     logging::init(&cli.global);
+    if let Some(w) = env_warning {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let message = format!("cannot start the async runtime: {e}");
+            if logging::json_mode() {
+                eprintln!("{}", output::event("ERROR", &message));
+            } else {
+                eprintln!("error: {message}");
+            }
             return ExitCode::from(1);
         }
     };

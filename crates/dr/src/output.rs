@@ -9,7 +9,11 @@ pub fn line(args: std::fmt::Arguments<'_>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: writing to stdout: {e}");
+        if crate::logging::json_mode() {
+            eprintln!("{}", event("ERROR", &format!("writing to stdout: {e}")));
+        } else {
+            eprintln!("error: writing to stdout: {e}");
+        }
         std::process::exit(1);
     }
 }
@@ -18,6 +22,40 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! out {
     ($($t:tt)*) => { $crate::output::line(format_args!($($t)*)) };
+}
+
+/// A message for the person running the command (a completion line, a summary) on stderr:
+/// the text as is for people, with `--log-format json` one JSON object shaped like the log
+/// events (`timestamp`, `level`, `fields.message`, `target`), so every stderr line parses.
+/// Silent with `-q`.
+pub fn note(args: std::fmt::Arguments<'_>) {
+    if crate::logging::quiet() {
+        return;
+    }
+    if crate::logging::json_mode() {
+        let text = args.to_string();
+        for line in text.lines() {
+            eprintln!("{}", event("INFO", line));
+        }
+    } else {
+        eprintln!("{args}");
+    }
+}
+
+/// `eprintln!` for messages (not logs, not data): see [`note`].
+#[macro_export]
+macro_rules! note {
+    ($($t:tt)*) => { $crate::output::note(format_args!($($t)*)) };
+}
+
+/// One stderr event in the shape `tracing-subscriber`'s JSON formatter writes.
+pub fn event(level: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": level,
+        "fields": { "message": message },
+        "target": "dr",
+    })
 }
 
 /// Print a failure on stderr, once: `error:` with its details, `caused by:` lines and the

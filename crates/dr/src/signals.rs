@@ -42,7 +42,12 @@ fn spawn(steps: Vec<(&'static str, CancellationToken)>) {
             token.cancel();
         }
         wait().await;
-        eprintln!("{last} signal: exiting without cleanup");
+        let message = format!("{last} signal: exiting without cleanup");
+        if crate::logging::json_mode() {
+            eprintln!("{}", crate::output::event("WARN", &message));
+        } else {
+            eprintln!("{message}");
+        }
         std::process::exit(130);
     });
 }

@@ -14,8 +14,11 @@ pub async fn run(ctx: &Context, reporter: &Reporter, target: Option<&str>) -> Re
         }
         match reporter.backup(ctx, t).await {
             Ok(m) => {
-                out!("{}\t{}", m.target, m.id);
-                eprintln!(
+                // -q: nothing at all on success, so cron mails only failures.
+                if !crate::logging::quiet() {
+                    out!("{}\t{}", m.target, m.id);
+                }
+                crate::note!(
                     "backup {} of `{}` complete: {} stored ({} raw)",
                     m.id,
                     m.target,

@@ -17,7 +17,7 @@ pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
         // Data on stdout, one line per run: job, kind, targets, UTC time, local time.
         let now = Utc::now();
         for j in &jobs {
-            eprintln!(
+            crate::note!(
                 "job `{}` from {}: {} `{}` in {}",
                 j.name,
                 j.source.display(),

@@ -31,7 +31,7 @@ pub fn run(output: &Path, force: bool) -> Result<ExitCode> {
     f.write_all(contents.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", output.display())))?;
-    eprintln!(
+    crate::note!(
         "wrote age identity to {} (mode 0600). Keep a copy offline: without it no backup can be restored.\nPut this public recipient in encryption.recipients:",
         output.display()
     );

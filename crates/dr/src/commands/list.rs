@@ -11,7 +11,7 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        eprintln!("no complete backups in {}", ctx.store.location());
+        crate::note!("no complete backups in {}", ctx.store.location());
         return Ok(ExitCode::SUCCESS);
     }
     out!(
@@ -147,6 +147,7 @@ pub async fn show(
 }
 
 pub async fn check(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<ExitCode> {
+    // Every line, passed or failed, then the failed ones once more as the error (exit 3).
     let lines = dr_core::check::run(ctx, target).await?;
     if as_json {
         crate::commands::print_json(&lines)?;
@@ -160,5 +161,8 @@ pub async fn check(ctx: &Context, target: Option<&str>, as_json: bool) -> Result
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    match dr_core::check::failure(&lines) {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }

@@ -22,6 +22,10 @@ pub async fn run(
         crate::commands::print_json(&reports)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // -q: what was kept and deleted is in the logs at info; cron mails only failures.
+    if crate::logging::quiet() && !dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
     for r in &reports {
         for d in &r.decisions {
             let why = d

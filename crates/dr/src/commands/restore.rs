@@ -53,7 +53,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if !report.restored {
-        eprintln!(
+        crate::note!(
             "backup {} verified and written ({} archive)",
             report.plan.backup_id,
             human_bytes(report.plan.archive_bytes)
@@ -61,7 +61,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let rows: i64 = report.tables.values().map(|(_, a)| a).sum();
-    eprintln!(
+    crate::note!(
         "restored backup {} of `{}` into {}: {} tables, {} rows, all counts match the backup",
         report.plan.backup_id,
         report.plan.target,
@@ -73,7 +73,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         eprintln!("  skipped foreign key {fk}: the table it references was not restored");
     }
     for (phase, s) in &report.seconds {
-        eprintln!("  {phase:<14} {s:>8.1}s");
+        crate::note!("  {phase:<14} {s:>8.1}s");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
     if as_json {
         crate::commands::print_json(&rows)?;
     } else {
+        print_daemon(&rows);
         rows.iter().for_each(print_row);
     }
     Ok(if rows.iter().any(|r| !r.ok) {
@@ -20,6 +21,33 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
     })
 }
 
+/// `daemon: running on HOST (last seen 30 s ago)`, or that none was seen, so `next` is not
+/// read as a promise.
+fn print_daemon(rows: &[TargetStatus]) {
+    let freshest = rows
+        .iter()
+        .filter_map(|r| r.daemon.as_ref())
+        .min_by_key(|d| d.last_seen_seconds);
+    match freshest {
+        Some(d) if d.running => out!(
+            "daemon: running on {} (pid {}, last seen {} s ago)",
+            d.host,
+            d.pid,
+            d.last_seen_seconds
+        ),
+        Some(d) => out!(
+            "daemon: not running? last seen on {} {} ago; `next` times are only the schedule",
+            d.host,
+            age(d.last_seen_seconds)
+        ),
+        None => out!("daemon: no daemon seen; `next` times are only the schedule (cron or a timer may run dr instead)"),
+    }
+}
+
+fn age(s: i64) -> String {
+    format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+}
+
 fn print_row(r: &TargetStatus) {
     out!(
         "{:<4} {:<16} newest {:<18} age {:>8}  verified {:<7} next {}{}",
@@ -27,12 +55,16 @@ fn print_row(r: &TargetStatus) {
         r.target,
         r.newest_backup.as_deref().unwrap_or("none"),
         r.newest_backup_age_seconds
-            .map(|s| format!("{}h{:02}m", s / 3600, (s % 3600) / 60))
+            .map(age)
             .unwrap_or_else(|| "-".into()),
         r.last_verification
             .as_ref()
             .map_or("never", |v| v.result.as_str()),
-        r.next_backup.as_deref().unwrap_or("unscheduled"),
+        match (&r.next_backup, r.daemon.as_ref().is_some_and(|d| d.running)) {
+            (None, _) => "unscheduled".to_string(),
+            (Some(n), true) => n.clone(),
+            (Some(n), false) => format!("{n} (if a daemon runs)"),
+        },
         if r.problems.is_empty() {
             String::new()
         } else {

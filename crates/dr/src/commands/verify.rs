@@ -28,7 +28,7 @@ pub async fn run(
         Ok(report) => {
             if json {
                 crate::commands::print_json(&report)?;
-            } else {
+            } else if !crate::logging::quiet() {
                 let r = &report.record;
                 out!(
                     "verified backup {} of `{}`: {} checks passed in {}",

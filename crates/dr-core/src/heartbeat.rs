@@ -1,0 +1,170 @@
+//! `dr daemon`'s heartbeat: `daemon/{host}.json` in the repository, rewritten every minute,
+//! removed on a clean stop. `dr status` reads it to say whether a daemon is running, instead
+//! of presenting the schedule's next time as if something will act on it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dr_catalog::keys;
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::CancellationToken;
+use crate::{Context, Result};
+
+/// How often a running daemon rewrites its heartbeat.
+pub const EVERY: Duration = Duration::from_secs(60);
+
+/// A heartbeat older than this means the daemon stopped without removing it (killed, host
+/// down, repository unreachable from it).
+pub const RUNNING_WITHIN_SECS: i64 = 3 * 60;
+
+/// The object `dr daemon` writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub host: String,
+    pub pid: u32,
+    #[serde(with = "crate::time::rfc3339")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub last_beat: DateTime<Utc>,
+    /// Targets its jobs run for.
+    pub targets: Vec<String>,
+}
+
+/// What `dr status` says about the daemon of one target (docs/JSON.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DaemonSeen {
+    pub host: String,
+    pub pid: u32,
+    pub started_at: String,
+    pub last_beat: String,
+    pub last_seen_seconds: i64,
+    /// The heartbeat is recent (within [`RUNNING_WITHIN_SECS`]).
+    pub running: bool,
+}
+
+/// The freshest heartbeat of a daemon running jobs for `target`. Pure.
+pub fn seen(beats: &[Heartbeat], target: &str, now: DateTime<Utc>) -> Option<DaemonSeen> {
+    beats
+        .iter()
+        .filter(|b| b.targets.iter().any(|t| t == target))
+        .max_by_key(|b| b.last_beat)
+        .map(|b| {
+            let age = (now - b.last_beat).num_seconds().max(0);
+            DaemonSeen {
+                host: b.host.clone(),
+                pid: b.pid,
+                started_at: crate::time::format(b.started_at),
+                last_beat: crate::time::format(b.last_beat),
+                last_seen_seconds: age,
+                running: age <= RUNNING_WITHIN_SECS,
+            }
+        })
+}
+
+/// Every heartbeat in the repository; unreadable ones are skipped (logged at debug).
+pub async fn read_all(ctx: &Context) -> Result<Vec<Heartbeat>> {
+    let mut beats = Vec::new();
+    for o in ctx.store.list(keys::DAEMON_PREFIX).await? {
+        match ctx.store.get(&o.key).await {
+            Ok(body) => match serde_json::from_slice::<Heartbeat>(&body) {
+                Ok(b) => beats.push(b),
+                Err(e) => tracing::debug!("ignoring heartbeat {}: {e}", o.key),
+            },
+            Err(e) => tracing::debug!("cannot read heartbeat {}: {e}", o.key),
+        }
+    }
+    Ok(beats)
+}
+
+/// Write the heartbeat now and every [`EVERY`] until `stop`; then remove it. A failed write
+/// is logged once (until one succeeds again): the jobs matter more than the heartbeat.
+pub async fn keep(ctx: &Context, targets: Vec<String>, stop: CancellationToken) {
+    let host = crate::host::host_name();
+    let key = keys::daemon_heartbeat(&host);
+    let mut beat = Heartbeat {
+        host,
+        pid: std::process::id(),
+        started_at: Utc::now(),
+        last_beat: Utc::now(),
+        targets,
+    };
+    let mut failing = false;
+    loop {
+        beat.last_beat = Utc::now();
+        let body = serde_json::to_vec_pretty(&beat).unwrap_or_default();
+        match ctx.store.put(&key, body.into()).await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!("cannot write the daemon heartbeat {key}: {e}; `dr status` will say no daemon is running");
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            () = stop.cancelled() => break,
+        }
+    }
+    if let Err(e) = ctx.store.delete(&key).await {
+        tracing::warn!("cannot remove the daemon heartbeat {key}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_790_000_000 + secs, 0)
+            .single()
+            .expect("time")
+    }
+
+    fn beat(host: &str, last: i64, targets: &[&str]) -> Heartbeat {
+        Heartbeat {
+            host: host.into(),
+            pid: 7,
+            started_at: at(0),
+            last_beat: at(last),
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn freshest_daemon_of_the_target() {
+        let beats = [
+            beat("a", 100, &["app"]),
+            beat("b", 200, &["app"]),
+            beat("c", 300, &["other"]),
+        ];
+        let s = seen(&beats, "app", at(230)).expect("seen");
+        assert_eq!(
+            (s.host.as_str(), s.last_seen_seconds, s.running),
+            ("b", 30, true)
+        );
+        assert!(seen(&beats, "nobody", at(230)).is_none());
+    }
+
+    #[test]
+    fn an_old_heartbeat_is_not_running() {
+        let beats = [beat("a", 0, &["app"])];
+        assert!(
+            seen(&beats, "app", at(RUNNING_WITHIN_SECS))
+                .expect("seen")
+                .running
+        );
+        assert!(
+            !seen(&beats, "app", at(RUNNING_WITHIN_SECS + 1))
+                .expect("seen")
+                .running
+        );
+    }
+
+    #[test]
+    fn times_are_rfc3339_with_z() {
+        let v = serde_json::to_value(beat("a", 5, &["app"])).expect("json");
+        assert_eq!(v["last_beat"], "2026-09-21T14:13:25Z");
+    }
+}
