@@ -38,6 +38,7 @@ pub mod prune;
 pub mod repo;
 pub mod report;
 pub mod restore;
+pub mod rto;
 pub mod status;
 pub mod time;
 pub mod verify;

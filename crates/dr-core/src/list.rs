@@ -35,6 +35,9 @@ pub struct ListRow {
     /// Damaged backups only: the manifest's key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Seconds its newest verification took to restore it (fetch+decrypt and restore, see
+    /// [`crate::rto`]); `None` when never verified or that verification failed.
+    pub measured_restore_seconds: Option<f64>,
     /// One line saying what is wrong; `None` when `state` is ok.
     pub problem: Option<String>,
     /// Size before compression and encryption.
@@ -140,6 +143,10 @@ fn complete_row(
         finished_at: Some(m.finished_at),
         id: m.id,
         key: None,
+        measured_restore_seconds: e
+            .verification
+            .as_ref()
+            .and_then(crate::rto::measured_restore_seconds),
         problem,
         raw_bytes: Some(m.raw_bytes()),
         reason: None,
@@ -162,6 +169,7 @@ fn damaged_row(d: &DamagedBackup) -> ListRow {
         finished_at: None,
         id: d.id,
         key: Some(d.key.clone()),
+        measured_restore_seconds: None,
         problem: Some(format!("damaged: {}", d.reason)),
         raw_bytes: None,
         reason: Some(d.reason.clone()),
@@ -324,6 +332,27 @@ mod tests {
     }
 
     #[test]
+    fn measured_restore_seconds_of_the_newest_verification() {
+        let mut c = catalog();
+        if let Some(v) = c.entries[3].verification.as_mut() {
+            v.timings = [
+                ("sandbox_start", 5.0),
+                ("fetch_decrypt", 1.5),
+                ("restore", 3.0),
+                ("total", 12.0),
+            ]
+            .iter()
+            .map(|(k, s)| (k.to_string(), *s))
+            .collect();
+        }
+        let rows = rows(&c, None, now());
+        assert_eq!(rows[5].measured_restore_seconds, Some(4.5));
+        assert!(rows[..5]
+            .iter()
+            .all(|r| r.measured_restore_seconds.is_none()));
+    }
+
+    #[test]
     fn json_as_documented() {
         let rows = rows(&catalog(), Some(&policy()), now());
         let ok = serde_json::to_value(&rows[5]).expect("json");
@@ -342,6 +371,7 @@ mod tests {
                 "server_version": "17.2",
                 "server_major": 17,
                 "verification": {"result": "passed", "verified_at": "2026-11-22T03:00:00Z"},
+                "measured_restore_seconds": null,
             })
         );
         let bad = serde_json::to_value(&rows[4]).expect("json");
@@ -362,6 +392,7 @@ mod tests {
                 "server_version": null,
                 "server_major": null,
                 "verification": null,
+                "measured_restore_seconds": null,
             })
         );
         // Keys in the order `dr list --json` always printed them (alphabetical).

@@ -11,7 +11,7 @@ use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
 use crate::{Context, Result};
 
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
     /// The freshest `dr daemon` heartbeat of a daemon with jobs for this target; `None` when
     /// no daemon was seen (then `next_backup` is only what the schedule says).
@@ -22,6 +22,9 @@ pub struct TargetStatus {
     pub future_dated: Vec<String>,
     /// The newest verification of a backup that is not future-dated.
     pub last_verification: Option<LastVerification>,
+    /// The restore time measured by the newest verification that has one (the measured RTO,
+    /// see [`crate::rto`]), and on which backup.
+    pub measured_restore: Option<crate::rto::Measured>,
     /// The newest backup id that is not future-dated.
     pub newest_backup: Option<String>,
     /// Seconds since the newest backup finished.
@@ -138,6 +141,7 @@ fn assess_target(
             result: v.result.clone(),
             verified_at: crate::time::format(v.verified_at),
         }),
+        measured_restore: crate::rto::newest(mine.iter().copied(), target),
         newest_backup: newest.map(|e| e.manifest.id.to_string()),
         newest_backup_age_seconds: newest.map(|e| (now - e.manifest.finished_at).num_seconds()),
         next_backup: next_backup.map(crate::time::format),
@@ -212,6 +216,41 @@ mod tests {
         assert_eq!(v.verified_at, "2026-11-22T02:30:00Z");
         assert_eq!(s.next_backup, None);
         assert!(s.future_dated.is_empty() && s.damaged.is_empty());
+        // Verified without restore timings: nothing measured.
+        assert_eq!(s.measured_restore, None);
+    }
+
+    #[test]
+    fn measured_restore_of_the_newest_verification_with_timings() {
+        let mut older = verified(
+            entry("app", "20261121T020000Z"),
+            "passed",
+            now() - Duration::hours(20),
+        );
+        if let Some(v) = older.verification.as_mut() {
+            v.timings = [("fetch_decrypt", 2.0), ("restore", 40.0), ("total", 60.0)]
+                .iter()
+                .map(|(k, s)| (k.to_string(), *s))
+                .collect();
+        }
+        let c = catalog(vec![
+            verified(entry("app", "20261122T020000Z"), "passed", now()),
+            older,
+        ]);
+        let s = one(&c, &[]);
+        let m = s.measured_restore.expect("measured");
+        assert_eq!(m.backup_id.to_string(), "20261121T020000Z");
+        assert_eq!(m.seconds, 42.0);
+        let v = serde_json::to_value(one(&c, &[])).expect("json");
+        assert_eq!(
+            v["measured_restore"],
+            serde_json::json!({
+                "backup_id": "20261121T020000Z",
+                "seconds": 42.0,
+                "archive_bytes": 1,
+                "verified_at": "2026-11-21T07:00:00Z",
+            })
+        );
     }
 
     #[test]
@@ -329,6 +368,7 @@ mod tests {
                 "damaged",
                 "future_dated",
                 "last_verification",
+                "measured_restore",
                 "newest_backup",
                 "newest_backup_age_seconds",
                 "next_backup",

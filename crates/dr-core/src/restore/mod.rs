@@ -103,8 +103,11 @@ pub async fn run(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let selector = opts.selector.clone().unwrap_or(Selector::Latest);
-    let entry = repo::resolve(ctx.store.as_ref(), opts.target.as_deref(), &selector).await?;
+    let catalog = repo::catalog(ctx.store.as_ref(), opts.target.as_deref()).await?;
+    let entries = catalog.entries.clone();
+    let entry = catalog.pick(opts.target.as_deref(), &selector, chrono::Utc::now())?;
     let m = entry.manifest;
+    let measured = crate::rto::newest(&entries, &m.target);
     let identities = ctx.identities()?;
     let details = fetch_details(ctx, &m, &identities).await?;
     let backup = Backup {
@@ -113,7 +116,7 @@ pub async fn run(
         identities: &identities,
     };
     let to = opts.to.as_deref().map(To::Url);
-    restore(ctx, &backup, to, opts, confirm, started).await
+    restore(ctx, &backup, to, opts, confirm, measured.as_ref(), started).await
 }
 
 /// A backup chosen and opened: its manifest, its decrypted details and the identities that
@@ -134,7 +137,16 @@ pub async fn run_into(
     to: &ConnInfo,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    restore(ctx, backup, Some(To::Conn(to)), opts, None, Instant::now()).await
+    restore(
+        ctx,
+        backup,
+        Some(To::Conn(to)),
+        opts,
+        None,
+        None,
+        Instant::now(),
+    )
+    .await
 }
 
 /// Where the database restore goes: a URL as the operator wrote it (parsed when the target
@@ -150,6 +162,7 @@ async fn restore(
     to: Option<To<'_>>,
     opts: &RestoreOptions,
     confirm: Confirm<'_>,
+    measured: Option<&crate::rto::Measured>,
     started: Instant,
 ) -> Result<RestoreReport> {
     let mut seconds = BTreeMap::new();
@@ -224,6 +237,7 @@ async fn restore(
             .map(|s| format!("schema {s}"))
             .chain(opts.tables.iter().map(|t| format!("table {t}")))
             .collect(),
+        estimated_restore: measured.map(|x| crate::rto::estimate(x, dump.raw_bytes)),
     };
     if let Some(t) = &target {
         t.check_accepts(m, opts)?;

@@ -25,6 +25,9 @@ pub struct Plan {
     pub temp_dir: String,
     pub temp_bytes_needed: u64,
     pub selection: Vec<String>,
+    /// How long the restore should take, from the newest verification of this target that
+    /// measured one (scaled by archive size); `None` when none did.
+    pub estimated_restore: Option<crate::rto::Estimate>,
 }
 
 impl std::fmt::Display for Plan {
@@ -56,6 +59,29 @@ impl std::fmt::Display for Plan {
             writeln!(f, "  only         {}", self.selection.join(", "))?;
         }
         writeln!(f, "  jobs         {}", self.jobs)?;
+        match &self.estimated_restore {
+            Some(e) => writeln!(
+                f,
+                "  estimated    ~{} (an estimate: fetch+decrypt+restore took {} when `dr verify` restored backup {} at {}{})",
+                crate::rto::human_seconds(e.seconds),
+                crate::rto::human_seconds(e.measured_seconds),
+                e.measured_backup_id,
+                crate::time::format(e.measured_at),
+                if e.scaled {
+                    format!(
+                        ", scaled from its {} archive",
+                        human_bytes(e.measured_archive_bytes)
+                    )
+                } else {
+                    String::new()
+                }
+            )?,
+            None => writeln!(
+                f,
+                "  estimated    unknown: no verification yet: run `dr verify --target {}`",
+                self.target
+            )?,
+        }
         write!(
             f,
             "  temp disk    {} in {}",

@@ -15,13 +15,14 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
         return Ok(ExitCode::SUCCESS);
     }
     out!(
-        "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} {:<20} NOTE",
+        "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} {:>8} {:<20} NOTE",
         "ID",
         "TARGET",
         "STARTED (UTC)",
         "SIZE",
         "PG",
         "VERIFIED",
+        "RESTORE",
         "RETENTION"
     );
     rows.iter().for_each(print_row);
@@ -59,14 +60,19 @@ fn print_row(r: &ListRow) {
             r.retention.as_deref().unwrap_or("-"),
         ),
     };
+    // The restore time measured by that verification (fetch+decrypt+restore).
+    let restore = r
+        .measured_restore_seconds
+        .map_or_else(|| "-".into(), dr_core::rto::human_seconds);
     out!(
-        "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} {:<20} {note}",
+        "{:<18} {:<16} {:<20} {:>10} {:>4}  {:<24} {:>8} {:<20} {note}",
         r.id.to_string(),
         r.target,
         started.format("%Y-%m-%d %H:%M:%S").to_string(),
         size,
         pg,
         verified,
+        restore,
         retention
     );
 }

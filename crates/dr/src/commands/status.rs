@@ -50,7 +50,7 @@ fn age(s: i64) -> String {
 
 fn print_row(r: &TargetStatus) {
     out!(
-        "{:<4} {:<16} newest {:<18} age {:>8}  verified {:<7} next {}{}",
+        "{:<4} {:<16} newest {:<18} age {:>8}  verified {:<7} restore {:<30} next {}{}",
         if r.problems.is_empty() { "ok" } else { "FAIL" },
         r.target,
         r.newest_backup.as_deref().unwrap_or("none"),
@@ -60,6 +60,15 @@ fn print_row(r: &TargetStatus) {
         r.last_verification
             .as_ref()
             .map_or("never", |v| v.result.as_str()),
+        // The measured RTO: what the newest verification's restore took, and of which backup.
+        r.measured_restore.as_ref().map_or_else(
+            || "unmeasured".to_string(),
+            |m| format!(
+                "{} ({})",
+                dr_core::rto::human_seconds(m.seconds),
+                m.backup_id
+            )
+        ),
         match (&r.next_backup, r.daemon.as_ref().is_some_and(|d| d.running)) {
             (None, _) => "unscheduled".to_string(),
             (Some(n), true) => n.clone(),
