@@ -116,6 +116,63 @@ fn verify_passes_in_a_local_sandbox_and_is_recorded() {
     }
 }
 
+/// The measured RTO: the restore time of the verification, in `dr list`, `dr status` and the
+/// estimate of `dr restore --dry-run`.
+#[test]
+fn the_restore_time_measured_by_verify_is_listed_and_estimated() {
+    let e = env();
+    let out = e.ws.dr(
+        &e.cfg,
+        &["restore", "--to", &e._pg.url("estimated"), "--dry-run"],
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("no verification yet: run `dr verify"),
+        "{}",
+        stdout(&out)
+    );
+    assert_success(&e.ws.dr(&e.cfg, &["verify", "--sandbox", "local"]));
+
+    let out = e.ws.dr(&e.cfg, &["list", "--json"]);
+    let l: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let id = l[0]["id"].as_str().expect("id").to_string();
+    let measured = l[0]["measured_restore_seconds"].as_f64().expect("measured");
+    assert!(measured > 0.0, "{l}");
+    let out = e.ws.dr(&e.cfg, &["list"]);
+    assert!(stdout(&out).contains("RESTORE"), "{}", stdout(&out));
+
+    let out = e.ws.dr(&e.cfg, &["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(s[0]["measured_restore"]["backup_id"], id.as_str());
+    assert_eq!(s[0]["measured_restore"]["seconds"].as_f64(), Some(measured));
+
+    let out = e.ws.dr(
+        &e.cfg,
+        &["restore", "--to", &e._pg.url("estimated"), "--dry-run"],
+    );
+    assert_success(&out);
+    let plan = stdout(&out);
+    assert!(
+        plan.contains("estimated") && plan.contains("an estimate") && plan.contains(&id),
+        "{plan}"
+    );
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "restore",
+            "--to",
+            &e._pg.url("estimated"),
+            "--dry-run",
+            "--json",
+        ],
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let est = &r["plan"]["estimated_restore"];
+    assert_eq!(est["measured_backup_id"], id.as_str());
+    assert_eq!(est["scaled"], false);
+    assert_eq!(est["seconds"].as_f64(), Some(measured));
+}
+
 #[test]
 fn verify_passes_in_a_docker_sandbox_and_removes_it() {
     let e = env();
