@@ -177,7 +177,7 @@ pub struct RestoreArgs {
     /// Skip ownership: objects belong to the restoring user.
     #[arg(long)]
     pub no_owner: bool,
-    /// Print the plan and exit.
+    /// Print the plan (with the time the newest verification measured, as an estimate) and exit.
     #[arg(long)]
     pub dry_run: bool,
     /// Do not ask for confirmation.
