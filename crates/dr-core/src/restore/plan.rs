@@ -182,6 +182,51 @@ pub(super) fn selected_counts(
 mod tests {
     use super::*;
 
+    fn plan(estimated_restore: Option<crate::rto::Estimate>) -> Plan {
+        Plan {
+            backup_id: "20261122T020000Z".into(),
+            target: "app".into(),
+            backup_started_at: "2026-11-22T02:00:00Z".into(),
+            stored_bytes: 1,
+            archive_bytes: 2000,
+            server_version: "17.2".into(),
+            destination: "postgres://h/app".into(),
+            destination_state: "empty database".into(),
+            tables: 1,
+            rows: 1,
+            jobs: 2,
+            temp_dir: "/tmp".into(),
+            temp_bytes_needed: 2000,
+            selection: vec![],
+            estimated_restore,
+        }
+    }
+
+    #[test]
+    fn the_plan_says_the_estimate_and_where_it_was_measured() {
+        let m = crate::rto::Measured {
+            backup_id: "20261120T020000Z".parse().expect("id"),
+            seconds: 90.0,
+            archive_bytes: 1000,
+            verified_at: "20261121T030000Z"
+                .parse::<dr_catalog::BackupId>()
+                .expect("id")
+                .time(),
+        };
+        let text = plan(Some(crate::rto::estimate(&m, 2000))).to_string();
+        assert!(
+            text.contains("estimated    ~3m00s (an estimate: fetch+decrypt+restore took 1m30s when `dr verify` restored backup 20261120T020000Z at 2026-11-21T03:00:00Z, scaled from its 1000 B archive)"),
+            "{text}"
+        );
+        let text = plan(None).to_string();
+        assert!(
+            text.contains("no verification yet: run `dr verify --target app`"),
+            "{text}"
+        );
+        let v = serde_json::to_value(plan(None)).expect("json");
+        assert!(v["estimated_restore"].is_null());
+    }
+
     #[test]
     fn tables_and_schemas_are_read_like_dr_show_prints_them_or_quoted() {
         let opts = RestoreOptions {
