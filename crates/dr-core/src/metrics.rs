@@ -3,17 +3,20 @@
 //!
 //! | metric | labels | meaning |
 //! | --- | --- | --- |
-//! | `dr_last_success_timestamp_seconds` | target, job | end of the last successful run |
-//! | `dr_last_run_timestamp_seconds` | target, job | end of the last run, whatever its result |
-//! | `dr_last_run_success` | target, job | 1 if the last run succeeded, else 0 |
-//! | `dr_last_duration_seconds` | target, job | duration of the last run |
-//! | `dr_failures_total` | target, job | failed runs (counter) |
+//! | `dr_last_success_timestamp_seconds` | target, operation | end of the last successful run |
+//! | `dr_last_run_timestamp_seconds` | target, operation | end of the last run, whatever its result |
+//! | `dr_last_run_success` | target, operation | 1 if the last run succeeded, else 0 |
+//! | `dr_last_duration_seconds` | target, operation | duration of the last run |
+//! | `dr_failures_total` | target, operation | failed runs (counter) |
 //! | `dr_last_backup_bytes` | target | stored size of the last successful backup |
 //! | `dr_last_verification_passed` | target | 1 if the last verification passed, else 0 |
 //! | `dr_last_verification_timestamp_seconds` | target | when the last verification ran |
 //!
-//! Alert on `time() - dr_last_success_timestamp_seconds{job="backup"} > 26*3600` and on
-//! `dr_last_verification_passed == 0`.
+//! The run's kind is the `operation` label (backup, verify, prune), not `job`: Prometheus
+//! owns `job` and would rename ours to `exported_job` on scrape. Textfiles written with `job`
+//! by older versions still load. Alert on
+//! `time() - dr_last_success_timestamp_seconds{operation="backup"} > 26*3600` and on
+//! `dr_last_verification_passed == 0`; `deploy/prometheus/dr-alerts.yml` has the rules.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -37,7 +40,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub target: String,
-    pub job: String,
+    /// backup, verify or prune: the `operation` label.
+    pub operation: String,
     pub ok: bool,
     pub finished_at: DateTime<Utc>,
     pub duration_seconds: f64,
@@ -57,31 +61,31 @@ const FAMILIES: &[Family] = &[
         name: "dr_last_success_timestamp_seconds",
         kind: "gauge",
         help: "Unix time the last successful run finished.",
-        labels: &["target", "job"],
+        labels: &["target", "operation"],
     },
     Family {
         name: "dr_last_run_timestamp_seconds",
         kind: "gauge",
         help: "Unix time the last run finished, whatever its result.",
-        labels: &["target", "job"],
+        labels: &["target", "operation"],
     },
     Family {
         name: "dr_last_run_success",
         kind: "gauge",
         help: "1 if the last run succeeded, 0 if it failed.",
-        labels: &["target", "job"],
+        labels: &["target", "operation"],
     },
     Family {
         name: "dr_last_duration_seconds",
         kind: "gauge",
         help: "Duration of the last run.",
-        labels: &["target", "job"],
+        labels: &["target", "operation"],
     },
     Family {
         name: "dr_failures_total",
         kind: "counter",
         help: "Failed runs.",
-        labels: &["target", "job"],
+        labels: &["target", "operation"],
     },
     Family {
         name: "dr_last_backup_bytes",
@@ -134,20 +138,20 @@ impl Metrics {
             .insert(labels.iter().map(|l| l.to_string()).collect(), v);
     }
 
-    /// Make the failure counter exist (at 0) for a target and job, so `increase()` works from
-    /// the first failure on.
-    pub fn touch(&self, target: &str, job: &str) {
+    /// Make the failure counter exist (at 0) for a target and operation, so `increase()` works
+    /// from the first failure on.
+    pub fn touch(&self, target: &str, operation: &str) {
         let mut s = self.lock();
         s.entry("dr_failures_total")
             .or_default()
-            .entry(vec![target.to_string(), job.to_string()])
+            .entry(vec![target.to_string(), operation.to_string()])
             .or_insert(0.0);
     }
 
     /// Record a finished run.
     pub fn record(&self, r: &Sample) {
         let mut s = self.lock();
-        let tj = [r.target.as_str(), r.job.as_str()];
+        let tj = [r.target.as_str(), r.operation.as_str()];
         let t = [r.target.as_str()];
         let now = ts(r.finished_at);
         Metrics::set(&mut s, "dr_last_run_timestamp_seconds", &tj, now);
@@ -161,7 +165,7 @@ impl Metrics {
         let failures = s
             .entry("dr_failures_total")
             .or_default()
-            .entry(vec![r.target.clone(), r.job.clone()])
+            .entry(vec![r.target.clone(), r.operation.clone()])
             .or_insert(0.0);
         if !r.ok {
             *failures += 1.0;
@@ -256,7 +260,8 @@ impl Metrics {
         out
     }
 
-    /// Read back what [`Metrics::render`] wrote (unknown lines are ignored).
+    /// Read back what [`Metrics::render`] wrote (unknown lines are ignored). A `job` label, as
+    /// written by versions before the rename, is read as `operation`.
     pub fn load_text(&self, text: &str) {
         let mut s = self.lock();
         for line in text.lines() {
@@ -288,6 +293,11 @@ impl Metrics {
                         .replace("\\\"", "\"")
                         .replace("\\\\", "\\"),
                 );
+            }
+            if !found.contains_key("operation") {
+                if let Some(v) = found.remove("job") {
+                    found.insert("operation", v);
+                }
             }
             let labels: Option<Vec<String>> =
                 f.labels.iter().map(|l| found.get(l).cloned()).collect();
@@ -427,15 +437,15 @@ fn answer(method: &Method, path: &str, metrics: &Metrics) -> Response<String> {
 mod tests {
     use super::*;
 
-    fn sample(target: &str, job: &str, ok: bool) -> Sample {
+    fn sample(target: &str, operation: &str, ok: bool) -> Sample {
         Sample {
             target: target.into(),
-            job: job.into(),
+            operation: operation.into(),
             ok,
             finished_at: DateTime::from_timestamp(1_790_000_000, 500_000_000).unwrap_or_default(),
             duration_seconds: 2.5,
             backup_bytes: ok.then_some(4096),
-            verification_passed: (job == "verify").then_some(ok),
+            verification_passed: (operation == "verify").then_some(ok),
         }
     }
 
@@ -449,11 +459,11 @@ mod tests {
         let text = m.render();
         for line in [
             "# TYPE dr_failures_total counter",
-            "dr_failures_total{target=\"app\",job=\"backup\"} 1",
-            "dr_failures_total{target=\"db\",job=\"backup\"} 0",
-            "dr_last_success_timestamp_seconds{target=\"app\",job=\"backup\"} 1790000000.5",
-            "dr_last_run_success{target=\"app\",job=\"backup\"} 0",
-            "dr_last_duration_seconds{target=\"app\",job=\"verify\"} 2.5",
+            "dr_failures_total{target=\"app\",operation=\"backup\"} 1",
+            "dr_failures_total{target=\"db\",operation=\"backup\"} 0",
+            "dr_last_success_timestamp_seconds{target=\"app\",operation=\"backup\"} 1790000000.5",
+            "dr_last_run_success{target=\"app\",operation=\"backup\"} 0",
+            "dr_last_duration_seconds{target=\"app\",operation=\"verify\"} 2.5",
             "dr_last_backup_bytes{target=\"app\"} 4096",
             "dr_last_verification_passed{target=\"app\"} 0",
         ] {
@@ -462,7 +472,8 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
-        assert!(!text.contains("dr_last_success_timestamp_seconds{target=\"app\",job=\"verify\"}"));
+        assert!(!text
+            .contains("dr_last_success_timestamp_seconds{target=\"app\",operation=\"verify\"}"));
     }
 
     #[test]
@@ -475,6 +486,31 @@ mod tests {
         assert_eq!(again.render(), m.render());
         again.load_text("garbage\nother_metric{x=\"1\"} 3\n# comment\n");
         assert_eq!(again.render(), m.render());
+    }
+
+    #[test]
+    fn old_job_label_loads_as_operation() {
+        let m = Metrics::default();
+        m.load_text(
+            "# TYPE dr_failures_total counter\n\
+             dr_failures_total{target=\"app\",job=\"backup\"} 3\n\
+             dr_last_run_success{target=\"app\",job=\"verify\"} 1\n",
+        );
+        let text = m.render();
+        assert!(
+            text.contains("dr_failures_total{target=\"app\",operation=\"backup\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dr_last_run_success{target=\"app\",operation=\"verify\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("job="), "{text}");
+        // Counting goes on from the old value.
+        m.record(&sample("app", "backup", false));
+        assert!(m
+            .render()
+            .contains("dr_failures_total{target=\"app\",operation=\"backup\"} 4\n"));
     }
 
     #[test]

@@ -48,6 +48,9 @@ struct Finished {
     clock: Instant,
     backup_bytes: Option<u64>,
     verification_passed: Option<bool>,
+    /// Record the metrics under these targets instead of `target` (a prune of every target:
+    /// the pings and the webhook say `all`, the metrics never do).
+    metric_targets: Option<Vec<String>>,
 }
 
 /// Runs operations with pings, webhooks and metrics around them. Used by `dr daemon` and by
@@ -139,15 +142,21 @@ impl Reporter {
         let duration = f.clock.elapsed().as_secs_f64();
         let finished_at = Utc::now();
         let ok = f.error.is_none();
-        self.metrics.record(&Sample {
-            target: f.target.clone(),
-            job: f.job.as_str().to_string(),
-            ok,
-            finished_at,
-            duration_seconds: duration,
-            backup_bytes: f.backup_bytes,
-            verification_passed: f.verification_passed,
-        });
+        let metric_targets = f
+            .metric_targets
+            .clone()
+            .unwrap_or_else(|| vec![f.target.clone()]);
+        for target in metric_targets {
+            self.metrics.record(&Sample {
+                target,
+                operation: f.job.as_str().to_string(),
+                ok,
+                finished_at,
+                duration_seconds: duration,
+                backup_bytes: f.backup_bytes,
+                verification_passed: f.verification_passed,
+            });
+        }
         if let Some(p) = &self.textfile {
             if let Err(e) = self.metrics.write_textfile(p) {
                 tracing::warn!("cannot write metrics textfile {}: {e}", p.display());
@@ -189,6 +198,7 @@ impl Reporter {
             clock,
             backup_bytes,
             verification_passed: None,
+            metric_targets: None,
         })
         .await;
         result
@@ -232,6 +242,7 @@ impl Reporter {
             clock,
             backup_bytes: None,
             verification_passed: passed,
+            metric_targets: None,
         })
         .await;
         result
@@ -253,6 +264,16 @@ impl Reporter {
                 crate::prune::run(ctx, target, false, force, now)
             })
             .await;
+        // Without a target: one series per configured target and per target pruned (the
+        // repository may hold targets no longer configured), never `target="all"`.
+        let metric_targets = target.is_none().then(|| {
+            let mut names: std::collections::BTreeSet<String> =
+                ctx.config.targets.iter().map(|t| t.name.clone()).collect();
+            if let Ok(pruned) = &result {
+                names.extend(pruned.iter().map(|p| p.target.clone()));
+            }
+            names.into_iter().collect()
+        });
         self.finish(Finished {
             target: name,
             job: JobKind::Prune,
@@ -262,6 +283,7 @@ impl Reporter {
             clock,
             backup_bytes: None,
             verification_passed: None,
+            metric_targets,
         })
         .await;
         result
@@ -298,11 +320,12 @@ mod tests {
             clock,
             backup_bytes: None,
             verification_passed: None,
+            metric_targets: None,
         })
         .await;
         let text = std::fs::read_to_string(&path).expect("textfile");
         assert!(
-            text.contains("dr_failures_total{target=\"app\",job=\"backup\"} 1"),
+            text.contains("dr_failures_total{target=\"app\",operation=\"backup\"} 1"),
             "{text}"
         );
         // A second process carries the counter on.
@@ -317,18 +340,20 @@ mod tests {
             clock,
             backup_bytes: Some(1234),
             verification_passed: None,
+            metric_targets: None,
         })
         .await;
         let text = std::fs::read_to_string(&path).expect("textfile");
         assert!(
-            text.contains("dr_failures_total{target=\"app\",job=\"backup\"} 1"),
+            text.contains("dr_failures_total{target=\"app\",operation=\"backup\"} 1"),
             "{text}"
         );
         assert!(
             text.contains("dr_last_backup_bytes{target=\"app\"} 1234"),
             "{text}"
         );
-        assert!(text.contains("dr_last_success_timestamp_seconds{target=\"app\",job=\"backup\"} "));
+        assert!(text
+            .contains("dr_last_success_timestamp_seconds{target=\"app\",operation=\"backup\"} "));
     }
 
     #[tokio::test]
