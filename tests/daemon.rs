@@ -727,3 +727,113 @@ fn a_one_shot_prune_of_every_target_records_each_target_never_all() {
         );
     }
 }
+
+/// The webhook body of the one request to `/hook`.
+fn hook_body(hook: &Receiver) -> serde_json::Value {
+    let got = hook.requests();
+    let hooks: Vec<&(String, String)> = got
+        .iter()
+        .filter(|(r, _)| r.starts_with("POST /hook"))
+        .collect();
+    assert_eq!(hooks.len(), 1, "{got:#?}");
+    serde_json::from_str(&hooks[0].1).expect("webhook body is JSON")
+}
+
+#[test]
+fn a_killed_pg_dump_alerts_with_the_cause_from_its_stderr() {
+    let ws = Workspace::new();
+    let hook = Receiver::start();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "create table orders as select g as id, repeat(md5(g::text), 20) as t from generate_series(1, 1500000) g;",
+    );
+    let cfg = write_config(
+        &ws,
+        &pg.url("app"),
+        &format!("[notify]\nwebhook_url = \"{}/hook/T\"\n", hook.url),
+    );
+    let mut cmd = ws.dr_command(&cfg, &["backup"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let copying = "select count(*) from pg_stat_activity where query like 'COPY public.orders%'";
+    while pg.psql("postgres", copying) == "0" {
+        assert!(Instant::now() < deadline, "pg_dump never started copying");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The server ends pg_dump's session mid-COPY, as a crash or an admin would.
+    pg.psql(
+        "postgres",
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity where query like 'COPY public.orders%'",
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let v = hook_body(&hook);
+    let text = v["text"].as_str().expect("text");
+    assert!(
+        text.contains("FAILED") && text.contains("pg_dump"),
+        "{text}"
+    );
+    // Why, from pg_dump's stderr, not only "exit status 1".
+    assert!(
+        text.contains("terminating connection") || text.contains("server closed the connection"),
+        "{text}"
+    );
+    assert!(
+        text.contains("COPY public.orders") || text.contains("orders"),
+        "{text}"
+    );
+    assert_eq!(v["error_kind"], "failed", "{v}");
+}
+
+#[test]
+fn a_failed_assert_alerts_with_the_check_that_failed() {
+    let ws = Workspace::new();
+    let hook = Receiver::start();
+    let pg = small_postgres();
+    let (identity, recipient) = ws.keygen();
+    let repo = ws.path().join("repo");
+    let cfg = ws.write(
+        "dr.toml",
+        &format!(
+            r#"
+[repository]
+url = "file://{}"
+[encryption]
+recipients = ["{recipient}"]
+identity_file = "{}"
+[[targets]]
+name = "app"
+url = "{}"
+[verify]
+sandbox = "local"
+pg_bin_dir = "{}"
+[[verify.assert]]
+name = "orders were taken today"
+sql = "select false"
+[notify]
+webhook_url = "{}/hook/T"
+"#,
+            repo.display(),
+            identity.display(),
+            pg.url("app"),
+            pg.bin_dir().display(),
+            hook.url
+        ),
+    );
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    let out = ws.dr(&cfg, &["verify"]);
+    assert_exit_code(&out, 5);
+    let v = hook_body(&hook);
+    let text = v["text"].as_str().expect("text");
+    assert!(text.contains("FAILED (1 of"), "{text}");
+    assert!(
+        text.contains("orders were taken today"),
+        "the failed check is named: {text}"
+    );
+    assert!(text.contains("hint:"), "{text}");
+    assert_eq!(v["error_kind"], "verification_failed", "{v}");
+}
