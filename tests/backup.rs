@@ -687,6 +687,21 @@ fn log_format_json_makes_every_stderr_line_a_json_object() {
         "{}",
         stderr(&out)
     );
+
+    // A usage error, found before the log format is known to clap, is JSON too.
+    let out = s.ws.dr(
+        &cfg,
+        &with(&["restore", "--jobs", "0", "--to", &s.pg.url("x")]),
+    );
+    assert_exit_code(&out, 2);
+    let events = json_lines(&out, "usage error");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["error"]["kind"] == "config" && e["exit_code"] == 2),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Regression: with a database down `dr check` printed only an error, hiding every line that

@@ -199,6 +199,6 @@ fn sandbox_choice() -> impl clap::builder::TypedValueParser<Value = dr_core::ver
         .try_map(|s| s.parse::<dr_core::verify::SandboxChoice>())
 }
 
-pub fn parse() -> Cli {
-    Cli::parse()
+pub fn try_parse() -> Result<Cli, clap::Error> {
+    Cli::try_parse()
 }

@@ -13,6 +13,25 @@ pub fn json_mode() -> bool {
     JSON.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Before the command line is parsed (a bad env file, a usage error): whether it asks for
+/// JSON (`--log-format json`, `--log-format=json`, or `DR_LOG_FORMAT=json`), so that even
+/// those errors are one JSON object. Sets the mode for [`json_mode`].
+pub fn json_requested_early(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let from_args = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    let json = from_args
+        || (!args.iter().any(|a| a.starts_with("--log-format"))
+            && std::env::var("DR_LOG_FORMAT").is_ok_and(|v| v == "json"));
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+    json
+}
+
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// `-q`: a successful run prints nothing, so cron mails only failures.

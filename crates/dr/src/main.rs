@@ -14,18 +14,33 @@ mod signals;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Before clap and before any thread: the file may set DR_CONFIG, PGPASSWORD, AWS_*.
-    let env_warning = match envfile::requested(&std::env::args_os().collect::<Vec<_>>()) {
+    let env_warning = match envfile::requested(&args) {
         Some(path) => match envfile::load(&path) {
             Ok(w) => w,
             Err(e) => {
-                eprintln!("error: {e}\nhint: lines are KEY=value, `#` comments, optional `export ` and quotes");
+                logging::json_requested_early(&args);
+                output::print_error(&dr_core::Error::config(format!(
+                    "{e}\nhint: lines are KEY=value, `#` comments, optional `export ` and quotes"
+                )));
                 return exit::code(dr_core::Kind::Config);
             }
         },
         None => None,
     };
-    let cli = cli::parse();
+    let cli = match cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as clap does; usage errors too, unless JSON was asked
+        // for: then they are one JSON object like every other stderr line.
+        Err(e) if e.use_stderr() && logging::json_requested_early(&args) => {
+            let text = e.to_string();
+            let text = text.trim().trim_start_matches("error: ");
+            output::print_error(&dr_core::Error::config(text));
+            return exit::code(dr_core::Kind::Config);
+        }
+        Err(e) => e.exit(),
+    };
     logging::init(&cli.global);
     if let Some(w) = env_warning {
         tracing::warn!("{w}");
