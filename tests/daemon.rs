@@ -796,33 +796,14 @@ fn a_failed_assert_alerts_with_the_check_that_failed() {
     let pg = small_postgres();
     let (identity, recipient) = ws.keygen();
     let repo = ws.path().join("repo");
+    let extra = format!(
+        "[verify]\nsandbox = \"local\"\npg_bin_dir = \"{}\"\n[[verify.assert]]\nname = \"orders were taken today\"\nsql = \"select false\"\n[notify]\nwebhook_url = \"{}/hook/T\"\n",
+        pg.bin_dir().display(),
+        hook.url
+    );
     let cfg = ws.write(
         "dr.toml",
-        &format!(
-            r#"
-[repository]
-url = "file://{}"
-[encryption]
-recipients = ["{recipient}"]
-identity_file = "{}"
-[[targets]]
-name = "app"
-url = "{}"
-[verify]
-sandbox = "local"
-pg_bin_dir = "{}"
-[[verify.assert]]
-name = "orders were taken today"
-sql = "select false"
-[notify]
-webhook_url = "{}/hook/T"
-"#,
-            repo.display(),
-            identity.display(),
-            pg.url("app"),
-            pg.bin_dir().display(),
-            hook.url
-        ),
+        &dir_config_text(&repo, &recipient, Some(&identity), &pg.url("app"), &extra),
     );
     assert_success(&ws.dr(&cfg, &["backup"]));
     let out = ws.dr(&cfg, &["verify"]);

@@ -56,12 +56,7 @@ fn fixture() -> Fixture {
     );
     let (identity, recipient) = ws.keygen();
     let repo = ws.path().join("repo");
-    let config_text = format!(
-        "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\n",
-        repo.display(),
-        identity.display(),
-        pg.url("app")
-    );
+    let config_text = dir_config_text(&repo, &recipient, Some(&identity), &pg.url("app"), "");
     let cfg = ws.write("dr.toml", &config_text);
     Fixture {
         ws,

@@ -39,11 +39,12 @@ impl Env {
     fn config_for(&self, url: &str, extra: &str) -> PathBuf {
         self.ws.write(
             "dr.toml",
-            &format!(
-                "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{url}\"\n{extra}",
-                self.repo.display(),
-                self.recipient,
-                self.identity.display(),
+            &dir_config_text(
+                &self.repo,
+                &self.recipient,
+                Some(&self.identity),
+                url,
+                extra,
             ),
         )
     }

@@ -30,26 +30,12 @@ fn env() -> Env {
     let repo = ws.path().join("repo");
     let cfg = ws.write(
         "dr.toml",
-        &format!(
-            r#"
-[repository]
-url = "file://{}"
-
-[encryption]
-recipients = ["{recipient}"]
-identity_file = "{}"
-
-[[targets]]
-name = "app"
-url = "{}"
-
-[[verify.assert]]
-name = "big has rows"
-sql = "select count(*) > 0 from big"
-"#,
-            repo.display(),
-            identity.display(),
-            pg.url("app")
+        &dir_config_text(
+            &repo,
+            &recipient,
+            Some(&identity),
+            &pg.url("app"),
+            "[[verify.assert]]\nname = \"big has rows\"\nsql = \"select count(*) > 0 from big\"\n",
         ),
     );
     assert_success(&ws.dr(&cfg, &["backup"]));

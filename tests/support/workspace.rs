@@ -142,3 +142,22 @@ pub fn manifests(repo: &Path) -> Vec<PathBuf> {
         .filter(|p| p.file_name().is_some_and(|n| n == "manifest.json"))
         .collect()
 }
+
+/// The usual test `dr.toml`: target `app` at `target_url`, backed up into the directory
+/// repository `repo`, encrypted to `recipient` (restorable with `identity` when given), then
+/// `extra` (more sections, as TOML).
+pub fn dir_config_text(
+    repo: &Path,
+    recipient: &str,
+    identity: Option<&Path>,
+    target_url: &str,
+    extra: &str,
+) -> String {
+    let identity = identity
+        .map(|i| format!("identity_file = \"{}\"\n", i.display()))
+        .unwrap_or_default();
+    format!(
+        "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\n{identity}[[targets]]\nname = \"app\"\nurl = \"{target_url}\"\n{extra}",
+        repo.display()
+    )
+}
