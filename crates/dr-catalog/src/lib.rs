@@ -6,7 +6,10 @@
 //! Repository layout (keys relative to the repository prefix):
 //!
 //! ```text
-//! {target}/{id}/dump.zst.age           pg_dump -Fc archive, zstd, age
+//! {target}/{id}/pre-data.zst.age       pg_dump -Fc --section=pre-data, zstd, age (format 2)
+//! {target}/{id}/data-{K}.zst.age       pg_dump -Fc --section=data, a share of the tables (K = 1..)
+//! {target}/{id}/post-data.zst.age      pg_dump -Fc --section=post-data
+//! {target}/{id}/dump.zst.age           format 1 (older backups): the whole pg_dump -Fc archive
 //! {target}/{id}/globals.sql.zst.age    pg_dumpall --globals-only, zstd, age
 //! {target}/{id}/details.json.zst.age   table names, row counts, sequences (never in plaintext)
 //! {target}/{id}/manifest.json          written last: the commit point of the backup
@@ -26,8 +29,9 @@ pub mod retention;
 pub mod schedule;
 
 pub use manifest::{
-    BackupDetails, CheckOutcome, Manifest, ObjectRecord, ObjectRole, SequenceValue, TableCount,
-    VerificationRecord, MANIFEST_FORMAT,
+    BackupDetails, CheckOutcome, Layout, Manifest, ObjectRecord, ObjectRole, SequenceValue,
+    TableCount, VerificationRecord, MANIFEST_FORMAT, MANIFEST_FORMAT_SINGLE, STEP_DATA,
+    STEP_POST_DATA, STEP_PRE_DATA,
 };
 pub use retention::{plan as retention_plan, Decision, Policy, Tier};
 
@@ -105,6 +109,12 @@ pub mod keys {
 
     pub const MANIFEST: &str = "manifest.json";
     pub const DUMP: &str = "dump.zst.age";
+    pub const PRE_DATA: &str = "pre-data.zst.age";
+    pub const POST_DATA: &str = "post-data.zst.age";
+    /// The name of data stream `k` (from 1).
+    pub fn data_stream(k: u32) -> String {
+        format!("data-{k}.zst.age")
+    }
     pub const GLOBALS: &str = "globals.sql.zst.age";
     pub const DETAILS: &str = "details.json.zst.age";
 

@@ -12,7 +12,17 @@ use serde::{Deserialize, Serialize};
 use crate::BackupId;
 
 /// Bumped when a reader of an older dr could misread a newer manifest.
-pub const MANIFEST_FORMAT: u32 = 1;
+///
+/// - 1: one `pg_dump -Fc` archive (`dump.zst.age`), restored from a staged local file.
+/// - 2: the archive in sections, each its own object: `pre-data`, one or more `data-K`
+///   streams, `post-data` (see [`ObjectRole`] and [`ObjectRecord::restore_step`]). Every
+///   section streams into `pg_restore`; data streams restore side by side.
+///
+/// dr reads both; it writes 2.
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// The format of manifests written by dr before sections (still read).
+pub const MANIFEST_FORMAT_SINGLE: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -36,11 +46,19 @@ pub struct Manifest {
     pub objects: Vec<ObjectRecord>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectRole {
-    /// `pg_dump -Fc` archive.
+    /// Format 1: the whole `pg_dump -Fc` archive.
     Dump,
+    /// Format 2: `pg_dump -Fc --section=pre-data` (types, tables, functions: the schema).
+    PreData,
+    /// Format 2: `pg_dump -Fc --section=data` for a share of the tables (one stream of
+    /// several; exactly one also carries large objects and every sequence value not owned by
+    /// a table of another stream).
+    Data,
+    /// Format 2: `pg_dump -Fc --section=post-data` (indexes, constraints, triggers, policies).
+    PostData,
     /// `pg_dumpall --globals-only` SQL.
     Globals,
     /// [`BackupDetails`] JSON.
@@ -60,11 +78,87 @@ pub struct ObjectRecord {
     /// Multipart part size used, if uploaded in parts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_bytes: Option<u64>,
+    /// Format 2, sections only: when this object is restored. Objects with the same step are
+    /// restored at the same time, each into its own `pg_restore`; a step starts when every
+    /// object of the step before it is restored. 1 = pre-data, 2 = data, 3 = post-data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_step: Option<u32>,
+}
+
+/// The restore step of each section (see [`ObjectRecord::restore_step`]).
+pub const STEP_PRE_DATA: u32 = 1;
+pub const STEP_DATA: u32 = 2;
+pub const STEP_POST_DATA: u32 = 3;
+
+/// How a backup's archive is stored: what a restore reads, in order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Layout<'a> {
+    /// Format 1: one archive.
+    Single(&'a ObjectRecord),
+    /// Format 2: pre-data, then every data stream at once, then post-data.
+    Sections {
+        pre_data: &'a ObjectRecord,
+        data: &'a [ObjectRecord],
+        post_data: &'a ObjectRecord,
+    },
 }
 
 impl Manifest {
     pub fn object(&self, role: ObjectRole) -> Option<&ObjectRecord> {
         self.objects.iter().find(|o| o.role == role)
+    }
+
+    /// The archive's objects: one dump, or the sections in restore order. `None` for a
+    /// manifest that [`Manifest::check`] refuses.
+    pub fn layout(&self) -> Option<Layout<'_>> {
+        if let Some(dump) = self.object(ObjectRole::Dump) {
+            return Some(Layout::Single(dump));
+        }
+        let pre_data = self.object(ObjectRole::PreData)?;
+        let post_data = self.object(ObjectRole::PostData)?;
+        // Data streams sit together in `objects` (checked), so a slice names them.
+        let first = self
+            .objects
+            .iter()
+            .position(|o| o.role == ObjectRole::Data)?;
+        let n = self.objects[first..]
+            .iter()
+            .take_while(|o| o.role == ObjectRole::Data)
+            .count();
+        Some(Layout::Sections {
+            pre_data,
+            data: &self.objects[first..first + n],
+            post_data,
+        })
+    }
+
+    /// The archive objects (dump or sections), in restore order.
+    pub fn archive_objects(&self) -> Vec<&ObjectRecord> {
+        match self.layout() {
+            Some(Layout::Single(d)) => vec![d],
+            Some(Layout::Sections {
+                pre_data,
+                data,
+                post_data,
+            }) => std::iter::once(pre_data)
+                .chain(data.iter())
+                .chain(std::iter::once(post_data))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Size of the decrypted, decompressed archive (all sections): what a restore loads.
+    pub fn archive_raw_bytes(&self) -> u64 {
+        self.archive_objects().iter().map(|o| o.raw_bytes).sum()
+    }
+
+    /// Number of data streams: 1 for a single archive.
+    pub fn data_streams(&self) -> usize {
+        match self.layout() {
+            Some(Layout::Sections { data, .. }) => data.len(),
+            _ => 1,
+        }
     }
     /// Stored bytes of all objects.
     pub fn stored_bytes(&self) -> u64 {
@@ -91,8 +185,54 @@ impl Manifest {
                 return Err(format!("object `{}` has no valid sha256", o.key));
             }
         }
-        if self.object(ObjectRole::Dump).is_none() {
-            return Err("manifest lists no dump object".into());
+        self.check_layout()
+    }
+
+    /// Format 1 holds one dump; format 2 holds either one dump or exactly one pre-data, one
+    /// or more adjacent data streams and one post-data, each with its restore step.
+    fn check_layout(&self) -> Result<(), String> {
+        let count = |role| self.objects.iter().filter(|o| o.role == role).count();
+        let (dumps, pre, data, post) = (
+            count(ObjectRole::Dump),
+            count(ObjectRole::PreData),
+            count(ObjectRole::Data),
+            count(ObjectRole::PostData),
+        );
+        if self.format <= MANIFEST_FORMAT_SINGLE || dumps > 0 {
+            if dumps != 1 || pre + data + post > 0 {
+                return Err("manifest lists no dump object (or more than one)".into());
+            }
+            return Ok(());
+        }
+        if pre != 1 || post != 1 || data == 0 {
+            return Err(format!(
+                "manifest lists {pre} pre-data, {data} data and {post} post-data objects (needs 1, at least 1, 1)"
+            ));
+        }
+        let first = self
+            .objects
+            .iter()
+            .position(|o| o.role == ObjectRole::Data)
+            .unwrap_or(0);
+        if self.objects[first..first + data]
+            .iter()
+            .any(|o| o.role != ObjectRole::Data)
+        {
+            return Err("the manifest's data streams are not listed together".into());
+        }
+        for o in &self.objects {
+            let want = match o.role {
+                ObjectRole::PreData => Some(STEP_PRE_DATA),
+                ObjectRole::Data => Some(STEP_DATA),
+                ObjectRole::PostData => Some(STEP_POST_DATA),
+                _ => None,
+            };
+            if want.is_some() && o.restore_step != want {
+                return Err(format!(
+                    "object `{}` has restore step {:?}, expected {:?}",
+                    o.key, o.restore_step, want
+                ));
+            }
         }
         Ok(())
     }
@@ -133,6 +273,9 @@ pub struct TableCount {
     pub schema: String,
     pub name: String,
     pub rows: i64,
+    /// Format 2: which data stream (`data-K`, K from 1) holds the table's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<u32>,
 }
 
 impl TableCount {
@@ -224,8 +367,99 @@ mod tests {
                 sha256: "a".repeat(64),
                 raw_bytes: 20,
                 part_bytes: None,
+                restore_step: None,
             }],
         }
+    }
+
+    fn sections(data: u32) -> Manifest {
+        let mut m = sample();
+        let rec = |role, name: &str, step| ObjectRecord {
+            role,
+            key: format!("app/20261122T030000Z/{name}"),
+            bytes: 10,
+            sha256: "b".repeat(64),
+            raw_bytes: 20,
+            part_bytes: None,
+            restore_step: Some(step),
+        };
+        m.objects = vec![rec(
+            ObjectRole::PreData,
+            crate::keys::PRE_DATA,
+            STEP_PRE_DATA,
+        )];
+        for k in 1..=data {
+            m.objects.push(rec(
+                ObjectRole::Data,
+                &crate::keys::data_stream(k),
+                STEP_DATA,
+            ));
+        }
+        m.objects.push(rec(
+            ObjectRole::PostData,
+            crate::keys::POST_DATA,
+            STEP_POST_DATA,
+        ));
+        m
+    }
+
+    #[test]
+    fn sections_are_laid_out_in_restore_order() {
+        let m = sections(3);
+        assert!(m.check().is_ok(), "{:?}", m.check());
+        let Some(Layout::Sections {
+            pre_data,
+            data,
+            post_data,
+        }) = m.layout()
+        else {
+            panic!("sections expected");
+        };
+        assert!(pre_data.key.ends_with("pre-data.zst.age"));
+        assert_eq!(data.len(), 3);
+        assert!(data[2].key.ends_with("data-3.zst.age"));
+        assert!(post_data.key.ends_with("post-data.zst.age"));
+        assert_eq!(m.archive_raw_bytes(), 100);
+        assert_eq!(m.data_streams(), 3);
+        let keys: Vec<_> = m.archive_objects().iter().map(|o| o.key.clone()).collect();
+        assert_eq!(keys.len(), 5);
+        assert!(keys[0].ends_with("pre-data.zst.age") && keys[4].ends_with("post-data.zst.age"));
+    }
+
+    #[test]
+    fn incomplete_or_mixed_sections_are_refused() {
+        let mut m = sections(2);
+        m.objects.retain(|o| o.role != ObjectRole::PostData);
+        assert!(m.check().is_err());
+        let mut m = sections(2);
+        m.objects.retain(|o| o.role != ObjectRole::Data);
+        assert!(m.check().is_err());
+        let mut m = sections(2);
+        m.objects[1].restore_step = Some(STEP_POST_DATA);
+        assert!(m.check().expect_err("step").contains("restore step"));
+        let mut m = sections(2);
+        m.objects.push(sample().objects[0].clone());
+        assert!(m.check().is_err());
+        // Data streams apart from each other cannot be named as one slice.
+        let mut m = sections(2);
+        m.objects.swap(2, 3);
+        assert!(m.check().is_err());
+    }
+
+    #[test]
+    fn a_format_1_manifest_still_reads_as_one_archive() {
+        let json = r#"{"format":1,"id":"20261122T030000Z","target":"app",
+            "started_at":"2026-11-22T03:00:00Z","finished_at":"2026-11-22T03:00:09Z",
+            "server_version":"15.18","server_major":15,"pg_dump_version":"pg_dump (PostgreSQL) 15.18",
+            "dr_version":"0.1.0","database_bytes":1,"compression":"zstd","encryption":"age",
+            "recipients":[],"objects":[{"role":"dump","key":"app/20261122T030000Z/dump.zst.age",
+            "bytes":10,"sha256":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "raw_bytes":20,"part_bytes":8388608}]}"#;
+        let m: Manifest = serde_json::from_str(json).expect("v1");
+        assert!(m.check().is_ok());
+        assert!(matches!(m.layout(), Some(Layout::Single(_))));
+        assert_eq!(m.archive_raw_bytes(), 20);
+        assert_eq!(m.data_streams(), 1);
     }
 
     #[test]

@@ -177,11 +177,37 @@ pub struct BackupConfig {
     /// seconds, or a duration like "90m", "6h", "1d". Default "24h".
     #[serde(default = "default_max_duration")]
     pub max_duration: Duration,
+    /// Data streams: the data section is split into this many `pg_dump` streams, dumped at
+    /// once (tables largest first to the least-loaded stream), besides one pre-data and one
+    /// post-data stream. 1..=32. Default: the host's CPUs, at most 4 (each stream compresses
+    /// and encrypts on a core of its own; the database server works one core per stream too).
+    /// `dr backup --jobs N` overrides it for one run.
+    pub jobs: Option<u32>,
+}
+
+/// Upper bound of `backup.jobs`: each stream is a pg_dump, a server session and a
+/// multipart upload.
+pub const MAX_BACKUP_JOBS: u32 = 32;
+
+impl BackupConfig {
+    /// `jobs`, or the default for this host.
+    pub fn jobs(&self) -> u32 {
+        self.jobs.unwrap_or_else(default_backup_jobs)
+    }
+}
+
+/// The host's CPUs, at most 4.
+pub fn default_backup_jobs() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(4))
+        .unwrap_or(1)
+        .clamp(1, 4)
 }
 
 impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
+            jobs: None,
             zstd_level: default_zstd_level(),
             zstd_threads: default_zstd_threads(),
             pg_bin_dir: None,
@@ -529,6 +555,14 @@ impl Config {
                 ),
                 format!("use at least {MIN_LOCK_TTL_SECS} (the default is 900)"),
             ));
+        }
+        if let Some(jobs) = self.backup.jobs {
+            if !(1..=MAX_BACKUP_JOBS).contains(&jobs) {
+                return Err(self.invalid(
+                    format!("backup.jobs = {jobs} is out of range"),
+                    format!("use 1 to {MAX_BACKUP_JOBS} data streams (the default is the host's CPUs, at most 4)"),
+                ));
+            }
         }
         if self.backup.max_duration.as_secs() < 10 {
             return Err(self.invalid(

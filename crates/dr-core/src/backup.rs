@@ -1,9 +1,13 @@
 //! `dr backup`: pg_dump → zstd → age → multipart upload, globals and details beside it, the
 //! manifest last.
 //!
-//! One streaming pass with bounded memory: pg_dump's stdout is read on a blocking thread,
-//! compressed and encrypted into equal-size parts, and each part is handed to the async
-//! uploader through a channel of depth one. Nothing is staged on disk.
+//! The archive is written in sections (manifest format 2), all at once, all in one exported
+//! snapshot held until every pg_dump exited: `pre-data`, the data section split into
+//! `backup.jobs` streams ([`dr_pg::split_data`]: tables largest first to the least-loaded
+//! stream), and `post-data`. Each is its own `pg_dump -Fc -Z0 --section=…` whose stdout is
+//! read on a blocking thread, compressed and encrypted into equal-size parts, each handed to
+//! the async uploader through a channel of depth one: memory is bounded per stream and nothing
+//! is staged on disk. The exact row counts are taken in the same snapshot meanwhile.
 //!
 //! Failure anywhere (pg_dump exit status, counting, upload, signal) aborts the multipart
 //! upload, deletes what was already written and writes no manifest.
@@ -15,7 +19,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use dr_catalog::{
-    keys, BackupDetails, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT,
+    keys, BackupDetails, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT, STEP_DATA,
+    STEP_POST_DATA, STEP_PRE_DATA,
 };
 use dr_config::TargetConfig;
 use dr_pg::{ChildProcess, ConnInfo, ServerVersion, Snapshot, Tool};
@@ -150,7 +155,7 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         &mut written,
     )
     .await;
-    let (dump, globals, details) = match result {
+    let (sections, globals, details) = match result {
         Ok(v) => v,
         Err(e) => {
             cleanup(store, &keys::manifest(&target.name, &id), &written).await;
@@ -172,7 +177,8 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         compression: "zstd".into(),
         encryption: "age".into(),
         recipients: recipients.to_strings(),
-        objects: vec![dump, globals, details],
+        // Sections in restore order (data streams together), then globals and details.
+        objects: sections.into_iter().chain([globals, details]).collect(),
     };
     let mut json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::new(Kind::Failed, format!("encoding the manifest: {e}")))?;
@@ -289,7 +295,7 @@ async fn write_objects(
     part_size: u64,
     recipients: &Arc<Recipients>,
     written: &mut Written,
-) -> Result<(ObjectRecord, ObjectRecord, ObjectRecord)> {
+) -> Result<(Vec<ObjectRecord>, ObjectRecord, ObjectRecord)> {
     let store = ctx.store.as_ref();
     let level = ctx.config.backup.zstd_level;
 
@@ -309,17 +315,34 @@ async fn write_objects(
 
     let lock_wait = Duration::from_secs(ctx.config.backup.lock_wait_timeout_secs);
     let snapshot = Snapshot::begin(conn, lock_wait).await?;
-    let dump_key = keys::object(&target.name, id, keys::DUMP);
-    written.keys.push(dump_key.clone());
-    // The dump and the counting run at once. A failed dump or a signal (or max_duration)
+    let split = match snapshot.table_sizes().await {
+        Ok(sizes) => dr_pg::split_data(&sizes, ctx.config.backup.jobs()),
+        Err(e) => {
+            snapshot.abandon(conn).await;
+            return Err(Error::from(e).context("planning the data streams"));
+        }
+    };
+    let jobs = sections_to_dump(&target.name, id, &split);
+    written.keys.extend(jobs.iter().map(|j| j.key.clone()));
+    tracing::info!(
+        streams = split.streams.len(),
+        split = %split
+            .streams
+            .iter()
+            .map(|s| format!("data-{}: {} tables, {}", s.number, s.tables.len(), human_bytes(s.bytes)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        "dumping pre-data, data and post-data at once"
+    );
+    // The dumps and the counting run at once. A failed dump or a signal (or max_duration)
     // must not wait for a count that is stuck behind a table lock.
     let (dump, inventory) = {
-        let upload = stream_dump(
+        let upload = dump_sections(
             ctx,
             conn,
             pg_dump,
             snapshot.id(),
-            &dump_key,
+            &jobs,
             part_size,
             recipients,
         );
@@ -352,7 +375,7 @@ async fn write_objects(
             _ => Error::interrupted("the backup"),
         });
     };
-    // The snapshot transaction ends only after pg_dump exited (stream_dump waited for it).
+    // The snapshot transaction ends only after every pg_dump exited (dump_sections waited).
     snapshot.finish().await;
     let dump = match dump {
         Some(d) => d?,
@@ -362,12 +385,13 @@ async fn write_objects(
         inventory.map_err(|e| Error::from(e).context("counting rows in the dump's snapshot"))?;
 
     let details = BackupDetails {
-        format: 1,
+        format: 2,
         database: inventory.database,
         tables: inventory
             .tables
             .into_iter()
             .map(|t| dr_catalog::TableCount {
+                stream: split.stream_of(&t.schema, &t.name),
                 schema: t.schema,
                 name: t.name,
                 rows: t.rows,
@@ -408,6 +432,103 @@ async fn write_objects(
     Ok((dump, globals, details_rec))
 }
 
+/// One section stream of the archive: which part of `pg_dump` goes into which object.
+struct SectionJob {
+    role: ObjectRole,
+    key: String,
+    step: u32,
+    /// For logs and errors: "pre-data", "data-2 of 3", "post-data".
+    label: String,
+    /// `--section=…` and the stream's table selection.
+    args: Vec<String>,
+}
+
+/// pre-data, every data stream, post-data: in restore order.
+fn sections_to_dump(target: &str, id: &BackupId, split: &dr_pg::DataSplit) -> Vec<SectionJob> {
+    let n = split.streams.len();
+    let mut jobs = vec![SectionJob {
+        role: ObjectRole::PreData,
+        key: keys::object(target, id, keys::PRE_DATA),
+        step: STEP_PRE_DATA,
+        label: "pre-data".into(),
+        args: vec!["--section=pre-data".into()],
+    }];
+    for s in &split.streams {
+        let mut args = vec!["--section=data".to_string()];
+        args.extend(split.pg_dump_args(s.number));
+        jobs.push(SectionJob {
+            role: ObjectRole::Data,
+            key: keys::object(target, id, &keys::data_stream(s.number)),
+            step: STEP_DATA,
+            label: format!("data-{} of {n}", s.number),
+            args,
+        });
+    }
+    jobs.push(SectionJob {
+        role: ObjectRole::PostData,
+        key: keys::object(target, id, keys::POST_DATA),
+        step: STEP_POST_DATA,
+        label: "post-data".into(),
+        args: vec!["--section=post-data".into()],
+    });
+    jobs
+}
+
+/// Every section at once, each its own pg_dump and upload. The first failure stops the
+/// others (their uploads aborted, their pg_dumps stopped) and is the error reported; the
+/// records come back in `jobs` order.
+async fn dump_sections(
+    ctx: &Context,
+    conn: &ConnInfo,
+    pg_dump: &Tool,
+    snapshot: &str,
+    jobs: &[SectionJob],
+    part_size: u64,
+    recipients: &Arc<Recipients>,
+) -> Result<Vec<ObjectRecord>> {
+    let siblings = ctx.cancel.child_token();
+    let sctx = ctx.with_cancel(siblings.clone());
+    let bar = crate::progress::bytes_bar(ctx.progress, "dumping", None);
+    let results = futures::future::join_all(jobs.iter().map(|job| {
+        let (sctx, siblings, bar) = (&sctx, &siblings, &bar);
+        async move {
+            let r = stream_dump(
+                sctx, conn, pg_dump, snapshot, job, part_size, recipients, bar,
+            )
+            .await;
+            if r.is_err() {
+                siblings.cancel();
+            }
+            r
+        }
+    }))
+    .await;
+    bar.finish_and_clear();
+    let mut records = Vec::with_capacity(results.len());
+    let mut first_error: Option<Error> = None;
+    for r in results {
+        match r {
+            Ok(rec) => records.push(rec),
+            // The cause, not a sibling that was stopped because of it (unless a signal or
+            // max_duration stopped them all).
+            Err(e) => {
+                let better = match &first_error {
+                    None => true,
+                    Some(f) => f.kind == Kind::Interrupted && e.kind != Kind::Interrupted,
+                };
+                if better {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(_) if ctx.cancel.is_cancelled() => Err(Error::interrupted("the backup")),
+        Some(e) => Err(e),
+        None => Ok(records),
+    }
+}
+
 async fn put_sealed(
     store: &dyn ObjectStore,
     key: &str,
@@ -424,6 +545,7 @@ async fn put_sealed(
         sha256: dr_stream::sha256_hex(&sealed),
         raw_bytes: data.len() as u64,
         part_bytes: None,
+        restore_step: None,
     };
     store
         .put(key, Bytes::from(sealed))
@@ -474,16 +596,20 @@ async fn dump_globals(
     Ok(out)
 }
 
-/// Run pg_dump in the snapshot and stream its archive into a multipart upload.
+/// Run pg_dump for one section in the snapshot and stream its archive into a multipart
+/// upload; `bar` counts raw bytes of every section together.
+#[allow(clippy::too_many_arguments)]
 async fn stream_dump(
     ctx: &Context,
     conn: &ConnInfo,
     pg_dump: &Tool,
     snapshot: &str,
-    key: &str,
+    job: &SectionJob,
     part_size: u64,
     recipients: &Arc<Recipients>,
+    bar: &indicatif::ProgressBar,
 ) -> Result<ObjectRecord> {
+    let key = job.key.as_str();
     let mut args = vec![
         "--format=custom".to_string(),
         "--compress=0".to_string(),
@@ -491,6 +617,7 @@ async fn stream_dump(
         format!("--snapshot={snapshot}"),
         format!("--dbname={}", conn.dbname_arg()),
     ];
+    args.extend(job.args.iter().cloned());
     // The same wait bound as the counting in the snapshot (0: wait as long as it takes).
     let lock_wait = ctx.config.backup.lock_wait_timeout_secs;
     if lock_wait > 0 {
@@ -528,7 +655,6 @@ async fn stream_dump(
         level: ctx.config.backup.zstd_level,
         threads: ctx.config.backup.zstd_threads,
     };
-    let bar = crate::progress::bytes_bar(ctx.progress, "dumping", None);
     let bar2 = bar.clone();
     let part_usize = usize::try_from(part_size).unwrap_or(usize::MAX);
     let encoder = tokio::task::spawn_blocking(move || {
@@ -536,8 +662,10 @@ async fn stream_dump(
             tx.blocking_send(part)
                 .map_err(|_| std::io::Error::other("the upload stopped"))
         });
+        let mut shown = 0;
         let stats = dr_stream::encode(input, &mut parts, &recipients, compression, &mut |n| {
-            bar2.set_position(n)
+            bar2.inc(n - shown);
+            shown = n;
         })?;
         let n = parts.finish().map_err(|e| dr_stream::StreamError::Io {
             stage: "uploading the last part".into(),
@@ -580,18 +708,19 @@ async fn stream_dump(
     let encoded = encoder
         .await
         .map_err(|e| Error::new(Kind::Failed, format!("the compression thread failed: {e}")));
-    bar.finish_and_clear();
     let dumped = child.wait().await;
 
     let outcome = match (upload_error, dumped, encoded) {
         (Some(e), _, _) => Err(e),
-        (None, Err(e), _) => {
-            Err(Error::from(e).context("pg_dump failed; the archive is incomplete"))
-        }
+        (None, Err(e), _) => Err(Error::from(e).context(format!(
+            "pg_dump ({}) failed; the archive is incomplete",
+            job.label
+        ))),
         (None, Ok(_), Err(e)) => Err(e),
-        (None, Ok(_), Ok(Err(e))) => {
-            Err(Error::from(e).context("compressing and encrypting the dump"))
-        }
+        (None, Ok(_), Ok(Err(e))) => Err(Error::from(e).context(format!(
+            "compressing and encrypting the dump ({})",
+            job.label
+        ))),
         (None, Ok(_), Ok(Ok(v))) => Ok(v),
     };
     let (stats, parts) = match outcome {
@@ -612,15 +741,17 @@ async fn stream_dump(
         .await
         .map_err(|e| Error::from(e).context(format!("completing the upload of {key}")))?;
     tracing::info!(
+        section = %job.label,
         raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts,
-        "dump uploaded"
+        "section uploaded"
     );
     Ok(ObjectRecord {
-        role: ObjectRole::Dump,
+        role: job.role,
         key: key.to_string(),
         bytes: stats.stored_bytes,
         sha256: stats.sha256,
         raw_bytes: stats.raw_bytes,
         part_bytes: Some(part_size),
+        restore_step: Some(job.step),
     })
 }

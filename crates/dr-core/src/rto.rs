@@ -9,7 +9,7 @@
 //! says nothing about how long a whole one takes.
 
 use chrono::{DateTime, Utc};
-use dr_catalog::{BackupId, ObjectRole, VerificationRecord};
+use dr_catalog::{BackupId, VerificationRecord};
 use serde::{Serialize, Serializer};
 
 use crate::repo::BackupEntry;
@@ -56,10 +56,7 @@ pub fn measured(e: &BackupEntry) -> Option<Measured> {
     Some(Measured {
         backup_id: e.manifest.id,
         seconds: measured_restore_seconds(v)?,
-        archive_bytes: e
-            .manifest
-            .object(ObjectRole::Dump)
-            .map_or(0, |o| o.raw_bytes),
+        archive_bytes: e.manifest.archive_raw_bytes(),
         verified_at: v.verified_at,
     })
 }

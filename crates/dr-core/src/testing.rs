@@ -33,6 +33,7 @@ pub(crate) fn entry(target: &str, id: &str) -> BackupEntry {
                 sha256: "0".repeat(64),
                 raw_bytes: 1,
                 part_bytes: None,
+                restore_step: None,
             }],
         },
         verification: None,

@@ -21,6 +21,7 @@ mod error;
 mod globals;
 mod process;
 mod snapshot;
+mod split;
 mod tls;
 mod toc;
 mod tools;
@@ -33,6 +34,7 @@ pub use process::{ChildProcess, Finished, ProcessFailure};
 pub use snapshot::{
     count_tables, count_tables_parallel, quote_ident, Inventory, SequenceState, Snapshot, TableRows,
 };
+pub use split::{exact_pattern, split_data, DataSplit, DataStream, TableSize};
 pub use toc::{parse_schema_name, parse_table_name, select_entries, Selected, Selection};
 pub use tools::{find_tool, parse_version_output, tool_at, Tool};
 

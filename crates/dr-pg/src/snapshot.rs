@@ -117,6 +117,13 @@ impl Snapshot {
         &self.id
     }
 
+    /// The data section's tables with their sizes, as pg_dump in this snapshot will see
+    /// them: what [`crate::split_data`] splits into streams. Run it before
+    /// [`Snapshot::inventory`] (one connection, one query at a time).
+    pub async fn table_sizes(&self) -> Result<Vec<crate::TableSize>, PgError> {
+        crate::split::table_sizes(&self.client).await
+    }
+
     /// Exact counts and the rest of the inventory, in the snapshot.
     pub async fn inventory(&self) -> Result<Inventory, PgError> {
         let c = &self.client;

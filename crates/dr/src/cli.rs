@@ -55,6 +55,9 @@ pub enum Command {
     Backup {
         #[arg(long)]
         target: Option<String>,
+        /// Data streams dumped at once (1-32) [default: backup.jobs, else the host's CPUs, at most 4].
+        #[arg(long, value_name = "N")]
+        jobs: Option<u32>,
     },
     /// List backups, newest first; damaged and future-dated (clock skew) ones are marked.
     List {

@@ -24,8 +24,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
     match cli.command {
         Command::Keygen { output, force } => keygen::run(&output, force),
-        Command::Backup { target } => {
-            let ctx = context(&cli.global).await?;
+        Command::Backup { target, jobs } => {
+            let mut ctx = context(&cli.global).await?;
+            if let Some(n) = jobs {
+                if !(1..=dr_config::MAX_BACKUP_JOBS).contains(&n) {
+                    return Err(Error::config(format!(
+                        "--jobs {n} is out of range; nothing was backed up\nhint: use 1 to {} data streams",
+                        dr_config::MAX_BACKUP_JOBS
+                    )));
+                }
+                ctx.config.backup.jobs = Some(n);
+            }
             let reporter = Reporter::from_config(&ctx.config)?;
             backup::run(&ctx, &reporter, target.as_deref()).await
         }
