@@ -136,13 +136,16 @@ pub async fn table_sizes(client: &tokio_postgres::Client) -> Result<Vec<TableSiz
         .query(
             "
 select n.nspname::text, c.relname::text, pg_table_size(c.oid)::bigint,
-       coalesce((select array_agg(array[sn.nspname::text, s.relname::text] order by s.relname)
-                 from pg_depend d
-                 join pg_class s on s.oid = d.objid and s.relkind = 'S'
-                 join pg_namespace sn on sn.oid = s.relnamespace
-                 where d.classid = 'pg_class'::regclass and d.refclassid = 'pg_class'::regclass
-                   and d.refobjid = c.oid and d.deptype in ('a', 'i')), '{}')
+       coalesce(o.schemas, '{}'), coalesce(o.names, '{}')
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+left join lateral (
+  select array_agg(sn.nspname::text order by s.relname) as schemas,
+         array_agg(s.relname::text order by s.relname) as names
+  from pg_depend d
+  join pg_class s on s.oid = d.objid and s.relkind = 'S'
+  join pg_namespace sn on sn.oid = s.relnamespace
+  where d.classid = 'pg_class'::regclass and d.refclassid = 'pg_class'::regclass
+    and d.refobjid = c.oid and d.deptype in ('a', 'i')) o on true
 where c.relkind = 'r'
   and n.nspname not in ('pg_catalog', 'information_schema')
   and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'
@@ -156,18 +159,13 @@ order by 3 desc, 1, 2",
     Ok(rows
         .iter()
         .map(|r| {
-            let owned: Vec<Vec<String>> = r.get(3);
+            let schemas: Vec<String> = r.get(3);
+            let names: Vec<String> = r.get(4);
             TableSize {
                 schema: r.get(0),
                 name: r.get(1),
                 bytes: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
-                owned_sequences: owned
-                    .into_iter()
-                    .filter_map(|p| match p.as_slice() {
-                        [s, n] => Some((s.clone(), n.clone())),
-                        _ => None,
-                    })
-                    .collect(),
+                owned_sequences: schemas.into_iter().zip(names).collect(),
             }
         })
         .collect())
