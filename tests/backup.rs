@@ -71,31 +71,123 @@ fn s3_config(s: &Setup, weed: &SeaweedFs, bucket: &str) -> PathBuf {
     )
 }
 
-#[test]
-fn directory_backup_restores_with_only_the_age_zstd_and_pg_restore_clis() {
-    let s = setup();
-    let (cfg, repo) = dir_repo(&s);
-    let out = s.ws.dr(&cfg, &["backup"]);
-    assert_success(&out);
-    let m = manifests(&repo);
-    assert_eq!(m.len(), 1);
-    let dump = m[0].with_file_name("dump.zst.age");
-    // pg_restore -l stops reading early: decode into a file first (as the runbook does).
+/// `pg_restore -l` of one stored section, decoded with the CLIs (into a file: pg_restore -l
+/// stops reading early).
+fn cli_list(s: &Setup, object: &Path) -> String {
+    let file = s.ws.path().join("section.dump");
     let pipeline = format!(
-        "age -d -i {} {} | zstd -d > {}/app.dump && pg_restore -l {}/app.dump",
+        "age -d -i {} {} | zstd -d > {} && pg_restore -l {}",
         s.identity.display(),
-        dump.display(),
-        s.ws.path().display(),
-        s.ws.path().display()
+        object.display(),
+        file.display(),
+        file.display()
     );
     let out = Command::new("bash")
         .args(["-o", "pipefail", "-c", &pipeline])
         .output()
         .expect("bash");
     assert_success(&out);
-    let listing = stdout(&out);
-    assert!(listing.contains("TABLE DATA public big"), "{listing}");
-    assert!(listing.contains("Straße Orders ✓"), "{listing}");
+    stdout(&out)
+}
+
+#[test]
+fn directory_backup_restores_with_only_the_age_zstd_and_pg_restore_clis() {
+    let s = setup();
+    let (cfg, repo) = dir_repo(&s);
+    let out = s.ws.dr(&cfg, &["backup", "--jobs", "3"]);
+    assert_success(&out);
+    let m = manifests(&repo);
+    assert_eq!(m.len(), 1);
+    let dir = m[0].parent().expect("backup dir").to_path_buf();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&m[0]).expect("read")).expect("json");
+    assert_eq!(manifest["format"], 2);
+    let roles: Vec<(&str, u64)> = manifest["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .filter_map(|o| Some((o["role"].as_str()?, o["restore_step"].as_u64().unwrap_or(0))))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("pre_data", 1),
+            ("data", 2),
+            ("data", 2),
+            ("data", 2),
+            ("post_data", 3),
+            ("globals", 0),
+            ("details", 0)
+        ]
+    );
+
+    let pre = cli_list(&s, &dir.join("pre-data.zst.age"));
+    assert!(pre.contains("TABLE \"Sales ü\" \"Straße Orders ✓\"") || pre.contains("Straße Orders ✓"), "{pre}");
+    assert!(!pre.contains("TABLE DATA"), "{pre}");
+    let post = cli_list(&s, &dir.join("post-data.zst.age"));
+    assert!(post.contains("CONSTRAINT public big big_pkey"), "{post}");
+    assert!(!post.contains("TABLE DATA"), "{post}");
+    // Every table's rows, every sequence value and the large objects are in exactly one
+    // data stream.
+    let mut seen: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    for k in 1..=3u32 {
+        let list = cli_list(&s, &dir.join(format!("data-{k}.zst.age")));
+        for line in list.lines().filter(|l| !l.starts_with(';')) {
+            for kind in ["TABLE DATA ", "SEQUENCE SET ", "BLOBS ", "LARGE OBJECTS ", "BLOB DATA "] {
+                if let Some(at) = line.find(kind) {
+                    // "TABLE DATA public big postgres" -> without the owner.
+                    let entry = line[at..].rsplit_once(' ').map_or(&line[at..], |(e, _)| e);
+                    seen.entry(entry.to_string()).or_default().push(k);
+                }
+            }
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(twice.is_empty(), "in more than one stream: {twice:?}");
+    for needle in [
+        "TABLE DATA public big",
+        "TABLE DATA public zerocol",
+        "TABLE DATA public capitals",
+        "TABLE DATA public measurements_2025",
+        "SEQUENCE SET public order_seq",
+    ] {
+        assert!(seen.contains_key(needle), "{needle} missing: {seen:?}");
+    }
+    assert!(
+        seen.keys().any(|k| k.starts_with("BLOB")),
+        "large objects missing: {seen:?}"
+    );
+    let streams: std::collections::BTreeSet<u32> = seen.values().flatten().copied().collect();
+    assert_eq!(streams.len(), 3, "every stream carries something: {seen:?}");
+
+    // The restore order of the README, with nothing but the CLIs.
+    s.pg.create_db("copy");
+    let url = s.pg.url("copy");
+    let bin = s.pg.bin_dir().display().to_string();
+    let id = s.identity.display();
+    let d = dir.display();
+    let mut script = format!(
+        "set -euo pipefail\nage -d -i {id} {d}/pre-data.zst.age | zstd -d | {bin}/pg_restore --exit-on-error -d '{url}'\n"
+    );
+    for k in 1..=3 {
+        script.push_str(&format!(
+            "age -d -i {id} {d}/data-{k}.zst.age | zstd -d | {bin}/pg_restore --exit-on-error -d '{url}'\n"
+        ));
+    }
+    script.push_str(&format!(
+        "age -d -i {id} {d}/post-data.zst.age | zstd -d > {ws}/post.dump\n{bin}/pg_restore --exit-on-error -j 2 -d '{url}' {ws}/post.dump\n",
+        ws = s.ws.path().display()
+    ));
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .expect("bash");
+    assert_success(&out);
+    assert_eq!(s.pg.row_counts("copy"), s.pg.row_counts("app"));
+    assert_eq!(
+        s.pg.psql("copy", "select last_value from public.order_seq").trim(),
+        "4242"
+    );
     // Nothing half-written is left behind.
     assert!(files_under(&repo)
         .iter()
@@ -164,12 +256,12 @@ fn s3_backup_holds_no_plaintext_and_lists_as_json() {
     assert!(first["id"].as_str().is_some_and(|id| id.ends_with('Z')));
     assert!(first["bytes"].as_u64().is_some_and(|b| b > 0));
     assert!(chrono_like(first["started_at"].as_str().unwrap_or("")));
-    // The stored dump decrypts with the CLIs straight from the bucket.
+    // The stored sections decrypt with the CLIs straight from the bucket.
     let dump_key = keys
         .iter()
-        .find(|k| k.ends_with("dump.zst.age"))
-        .expect("dump");
-    let dump = s.ws.write("dump.zst.age", "");
+        .find(|k| k.ends_with("data-1.zst.age"))
+        .expect("data stream");
+    let dump = s.ws.write("data-1.zst.age", "");
     std::fs::write(&dump, weed.fetch("plain", dump_key)).expect("write");
     let out = Command::new("bash")
         .args([
