@@ -122,7 +122,10 @@ fn directory_backup_restores_with_only_the_age_zstd_and_pg_restore_clis() {
     );
 
     let pre = cli_list(&s, &dir.join("pre-data.zst.age"));
-    assert!(pre.contains("TABLE \"Sales ü\" \"Straße Orders ✓\"") || pre.contains("Straße Orders ✓"), "{pre}");
+    assert!(
+        pre.contains("TABLE \"Sales ü\" \"Straße Orders ✓\"") || pre.contains("Straße Orders ✓"),
+        "{pre}"
+    );
     assert!(!pre.contains("TABLE DATA"), "{pre}");
     let post = cli_list(&s, &dir.join("post-data.zst.age"));
     assert!(post.contains("CONSTRAINT public big big_pkey"), "{post}");
@@ -133,7 +136,13 @@ fn directory_backup_restores_with_only_the_age_zstd_and_pg_restore_clis() {
     for k in 1..=3u32 {
         let list = cli_list(&s, &dir.join(format!("data-{k}.zst.age")));
         for line in list.lines().filter(|l| !l.starts_with(';')) {
-            for kind in ["TABLE DATA ", "SEQUENCE SET ", "BLOBS ", "LARGE OBJECTS ", "BLOB DATA "] {
+            for kind in [
+                "TABLE DATA ",
+                "SEQUENCE SET ",
+                "BLOBS ",
+                "LARGE OBJECTS ",
+                "BLOB DATA ",
+            ] {
                 if let Some(at) = line.find(kind) {
                     // "TABLE DATA public big postgres" -> without the owner.
                     let entry = line[at..].rsplit_once(' ').map_or(&line[at..], |(e, _)| e);
@@ -185,7 +194,8 @@ fn directory_backup_restores_with_only_the_age_zstd_and_pg_restore_clis() {
     assert_success(&out);
     assert_eq!(s.pg.row_counts("copy"), s.pg.row_counts("app"));
     assert_eq!(
-        s.pg.psql("copy", "select last_value from public.order_seq").trim(),
+        s.pg.psql("copy", "select last_value from public.order_seq")
+            .trim(),
         "4242"
     );
     // Nothing half-written is left behind.
@@ -313,20 +323,16 @@ fn a_missing_database_fails_with_no_manifest_and_no_open_upload() {
     );
 }
 
-#[test]
-fn pg_dump_killed_mid_stream_leaves_no_manifest_and_no_upload() {
-    let s = setup();
-    // Enough data that pg_dump runs for a while.
-    s.pg.psql("app", "create table filler as select g, repeat(md5(g::text), 20) as t from generate_series(1, 400000) g;");
-    let (cfg, repo) = dir_repo(&s);
-    let mut cmd = s.ws.dr_command(&cfg, &["backup"]);
+/// Runs `dr backup --jobs 3` and kill -9s the pg_dump of data stream 2 (the one dumping
+/// `public.filler_b`) once it runs; returns dr's output.
+fn backup_killing_one_stream(s: &Setup, cfg: &Path) -> std::process::Output {
+    let mut cmd = s.ws.dr_command(cfg, &["backup", "--jobs", "3"]);
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().expect("spawn dr");
     let pid = child.id();
     let mut killed = false;
-    for _ in 0..400 {
-        // The child whose command line is pg_dump's streaming dump (not pg_dumpall).
+    for _ in 0..800 {
         let kids = Command::new("pgrep")
             .args(["-P", &pid.to_string()])
             .output()
@@ -334,7 +340,9 @@ fn pg_dump_killed_mid_stream_leaves_no_manifest_and_no_upload() {
         for kid in stdout(&kids).split_whitespace() {
             let cmdline = std::fs::read(format!("/proc/{kid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("pg_dump --format=custom") {
+            if cmdline.contains("pg_dump --format=custom")
+                && cmdline.contains("--table=\"public\".\"filler_b\"")
+            {
                 killed = Command::new("kill")
                     .args(["-9", kid])
                     .status()
@@ -347,18 +355,56 @@ fn pg_dump_killed_mid_stream_leaves_no_manifest_and_no_upload() {
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     let out = child.wait_with_output().expect("wait");
-    assert!(killed, "pg_dump was never seen running");
+    assert!(killed, "pg_dump of data-2 was never seen running");
     assert!(
         !out.status.success(),
         "dr reported success after pg_dump was killed"
     );
     let err = stderr(&out);
-    assert!(err.contains("pg_dump"), "{err}");
+    assert!(err.contains("pg_dump (data-2 of 3) failed"), "{err}");
+    out
+}
+
+/// Two tables big enough that their pg_dumps run for a while, one per data stream.
+fn add_filler(s: &Setup) {
+    s.pg.psql(
+        "app",
+        "create table filler_a as select g, repeat(md5(g::text), 20) as t from generate_series(1, 400000) g;
+         create table filler_b as select g, repeat(md5(g::text), 20) as t from generate_series(1, 390000) g;",
+    );
+}
+
+#[test]
+fn pg_dump_killed_mid_stream_leaves_no_manifest_and_no_upload() {
+    let s = setup();
+    add_filler(&s);
+    let (cfg, repo) = dir_repo(&s);
+    backup_killing_one_stream(&s, &cfg);
     assert!(manifests(&repo).is_empty());
     let uploads: Vec<PathBuf> = files_under(&repo.join(".dr-uploads"));
     assert!(uploads.is_empty(), "{uploads:?}");
+    // The sections that did complete (pre-data, post-data, globals) are removed too.
+    let left: Vec<PathBuf> = files_under(&repo.join("app"));
+    assert!(left.is_empty(), "{left:?}");
     let out = s.ws.dr(&cfg, &["list", "--json"]);
     assert_eq!(stdout(&out).trim(), "[]");
+}
+
+#[test]
+fn pg_dump_killed_in_one_of_three_s3_streams_aborts_every_upload() {
+    let s = setup();
+    add_filler(&s);
+    let weed = SeaweedFs::start();
+    let cfg = s3_config(&s, &weed, "killed");
+    backup_killing_one_stream(&s, &cfg);
+    let open = weed.open_uploads("killed");
+    assert!(open.is_empty(), "multipart uploads left open: {open:?}");
+    let keys: Vec<String> = weed
+        .object_keys("killed")
+        .into_iter()
+        .filter(|k| !k.starts_with("backups/locks/"))
+        .collect();
+    assert!(keys.is_empty(), "objects left: {keys:?}");
 }
 
 #[test]

@@ -175,6 +175,20 @@ impl SeaweedFs {
         }
     }
 
+    /// Keys of the multipart uploads still open in `bucket` (started, neither completed nor
+    /// aborted).
+    pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
+        let (code, body) = curl(&[&format!("{}/{bucket}?uploads", self.endpoint())], None);
+        let xml = String::from_utf8_lossy(&body);
+        if code != 200 {
+            panic!("list uploads of {bucket}: HTTP {code}\n{xml}");
+        }
+        xml_elements(&xml, "Upload")
+            .iter()
+            .filter_map(|u| xml_elements(u, "Key").first().map(|k| xml_unescape(k)))
+            .collect()
+    }
+
     /// The object's bytes; panics if it does not exist.
     pub fn fetch(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.try_fetch(bucket, key)
