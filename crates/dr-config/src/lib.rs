@@ -720,6 +720,17 @@ url = "postgres://user@host:5432/app"
         ));
         assert_eq!(c.backup.zstd_level, 3);
         assert_eq!(c.targets.len(), 1);
+        assert!((1..=4).contains(&c.backup.jobs()));
+    }
+
+    #[test]
+    fn backup_jobs_is_1_to_32() {
+        let c = Config::from_toml_str(&format!("{MIN}\n[backup]\njobs = 7\n"), None).expect("7");
+        assert_eq!(c.backup.jobs(), 7);
+        for bad in ["0", "33"] {
+            let e = err(&format!("{MIN}\n[backup]\njobs = {bad}\n"));
+            assert!(e.contains("backup.jobs") && e.contains("1 to 32"), "{e}");
+        }
     }
 
     #[test]

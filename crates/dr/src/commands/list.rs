@@ -108,11 +108,22 @@ pub async fn show(
         m.encryption
     );
     out!("recipients  {}", m.recipients.join(", "));
-    out!("objects");
+    out!(
+        "objects     format {}{}",
+        m.format,
+        match m.layout() {
+            Some(dr_catalog::Layout::Sections { data, .. }) => format!(
+                ": pre-data, then {} data stream{} at once, then post-data",
+                data.len(),
+                if data.len() == 1 { "" } else { "s" }
+            ),
+            _ => ": one archive".into(),
+        }
+    );
     for o in &m.objects {
         out!(
-            "  {:<8} {:<48} {:>10}  sha256 {}",
-            format!("{:?}", o.role).to_lowercase(),
+            "  {:<9} {:<48} {:>10}  sha256 {}",
+            role_label(o.role),
             o.key,
             human_bytes(o.bytes),
             o.sha256
@@ -142,7 +153,10 @@ pub async fn show(
                 out!("extensions  {}", d.extensions.join(", "));
             }
             for t in &d.tables {
-                out!("  {:<50} {:>12}", t.qualified(), t.rows);
+                match t.stream {
+                    Some(k) => out!("  {:<50} {:>12}  data-{k}", t.qualified(), t.rows),
+                    None => out!("  {:<50} {:>12}", t.qualified(), t.rows),
+                }
             }
         }
         None => out!(
@@ -170,5 +184,18 @@ pub async fn check(ctx: &Context, target: Option<&str>, as_json: bool) -> Result
     match dr_core::check::failure(&lines) {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The role as the repository layout names it.
+fn role_label(role: dr_catalog::ObjectRole) -> &'static str {
+    use dr_catalog::ObjectRole;
+    match role {
+        ObjectRole::Dump => "dump",
+        ObjectRole::PreData => "pre-data",
+        ObjectRole::Data => "data",
+        ObjectRole::PostData => "post-data",
+        ObjectRole::Globals => "globals",
+        ObjectRole::Details => "details",
     }
 }
