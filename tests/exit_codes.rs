@@ -83,11 +83,11 @@ fn scenario(f: &Fixture, code: i32) -> Output {
             let text = f.config_text.replace(&f.pg.url("app"), "postgres://postgres@127.0.0.1:1/app");
             f.ws.dr(&f.ws.write("down.toml", &text), &["backup"])
         }
-        // A flipped byte in the middle of the dump: refused before the target is touched.
+        // A flipped byte in the middle of the largest data stream: refused before the target is touched.
         4 => {
             let dump = files_under(&f.repo)
                 .into_iter()
-                .find(|p| p.to_string_lossy().ends_with("dump.zst.age"))
+                .find(|p| p.to_string_lossy().ends_with("data-1.zst.age"))
                 .expect("dump object");
             let original = std::fs::read(&dump).expect("read");
             let mut bytes = original.clone();

@@ -527,7 +527,7 @@ fn a_missing_object_is_an_integrity_failure_and_a_full_temp_disk_is_not_transien
         eprintln!("cannot mount a tmpfs here: skipping the full-disk case");
     }
 
-    std::fs::remove_file(e.object("dump.zst.age")).expect("rm");
+    std::fs::remove_file(e.object("data-1.zst.age")).expect("rm");
     let out =
         e.ws.dr(&cfg, &["restore", "--to", &e.pg.url("missing"), "--yes"]);
     assert_exit_code(&out, 4);
@@ -547,7 +547,7 @@ fn verifying_a_corrupted_dump_says_damaged_with_exit_4() {
         e.pg.bin_dir().display()
     ));
     assert_success(&e.ws.dr(&cfg, &["backup"]));
-    let dump = e.object("dump.zst.age");
+    let dump = e.object("data-1.zst.age");
     let mut bytes = std::fs::read(&dump).expect("read");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;

@@ -281,7 +281,7 @@ fn a_corrupted_dump_fails_verification() {
     let e = env();
     let dump = files_under(&e.repo)
         .into_iter()
-        .find(|p| p.ends_with("dump.zst.age"))
+        .find(|p| p.ends_with("data-1.zst.age"))
         .expect("dump");
     let mut bytes = std::fs::read(&dump).expect("read");
     let at = bytes.len() / 2;
@@ -290,7 +290,7 @@ fn a_corrupted_dump_fails_verification() {
     let out = e.ws.dr(&e.cfg, &["verify", "--sandbox", "local"]);
     // Damaged stored data is exit 4 (docs/EXIT_CODES.md), not "restored but wrong" (5).
     assert_exit_code(&out, 4);
-    assert!(stderr(&out).contains("dump.zst.age"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("data-1.zst.age"), "{}", stderr(&out));
 }
 
 #[test]
