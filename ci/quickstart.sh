@@ -207,6 +207,6 @@ cat >&2 <<EOF
 Everything worked. Left in $work:
   dr.toml        the config   (try: DR_CONFIG=$work/dr.toml $dr_bin list --json)
   identity.txt   the private age identity (mode 0600)
-  repo/          the repository: app/<id>/{dump.zst.age,globals.sql.zst.age,details.json.zst.age,manifest.json}
+  repo/          the repository: app/<id>/{pre-data,data-1..N,post-data,globals.sql,details.json}.zst.age + manifest.json
 The PostgreSQL cluster is stopped and removed now. Next: README.md "Real use".
 EOF
