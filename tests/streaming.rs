@@ -94,7 +94,7 @@ fn catalog_fingerprint(pg: &Postgres, db: &str) -> BTreeMap<String, String> {
         ),
         q(
             "constraints",
-            format!("SELECT string_agg(c.contype || ' ' || c.conrelid::regclass::text || ' ' || c.conname, ',' ORDER BY 1) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE {user}"),
+            format!("SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT c.contype::text || ' ' || c.conrelid::regclass::text || ' ' || c.conname AS x FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE {user}) s"),
         ),
         q(
             "indexes",
@@ -102,7 +102,7 @@ fn catalog_fingerprint(pg: &Postgres, db: &str) -> BTreeMap<String, String> {
         ),
         q(
             "policies",
-            "SELECT string_agg(schemaname || '.' || tablename || '.' || policyname, ',' ORDER BY 1) FROM pg_policies".into(),
+            "SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT schemaname || '.' || tablename || '.' || policyname AS x FROM pg_policies) s".into(),
         ),
         q(
             "rls",
@@ -110,11 +110,11 @@ fn catalog_fingerprint(pg: &Postgres, db: &str) -> BTreeMap<String, String> {
         ),
         q(
             "generated",
-            "SELECT string_agg(attrelid::regclass::text || '.' || attname, ',' ORDER BY 1) FROM pg_attribute WHERE attgenerated <> '' AND NOT attisdropped".into(),
+            "SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT attrelid::regclass::text || '.' || attname AS x FROM pg_attribute WHERE attgenerated <> '' AND NOT attisdropped) s".into(),
         ),
         q(
             "types",
-            format!("SELECT string_agg(n.nspname || '.' || t.typname || ':' || t.typtype, ',' ORDER BY 1) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typtype IN ('e', 'd') AND {user}"),
+            format!("SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT n.nspname || '.' || t.typname || ':' || t.typtype::text AS x FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typtype IN ('e', 'd') AND {user}) s"),
         ),
     ]
     .into_iter()

@@ -170,8 +170,10 @@ fn readme(m: &Manifest, s: &Sections<'_>) -> String {
          \x20  pg_restore --exit-on-error -d \"$PGURL\" {pre}\n\
          2. the data: {n} stream(s), one after the other or all at once:\n\
          \x20  for f in 2-data-*.dump; do pg_restore --exit-on-error -d \"$PGURL\" \"$f\"; done\n\
-         3. indexes, constraints, triggers, policies (post-data), in parallel:\n\
-         \x20  pg_restore -j 4 --exit-on-error -d \"$PGURL\" {post}\n\
+         3. indexes, constraints, triggers, policies (post-data):\n\
+         \x20  pg_restore --exit-on-error -d \"$PGURL\" {post}\n\
+         \x20  (not -j: alone, this archive cannot order foreign keys between the same\n\
+         \x20  tables, and parallel workers can deadlock on them)\n\
          \n\
          These files hold the whole database unencrypted: delete them when done.\n",
         id = m.id,
@@ -420,6 +422,38 @@ pub(super) async fn restore_sections(
         skipped_foreign_keys =
             select_lists(&pg_restore.path, opts, &mut pre, &mut data, &mut post).await?;
     }
+    // pg_restore -j orders the statements of one archive by the tables they lock, but a
+    // post-data archive alone names no tables: two foreign keys between the same tables
+    // (circular ones) would deadlock. Foreign keys go last, one at a time.
+    let post_list = match post.list.take() {
+        Some(l) => l,
+        None => {
+            pg_restore_output(
+                &pg_restore.path,
+                vec!["--list".into(), dir.join(POST_FILE).display().to_string()],
+            )
+            .await?
+        }
+    };
+    let (fks, rest): (Vec<&str>, Vec<&str>) = post_list
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .partition(|l| l.contains(" FK CONSTRAINT "));
+    post.list = Some(rest.iter().map(|l| format!("{l}\n")).collect());
+    let fk_section = Section {
+        label: "post-data foreign keys".into(),
+        source: Source::File(dir.join(POST_FILE)),
+        list: Some(fks.iter().map(|l| format!("{l}\n")).collect()),
+        jobs: 1,
+        clean: false,
+    };
+    let mut steps = vec![vec![pre], data];
+    if !rest.is_empty() {
+        steps.push(vec![post]);
+    }
+    if !fks.is_empty() {
+        steps.push(vec![fk_section]);
+    }
     seconds.insert("fetch_decrypt".into(), fetch_clock.elapsed().as_secs_f64());
 
     // The target.
@@ -435,15 +469,7 @@ pub(super) async fn restore_sections(
     }
     let session_name = restore_session_name();
     let stopper = Stopper::new(&ctx.cancel);
-    let loaded = load(
-        l,
-        &pg_restore.path,
-        &dir,
-        &session_name,
-        &stopper,
-        [vec![pre], data, vec![post]],
-    )
-    .await;
+    let loaded = load(l, &pg_restore.path, &dir, &session_name, &stopper, steps).await;
     let loaded = match loaded {
         Ok(errs) => {
             errors.extend(errs);
@@ -522,7 +548,7 @@ async fn load(
     dir: &Path,
     session_name: &str,
     stopper: &Stopper,
-    steps: [Vec<Section<'_>>; 3],
+    steps: Vec<Vec<Section<'_>>>,
 ) -> Result<Vec<String>> {
     let ctx = l.ctx;
     let conn = &l.target.conn;
