@@ -150,15 +150,15 @@ fn hard_cases_restore_as_an_exact_copy_into_a_server_without_the_roles() {
 }
 
 #[test]
-fn a_flipped_byte_or_a_truncated_object_is_refused_before_the_target_is_touched() {
+fn a_flipped_byte_or_a_truncated_object_leaves_no_database_behind() {
     let e = env();
     backup(&e);
     let key = e
         .weed
         .object_keys(BUCKET)
         .into_iter()
-        .find(|k| k.ends_with("dump.zst.age"))
-        .expect("dump");
+        .find(|k| k.ends_with("data-1.zst.age"))
+        .expect("data stream 1");
     let original = e.weed.fetch(BUCKET, &key);
 
     let mut flipped = original.clone();
@@ -168,7 +168,7 @@ fn a_flipped_byte_or_a_truncated_object_is_refused_before_the_target_is_touched(
     let out =
         e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("flipped"), "--yes"]);
     assert_exit_code(&out, 4);
-    assert!(stderr(&out).contains("dump.zst.age"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("data-1.zst.age"), "{}", stderr(&out));
     assert!(!db_exists(&e.pg, "flipped"), "the target was touched");
 
     e.weed
@@ -450,27 +450,34 @@ fn selective_restore_of_a_table_with_a_foreign_key_a_schema_and_quoted_names() {
 fn to_file_writes_a_pg_restore_archive_and_the_globals() {
     let e = env();
     backup(&e);
-    let file = e.ws.path().join("app.dump");
+    let dir = e.ws.path().join("app-sections");
     let globals = e.ws.path().join("globals.sql");
     let out = e.ws.dr(
         &e.cfg,
         &[
             "restore",
             "--to-file",
-            file.to_str().unwrap_or_default(),
+            dir.to_str().unwrap_or_default(),
             "--globals-to-file",
             globals.to_str().unwrap_or_default(),
         ],
     );
     assert_success(&out);
-    let list = std::process::Command::new("pg_restore")
-        .arg("-l")
-        .arg(&file)
-        .output()
-        .expect("pg_restore");
-    assert_success(&list);
+    let pre = dir.join("1-pre-data.dump");
+    let post = dir.join("3-post-data.dump");
+    for f in [&pre, &dir.join("2-data-1.dump"), &post] {
+        let list = std::process::Command::new("pg_restore")
+            .arg("-l")
+            .arg(f)
+            .output()
+            .expect("pg_restore");
+        assert_success(&list);
+    }
+    assert!(std::fs::read_to_string(dir.join("README.txt"))
+        .unwrap_or_default()
+        .contains("1-pre-data.dump"));
     use std::os::unix::fs::PermissionsExt;
-    for f in [&file, &globals] {
+    for f in [&pre, &post, &globals] {
         let mode = std::fs::metadata(f).expect("meta").permissions().mode() & 0o777;
         assert_eq!(
             mode,

@@ -107,9 +107,9 @@ fn source() -> Source {
             pg.url("app")
         ),
     );
-    assert_success(&ws.dr(&cfg, &["backup"]));
+    assert_success(&ws.dr(&cfg, &["backup", "--jobs", "3"]));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_success(&ws.dr(&cfg, &["backup"]));
+    assert_success(&ws.dr(&cfg, &["backup", "--jobs", "3"]));
     Source {
         ws,
         pg,
@@ -160,7 +160,8 @@ fn break_glass_restores_an_exact_copy_with_only_age_zstd_and_pg_restore() {
         "reporter"
     );
 
-    // A corrupted dump stops the runbook at the digest check, before the database exists.
+    // A corrupted data stream stops the runbook at the digest check, before the database
+    // exists.
     let newest = std::fs::read_dir(s.repo.join("app"))
         .expect("ls")
         .flatten()
@@ -168,7 +169,8 @@ fn break_glass_restores_an_exact_copy_with_only_age_zstd_and_pg_restore() {
         .filter(|p| p.join("manifest.json").exists())
         .max()
         .expect("a backup");
-    let dump = newest.join("dump.zst.age");
+    assert!(newest.join("data-3.zst.age").exists(), "three data streams");
+    let dump = newest.join("data-2.zst.age");
     let mut bytes = std::fs::read(&dump).expect("read");
     bytes[200] ^= 0xff;
     std::fs::write(&dump, bytes).expect("write");

@@ -153,7 +153,9 @@ pub struct RestoreArgs {
     /// Database URL to restore into (password via PGPASSWORD/PGPASSFILE). Created if missing.
     #[arg(long, required_unless_present_any = ["to_file", "globals_to_file"])]
     pub to: Option<String>,
-    /// Write the decrypted pg_dump archive here instead of restoring.
+    /// Write the decrypted archive here instead of restoring: one file for an older backup;
+    /// for a backup in sections a new or empty directory, one file per section and a
+    /// README.txt with the restore order. With --to as well, the restore reads them back.
     #[arg(long)]
     pub to_file: Option<PathBuf>,
     /// Write the decrypted roles/tablespaces SQL here.
@@ -186,9 +188,19 @@ pub struct RestoreArgs {
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub yes: bool,
-    /// Directory for the decrypted archive [default: restore.temp_dir or the system temp dir].
+    /// Directory for what is staged: the post-data section (and, for --table/--schema, the
+    /// sections filtered), or an older backup's whole archive [default: restore.temp_dir or
+    /// the system temp dir].
     #[arg(long)]
     pub temp_dir: Option<PathBuf>,
+    /// Download and check every object (digest, decryption) before touching the target
+    /// [default: on when the target database exists, off when dr creates it].
+    #[arg(long, overrides_with = "no_check_first")]
+    pub check_first: bool,
+    /// Check objects only as they stream into the target (a failure drops a database dr
+    /// created; an existing one is left partially restored).
+    #[arg(long, overrides_with = "check_first")]
+    pub no_check_first: bool,
     #[arg(long)]
     pub json: bool,
 }

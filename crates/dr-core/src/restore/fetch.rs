@@ -166,3 +166,116 @@ pub(super) fn write_file_atomically(path: &Path, data: &[u8]) -> Result<()> {
         .and_then(|()| std::fs::rename(&partial, path))
         .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", path.display())))
 }
+
+/// The object's stored size against the manifest's, before a byte of it is used.
+fn check_size(rec: &ObjectRecord, size: u64) -> Result<()> {
+    if size != rec.bytes {
+        return Err(Error::new(
+            Kind::Integrity,
+            format!(
+                "`{}` is {} bytes but the manifest records {}: the object is truncated or was replaced\nhint: restore an older backup (`dr list`) and investigate the repository",
+                rec.key, size, rec.bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A writer that refuses to go on once `stop` is cancelled (another stream failed, or a
+/// signal), and that treats a reader gone away (`EPIPE`: pg_restore exited, having read what
+/// it needed) as a sink, so that the digest of the whole object is still checked.
+pub(super) struct StopWriter<W> {
+    inner: W,
+    stop: tokio_util::sync::CancellationToken,
+    /// Set when a write was refused because of `stop`: the error that follows is not this
+    /// stream's own.
+    pub(super) stopped: bool,
+    gone: bool,
+}
+
+impl<W: Write> StopWriter<W> {
+    pub(super) fn new(inner: W, stop: tokio_util::sync::CancellationToken) -> Self {
+        StopWriter {
+            inner,
+            stop,
+            stopped: false,
+            gone: false,
+        }
+    }
+}
+
+impl<W: Write> Write for StopWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.stop.is_cancelled() {
+            self.stopped = true;
+            return Err(std::io::Error::other("the restore was stopped"));
+        }
+        if self.gone {
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.gone = true;
+                Ok(buf.len())
+            }
+            r => r,
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.gone {
+            return Ok(());
+        }
+        match self.inner.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.gone = true;
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+/// Download `rec` and decode it (SHA-256, age, zstd) into `out` on a blocking thread,
+/// stopping when `stop` is cancelled. `on_error` runs on that thread as soon as the object
+/// proves bad, before `out` is dropped: a pipe's reader must learn the stream failed before
+/// it sees the end of its input.
+pub(super) async fn decode_into<W: Write + Send + 'static>(
+    ctx: &Context,
+    rec: &ObjectRecord,
+    identities: &Identities,
+    out: W,
+    stop: tokio_util::sync::CancellationToken,
+    on_error: impl FnOnce(&Error) + Send + 'static,
+) -> Result<dr_stream::DecodeStats> {
+    let fetched = ctx
+        .store
+        .get_reader(&rec.key)
+        .await
+        .map_err(|e| Error::from(e).context(format!("fetching {}", rec.key)))
+        .and_then(|(size, reader)| check_size(rec, size).map(|()| reader));
+    let reader = match fetched {
+        Ok(r) => r,
+        Err(e) => {
+            on_error(&e);
+            return Err(e);
+        }
+    };
+    let sync_reader = SyncIoBridge::new(reader);
+    let key = rec.key.clone();
+    let sha = rec.sha256.clone();
+    let ids = identities.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let mut w = StopWriter::new(out, stop);
+        let r = dr_stream::decode(sync_reader, &mut w, &ids, Some(&sha), &key, &mut |_| {});
+        let r = r.map_err(|e| Error::from(e).context(format!("backup object {key}")));
+        if let Err(e) = &r {
+            if !w.stopped {
+                on_error(e);
+            }
+        }
+        drop(w);
+        r
+    });
+    work.await
+        .map_err(|e| Error::new(Kind::Failed, format!("decrypt thread failed: {e}")))?
+}

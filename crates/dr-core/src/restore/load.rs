@@ -37,35 +37,13 @@ pub(super) async fn restore_into(
     opts: &RestoreOptions,
 ) -> Result<Outcome> {
     let conn = &target.conn;
-    let bin_dir = ctx.config.backup.pg_bin_dir.as_deref();
-    // pg_restore must read the archive (>= the dumping major) and speak to the target.
-    // Prefer the target's major; any pg_restore at least as new as the archive's pg_dump works.
-    // The archive's format is the dumping pg_dump's (which may be newer than its server).
-    let archive_major = dr_pg::parse_version_output(&m.pg_dump_version)
-        .unwrap_or(m.server_major)
-        .max(m.server_major);
-    let pg_restore = match dr_pg::find_tool("pg_restore", target.major.max(archive_major), bin_dir)
-    {
-        Ok(t) => t,
-        Err(_) => dr_pg::find_tool("pg_restore", archive_major, bin_dir)?,
-    };
+    let pg_restore = find_pg_restore(ctx, m, target)?;
     let mut errors = Vec::new();
     if let Some(sql) = globals {
         errors.extend(apply_globals(conn, sql).await?);
     }
     if !target.exists {
-        let admin = conn.connect_admin().await?;
-        let sql = format!(
-            "create database {} template template0",
-            dr_pg::quote_ident(conn.dbname())
-        );
-        admin.batch_execute(&sql).await.map_err(|e| {
-            Error::new(
-                Kind::Failed,
-                format!("creating database {}: {e}", conn.dbname()),
-            )
-        })?;
-        tracing::info!("created database {}", conn.dbname());
+        create_database(conn).await?;
     }
     // The children's sessions get a name of their own: to watch their lock waits, and to end
     // them if the restore is stopped.
@@ -153,23 +131,78 @@ pub(super) async fn restore_into(
     };
     match finished {
         Ok(f) => errors.extend(f.errors),
-        Err(dr_pg::PgError::Failed(pf)) => {
-            let lines: Vec<String> = pf
-                .stderr
-                .lines()
-                .filter(|l| l.contains("error:") || l.contains("ERROR") || l.contains("FATAL"))
-                .map(str::to_string)
-                .collect();
-            if lines.is_empty() {
-                errors.push(format!("{} ({})", pf.command, pf.status));
-                errors.extend(pf.stderr.lines().map(str::to_string));
-            } else {
-                errors.extend(lines);
-            }
-        }
+        Err(dr_pg::PgError::Failed(pf)) => errors.extend(error_lines(&pf)),
         Err(e) => return Err(e.into()),
     }
-    // Compare counts of the tables that were meant to be restored.
+    let (tables, mismatches) = count_and_compare(conn, details, opts, jobs).await?;
+    Ok(Outcome {
+        errors,
+        tables,
+        mismatches,
+        skipped_foreign_keys,
+    })
+}
+
+/// pg_restore must read the archive (>= the dumping major) and speak to the target.
+/// Prefer the target's major; any pg_restore at least as new as the archive's pg_dump works.
+/// The archive's format is the dumping pg_dump's (which may be newer than its server).
+pub(super) fn find_pg_restore(
+    ctx: &Context,
+    m: &Manifest,
+    target: &TargetState,
+) -> Result<dr_pg::Tool> {
+    let bin_dir = ctx.config.backup.pg_bin_dir.as_deref();
+    let archive_major = dr_pg::parse_version_output(&m.pg_dump_version)
+        .unwrap_or(m.server_major)
+        .max(m.server_major);
+    match dr_pg::find_tool("pg_restore", target.major.max(archive_major), bin_dir) {
+        Ok(t) => Ok(t),
+        Err(_) => Ok(dr_pg::find_tool("pg_restore", archive_major, bin_dir)?),
+    }
+}
+
+/// `create database` for the restore (from template0: the archive brings everything).
+pub(super) async fn create_database(conn: &ConnInfo) -> Result<()> {
+    let admin = conn.connect_admin().await?;
+    let sql = format!(
+        "create database {} template template0",
+        dr_pg::quote_ident(conn.dbname())
+    );
+    admin.batch_execute(&sql).await.map_err(|e| {
+        Error::new(
+            Kind::Failed,
+            format!("creating database {}: {e}", conn.dbname()),
+        )
+    })?;
+    tracing::info!("created database {}", conn.dbname());
+    Ok(())
+}
+
+/// The error lines of a pg_restore that exited non-zero; its status and whole stderr when
+/// it printed none.
+pub(super) fn error_lines(pf: &dr_pg::ProcessFailure) -> Vec<String> {
+    let lines: Vec<String> = pf
+        .stderr
+        .lines()
+        .filter(|l| l.contains("error:") || l.contains("ERROR") || l.contains("FATAL"))
+        .map(str::to_string)
+        .collect();
+    if lines.is_empty() {
+        std::iter::once(format!("{} ({})", pf.command, pf.status))
+            .chain(pf.stderr.lines().map(str::to_string))
+            .collect()
+    } else {
+        lines
+    }
+}
+
+/// Count the restored tables and compare with what the backup recorded for the selection.
+pub(super) async fn count_and_compare(
+    conn: &ConnInfo,
+    details: &BackupDetails,
+    opts: &RestoreOptions,
+    jobs: u32,
+) -> Result<(BTreeMap<String, (i64, i64)>, Vec<String>)> {
     let (expected, _) = selected_counts(details, opts);
     let actual: BTreeMap<String, i64> =
         dr_pg::count_tables_parallel(conn, usize::try_from(jobs).unwrap_or(2))
@@ -177,13 +210,7 @@ pub(super) async fn restore_into(
             .into_iter()
             .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
             .collect();
-    let (tables, mismatches) = compare_counts(&expected, &actual);
-    Ok(Outcome {
-        errors,
-        tables,
-        mismatches,
-        skipped_foreign_keys,
-    })
+    Ok(compare_counts(&expected, &actual))
 }
 
 /// Each expected table's (expected, actual) rows, and a line for every table whose count
@@ -220,27 +247,7 @@ async fn selective_list(
     archive: &Path,
     opts: &RestoreOptions,
 ) -> Result<dr_pg::Selected> {
-    let run = |args: Vec<String>| async move {
-        let mut child = ChildProcess::spawn(
-            pg_restore,
-            &args,
-            None,
-            std::process::Stdio::null(),
-            std::process::Stdio::piped(),
-        )?;
-        let mut out = Vec::new();
-        if let Some(mut stdout) = child.stdout() {
-            use tokio::io::AsyncReadExt;
-            stdout
-                .read_to_end(&mut out)
-                .await
-                .map_err(|e| Error::new(Kind::Failed, format!("reading pg_restore's list: {e}")))?;
-        }
-        child.wait().await.map_err(|e| {
-            Error::from(e).context("listing the archive's contents for the selective restore")
-        })?;
-        Ok::<_, Error>(String::from_utf8_lossy(&out).into_owned())
-    };
+    let run = |args: Vec<String>| pg_restore_output(pg_restore, args);
     let list = run(vec!["--list".into(), archive.display().to_string()]).await?;
     let script = run(vec![
         "--schema-only".into(),
@@ -258,8 +265,31 @@ async fn selective_list(
     Ok(out)
 }
 
+/// What `pg_restore ARGS` prints on stdout (a list, a script), the tool's failure otherwise.
+pub(super) async fn pg_restore_output(pg_restore: &Path, args: Vec<String>) -> Result<String> {
+    let mut child = ChildProcess::spawn(
+        pg_restore,
+        &args,
+        None,
+        std::process::Stdio::null(),
+        std::process::Stdio::piped(),
+    )?;
+    let mut out = Vec::new();
+    if let Some(mut stdout) = child.stdout() {
+        use tokio::io::AsyncReadExt;
+        stdout
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| Error::new(Kind::Failed, format!("reading pg_restore's output: {e}")))?;
+    }
+    child.wait().await.map_err(|e| {
+        Error::from(e).context("listing the archive's contents for the selective restore")
+    })?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// A name no other session on the server has: `dr-restore-PID-N`.
-fn restore_session_name() -> String {
+pub(super) fn restore_session_name() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!(
         "dr-restore-{}-{}",
@@ -276,7 +306,11 @@ const LOCK_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// look like a slow one. Returns (ending the restore) once a statement has waited `limit`:
 /// the archive's preamble sets `lock_timeout = 0`, so a server setting cannot do this, and
 /// cancelling statement after statement would only make every next one wait as long.
-async fn watch_lock_waits(conn: ConnInfo, session_name: String, limit: Option<Duration>) -> String {
+pub(super) async fn watch_lock_waits(
+    conn: ConnInfo,
+    session_name: String,
+    limit: Option<Duration>,
+) -> String {
     let mut client = None;
     let mut last_report = Instant::now();
     loop {

@@ -19,13 +19,14 @@ mod fetch;
 mod globals;
 mod load;
 mod plan;
+mod sections;
 mod target;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use dr_catalog::{BackupDetails, Manifest, ObjectRole};
+use dr_catalog::{BackupDetails, Layout, Manifest};
 use dr_pg::ConnInfo;
 use dr_stream::Identities;
 use serde::Serialize;
@@ -59,6 +60,9 @@ pub struct RestoreOptions {
     pub no_owner: bool,
     pub dry_run: bool,
     pub temp_dir: Option<PathBuf>,
+    /// Download and check every object before touching the target (format 2). `None`: on
+    /// when the target database exists, off when dr creates it (a failure drops it).
+    pub check_first: Option<bool>,
 }
 
 /// What happened.
@@ -171,18 +175,34 @@ async fn restore(
         details,
         identities,
     } = *backup;
-    let dump = m
-        .object(ObjectRole::Dump)
-        .ok_or_else(|| {
-            Error::new(
-                Kind::Integrity,
-                format!("backup {} has no dump object", m.id),
-            )
-        })?
-        .clone();
+    let layout = m.layout().ok_or_else(|| {
+        Error::new(
+            Kind::Integrity,
+            format!(
+                "backup {} lists no archive objects (no dump, or not every section)\nhint: restore an older backup (`dr list`) and investigate the repository",
+                m.id
+            ),
+        )
+    })?;
+    let sections = match layout {
+        Layout::Single(_) => None,
+        Layout::Sections {
+            pre_data,
+            data,
+            post_data,
+        } => Some(sections::Sections {
+            pre: pre_data,
+            data,
+            post: post_data,
+        }),
+    };
+    let archive_bytes = m.archive_raw_bytes();
 
     // Everything the operator asked for is checked before the first side effect.
     check_selection(details, opts, m)?;
+    if let (Some(dir), Some(_)) = (&opts.to_file, &sections) {
+        sections::check_output_dir(dir)?;
+    }
     if opts.jobs == Some(0) {
         return Err(Error::config("--jobs must be at least 1"));
     }
@@ -209,7 +229,14 @@ async fn restore(
         target: m.target.clone(),
         backup_started_at: m.started_at.to_rfc3339(),
         stored_bytes: m.stored_bytes(),
-        archive_bytes: dump.raw_bytes,
+        archive_bytes,
+        data_streams: sections.map(|s| s.data.len()),
+        check_first: match (&target, &sections) {
+            (Some(t), Some(_)) => opts.check_first.unwrap_or(t.exists),
+            // A single archive is staged and checked whole before the target is touched.
+            (Some(_), None) => true,
+            (None, _) => false,
+        },
         server_version: m.server_version.clone(),
         destination: match (&target, &opts.to_file) {
             (Some(t), _) => t.conn.to_string(),
@@ -226,10 +253,12 @@ async fn restore(
         rows: expected_rows,
         jobs,
         temp_dir: temp_dir.display().to_string(),
-        temp_bytes_needed: if opts.to_file.is_some() && target.is_none() {
-            0
-        } else {
-            dump.raw_bytes
+        temp_bytes_needed: match (&sections, &target) {
+            (_, None) => 0,
+            // The sections are read back from the --to-file directory.
+            (Some(_), Some(_)) if opts.to_file.is_some() => 0,
+            (Some(s), Some(_)) => sections::temp_needed(s, details, opts),
+            (None, Some(_)) => archive_bytes,
         },
         selection: opts
             .schemas
@@ -237,7 +266,7 @@ async fn restore(
             .map(|s| format!("schema {s}"))
             .chain(opts.tables.iter().map(|t| format!("table {t}")))
             .collect(),
-        estimated_restore: measured.map(|x| crate::rto::estimate(x, dump.raw_bytes)),
+        estimated_restore: measured.map(|x| crate::rto::estimate(x, archive_bytes)),
     };
     if let Some(t) = &target {
         t.check_accepts(m, opts)?;
@@ -264,6 +293,40 @@ async fn restore(
     } else {
         None
     };
+
+    if let Some(s) = sections {
+        let fetch_clock = Instant::now();
+        if let Some(dir) = &opts.to_file {
+            sections::write_dir(ctx, m, &s, identities, dir, jobs).await?;
+            seconds.insert("write_files".into(), fetch_clock.elapsed().as_secs_f64());
+        }
+        let Some(target) = target else {
+            seconds.insert("total".into(), started.elapsed().as_secs_f64());
+            return Ok(RestoreReport::not_restored(plan, seconds));
+        };
+        let load = sections::Load {
+            ctx,
+            m,
+            details,
+            identities,
+            target: &target,
+            opts,
+            jobs,
+            globals: globals_sql.as_deref(),
+            temp_dir: &temp_dir,
+            files_in: opts.to_file.as_deref(),
+            check_first: plan.check_first,
+        };
+        let outcome = sections::restore_sections(&load, s, &mut seconds).await?;
+        return finish(plan, &target, outcome, seconds, started, m, opts);
+    }
+    let Layout::Single(dump) = layout else {
+        return Err(Error::new(
+            Kind::Failed,
+            "unreachable: a layout of sections",
+        ));
+    };
+    let dump = dump.clone();
 
     let fetch_clock = Instant::now();
     // --to-file without --to: decode straight into the destination.
@@ -325,6 +388,19 @@ async fn restore(
     seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
     drop(archive);
     let outcome = outcome?;
+    finish(plan, &target, outcome, seconds, started, m, opts)
+}
+
+/// The report of a restore that reached the end, or the error listing what went wrong.
+fn finish(
+    plan: Plan,
+    target: &target::TargetState,
+    outcome: load::Outcome,
+    mut seconds: BTreeMap<String, f64>,
+    started: Instant,
+    m: &Manifest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
     seconds.insert("total".into(), started.elapsed().as_secs_f64());
     let report = RestoreReport {
         plan,

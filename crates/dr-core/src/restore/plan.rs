@@ -16,6 +16,11 @@ pub struct Plan {
     pub backup_started_at: String,
     pub stored_bytes: u64,
     pub archive_bytes: u64,
+    /// Format 2: how many data streams the backup has (restored up to `jobs` at once);
+    /// `None` for a single archive (format 1).
+    pub data_streams: Option<usize>,
+    /// Every object is downloaded and checked before the target is touched.
+    pub check_first: bool,
     pub server_version: String,
     pub destination: String,
     pub destination_state: String,
@@ -59,6 +64,24 @@ impl std::fmt::Display for Plan {
             writeln!(f, "  only         {}", self.selection.join(", "))?;
         }
         writeln!(f, "  jobs         {}", self.jobs)?;
+        match self.data_streams {
+            Some(n) => writeln!(
+                f,
+                "  streams      pre-data piped, {n} data stream(s) piped ({} at once), post-data from a temp file",
+                self.jobs.min(u32::try_from(n).unwrap_or(u32::MAX))
+            )?,
+            None => writeln!(
+                f,
+                "  archive      one archive (older backup format): staged in the temp dir and checked, then restored"
+            )?,
+        }
+        if self.data_streams.is_some() && !self.destination_state.starts_with("new file") {
+            if self.check_first {
+                writeln!(f, "  check first  yes: every object is downloaded and checked before the target is touched (--no-check-first to skip)")?;
+            } else {
+                writeln!(f, "  check first  no: objects are checked as they stream; on a failure the new database is dropped (--check-first to check before)")?;
+            }
+        }
         match &self.estimated_restore {
             Some(e) => writeln!(
                 f,
@@ -189,6 +212,8 @@ mod tests {
             backup_started_at: "2026-11-22T02:00:00Z".into(),
             stored_bytes: 1,
             archive_bytes: 2000,
+            data_streams: Some(3),
+            check_first: false,
             server_version: "17.2".into(),
             destination: "postgres://h/app".into(),
             destination_state: "empty database".into(),

@@ -24,6 +24,11 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         no_owner: args.no_owner,
         dry_run: args.dry_run,
         temp_dir: args.temp_dir,
+        check_first: match (args.check_first, args.no_check_first) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
     };
     // Ask only a person at a terminal; cron and scripts pass --yes or have no TTY.
     let interactive =
