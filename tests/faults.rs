@@ -102,6 +102,25 @@ fn processes_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// pg_restore processes whose server is `pg` (their PGPORT): data streams read stdin, so
+/// nothing in their command line names this test's restore.
+fn pg_restores_towards(pg: &Postgres) -> Vec<String> {
+    let url = pg.url("x");
+    let port = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    processes_with("pg_restore")
+        .into_iter()
+        .filter(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            env.split(|b| *b == 0)
+                .any(|kv| kv == format!("PGPORT={port}").as_bytes())
+        })
+        .collect()
+}
+
 fn signal(child: &Child, sig: &str) {
     assert!(Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -151,7 +170,9 @@ fn sigterm_during_a_parallel_restore_leaves_no_process_and_no_session() {
     let e = Env::new();
     load_tables(&e.pg, 4, 300_000);
     let cfg = e.config("");
-    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    assert_success(&e.ws.dr(&cfg, &["backup", "--jobs", "2"]));
+    // An existing (empty) target: dr does not drop it when stopped, it says what is left.
+    e.pg.create_db("copy");
     let tmp = e.ws.path().join("restore-tmp");
     std::fs::create_dir_all(&tmp).expect("mkdir");
     let tmp_s = tmp.to_string_lossy().into_owned();
@@ -193,7 +214,7 @@ fn sigterm_during_a_parallel_restore_leaves_no_process_and_no_session() {
     );
     // Right after dr exited: no pg_restore of this run, no session of it on the server.
     assert_eq!(
-        processes_with(&tmp_s),
+        pg_restores_towards(&e.pg),
         Vec::<String>::new(),
         "pg_restore outlived dr"
     );
@@ -504,6 +525,13 @@ fn a_missing_object_is_an_integrity_failure_and_a_full_temp_disk_is_not_transien
         .status()
         .is_ok_and(|s| s.success());
     if mounted {
+        // A restore streams its data; only the post-data archive needs temp space, so the
+        // file system must be full, not merely small.
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", small.join("fill").display()))
+            .stderr(Stdio::null())
+            .status();
         let out = e.ws.dr(
             &cfg,
             &[

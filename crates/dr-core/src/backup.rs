@@ -315,11 +315,16 @@ async fn write_objects(
 
     let lock_wait = Duration::from_secs(ctx.config.backup.lock_wait_timeout_secs);
     let snapshot = Snapshot::begin(conn, lock_wait).await?;
-    let split = match snapshot.table_sizes().await {
+    // Catalog reads only (no table locks), but a signal or max_duration must not wait for it.
+    let sizes = tokio::select! {
+        r = snapshot.table_sizes() => r.map_err(|e| Error::from(e).context("planning the data streams")),
+        () = ctx.cancel.cancelled() => Err(Error::interrupted("the backup")),
+    };
+    let split = match sizes {
         Ok(sizes) => dr_pg::split_data(&sizes, ctx.config.backup.jobs()),
         Err(e) => {
             snapshot.abandon(conn).await;
-            return Err(Error::from(e).context("planning the data streams"));
+            return Err(e);
         }
     };
     let jobs = sections_to_dump(&target.name, id, &split);

@@ -25,7 +25,10 @@ use crate::PgError;
 pub struct TableSize {
     pub schema: String,
     pub name: String,
-    /// `pg_table_size` (heap and TOAST): what its COPY has to read.
+    /// Heap and TOAST pages as of the last VACUUM/ANALYZE (`relpages`), in bytes: what its
+    /// COPY has to read, near enough to balance streams. Read from the catalog alone:
+    /// `pg_table_size` would lock the table, and a table locked by a migration must make the
+    /// backup wait in pg_dump (bounded by `--lock-wait-timeout`), not in planning.
     pub bytes: u64,
     /// Sequences owned by this table (serial and identity columns), as (schema, name).
     pub owned_sequences: Vec<(String, String)>,
@@ -77,7 +80,9 @@ pub fn split_data(tables: &[TableSize], streams: u32) -> DataSplit {
             .min_by_key(|(i, s)| (s.bytes, *i))
             .unwrap_or((0, &out[0]));
         out[i].tables.push((t.schema.clone(), t.name.clone()));
-        out[i].bytes = out[i].bytes.saturating_add(t.bytes);
+        // A table never vacuumed or analyzed reads as 0 bytes: count it as 1, so tables of
+        // unknown size still spread over the streams instead of piling onto stream 1.
+        out[i].bytes = out[i].bytes.saturating_add(t.bytes.max(1));
         owned[i].extend(t.owned_sequences.iter().cloned());
     }
     DataSplit {
@@ -135,9 +140,11 @@ pub async fn table_sizes(client: &tokio_postgres::Client) -> Result<Vec<TableSiz
     let rows = client
         .query(
             "
-select n.nspname::text, c.relname::text, pg_table_size(c.oid)::bigint,
+select n.nspname::text, c.relname::text,
+       ((c.relpages::bigint + coalesce(t.relpages, 0)) * current_setting('block_size')::bigint),
        coalesce(o.schemas, '{}'), coalesce(o.names, '{}')
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+left join pg_class t on t.oid = c.reltoastrelid
 left join lateral (
   select array_agg(sn.nspname::text order by s.relname) as schemas,
          array_agg(s.relname::text order by s.relname) as names
@@ -206,6 +213,17 @@ mod tests {
         assert_eq!(names(2), ["c", "d"]);
         assert_eq!(s.stream_of("public", "d"), Some(3));
         assert_eq!(s.stream_of("public", "zz"), None);
+    }
+
+    #[test]
+    fn tables_of_unknown_size_spread_too() {
+        let tables = [
+            t("public", "a", 0),
+            t("public", "b", 0),
+            t("public", "c", 0),
+        ];
+        let s = split_data(&tables, 3);
+        assert!(s.streams.iter().all(|s| s.tables.len() == 1), "{s:?}");
     }
 
     #[test]
