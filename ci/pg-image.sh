@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Build a local Postgres Docker image without any registry: debootstrap a minimal Debian
-# bookworm with the Debian postgresql-MAJOR packages, add an entrypoint that behaves enough
-# like the official image (POSTGRES_PASSWORD / POSTGRES_USER / POSTGRES_DB), and
-# `docker import` it as dr-test/postgres:MAJOR, also tagged postgres:MAJOR so that a default
-# `postgres:{major}` image resolves locally.
+# with the Debian postgresql-MAJOR package, add an entrypoint that behaves enough like the
+# official image (POSTGRES_PASSWORD / POSTGRES_USER / POSTGRES_DB), and `docker import` it as
+# dr-test/postgres:MAJOR, also tagged postgres:MAJOR so that a default `postgres:{major}`
+# image resolves locally.
 #
-# Usage: ci/pg-image.sh [MAJOR]   (default 15; bookworm ships only 15)
+# Usage: ci/pg-image.sh [MAJOR]   (default 15)
+#   15: Debian bookworm's postgresql-15;  17: Debian trixie's postgresql-17.
+#   (Each Debian release ships one major; SUITE=... overrides the choice.)
 # Idempotent: does nothing when the image already exists. FORCE=1 rebuilds.
+# PG_ROOTFS=DIR: copy DIR (a `debootstrap --variant=minbase --include=postgresql-MAJOR` of
+# the same suite, e.g. the host copy ci/setup.sh keeps under /opt/dr-test/pg17/rootfs)
+# instead of running debootstrap again; DIR itself is left as it is.
 set -euo pipefail
 
 major="${1:-15}"
 image="dr-test/postgres:${major}"
 alias_tag="postgres:${major}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-suite=bookworm
+case "$major" in
+15) default_suite=bookworm ;;
+17) default_suite=trixie ;;
+*) default_suite="" ;;
+esac
+suite="${SUITE:-$default_suite}"
 
 log() { echo "pg-image: $*" >&2; }
 
@@ -26,7 +36,13 @@ if [[ "${FORCE:-0}" != 1 ]] && docker image inspect "$image" >/dev/null 2>&1; th
     exit 0
 fi
 
-command -v debootstrap >/dev/null || { log "debootstrap is missing (run ci/setup.sh)"; exit 1; }
+if [[ -z $suite ]]; then
+    log "no Debian release known to ship postgresql-$major (bookworm: 15, trixie: 17); set SUITE"
+    exit 1
+fi
+if [[ -z ${PG_ROOTFS:-} ]]; then
+    command -v debootstrap >/dev/null || { log "debootstrap is missing (run ci/setup.sh)"; exit 1; }
+fi
 
 start=$(date +%s)
 old_id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
@@ -34,12 +50,19 @@ work=$(mktemp -d /tmp/dr-pg-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root="$work/rootfs"
 
-log "debootstrap $suite postgresql-$major from $mirror into $root"
-debootstrap --variant=minbase --include="postgresql-${major}" \
-    "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
-    tail -n 50 "$work/debootstrap.log" >&2
-    exit 1
-}
+if [[ -n ${PG_ROOTFS:-} ]]; then
+    [[ -x $PG_ROOTFS/usr/lib/postgresql/$major/bin/postgres ]] ||
+        { log "PG_ROOTFS=$PG_ROOTFS has no usr/lib/postgresql/$major/bin/postgres"; exit 1; }
+    log "copying $PG_ROOTFS into $root"
+    cp -a "$PG_ROOTFS" "$root"
+else
+    log "debootstrap $suite postgresql-$major from $mirror into $root"
+    debootstrap --variant=minbase --include="postgresql-${major}" \
+        "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+        tail -n 50 "$work/debootstrap.log" >&2
+        exit 1
+    }
+fi
 
 # postgresql-MAJOR includes contrib since PG 10 (postgresql-contrib-MAJOR is a virtual package).
 # Drop the cluster the package's postinst created, and slim the image: no apt caches or docs.

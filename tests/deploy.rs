@@ -1,0 +1,489 @@
+//! The deployment files in `deploy/`, checked offline:
+//!
+//! - Kubernetes (`deploy/k8s/`): every manifest passes `kubernetes-validate --strict` (PyPI
+//!   `kubernetes-validate` 1.37.0, which bundles the Kubernetes OpenAPI schemas; checked
+//!   against Kubernetes 1.27, the first with CronJob `timeZone` GA, and 1.37), and every pod
+//!   template meets the "restricted" Pod Security Standard and dr's own rules (no shell, a
+//!   read-only root filesystem with an emptyDir at /tmp, a deadline on every Job, no overlap,
+//!   resources, the identity only where verify runs and readable by the pod's uid 65532).
+//!   The YAML is parsed by python3 (PyYAML, a dependency of kubernetes-validate).
+//! - systemd (`deploy/*.service`, `*.timer`): `systemd-analyze verify` passes without a
+//!   warning (on copies whose ExecStart= is the `dr` built for this test), and
+//!   `systemd-analyze security --offline=true --threshold=30` scores each service at most 3.0
+//!   ("OK").
+//!
+//! Skipped, with a message, when python3 with kubernetes-validate or systemd-analyze is
+//! missing (`ci/setup.sh` installs kubernetes-validate; systemd-analyze is Debian's `systemd`).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    run_with_timeout(cmd, None, Duration::from_secs(120))
+}
+
+fn k8s_dir() -> PathBuf {
+    repo_root().join("deploy/k8s")
+}
+
+/// The Kubernetes manifests (not kustomization.yaml, which is kustomize's, not an object).
+fn k8s_manifests() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(k8s_dir())
+        .expect("deploy/k8s")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| !p.ends_with("kustomization.yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    files
+}
+
+/// python3 with kubernetes-validate (and so PyYAML), or `None` with a message.
+fn python_with_kubernetes_validate() -> Option<&'static str> {
+    let ok = Command::new("python3")
+        .args(["-c", "import kubernetes_validate, yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: python3 with kubernetes-validate is not installed (pip install kubernetes-validate; ci/setup.sh does)"
+        );
+        return None;
+    }
+    Some("python3")
+}
+
+/// Every YAML document of `path`, as JSON.
+fn yaml_documents(python: &str, path: &Path) -> Vec<Value> {
+    let out = run(Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]))",
+        ])
+        .arg(path));
+    assert_success(&out);
+    serde_json::from_str::<Vec<Value>>(&stdout(&out)).expect("json")
+}
+
+#[test]
+fn k8s_manifests_pass_the_kubernetes_schemas() {
+    let Some(python) = python_with_kubernetes_validate() else {
+        return;
+    };
+    for version in ["1.27.0", "1.37.0"] {
+        let out = run(Command::new(python)
+            .args(["-m", "kubernetes_validate", "--strict", "-k", version])
+            .args(k8s_manifests()));
+        assert_success(&out);
+        let text = stdout(&out) + &stderr(&out);
+        for name in [
+            "dr-backup",
+            "dr-prune",
+            "dr-verify",
+            "dr-config",
+            "dr-secrets",
+            "dr-identity",
+        ] {
+            assert!(
+                text.contains(&format!("/{name} against version")),
+                "{name}: {text}"
+            );
+        }
+        assert!(!text.contains("WARN") && !text.contains("ERROR"), "{text}");
+    }
+    // The check has teeth: a misspelled field fails.
+    let ws = Workspace::new();
+    let text = std::fs::read_to_string(k8s_dir().join("backup.yaml")).expect("read");
+    let bad = ws.write(
+        "bad.yaml",
+        &text.replace("readOnlyRootFilesystem", "readOnlyRootFileSystem"),
+    );
+    let out = run(Command::new(python)
+        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.37.0"])
+        .arg(&bad));
+    assert!(!out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn kustomization_lists_every_object_but_the_example_secrets() {
+    let text = std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).expect("read");
+    for f in ["configmap.yaml", "backup.yaml", "prune.yaml", "verify.yaml"] {
+        assert!(
+            text.contains(&format!("- {f}")),
+            "{f} not in kustomization.yaml"
+        );
+    }
+    assert!(!text.contains("- secrets.example.yaml"));
+}
+
+/// The pod spec of a CronJob.
+fn pod_spec(cronjob: &Value) -> &Value {
+    &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+}
+
+/// The "restricted" Pod Security Standard (Kubernetes docs, "Pod Security Standards"), for
+/// one pod spec: `Err` names every violation.
+fn restricted_violations(pod: &Value) -> Vec<String> {
+    let mut v = Vec::new();
+    let psc = &pod["securityContext"];
+    for key in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[key] == true {
+            v.push(format!("pod {key}"));
+        }
+    }
+    if psc["runAsUser"] == 0 {
+        v.push("pod runAsUser 0".into());
+    }
+    let allowed_volumes = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for vol in pod["volumes"].as_array().into_iter().flatten() {
+        for key in vol.as_object().expect("volume").keys() {
+            if key != "name" && !allowed_volumes.contains(&key.as_str()) {
+                v.push(format!("volume {} is {key}", vol["name"]));
+            }
+        }
+    }
+    let containers: Vec<&Value> = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| pod[*k].as_array().into_iter().flatten())
+        .collect();
+    assert!(!containers.is_empty());
+    for c in containers {
+        let name = c["name"].as_str().unwrap_or("?");
+        let sc = &c["securityContext"];
+        if sc["privileged"] == true {
+            v.push(format!("{name}: privileged"));
+        }
+        if sc["allowPrivilegeEscalation"] != false {
+            v.push(format!("{name}: allowPrivilegeEscalation is not false"));
+        }
+        if !(sc["runAsNonRoot"] == true
+            || (psc["runAsNonRoot"] == true && sc["runAsNonRoot"] != false))
+        {
+            v.push(format!("{name}: runAsNonRoot is not true"));
+        }
+        if sc["runAsUser"] == 0 {
+            v.push(format!("{name}: runAsUser 0"));
+        }
+        let seccomp = if sc["seccompProfile"].is_null() {
+            &psc["seccompProfile"]
+        } else {
+            &sc["seccompProfile"]
+        };
+        if !(seccomp["type"] == "RuntimeDefault" || seccomp["type"] == "Localhost") {
+            v.push(format!(
+                "{name}: seccompProfile is not RuntimeDefault/Localhost"
+            ));
+        }
+        let drop = sc["capabilities"]["drop"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !drop.iter().any(|d| d == "ALL") {
+            v.push(format!("{name}: capabilities do not drop ALL"));
+        }
+        for add in sc["capabilities"]["add"].as_array().into_iter().flatten() {
+            if add != "NET_BIND_SERVICE" {
+                v.push(format!("{name}: adds capability {add}"));
+            }
+        }
+        for p in c["ports"].as_array().into_iter().flatten() {
+            if !p["hostPort"].is_null() && p["hostPort"] != 0 {
+                v.push(format!("{name}: hostPort"));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
+    let Some(python) = python_with_kubernetes_validate() else {
+        return;
+    };
+    let mut cronjobs = Vec::new();
+    let mut secrets = Vec::new();
+    for f in k8s_manifests() {
+        for doc in yaml_documents(python, &f) {
+            // Namespace-free: the namespace comes from kubectl -n or kustomize.
+            assert!(doc["metadata"]["namespace"].is_null(), "{}", f.display());
+            match doc["kind"].as_str() {
+                Some("CronJob") => cronjobs.push(doc),
+                Some("Secret") => secrets.push(doc),
+                Some("ConfigMap") => {
+                    let toml = doc["data"]["dr.toml"].as_str().expect("dr.toml");
+                    assert!(toml.contains("sandbox = \"local\""), "{toml}");
+                    assert!(
+                        !toml.contains("AGE-SECRET-KEY"),
+                        "a private key in the ConfigMap"
+                    );
+                }
+                other => panic!("unexpected kind {other:?} in {}", f.display()),
+            }
+        }
+    }
+    let names: Vec<&str> = cronjobs
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["dr-backup", "dr-prune", "dr-verify"]);
+
+    for cj in &cronjobs {
+        let name = cj["metadata"]["name"].as_str().expect("name");
+        let violations = restricted_violations(pod_spec(cj));
+        assert!(violations.is_empty(), "{name}: {violations:?}");
+
+        assert_eq!(cj["spec"]["concurrencyPolicy"], "Forbid", "{name}");
+        let job = &cj["spec"]["jobTemplate"]["spec"];
+        assert!(
+            job["activeDeadlineSeconds"].as_u64().is_some_and(|s| s > 0),
+            "{name}: no activeDeadlineSeconds"
+        );
+        let pod = pod_spec(cj);
+        assert_eq!(pod["restartPolicy"], "Never", "{name}");
+        assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{name}");
+        assert_eq!(pod["securityContext"]["fsGroup"], 65532, "{name}");
+        let containers = pod["containers"].as_array().expect("containers");
+        assert_eq!(containers.len(), 1, "{name}");
+        let c = &containers[0];
+        assert_eq!(c["image"], "dr:0.1.0", "{name}");
+        // No shell: dr's own command line.
+        let command: Vec<&str> = c["command"]
+            .as_array()
+            .expect("command")
+            .iter()
+            .map(|a| a.as_str().expect("string"))
+            .collect();
+        assert_eq!(
+            command[..3],
+            ["dr", "--config", "/etc/dr/dr.toml"],
+            "{name}"
+        );
+        let job_kind = name.trim_start_matches("dr-");
+        assert_eq!(command[3], job_kind, "{name}");
+        assert!(c["args"].is_null(), "{name}: args besides command");
+        assert!(
+            !command
+                .iter()
+                .any(|a| ["sh", "bash", "-c", "&&"].contains(a)),
+            "{name}: {command:?}"
+        );
+        assert_eq!(
+            c["securityContext"]["readOnlyRootFilesystem"], true,
+            "{name}"
+        );
+        // dr's temp (restore/verify staging, the local sandbox) on an emptyDir at /tmp.
+        let mounts = c["volumeMounts"].as_array().expect("volumeMounts");
+        let tmp = mounts
+            .iter()
+            .find(|m| m["mountPath"] == "/tmp")
+            .unwrap_or_else(|| panic!("{name}: nothing mounted at /tmp"));
+        let tmp_vol = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == tmp["name"])
+            .expect("the /tmp volume");
+        assert!(
+            tmp_vol["emptyDir"].is_object(),
+            "{name}: /tmp is not an emptyDir"
+        );
+        for kind in ["requests", "limits"] {
+            for r in ["cpu", "memory"] {
+                assert!(
+                    !c["resources"][kind][r].is_null(),
+                    "{name}: no resources.{kind}.{r}"
+                );
+            }
+        }
+        // Secrets through envFrom, never inline values.
+        assert!(
+            c["envFrom"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|s| s["secretRef"]["name"] == "dr-secrets")),
+            "{name}: no envFrom dr-secrets"
+        );
+        for e in c["env"].as_array().into_iter().flatten() {
+            let var = e["name"].as_str().unwrap_or("");
+            assert!(
+                !["PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"].contains(&var),
+                "{name}: {var} inline"
+            );
+        }
+        // The private identity: only the verify job mounts it, readable by the pod's group.
+        let identity_vols: Vec<&Value> = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .filter(|v| v["secret"]["secretName"] == "dr-identity")
+            .collect();
+        if name == "dr-verify" {
+            assert_eq!(identity_vols.len(), 1);
+            // 0440 (YAML octal) = 288: owner root, group fsGroup 65532 (the pod's user's group).
+            assert_eq!(identity_vols[0]["secret"]["defaultMode"], 0o440);
+            let env = c["env"].as_array().expect("env");
+            assert!(env.iter().any(|e| e["name"] == "DR_IDENTITY_FILE"
+                && e["value"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/etc/dr-identity/"))));
+        } else {
+            assert!(identity_vols.is_empty(), "{name} mounts the identity");
+        }
+    }
+    // Placeholder values only.
+    assert_eq!(secrets.len(), 2);
+    for s in &secrets {
+        for (k, v) in s["stringData"].as_object().expect("stringData") {
+            let v = v.as_str().unwrap_or("");
+            assert!(v.contains("CHANGE-ME"), "{k} is not a placeholder: {v:?}");
+        }
+    }
+}
+
+/// `systemd-analyze`, or `None` with a message.
+fn systemd_analyze() -> Option<PathBuf> {
+    let found = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("SKIPPED: systemd-analyze is not installed (Debian: apt-get install systemd)");
+    }
+    found
+}
+
+const SERVICES: [&str; 3] = [
+    "dr-backup.service",
+    "dr-verify.service",
+    "dr-daemon.service",
+];
+const TIMERS: [&str; 2] = ["dr-backup.timer", "dr-verify.timer"];
+
+/// Copies of the units in a temp dir, with ExecStart= on the `dr` built for this test (verify
+/// needs the binary to exist).
+fn unit_copies(ws: &Workspace) -> Vec<PathBuf> {
+    let dr = dr_bin();
+    SERVICES
+        .iter()
+        .chain(TIMERS.iter())
+        .map(|name| {
+            let text = std::fs::read_to_string(repo_root().join("deploy").join(name))
+                .unwrap_or_else(|e| panic!("deploy/{name}: {e}"));
+            assert!(
+                text.contains("/usr/local/bin/dr") || name.ends_with(".timer"),
+                "{name}"
+            );
+            ws.write(
+                &format!("units/{name}"),
+                &text.replace("/usr/local/bin/dr", &dr.display().to_string()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let Some(analyze) = systemd_analyze() else {
+        return;
+    };
+    let ws = Workspace::new();
+    let units = unit_copies(&ws);
+    let out = run(Command::new(&analyze)
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .env("SYSTEMD_LOG_COLOR", "0"));
+    assert_success(&out);
+    // Unknown keys and bad values are only warnings (exit 0): none may mention our units.
+    let err = stderr(&out);
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("dr-") || l.contains(&*ws.path().to_string_lossy()))
+        .collect();
+    assert!(ours.is_empty(), "{err}");
+}
+
+#[test]
+fn systemd_units_are_hardened_to_at_most_3_0() {
+    let Some(analyze) = systemd_analyze() else {
+        return;
+    };
+    let ws = Workspace::new();
+    let units = unit_copies(&ws);
+    for unit in units
+        .iter()
+        .filter(|u| u.extension().is_some_and(|x| x == "service"))
+    {
+        let out = run(Command::new(&analyze)
+            .args(["security", "--offline=true", "--threshold=30", "--no-pager"])
+            .arg(unit)
+            .env("SYSTEMD_COLORS", "0"));
+        let text = stdout(&out) + &stderr(&out);
+        assert!(
+            out.status.success(),
+            "{}: above 3.0\n{text}",
+            unit.display()
+        );
+        let score: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|rest| rest.split(": ").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no score for {}:\n{text}", unit.display()));
+        eprintln!("{}: {score}", unit.display());
+        assert!(score <= 3.0, "{}: {score}\n{text}", unit.display());
+        assert!(text.contains(&format!("{score:.1} OK")), "{text}");
+    }
+    // The settings the issue asks for, by name (the score alone could hide a missing one).
+    for name in SERVICES {
+        let text = std::fs::read_to_string(repo_root().join("deploy").join(name)).expect("read");
+        let has = |line: &str| text.lines().any(|l| l.trim() == line);
+        for line in [
+            "User=dr",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "NoNewPrivileges=yes",
+            "CapabilityBoundingSet=",
+            "EnvironmentFile=-/etc/dr/dr.env",
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+            "SystemCallFilter=@system-service",
+            "ReadWritePaths=-/var/lib/prometheus/node-exporter/dr",
+        ] {
+            assert!(has(line), "{name}: no `{line}`");
+        }
+    }
+}
+
+/// The README's cron line and the units read the same secrets file.
+#[test]
+fn the_readme_cron_line_and_the_units_share_the_env_file() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README");
+    assert!(readme.contains("DR_ENV_FILE=/etc/dr/dr.env"));
+    assert!(readme.contains("deploy/k8s/"));
+    assert!(!readme.contains("k8s-cronjob.yaml"));
+    for name in SERVICES {
+        let text = std::fs::read_to_string(repo_root().join("deploy").join(name)).expect("read");
+        assert!(text.contains("EnvironmentFile=-/etc/dr/dr.env"), "{name}");
+    }
+}
