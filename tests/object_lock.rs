@@ -249,3 +249,85 @@ fn a_directory_repository_refuses_object_lock_at_config_load() {
         );
     }
 }
+
+fn prune_json(e: &Env) -> serde_json::Value {
+    let out = e.ws.dr(&e.cfg, &["prune", "--json"]);
+    assert_success(&out);
+    serde_json::from_str(&stdout(&out)).expect("prune json")
+}
+
+#[test]
+fn prune_keeps_what_is_locked_reports_it_and_extends_the_lock_of_what_it_keeps() {
+    let e = env_with(true, &compliance());
+    let old = backup(&e);
+    let new = backup(&e);
+    std::fs::write(&e.cfg, format!("{}[retention]\ndaily = 1\n", e.base)).expect("write");
+    // The policy drops `old`, but it is locked for 14 days: kept, reported, exit 0.
+    let out = e.ws.dr(&e.cfg, &["prune"]);
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&old) && l.contains("keep") && l.contains("locked until")),
+        "{text}\n{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("locked until"), "{}", stderr(&out));
+    assert_eq!(ids(&e, &[]), vec![new.clone(), old.clone()]);
+    let v = prune_json(&e);
+    let locked = &v[0]["locked"];
+    assert_eq!(locked[0]["id"], old.as_str(), "{v}");
+    assert_eq!(locked[0]["what"], "backup", "{v}");
+    let until = locked[0]["until"].as_str().expect("until");
+    assert_eq!(epoch(until), id_epoch(&old) + DAYS * 86_400, "{v}");
+    // Every version of the kept backup is now locked beyond its first 14 days: until the day
+    // it leaves the daily tier (its day + 1), plus 14 days.
+    let start = id_epoch(&new);
+    let prefix = format!("dr/app/{new}/");
+    let versions = e.weed.object_versions(BUCKET, &prefix);
+    assert!(versions.len() >= 6, "{versions:?}");
+    for ver in &versions {
+        let (mode, until) = e
+            .weed
+            .retention(BUCKET, &ver.key, &ver.version_id)
+            .expect("retention");
+        assert_eq!(mode, "COMPLIANCE");
+        let until = epoch(&until);
+        assert!(
+            until >= start + (DAYS + 1) * 86_400,
+            "{}: {until} not extended",
+            ver.key
+        );
+    }
+    // Nothing of the locked backup was touched: no delete markers.
+    assert!(e
+        .weed
+        .object_versions(BUCKET, &format!("dr/app/{old}/"))
+        .iter()
+        .all(|v| !v.delete_marker));
+}
+
+#[test]
+fn prune_on_a_versioned_bucket_removes_every_version_of_what_it_deletes() {
+    let e = env_with(false, "");
+    let out = e.weed.aws(&[
+        "put-bucket-versioning",
+        "--bucket",
+        BUCKET,
+        "--versioning-configuration",
+        "Status=Enabled",
+    ]);
+    assert_success(&out);
+    let old = backup(&e);
+    let new = backup(&e);
+    std::fs::write(&e.cfg, format!("{}[retention]\ndaily = 1\n", e.base)).expect("write");
+    let v = prune_json(&e);
+    assert_eq!(v[0]["locked"], serde_json::json!([]), "{v}");
+    assert_eq!(ids(&e, &[]), vec![new.clone()]);
+    let left = e.weed.object_versions(BUCKET, &format!("dr/app/{old}/"));
+    assert!(left.is_empty(), "versions left behind: {left:?}");
+    assert!(!e
+        .weed
+        .object_versions(BUCKET, &format!("dr/app/{new}/"))
+        .is_empty());
+}
