@@ -331,3 +331,60 @@ fn prune_on_a_versioned_bucket_removes_every_version_of_what_it_deletes() {
         .object_versions(BUCKET, &format!("dr/app/{new}/"))
         .is_empty());
 }
+
+#[test]
+fn delete_markers_on_everything_then_undelete_all_brings_the_backups_back() {
+    let e = env_with(true, &compliance());
+    let first = backup(&e);
+    let second = backup(&e);
+    // The attacker, with the backup host's credentials, deletes every object (a plain
+    // DELETE: on a locked bucket it can only add delete markers).
+    for key in e.weed.object_keys(BUCKET) {
+        let out = e
+            .weed
+            .aws(&["delete-object", "--bucket", BUCKET, "--key", &key]);
+        assert_success(&out);
+    }
+    assert!(e.weed.object_keys(BUCKET).is_empty());
+    assert!(ids(&e, &[]).is_empty(), "dr list shows nothing");
+    let deleted = ids(&e, &["--deleted"]);
+    assert_eq!(deleted, vec![second.clone(), first.clone()]);
+    let out = e.ws.dr(&e.cfg, &["list", "--deleted"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains(&first), "{}", stdout(&out));
+    // One, then the rest.
+    let out = e.ws.dr(&e.cfg, &["undelete", "latest"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains(&second), "{}", stdout(&out));
+    assert_eq!(ids(&e, &[]), vec![second.clone()]);
+    let out = e.ws.dr(&e.cfg, &["undelete", "--all", "--target", "app"]);
+    assert_success(&out);
+    assert_eq!(ids(&e, &[]), vec![second.clone(), first.clone()]);
+    assert!(ids(&e, &["--deleted"]).is_empty());
+    // Nothing left to undelete: a clear failure.
+    let out = e.ws.dr(&e.cfg, &["undelete", "--all"]);
+    assert_exit_code(&out, 1);
+    assert!(
+        stderr(&out).contains("dr list --deleted"),
+        "{}",
+        stderr(&out)
+    );
+    // The locks were kept.
+    for v in e.weed.object_versions(BUCKET, &format!("dr/app/{first}/")) {
+        assert!(!v.delete_marker, "{v:?}");
+        let (mode, until) = e
+            .weed
+            .retention(BUCKET, &v.key, &v.version_id)
+            .expect("retention");
+        assert_eq!(mode, "COMPLIANCE");
+        assert_eq!(epoch(&until), id_epoch(&first) + DAYS * 86_400);
+    }
+    // And the backup restores as an exact copy. (Needs `dr restore` of format-2 backups.)
+    e.pg.create_db("copy");
+    let out = e.ws.dr(
+        &e.cfg,
+        &["restore", &first, "--to", &e.pg.url("copy"), "--yes"],
+    );
+    assert_success(&out);
+    assert_eq!(e.pg.table_digests("copy"), e.pg.table_digests("app"));
+}

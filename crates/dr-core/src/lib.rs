@@ -42,6 +42,7 @@ pub mod restore;
 pub mod rto;
 pub mod status;
 pub mod time;
+pub mod undelete;
 pub mod verify;
 
 #[cfg(test)]
