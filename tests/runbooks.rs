@@ -305,3 +305,55 @@ fn break_glass_fetches_from_s3_with_the_aws_cli() {
     assert_success(&out);
     assert_eq!(s.pg.table_digests("app"), other.table_digests("app"));
 }
+
+#[test]
+fn credentials_leaked_runbook_brings_back_backups_deleted_with_the_backup_hosts_credentials() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        eprintln!("skipped: no aws CLI (ci/setup.sh installs it)");
+        return;
+    }
+    let s = source();
+    let weed = SeaweedFs::start();
+    weed.create_locked_bucket("leaked");
+    let text = std::fs::read_to_string(&s.cfg).expect("cfg").replace(
+        &format!("url = \"file://{}\"", s.repo.display()),
+        &format!(
+            "url = \"s3://leaked/dr\"\n[repository.s3]\nendpoint = \"{}\"\npath_style = true\n[repository.object_lock]\nmode = \"compliance\"\ndays = 7",
+            weed.endpoint()
+        ),
+    );
+    let cfg = s.ws.write("dr-locked.toml", &text);
+    assert_success(&s.ws.dr(&cfg, &["backup"]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_success(&s.ws.dr(&cfg, &["backup"]));
+    // The attacker, with the backup host's credentials: deletes every object, and tries to
+    // delete every version for good (refused: they are locked).
+    for key in weed.object_keys("leaked") {
+        assert_success(&weed.aws(&["delete-object", "--bucket", "leaked", "--key", &key]));
+    }
+    for v in weed.object_versions("leaked", "dr/app/") {
+        if !v.delete_marker {
+            let out = weed.delete_version("leaked", &v.key, &v.version_id);
+            assert!(!out.status.success(), "deleted {}", v.key);
+        }
+    }
+    let listed = s.ws.dr(&cfg, &["list", "--json"]);
+    assert_eq!(stdout(&listed).trim(), "[]");
+    let other = Postgres::start();
+    let out = run_script(
+        &s.ws,
+        "credentials-leaked.sh",
+        &script("credentials-leaked.md", ""),
+        &[
+            ("DR_CONFIG", cfg.display().to_string()),
+            ("TARGET", "app".into()),
+            ("PGURL", other.url("app")),
+            ("AWS_ACCESS_KEY_ID", "any".into()),
+            ("AWS_SECRET_ACCESS_KEY", "any".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ],
+    );
+    assert_success(&out);
+    assert!(stdout(&out).contains("undeleted"), "{}", stdout(&out));
+    assert_eq!(s.pg.table_digests("app"), other.table_digests("app"));
+}

@@ -145,6 +145,108 @@ impl SeaweedFs {
         }
     }
 
+    /// Creates a bucket with Object Lock enabled (`x-amz-bucket-object-lock-enabled: true`,
+    /// which also turns on versioning).
+    pub fn create_locked_bucket(&self, name: &str) {
+        let (code, body) = curl(
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "x-amz-bucket-object-lock-enabled: true",
+                &format!("{}/{name}", self.endpoint()),
+            ],
+            None,
+        );
+        if code != 200 {
+            panic!(
+                "create locked bucket {name}: HTTP {code}\n{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    /// `aws s3api ARGS... --endpoint-url THIS` with throwaway credentials (the same any/any
+    /// dr is given in tests: SeaweedFS without IAM accepts anything). Not asserted.
+    pub fn aws(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("aws");
+        c.arg("s3api")
+            .args(args)
+            .args(["--endpoint-url", &self.endpoint(), "--output", "json"])
+            .env("AWS_ACCESS_KEY_ID", "any")
+            .env("AWS_SECRET_ACCESS_KEY", "any")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL");
+        run_with_timeout(&mut c, None, Duration::from_secs(120))
+    }
+
+    /// Every version and delete marker under `prefix` in `bucket`.
+    pub fn object_versions(&self, bucket: &str, prefix: &str) -> Vec<ObjectVersionInfo> {
+        let out = self.aws(&[
+            "list-object-versions",
+            "--bucket",
+            bucket,
+            "--prefix",
+            prefix,
+        ]);
+        if !out.status.success() {
+            panic!("list-object-versions {bucket}/{prefix}: {}", stderr(&out));
+        }
+        let text = stdout(&out);
+        if text.trim().is_empty() {
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).expect("list-object-versions json");
+        let mut found = Vec::new();
+        for (field, marker) in [("Versions", false), ("DeleteMarkers", true)] {
+            for e in v[field].as_array().into_iter().flatten() {
+                found.push(ObjectVersionInfo {
+                    key: e["Key"].as_str().unwrap_or_default().to_string(),
+                    version_id: e["VersionId"].as_str().unwrap_or_default().to_string(),
+                    is_latest: e["IsLatest"].as_bool().unwrap_or(false),
+                    delete_marker: marker,
+                });
+            }
+        }
+        found
+    }
+
+    /// (mode, retain-until as the service wrote it) of one version, `None` without one.
+    pub fn retention(&self, bucket: &str, key: &str, version_id: &str) -> Option<(String, String)> {
+        let out = self.aws(&[
+            "get-object-retention",
+            "--bucket",
+            bucket,
+            "--key",
+            key,
+            "--version-id",
+            version_id,
+        ]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).ok()?;
+        Some((
+            v["Retention"]["Mode"].as_str()?.to_string(),
+            v["Retention"]["RetainUntilDate"].as_str()?.to_string(),
+        ))
+    }
+
+    /// Try to delete one version for good (what an attacker with the credentials would do).
+    pub fn delete_version(&self, bucket: &str, key: &str, version_id: &str) -> Output {
+        self.aws(&[
+            "delete-object",
+            "--bucket",
+            bucket,
+            "--key",
+            key,
+            "--version-id",
+            version_id,
+        ])
+    }
+
     /// Every key in `bucket`, in S3 (lexicographic) order.
     pub fn object_keys(&self, bucket: &str) -> Vec<String> {
         let mut keys = Vec::new();
@@ -244,6 +346,15 @@ impl SeaweedFs {
     fn object_url(&self, bucket: &str, key: &str) -> String {
         format!("{}/{bucket}/{}", self.endpoint(), percent_encode(key, true))
     }
+}
+
+/// One entry of `list-object-versions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersionInfo {
+    pub key: String,
+    pub version_id: String,
+    pub is_latest: bool,
+    pub delete_marker: bool,
 }
 
 impl Drop for SeaweedFs {

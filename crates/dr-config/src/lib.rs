@@ -812,6 +812,55 @@ url = "postgres://user@host:5432/app"
         assert_eq!(s3(&c).0.as_deref(), Some("http://10.0.0.1:9000"));
     }
 
+    /// `[repository.object_lock]`: two lines, checked at load; a directory refuses it.
+    #[test]
+    fn object_lock_is_read_checked_and_refused_by_a_directory() {
+        let locked = format!("{MIN}\n[repository.object_lock]\nmode = \"compliance\"\ndays = 14\n");
+        let c = Config::from_toml_str(&locked, None).expect("object_lock");
+        let lock = c.repository.location().expect("location").object_lock();
+        assert_eq!(
+            lock,
+            Some(dr_store::ObjectLock {
+                mode: dr_store::LockMode::Compliance,
+                days: 14
+            })
+        );
+        let gov = locked.replace("compliance", "governance");
+        let c = Config::from_toml_str(&gov, None).expect("governance");
+        assert_eq!(
+            c.repository
+                .location()
+                .expect("location")
+                .object_lock()
+                .map(|l| l.mode),
+            Some(dr_store::LockMode::Governance)
+        );
+        for (bad, names) in [
+            (locked.replace("compliance", "forever"), "forever"),
+            (locked.replace("days = 14", "days = 0"), "object_lock.days"),
+            (locked.replace("days = 14", "dayz = 14"), "dayz"),
+            (locked.replace("days = 14\n", ""), "days"),
+        ] {
+            let e = err(&bad);
+            assert!(e.contains(names) && e.contains("hint:"), "{e}");
+        }
+        // A directory repository: refused at load, with the way out.
+        let dir = locked.replace("s3://bucket/prefix", "file:///srv/dr");
+        let e = err(&dir);
+        assert!(
+            e.contains("repository.object_lock")
+                && e.contains("directory")
+                && e.contains("hint: remove [repository.object_lock]"),
+            "{e}"
+        );
+        // ... also when the url is switched by the environment.
+        let mut c = Config::from_toml_str(&locked, None).expect("object_lock");
+        let e = c
+            .apply_env(|k| (k == env::REPOSITORY_URL).then(|| "file:///tmp/x".to_string()))
+            .expect_err("directory");
+        assert!(e.to_string().contains("object_lock"), "{e}");
+    }
+
     #[test]
     fn duplicate_and_bad_target_names() {
         let dup = format!("{MIN}\n[[targets]]\nname = \"app\"\nurl = \"postgres://x@h/db\"\n");

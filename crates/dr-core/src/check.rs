@@ -75,6 +75,7 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
             .map(|_| "writable".into())
             .map_err(|e| e.to_string()),
     );
+    push("object lock".into(), lock_line(ctx).await);
     let targets = ctx.config.select_targets(target).map_err(Error::config)?;
     // What the repository already holds: a future-dated backup means a clock is wrong (the
     // backup host's then, or this host's now), a damaged one needs the operator.
@@ -125,6 +126,64 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
         );
     }
     Ok(out)
+}
+
+/// The `object lock` line: the bucket's versioning and Object Lock state, its default
+/// retention, and what dr does with it. Fails when `[repository.object_lock]` is configured
+/// and the bucket cannot lock objects (a backup would fail the same way).
+async fn lock_line(ctx: &Context) -> std::result::Result<String, String> {
+    let configured = ctx.store.location().object_lock();
+    if matches!(ctx.store.location(), dr_store::Location::Directory { .. }) {
+        return Ok("not available on a directory repository: whoever can write the directory can delete backups".into());
+    }
+    let state = match ctx.store.lock_state().await {
+        Ok(s) => s,
+        Err(e) if configured.is_some() => {
+            return Err(format!(
+                "cannot read the bucket's versioning and Object Lock configuration: {e}"
+            ))
+        }
+        Err(e) => return Ok(format!("state unknown ({e})")),
+    };
+    lock_summary(&state, configured.as_ref())
+}
+
+/// The `object lock` line from what the bucket said. Pure.
+pub fn lock_summary(
+    state: &dr_store::BucketLockState,
+    configured: Option<&dr_store::ObjectLock>,
+) -> std::result::Result<String, String> {
+    let described = match &state.unknown {
+        Some(why) => format!("versioning and Object Lock unknown ({why})"),
+        None => format!(
+            "versioning {}, Object Lock {}, default retention {}",
+            state.versioning,
+            if state.object_lock {
+                "enabled"
+            } else {
+                "not enabled"
+            },
+            state.default_retention.as_deref().unwrap_or("none")
+        ),
+    };
+    match configured {
+        Some(lock) => match crate::immutable::lock_usable(state) {
+            Ok(()) => Ok(format!(
+                "{described}; dr locks every backup object ({} {} days from the backup's start)",
+                lock.mode, lock.days
+            )),
+            Err(reason) => Err(format!(
+                "{described}: [repository.object_lock] is configured, but {reason}\nhint: {}",
+                crate::immutable::NO_LOCK_HINT
+            )),
+        },
+        None if state.object_lock => Ok(format!(
+            "{described}; [repository.object_lock] is not set: dr writes no retention of its own"
+        )),
+        None => Ok(format!(
+            "{described}: anyone with the backup host's credentials can delete backups (see [repository.object_lock] in docs/CONFIGURATION.md)"
+        )),
+    }
 }
 
 fn tools_line(major: u32, bin: Option<&std::path::Path>) -> std::result::Result<String, String> {

@@ -185,9 +185,11 @@ impl From<dr_store::StoreError> for Error {
             S::NotFound { .. } => (Kind::Integrity, false),
             S::Io { source, .. } if disk_full(source) => (Kind::Failed, false),
             S::Io { .. } => (Kind::Unavailable, false),
-            S::InvalidLocation { .. } | S::InvalidOption { .. } | S::InvalidKey { .. } => {
-                (Kind::Config, false)
-            }
+            S::InvalidLocation { .. }
+            | S::InvalidOption { .. }
+            | S::InvalidKey { .. }
+            | S::Unsupported { .. }
+            | S::ObjectLockUnavailable { .. } => (Kind::Config, false),
             S::S3 { status, code, .. } => {
                 let throttled = matches!(
                     code.as_deref(),

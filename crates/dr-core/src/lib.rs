@@ -29,6 +29,7 @@ pub mod check;
 pub mod daemon;
 pub mod heartbeat;
 pub mod host;
+pub mod immutable;
 pub mod list;
 pub mod lock;
 pub mod metrics;
@@ -41,6 +42,7 @@ pub mod restore;
 pub mod rto;
 pub mod status;
 pub mod time;
+pub mod undelete;
 pub mod verify;
 
 #[cfg(test)]
@@ -70,7 +72,11 @@ pub struct Context {
 impl Context {
     pub async fn open(config: Config) -> Result<Context> {
         let location = repository_location(&config)?;
-        let store = dr_store::open(&location).await?;
+        let mut store = dr_store::open(&location).await?;
+        // [repository.object_lock]: every backup object is written locked (see `immutable`).
+        if let Some(lock) = location.object_lock() {
+            store = Arc::new(immutable::LockingStore::new(store, lock));
+        }
         Ok(Context {
             config,
             store,

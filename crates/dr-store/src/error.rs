@@ -60,6 +60,22 @@ pub enum StoreError {
         hint: Option<String>,
     },
 
+    /// The repository's storage cannot do this (Object Lock or versions on a directory).
+    #[error("{what} is not available on {location} (object `{key}`). hint: Object Lock and object versions need an S3 bucket that supports them (see [repository.object_lock] in docs/CONFIGURATION.md)")]
+    Unsupported {
+        what: &'static str,
+        location: String,
+        key: String,
+    },
+
+    /// `[repository.object_lock]` is configured but the bucket cannot lock objects.
+    #[error("[repository.object_lock] is configured, but {location} cannot lock objects: {reason}. hint: {hint}")]
+    ObjectLockUnavailable {
+        location: String,
+        reason: String,
+        hint: String,
+    },
+
     /// What was read back is not what was written (probe, multipart size check).
     #[error("object `{key}` in {location} does not match what was written: {detail}")]
     Mismatch {
@@ -87,7 +103,24 @@ impl StoreError {
         match self {
             StoreError::InvalidLocation { hint, .. } => Some(hint),
             StoreError::InvalidOption { hint, .. } => Some(hint),
+            StoreError::ObjectLockUnavailable { hint, .. } => Some(hint),
             StoreError::S3 { hint, .. } | StoreError::Io { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn unsupported(what: &'static str, location: &crate::Location, key: &str) -> Self {
+        StoreError::Unsupported {
+            what,
+            location: location.to_string(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// The S3 error code (`AccessDenied`, `NoSuchKey`, ...) when the service sent one.
+    pub fn s3_code(&self) -> Option<&str> {
+        match self {
+            StoreError::S3 { code, .. } => code.as_deref(),
             _ => None,
         }
     }

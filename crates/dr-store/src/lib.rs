@@ -39,6 +39,7 @@
 mod dir;
 mod error;
 mod location;
+mod lock;
 mod parts;
 mod s3;
 
@@ -46,6 +47,9 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use location::{Location, RepositoryOptions};
+pub use lock::{
+    BucketLockState, LockMode, ObjectLock, ObjectVersion, Retention, Versioning, MAX_LOCK_DAYS,
+};
 pub use parts::PartLimits;
 pub use s3::S3Options;
 
@@ -112,6 +116,85 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Abort an upload found by [`ObjectStore::list_multipart`]. Aborting an upload that is
     /// already gone is `Ok`.
     async fn abort_multipart(&self, upload: &PendingUpload) -> Result<(), StoreError>;
+
+    // Object Lock and versions. A store without them (a directory) answers `Unsupported` to
+    // the locked writes and the version operations, and "versioning off, no lock" to
+    // [`ObjectStore::lock_state`].
+
+    /// [`ObjectStore::put`] with Object Lock retention set on the PUT itself: the object is
+    /// never visible unlocked.
+    async fn put_locked(
+        &self,
+        key: &str,
+        _body: bytes::Bytes,
+        _retention: &Retention,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::unsupported("Object Lock", self.location(), key))
+    }
+
+    /// [`ObjectStore::put_if_absent`] with retention on the PUT.
+    async fn put_if_absent_locked(
+        &self,
+        key: &str,
+        _body: bytes::Bytes,
+        _retention: &Retention,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::unsupported("Object Lock", self.location(), key))
+    }
+
+    /// [`ObjectStore::start_multipart`] with retention on CreateMultipartUpload: the completed
+    /// object carries it.
+    async fn start_multipart_locked(
+        &self,
+        key: &str,
+        _retention: &Retention,
+    ) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        Err(StoreError::unsupported("Object Lock", self.location(), key))
+    }
+
+    /// The bucket's versioning and Object Lock configuration.
+    async fn lock_state(&self) -> Result<BucketLockState, StoreError> {
+        Ok(BucketLockState::default())
+    }
+
+    /// Every version and delete marker whose key starts with `prefix`, sorted by key, then
+    /// newest first. Complete or an error.
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<ObjectVersion>, StoreError> {
+        Err(StoreError::unsupported(
+            "object versions",
+            self.location(),
+            prefix,
+        ))
+    }
+
+    /// The retention of one version; `None` when it has none.
+    async fn version_retention(
+        &self,
+        key: &str,
+        _version_id: &str,
+    ) -> Result<Option<Retention>, StoreError> {
+        Err(StoreError::unsupported("Object Lock", self.location(), key))
+    }
+
+    /// Set (extend) the retention of one version. S3 refuses to shorten a COMPLIANCE lock.
+    async fn set_version_retention(
+        &self,
+        key: &str,
+        _version_id: &str,
+        _retention: &Retention,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::unsupported("Object Lock", self.location(), key))
+    }
+
+    /// Delete one version (or delete marker) for good. A locked version is refused by the
+    /// service (an S3 error, usually AccessDenied).
+    async fn delete_version(&self, key: &str, _version_id: &str) -> Result<(), StoreError> {
+        Err(StoreError::unsupported(
+            "object versions",
+            self.location(),
+            key,
+        ))
+    }
 }
 
 /// An upload in progress. On any error from `put_part` or `complete`, call `abort`.

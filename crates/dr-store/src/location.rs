@@ -19,6 +19,8 @@ pub enum Location {
         /// `None` falls back to the AWS default chain, then `us-east-1`.
         region: Option<String>,
         path_style: bool,
+        /// `[repository.object_lock]`: lock every object of a backup.
+        object_lock: Option<crate::ObjectLock>,
     },
     /// A local directory (or a mounted filesystem).
     Directory { root: PathBuf },
@@ -119,6 +121,9 @@ impl RepositoryOptions {
             None => toml::Table::new(),
         };
         for (key, value) in &self.0 {
+            if key == OBJECT_LOCK {
+                continue;
+            }
             if BACKENDS.iter().any(|b| b.scheme == key) {
                 if !value.is_table() {
                     return Err(invalid_option(
@@ -168,6 +173,10 @@ impl RepositoryOptions {
     }
 }
 
+/// `[repository.object_lock]`: not a backend's table; every backend reads it (and a
+/// directory refuses it).
+const OBJECT_LOCK: &str = "object_lock";
+
 /// Deserialize a backend's options table, naming the table in errors.
 pub(crate) fn options_from<T: serde::de::DeserializeOwned>(
     scheme: &str,
@@ -211,7 +220,29 @@ impl Location {
             ));
         };
         let table = options.for_backend(backend)?;
-        (backend.parse)(url, rest, table)
+        let object_lock = match options.0.get(OBJECT_LOCK) {
+            Some(v) => Some(crate::ObjectLock::from_value(v)?),
+            None => None,
+        };
+        match ((backend.parse)(url, rest, table)?, object_lock) {
+            (Location::S3 { bucket, prefix, endpoint, region, path_style, .. }, lock) => {
+                Ok(Location::S3 { bucket, prefix, endpoint, region, path_style, object_lock: lock })
+            }
+            (dir @ Location::Directory { .. }, None) => Ok(dir),
+            (Location::Directory { .. }, Some(_)) => Err(invalid_option(
+                OBJECT_LOCK,
+                "a directory repository cannot lock objects: Object Lock is a feature of S3 buckets",
+                "remove [repository.object_lock], or use an S3 bucket created with Object Lock enabled (docs/CONFIGURATION.md, \"Immutable backups\")",
+            )),
+        }
+    }
+
+    /// `[repository.object_lock]`, if configured.
+    pub fn object_lock(&self) -> Option<crate::ObjectLock> {
+        match self {
+            Location::S3 { object_lock, .. } => *object_lock,
+            Location::Directory { .. } => None,
+        }
     }
 }
 
@@ -252,6 +283,7 @@ mod tests {
             endpoint: Some(endpoint.into()),
             region: Some(region.into()),
             path_style,
+            object_lock: None,
         }
     }
 

@@ -25,12 +25,14 @@ use tokio::task::JoinSet;
 use crate::location::{invalid, invalid_option, options_from, Backend};
 use crate::{
     validate_key, validate_prefix, Location, MultipartUpload, ObjectMeta, ObjectStore, PartLimits,
-    PendingUpload, RepositoryOptions, StoreError,
+    PendingUpload, RepositoryOptions, Retention, StoreError,
 };
 
+mod lock;
 mod multipart;
 mod options;
 
+use lock::{content_md5, to_smithy};
 use multipart::{abort_upload, S3Upload};
 pub use options::S3Options;
 pub(crate) use options::BACKEND;
@@ -270,6 +272,7 @@ impl S3Store {
             endpoint,
             region,
             path_style,
+            ..
         } = &location
         else {
             return Err(StoreError::InvalidLocation {
@@ -344,6 +347,121 @@ impl S3Store {
         })
     }
 
+    /// PutObject, with Object Lock retention (and the Content-MD5 that S3 requires with it)
+    /// when given. Without retention no checksum is sent (R2 rejects some of them).
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        retention: Option<&Retention>,
+    ) -> Result<(), StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        let mut req = s.client.put_object().bucket(&s.bucket).key(&full);
+        if let Some(r) = retention {
+            req = req
+                .object_lock_mode(lock::mode(r.mode))
+                .object_lock_retain_until_date(to_smithy(r.until))
+                .content_md5(content_md5(&body));
+        }
+        req.body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s.error("PutObject", &full, &e))?;
+        Ok(())
+    }
+
+    async fn put_object_if_absent(
+        &self,
+        key: &str,
+        body: Bytes,
+        retention: Option<&Retention>,
+    ) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        let md5 = retention.map(|_| content_md5(&body));
+        let mut conflicts = 0;
+        loop {
+            let mut req = s
+                .client
+                .put_object()
+                .bucket(&s.bucket)
+                .key(&full)
+                .if_none_match("*");
+            if let (Some(r), Some(md5)) = (retention, &md5) {
+                req = req
+                    .object_lock_mode(lock::mode(r.mode))
+                    .object_lock_retain_until_date(to_smithy(r.until))
+                    .content_md5(md5);
+            }
+            let result = req.body(ByteStream::from(body.clone())).send().await;
+            let err = match result {
+                Ok(_) => return Ok(true),
+                Err(err) => err,
+            };
+            let status = err.raw_response().map(|r| r.status().as_u16());
+            if err.code() == Some("PreconditionFailed") || status == Some(412) {
+                return Ok(false);
+            }
+            // AWS: a concurrent conditional write to the same key is in progress; retry.
+            if (err.code() == Some("ConditionalRequestConflict") || status == Some(409))
+                && conflicts < 3
+            {
+                conflicts += 1;
+                tokio::time::sleep(Duration::from_millis(200 * conflicts)).await;
+                continue;
+            }
+            return Err(s.error("PutObject (If-None-Match)", &full, &err));
+        }
+    }
+
+    /// CreateMultipartUpload, with the retention on the request itself when given: the
+    /// completed object is locked from its first moment.
+    async fn create_multipart(
+        &self,
+        key: &str,
+        retention: Option<Retention>,
+    ) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        validate_key(key)?;
+        let s = &self.shared;
+        let full = s.full_key(key);
+        let mut req = s
+            .client
+            .create_multipart_upload()
+            .bucket(&s.bucket)
+            .key(&full);
+        if let Some(r) = &retention {
+            req = req
+                .object_lock_mode(lock::mode(r.mode))
+                .object_lock_retain_until_date(to_smithy(r.until));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| s.error("CreateMultipartUpload", &full, &e))?;
+        let upload_id = out
+            .upload_id()
+            .ok_or_else(|| {
+                s.protocol_error("CreateMultipartUpload", &full, "the answer has no UploadId")
+            })?
+            .to_owned();
+        tracing::debug!(target = %s.target(&full), %upload_id, "multipart upload started");
+        Ok(Box::new(S3Upload {
+            shared: Arc::clone(&self.shared),
+            key: key.to_owned(),
+            full_key: full,
+            upload_id,
+            retention,
+            next_part: 1,
+            in_flight: JoinSet::new(),
+            parts: Vec::new(),
+            size: 0,
+            finished: false,
+        }))
+    }
+
     /// GetObject with a missing key mapped to `NotFound` (for `get` and `get_reader`).
     async fn get_object(
         &self,
@@ -381,53 +499,70 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        validate_key(key)?;
-        let s = &self.shared;
-        let full = s.full_key(key);
-        s.client
-            .put_object()
-            .bucket(&s.bucket)
-            .key(&full)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| s.error("PutObject", &full, &e))?;
-        Ok(())
+        self.put_object(key, body, None).await
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        self.put_object_if_absent(key, body, None).await
+    }
+
+    async fn put_locked(
+        &self,
+        key: &str,
+        body: Bytes,
+        retention: &Retention,
+    ) -> Result<(), StoreError> {
+        self.put_object(key, body, Some(retention)).await
+    }
+
+    async fn put_if_absent_locked(
+        &self,
+        key: &str,
+        body: Bytes,
+        retention: &Retention,
+    ) -> Result<bool, StoreError> {
+        self.put_object_if_absent(key, body, Some(retention)).await
+    }
+
+    async fn start_multipart_locked(
+        &self,
+        key: &str,
+        retention: &Retention,
+    ) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        self.create_multipart(key, Some(*retention)).await
+    }
+
+    async fn lock_state(&self) -> Result<crate::BucketLockState, StoreError> {
+        lock::lock_state(&self.shared).await
+    }
+
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<crate::ObjectVersion>, StoreError> {
+        validate_prefix(prefix)?;
+        lock::list_versions(&self.shared, prefix).await
+    }
+
+    async fn version_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<Retention>, StoreError> {
         validate_key(key)?;
-        let s = &self.shared;
-        let full = s.full_key(key);
-        let mut conflicts = 0;
-        loop {
-            let result = s
-                .client
-                .put_object()
-                .bucket(&s.bucket)
-                .key(&full)
-                .if_none_match("*")
-                .body(ByteStream::from(body.clone()))
-                .send()
-                .await;
-            let err = match result {
-                Ok(_) => return Ok(true),
-                Err(err) => err,
-            };
-            let status = err.raw_response().map(|r| r.status().as_u16());
-            if err.code() == Some("PreconditionFailed") || status == Some(412) {
-                return Ok(false);
-            }
-            // AWS: a concurrent conditional write to the same key is in progress; retry.
-            if (err.code() == Some("ConditionalRequestConflict") || status == Some(409))
-                && conflicts < 3
-            {
-                conflicts += 1;
-                tokio::time::sleep(Duration::from_millis(200 * conflicts)).await;
-                continue;
-            }
-            return Err(s.error("PutObject (If-None-Match)", &full, &err));
-        }
+        lock::version_retention(&self.shared, key, version_id).await
+    }
+
+    async fn set_version_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+        retention: &Retention,
+    ) -> Result<(), StoreError> {
+        validate_key(key)?;
+        lock::set_version_retention(&self.shared, key, version_id, retention).await
+    }
+
+    async fn delete_version(&self, key: &str, version_id: &str) -> Result<(), StoreError> {
+        validate_key(key)?;
+        lock::delete_version(&self.shared, key, version_id).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
@@ -542,35 +677,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn start_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
-        validate_key(key)?;
-        let s = &self.shared;
-        let full = s.full_key(key);
-        let out = s
-            .client
-            .create_multipart_upload()
-            .bucket(&s.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| s.error("CreateMultipartUpload", &full, &e))?;
-        let upload_id = out
-            .upload_id()
-            .ok_or_else(|| {
-                s.protocol_error("CreateMultipartUpload", &full, "the answer has no UploadId")
-            })?
-            .to_owned();
-        tracing::debug!(target = %s.target(&full), %upload_id, "multipart upload started");
-        Ok(Box::new(S3Upload {
-            shared: Arc::clone(&self.shared),
-            key: key.to_owned(),
-            full_key: full,
-            upload_id,
-            next_part: 1,
-            in_flight: JoinSet::new(),
-            parts: Vec::new(),
-            size: 0,
-            finished: false,
-        }))
+        self.create_multipart(key, None).await
     }
 
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {

@@ -66,6 +66,24 @@ pub enum Command {
         /// Stable JSON array on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
+        /// Backups hidden by delete markers whose versions are intact (versioned buckets):
+        /// what `dr undelete` can bring back.
+        #[arg(long)]
+        deleted: bool,
+    },
+    /// Bring back backups hidden by delete markers (`dr list --deleted`): removes the markers,
+    /// keeps every version and its Object Lock.
+    Undelete {
+        /// A backup id or `latest` (the newest deleted one).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every deleted backup (of `--target`, if given).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Show one backup's manifest (and, with the identity, what it holds).
     Show {

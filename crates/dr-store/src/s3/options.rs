@@ -84,5 +84,6 @@ fn parse_location(url: &str, rest: &str, options: toml::Table) -> Result<Locatio
         endpoint,
         region: nonempty(region),
         path_style,
+        object_lock: None,
     })
 }

@@ -199,3 +199,74 @@ fn role_label(role: dr_catalog::ObjectRole) -> &'static str {
         ObjectRole::Details => "details",
     }
 }
+
+/// `dr list --deleted`: backups hidden by delete markers.
+pub async fn deleted(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<ExitCode> {
+    let rows = dr_core::undelete::deleted(ctx.store.as_ref(), target).await?;
+    if as_json {
+        crate::commands::print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        crate::note!("no deleted backups in {}", ctx.store.location());
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!(
+        "{:<18} {:<16} {:<20} {:>7}  DELETED (UTC)",
+        "ID",
+        "TARGET",
+        "STARTED (UTC)",
+        "HIDDEN"
+    );
+    for r in &rows {
+        out!(
+            "{:<18} {:<16} {:<20} {:>7}  {}",
+            r.id.to_string(),
+            r.target,
+            r.id.time().format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.hidden_objects,
+            r.deleted_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    tracing::warn!(
+        "{} deleted backup(s): their versions are intact; `dr undelete ID` or `dr undelete --all` brings them back",
+        rows.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dr undelete ID|latest` / `dr undelete --all`.
+pub async fn undelete(
+    ctx: &Context,
+    id: Option<&str>,
+    all: bool,
+    target: Option<&str>,
+    as_json: bool,
+) -> Result<ExitCode> {
+    use dr_core::undelete::Which;
+    let which = match (all, id) {
+        (true, _) => Which::All,
+        (false, None | Some("latest")) => Which::Latest,
+        (false, Some(s)) => Which::Id(s.parse().map_err(|e: dr_catalog::BadBackupId| {
+            dr_core::Error::config(format!(
+                "{e}\nhint: give a backup id (`dr list --deleted` shows them), `latest` or --all"
+            ))
+        })?),
+    };
+    let back = dr_core::undelete::run(ctx, target, &which).await?;
+    if as_json {
+        crate::commands::print_json(&back)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for d in &back {
+        out!(
+            "undeleted\t{}\t{}\t{} delete marker(s) removed",
+            d.target,
+            d.id,
+            d.markers.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

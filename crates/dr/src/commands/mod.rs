@@ -38,10 +38,26 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let reporter = Reporter::from_config(&ctx.config)?;
             backup::run(&ctx, &reporter, target.as_deref()).await
         }
-        Command::List { target, json } => {
+        Command::List {
+            target,
+            json,
+            deleted,
+        } => {
             let ctx = context(&cli.global).await?;
+            if deleted {
+                return list::deleted(&ctx, target.as_deref(), json).await;
+            }
             check_target(&ctx, target.as_deref()).await?;
             list::list(&ctx, target.as_deref(), json).await
+        }
+        Command::Undelete {
+            id,
+            all,
+            target,
+            json,
+        } => {
+            let ctx = context(&cli.global).await?;
+            list::undelete(&ctx, id.as_deref(), all, target.as_deref(), json).await
         }
         Command::Show { id, target, json } => {
             let ctx = context(&cli.global).await?;

@@ -44,6 +44,16 @@ pub async fn run(
             } else {
                 ""
             };
+            // Object Lock: dropped by the policy, kept until its lock expires.
+            if let Some(l) = r.locked.iter().find(|l| l.id == d.id && l.what == "backup") {
+                out!(
+                    "{}\t{}\tkeep\tlocked until {}: the policy drops it; a later prune removes it",
+                    r.target,
+                    d.id,
+                    l.until.to_rfc3339()
+                );
+                continue;
+            }
             out!("{}\t{}\t{verb}\t{why}{note}", r.target, d.id);
         }
         for d in &r.damaged {
@@ -58,6 +68,24 @@ pub async fn run(
                 r.target,
                 d.id,
                 d.reason
+            );
+        }
+        for l in r.locked.iter().filter(|l| l.what != "backup") {
+            out!(
+                "{}\t{}\tkeep\t{} locked until {}: a later prune removes it",
+                r.target,
+                l.id,
+                l.what,
+                l.until.to_rfc3339()
+            );
+        }
+        for l in &r.lock_extended {
+            out!(
+                "{}\t{}\tlock extended to {} ({} object versions)",
+                r.target,
+                l.id,
+                l.until.to_rfc3339(),
+                l.versions
             );
         }
         for k in &r.leftovers {

@@ -1,0 +1,390 @@
+//! End-to-end: S3 Object Lock against SeaweedFS, which enforces it (a permanent delete of a
+//! COMPLIANCE-locked version is refused with AccessDenied). Every object of a backup is
+//! locked on its PUT; dr's own credentials cannot destroy a backup; prune keeps what is
+//! locked, extends the lock of what it keeps; a bucket without Object Lock is refused.
+
+mod support;
+
+use support::*;
+
+/// A locked bucket, a database with a little data, and a config using both.
+#[allow(dead_code)] // pg: kept alive for the test's length
+struct Env {
+    ws: Workspace,
+    pg: Postgres,
+    weed: SeaweedFs,
+    base: String,
+    cfg: std::path::PathBuf,
+}
+
+const BUCKET: &str = "locked";
+const DAYS: i64 = 14;
+
+fn env_with(bucket_locked: bool, lock_config: &str) -> Env {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 500) g;",
+    );
+    let weed = SeaweedFs::start();
+    if bucket_locked {
+        weed.create_locked_bucket(BUCKET);
+    } else {
+        weed.create_bucket(BUCKET);
+    }
+    let (identity, recipient) = ws.keygen();
+    let base = format!(
+        "[repository]\nurl = \"s3://{BUCKET}/dr\"\n{lock_config}[repository.s3]\nendpoint = \"{}\"\npath_style = true\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\n",
+        weed.endpoint(),
+        identity.display(),
+        pg.url("app")
+    );
+    let cfg = ws.write("dr.toml", &base);
+    Env {
+        ws,
+        pg,
+        weed,
+        base,
+        cfg,
+    }
+}
+
+fn compliance() -> String {
+    format!("[repository.object_lock]\nmode = \"compliance\"\ndays = {DAYS}\n")
+}
+
+fn backup(e: &Env) -> String {
+    let out = e.ws.dr(&e.cfg, &["backup"]);
+    assert_success(&out);
+    stdout(&out)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn ids(e: &Env, args: &[&str]) -> Vec<String> {
+    let mut a = vec!["list", "--json"];
+    a.extend_from_slice(args);
+    let out = e.ws.dr(&e.cfg, &a);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("list json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|b| b["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Seconds since the epoch of an RFC 3339 / ISO 8601 UTC time as the aws CLI prints it
+/// (`2026-11-22T03:00:00+00:00`, `2026-11-22T03:00:00.000Z`).
+fn epoch(s: &str) -> i64 {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", s, "+%s"])
+        .output()
+        .expect("date");
+    stdout(&out)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a time: {s}"))
+}
+
+fn id_epoch(id: &str) -> i64 {
+    // 20261122T030000Z -> 2026-11-22T03:00:00Z
+    let t = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &id[0..4],
+        &id[4..6],
+        &id[6..8],
+        &id[9..11],
+        &id[11..13],
+        &id[13..15]
+    );
+    epoch(&t)
+}
+
+#[test]
+fn every_version_of_a_backup_is_locked_and_cannot_be_deleted_with_drs_credentials() {
+    let e = env_with(true, &compliance());
+    let check = e.ws.dr(&e.cfg, &["check"]);
+    assert_success(&check);
+    let line = stdout(&check)
+        .lines()
+        .find(|l| l.contains("object lock"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        line.contains("Object Lock enabled") && line.contains("versioning enabled"),
+        "{}",
+        stdout(&check)
+    );
+    let id = backup(&e);
+    let prefix = format!("dr/app/{id}/");
+    let versions = e.weed.object_versions(BUCKET, &prefix);
+    let names: Vec<&str> = versions
+        .iter()
+        .map(|v| v.key.trim_start_matches(&prefix))
+        .collect();
+    for want in [
+        "manifest.json",
+        "pre-data.zst.age",
+        "data-1.zst.age",
+        "post-data.zst.age",
+        "globals.sql.zst.age",
+        "details.json.zst.age",
+    ] {
+        assert!(names.contains(&want), "{want} missing: {names:?}");
+    }
+    let start = id_epoch(&id);
+    for v in &versions {
+        assert!(!v.delete_marker, "{v:?}");
+        let (mode, until) = e
+            .weed
+            .retention(BUCKET, &v.key, &v.version_id)
+            .unwrap_or_else(|| panic!("{} has no retention", v.key));
+        assert_eq!(mode, "COMPLIANCE", "{}", v.key);
+        assert_eq!(epoch(&until), start + DAYS * 86_400, "{}: {until}", v.key);
+    }
+    // The run lock is not locked: it must stay deletable.
+    for v in e.weed.object_versions(BUCKET, "dr/locks/") {
+        assert!(
+            v.delete_marker || e.weed.retention(BUCKET, &v.key, &v.version_id).is_none(),
+            "{v:?}"
+        );
+    }
+    // A verification record is locked too. (Whether the verification passes is not the
+    // point here: a failed one is recorded just the same.)
+    let _ = e.ws.dr(&e.cfg, &["verify", &id, "--sandbox", "local"]);
+    let records: Vec<_> = e
+        .weed
+        .object_versions(BUCKET, &format!("{prefix}verify/"))
+        .into_iter()
+        .filter(|v| !v.delete_marker)
+        .collect();
+    assert!(!records.is_empty());
+    for v in &records {
+        let (mode, until) = e
+            .weed
+            .retention(BUCKET, &v.key, &v.version_id)
+            .unwrap_or_else(|| panic!("{} has no retention", v.key));
+        assert_eq!(mode, "COMPLIANCE");
+        assert!(epoch(&until) >= start + DAYS * 86_400, "{until}");
+    }
+    // Whoever holds the backup host's credentials cannot destroy a version.
+    for v in &versions {
+        let out = e.weed.delete_version(BUCKET, &v.key, &v.version_id);
+        assert!(!out.status.success(), "deleted {}: {}", v.key, stdout(&out));
+        assert!(
+            stderr(&out).contains("AccessDenied"),
+            "{}: {}",
+            v.key,
+            stderr(&out)
+        );
+    }
+    assert_eq!(ids(&e, &[]), vec![id]);
+}
+
+#[test]
+fn object_lock_on_a_bucket_without_it_fails_check_and_backup() {
+    let e = env_with(false, &compliance());
+    let out = e.ws.dr(&e.cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("lock") && all.contains("not enabled"), "{all}");
+    assert!(all.contains("object-lock-enabled-for-bucket"), "{all}");
+    assert!(all.contains("R2"), "{all}");
+    let out = e.ws.dr(&e.cfg, &["backup"]);
+    assert_exit_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("[repository.object_lock] is configured")
+            && err.contains("not enabled")
+            && err.contains("hint:"),
+        "{err}"
+    );
+    // Nothing committed, nothing left behind.
+    let keys = e.weed.object_keys(BUCKET);
+    assert!(
+        keys.iter().all(|k| !k.ends_with("manifest.json")),
+        "{keys:?}"
+    );
+    assert!(e.weed.open_uploads(BUCKET).is_empty());
+    // Without object_lock the same bucket works, and check says it is not protected.
+    std::fs::write(&e.cfg, e.base.replace(&compliance(), "")).expect("write");
+    let out = e.ws.dr(&e.cfg, &["check"]);
+    assert_success(&out);
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.contains("object lock"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(line.contains("Object Lock not enabled"), "{line}");
+}
+
+#[test]
+fn a_directory_repository_refuses_object_lock_at_config_load() {
+    let ws = Workspace::new();
+    let (_, recipient) = ws.keygen();
+    let repo = ws.path().join("repo");
+    let text = dir_config_text(
+        &repo,
+        &recipient,
+        None,
+        "postgres://app@127.0.0.1:1/app",
+        "",
+    )
+    .replace("[encryption]", &format!("{}[encryption]", compliance()));
+    let cfg = ws.write("dr.toml", &text);
+    for cmd in [&["check"][..], &["list"], &["backup"]] {
+        let out = ws.dr(&cfg, cmd);
+        assert_exit_code(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("repository.object_lock")
+                && err.contains("directory repository cannot lock objects")
+                && err.contains("hint:"),
+            "{cmd:?}: {err}"
+        );
+    }
+}
+
+fn prune_json(e: &Env) -> serde_json::Value {
+    let out = e.ws.dr(&e.cfg, &["prune", "--json"]);
+    assert_success(&out);
+    serde_json::from_str(&stdout(&out)).expect("prune json")
+}
+
+#[test]
+fn prune_keeps_what_is_locked_reports_it_and_extends_the_lock_of_what_it_keeps() {
+    let e = env_with(true, &compliance());
+    let old = backup(&e);
+    let new = backup(&e);
+    std::fs::write(&e.cfg, format!("{}[retention]\ndaily = 1\n", e.base)).expect("write");
+    // The policy drops `old`, but it is locked for 14 days: kept, reported, exit 0.
+    let out = e.ws.dr(&e.cfg, &["prune"]);
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&old) && l.contains("keep") && l.contains("locked until")),
+        "{text}\n{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("locked until"), "{}", stderr(&out));
+    assert_eq!(ids(&e, &[]), vec![new.clone(), old.clone()]);
+    let v = prune_json(&e);
+    let locked = &v[0]["locked"];
+    assert_eq!(locked[0]["id"], old.as_str(), "{v}");
+    assert_eq!(locked[0]["what"], "backup", "{v}");
+    let until = locked[0]["until"].as_str().expect("until");
+    assert_eq!(epoch(until), id_epoch(&old) + DAYS * 86_400, "{v}");
+    // Every version of the kept backup is now locked beyond its first 14 days: until the day
+    // it leaves the daily tier (its day + 1), plus 14 days.
+    let start = id_epoch(&new);
+    let prefix = format!("dr/app/{new}/");
+    let versions = e.weed.object_versions(BUCKET, &prefix);
+    assert!(versions.len() >= 6, "{versions:?}");
+    for ver in &versions {
+        let (mode, until) = e
+            .weed
+            .retention(BUCKET, &ver.key, &ver.version_id)
+            .expect("retention");
+        assert_eq!(mode, "COMPLIANCE");
+        let until = epoch(&until);
+        assert!(
+            until >= start + (DAYS + 1) * 86_400,
+            "{}: {until} not extended",
+            ver.key
+        );
+    }
+    // Nothing of the locked backup was touched: no delete markers.
+    assert!(e
+        .weed
+        .object_versions(BUCKET, &format!("dr/app/{old}/"))
+        .iter()
+        .all(|v| !v.delete_marker));
+}
+
+#[test]
+fn prune_on_a_versioned_bucket_removes_every_version_of_what_it_deletes() {
+    let e = env_with(false, "");
+    let out = e.weed.aws(&[
+        "put-bucket-versioning",
+        "--bucket",
+        BUCKET,
+        "--versioning-configuration",
+        "Status=Enabled",
+    ]);
+    assert_success(&out);
+    let old = backup(&e);
+    let new = backup(&e);
+    std::fs::write(&e.cfg, format!("{}[retention]\ndaily = 1\n", e.base)).expect("write");
+    let v = prune_json(&e);
+    assert_eq!(v[0]["locked"], serde_json::json!([]), "{v}");
+    assert_eq!(ids(&e, &[]), vec![new.clone()]);
+    let left = e.weed.object_versions(BUCKET, &format!("dr/app/{old}/"));
+    assert!(left.is_empty(), "versions left behind: {left:?}");
+    assert!(!e
+        .weed
+        .object_versions(BUCKET, &format!("dr/app/{new}/"))
+        .is_empty());
+}
+
+#[test]
+fn delete_markers_on_everything_then_undelete_all_brings_the_backups_back() {
+    let e = env_with(true, &compliance());
+    let first = backup(&e);
+    let second = backup(&e);
+    // The attacker, with the backup host's credentials, deletes every object (a plain
+    // DELETE: on a locked bucket it can only add delete markers).
+    for key in e.weed.object_keys(BUCKET) {
+        let out = e
+            .weed
+            .aws(&["delete-object", "--bucket", BUCKET, "--key", &key]);
+        assert_success(&out);
+    }
+    assert!(e.weed.object_keys(BUCKET).is_empty());
+    assert!(ids(&e, &[]).is_empty(), "dr list shows nothing");
+    let deleted = ids(&e, &["--deleted"]);
+    assert_eq!(deleted, vec![second.clone(), first.clone()]);
+    let out = e.ws.dr(&e.cfg, &["list", "--deleted"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains(&first), "{}", stdout(&out));
+    // One, then the rest.
+    let out = e.ws.dr(&e.cfg, &["undelete", "latest"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains(&second), "{}", stdout(&out));
+    assert_eq!(ids(&e, &[]), vec![second.clone()]);
+    let out = e.ws.dr(&e.cfg, &["undelete", "--all", "--target", "app"]);
+    assert_success(&out);
+    assert_eq!(ids(&e, &[]), vec![second.clone(), first.clone()]);
+    assert!(ids(&e, &["--deleted"]).is_empty());
+    // Nothing left to undelete: a clear failure.
+    let out = e.ws.dr(&e.cfg, &["undelete", "--all"]);
+    assert_exit_code(&out, 1);
+    assert!(
+        stderr(&out).contains("dr list --deleted"),
+        "{}",
+        stderr(&out)
+    );
+    // The locks were kept.
+    for v in e.weed.object_versions(BUCKET, &format!("dr/app/{first}/")) {
+        assert!(!v.delete_marker, "{v:?}");
+        let (mode, until) = e
+            .weed
+            .retention(BUCKET, &v.key, &v.version_id)
+            .expect("retention");
+        assert_eq!(mode, "COMPLIANCE");
+        assert_eq!(epoch(&until), id_epoch(&first) + DAYS * 86_400);
+    }
+    // And the backup restores as an exact copy. (Needs `dr restore` of format-2 backups.)
+    e.pg.create_db("copy");
+    let out = e.ws.dr(
+        &e.cfg,
+        &["restore", &first, "--to", &e.pg.url("copy"), "--yes"],
+    );
+    assert_success(&out);
+    assert_eq!(e.pg.table_digests("copy"), e.pg.table_digests("app"));
+}
