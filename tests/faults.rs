@@ -208,7 +208,7 @@ fn sigterm_during_a_parallel_restore_leaves_no_process_and_no_session() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("partially restored"),
+        stderr(&out).contains("PARTIALLY restored") && stderr(&out).contains("--clean"),
         "{}",
         stderr(&out)
     );
