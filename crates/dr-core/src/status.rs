@@ -2,6 +2,8 @@
 //! recent complete backup, no failed verification, nothing damaged or future-dated — and when
 //! the next scheduled backup runs. [`assess`] is pure; [`run`] reads the repository.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use chrono::{DateTime, Duration, Utc};
 use dr_config::JobKind;
 use serde::Serialize;
@@ -31,6 +33,11 @@ pub struct TargetStatus {
     pub newest_backup_age_seconds: Option<i64>,
     /// The next scheduled backup (RFC 3339), when schedules are configured.
     pub next_backup: Option<String>,
+    /// Set on a database of a `databases = "all"` target that the server no longer has (or
+    /// that is now excluded): its backups stay until retention removes them, and its age is
+    /// not a problem. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// False when any problem is listed.
     pub ok: bool,
     /// One line per problem: stale, no backup, failed verification, future-dated, damaged.
@@ -122,7 +129,12 @@ fn assess_target(
     }
     let next_backup = jobs
         .iter()
-        .filter(|j| matches!(j.kind, JobKind::Backup) && j.targets.iter().any(|n| n == target))
+        .filter(|j| {
+            matches!(j.kind, JobKind::Backup)
+                && j.targets
+                    .iter()
+                    .any(|n| n == target || server_of(target) == Some(n.as_str()))
+        })
         .filter_map(|j| j.schedule.next_after(now).ok())
         .min();
     TargetStatus {
@@ -145,6 +157,7 @@ fn assess_target(
         newest_backup: newest.map(|e| e.manifest.id.to_string()),
         newest_backup_age_seconds: newest.map(|e| (now - e.manifest.finished_at).num_seconds()),
         next_backup: next_backup.map(crate::time::format),
+        note: None,
         ok: problems.is_empty(),
         problems,
         target: target.to_string(),
@@ -165,14 +178,93 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             Vec::new()
         }
     };
-    let targets: Vec<&str> = ctx.config.targets.iter().map(|t| t.name.as_str()).collect();
+    let mut targets: Vec<String> = Vec::new();
+    let mut gone: BTreeMap<String, String> = BTreeMap::new();
+    for t in &ctx.config.targets {
+        if !t.is_server() {
+            targets.push(t.name.clone());
+            continue;
+        }
+        let (members, left) = server_members(ctx, t).await?;
+        if members.is_empty() {
+            targets.push(t.name.clone()); // "no complete backup"
+        }
+        targets.extend(members);
+        gone.extend(left);
+    }
     let now = Utc::now();
     let beats = crate::heartbeat::read_all(ctx).await?;
-    let mut rows = assess(&catalog, &targets, &jobs, max_age, now);
+    let names: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let mut rows = assess(&catalog, &names, &jobs, max_age, now);
     for r in &mut rows {
-        r.daemon = crate::heartbeat::seen(&beats, &r.target, now);
+        if let Some(note) = gone.get(&r.target) {
+            // Not backed up any more, by design: only its age stops being a problem.
+            *r = assess_target(&catalog, &r.target, &jobs, Duration::days(365_000), now);
+            r.note = Some(note.clone());
+        }
+        r.daemon = crate::heartbeat::seen(&beats, &r.target, now)
+            .or_else(|| server_of(&r.target).and_then(|s| crate::heartbeat::seen(&beats, s, now)));
     }
     Ok(rows)
+}
+
+/// The server target an expanded target name belongs to: `pg1` for `pg1.app`.
+pub fn server_of(target: &str) -> Option<&str> {
+    target.split_once('.').map(|(server, _)| server)
+}
+
+/// Targets in the repository that are databases of the server target `server`
+/// (`server.DATABASE`), in name order.
+pub async fn members_in_repository(ctx: &Context, server: &str) -> Result<Vec<String>> {
+    let objects = ctx
+        .store
+        .list(&format!("{server}."))
+        .await
+        .map_err(|e| crate::Error::from(e).context("listing the repository"))?;
+    let names: BTreeSet<String> = objects
+        .iter()
+        .filter_map(|o| dr_catalog::keys::parse(&o.key).map(|(t, _, _)| t))
+        .filter(|t| server_of(t) == Some(server) && dr_config::valid_target_name(t))
+        .map(str::to_string)
+        .collect();
+    Ok(names.into_iter().collect())
+}
+
+/// The databases of a server target for `dr status`: those the server has now (not
+/// excluded) and those the repository holds backups of; the second map holds the ones the
+/// server no longer has (or that are excluded now), with the note saying so. When the server
+/// cannot be reached, the repository's are all there is, each judged like any target.
+async fn server_members(
+    ctx: &Context,
+    t: &dr_config::TargetConfig,
+) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let stored = members_in_repository(ctx, &t.name).await?;
+    let mut members: BTreeSet<String> = stored.iter().cloned().collect();
+    let mut gone = BTreeMap::new();
+    match crate::backup::server_databases(t).await {
+        Ok(all) => {
+            let live: BTreeSet<String> = t
+                .included_databases(&all)
+                .iter()
+                .map(|d| format!("{}.{}", t.name, dr_config::escape_database(d)))
+                .collect();
+            for m in stored.iter().filter(|m| !live.contains(*m)) {
+                gone.insert(
+                    m.clone(),
+                    format!(
+                        "no longer a database of `{}` (dropped, renamed or excluded): not backed up any more; its backups stay until retention removes them",
+                        t.name
+                    ),
+                );
+            }
+            members.extend(live);
+        }
+        Err(e) => tracing::warn!(
+            "{}; judging the databases the repository holds backups of",
+            e.summary()
+        ),
+    }
+    Ok((members.into_iter().collect(), gone))
 }
 
 #[cfg(test)]

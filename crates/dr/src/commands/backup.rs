@@ -1,14 +1,40 @@
 use crate::out;
 use std::process::ExitCode;
 
+use dr_config::TargetConfig;
 use dr_core::report::Reporter;
 use dr_core::{human_bytes, Context, Error, Result};
 
 /// Back up each selected target; every target is attempted, the exit code reflects the worst.
+/// A `databases = "all"` target is every database of its server, each backed up as its own
+/// target `NAME.DATABASE`; `--target NAME.DATABASE` backs up one of them.
 pub async fn run(ctx: &Context, reporter: &Reporter, target: Option<&str>) -> Result<ExitCode> {
-    let targets = ctx.config.select_targets(target).map_err(Error::from)?;
+    let one = match target {
+        Some(n) => ctx.config.database_target(n).map_err(Error::from)?,
+        None => None,
+    };
+    let selected: Vec<TargetConfig> = match one {
+        Some(t) => vec![t],
+        None => ctx
+            .config
+            .select_targets(target)
+            .map_err(Error::from)?
+            .into_iter()
+            .cloned()
+            .collect(),
+    };
     let mut first_error: Option<Error> = None;
-    for t in targets {
+    let mut targets = Vec::new();
+    for t in selected {
+        match dr_core::backup::expand(&t).await {
+            Ok(v) => targets.extend(v),
+            Err(e) => {
+                crate::output::print_error(&e);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    for t in &targets {
         if ctx.cancel.is_cancelled() {
             break;
         }

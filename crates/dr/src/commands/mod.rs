@@ -48,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 return list::deleted(&ctx, target.as_deref(), json).await;
             }
             check_target(&ctx, target.as_deref()).await?;
+            refuse_server(&ctx, target.as_deref()).await?;
             list::list(&ctx, target.as_deref(), json).await
         }
         Command::Undelete {
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Show { id, target, json } => {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
+            refuse_server(&ctx, target.as_deref()).await?;
             list::show(&ctx, &id, target.as_deref(), json).await
         }
         Command::Check { target, json } => {
@@ -79,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
+            refuse_server(&ctx, target.as_deref()).await?;
             let reporter = Reporter::from_config(&ctx.config)?;
             verify::run(&ctx, &reporter, id, target, sandbox, image, jobs, json).await
         }
@@ -101,6 +104,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(args) => {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, args.target.as_deref()).await?;
+            refuse_server(&ctx, args.target.as_deref()).await?;
             restore::run(&ctx, args).await
         }
     }
@@ -111,6 +115,30 @@ async fn check_target(ctx: &Context, target: Option<&str>) -> Result<()> {
         Some(t) => dr_core::check_target_name(ctx, t).await,
         None => Ok(()),
     }
+}
+
+/// `--target NAME` of a `databases = "all"` target, where one database is meant: its backups
+/// are kept per database (`NAME.DATABASE`), so say which ones exist instead of answering
+/// "no backups".
+async fn refuse_server(ctx: &Context, target: Option<&str>) -> Result<()> {
+    let Some(name) = target else { return Ok(()) };
+    if !ctx
+        .config
+        .targets
+        .iter()
+        .any(|t| t.name == name && t.is_server())
+    {
+        return Ok(());
+    }
+    let members = dr_core::status::members_in_repository(ctx, name).await?;
+    Err(Error::config(format!(
+        "target `{name}` is every database of a server: its backups are kept per database, as targets `{name}.DATABASE`; nothing was done\nhint: pass --target {name}.DATABASE; with backups: {}",
+        if members.is_empty() {
+            "none yet".to_string()
+        } else {
+            members.join(", ")
+        }
+    )))
 }
 
 /// `--to` must not carry a password: it would sit in shell history and in `ps` for everyone.
