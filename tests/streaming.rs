@@ -458,6 +458,12 @@ fn clean_over_an_existing_copy_and_check_first_keeps_a_damaged_backup_away() {
     let err = stderr(&out);
     assert!(err.contains("PARTIALLY restored"), "{err}");
     assert!(err.contains("--clean"), "{err}");
+    // The retry shows the plan and asks again: no --yes in the hint.
+    let hint = err
+        .lines()
+        .find(|l| l.contains("to restore it again"))
+        .unwrap_or("");
+    assert!(!hint.contains("--yes"), "{hint}");
 }
 
 #[test]

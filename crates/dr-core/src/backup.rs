@@ -160,6 +160,16 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         .await
         .map(|r| r.get(0))
         .unwrap_or(false);
+    // The server's lock table: max_locks_per_transaction x (max_connections +
+    // max_prepared_transactions) table locks in all, shared by every session.
+    let lock_slots: Option<usize> = client
+        .query_one(
+            "select current_setting('max_locks_per_transaction')::bigint * (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint)",
+            &[],
+        )
+        .await
+        .ok()
+        .and_then(|r| usize::try_from(r.get::<_, i64>(0)).ok());
     drop(client);
 
     let store = ctx.store.as_ref();
@@ -205,6 +215,7 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         superuser,
         &id,
         part_size,
+        lock_slots,
         &recipients,
         &mut written,
     )
@@ -347,6 +358,7 @@ async fn write_objects(
     superuser: bool,
     id: &BackupId,
     part_size: u64,
+    lock_slots: Option<usize>,
     recipients: &Arc<Recipients>,
     written: &mut Written,
 ) -> Result<(Vec<ObjectRecord>, ObjectRecord, ObjectRecord)> {
@@ -405,6 +417,20 @@ async fn write_objects(
     };
     let jobs = sections_to_dump(&target.name, id, &split);
     written.keys.extend(jobs.iter().map(|j| j.key.clone()));
+    // Every pg_dump locks each table it dumps (ACCESS SHARE, whatever the section), and so
+    // does the counting: all sections at once hold ~4 locks per table. The server's lock
+    // table is shared with the application; where a quarter of it would not hold that,
+    // dump pre-data and post-data first (catalog only, quick), then the data streams: ~2
+    // per table at any time, as a single pg_dump with its count.
+    let tables = split.streams.iter().map(|s| s.tables.len()).sum::<usize>();
+    let schema_first = lock_slots.is_some_and(|slots| tables.saturating_mul(4) > slots / 4);
+    if schema_first {
+        tracing::info!(
+            tables,
+            lock_slots = lock_slots.unwrap_or(0),
+            "many tables for the server's lock table: pre-data and post-data first, then the data streams"
+        );
+    }
     tracing::info!(
         streams = split.streams.len(),
         split = %split
@@ -413,17 +439,20 @@ async fn write_objects(
             .map(|s| format!("data-{}: {} tables, {}", s.number, s.tables.len(), human_bytes(s.bytes)))
             .collect::<Vec<_>>()
             .join("; "),
-        "dumping pre-data, data and post-data at once"
+        "dumping pre-data, data and post-data"
     );
     // The dumps and the counting run at once. A failed dump or a signal (or max_duration)
     // must not wait for a count that is stuck behind a table lock.
+    let dumps_cancel = ctx.cancel.child_token();
+    let dumps_ctx = ctx.with_cancel(dumps_cancel.clone());
     let (dump, inventory) = {
         let upload = dump_sections(
-            ctx,
+            &dumps_ctx,
             conn,
             pg_dump,
             snapshot.id(),
             &jobs,
+            schema_first,
             part_size,
             recipients,
         );
@@ -440,7 +469,17 @@ async fn write_objects(
                         break;
                     }
                 }
-                r = &mut counting, if inventory.is_none() => inventory = Some(r),
+                r = &mut counting, if inventory.is_none() => {
+                    let failed = r.is_err();
+                    inventory = Some(r);
+                    if failed {
+                        // The dumps would run on for nothing (and then fail on the ended
+                        // snapshot, hiding the cause): stop them, wait until they have.
+                        dumps_cancel.cancel();
+                        let _ = (&mut upload).await;
+                        break;
+                    }
+                }
                 // The upload sees the signal itself (and aborts); only a finished one is
                 // left behind for a count that cannot finish.
                 () = ctx.cancel.cancelled(), if dump.is_some() => break,
@@ -458,12 +497,13 @@ async fn write_objects(
     };
     // The snapshot transaction ends only after every pg_dump exited (dump_sections waited).
     snapshot.finish().await;
+    // A failed count is the cause when the dumps were stopped because of it.
+    let inventory =
+        inventory.map_err(|e| Error::from(e).context("counting rows in the dump's snapshot"))?;
     let dump = match dump {
         Some(d) => d?,
         None => return Err(Error::interrupted("the backup")),
     };
-    let inventory =
-        inventory.map_err(|e| Error::from(e).context("counting rows in the dump's snapshot"))?;
 
     let details = BackupDetails {
         format: 2,
@@ -555,35 +595,56 @@ fn sections_to_dump(target: &str, id: &BackupId, split: &dr_pg::DataSplit) -> Ve
     jobs
 }
 
-/// Every section at once, each its own pg_dump and upload. The first failure stops the
-/// others (their uploads aborted, their pg_dumps stopped) and is the error reported; the
-/// records come back in `jobs` order.
+/// Every section, each its own pg_dump and upload: all at once, or (`schema_first`)
+/// pre-data and post-data first, then the data streams. The first failure stops the others
+/// (their uploads aborted, their pg_dumps stopped) and is the error reported; the records
+/// come back in `jobs` order.
+#[allow(clippy::too_many_arguments)]
 async fn dump_sections(
     ctx: &Context,
     conn: &ConnInfo,
     pg_dump: &Tool,
     snapshot: &str,
     jobs: &[SectionJob],
+    schema_first: bool,
     part_size: u64,
     recipients: &Arc<Recipients>,
 ) -> Result<Vec<ObjectRecord>> {
     let siblings = ctx.cancel.child_token();
     let sctx = ctx.with_cancel(siblings.clone());
     let bar = crate::progress::bytes_bar(ctx.progress, "dumping", None);
-    let results = futures::future::join_all(jobs.iter().map(|job| {
-        let (sctx, siblings, bar) = (&sctx, &siblings, &bar);
-        async move {
-            let r = stream_dump(
-                sctx, conn, pg_dump, snapshot, job, part_size, recipients, bar,
-            )
-            .await;
-            if r.is_err() {
-                siblings.cancel();
-            }
-            r
-        }
-    }))
-    .await;
+    let results = if schema_first {
+        let is_data = |j: &&SectionJob| j.role == ObjectRole::Data;
+        let schema: Vec<&SectionJob> = jobs.iter().filter(|j| !is_data(j)).collect();
+        let mut schema = dump_phase(
+            &sctx, &siblings, conn, pg_dump, snapshot, schema, part_size, recipients, &bar,
+        )
+        .await
+        .into_iter();
+        let data: Vec<&SectionJob> = jobs.iter().filter(is_data).collect();
+        let mut data = dump_phase(
+            &sctx, &siblings, conn, pg_dump, snapshot, data, part_size, recipients, &bar,
+        )
+        .await
+        .into_iter();
+        // Back into `jobs` order.
+        jobs.iter()
+            .map(|j| {
+                let next = if is_data(&j) {
+                    data.next()
+                } else {
+                    schema.next()
+                };
+                next.unwrap_or_else(|| Err(Error::interrupted("the backup")))
+            })
+            .collect::<Vec<_>>()
+    } else {
+        let all: Vec<&SectionJob> = jobs.iter().collect();
+        dump_phase(
+            &sctx, &siblings, conn, pg_dump, snapshot, all, part_size, recipients, &bar,
+        )
+        .await
+    };
     bar.finish_and_clear();
     let mut records = Vec::with_capacity(results.len());
     let mut first_error: Option<Error> = None;
@@ -608,6 +669,35 @@ async fn dump_sections(
         Some(e) => Err(e),
         None => Ok(records),
     }
+}
+
+/// One phase of [`dump_sections`]: its sections at once; a failure stops `siblings`.
+#[allow(clippy::too_many_arguments)]
+async fn dump_phase(
+    sctx: &Context,
+    siblings: &tokio_util::sync::CancellationToken,
+    conn: &ConnInfo,
+    pg_dump: &Tool,
+    snapshot: &str,
+    phase: Vec<&SectionJob>,
+    part_size: u64,
+    recipients: &Arc<Recipients>,
+    bar: &indicatif::ProgressBar,
+) -> Vec<Result<ObjectRecord>> {
+    futures::future::join_all(phase.into_iter().map(|job| async move {
+        if siblings.is_cancelled() {
+            return Err(Error::interrupted("the backup"));
+        }
+        let r = stream_dump(
+            sctx, conn, pg_dump, snapshot, job, part_size, recipients, bar,
+        )
+        .await;
+        if r.is_err() {
+            siblings.cancel();
+        }
+        r
+    }))
+    .await
 }
 
 async fn put_sealed(
@@ -697,6 +787,9 @@ async fn stream_dump(
         "--no-password".to_string(),
         format!("--snapshot={snapshot}"),
         format!("--dbname={}", conn.dbname_arg()),
+        // dr reads names as UTF-8 and passes them as -t/-T patterns: pg_dump must speak
+        // UTF-8 too, or in a LATIN1 database a name like `café` would match nothing.
+        "--encoding=UTF8".to_string(),
     ];
     args.extend(job.args.iter().cloned());
     // The same wait bound as the counting in the snapshot (0: wait as long as it takes).

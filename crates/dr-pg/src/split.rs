@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::PgError;
 
+/// Above this many tables the data section is not split (see [`split_data`]).
+pub const MAX_SPLIT_TABLES: usize = 10_000;
+
 /// A table of the data section with its size and the sequences it owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSize {
@@ -54,9 +57,19 @@ pub struct DataSplit {
 /// Split `tables` into at most `streams` streams (at least one; never more streams than
 /// tables, since an empty `-t` stream would dump everything).
 pub fn split_data(tables: &[TableSize], streams: u32) -> DataSplit {
-    let n = usize::try_from(streams.max(1))
+    let mut n = usize::try_from(streams.max(1))
         .unwrap_or(1)
         .min(tables.len().max(1));
+    // Each table of streams 2.. is one pg_dump argument (twice: -t in its stream, -T in
+    // stream 1); past this many tables the command lines would near the kernel's limit
+    // (E2BIG), so the data section stays one stream.
+    if n > 1 && tables.len() > MAX_SPLIT_TABLES {
+        tracing::warn!(
+            tables = tables.len(),
+            "more than {MAX_SPLIT_TABLES} tables: the data section is dumped as one stream"
+        );
+        n = 1;
+    }
     let mut order: Vec<&TableSize> = tables.iter().collect();
     // Largest first; names break ties so the split is the same for the same sizes.
     order.sort_by(|a, b| {
@@ -213,6 +226,16 @@ mod tests {
         assert_eq!(names(2), ["c", "d"]);
         assert_eq!(s.stream_of("public", "d"), Some(3));
         assert_eq!(s.stream_of("public", "zz"), None);
+    }
+
+    #[test]
+    fn very_many_tables_stay_one_stream() {
+        let tables: Vec<_> = (0..=MAX_SPLIT_TABLES)
+            .map(|i| t("public", &format!("t{i}"), 1))
+            .collect();
+        let s = split_data(&tables, 4);
+        assert_eq!(s.streams.len(), 1);
+        assert_eq!(s.pg_dump_args(1), ["-b"]);
     }
 
     #[test]

@@ -306,15 +306,20 @@ impl Stopper {
             return None;
         }
         let first = self.first.lock().ok().and_then(|mut f| f.take());
-        Some(first.unwrap_or_else(|| {
-            if ctx.cancel.is_cancelled() {
-                Error::new(
-                    Kind::Interrupted,
-                    format!("the restore into {conn} was interrupted by a signal; every pg_restore and its workers were stopped"),
-                )
-            } else {
-                Error::new(Kind::Failed, format!("the restore into {conn} was stopped"))
+        // A signal (SIGTERM to the whole cgroup reaches pg_restore too, which may then exit
+        // before dr stops it) is an interruption, whatever a child reported on the way.
+        if ctx.cancel.is_cancelled() {
+            let mut e = Error::new(
+                Kind::Interrupted,
+                format!("the restore into {conn} was interrupted by a signal; every pg_restore and its workers were stopped"),
+            );
+            if let Some(f) = first.filter(|f| f.kind != Kind::Interrupted) {
+                e.details.push(format!("meanwhile: {}", f.summary()));
             }
+            return Some(e);
+        }
+        Some(first.unwrap_or_else(|| {
+            Error::new(Kind::Failed, format!("the restore into {conn} was stopped"))
         }))
     }
 }
@@ -704,7 +709,16 @@ impl Run<'_> {
                     self.stop.token.clone(),
                     move |e| stopper.fail(e.clone()),
                 );
-                let (fed, done) = tokio::join!(feed, self.finish(child, &s.label));
+                // A pg_restore that failed stops every stream now: its object need not be
+                // read to the end (that is only for one that exited 0, to check the digest).
+                let finish = async {
+                    let r = self.finish(child, &s.label).await;
+                    if let Err(e) = &r {
+                        self.stop.fail(e.clone());
+                    }
+                    r
+                };
+                let (fed, done) = tokio::join!(feed, finish);
                 if let Err(e) = fed {
                     // Already recorded, unless the thread itself failed.
                     if !self.stop.token.is_cancelled() {
@@ -810,9 +824,11 @@ async fn leave_target(l: &Load<'_>, created: bool, session_name: &str, mut e: Er
     let db = conn.dbname();
     if created {
         match drop_database(conn, l.target.major).await {
-            Ok(()) => e.details.push(format!(
-                "the database {db} that this restore created was dropped: the server is as it was before"
-            )),
+            Ok(()) => e.details.push(if l.opts.with_globals {
+                format!("the database {db} that this restore created was dropped; roles that --with-globals created stay")
+            } else {
+                format!("the database {db} that this restore created was dropped: the server is as it was before")
+            }),
             Err(err) => {
                 e.details.push(format!(
                     "the database {db} that this restore created could not be dropped: {err}"
@@ -842,19 +858,39 @@ fn add_hint(e: &mut Error, more: String) {
     });
 }
 
-/// The `dr restore` that restores the same backup over the partial one.
+/// The `dr restore` that restores the same backup over the partial one: exactly what the
+/// operator asked (selection, `--force`), never a wider `--clean` than they chose, and
+/// without `--yes`, so the plan is shown and confirmed again.
 fn retry_command(l: &Load<'_>) -> String {
+    let o = l.opts;
+    let selective = !o.tables.is_empty() || !o.schemas.is_empty();
     let mut cmd = format!(
-        "dr restore {} --target {} --to '{}' --clean",
+        "dr restore {} --target {} --to '{}'",
         l.m.id, l.m.target, l.target.conn
     );
-    if l.opts.with_globals {
+    for t in &o.tables {
+        cmd.push_str(&format!(" --table '{t}'"));
+    }
+    for sc in &o.schemas {
+        cmd.push_str(&format!(" --schema '{sc}'"));
+    }
+    // A whole backup over its partial self: --clean replaces the backup's own objects (and
+    // nothing else). A selection cannot be cleaned (refused): it is repeated as it was.
+    if selective {
+        cmd.push_str(" --force");
+    } else {
+        cmd.push_str(" --clean");
+    }
+    if o.with_globals {
         cmd.push_str(" --with-globals");
     }
-    if l.opts.no_owner {
+    if o.no_owner {
         cmd.push_str(" --no-owner");
     }
-    cmd.push_str(&format!(" --jobs {} --yes", l.jobs));
+    cmd.push_str(&format!(" --jobs {}", l.jobs));
+    if selective {
+        cmd.push_str(" (a selective restore over a partial one may leave rows twice: restoring the selection into a new database and copying from there is safer)");
+    }
     cmd.push_str(" (or, for an older backup, its id from `dr list` in place of ");
     cmd.push_str(&l.m.id.to_string());
     cmd.push(')');
