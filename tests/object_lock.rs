@@ -388,3 +388,151 @@ fn delete_markers_on_everything_then_undelete_all_brings_the_backups_back() {
     assert_success(&out);
     assert_eq!(e.pg.table_digests("copy"), e.pg.table_digests("app"));
 }
+
+fn list_json(e: &Env, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut a = vec!["list", "--json"];
+    a.extend_from_slice(args);
+    let out = e.ws.dr(&e.cfg, &a);
+    assert_success(&out);
+    serde_json::from_str::<serde_json::Value>(&stdout(&out))
+        .expect("list json")
+        .as_array()
+        .cloned()
+        .expect("array")
+}
+
+fn state_of(rows: &[serde_json::Value], id: &str) -> String {
+    rows.iter()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r["state"].as_str())
+        .unwrap_or("absent")
+        .to_string()
+}
+
+#[test]
+fn overwritten_manifests_and_objects_are_flagged_and_undelete_brings_back_the_originals() {
+    let e = env_with(true, &compliance());
+    let first = backup(&e);
+    let counts_first = e.pg.row_counts("app");
+    e.pg.psql(
+        "app",
+        "insert into t select g, md5(g::text) from generate_series(501, 650) g;",
+    );
+    let second = backup(&e);
+    let counts_second = e.pg.row_counts("app");
+    assert_ne!(counts_first, counts_second);
+    let key = |id: &str, name: &str| format!("dr/app/{id}/{name}");
+    // The attacker, with the backup host's credentials, cannot delete locked versions but
+    // can PUT newer ones: backup 2's manifest over backup 1's, garbage over a data object of
+    // backup 2, and a *locked* garbage version over backup 1's post-data (a bucket default
+    // retention would lock it the same way): that one cannot be removed, dr copies its
+    // original back on top instead.
+    let manifest_2 = e.weed.fetch(BUCKET, &key(&second, "manifest.json"));
+    e.weed
+        .put_raw(BUCKET, &key(&first, "manifest.json"), &manifest_2);
+    e.weed.put_raw(
+        BUCKET,
+        &key(&second, "data-1.zst.age"),
+        b"not an age file, not a dump",
+    );
+    let garbage = e.ws.write("garbage", "garbage, locked\n");
+    let until = "2099-01-01T00:00:00Z";
+    let out = e.weed.aws(&[
+        "put-object",
+        "--bucket",
+        BUCKET,
+        "--key",
+        &key(&first, "post-data.zst.age"),
+        "--body",
+        &garbage.display().to_string(),
+        "--object-lock-mode",
+        "GOVERNANCE",
+        "--object-lock-retain-until-date",
+        until,
+    ]);
+    assert_success(&out);
+    // `dr list` flags both, and says what to do.
+    let rows = list_json(&e, &[]);
+    assert_eq!(state_of(&rows, &first), "overwritten", "{rows:?}");
+    assert_eq!(state_of(&rows, &second), "overwritten", "{rows:?}");
+    let out = e.ws.dr(&e.cfg, &["list"]);
+    assert_success(&out);
+    let text = stdout(&out);
+    for (id, what) in [
+        (&first, "manifest.json"),
+        (&first, "post-data.zst.age"),
+        (&second, "data-1.zst.age"),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(id.as_str())
+                && l.contains("overwritten:")
+                && l.contains(what)
+                && l.contains(&format!("dr undelete {id}"))),
+            "{id} {what}:\n{text}"
+        );
+    }
+    assert!(
+        stderr(&out).contains("overwritten backup(s)"),
+        "{}",
+        stderr(&out)
+    );
+    // `dr list --deleted` offers them.
+    let deleted = list_json(&e, &["--deleted"]);
+    assert_eq!(state_of(&deleted, &first), "overwritten", "{deleted:?}");
+    assert_eq!(state_of(&deleted, &second), "overwritten", "{deleted:?}");
+    // Restoring the overwritten backup 2 fails on the digest (the data object is garbage).
+    e.pg.create_db("bad");
+    let out = e.ws.dr(
+        &e.cfg,
+        &["restore", &second, "--to", &e.pg.url("bad"), "--yes"],
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    // Bring back the originals.
+    let out = e.ws.dr(&e.cfg, &["undelete", &first]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("2 overwritten object(s) restored"),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = e.ws.dr(&e.cfg, &["undelete", "--all", "--json"]);
+    assert_success(&out);
+    let back: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("undelete json");
+    assert_eq!(back[0]["id"], second.as_str(), "{back}");
+    assert_eq!(back[0]["restored"][0]["action"], "removed_newer", "{back}");
+    let rows = list_json(&e, &[]);
+    assert_eq!(state_of(&rows, &first), "ok", "{rows:?}");
+    assert_eq!(state_of(&rows, &second), "ok", "{rows:?}");
+    assert!(list_json(&e, &["--deleted"]).is_empty());
+    // The locked garbage is still there (never deleted), under a copy of the original that is
+    // locked like the original.
+    let post = key(&first, "post-data.zst.age");
+    let versions = e.weed.object_versions(BUCKET, &post);
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    let current = versions.iter().find(|v| v.is_latest).expect("current");
+    let (mode, retain) = e
+        .weed
+        .retention(BUCKET, &post, &current.version_id)
+        .expect("the copy is locked");
+    assert_eq!(mode, "COMPLIANCE");
+    assert_eq!(epoch(&retain), id_epoch(&first) + DAYS * 86_400);
+    // The unlocked garbage is gone: only dr's version of backup 2's data object is left.
+    assert_eq!(
+        e.weed
+            .object_versions(BUCKET, &key(&second, "data-1.zst.age"))
+            .len(),
+        1
+    );
+    // Each restores as an exact copy of what it backed up.
+    for (id, want, db) in [
+        (&first, &counts_first, "one"),
+        (&second, &counts_second, "two"),
+    ] {
+        e.pg.create_db(db);
+        let out =
+            e.ws.dr(&e.cfg, &["restore", id, "--to", &e.pg.url(db), "--yes"]);
+        assert_success(&out);
+        assert_eq!(&e.pg.row_counts(db), want, "{id}");
+    }
+}

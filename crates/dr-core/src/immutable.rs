@@ -229,6 +229,15 @@ impl ObjectStore for LockingStore {
     async fn delete_version(&self, key: &str, version_id: &str) -> Result<(), StoreError> {
         self.inner.delete_version(key, version_id).await
     }
+
+    async fn copy_version(
+        &self,
+        key: &str,
+        version_id: &str,
+        retention: Option<&Retention>,
+    ) -> Result<(), StoreError> {
+        self.inner.copy_version(key, version_id, retention).await
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,10 @@ pub enum State {
     FutureDated,
     /// Its manifest exists but cannot be used.
     Damaged,
+    /// On a repository with `[repository.object_lock]`: its manifest or one of its objects
+    /// was replaced by a newer version than dr wrote (see [`crate::undelete`]); `dr undelete`
+    /// brings back the originals.
+    Overwritten,
 }
 
 /// One element of `dr list --json` (docs/JSON.md): a complete backup (possibly
@@ -183,12 +187,42 @@ fn damaged_row(d: &DamagedBackup) -> ListRow {
     }
 }
 
+/// Flag the rows of backups with overwritten objects (from [`crate::undelete::find_deleted`]):
+/// state `overwritten`, and a problem naming what was replaced and how to get it back. A
+/// damaged row keeps its `key` and `reason`. Pure.
+pub fn flag_overwritten(rows: &mut [ListRow], found: &[crate::undelete::DeletedBackup]) {
+    for r in rows.iter_mut() {
+        let Some(note) = found
+            .iter()
+            .find(|d| d.id == r.id && d.target == r.target)
+            .and_then(|d| d.overwritten_note())
+        else {
+            continue;
+        };
+        r.state = State::Overwritten;
+        r.problem = Some(match &r.reason {
+            Some(reason) => format!("{note} (the current manifest: {reason})"),
+            None => note,
+        });
+    }
+}
+
 /// Read the repository (one target, or all) and build the rows of `dr list` now, with the
-/// configured retention (none, or an invalid one, leaves `retention` empty).
+/// configured retention (none, or an invalid one, leaves `retention` empty). With
+/// `[repository.object_lock]`, one version listing per target flags overwritten backups.
 pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<ListRow>> {
     let catalog = repo::catalog(ctx.store.as_ref(), target).await?;
     let policy = crate::prune::policy(ctx).ok();
-    Ok(rows(&catalog, policy.as_ref(), Utc::now()))
+    let mut rows = rows(&catalog, policy.as_ref(), Utc::now());
+    if ctx.store.location().object_lock().is_some() {
+        let targets: BTreeSet<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+        let mut found = Vec::new();
+        for t in targets {
+            found.extend(crate::undelete::deleted(ctx.store.as_ref(), Some(t)).await?);
+        }
+        flag_overwritten(&mut rows, &found);
+    }
+    Ok(rows)
 }
 
 /// One backup as `dr show` presents it: its manifest, newest verification and, when the
@@ -398,5 +432,54 @@ mod tests {
         // Keys in the order `dr list --json` always printed them (alphabetical).
         let text = serde_json::to_string(&rows[4]).expect("json");
         assert_eq!(text, serde_json::to_string(&bad).expect("json"));
+    }
+
+    #[test]
+    fn overwritten_backups_are_flagged() {
+        use dr_store::ObjectVersion;
+        let ver = |key: &str, id: &str, latest: bool, size: u64, etag: &str| ObjectVersion {
+            key: key.into(),
+            version_id: id.into(),
+            is_latest: latest,
+            delete_marker: false,
+            size,
+            last_modified: None,
+            etag: Some(etag.into()),
+        };
+        let found = crate::undelete::find_deleted(&[
+            ver("app/20261121T020000Z/manifest.json", "b", true, 9, "b"),
+            ver("app/20261121T020000Z/manifest.json", "a", false, 8, "a"),
+            ver("app/20261122T010000Z/data-1.zst.age", "b", true, 9, "b"),
+            ver("app/20261122T010000Z/data-1.zst.age", "a", false, 8, "a-1"),
+            ver("app/20261122T010000Z/manifest.json", "a", true, 8, "a"),
+        ]);
+        let mut rows = rows(&catalog(), None, now());
+        flag_overwritten(&mut rows, &found);
+        let flagged: Vec<(String, State)> = rows
+            .iter()
+            .filter(|r| r.state == State::Overwritten)
+            .map(|r| (r.id.to_string(), r.state))
+            .collect();
+        assert_eq!(
+            flagged,
+            [
+                ("20261122T010000Z".into(), State::Overwritten),
+                ("20261121T020000Z".into(), State::Overwritten),
+            ]
+        );
+        let p = rows[3].problem.as_deref().unwrap_or_default();
+        assert!(
+            p.starts_with("overwritten: data-1.zst.age")
+                && p.contains("dr undelete 20261122T010000Z"),
+            "{p}"
+        );
+        let p = rows[4].problem.as_deref().unwrap_or_default();
+        assert!(
+            p.contains("manifest.json") && p.contains("not valid JSON"),
+            "{p}"
+        );
+        assert_eq!(rows[4].reason.as_deref(), Some("not valid JSON (EOF)"));
+        let json = serde_json::to_value(&rows[3]).expect("json");
+        assert_eq!(json["state"], "overwritten");
     }
 }

@@ -195,6 +195,22 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
             key,
         ))
     }
+
+    /// Make an older version of `key` current again: a server-side copy of it onto `key`
+    /// (a new version), with `retention` set on the copy itself so it is never unlocked.
+    /// Single-request copy: S3 limits it to 5 GiB.
+    async fn copy_version(
+        &self,
+        key: &str,
+        _version_id: &str,
+        _retention: Option<&Retention>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::unsupported(
+            "object versions",
+            self.location(),
+            key,
+        ))
+    }
 }
 
 /// An upload in progress. On any error from `put_part` or `complete`, call `abort`.

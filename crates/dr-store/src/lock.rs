@@ -136,4 +136,31 @@ pub struct ObjectVersion {
     pub delete_marker: bool,
     pub size: u64,
     pub last_modified: Option<DateTime<Utc>>,
+    /// The ETag without quotes (`None` for delete markers or when the service gives none):
+    /// the hex MD5 of a single-part object, `md5-N` for one written in N parts. Two versions
+    /// with the same ETag and size hold the same bytes (a retried write); different ETags
+    /// of the same kind mean different bytes.
+    pub etag: Option<String>,
+}
+
+impl ObjectVersion {
+    /// Written by a multipart upload (its ETag is `md5-N`, not the MD5 of its bytes).
+    pub fn multipart(&self) -> bool {
+        self.etag.as_deref().is_some_and(|e| e.contains('-'))
+    }
+
+    /// `self` holds the same bytes as `other`, as far as a listing can tell: same size, and
+    /// the same ETag. When one was written in parts and the other in one piece (a copy of a
+    /// multipart object, which [`crate::ObjectStore::copy_version`] makes), ETags cannot be
+    /// compared and the size decides.
+    pub fn same_content(&self, other: &ObjectVersion) -> bool {
+        if self.delete_marker || other.delete_marker || self.size != other.size {
+            return false;
+        }
+        match (&self.etag, &other.etag) {
+            (Some(a), Some(b)) if self.multipart() == other.multipart() => a == b,
+            (Some(_), Some(_)) => true,
+            _ => self.version_id == other.version_id,
+        }
+    }
 }

@@ -565,6 +565,16 @@ impl ObjectStore for S3Store {
         lock::delete_version(&self.shared, key, version_id).await
     }
 
+    async fn copy_version(
+        &self,
+        key: &str,
+        version_id: &str,
+        retention: Option<&Retention>,
+    ) -> Result<(), StoreError> {
+        validate_key(key)?;
+        lock::copy_version(&self.shared, key, version_id, retention).await
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let s = &self.shared;
         let full = s.full_key(key);

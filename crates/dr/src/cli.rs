@@ -59,25 +59,27 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         jobs: Option<u32>,
     },
-    /// List backups, newest first; damaged and future-dated (clock skew) ones are marked.
+    /// List backups, newest first; damaged, future-dated (clock skew) and (with Object Lock)
+    /// overwritten ones are marked.
     List {
         #[arg(long)]
         target: Option<String>,
         /// Stable JSON array on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
-        /// Backups hidden by delete markers whose versions are intact (versioned buckets):
-        /// what `dr undelete` can bring back.
+        /// Backups hidden by delete markers, or overwritten by newer versions, whose original
+        /// versions are intact (versioned buckets): what `dr undelete` can bring back.
         #[arg(long)]
         deleted: bool,
     },
-    /// Bring back backups hidden by delete markers (`dr list --deleted`): removes the markers,
-    /// keeps every version and its Object Lock.
+    /// Bring back backups hidden by delete markers or overwritten (`dr list --deleted`):
+    /// makes the versions dr wrote current again (removes the markers and unlocked newer
+    /// versions, or copies a locked original back on top), keeping every lock.
     Undelete {
-        /// A backup id or `latest` (the newest deleted one).
+        /// A backup id or `latest` (the newest deleted or overwritten one).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
-        /// Every deleted backup (of `--target`, if given).
+        /// Every deleted or overwritten backup (of `--target`, if given).
         #[arg(long)]
         all: bool,
         #[arg(long)]

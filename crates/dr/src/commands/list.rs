@@ -28,6 +28,12 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
     rows.iter().for_each(print_row);
     let count = |s: State| rows.iter().filter(|r| r.state == s).count();
     let (damaged, future) = (count(State::Damaged), count(State::FutureDated));
+    let overwritten = count(State::Overwritten);
+    if overwritten > 0 {
+        tracing::warn!(
+            "{overwritten} overwritten backup(s): a manifest or object was replaced by a newer version than dr wrote (someone else wrote it); do not trust them until `dr undelete ID` brings back dr's locked versions (`dr list --deleted` shows them)"
+        );
+    }
     if damaged > 0 {
         tracing::warn!(
             "{damaged} damaged backup(s): `latest` skips them, restoring one by id fails; `dr prune --force` deletes them"
@@ -50,7 +56,10 @@ fn print_row(r: &ListRow) {
     let started = r.started_at.unwrap_or_else(|| r.id.time());
     let (size, pg, verified, retention) = match r.state {
         State::Damaged => ("-".into(), "-".into(), "-".into(), "kept (damaged)"),
-        State::Ok | State::FutureDated => (
+        State::Overwritten if r.bytes.is_none() => {
+            ("-".into(), "-".into(), "-".into(), "kept (overwritten)")
+        }
+        State::Ok | State::FutureDated | State::Overwritten => (
             r.bytes.map(human_bytes).unwrap_or_default(),
             r.server_major.map(|m| m.to_string()).unwrap_or_default(),
             match &r.verification {
@@ -208,30 +217,48 @@ pub async fn deleted(ctx: &Context, target: Option<&str>, as_json: bool) -> Resu
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        crate::note!("no deleted backups in {}", ctx.store.location());
+        crate::note!(
+            "no deleted or overwritten backups in {}",
+            ctx.store.location()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     out!(
-        "{:<18} {:<16} {:<20} {:>7}  DELETED (UTC)",
+        "{:<18} {:<16} {:<20} {:<20} {:>7}  {:<20} OVERWRITTEN",
         "ID",
         "TARGET",
         "STARTED (UTC)",
-        "HIDDEN"
+        "STATE",
+        "HIDDEN",
+        "DELETED (UTC)"
     );
+    let prefix = |r: &dr_core::undelete::DeletedBackup| format!("{}/{}/", r.target, r.id);
     for r in &rows {
+        let p = prefix(r);
+        let overwritten: Vec<&str> = r
+            .overwritten
+            .iter()
+            .map(|o| o.key.strip_prefix(&p).unwrap_or(&o.key))
+            .collect();
         out!(
-            "{:<18} {:<16} {:<20} {:>7}  {}",
+            "{:<18} {:<16} {:<20} {:<20} {:>7}  {:<20} {}",
             r.id.to_string(),
             r.target,
             r.id.time().format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.state,
             r.hidden_objects,
             r.deleted_at
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            if overwritten.is_empty() {
+                "-".to_string()
+            } else {
+                overwritten.join(",")
+            }
         );
     }
     tracing::warn!(
-        "{} deleted backup(s): their versions are intact; `dr undelete ID` or `dr undelete --all` brings them back",
+        "{} deleted or overwritten backup(s): dr's versions are intact; `dr undelete ID` or `dr undelete --all` brings them back",
         rows.len()
     );
     Ok(ExitCode::SUCCESS)
@@ -261,12 +288,16 @@ pub async fn undelete(
         return Ok(ExitCode::SUCCESS);
     }
     for d in &back {
-        out!(
-            "undeleted\t{}\t{}\t{} delete marker(s) removed",
-            d.target,
-            d.id,
-            d.markers.len()
-        );
+        let count = |a: &str| d.restored.iter().filter(|r| r.action == a).count();
+        let (newer, copied) = (count("removed_newer"), count("copied"));
+        let mut what = format!("{} delete marker(s) removed", d.markers.len());
+        if newer + copied > 0 {
+            what.push_str(&format!(
+                ", {} overwritten object(s) restored ({newer} by removing the newer versions, {copied} by copying dr's locked version back)",
+                newer + copied
+            ));
+        }
+        out!("undeleted\t{}\t{}\t{what}", d.target, d.id);
     }
     Ok(ExitCode::SUCCESS)
 }
