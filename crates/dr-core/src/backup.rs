@@ -436,7 +436,13 @@ async fn write_objects(
         split = %split
             .streams
             .iter()
-            .map(|s| format!("data-{}: {} tables, {}", s.number, s.tables.len(), human_bytes(s.bytes)))
+            .map(|s| format!(
+                "data-{}: {} tables, {}",
+                s.number,
+                s.tables.len(),
+                // relpages: 0 until the first VACUUM or ANALYZE.
+                if s.bytes == 0 { "size unknown (not analyzed)".to_string() } else { format!("~{}", human_bytes(s.bytes)) }
+            ))
             .collect::<Vec<_>>()
             .join("; "),
         "dumping pre-data, data and post-data"

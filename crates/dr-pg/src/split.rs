@@ -85,17 +85,15 @@ pub fn split_data(tables: &[TableSize], streams: u32) -> DataSplit {
         })
         .collect();
     let mut owned: Vec<Vec<(String, String)>> = vec![Vec::new(); n];
+    // What balances the streams: a table never vacuumed or analyzed reads as 0 bytes and
+    // counts as 1, so tables of unknown size still spread instead of piling onto stream 1.
+    let mut load = vec![0u64; n];
     for t in order {
         // The least-loaded stream; the first of equals, so stream 1 is never left empty.
-        let (i, _) = out
-            .iter()
-            .enumerate()
-            .min_by_key(|(i, s)| (s.bytes, *i))
-            .unwrap_or((0, &out[0]));
+        let i = (0..n).min_by_key(|&i| (load[i], i)).unwrap_or(0);
+        load[i] = load[i].saturating_add(t.bytes.max(1));
         out[i].tables.push((t.schema.clone(), t.name.clone()));
-        // A table never vacuumed or analyzed reads as 0 bytes: count it as 1, so tables of
-        // unknown size still spread over the streams instead of piling onto stream 1.
-        out[i].bytes = out[i].bytes.saturating_add(t.bytes.max(1));
+        out[i].bytes = out[i].bytes.saturating_add(t.bytes);
         owned[i].extend(t.owned_sequences.iter().cloned());
     }
     DataSplit {
