@@ -11,6 +11,9 @@
 //!
 //! Failure anywhere (pg_dump exit status, counting, upload, signal) aborts the multipart
 //! upload, deletes what was already written and writes no manifest.
+//!
+//! Here: the run (lock, max_duration, ids, globals, details, the commit). `sections`: the
+//! pg_dump streams and their uploads. `server`: what a `databases = "all"` target stands for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,16 +22,21 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use dr_catalog::{
-    keys, BackupDetails, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT, STEP_DATA,
-    STEP_POST_DATA, STEP_PRE_DATA,
+    keys, BackupDetails, BackupId, Manifest, ObjectRecord, ObjectRole, MANIFEST_FORMAT,
 };
-use dr_config::{SharedGlobals, TargetConfig};
+use dr_config::TargetConfig;
 use dr_pg::{ChildProcess, ConnInfo, ServerVersion, Snapshot, Tool};
 use dr_store::ObjectStore;
-use dr_stream::{Compression, PartWriter, Recipients};
+use dr_stream::Recipients;
 
 use crate::lock::RunLock;
 use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
+
+mod sections;
+mod server;
+
+use sections::{dump_sections, sections_to_dump};
+pub use server::{expand, server_databases};
 
 /// Back up one target, holding its lock. A run that outlives `backup.max_duration` is
 /// stopped like an interrupted one (upload aborted, nothing committed, lock released) and
@@ -73,55 +81,6 @@ pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         other => other,
     };
     result.map_err(|e| e.context(format!("backup of target `{}` failed", target.name)))
-}
-
-/// The targets one configured target stands for now: itself, or, for a `databases = "all"`
-/// target, one target per database of its server (listed over a connection to `url`) minus
-/// `exclude_databases`, in name order, sharing one globals dump. A server with nothing left
-/// to back up is an error: a run that backs up nothing must not look like a success.
-pub async fn expand(target: &TargetConfig) -> Result<Vec<TargetConfig>> {
-    if !target.is_server() {
-        return Ok(vec![target.clone()]);
-    }
-    let all = server_databases(target).await?;
-    let included = target.included_databases(&all);
-    if included.is_empty() {
-        return Err(Error::config(format!(
-            "target `{}`: no database to back up ({} found, all excluded by exclude_databases)",
-            target.name,
-            all.len()
-        )));
-    }
-    tracing::info!(
-        target = %target.name,
-        databases = %included.join(", "),
-        excluded = %target.exclude_databases.join(", "),
-        "every database of the server: {} to back up",
-        included.len()
-    );
-    let globals = SharedGlobals::default();
-    Ok(included
-        .iter()
-        .map(|d| target.for_database(d, &globals))
-        .collect())
-}
-
-/// The databases of a server target's server that accept connections, templates excepted.
-pub async fn server_databases(target: &TargetConfig) -> Result<Vec<String>> {
-    let listing = async {
-        let client = ConnInfo::parse(&target.url)?.connect().await?;
-        let rows = client
-            .query(
-                "select datname from pg_database where datallowconn and not datistemplate order by datname",
-                &[],
-            )
-            .await
-            .map_err(|e| Error::new(Kind::Failed, format!("reading pg_database: {e}")))?;
-        Ok::<_, Error>(rows.iter().map(|r| r.get::<_, String>(0)).collect())
-    };
-    listing
-        .await
-        .map_err(|e| e.context(format!("listing the databases of target `{}`", target.name)))
 }
 
 struct Written {
@@ -559,153 +518,6 @@ async fn write_objects(
     Ok((dump, globals, details_rec))
 }
 
-/// One section stream of the archive: which part of `pg_dump` goes into which object.
-struct SectionJob {
-    role: ObjectRole,
-    key: String,
-    step: u32,
-    /// For logs and errors: "pre-data", "data-2 of 3", "post-data".
-    label: String,
-    /// `--section=…` and the stream's table selection.
-    args: Vec<String>,
-}
-
-/// pre-data, every data stream, post-data: in restore order.
-fn sections_to_dump(target: &str, id: &BackupId, split: &dr_pg::DataSplit) -> Vec<SectionJob> {
-    let n = split.streams.len();
-    let mut jobs = vec![SectionJob {
-        role: ObjectRole::PreData,
-        key: keys::object(target, id, keys::PRE_DATA),
-        step: STEP_PRE_DATA,
-        label: "pre-data".into(),
-        args: vec!["--section=pre-data".into()],
-    }];
-    for s in &split.streams {
-        let mut args = vec!["--section=data".to_string()];
-        args.extend(split.pg_dump_args(s.number));
-        jobs.push(SectionJob {
-            role: ObjectRole::Data,
-            key: keys::object(target, id, &keys::data_stream(s.number)),
-            step: STEP_DATA,
-            label: format!("data-{} of {n}", s.number),
-            args,
-        });
-    }
-    jobs.push(SectionJob {
-        role: ObjectRole::PostData,
-        key: keys::object(target, id, keys::POST_DATA),
-        step: STEP_POST_DATA,
-        label: "post-data".into(),
-        args: vec!["--section=post-data".into()],
-    });
-    jobs
-}
-
-/// Every section, each its own pg_dump and upload: all at once, or (`schema_first`)
-/// pre-data and post-data first, then the data streams. The first failure stops the others
-/// (their uploads aborted, their pg_dumps stopped) and is the error reported; the records
-/// come back in `jobs` order.
-#[allow(clippy::too_many_arguments)]
-async fn dump_sections(
-    ctx: &Context,
-    conn: &ConnInfo,
-    pg_dump: &Tool,
-    snapshot: &str,
-    jobs: &[SectionJob],
-    schema_first: bool,
-    part_size: u64,
-    recipients: &Arc<Recipients>,
-) -> Result<Vec<ObjectRecord>> {
-    let siblings = ctx.cancel.child_token();
-    let sctx = ctx.with_cancel(siblings.clone());
-    let bar = crate::progress::bytes_bar(ctx.progress, "dumping", None);
-    let results = if schema_first {
-        let is_data = |j: &&SectionJob| j.role == ObjectRole::Data;
-        let schema: Vec<&SectionJob> = jobs.iter().filter(|j| !is_data(j)).collect();
-        let mut schema = dump_phase(
-            &sctx, &siblings, conn, pg_dump, snapshot, schema, part_size, recipients, &bar,
-        )
-        .await
-        .into_iter();
-        let data: Vec<&SectionJob> = jobs.iter().filter(is_data).collect();
-        let mut data = dump_phase(
-            &sctx, &siblings, conn, pg_dump, snapshot, data, part_size, recipients, &bar,
-        )
-        .await
-        .into_iter();
-        // Back into `jobs` order.
-        jobs.iter()
-            .map(|j| {
-                let next = if is_data(&j) {
-                    data.next()
-                } else {
-                    schema.next()
-                };
-                next.unwrap_or_else(|| Err(Error::interrupted("the backup")))
-            })
-            .collect::<Vec<_>>()
-    } else {
-        let all: Vec<&SectionJob> = jobs.iter().collect();
-        dump_phase(
-            &sctx, &siblings, conn, pg_dump, snapshot, all, part_size, recipients, &bar,
-        )
-        .await
-    };
-    bar.finish_and_clear();
-    let mut records = Vec::with_capacity(results.len());
-    let mut first_error: Option<Error> = None;
-    for r in results {
-        match r {
-            Ok(rec) => records.push(rec),
-            // The cause, not a sibling that was stopped because of it (unless a signal or
-            // max_duration stopped them all).
-            Err(e) => {
-                let better = match &first_error {
-                    None => true,
-                    Some(f) => f.kind == Kind::Interrupted && e.kind != Kind::Interrupted,
-                };
-                if better {
-                    first_error = Some(e);
-                }
-            }
-        }
-    }
-    match first_error {
-        Some(_) if ctx.cancel.is_cancelled() => Err(Error::interrupted("the backup")),
-        Some(e) => Err(e),
-        None => Ok(records),
-    }
-}
-
-/// One phase of [`dump_sections`]: its sections at once; a failure stops `siblings`.
-#[allow(clippy::too_many_arguments)]
-async fn dump_phase(
-    sctx: &Context,
-    siblings: &tokio_util::sync::CancellationToken,
-    conn: &ConnInfo,
-    pg_dump: &Tool,
-    snapshot: &str,
-    phase: Vec<&SectionJob>,
-    part_size: u64,
-    recipients: &Arc<Recipients>,
-    bar: &indicatif::ProgressBar,
-) -> Vec<Result<ObjectRecord>> {
-    futures::future::join_all(phase.into_iter().map(|job| async move {
-        if siblings.is_cancelled() {
-            return Err(Error::interrupted("the backup"));
-        }
-        let r = stream_dump(
-            sctx, conn, pg_dump, snapshot, job, part_size, recipients, bar,
-        )
-        .await;
-        if r.is_err() {
-            siblings.cancel();
-        }
-        r
-    }))
-    .await
-}
-
 async fn put_sealed(
     store: &dyn ObjectStore,
     key: &str,
@@ -771,167 +583,4 @@ async fn dump_globals(
         .await
         .map_err(|e| Error::from(e).context("dumping roles and tablespaces"))?;
     Ok(out)
-}
-
-/// Run pg_dump for one section in the snapshot and stream its archive into a multipart
-/// upload; `bar` counts raw bytes of every section together.
-#[allow(clippy::too_many_arguments)]
-async fn stream_dump(
-    ctx: &Context,
-    conn: &ConnInfo,
-    pg_dump: &Tool,
-    snapshot: &str,
-    job: &SectionJob,
-    part_size: u64,
-    recipients: &Arc<Recipients>,
-    bar: &indicatif::ProgressBar,
-) -> Result<ObjectRecord> {
-    let key = job.key.as_str();
-    let mut args = vec![
-        "--format=custom".to_string(),
-        "--compress=0".to_string(),
-        "--no-password".to_string(),
-        format!("--snapshot={snapshot}"),
-        format!("--dbname={}", conn.dbname_arg()),
-        // dr reads names as UTF-8 and passes them as -t/-T patterns: pg_dump must speak
-        // UTF-8 too, or in a LATIN1 database a name like `café` would match nothing.
-        "--encoding=UTF8".to_string(),
-    ];
-    args.extend(job.args.iter().cloned());
-    // The same wait bound as the counting in the snapshot (0: wait as long as it takes).
-    let lock_wait = ctx.config.backup.lock_wait_timeout_secs;
-    if lock_wait > 0 {
-        args.push(format!(
-            "--lock-wait-timeout={}",
-            lock_wait.saturating_mul(1000)
-        ));
-    }
-    let mut child = ChildProcess::spawn(
-        &pg_dump.path,
-        &args,
-        Some(conn),
-        std::process::Stdio::null(),
-        std::process::Stdio::piped(),
-    )?;
-    let stdout = child
-        .stdout()
-        .ok_or_else(|| Error::new(Kind::Failed, "pg_dump has no stdout"))?
-        .into_owned_fd()
-        .map_err(|e| Error::new(Kind::Failed, format!("pg_dump stdout: {e}")))?;
-    let input = std::fs::File::from(stdout);
-
-    let mut upload = match ctx.store.start_multipart(key).await {
-        Ok(u) => u,
-        Err(e) => {
-            child.kill();
-            let _ = child.wait().await;
-            return Err(Error::from(e).context(format!("starting the upload of {key}")));
-        }
-    };
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-    let recipients = Arc::clone(recipients);
-    let compression = Compression {
-        level: ctx.config.backup.zstd_level,
-        threads: ctx.config.backup.zstd_threads,
-    };
-    let bar2 = bar.clone();
-    let part_usize = usize::try_from(part_size).unwrap_or(usize::MAX);
-    let encoder = tokio::task::spawn_blocking(move || {
-        let mut parts = PartWriter::new(part_usize, |part| {
-            tx.blocking_send(part)
-                .map_err(|_| std::io::Error::other("the upload stopped"))
-        });
-        let mut shown = 0;
-        let stats = dr_stream::encode(input, &mut parts, &recipients, compression, &mut |n| {
-            bar2.inc(n - shown);
-            shown = n;
-        })?;
-        let n = parts.finish().map_err(|e| dr_stream::StreamError::Io {
-            stage: "uploading the last part".into(),
-            source: e,
-        })?;
-        Ok::<_, dr_stream::StreamError>((stats, n))
-    });
-
-    // Upload parts as they come; stop at the first error or signal.
-    let mut upload_error: Option<Error> = None;
-    loop {
-        tokio::select! {
-            part = rx.recv() => match part {
-                Some(p) => {
-                    // A part can take minutes on a slow link: a signal must not wait for it.
-                    let put = tokio::select! {
-                        r = upload.put_part(p) => r,
-                        _ = ctx.cancel.cancelled() => {
-                            upload_error = Some(Error::interrupted("the backup"));
-                            break;
-                        }
-                    };
-                    if let Err(e) = put {
-                        upload_error = Some(Error::from(e).context(format!("uploading {key}")));
-                        break;
-                    }
-                }
-                None => break,
-            },
-            _ = ctx.cancel.cancelled() => {
-                upload_error = Some(Error::interrupted("the backup"));
-                break;
-            }
-        }
-    }
-    drop(rx);
-    if upload_error.is_some() {
-        child.kill();
-    }
-    let encoded = encoder
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("the compression thread failed: {e}")));
-    let dumped = child.wait().await;
-
-    let outcome = match (upload_error, dumped, encoded) {
-        (Some(e), _, _) => Err(e),
-        (None, Err(e), _) => Err(Error::from(e).context(format!(
-            "pg_dump ({}) failed; the archive is incomplete",
-            job.label
-        ))),
-        (None, Ok(_), Err(e)) => Err(e),
-        (None, Ok(_), Ok(Err(e))) => Err(Error::from(e).context(format!(
-            "compressing and encrypting the dump ({})",
-            job.label
-        ))),
-        (None, Ok(_), Ok(Ok(v))) => Ok(v),
-    };
-    let (stats, parts) = match outcome {
-        Ok(v) => v,
-        Err(e) => {
-            if let Err(ae) = upload.abort().await {
-                tracing::error!("could not abort the multipart upload of {key}: {ae}; `dr prune` removes stale uploads");
-            }
-            return Err(e);
-        }
-    };
-    if ctx.cancel.is_cancelled() {
-        let _ = upload.abort().await;
-        return Err(Error::interrupted("the backup"));
-    }
-    upload
-        .complete()
-        .await
-        .map_err(|e| Error::from(e).context(format!("completing the upload of {key}")))?;
-    tracing::info!(
-        section = %job.label,
-        raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts,
-        "section uploaded"
-    );
-    Ok(ObjectRecord {
-        role: job.role,
-        key: key.to_string(),
-        bytes: stats.stored_bytes,
-        sha256: stats.sha256,
-        raw_bytes: stats.raw_bytes,
-        part_bytes: Some(part_size),
-        restore_step: Some(job.step),
-    })
 }
