@@ -366,7 +366,17 @@ fn a_hung_backup_stops_at_max_duration_and_releases_the_lock() {
     let started = Instant::now();
     let out = e.ws.dr(&cfg, &["backup"]);
     let took = started.elapsed();
+    // While the lock is still held: no session of the stopped backup is left queued behind
+    // it (a killed pg_dump's backend waits on, unaware its client is gone).
+    let queued = e.pg.psql(
+        "postgres",
+        "select count(*) from pg_stat_activity where datname = 'app' and wait_event_type = 'Lock'",
+    );
     release_lock(&e.pg, &mut holder);
+    assert_eq!(
+        queued, "0",
+        "sessions of the stopped backup still wait for the lock"
+    );
     assert_exit_code(&out, 1);
     assert!(took < Duration::from_secs(40), "took {took:?}");
     assert!(stderr(&out).contains("max_duration"), "{}", stderr(&out));

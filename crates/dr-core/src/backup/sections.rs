@@ -2,7 +2,9 @@
 //! `pg_dump -Fc -Z0 --section=…` → zstd → age → its own multipart upload, all in the
 //! backup's snapshot. The first failure stops the others.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dr_catalog::{
@@ -77,6 +79,11 @@ pub(super) async fn dump_sections(
     let siblings = ctx.cancel.child_token();
     let sctx = ctx.with_cancel(siblings.clone());
     let bar = crate::progress::bytes_bar(ctx.progress, "dumping", None);
+    // The pg_dumps' sessions get a name of their own, to end them if the run stops: a killed
+    // pg_dump's backend queued behind a table lock waits on, unaware its client is gone.
+    let session_name = backup_session_name();
+    let admin_conn = conn;
+    let conn = &conn.with_application_name(&session_name);
     let results = if schema_first {
         let is_data = |j: &&SectionJob| j.role == ObjectRole::Data;
         let schema: Vec<&SectionJob> = jobs.iter().filter(|j| !is_data(j)).collect();
@@ -128,11 +135,30 @@ pub(super) async fn dump_sections(
             }
         }
     }
+    if first_error.is_some() {
+        match dr_pg::end_sessions(admin_conn, &session_name, Duration::from_secs(10)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::error!(
+                "{n} session(s) of the stopped pg_dumps are still on the server (application_name `{session_name}`)"
+            ),
+            Err(e) => tracing::warn!("could not end the stopped pg_dumps' sessions: {e}"),
+        }
+    }
     match first_error {
         Some(_) if ctx.cancel.is_cancelled() => Err(Error::interrupted("the backup")),
         Some(e) => Err(e),
         None => Ok(records),
     }
+}
+
+/// A name no other session on the server has: `dr-backup-PID-N`.
+fn backup_session_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "dr-backup-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// One phase of [`dump_sections`]: its sections at once; a failure stops `siblings`.
