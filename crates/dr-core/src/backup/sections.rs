@@ -136,12 +136,22 @@ pub(super) async fn dump_sections(
         }
     }
     if first_error.is_some() {
-        match dr_pg::end_sessions(admin_conn, &session_name, Duration::from_secs(10)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::error!(
+        // Bounded: when the server is what failed (down, partitioned) this cannot succeed,
+        // and the server ends those sessions itself once their connections time out.
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            dr_pg::end_sessions(admin_conn, &session_name, Duration::from_secs(4)),
+        )
+        .await;
+        match ended {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::error!(
                 "{n} session(s) of the stopped pg_dumps are still on the server (application_name `{session_name}`)"
             ),
-            Err(e) => tracing::warn!("could not end the stopped pg_dumps' sessions: {e}"),
+            Ok(Err(e)) => tracing::warn!("could not end the stopped pg_dumps' sessions: {e}"),
+            Err(_) => tracing::warn!(
+                "could not end the stopped pg_dumps' sessions within 5 s (application_name `{session_name}`); the server ends them when their connections time out"
+            ),
         }
     }
     match first_error {
