@@ -229,18 +229,7 @@ impl Postgres {
     /// "schema.table" (names unquoted), to the md5 of its rows `FROM ONLY` the table, in a
     /// collation-independent order. Equal maps mean equal data.
     pub fn table_digests(&self, db: &str) -> BTreeMap<String, String> {
-        let query = r#"
-SELECT format(
-  'SELECT %L, md5(coalesce(string_agg(t::text, E''\n'' ORDER BY t::text COLLATE "C"), '''')) FROM ONLY %I.%I t',
-  n.nspname || '.' || c.relname, n.nspname, c.relname)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg\_%'
-ORDER BY 1
-\gexec
-"#;
-        self.key_values(db, query).into_iter().collect()
+        self.key_values(db, TABLE_DIGESTS_SQL).into_iter().collect()
     }
 
     /// Exact `count(*) FROM ONLY` each user table (`relkind = 'r'`), keyed "schema.table"
@@ -339,6 +328,21 @@ fn truncate(s: &str, max: usize) -> &str {
         .unwrap_or(0);
     &s[..end]
 }
+
+/// A psql script printing `schema.table|md5 of its rows` for every user table
+/// ([`Postgres::table_digests`]); also run inside containers by tests that have no
+/// [`Postgres`] of their own.
+pub const TABLE_DIGESTS_SQL: &str = r#"
+SELECT format(
+  'SELECT %L, md5(coalesce(string_agg(t::text, E''\n'' ORDER BY t::text COLLATE "C"), '''')) FROM ONLY %I.%I t',
+  n.nspname || '.' || c.relname, n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_%'
+ORDER BY 1
+\gexec
+"#;
 
 /// Data that trips up naive dump/restore code. `load_hard_cases` runs it in one database;
 /// tests may run it themselves. Known values: sequence `public.order_seq` is at 4242, the
