@@ -353,15 +353,24 @@ async fn apply(
 }
 
 /// Whether deletes must remove versions: the bucket keeps them (versioning enabled or
-/// suspended, or Object Lock). A bucket that cannot say is treated as unversioned (plain
-/// deletes, as before), with a warning when it should have known.
+/// suspended, or Object Lock). A bucket whose versioning these credentials may not read is
+/// treated as versioned only with `[repository.object_lock]`; that is logged at debug only
+/// (every night's prune would say the same): `dr check` says it once, with what it means. A
+/// failure to ask at all is a warning.
 async fn versioned(ctx: &Context) -> bool {
+    let assume = ctx.store.location().object_lock().is_some();
     match ctx.store.lock_state().await {
-        Ok(s) => s.object_lock || s.versioning != dr_store::Versioning::Off,
+        Ok(s) => s.versioned().unwrap_or_else(|| {
+            tracing::debug!(
+                "the bucket's versioning is not known to these credentials ({}); prune treats it as {}",
+                s.unknown.clone().unwrap_or_else(|| format!("S3 {} is refused", dr_store::API_VERSIONING)),
+                if assume { "versioned" } else { "unversioned" }
+            );
+            assume
+        }),
         Err(e) => {
-            let assume = ctx.store.location().object_lock().is_some();
             tracing::warn!(
-                "cannot read the bucket's versioning ({e}); prune treats it as {}",
+                "cannot read the bucket's versioning and Object Lock state ({e}); prune treats it as {}",
                 if assume {
                     "versioned ([repository.object_lock] is set)"
                 } else {

@@ -48,7 +48,8 @@ use std::sync::Arc;
 pub use error::StoreError;
 pub use location::{Location, RepositoryOptions};
 pub use lock::{
-    BucketLockState, LockMode, ObjectLock, ObjectVersion, Retention, Versioning, MAX_LOCK_DAYS,
+    BucketLockState, LockMode, ObjectLock, ObjectVersion, Retention, Versioning, API_OBJECT_LOCK,
+    API_VERSIONING, MAX_LOCK_DAYS,
 };
 pub use parts::PartLimits;
 pub use s3::S3Options;
