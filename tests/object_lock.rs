@@ -537,6 +537,34 @@ fn overwritten_manifests_and_objects_are_flagged_and_undelete_brings_back_the_or
     }
 }
 
+/// Regression: on a versioned bucket every `dr check` left its write probe behind as a
+/// noncurrent `_dr/probe-…` version (the plain delete only added a delete marker).
+#[test]
+fn check_on_a_versioned_bucket_leaves_no_probe_version_behind() {
+    let e = env_with(false, "");
+    let out = e.weed.aws(&[
+        "put-bucket-versioning",
+        "--bucket",
+        BUCKET,
+        "--versioning-configuration",
+        "Status=Enabled",
+    ]);
+    assert_success(&out);
+    for _ in 0..2 {
+        let out = e.ws.dr(&e.cfg, &["check"]);
+        assert!(
+            stdout(&out)
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains("writable")),
+            "{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let left = e.weed.object_versions(BUCKET, "dr/_dr/");
+    assert!(left.is_empty(), "probe versions left behind: {left:?}");
+}
+
 /// The environment least-privilege keys give dr: Read, Write and List, no bucket
 /// administration (GetObjectLockConfiguration is refused).
 fn limited() -> [(&'static str, &'static str); 2] {
