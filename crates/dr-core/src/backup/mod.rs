@@ -242,7 +242,7 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         target = %target.name, %id,
         stored = %human_bytes(manifest.stored_bytes()),
         raw = %human_bytes(manifest.raw_bytes()),
-        seconds = clock.elapsed().as_secs_f64(),
+        seconds = crate::time::seconds(clock.elapsed()),
         "backup complete"
     );
     Ok(manifest)
