@@ -486,7 +486,11 @@ fn dry_run_lists_the_next_runs_with_sunday_as_7() {
         "schedules/weekly-verify.toml",
         "name = \"weekly-verify\"\ncron = \"0 5 * * 7\"\ntimezone = \"Europe/Berlin\"\njob = \"verify\"\ntargets = []\n",
     );
-    let out = ws.dr(&cfg, &["daemon", "--dry-run"]);
+    // A verify host: the job needs the identity.
+    let (identity, _) = ws.keygen();
+    let identity = identity.display().to_string();
+    let with_identity = [("DR_IDENTITY_FILE", identity.as_str())];
+    let out = ws.dr_env(&cfg, &["daemon", "--dry-run"], &with_identity);
     assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -505,7 +509,7 @@ fn dry_run_lists_the_next_runs_with_sunday_as_7() {
         "schedules/weekly-verify.toml",
         "name = \"weekly-verify\"\ncron = \"0 5 * * 8\"\njob = \"verify\"\n",
     );
-    let out = ws.dr(&cfg, &["daemon", "--dry-run"]);
+    let out = ws.dr_env(&cfg, &["daemon", "--dry-run"], &with_identity);
     assert_exit_code(&out, 2);
     let err = stderr(&out);
     assert!(
@@ -695,6 +699,62 @@ fn a_verify_job_without_the_identity_is_caught_at_start_and_by_check() {
         "{}",
         stdout(&out)
     );
+}
+
+/// Regression: `dr daemon --dry-run` said all was well where `dr daemon` then exited 2 (a
+/// verify job without the identity), and the README's "copy schedules/ to the backup host"
+/// brought exactly such a job along. The dry run now runs the start's checks, and the shipped
+/// `schedules/*.toml` fit a backup host without the identity.
+#[test]
+fn dry_run_fails_as_the_start_does_and_the_shipped_schedules_fit_a_backup_host() {
+    let ws = Workspace::new();
+    let target = format!("postgres://postgres@127.0.0.1:{}/app", closed_port());
+    let cfg = write_config(
+        &ws,
+        &target,
+        "[[schedules]]\nname = \"weekly-verify\"\ncron = \"@weekly\"\njob = \"verify\"\n",
+    );
+    let dry = ws.dr(&cfg, &["daemon", "--dry-run"]);
+    let mut d = Daemon::start(&ws, &cfg);
+    let code = d.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{}", d.log());
+    assert_exit_code(&dry, 2);
+    assert!(
+        stderr(&dry).contains("weekly-verify") && stderr(&dry).contains("identity_file"),
+        "{}",
+        stderr(&dry)
+    );
+
+    // A backup host as the README sets it up: the shipped job files, no identity.
+    let ws = Workspace::new();
+    let cfg = write_config(
+        &ws,
+        &target,
+        "[retention]\ndaily = 7\n\n[daemon]\nretries = 0\n",
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+    let dir = ws.path().join("schedules");
+    std::fs::create_dir_all(&dir).expect("mkdir schedules");
+    let mut copied = 0;
+    for e in std::fs::read_dir(&shipped).expect("schedules/") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(&p, dir.join(p.file_name().expect("name"))).expect("copy");
+            copied += 1;
+        }
+    }
+    assert!(copied > 0, "no job files in {}", shipped.display());
+    let out = ws.dr(&cfg, &["daemon", "--dry-run"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("\tbackup\t"), "{}", stdout(&out));
+    let mut d = Daemon::start(&ws, &cfg);
+    assert!(
+        wait_for(Duration::from_secs(30), || d.log().contains("next run")),
+        "the daemon did not start\n{}",
+        d.log()
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(60)), Some(0), "{}", d.log());
 }
 
 #[test]

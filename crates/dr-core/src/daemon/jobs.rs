@@ -106,6 +106,12 @@ pub fn load_jobs(config: &Config) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
+/// What `dr daemon` checks before it starts, and `dr daemon --dry-run` with it: a dry run
+/// that passes means the start passes these too.
+pub fn preflight(config: &Config, jobs: &[Job]) -> Result<()> {
+    verify_jobs_without_identity(config, jobs)
+}
+
 /// Verify jobs need the private identity: without one every run fails at its time, so say it
 /// at start (the daemon) and in `dr check`, not at 4 a.m. Pure.
 pub fn verify_jobs_without_identity(config: &Config, jobs: &[Job]) -> Result<()> {
@@ -193,6 +199,18 @@ url = "postgres://u@127.0.0.1:1/db"
         );
         let jobs = load_jobs(&c).expect("the files in schedules/ load");
         assert!(jobs.iter().any(|j| j.kind == JobKind::Backup));
+        // The backup host's files need no identity; the verify host's load, and need one.
+        assert!(preflight(&c, &jobs).is_ok());
+        let c = config(
+            dir.path(),
+            &format!(
+                "[daemon]\nschedules_dir = \"{}\"\n",
+                root.join("verify-host").display()
+            ),
+        );
+        let jobs = load_jobs(&c).expect("the files in schedules/verify-host/ load");
+        assert!(jobs.iter().all(|j| j.kind == JobKind::Verify));
+        assert!(preflight(&c, &jobs).is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
 mod jobs;
-pub use jobs::{load_jobs, verify_jobs_without_identity, Job};
+pub use jobs::{load_jobs, preflight, verify_jobs_without_identity, Job};
 
 use crate::report::Reporter;
 use crate::verify::VerifyOptions;
@@ -103,7 +103,7 @@ pub async fn run(
     reporter: Arc<Reporter>,
     shutdown: CancellationToken,
 ) -> Result<Outcome> {
-    verify_jobs_without_identity(&ctx.config, &jobs)?;
+    preflight(&ctx.config, &jobs)?;
     let daemon = &ctx.config.daemon;
     let grace = Duration::from_secs(daemon.shutdown_grace_secs);
     let metrics = reporter.metrics();
