@@ -757,6 +757,75 @@ fn dry_run_fails_as_the_start_does_and_the_shipped_schedules_fit_a_backup_host()
     assert_eq!(d.wait(Duration::from_secs(60)), Some(0), "{}", d.log());
 }
 
+/// Regression: after `dr daemon` was killed mid-backup and restarted, its catch-up run failed
+/// on the dead daemon's run lock and was not tried again: that night's backup was missed. A
+/// lock whose holder provably is gone (this host, its process no longer running) is taken over.
+#[test]
+fn a_killed_daemons_lock_does_not_cost_the_restarted_daemon_its_catch_up_backup() {
+    let ws = Workspace::new();
+    let pg = small_postgres();
+    let cfg = write_config(
+        &ws,
+        &pg.url("app"),
+        "[daemon]\nretries = 0\n\n[[schedules]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\njob = \"backup\"\n",
+    );
+    // The application holds a lock on the table: the backup waits for it, holding the run
+    // lock, until the holder's transaction ends by itself.
+    let mut blocker = pg.psql_command("app");
+    blocker
+        .args([
+            "-c",
+            "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(12); COMMIT;",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut blocker = blocker.spawn().expect("psql");
+    thread::sleep(Duration::from_millis(500));
+    let run_lock = ws.path().join("repo/locks/app.json");
+    let mut d = Daemon::start(&ws, &cfg);
+    assert!(
+        wait_for(Duration::from_secs(30), || run_lock.exists()),
+        "the catch-up backup did not take the run lock\n{}",
+        d.log()
+    );
+    thread::sleep(Duration::from_millis(500));
+    d.signal("KILL");
+    let _ = d.wait(Duration::from_secs(10));
+    assert!(run_lock.exists(), "a killed daemon leaves its lock behind");
+    drop(d);
+
+    let mut d = Daemon::start(&ws, &cfg);
+    let repo = ws.path().join("repo");
+    let made = wait_for(Duration::from_secs(90), || !manifests(&repo).is_empty());
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    let log = d.log();
+    assert!(made, "the restarted daemon made no backup\n{log}");
+    let out = ws.dr(&cfg, &["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("list json");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(60)), Some(0), "{}", d.log());
+    assert_durations_are_rounded(&d.log());
+}
+
+/// Regression: durations were logged as `seconds=2.2716973449999998`. Every `seconds=`
+/// field of `log` has at most 3 decimals, and there is one.
+fn assert_durations_are_rounded(log: &str) {
+    let values: Vec<&str> = log
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("seconds="))
+        .collect();
+    assert!(!values.is_empty(), "no duration logged\n{log}");
+    for v in values {
+        let decimals = v.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(
+            decimals <= 3,
+            "duration `{v}` has {decimals} decimals\n{log}"
+        );
+    }
+}
+
 #[test]
 fn a_one_shot_prune_of_every_target_records_each_target_never_all() {
     let ws = Workspace::new();

@@ -22,7 +22,6 @@
 //! DELETE) is never a leftover: `dr undelete` brings it back.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -194,15 +193,7 @@ pub async fn run(
             hold_locked(ctx, &t, &mut report, now).await?;
         }
         if !dry_run {
-            let lock = RunLock::acquire(
-                Arc::clone(&ctx.store),
-                &t,
-                "prune",
-                Duration::from_secs(ctx.config.lock.ttl_secs),
-                Duration::from_secs(ctx.config.lock.wait_secs),
-                &ctx.cancel,
-            )
-            .await?;
+            let lock = RunLock::acquire_for(ctx, &t, "prune").await?;
             let r = apply(ctx, &t, &mut report, &by_backup, &stale, versioned).await;
             let r = match (r, ctx.store.location().object_lock()) {
                 (Ok(()), Some(lock)) => {

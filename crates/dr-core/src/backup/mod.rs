@@ -56,15 +56,7 @@ pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         })
     };
     let result = async {
-        let lock = RunLock::acquire(
-            Arc::clone(&run_ctx.store),
-            &target.name,
-            "backup",
-            Duration::from_secs(run_ctx.config.lock.ttl_secs),
-            Duration::from_secs(run_ctx.config.lock.wait_secs),
-            &run_ctx.cancel,
-        )
-        .await?;
+        let lock = RunLock::acquire_for(&run_ctx, &target.name, "backup").await?;
         let result = run_locked(&run_ctx, target, &lock).await;
         lock.release().await;
         result

@@ -7,7 +7,9 @@
 //!   nothing already planned.
 //! - **No overlap.** A job's run for a target is skipped (and logged) while its previous run for
 //!   that target is still queued or running. Across processes and hosts the repository lock
-//!   ([`crate::lock`]) keeps backups and prunes of one target apart. At most
+//!   ([`crate::lock`]) keeps backups and prunes of one target apart; a daemon's run takes over
+//!   the lock of a crashed run on this host, and waits out one nobody refreshes
+//!   ([`Context::scheduled`]), so a killed and restarted daemon still makes its catch-up run. At most
 //!   `daemon.max_concurrent_jobs` target runs (default 1) go at once; the others are logged as
 //!   queued and wait for a slot.
 //! - **Missed runs.** On start, a job runs once at once for each target whose last run is older

@@ -51,7 +51,9 @@ pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
         retries: config.daemon.retries,
         backoff: std::time::Duration::from_secs(config.daemon.retry_backoff_secs),
     }));
-    let ctx = Arc::new(Context::open(config).await?);
+    let mut ctx = Context::open(config).await?;
+    ctx.scheduled = true;
+    let ctx = Arc::new(ctx);
     let shutdown = CancellationToken::new();
     crate::signals::daemon(shutdown.clone(), ctx.cancel.clone());
     tracing::info!("dr daemon starting with {} job(s)", jobs.len());
