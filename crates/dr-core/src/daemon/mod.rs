@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 
 pub use tokio_util::sync::CancellationToken;
 
-mod jobs;
+pub mod jobs;
 pub use jobs::{load_jobs, preflight, verify_jobs_without_identity, Job};
 
 use crate::report::Reporter;
