@@ -486,7 +486,11 @@ fn dry_run_lists_the_next_runs_with_sunday_as_7() {
         "schedules/weekly-verify.toml",
         "name = \"weekly-verify\"\ncron = \"0 5 * * 7\"\ntimezone = \"Europe/Berlin\"\njob = \"verify\"\ntargets = []\n",
     );
-    let out = ws.dr(&cfg, &["daemon", "--dry-run"]);
+    // A verify host: the job needs the identity.
+    let (identity, _) = ws.keygen();
+    let identity = identity.display().to_string();
+    let with_identity = [("DR_IDENTITY_FILE", identity.as_str())];
+    let out = ws.dr_env(&cfg, &["daemon", "--dry-run"], &with_identity);
     assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -505,7 +509,7 @@ fn dry_run_lists_the_next_runs_with_sunday_as_7() {
         "schedules/weekly-verify.toml",
         "name = \"weekly-verify\"\ncron = \"0 5 * * 8\"\njob = \"verify\"\n",
     );
-    let out = ws.dr(&cfg, &["daemon", "--dry-run"]);
+    let out = ws.dr_env(&cfg, &["daemon", "--dry-run"], &with_identity);
     assert_exit_code(&out, 2);
     let err = stderr(&out);
     assert!(
@@ -695,6 +699,131 @@ fn a_verify_job_without_the_identity_is_caught_at_start_and_by_check() {
         "{}",
         stdout(&out)
     );
+}
+
+/// Regression: `dr daemon --dry-run` said all was well where `dr daemon` then exited 2 (a
+/// verify job without the identity), and the README's "copy schedules/ to the backup host"
+/// brought exactly such a job along. The dry run now runs the start's checks, and the shipped
+/// `schedules/*.toml` fit a backup host without the identity.
+#[test]
+fn dry_run_fails_as_the_start_does_and_the_shipped_schedules_fit_a_backup_host() {
+    let ws = Workspace::new();
+    let target = format!("postgres://postgres@127.0.0.1:{}/app", closed_port());
+    let cfg = write_config(
+        &ws,
+        &target,
+        "[[schedules]]\nname = \"weekly-verify\"\ncron = \"@weekly\"\njob = \"verify\"\n",
+    );
+    let dry = ws.dr(&cfg, &["daemon", "--dry-run"]);
+    let mut d = Daemon::start(&ws, &cfg);
+    let code = d.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{}", d.log());
+    assert_exit_code(&dry, 2);
+    assert!(
+        stderr(&dry).contains("weekly-verify") && stderr(&dry).contains("identity_file"),
+        "{}",
+        stderr(&dry)
+    );
+
+    // A backup host as the README sets it up: the shipped job files, no identity.
+    let ws = Workspace::new();
+    let cfg = write_config(
+        &ws,
+        &target,
+        "[retention]\ndaily = 7\n\n[daemon]\nretries = 0\n",
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+    let dir = ws.path().join("schedules");
+    std::fs::create_dir_all(&dir).expect("mkdir schedules");
+    let mut copied = 0;
+    for e in std::fs::read_dir(&shipped).expect("schedules/") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(&p, dir.join(p.file_name().expect("name"))).expect("copy");
+            copied += 1;
+        }
+    }
+    assert!(copied > 0, "no job files in {}", shipped.display());
+    let out = ws.dr(&cfg, &["daemon", "--dry-run"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("\tbackup\t"), "{}", stdout(&out));
+    let mut d = Daemon::start(&ws, &cfg);
+    assert!(
+        wait_for(Duration::from_secs(30), || d.log().contains("next run")),
+        "the daemon did not start\n{}",
+        d.log()
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(60)), Some(0), "{}", d.log());
+}
+
+/// Regression: after `dr daemon` was killed mid-backup and restarted, its catch-up run failed
+/// on the dead daemon's run lock and was not tried again: that night's backup was missed. A
+/// lock whose holder provably is gone (this host, its process no longer running) is taken over.
+#[test]
+fn a_killed_daemons_lock_does_not_cost_the_restarted_daemon_its_catch_up_backup() {
+    let ws = Workspace::new();
+    let pg = small_postgres();
+    let cfg = write_config(
+        &ws,
+        &pg.url("app"),
+        "[daemon]\nretries = 0\n\n[[schedules]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\njob = \"backup\"\n",
+    );
+    // The application holds a lock on the table: the backup waits for it, holding the run
+    // lock, until the holder's transaction ends by itself.
+    let mut blocker = pg.psql_command("app");
+    blocker
+        .args([
+            "-c",
+            "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(12); COMMIT;",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut blocker = blocker.spawn().expect("psql");
+    thread::sleep(Duration::from_millis(500));
+    let run_lock = ws.path().join("repo/locks/app.json");
+    let mut d = Daemon::start(&ws, &cfg);
+    assert!(
+        wait_for(Duration::from_secs(30), || run_lock.exists()),
+        "the catch-up backup did not take the run lock\n{}",
+        d.log()
+    );
+    thread::sleep(Duration::from_millis(500));
+    d.signal("KILL");
+    let _ = d.wait(Duration::from_secs(10));
+    assert!(run_lock.exists(), "a killed daemon leaves its lock behind");
+    drop(d);
+
+    let mut d = Daemon::start(&ws, &cfg);
+    let repo = ws.path().join("repo");
+    let made = wait_for(Duration::from_secs(90), || !manifests(&repo).is_empty());
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    let log = d.log();
+    assert!(made, "the restarted daemon made no backup\n{log}");
+    let out = ws.dr(&cfg, &["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("list json");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(60)), Some(0), "{}", d.log());
+    assert_durations_are_rounded(&d.log());
+}
+
+/// Regression: durations were logged as `seconds=2.2716973449999998`. Every `seconds=`
+/// field of `log` has at most 3 decimals, and there is one.
+fn assert_durations_are_rounded(log: &str) {
+    let values: Vec<&str> = log
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("seconds="))
+        .collect();
+    assert!(!values.is_empty(), "no duration logged\n{log}");
+    for v in values {
+        let decimals = v.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(
+            decimals <= 3,
+            "duration `{v}` has {decimals} decimals\n{log}"
+        );
+    }
 }
 
 #[test]

@@ -536,3 +536,113 @@ fn overwritten_manifests_and_objects_are_flagged_and_undelete_brings_back_the_or
         assert_eq!(&e.pg.row_counts(db), want, "{id}");
     }
 }
+
+/// Regression: on a versioned bucket every `dr check` left its write probe behind as a
+/// noncurrent `_dr/probe-…` version (the plain delete only added a delete marker).
+#[test]
+fn check_on_a_versioned_bucket_leaves_no_probe_version_behind() {
+    let e = env_with(false, "");
+    let out = e.weed.aws(&[
+        "put-bucket-versioning",
+        "--bucket",
+        BUCKET,
+        "--versioning-configuration",
+        "Status=Enabled",
+    ]);
+    assert_success(&out);
+    for _ in 0..2 {
+        let out = e.ws.dr(&e.cfg, &["check"]);
+        assert!(
+            stdout(&out)
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains("writable")),
+            "{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let left = e.weed.object_versions(BUCKET, "dr/_dr/");
+    assert!(left.is_empty(), "probe versions left behind: {left:?}");
+}
+
+/// The environment least-privilege keys give dr: Read, Write and List, no bucket
+/// administration (GetObjectLockConfiguration is refused).
+fn limited() -> [(&'static str, &'static str); 2] {
+    [
+        ("AWS_ACCESS_KEY_ID", LIMITED_KEY.0),
+        ("AWS_SECRET_ACCESS_KEY", LIMITED_KEY.1),
+    ]
+}
+
+/// Regression: with least-privilege keys every `dr -q prune` warned "cannot read the
+/// bucket's versioning (S3 GetObjectLockConfiguration … AccessDenied)" — cron mailed every
+/// night — and `dr check` printed `ok` lines holding AccessDenied or NoSuchBucket. Now prune is
+/// quiet, and check says once, plainly, what the keys cannot read and whether it matters.
+#[test]
+fn least_privilege_keys_prune_quietly_and_check_says_once_what_they_cannot_read() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "create table t (id int primary key); insert into t select generate_series(1, 100);",
+    );
+    let weed = SeaweedFs::start_with_limited_key();
+    assert_success(&weed.aws(&["create-bucket", "--bucket", BUCKET]));
+    // Versioned: what the keys cannot read (the Object Lock configuration) could matter.
+    assert_success(&weed.aws(&[
+        "put-bucket-versioning",
+        "--bucket",
+        BUCKET,
+        "--versioning-configuration",
+        "Status=Enabled",
+    ]));
+    let (identity, recipient) = ws.keygen();
+    let config = |bucket: &str| {
+        format!(
+            "[repository]\nurl = \"s3://{bucket}/dr\"\n[repository.s3]\nendpoint = \"{}\"\npath_style = true\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[retention]\ndaily = 1\n[[targets]]\nname = \"app\"\nurl = \"{}\"\n",
+            weed.endpoint(),
+            identity.display(),
+            pg.url("app")
+        )
+    };
+    let cfg = ws.write("dr.toml", &config(BUCKET));
+    for _ in 0..2 {
+        assert_success(&ws.dr_env(&cfg, &["backup"], &limited()));
+    }
+    let out = ws.dr_env(&cfg, &["-q", "prune"], &limited());
+    assert_success(&out);
+    assert_eq!(stderr(&out), "", "prune -q must print nothing on success");
+    let out = ws.dr_env(&cfg, &["list", "--json"], &limited());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("list json");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+
+    let out = ws.dr_env(&cfg, &["check"], &limited());
+    let text = stdout(&out);
+    assert_success(&out);
+    for l in text.lines().filter(|l| l.starts_with("ok")) {
+        assert!(
+            !l.contains("AccessDenied") && !l.contains("NoSuchBucket"),
+            "an ok line holds an error: {l}\n{text}"
+        );
+    }
+    let said: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("GetObjectLockConfiguration"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once, naming the API:\n{text}");
+    assert!(!said[0].contains("GetBucketVersioning"), "{}", said[0]);
+    assert!(!stderr(&out).contains("WARN"), "{}", stderr(&out));
+
+    // A bucket that does not exist: the failure is a FAIL line, never an ok one.
+    let missing = ws.write("missing.toml", &config("no-such-bucket"));
+    let out = ws.dr_env(&missing, &["check"], &limited());
+    assert!(!out.status.success());
+    for l in stdout(&out).lines().filter(|l| l.starts_with("ok")) {
+        assert!(
+            !l.contains("AccessDenied") && !l.contains("NoSuchBucket"),
+            "an ok line holds an error: {l}\n{}",
+            stdout(&out)
+        );
+    }
+}

@@ -22,9 +22,35 @@ pub struct SeaweedFs {
 impl SeaweedFs {
     /// Starts a server and waits until S3 answers and a volume server has registered.
     pub fn start() -> SeaweedFs {
+        SeaweedFs::start_with(None)
+    }
+
+    /// Like [`SeaweedFs::start`], with S3 identities (`-s3.config`): `any`/`any` (what
+    /// [`SeaweedFs::aws`] and dr use by default) may do everything; [`LIMITED_KEY`] only Read,
+    /// Write and List — least-privilege keys without bucket administration. Unsigned requests
+    /// are refused: create buckets and look at them with [`SeaweedFs::aws`].
+    pub fn start_with_limited_key() -> SeaweedFs {
+        let config = serde_json::json!({
+            "identities": [
+                {
+                    "name": "admin",
+                    "credentials": [{"accessKey": "any", "secretKey": "any"}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+                },
+                {
+                    "name": "limited",
+                    "credentials": [{"accessKey": LIMITED_KEY.0, "secretKey": LIMITED_KEY.1}],
+                    "actions": ["Read", "Write", "List"]
+                }
+            ]
+        });
+        SeaweedFs::start_with(Some(config.to_string()))
+    }
+
+    fn start_with(s3_config: Option<String>) -> SeaweedFs {
         let mut last_log = String::new();
         for _attempt in 0..3 {
-            match SeaweedFs::try_start() {
+            match SeaweedFs::try_start(s3_config.as_deref()) {
                 Ok(s) => return s,
                 Err(log) => last_log = log,
             }
@@ -32,11 +58,17 @@ impl SeaweedFs {
         panic!("SeaweedFS did not start (3 attempts); last log:\n{last_log}");
     }
 
-    fn try_start() -> Result<SeaweedFs, String> {
+    fn try_start(s3_config: Option<&str>) -> Result<SeaweedFs, String> {
         let dir = tempfile::Builder::new()
             .prefix("dr-test-weed-")
             .tempdir()
             .expect("create temp dir");
+        let mut extra = Vec::new();
+        if let Some(json) = s3_config {
+            let path = dir.path().join("s3.json");
+            fs::write(&path, json).expect("write s3.json");
+            extra.push(format!("-s3.config={}", path.display()));
+        }
         let ports = free_ports(8);
         let (master, master_grpc, volume, volume_grpc) = (ports[0], ports[1], ports[2], ports[3]);
         let (filer, filer_grpc, s3, s3_grpc) = (ports[4], ports[5], ports[6], ports[7]);
@@ -70,6 +102,7 @@ impl SeaweedFs {
             ))
             .arg(format!("-s3.port={s3}"))
             .arg(format!("-s3.port.grpc={s3_grpc}"))
+            .args(&extra)
             .arg(format!(
                 "-s3.localSocket={}",
                 dir.path().join("s3.sock").display()
@@ -107,7 +140,8 @@ impl SeaweedFs {
 
     fn s3_answers(&self) -> bool {
         let (code, _) = curl(&["-X", "GET", &format!("{}/", self.endpoint())], None);
-        code == 200
+        // 403: identities are configured and the request is unsigned, but S3 is up.
+        code == 200 || code == 403
     }
 
     fn has_volume_server(&self) -> bool {
@@ -347,6 +381,10 @@ impl SeaweedFs {
         format!("{}/{bucket}/{}", self.endpoint(), percent_encode(key, true))
     }
 }
+
+/// (access key, secret key) of the identity [`SeaweedFs::start_with_limited_key`] allows only
+/// Read, Write and List.
+pub const LIMITED_KEY: (&str, &str) = ("limited-key", "limited-secret");
 
 /// One entry of `list-object-versions`.
 #[derive(Debug, Clone, PartialEq, Eq)]

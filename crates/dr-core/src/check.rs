@@ -55,14 +55,14 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
     }
     // Jobs that will fail at their time for want of the identity. No schedules is fine here
     // (cron or a timer may run dr): only verify jobs that exist are checked.
-    if let Ok(jobs) = crate::daemon::load_jobs(&ctx.config) {
+    if let Ok(jobs) = crate::daemon::jobs::load_jobs(&ctx.config) {
         if jobs
             .iter()
             .any(|j| matches!(j.kind, dr_config::JobKind::Verify))
         {
             push(
                 "verify jobs".into(),
-                crate::daemon::verify_jobs_without_identity(&ctx.config, &jobs)
+                crate::daemon::jobs::verify_jobs_without_identity(&ctx.config, &jobs)
                     .map(|()| "the identity they need is configured".into())
                     .map_err(|e| e.to_string()),
             );
@@ -136,16 +136,41 @@ async fn lock_line(ctx: &Context) -> std::result::Result<String, String> {
     if matches!(ctx.store.location(), dr_store::Location::Directory { .. }) {
         return Ok("not available on a directory repository: whoever can write the directory can delete backups".into());
     }
-    let state = match ctx.store.lock_state().await {
-        Ok(s) => s,
-        Err(e) if configured.is_some() => {
-            return Err(format!(
-                "cannot read the bucket's versioning and Object Lock configuration: {e}"
-            ))
-        }
-        Err(e) => return Ok(format!("state unknown ({e})")),
-    };
+    // An error here is a FAIL line, never folded into an ok one (a missing bucket, say;
+    // refused reads are not errors: the state records them).
+    let state = ctx.store.lock_state().await.map_err(|e| {
+        format!("cannot read the bucket's versioning and Object Lock configuration: {e}")
+    })?;
     lock_summary(&state, configured.as_ref())
+}
+
+/// What the credentials may not read, what that means and whether it matters; empty when
+/// they read everything. Pure.
+fn denied_note(
+    state: &dr_store::BucketLockState,
+    configured: Option<&dr_store::ObjectLock>,
+) -> String {
+    if state.denied.is_empty() {
+        return String::new();
+    }
+    let apis: Vec<String> = state.denied.iter().map(|a| format!("S3 {a}")).collect();
+    let mut out = format!(
+        "; these credentials may not read {} (no bucket administration: fine for backups)",
+        apis.join(" or ")
+    );
+    if state.denied.contains(&dr_store::API_VERSIONING) {
+        out.push_str(if configured.is_some() {
+            "; prune treats the bucket as versioned ([repository.object_lock] is set)"
+        } else {
+            "; prune cannot tell whether the bucket keeps old versions and deletes plainly: on a versioned bucket a pruned backup's old versions stay (and are billed) until a lifecycle rule removes them; allow s3:GetBucketVersioning to have prune remove them"
+        });
+    }
+    if state.denied.contains(&dr_store::API_OBJECT_LOCK) && configured.is_none() {
+        out.push_str(
+            "; the Object Lock configuration is only needed with [repository.object_lock], which is not set",
+        );
+    }
+    out
 }
 
 /// The `object lock` line from what the bucket said. Pure.
@@ -155,6 +180,20 @@ pub fn lock_summary(
 ) -> std::result::Result<String, String> {
     let described = match &state.unknown {
         Some(why) => format!("versioning and Object Lock unknown ({why})"),
+        None if !state.denied.is_empty() => format!(
+            "versioning {}, Object Lock {}{}",
+            if state.denied.contains(&dr_store::API_VERSIONING) {
+                "unknown".to_string()
+            } else {
+                state.versioning.to_string()
+            },
+            match (state.object_lock_known(), state.object_lock) {
+                (false, _) => "unknown",
+                (true, true) => "enabled",
+                (true, false) => "not enabled",
+            },
+            denied_note(state, configured)
+        ),
         None => format!(
             "versioning {}, Object Lock {}, default retention {}",
             state.versioning,
@@ -279,6 +318,37 @@ pub fn backups_line(
 mod tests {
     use super::*;
     use crate::testing::{damaged, entry, now};
+
+    #[test]
+    fn refused_reads_are_said_once_plainly_in_an_ok_line() {
+        let state = dr_store::BucketLockState {
+            versioning: dr_store::Versioning::Enabled,
+            denied: vec![dr_store::API_OBJECT_LOCK],
+            ..Default::default()
+        };
+        let line = lock_summary(&state, None).expect("not needed without object_lock");
+        assert_eq!(
+            line.matches("GetObjectLockConfiguration").count(),
+            1,
+            "{line}"
+        );
+        assert!(
+            line.starts_with("versioning enabled, Object Lock unknown"),
+            "{line}"
+        );
+        assert!(!line.contains("AccessDenied") && !line.contains("GetBucketVersioning"));
+        let lock = dr_store::ObjectLock {
+            mode: dr_store::LockMode::Compliance,
+            days: 7,
+        };
+        assert!(lock_summary(&state, Some(&lock)).is_err());
+        let state = dr_store::BucketLockState {
+            denied: vec![dr_store::API_VERSIONING, dr_store::API_OBJECT_LOCK],
+            ..Default::default()
+        };
+        let line = lock_summary(&state, None).expect("ok");
+        assert!(line.contains("prune cannot tell"), "{line}");
+    }
 
     #[test]
     fn backups_line_reports_clock_skew() {

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use dr_catalog::keys;
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::CancellationToken;
 use crate::{Context, Result};
+use tokio_util::sync::CancellationToken;
 
 /// How often a running daemon rewrites its heartbeat.
 pub const EVERY: Duration = Duration::from_secs(60);

@@ -56,6 +56,12 @@ pub fn lock_usable(state: &BucketLockState) -> std::result::Result<(), String> {
     if let Some(why) = &state.unknown {
         return Err(format!("its Object Lock state is unknown ({why})"));
     }
+    if !state.object_lock_known() {
+        return Err(format!(
+            "these credentials may not read the bucket's Object Lock configuration (S3 {} is refused): grant it (AWS: s3:GetBucketObjectLockConfiguration) so dr can make sure backups are locked",
+            dr_store::API_OBJECT_LOCK
+        ));
+    }
     if !state.object_lock {
         return Err(format!(
             "Object Lock is not enabled on the bucket (versioning: {})",
@@ -298,5 +304,10 @@ mod tests {
         state.unknown = None;
         state.object_lock = true;
         assert!(lock_usable(&state).is_ok());
+        state.object_lock = false;
+        state.denied = vec![dr_store::API_OBJECT_LOCK];
+        assert!(lock_usable(&state)
+            .expect_err("denied")
+            .contains("GetObjectLockConfiguration is refused"));
     }
 }

@@ -67,6 +67,9 @@ pub struct Context {
     pub cancel: CancellationToken,
     /// Show progress bars (stderr is a terminal and logs are human).
     pub progress: bool,
+    /// A run of `dr daemon`: a run lock nobody refreshes is waited out to its expiry (its
+    /// holder may have crashed) rather than costing the night's run (see [`lock`]).
+    pub scheduled: bool,
 }
 
 impl Context {
@@ -82,6 +85,7 @@ impl Context {
             store,
             cancel: CancellationToken::new(),
             progress: false,
+            scheduled: false,
         })
     }
 
@@ -93,6 +97,7 @@ impl Context {
             store: Arc::clone(&self.store),
             cancel,
             progress: self.progress,
+            scheduled: self.scheduled,
         }
     }
 

@@ -1,6 +1,14 @@
 //! One run per target at a time, across processes and hosts: a lock object created with a
 //! conditional write (`If-None-Match: *` on S3, an exclusive link on a directory), refreshed
 //! by a heartbeat, and taken over once it has expired (its holder crashed).
+//!
+//! A holder that is provably gone is not waited for: the lock records its process (host,
+//! pid, and on Linux the boot id, pid namespace and start time), and a run on the same host,
+//! in the same pid namespace, that finds that process no longer running takes the lock over
+//! at once (a `dr daemon` killed and restarted). Where that cannot be proven (another host, a
+//! container restarted into a new pid namespace), a scheduled run ([`Context::scheduled`])
+//! waits while the lock is not refreshed: a dead holder's lock expires and is taken over, a
+//! live holder refreshes it within ttl/3 and the run gives up as before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +19,7 @@ use dr_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Kind, Result};
+use crate::{Context, Error, Kind, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LockBody {
@@ -22,6 +30,84 @@ pub struct LockBody {
     pub expires_at: DateTime<Utc>,
     /// Unique per acquisition: tells our lock from a successor's.
     pub token: String,
+    /// The holding process, for a successor on the same host to tell whether it still runs
+    /// (absent in locks of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+}
+
+/// A process as a successor on the same host can check it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Process {
+    pub host: String,
+    pub pid: u32,
+    /// Linux: `/proc/sys/kernel/random/boot_id`, the pid namespace (`pid:[…]`) and the
+    /// start time in clock ticks since boot, space-separated; `None` elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+impl Process {
+    fn current() -> Process {
+        let pid = std::process::id();
+        Process {
+            host: crate::host::host_name(),
+            pid,
+            instance: instance(pid),
+        }
+    }
+}
+
+/// `boot_id pidns starttime` of `pid` as this process sees it; `None` without /proc.
+fn instance(pid: u32) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let (start, _) = proc_stat(pid)?;
+    Some(format!(
+        "{} {} {start}",
+        boot.trim(),
+        ns.to_string_lossy().replace(' ', "_")
+    ))
+}
+
+/// (start time, state) of `pid` from `/proc/PID/stat`; `None` when there is no such process.
+fn proc_stat(pid: u32) -> Option<(u64, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so split after the
+    // last ')'. Field 3 is the state, field 22 the start time.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+/// The holder of `lock` is provably gone: it ran on this host, in this boot and pid
+/// namespace, and no process with its pid and start time runs now (a zombie counts as gone).
+/// `false` whenever that cannot be shown.
+pub fn holder_gone(lock: &LockBody) -> bool {
+    let Some(p) = &lock.process else {
+        return false;
+    };
+    let Some(theirs) = &p.instance else {
+        return false;
+    };
+    if p.host != crate::host::host_name() {
+        return false;
+    }
+    let Some(mine) = instance(std::process::id()) else {
+        return false;
+    };
+    let fields = |s: &str| -> Vec<String> { s.split(' ').map(str::to_owned).collect() };
+    let (theirs, mine) = (fields(theirs), fields(&mine));
+    if theirs.len() != 3 || mine.len() != 3 || theirs[..2] != mine[..2] {
+        return false;
+    }
+    match proc_stat(p.pid) {
+        None => true,
+        Some((_, 'Z' | 'X')) => true,
+        Some((start, _)) => start.to_string() != theirs[2],
+    }
 }
 
 /// A held lock; release it with [`RunLock::release`] (dropping stops the heartbeat only).
@@ -52,17 +138,36 @@ fn body(
         expires_at: Utc::now()
             + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15)),
         token: token.to_string(),
+        process: Some(Process::current()),
     }
 }
 
 impl RunLock {
-    /// Take the lock for `target`, waiting up to `wait` for a live holder to finish.
+    /// Take the lock for `target` for `operation` of `ctx`: `lock.ttl_secs`, `lock.wait_secs`,
+    /// and for a scheduled run, waiting out a lock nobody refreshes (see the module docs).
+    pub async fn acquire_for(ctx: &Context, target: &str, operation: &str) -> Result<RunLock> {
+        RunLock::acquire(
+            Arc::clone(&ctx.store),
+            target,
+            operation,
+            Duration::from_secs(ctx.config.lock.ttl_secs),
+            Duration::from_secs(ctx.config.lock.wait_secs),
+            ctx.scheduled,
+            &ctx.cancel,
+        )
+        .await
+    }
+
+    /// Take the lock for `target`, waiting up to `wait` for a live holder to finish; with
+    /// `outlast_unrefreshed`, past `wait` also as long as the lock is not refreshed (until it
+    /// expires and is taken over).
     pub async fn acquire(
         store: Arc<dyn ObjectStore>,
         target: &str,
         operation: &str,
         ttl: Duration,
         wait: Duration,
+        outlast_unrefreshed: bool,
         cancel: &CancellationToken,
     ) -> Result<RunLock> {
         let key = dr_catalog::keys::lock(target);
@@ -73,6 +178,8 @@ impl RunLock {
         );
         let acquired = Utc::now();
         let deadline = tokio::time::Instant::now() + wait;
+        // Past the deadline: the lock as first seen then, waited out while it stays the same.
+        let mut outlasting: Option<LockBody> = None;
         loop {
             let b = body(target, operation, &token, ttl, acquired);
             let json = serde_json::to_vec_pretty(&b)
@@ -119,8 +226,30 @@ impl RunLock {
                 });
             }
             match held {
-                Some(h) if h.expires_at > Utc::now() => {
-                    if tokio::time::Instant::now() >= deadline {
+                Some(h) if h.expires_at > Utc::now() && !holder_gone(&h) => {
+                    let past_deadline = tokio::time::Instant::now() >= deadline;
+                    let unrefreshed = match &outlasting {
+                        Some(first) => *first == h,
+                        None if past_deadline && outlast_unrefreshed => {
+                            tracing::warn!(
+                                "target `{target}` is locked by {} ({} since {}); if that run is gone its lock expires at {}: waiting as long as nobody refreshes it",
+                                h.holder,
+                                h.operation,
+                                h.acquired_at.to_rfc3339(),
+                                h.expires_at.to_rfc3339()
+                            );
+                            outlasting = Some(h.clone());
+                            true
+                        }
+                        None => false,
+                    };
+                    if past_deadline && !unrefreshed {
+                        if outlasting.is_some() {
+                            tracing::info!(
+                                "the lock of target `{target}` was refreshed: {} is alive and working on it",
+                                h.holder
+                            );
+                        }
                         return Err(Error::new(
                             Kind::Locked,
                             format!(
@@ -132,9 +261,19 @@ impl RunLock {
                             ),
                         ));
                     }
-                    tracing::info!(holder = %h.holder, "target `{target}` is locked; waiting");
+                    if outlasting.is_none() {
+                        tracing::info!(holder = %h.holder, "target `{target}` is locked; waiting");
+                    }
+                    // Outlasting: look again at the expiry, or at least every 10 s.
+                    let nap = match &outlasting {
+                        Some(_) => (h.expires_at - Utc::now())
+                            .to_std()
+                            .unwrap_or_default()
+                            .clamp(Duration::from_millis(200), Duration::from_secs(10)),
+                        None => Duration::from_secs(2),
+                    };
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = tokio::time::sleep(nap) => {}
                         _ = cancel.cancelled() => return Err(Error::interrupted("waiting for the lock")),
                     }
                 }
@@ -146,8 +285,15 @@ impl RunLock {
                         Err(_) => None,
                     };
                     if again == stale {
+                        let why = match &stale {
+                            Some(s) if s.expires_at > Utc::now() => {
+                                "its holder is no longer running on this host"
+                            }
+                            Some(_) => "it expired",
+                            None => "it is unreadable",
+                        };
                         tracing::warn!(
-                            "taking over the expired lock of target `{target}` (held by {})",
+                            "taking over the lock of target `{target}` (held by {}): {why}",
                             stale
                                 .as_ref()
                                 .map(|s| s.holder.as_str())
@@ -242,5 +388,153 @@ async fn heartbeat(
                 tracing::warn!("lock heartbeat could not refresh {key}: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
+        dr_store::open(&dr_store::Location::Directory {
+            root: dir.to_path_buf(),
+        })
+        .await
+        .expect("dir store")
+    }
+
+    fn held(process: Option<Process>, expires_in: chrono::Duration) -> LockBody {
+        LockBody {
+            target: "app".into(),
+            holder: "someone".into(),
+            operation: "backup".into(),
+            acquired_at: Utc::now(),
+            expires_at: Utc::now() + expires_in,
+            token: "theirs".into(),
+            process,
+        }
+    }
+
+    async fn put(store: &dyn ObjectStore, b: &LockBody) {
+        let json = serde_json::to_vec(b).expect("json");
+        store
+            .put(&dr_catalog::keys::lock("app"), Bytes::from(json))
+            .await
+            .expect("put lock");
+    }
+
+    async fn take(store: &Arc<dyn ObjectStore>, outlast: bool) -> Result<RunLock> {
+        RunLock::acquire(
+            Arc::clone(store),
+            "app",
+            "backup",
+            Duration::from_secs(60),
+            Duration::ZERO,
+            outlast,
+            &CancellationToken::new(),
+        )
+        .await
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_lock_whose_process_is_gone_from_this_host_is_taken_over_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = store(dir.path()).await;
+        let me = Process::current();
+        let mine = me.instance.clone().expect("/proc tells");
+        // A live holder (this very process, another task): not taken over.
+        put(
+            store.as_ref(),
+            &held(Some(me.clone()), chrono::Duration::hours(1)),
+        )
+        .await;
+        let e = take(&store, false)
+            .await
+            .err()
+            .expect("held by a live process");
+        assert_eq!(e.kind, Kind::Locked);
+        // Another host's process: not provable, not taken over.
+        let other = Process {
+            host: "elsewhere".into(),
+            ..Process::current()
+        };
+        put(
+            store.as_ref(),
+            &held(Some(other), chrono::Duration::hours(1)),
+        )
+        .await;
+        assert!(take(&store, false).await.is_err());
+        // Same pid, another start time (the pid was reused): gone.
+        let (boot_ns, _) = mine.rsplit_once(' ').expect("3 fields");
+        let reused = Process {
+            instance: Some(format!("{boot_ns} 1")),
+            ..me.clone()
+        };
+        put(
+            store.as_ref(),
+            &held(Some(reused), chrono::Duration::hours(1)),
+        )
+        .await;
+        take(&store, false)
+            .await
+            .expect("taken over")
+            .release()
+            .await;
+        // A pid that does not exist: gone.
+        let dead = Process {
+            pid: 0x3fff_fff0,
+            instance: Some(mine.clone()),
+            ..me.clone()
+        };
+        put(
+            store.as_ref(),
+            &held(Some(dead), chrono::Duration::hours(1)),
+        )
+        .await;
+        take(&store, false)
+            .await
+            .expect("taken over")
+            .release()
+            .await;
+        // A lock of an older dr, without a process: not provable.
+        put(store.as_ref(), &held(None, chrono::Duration::hours(1))).await;
+        assert!(take(&store, false).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_run_waits_out_a_lock_nobody_refreshes_and_not_a_refreshed_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = store(dir.path()).await;
+        let elsewhere = Process {
+            host: "elsewhere".into(),
+            pid: 1,
+            instance: None,
+        };
+        // Dead on another host: its lock expires in 2 s and nobody refreshes it.
+        put(
+            store.as_ref(),
+            &held(Some(elsewhere.clone()), chrono::Duration::seconds(2)),
+        )
+        .await;
+        assert!(take(&store, false).await.is_err(), "a one-shot run fails");
+        let t = std::time::Instant::now();
+        take(&store, true).await.expect("outlasted").release().await;
+        assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+
+        // Alive: it refreshes its lock; the scheduled run gives up then.
+        let mut b = held(Some(elsewhere), chrono::Duration::seconds(30));
+        put(store.as_ref(), &b).await;
+        let refresher = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                b.expires_at = Utc::now() + chrono::Duration::seconds(30);
+                put(store.as_ref(), &b).await;
+            })
+        };
+        let e = take(&store, true).await.err().expect("alive");
+        assert_eq!(e.kind, Kind::Locked);
+        refresher.await.expect("refresher");
     }
 }

@@ -22,7 +22,6 @@
 //! DELETE) is never a leftover: `dr undelete` brings it back.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -194,15 +193,7 @@ pub async fn run(
             hold_locked(ctx, &t, &mut report, now).await?;
         }
         if !dry_run {
-            let lock = RunLock::acquire(
-                Arc::clone(&ctx.store),
-                &t,
-                "prune",
-                Duration::from_secs(ctx.config.lock.ttl_secs),
-                Duration::from_secs(ctx.config.lock.wait_secs),
-                &ctx.cancel,
-            )
-            .await?;
+            let lock = RunLock::acquire_for(ctx, &t, "prune").await?;
             let r = apply(ctx, &t, &mut report, &by_backup, &stale, versioned).await;
             let r = match (r, ctx.store.location().object_lock()) {
                 (Ok(()), Some(lock)) => {
@@ -353,15 +344,24 @@ async fn apply(
 }
 
 /// Whether deletes must remove versions: the bucket keeps them (versioning enabled or
-/// suspended, or Object Lock). A bucket that cannot say is treated as unversioned (plain
-/// deletes, as before), with a warning when it should have known.
+/// suspended, or Object Lock). A bucket whose versioning these credentials may not read is
+/// treated as versioned only with `[repository.object_lock]`; that is logged at debug only
+/// (every night's prune would say the same): `dr check` says it once, with what it means. A
+/// failure to ask at all is a warning.
 async fn versioned(ctx: &Context) -> bool {
+    let assume = ctx.store.location().object_lock().is_some();
     match ctx.store.lock_state().await {
-        Ok(s) => s.object_lock || s.versioning != dr_store::Versioning::Off,
+        Ok(s) => s.versioned().unwrap_or_else(|| {
+            tracing::debug!(
+                "the bucket's versioning is not known to these credentials ({}); prune treats it as {}",
+                s.unknown.clone().unwrap_or_else(|| format!("S3 {} is refused", dr_store::API_VERSIONING)),
+                if assume { "versioned" } else { "unversioned" }
+            );
+            assume
+        }),
         Err(e) => {
-            let assume = ctx.store.location().object_lock().is_some();
             tracing::warn!(
-                "cannot read the bucket's versioning ({e}); prune treats it as {}",
+                "cannot read the bucket's versioning and Object Lock state ({e}); prune treats it as {}",
                 if assume {
                     "versioned ([repository.object_lock] is set)"
                 } else {

@@ -8,6 +8,12 @@ pub fn format(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
+/// A duration as a log field: seconds rounded to the millisecond (`2.272`, never
+/// `2.2716973449999998`).
+pub fn seconds(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
 /// `#[serde(with = "crate::time::rfc3339")]` for a `DateTime<Utc>` field.
 pub mod rfc3339 {
     use chrono::{DateTime, Utc};
@@ -36,5 +42,12 @@ mod tests {
             .single()
             .expect("time");
         assert_eq!(super::format(t), "2026-11-22T03:00:00Z");
+    }
+
+    #[test]
+    fn logged_durations_have_at_most_three_decimals() {
+        let d = std::time::Duration::from_nanos(2_271_697_345);
+        assert_eq!(super::seconds(d).to_string(), "2.272");
+        assert_eq!(super::seconds(std::time::Duration::ZERO).to_string(), "0");
     }
 }

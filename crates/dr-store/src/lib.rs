@@ -48,7 +48,8 @@ use std::sync::Arc;
 pub use error::StoreError;
 pub use location::{Location, RepositoryOptions};
 pub use lock::{
-    BucketLockState, LockMode, ObjectLock, ObjectVersion, Retention, Versioning, MAX_LOCK_DAYS,
+    BucketLockState, LockMode, ObjectLock, ObjectVersion, Retention, Versioning, API_OBJECT_LOCK,
+    API_VERSIONING, MAX_LOCK_DAYS,
 };
 pub use parts::PartLimits;
 pub use s3::S3Options;
@@ -239,7 +240,9 @@ pub async fn open(location: &Location) -> Result<Arc<dyn ObjectStore>, StoreErro
     }
 }
 
-/// Write, read back and delete a small probe object under `_dr/probe-<random>`.
+/// Write, read back and delete a small probe object under `_dr/probe-<random>`. On a
+/// versioned bucket the delete only hides it: the versions it left (the probe, the delete
+/// marker) are then deleted by version id, so no run leaves anything behind.
 pub async fn probe_writable(store: &dyn ObjectStore) -> Result<(), StoreError> {
     let key = format!("_dr/probe-{}", random_id());
     let body = bytes::Bytes::from(format!(
@@ -250,6 +253,9 @@ pub async fn probe_writable(store: &dyn ObjectStore) -> Result<(), StoreError> {
     store.put(&key, body.clone()).await?;
     let read = store.get(&key).await;
     let deleted = store.delete(&key).await;
+    if deleted.is_ok() {
+        remove_versions(store, &key).await;
+    }
     let read = read?;
     if read != body {
         return Err(StoreError::Mismatch {
@@ -259,6 +265,23 @@ pub async fn probe_writable(store: &dyn ObjectStore) -> Result<(), StoreError> {
         });
     }
     deleted
+}
+
+/// Delete every version and delete marker of exactly `key`. Best effort: a store without
+/// versions, or credentials that may not list or delete them, leave them (logged at debug).
+async fn remove_versions(store: &dyn ObjectStore, key: &str) {
+    let versions = match store.list_versions(key).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!("not removing old versions of {key}: {e}");
+            return;
+        }
+    };
+    for v in versions.iter().filter(|v| v.key == key) {
+        if let Err(e) = store.delete_version(&v.key, &v.version_id).await {
+            tracing::debug!("could not delete version {} of {key}: {e}", v.version_id);
+        }
+    }
 }
 
 /// 16 random hex digits.

@@ -122,7 +122,36 @@ pub struct BucketLockState {
     /// Why the state is unknown (the service does not implement the API, e.g.); `None` when
     /// the bucket answered.
     pub unknown: Option<String>,
+    /// The S3 APIs these credentials may not call (AccessDenied): `GetBucketVersioning`,
+    /// `GetObjectLockConfiguration`. Least-privilege keys (read, write, list) have neither;
+    /// what they would have said keeps its default (see [`BucketLockState::versioned`]).
+    pub denied: Vec<&'static str>,
 }
+
+impl BucketLockState {
+    /// Does the bucket keep old versions (versioning enabled or suspended, or Object Lock)?
+    /// `None` when it could not be read.
+    pub fn versioned(&self) -> Option<bool> {
+        if self.object_lock {
+            return Some(true);
+        }
+        if self.unknown.is_some() || self.denied.contains(&API_VERSIONING) {
+            return None;
+        }
+        Some(self.versioning != Versioning::Off)
+    }
+
+    /// Was the Object Lock configuration read? (Not when refused; with versioning off it
+    /// need not be: Object Lock requires versioning.)
+    pub fn object_lock_known(&self) -> bool {
+        self.unknown.is_none() && !self.denied.contains(&API_OBJECT_LOCK)
+    }
+}
+
+/// The S3 API that reads a bucket's versioning.
+pub const API_VERSIONING: &str = "GetBucketVersioning";
+/// The S3 API that reads a bucket's Object Lock configuration.
+pub const API_OBJECT_LOCK: &str = "GetObjectLockConfiguration";
 
 /// One version of an object, or a delete marker.
 #[derive(Debug, Clone, PartialEq, Eq)]

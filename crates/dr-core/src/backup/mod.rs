@@ -56,15 +56,7 @@ pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         })
     };
     let result = async {
-        let lock = RunLock::acquire(
-            Arc::clone(&run_ctx.store),
-            &target.name,
-            "backup",
-            Duration::from_secs(run_ctx.config.lock.ttl_secs),
-            Duration::from_secs(run_ctx.config.lock.wait_secs),
-            &run_ctx.cancel,
-        )
-        .await?;
+        let lock = RunLock::acquire_for(&run_ctx, &target.name, "backup").await?;
         let result = run_locked(&run_ctx, target, &lock).await;
         lock.release().await;
         result
@@ -242,7 +234,7 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         target = %target.name, %id,
         stored = %human_bytes(manifest.stored_bytes()),
         raw = %human_bytes(manifest.raw_bytes()),
-        seconds = clock.elapsed().as_secs_f64(),
+        seconds = crate::time::seconds(clock.elapsed()),
         "backup complete"
     );
     Ok(manifest)

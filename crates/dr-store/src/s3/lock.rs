@@ -7,7 +7,9 @@ use aws_sdk_s3::types::{
 };
 
 use super::*;
-use crate::{BucketLockState, LockMode, ObjectVersion, Versioning};
+use crate::{
+    BucketLockState, LockMode, ObjectVersion, Versioning, API_OBJECT_LOCK, API_VERSIONING,
+};
 
 pub(super) fn mode(m: LockMode) -> ObjectLockMode {
     match m {
@@ -48,6 +50,12 @@ fn not_implemented(code: Option<&str>, status: Option<u16>) -> bool {
     matches!(code, Some("NotImplemented" | "MethodNotAllowed")) || matches!(status, Some(501))
 }
 
+/// "These credentials may not call that API": least-privilege keys without bucket
+/// administration. Not an error of the bucket: [`BucketLockState::denied`] records it.
+fn denied(code: Option<&str>, status: Option<u16>) -> bool {
+    matches!(code, Some("AccessDenied")) || (code.is_none() && status == Some(403))
+}
+
 pub(super) async fn lock_state(s: &Shared) -> Result<BucketLockState, StoreError> {
     let mut state = BucketLockState::default();
     let target = format!("s3://{}", s.bucket);
@@ -71,8 +79,18 @@ pub(super) async fn lock_state(s: &Shared) -> Result<BucketLockState, StoreError
                 state.unknown = Some("the service does not implement GetBucketVersioning".into());
                 return Ok(state);
             }
-            return Err(s.error("GetBucketVersioning", "", &e)).map_err(|e| rename(e, &target));
+            if denied(e.code(), status) {
+                tracing::debug!("the credentials may not call {API_VERSIONING} on {target}");
+                state.denied.push(API_VERSIONING);
+            } else {
+                return Err(s.error("GetBucketVersioning", "", &e)).map_err(|e| rename(e, &target));
+            }
         }
+    }
+    // Object Lock requires versioning: a bucket that never had it has no lock to read (and
+    // least-privilege keys are spared a refused request).
+    if state.versioning == Versioning::Off && state.denied.is_empty() {
+        return Ok(state);
     }
     match s
         .client
@@ -111,6 +129,9 @@ pub(super) async fn lock_state(s: &Shared) -> Result<BucketLockState, StoreError
             } else if not_implemented(code, status) {
                 state.unknown =
                     Some("the service does not implement GetObjectLockConfiguration".into());
+            } else if denied(code, status) {
+                tracing::debug!("the credentials may not call {API_OBJECT_LOCK} on {target}");
+                state.denied.push(API_OBJECT_LOCK);
             } else {
                 return Err(s.error("GetObjectLockConfiguration", "", &e))
                     .map_err(|e| rename(e, &target));

@@ -13,6 +13,9 @@ use crate::cli::Global;
 pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
     let config = super::load_config(g)?;
     let jobs = daemon::load_jobs(&config)?;
+    // The start's checks, for the dry run too: it must not pass where the start would fail.
+    daemon::preflight(&config, &jobs)?;
+    let reporter = Reporter::from_config(&config)?;
     if dry_run {
         // Data on stdout, one line per run: job, kind, targets, UTC time, local time.
         let now = Utc::now();
@@ -44,11 +47,13 @@ pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let reporter = Arc::new(Reporter::from_config(&config)?.with_retries(RetryPolicy {
+    let reporter = Arc::new(reporter.with_retries(RetryPolicy {
         retries: config.daemon.retries,
         backoff: std::time::Duration::from_secs(config.daemon.retry_backoff_secs),
     }));
-    let ctx = Arc::new(Context::open(config).await?);
+    let mut ctx = Context::open(config).await?;
+    ctx.scheduled = true;
+    let ctx = Arc::new(ctx);
     let shutdown = CancellationToken::new();
     crate::signals::daemon(shutdown.clone(), ctx.cancel.clone());
     tracing::info!("dr daemon starting with {} job(s)", jobs.len());

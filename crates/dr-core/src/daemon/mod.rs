@@ -7,7 +7,9 @@
 //!   nothing already planned.
 //! - **No overlap.** A job's run for a target is skipped (and logged) while its previous run for
 //!   that target is still queued or running. Across processes and hosts the repository lock
-//!   ([`crate::lock`]) keeps backups and prunes of one target apart. At most
+//!   ([`crate::lock`]) keeps backups and prunes of one target apart; a daemon's run takes over
+//!   the lock of a crashed run on this host, and waits out one nobody refreshes
+//!   ([`Context::scheduled`]), so a killed and restarted daemon still makes its catch-up run. At most
 //!   `daemon.max_concurrent_jobs` target runs (default 1) go at once; the others are logged as
 //!   queued and wait for a slot.
 //! - **Missed runs.** On start, a job runs once at once for each target whose last run is older
@@ -25,18 +27,19 @@
 //!   `daemon.metrics_address`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dr_catalog::schedule::Schedule;
-use dr_config::{Config, JobKind, ScheduleConfig};
+use dr_config::JobKind;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use tokio_util::sync::CancellationToken;
+
+pub mod jobs;
+pub use jobs::{load_jobs, preflight, verify_jobs_without_identity, Job};
 
 use crate::report::Reporter;
 use crate::verify::VerifyOptions;
@@ -44,103 +47,6 @@ use crate::{Context, Error, Kind, Result};
 
 /// The longest single sleep: the wall clock is re-read at least this often.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-
-/// One scheduled job, validated.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub name: String,
-    /// Where it was defined: a file, or the config file.
-    pub source: PathBuf,
-    pub schedule: Schedule,
-    pub kind: JobKind,
-    /// Target names (already expanded: never empty).
-    pub targets: Vec<String>,
-    pub prune_after: bool,
-}
-
-impl Job {
-    fn from_config(s: &ScheduleConfig, config: &Config, source: &Path) -> Result<Job> {
-        s.validate(config, Some(source))?;
-        let tz = s.timezone.as_deref().unwrap_or("UTC");
-        let schedule = Schedule::parse(&s.cron, tz).map_err(|e| {
-            Error::config(format!(
-                "invalid schedule `{}` in {}: {e}",
-                s.name,
-                source.display()
-            ))
-        })?;
-        let targets = if s.targets.is_empty() {
-            config.targets.iter().map(|t| t.name.clone()).collect()
-        } else {
-            s.targets.clone()
-        };
-        Ok(Job {
-            name: s.name.clone(),
-            source: source.to_path_buf(),
-            schedule,
-            kind: s.job,
-            targets,
-            prune_after: s.prune_after,
-        })
-    }
-}
-
-/// Every job: `[[schedules]]` in the config, then `*.toml` in the schedules directory (in
-/// name order). Names must be unique; at least one job must exist.
-pub fn load_jobs(config: &Config) -> Result<Vec<Job>> {
-    if config.targets.is_empty() {
-        return Err(Error::config(
-            "no [[targets]] are configured: the daemon would have nothing to do\nhint: add a [[targets]] section with name and url",
-        ));
-    }
-    let config_path = config
-        .source
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("dr.toml"));
-    let mut jobs = Vec::new();
-    for s in &config.schedules {
-        jobs.push(Job::from_config(s, config, &config_path)?);
-    }
-    let (dir, explicit) = config.schedules_dir();
-    match std::fs::read_dir(&dir) {
-        Ok(rd) => {
-            let mut files: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-                .collect();
-            files.sort();
-            for f in files {
-                let s = ScheduleConfig::load(&f)?;
-                jobs.push(Job::from_config(&s, config, &f)?);
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
-        Err(e) => {
-            return Err(Error::config(format!(
-                "cannot read the schedules directory {}: {e}\nhint: create it, or set daemon.schedules_dir",
-                dir.display()
-            )))
-        }
-    }
-    let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
-    for j in &jobs {
-        if let Some(first) = seen.insert(&j.name, &j.source) {
-            return Err(Error::config(format!(
-                "schedule `{}` is defined twice: in {} and in {}\nhint: give every schedule a unique name",
-                j.name,
-                first.display(),
-                j.source.display()
-            )));
-        }
-    }
-    if jobs.is_empty() {
-        return Err(Error::config(format!(
-            "no schedules: {} has no *.toml job files and dr.toml has no [[schedules]]\nhint: copy the examples from schedules/ in the dr repository, or add e.g.\n  [[schedules]]\n  name = \"nightly-backup\"\n  cron = \"0 3 * * *\"\n  job = \"backup\"",
-            dir.display()
-        )));
-    }
-    Ok(jobs)
-}
 
 /// How a daemon run ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,26 +98,6 @@ fn last_run(
     }
 }
 
-/// Verify jobs need the private identity: without one every run fails at its time, so say it
-/// at start (the daemon) and in `dr check`, not at 4 a.m. Pure.
-pub fn verify_jobs_without_identity(config: &Config, jobs: &[Job]) -> Result<()> {
-    if config.encryption.identity_file.is_some() {
-        return Ok(());
-    }
-    let names: Vec<String> = jobs
-        .iter()
-        .filter(|j| matches!(j.kind, JobKind::Verify))
-        .map(|j| format!("`{}` ({})", j.name, j.source.display()))
-        .collect();
-    if names.is_empty() {
-        return Ok(());
-    }
-    Err(Error::config(format!(
-        "verify job {} needs the age identity, and none is configured\nhint: set encryption.identity_file (or DR_IDENTITY_FILE) on this host, or remove the verify job",
-        names.join(", ")
-    )))
-}
-
 /// Run `jobs` until `shutdown` is cancelled; see the module docs.
 pub async fn run(
     ctx: Arc<Context>,
@@ -219,7 +105,7 @@ pub async fn run(
     reporter: Arc<Reporter>,
     shutdown: CancellationToken,
 ) -> Result<Outcome> {
-    verify_jobs_without_identity(&ctx.config, &jobs)?;
+    preflight(&ctx.config, &jobs)?;
     let daemon = &ctx.config.daemon;
     let grace = Duration::from_secs(daemon.shutdown_grace_secs);
     let metrics = reporter.metrics();
@@ -629,138 +515,6 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(dir: &Path, extra: &str) -> Config {
-        let path = dir.join("dr.toml");
-        let text = format!(
-            r#"
-[repository]
-url = "file:///tmp/nowhere"
-[encryption]
-recipients = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
-[retention]
-daily = 7
-[[targets]]
-name = "app"
-url = "postgres://u@127.0.0.1:1/app"
-[[targets]]
-name = "db"
-url = "postgres://u@127.0.0.1:1/db"
-{extra}
-"#
-        );
-        std::fs::write(&path, &text).expect("write");
-        Config::load(&path).expect("config")
-    }
-
-    fn err(c: &Config) -> String {
-        load_jobs(c)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn jobs_come_from_files_and_the_config() {
-        let dir = tempfile::tempdir().expect("tmp");
-        std::fs::create_dir(dir.path().join("schedules")).expect("mkdir");
-        std::fs::write(
-            dir.path().join("schedules/nightly.toml"),
-            "name = \"nightly\"\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\njob = \"backup\"\ntargets = []\nprune_after = true\n",
-        )
-        .expect("write");
-        std::fs::write(dir.path().join("schedules/README.md"), "not a job").expect("write");
-        let c = config(
-            dir.path(),
-            "[[schedules]]\nname = \"weekly\"\ncron = \"0 5 * * 7\"\njob = \"verify\"\ntargets = [\"db\"]\n",
-        );
-        let jobs = load_jobs(&c).expect("jobs");
-        assert_eq!(jobs.len(), 2);
-        assert_eq!(jobs[0].name, "weekly");
-        assert_eq!(jobs[0].targets, ["db"]);
-        assert_eq!(jobs[1].targets, ["app", "db"]);
-        assert!(jobs[1].prune_after);
-        assert_eq!(jobs[1].schedule.timezone(), chrono_tz::Europe::Berlin);
-    }
-
-    #[test]
-    fn the_shipped_examples_load() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schedules");
-        let dir = tempfile::tempdir().expect("tmp");
-        let c = config(
-            dir.path(),
-            &format!("[daemon]\nschedules_dir = \"{}\"\n", root.display()),
-        );
-        let jobs = load_jobs(&c).expect("the files in schedules/ load");
-        assert!(jobs.iter().any(|j| j.kind == JobKind::Backup));
-    }
-
-    #[test]
-    fn mistakes_name_the_file() {
-        let dir = tempfile::tempdir().expect("tmp");
-        std::fs::create_dir(dir.path().join("schedules")).expect("mkdir");
-        let file = dir.path().join("schedules/bad.toml");
-        std::fs::write(
-            &file,
-            "name = \"bad\"\ncron = \"0 3 * *\"\njob = \"backup\"\n",
-        )
-        .expect("w");
-        let e = err(&config(dir.path(), ""));
-        assert!(e.contains("bad.toml") && e.contains("`0 3 * *`"), "{e}");
-
-        std::fs::write(
-            &file,
-            "name = \"bad\"\ncron = \"0 3 * * *\"\njob = \"backup\"\nevery = 1\n",
-        )
-        .expect("w");
-        let e = err(&config(dir.path(), ""));
-        assert!(e.contains("bad.toml") && e.contains("every"), "{e}");
-
-        std::fs::write(
-            &file,
-            "name = \"dup\"\ncron = \"0 3 * * *\"\njob = \"backup\"\n",
-        )
-        .expect("w");
-        let e = err(&config(
-            dir.path(),
-            "[[schedules]]\nname = \"dup\"\ncron = \"@daily\"\njob = \"prune\"\n",
-        ));
-        assert!(e.contains("defined twice") && e.contains("bad.toml"), "{e}");
-    }
-
-    #[test]
-    fn no_jobs_or_a_missing_configured_dir_is_an_error() {
-        let dir = tempfile::tempdir().expect("tmp");
-        assert!(err(&config(dir.path(), "")).contains("no schedules"));
-        let e = err(&config(dir.path(), "[daemon]\nschedules_dir = \"nope\"\n"));
-        assert!(e.contains("nope"), "{e}");
-    }
-
-    #[test]
-    fn a_verify_job_without_the_identity_is_refused_by_name() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let mut c = config(
-            dir.path(),
-            "[[schedules]]\nname = \"weekly-verify\"\ncron = \"@weekly\"\njob = \"verify\"\n\n[[schedules]]\nname = \"nightly\"\ncron = \"@daily\"\njob = \"backup\"\n",
-        );
-        let jobs = load_jobs(&c).expect("jobs");
-        let e = verify_jobs_without_identity(&c, &jobs)
-            .expect_err("no identity")
-            .to_string();
-        assert!(
-            e.contains("`weekly-verify`") && !e.contains("nightly"),
-            "{e}"
-        );
-        assert!(e.contains("identity_file"), "{e}");
-        c.encryption.identity_file = Some(dir.path().join("key.txt"));
-        assert!(verify_jobs_without_identity(&c, &jobs).is_ok());
-        let backups_only: Vec<Job> = jobs
-            .into_iter()
-            .filter(|j| !matches!(j.kind, JobKind::Verify))
-            .collect();
-        c.encryption.identity_file = None;
-        assert!(verify_jobs_without_identity(&c, &backups_only).is_ok());
-    }
 
     #[test]
     fn last_runs_per_kind() {
