@@ -536,7 +536,7 @@ fn with_globals_creates_a_superuser_with_a_password_only_when_named() {
     let err = stderr(&out);
     assert!(
         err.contains("evil (SUPERUSER, a password)")
-            && err.contains("--allow-role evil --allow-role 'Repl Bot'"),
+            && err.contains("--allow-role 'Repl Bot' --allow-role evil"),
         "{err}"
     );
     assert_eq!(role("evil"), "none");
