@@ -24,6 +24,7 @@
 //! assert_eq!(dr_catalog::keys::manifest("app", &id), "app/20261122T030000Z/manifest.json");
 //! ```
 
+mod crosscheck;
 pub mod manifest;
 pub mod retention;
 pub mod schedule;
@@ -33,6 +34,7 @@ pub use manifest::{
     TableCount, VerificationRecord, MANIFEST_FORMAT, MANIFEST_FORMAT_SINGLE, STEP_DATA,
     STEP_POST_DATA, STEP_PRE_DATA,
 };
+pub use crosscheck::cross_check;
 pub use retention::{plan as retention_plan, Decision, Policy, Tier};
 
 use std::fmt;
