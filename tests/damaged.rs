@@ -383,12 +383,7 @@ enum Tamper {
 
 /// Edits the manifest of backup `id` as `how` says, through `read`/`write` of the
 /// repository's keys (relative to the repository, like the manifest's own keys).
-fn tamper(
-    id: &str,
-    how: Tamper,
-    read: &dyn Fn(&str) -> Vec<u8>,
-    write: &dyn Fn(&str, &[u8]),
-) {
+fn tamper(id: &str, how: Tamper, read: &dyn Fn(&str) -> Vec<u8>, write: &dyn Fn(&str, &[u8])) {
     let key = format!("app/{id}/manifest.json");
     let mut m: serde_json::Value = serde_json::from_slice(&read(&key)).expect("manifest json");
     let objects = m["objects"].as_array_mut().expect("objects");
@@ -442,7 +437,10 @@ fn tampered_manifests_are_refused(
             &format!("select count(*) from pg_database where datname = '{db}'"),
         )
     };
-    for (n, how) in [Tamper::DropData, Tamper::ExtraData].into_iter().enumerate() {
+    for (n, how) in [Tamper::DropData, Tamper::ExtraData]
+        .into_iter()
+        .enumerate()
+    {
         let out = e.ws.dr(&e.cfg, &["backup", "--jobs", "3"]);
         assert_success(&out);
         let id = stdout(&out)
@@ -454,8 +452,10 @@ fn tampered_manifests_are_refused(
         tamper(&id, how, read, write);
 
         let fresh = format!("fresh{n}");
-        let out =
-            e.ws.dr(&e.cfg, &["restore", &id, "--to", &e.pg.url(&fresh), "--yes"]);
+        let out = e.ws.dr(
+            &e.cfg,
+            &["restore", &id, "--to", &e.pg.url(&fresh), "--yes"],
+        );
         assert_exit_code(&out, 4);
         assert!(
             stderr(&out).contains("manifest") && stderr(&out).contains("hint:"),
@@ -466,10 +466,20 @@ fn tampered_manifests_are_refused(
 
         let out = e.ws.dr(
             &e.cfg,
-            &["restore", &id, "--to", &e.pg.url("kept"), "--clean", "--yes"],
+            &[
+                "restore",
+                &id,
+                "--to",
+                &e.pg.url("kept"),
+                "--clean",
+                "--yes",
+            ],
         );
         assert_exit_code(&out, 4);
-        assert_eq!(e.pg.psql("kept", "select string_agg(id::text, ',') from t"), "7");
+        assert_eq!(
+            e.pg.psql("kept", "select string_agg(id::text, ',') from t"),
+            "7"
+        );
         assert_eq!(
             e.pg.psql(
                 "kept",

@@ -170,7 +170,10 @@ fn break_glass_restores_an_exact_copy_with_only_age_zstd_and_pg_restore() {
             ("IDENTITY", s.identity.display().to_string()),
             // The new server's own superuser, whose password step 5 must leave alone
             // (the old server's globals.sql sets another one for `admin`).
-            ("PGURL", other.url("app").replacen("//postgres@", "//admin@", 1)),
+            (
+                "PGURL",
+                other.url("app").replacen("//postgres@", "//admin@", 1),
+            ),
             ("PGPASSWORD", "new-secret".into()),
             ("WORK", work.display().to_string()),
         ],

@@ -40,10 +40,7 @@ pub fn cross_check(m: &Manifest, d: &BackupDetails) -> Result<(), String> {
         }
         for l in &listed {
             if !d.objects.iter().any(|o| name(&o.key) == name(&l.key)) {
-                problems.push(format!(
-                    "`{}` was not written by this backup",
-                    name(&l.key)
-                ));
+                problems.push(format!("`{}` was not written by this backup", name(&l.key)));
             }
         }
         let order = |v: Vec<&str>| v.join(",");
@@ -114,11 +111,23 @@ mod tests {
     /// A backup in 3 data streams; the details record its objects when `recorded`.
     fn backup(recorded: bool) -> (Manifest, BackupDetails) {
         let id: BackupId = "20261122T030000Z".parse().expect("id");
-        let mut objects = vec![rec(ObjectRole::PreData, keys::PRE_DATA, Some(STEP_PRE_DATA))];
+        let mut objects = vec![rec(
+            ObjectRole::PreData,
+            keys::PRE_DATA,
+            Some(STEP_PRE_DATA),
+        )];
         for k in 1..=3 {
-            objects.push(rec(ObjectRole::Data, &keys::data_stream(k), Some(STEP_DATA)));
+            objects.push(rec(
+                ObjectRole::Data,
+                &keys::data_stream(k),
+                Some(STEP_DATA),
+            ));
         }
-        objects.push(rec(ObjectRole::PostData, keys::POST_DATA, Some(STEP_POST_DATA)));
+        objects.push(rec(
+            ObjectRole::PostData,
+            keys::POST_DATA,
+            Some(STEP_POST_DATA),
+        ));
         objects.push(rec(ObjectRole::Globals, keys::GLOBALS, None));
         let d = BackupDetails {
             format: 2,
@@ -130,7 +139,11 @@ mod tests {
                     stream: Some(k),
                 })
                 .collect(),
-            objects: if recorded { objects.clone() } else { Vec::new() },
+            objects: if recorded {
+                objects.clone()
+            } else {
+                Vec::new()
+            },
             ..BackupDetails::default()
         };
         objects.push(rec(ObjectRole::Details, keys::DETAILS, None));
@@ -163,7 +176,10 @@ mod tests {
 
     #[test]
     fn a_data_stream_removed_is_found() {
-        for (recorded, what) in [(true, "`data-3.zst.age` is missing"), (false, "data stream 3")] {
+        for (recorded, what) in [
+            (true, "`data-3.zst.age` is missing"),
+            (false, "data stream 3"),
+        ] {
             let (mut m, d) = backup(recorded);
             m.objects.remove(3);
             let e = cross_check(&m, &d).expect_err("refused");
@@ -173,18 +189,30 @@ mod tests {
         let (mut m, d) = backup(false);
         m.objects.remove(2);
         let e = cross_check(&m, &d).expect_err("refused");
-        assert!(e.contains("data stream 2 is listed as `data-3.zst.age`"), "{e}");
+        assert!(
+            e.contains("data stream 2 is listed as `data-3.zst.age`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn an_object_added_is_found() {
         let (mut m, d) = backup(true);
-        m.objects.insert(4, rec(ObjectRole::Data, &keys::data_stream(4), Some(STEP_DATA)));
+        m.objects.insert(
+            4,
+            rec(ObjectRole::Data, &keys::data_stream(4), Some(STEP_DATA)),
+        );
         let e = cross_check(&m, &d).expect_err("refused");
-        assert!(e.contains("`data-4.zst.age` was not written by this backup"), "{e}");
+        assert!(
+            e.contains("`data-4.zst.age` was not written by this backup"),
+            "{e}"
+        );
         // Old details cannot tell an extra stream from a real one: cannot cross-check.
         let (mut m, d) = backup(false);
-        m.objects.insert(4, rec(ObjectRole::Data, &keys::data_stream(4), Some(STEP_DATA)));
+        m.objects.insert(
+            4,
+            rec(ObjectRole::Data, &keys::data_stream(4), Some(STEP_DATA)),
+        );
         assert_eq!(cross_check(&m, &d), Ok(()));
     }
 

@@ -29,12 +29,12 @@ pub mod manifest;
 pub mod retention;
 pub mod schedule;
 
+pub use crosscheck::cross_check;
 pub use manifest::{
     BackupDetails, CheckOutcome, Layout, Manifest, ObjectRecord, ObjectRole, SequenceValue,
     TableCount, VerificationRecord, MANIFEST_FORMAT, MANIFEST_FORMAT_SINGLE, STEP_DATA,
     STEP_POST_DATA, STEP_PRE_DATA,
 };
-pub use crosscheck::cross_check;
 pub use retention::{plan as retention_plan, Decision, Policy, Tier};
 
 use std::fmt;

@@ -235,7 +235,13 @@ fn powers(
         .map(|(name, g)| {
             let mut gets: Vec<String> = g.into_iter().collect();
             // Attributes first, then the password, then memberships.
-            gets.sort_by_key(|w| (w.starts_with("member"), w.starts_with("a password"), w.clone()));
+            gets.sort_by_key(|w| {
+                (
+                    w.starts_with("member"),
+                    w.starts_with("a password"),
+                    w.clone(),
+                )
+            });
             PowerfulRole { name, gets }
         })
         .collect()
@@ -399,7 +405,8 @@ fn classify(t: &[Token]) -> Stmt {
     if word(0, "set") {
         let known = t.get(1).and_then(Token::ident).is_some_and(|n| {
             SETTINGS_KEPT.contains(&n.as_str())
-                && !(n == "standard_conforming_strings" && !t.last().is_some_and(|v| v.is("on")))
+                // Never turned off: strings after it would be read differently.
+                && (n != "standard_conforming_strings" || t.last().is_some_and(|v| v.is("on")))
         });
         return Stmt::Set(known);
     }
@@ -585,13 +592,16 @@ GRANT app TO postgres GRANTED BY postgres;\n";
             "{:#?}",
             plan.statements
         );
-        assert!(plan.statements.contains(&"ALTER ROLE app SET search_path TO 'app';".to_string()));
+        assert!(plan
+            .statements
+            .contains(&"ALTER ROLE app SET search_path TO 'app';".to_string()));
         assert_eq!(plan.statements.len(), 3 + 8 + 2);
     }
 
     #[test]
     fn membership_in_server_file_roles_and_chains_is_a_power() {
-        let script = "CREATE ROLE a;\nCREATE ROLE b;\nCREATE ROLE c;\nALTER ROLE c WITH BYPASSRLS;\n\
+        let script =
+            "CREATE ROLE a;\nCREATE ROLE b;\nCREATE ROLE c;\nALTER ROLE c WITH BYPASSRLS;\n\
 GRANT pg_read_server_files TO a WITH INHERIT TRUE GRANTED BY postgres;\n\
 GRANT c TO b;\nGRANT pg_monitor TO b;\n";
         let plan = plan_globals(script, &target(&["postgres"], &["postgres"]));
@@ -624,6 +634,17 @@ CREATE ROLE v SUPERUSER;\n";
         assert_eq!(plan.powerful, vec![role("v", &["SUPERUSER"])]);
         assert_eq!(plan.skipped.len(), 6, "{:?}", plan.skipped);
         assert!(!plan.statements.iter().any(|s| s.contains("pwned")));
+    }
+
+    #[test]
+    fn privileges_on_a_tablespace_go_to_new_roles_only_and_give_no_power() {
+        let script =
+            "CREATE ROLE app;\nCREATE TABLESPACE fast OWNER postgres LOCATION '/mnt/fast';\n\
+GRANT ALL ON TABLESPACE fast TO app;\nGRANT ALL ON TABLESPACE fast TO postgres;\n";
+        let plan = plan_globals(script, &target(&["postgres"], &["postgres"]));
+        assert_eq!(plan.statements.len(), 3, "{:?}", plan.statements);
+        assert!(plan.statements[2].ends_with("TO app;"));
+        assert!(plan.powerful.is_empty() && plan.skipped.is_empty());
     }
 
     #[test]

@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(e.kind, Kind::Refused);
         let msg = e.to_string();
         assert!(msg.contains("evil (SUPERUSER, a password)"), "{msg}");
-        assert!(msg.contains("hint:") && msg.contains("--allow-role evil"), "{msg}");
+        assert!(
+            msg.contains("hint:") && msg.contains("--allow-role evil"),
+            "{msg}"
+        );
         opts.allow_roles = vec!["evil".into()];
         check_allowed(&[evil()], &opts, "x").expect("allowed by name");
         opts.allow_roles = vec!["other".into()];
