@@ -463,6 +463,14 @@ fn tampered_manifests_are_refused(
             stderr(&out)
         );
         assert_eq!(db_exists(&fresh), "0", "{how:?}: {}", stderr(&out));
+        // verify refuses it the same way, before any sandbox.
+        let out = e.ws.dr(&e.cfg, &["verify", &id, "--sandbox", "local"]);
+        assert_exit_code(&out, 4);
+        assert!(
+            stderr(&out).contains("does not match the backup's encrypted details"),
+            "{how:?}: {}",
+            stderr(&out)
+        );
 
         let out = e.ws.dr(
             &e.cfg,
