@@ -370,3 +370,155 @@ fn a_future_dated_backup_does_not_shadow_newer_ones() {
     assert_eq!(ids, vec![future, newest]);
     assert!(!ids.contains(&first));
 }
+
+/// A manifest edit someone holding the bucket's credentials could make (issue 21).
+#[derive(Clone, Copy, Debug)]
+enum Tamper {
+    /// The last data stream's entry removed (its object left in place).
+    DropData,
+    /// An extra data stream: a copy of `data-1` stored as a new object, listed after the
+    /// others.
+    ExtraData,
+}
+
+/// Edits the manifest of backup `id` as `how` says, through `read`/`write` of the
+/// repository's keys (relative to the repository, like the manifest's own keys).
+fn tamper(id: &str, how: Tamper, read: &dyn Fn(&str) -> Vec<u8>, write: &dyn Fn(&str, &[u8])) {
+    let key = format!("app/{id}/manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&read(&key)).expect("manifest json");
+    let objects = m["objects"].as_array_mut().expect("objects");
+    let data: Vec<usize> = (0..objects.len())
+        .filter(|&i| objects[i]["role"] == "data")
+        .collect();
+    assert!(data.len() >= 2, "needs several data streams: {objects:?}");
+    let last = *data.last().expect("data");
+    match how {
+        Tamper::DropData => {
+            objects.remove(last);
+        }
+        Tamper::ExtraData => {
+            let mut extra = objects[data[0]].clone();
+            let from = extra["key"].as_str().expect("key").to_string();
+            let to = format!("app/{id}/data-{}.zst.age", data.len() + 1);
+            write(&to, &read(&from));
+            extra["key"] = to.into();
+            objects.insert(last + 1, extra);
+        }
+    }
+    write(
+        &key,
+        serde_json::to_string_pretty(&m).expect("json").as_bytes(),
+    );
+}
+
+/// Backups in several data streams whose manifests were edited (an entry removed, one
+/// added) are refused with exit 4 before the target is touched: no new database is left
+/// behind, an existing one keeps what it held, even with --clean.
+fn tampered_manifests_are_refused(
+    e: &Env,
+    read: &dyn Fn(&str) -> Vec<u8>,
+    write: &dyn Fn(&str, &[u8]),
+) {
+    e.pg.psql(
+        "app",
+        "create table a (id int primary key); insert into a select generate_series(1, 500);
+         create table b (id int primary key); insert into b select generate_series(1, 300);
+         create table c (id int primary key); insert into c select generate_series(1, 100);
+         analyze;",
+    );
+    e.pg.create_db("kept");
+    e.pg.psql(
+        "kept",
+        "create table t (id int primary key); insert into t values (7);",
+    );
+    let db_exists = |db: &str| {
+        e.pg.psql(
+            "postgres",
+            &format!("select count(*) from pg_database where datname = '{db}'"),
+        )
+    };
+    for (n, how) in [Tamper::DropData, Tamper::ExtraData]
+        .into_iter()
+        .enumerate()
+    {
+        let out = e.ws.dr(&e.cfg, &["backup", "--jobs", "3"]);
+        assert_success(&out);
+        let id = stdout(&out)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        tamper(&id, how, read, write);
+
+        let fresh = format!("fresh{n}");
+        let out = e.ws.dr(
+            &e.cfg,
+            &["restore", &id, "--to", &e.pg.url(&fresh), "--yes"],
+        );
+        assert_exit_code(&out, 4);
+        assert!(
+            stderr(&out).contains("manifest") && stderr(&out).contains("hint:"),
+            "{how:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(db_exists(&fresh), "0", "{how:?}: {}", stderr(&out));
+        // verify refuses it the same way, before any sandbox.
+        let out = e.ws.dr(&e.cfg, &["verify", &id, "--sandbox", "local"]);
+        assert_exit_code(&out, 4);
+        assert!(
+            stderr(&out).contains("does not match the backup's encrypted details"),
+            "{how:?}: {}",
+            stderr(&out)
+        );
+
+        let out = e.ws.dr(
+            &e.cfg,
+            &[
+                "restore",
+                &id,
+                "--to",
+                &e.pg.url("kept"),
+                "--clean",
+                "--yes",
+            ],
+        );
+        assert_exit_code(&out, 4);
+        assert_eq!(
+            e.pg.psql("kept", "select string_agg(id::text, ',') from t"),
+            "7"
+        );
+        assert_eq!(
+            e.pg.psql(
+                "kept",
+                "select count(*) from pg_tables where schemaname = 'public'"
+            ),
+            "1",
+            "{how:?}"
+        );
+    }
+}
+
+#[test]
+fn a_manifest_that_lost_or_gained_an_object_is_refused_before_the_target() {
+    let e = env(directory);
+    let repo = e.ws.path().join("repo");
+    let read = |k: &str| std::fs::read(repo.join(k)).expect("read object");
+    let write = |k: &str, b: &[u8]| std::fs::write(repo.join(k), b).expect("write object");
+    tampered_manifests_are_refused(&e, &read, &write);
+}
+
+#[test]
+fn a_manifest_that_lost_or_gained_an_object_in_s3_is_refused_before_the_target() {
+    let weed = SeaweedFs::start();
+    weed.create_bucket("tampered");
+    let e = env(|_| {
+        format!(
+            "[repository]\nurl = \"s3://tampered/dr\"\nendpoint = \"{}\"\npath_style = true\n",
+            weed.endpoint()
+        )
+    });
+    let read = |k: &str| weed.fetch("tampered", &format!("dr/{k}"));
+    let write = |k: &str, b: &[u8]| weed.put_raw("tampered", &format!("dr/{k}"), b);
+    tampered_manifests_are_refused(&e, &read, &write);
+}

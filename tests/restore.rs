@@ -490,3 +490,72 @@ fn to_file_writes_a_pg_restore_archive_and_the_globals() {
         .unwrap_or_default()
         .contains("CREATE ROLE reporter"));
 }
+
+/// Globals are not a back door (issue 21): a role the backup's server had as a superuser
+/// with a password (or with REPLICATION) is named in the plan and created only when named
+/// by --allow-role; `--yes` is not enough. Existing roles keep their passwords.
+#[test]
+fn with_globals_creates_a_superuser_with_a_password_only_when_named() {
+    let e = env();
+    e.pg.psql(
+        "postgres",
+        "create role evil superuser login password 'evil-secret'; \
+         create role \"Repl Bot\" replication login; \
+         alter role postgres password 'old-server';",
+    );
+    backup(&e);
+    let other = Postgres::start();
+    let role = |r: &str| {
+        other.psql(
+            "postgres",
+            &format!(
+                "select coalesce(string_agg(rolsuper::text || ',' || (rolpassword is not null)::text, ''), 'none') \
+                 from pg_authid where rolname = '{r}'"
+            ),
+        )
+    };
+    let other_url = other.url("copy");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--to", &other_url, "--with-globals", "--yes"];
+        args.extend_from_slice(extra);
+        e.ws.dr(&e.cfg, &args)
+    };
+
+    // The plan names each role and what it would get.
+    let out = restore(&["--dry-run"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("evil (SUPERUSER, a password): refused")
+            && stdout(&out).contains("Repl Bot (REPLICATION): refused"),
+        "{}",
+        stdout(&out)
+    );
+    // --yes alone: refused, naming the roles and the flag; nothing changed.
+    let out = restore(&[]);
+    assert_exit_code(&out, 7);
+    let err = stderr(&out);
+    assert!(
+        err.contains("evil (SUPERUSER, a password)")
+            && err.contains("--allow-role 'Repl Bot' --allow-role evil"),
+        "{err}"
+    );
+    assert_eq!(role("evil"), "none");
+    assert_eq!(role("reporter"), "none");
+    assert!(!db_exists(&other, "copy"));
+    // One named, one not: still refused.
+    let out = restore(&["--allow-role", "evil"]);
+    assert_exit_code(&out, 7);
+    assert!(
+        stderr(&out).contains("Repl Bot") && !stderr(&out).contains("evil ("),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(role("evil"), "none");
+    // Both named: created as the backup has them; the target's postgres keeps its (lack of)
+    // password.
+    let out = restore(&["--allow-role", "evil", "--allow-role", "Repl Bot"]);
+    assert_success(&out);
+    assert_eq!(role("evil"), "true,true");
+    assert_eq!(role("postgres"), "true,false");
+    assert_eq!(e.pg.row_counts("app"), other.row_counts("copy"));
+}

@@ -119,14 +119,40 @@ fn source() -> Source {
     }
 }
 
+/// Makes `pg`'s superuser `admin` (password `new-secret`) authenticate by password over
+/// TCP, as a real new server's would; `postgres` stays trusted for the test's own checks.
+fn require_password_for_admin(pg: &Postgres) {
+    pg.psql(
+        "postgres",
+        "create role admin superuser login password 'new-secret';",
+    );
+    let hba = pg.psql("postgres", "show hba_file");
+    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    std::fs::write(
+        &hba,
+        format!("host all admin 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .expect("write pg_hba.conf");
+    pg.psql("postgres", "select pg_reload_conf();");
+}
+
 #[test]
 fn break_glass_restores_an_exact_copy_with_only_age_zstd_and_pg_restore() {
     let s = source();
+    // A second superuser with a password on the old server: the newest backup's globals.sql
+    // sets it (`ALTER ROLE admin … PASSWORD`), and the new server has it too.
+    s.pg.psql(
+        "postgres",
+        "create role admin superuser login password 'old-secret';",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_success(&s.ws.dr(&s.cfg, &["backup", "--jobs", "3"]));
     // An unfinished backup (no manifest) must be ignored by the runbook.
     let partial = s.repo.join("app/29990101T000000Z");
     std::fs::create_dir_all(&partial).expect("mkdir");
     std::fs::write(partial.join("dump.zst.age"), b"partial").expect("write");
     let other = Postgres::start();
+    require_password_for_admin(&other);
     let work = s.ws.path().join("work");
     std::fs::create_dir_all(&work).expect("mkdir");
     let body = script("break-glass.md", "");
@@ -142,7 +168,13 @@ fn break_glass_restores_an_exact_copy_with_only_age_zstd_and_pg_restore() {
             ("REPO", s.repo.display().to_string()),
             ("TARGET", "app".into()),
             ("IDENTITY", s.identity.display().to_string()),
-            ("PGURL", other.url("app")),
+            // The new server's own superuser, whose password step 5 must leave alone
+            // (the old server's globals.sql sets another one for `admin`).
+            (
+                "PGURL",
+                other.url("app").replacen("//postgres@", "//admin@", 1),
+            ),
+            ("PGPASSWORD", "new-secret".into()),
             ("WORK", work.display().to_string()),
         ],
     );

@@ -24,10 +24,12 @@
 //! assert_eq!(dr_catalog::keys::manifest("app", &id), "app/20261122T030000Z/manifest.json");
 //! ```
 
+mod crosscheck;
 pub mod manifest;
 pub mod retention;
 pub mod schedule;
 
+pub use crosscheck::cross_check;
 pub use manifest::{
     BackupDetails, CheckOutcome, Layout, Manifest, ObjectRecord, ObjectRole, SequenceValue,
     TableCount, VerificationRecord, MANIFEST_FORMAT, MANIFEST_FORMAT_SINGLE, STEP_DATA,

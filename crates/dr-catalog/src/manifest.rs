@@ -266,6 +266,11 @@ pub struct BackupDetails {
     /// Roles owning objects in the database: a restore target lacking them needs the globals.
     #[serde(default)]
     pub owners: Vec<String>,
+    /// Every object of the backup written before these details (the archive's sections and
+    /// the globals), as the manifest lists them: the manifest is cross-checked against it
+    /// before a restore ([`crate::cross_check`]). Empty in backups made before dr recorded it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ObjectRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]

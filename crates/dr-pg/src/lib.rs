@@ -29,7 +29,9 @@ mod tools;
 pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder, LockWait};
 pub use conn::{ConnInfo, NetworkLimits};
 pub use error::PgError;
-pub use globals::{first_words, globals_statements};
+pub use globals::{
+    first_words, globals_statements, plan_globals, GlobalsPlan, PowerfulRole, TargetGlobals,
+};
 pub use process::{ChildProcess, Finished, ProcessFailure};
 pub use snapshot::{
     count_tables, count_tables_parallel, quote_ident, Inventory, SequenceState, Snapshot, TableRows,

@@ -199,6 +199,11 @@ pub struct RestoreArgs {
     /// Create missing roles and tablespaces from the backup first (never alters existing ones).
     #[arg(long)]
     pub with_globals: bool,
+    /// With --with-globals: create this role even though the backup gives it powers
+    /// (SUPERUSER, REPLICATION, BYPASSRLS, a password, membership in such a role). The plan
+    /// names every such role; without this flag they are refused. Repeatable.
+    #[arg(long = "allow-role", value_name = "NAME", requires = "with_globals")]
+    pub allow_role: Vec<String>,
     /// Skip ownership: objects belong to the restoring user.
     #[arg(long)]
     pub no_owner: bool,

@@ -488,6 +488,8 @@ async fn write_objects(
         large_objects: inventory.large_objects,
         extensions: inventory.extensions,
         owners: inventory.owners,
+        // What the manifest must list besides the details: a restore cross-checks it.
+        objects: dump.iter().chain([&globals]).cloned().collect(),
     };
     let details_json = serde_json::to_vec(&details)
         .map_err(|e| Error::new(Kind::Failed, format!("encoding details: {e}")))?;

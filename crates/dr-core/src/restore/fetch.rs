@@ -55,8 +55,30 @@ pub async fn fetch_details(
         .map_err(|e| Error::from(e).context(format!("backup {}", m.id)))?;
     check_digest(rec, &bytes)?;
     let plain = dr_stream::unseal(&bytes, identities, &rec.key)?;
-    serde_json::from_slice(&plain)
-        .map_err(|e| Error::new(Kind::Integrity, format!("`{}` is not valid: {e}", rec.key)))
+    let details: BackupDetails = serde_json::from_slice(&plain)
+        .map_err(|e| Error::new(Kind::Integrity, format!("`{}` is not valid: {e}", rec.key)))?;
+    cross_check(m, &details)?;
+    Ok(details)
+}
+
+/// The manifest against the details (`dr_catalog::cross_check`): a manifest that lost or
+/// gained an object is refused before any target is touched.
+fn cross_check(m: &Manifest, details: &BackupDetails) -> Result<()> {
+    if details.objects.is_empty() {
+        tracing::debug!(
+            backup = %m.id,
+            "the details do not record the backup's objects (made by an older dr): the manifest's object list is checked only against the tables' data streams"
+        );
+    }
+    dr_catalog::cross_check(m, details).map_err(|e| {
+        Error::new(
+            Kind::Integrity,
+            format!(
+                "backup {}: the manifest does not match the backup's encrypted details: {e}; nothing was changed\nhint: the manifest was edited or damaged after the backup was made (by someone with write access to the repository?): do not restore it; restore an older backup (`dr list`) and find out who changed the repository",
+                m.id
+            ),
+        )
+    })
 }
 
 /// The `pg_dumpall --globals-only` script, checked and decrypted; also written to

@@ -1,35 +1,95 @@
 //! Applying the backup's roles and tablespaces to the target (which statements of the
-//! `pg_dumpall --globals-only` script to run is `dr_pg::globals_statements`'s).
+//! `pg_dumpall --globals-only` script to run, and which roles they give powers to, is
+//! `dr_pg::plan_globals`'s).
+//!
+//! Globals are not a back door: a role the script would create as SUPERUSER, REPLICATION or
+//! BYPASSRLS, with a password, or as a member of such a role is named in the plan and created
+//! only when the operator names it (`--allow-role NAME`); otherwise the restore is refused
+//! before anything is changed. `--yes` does not allow it. Existing roles are never altered.
 
-use std::collections::BTreeSet;
+use dr_pg::{first_words, plan_globals, ConnInfo, PowerfulRole, TargetGlobals};
 
-use dr_pg::{first_words, globals_statements, ConnInfo};
-
+use super::RestoreOptions;
 use crate::{Error, Kind, Result};
 
-/// Create the roles (and tablespaces) the target lacks; never alter existing ones.
-/// Returns error lines (a failure here is reported, and the restore continues).
-pub async fn apply_globals(conn: &ConnInfo, sql: &[u8]) -> Result<Vec<String>> {
-    let text = String::from_utf8_lossy(sql);
+/// The roles the backup's globals would create with powers on the target (for the plan).
+pub(super) async fn powerful_roles(conn: &ConnInfo, sql: &[u8]) -> Result<Vec<PowerfulRole>> {
     let admin = conn.connect_admin().await?;
-    let existing: BTreeSet<String> = admin
-        .query("select rolname::text from pg_roles", &[])
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("listing roles: {e}")))?
+    let target = TargetGlobals::read(&admin).await?;
+    Ok(plan_globals(&String::from_utf8_lossy(sql), &target).powerful)
+}
+
+/// Refuses (exit 7) when a role with powers is not named by `--allow-role`: nothing has been
+/// changed yet.
+pub(super) fn check_allowed(
+    roles: &[PowerfulRole],
+    opts: &RestoreOptions,
+    backup: &str,
+) -> Result<()> {
+    if opts.allow_any_role {
+        return Ok(());
+    }
+    let refused: Vec<&PowerfulRole> = roles
         .iter()
-        .map(|r| r.get(0))
+        .filter(|r| !opts.allow_roles.contains(&r.name))
         .collect();
-    let spaces: BTreeSet<String> = admin
-        .query("select spcname::text from pg_tablespace", &[])
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("listing tablespaces: {e}")))?
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let names = refused
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let flags = refused
+        .iter()
+        .map(|r| format!("--allow-role {}", shell_word(&r.name)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(Error::new(
+        Kind::Refused,
+        format!(
+            "--with-globals would create {} role(s) with powers from backup {backup}: {names}; nothing was changed\nhint: read them first (`dr restore {backup} --globals-to-file FILE`); if the backup is yours and they are expected, name each to create it as the backup has it: {flags} (--yes is not enough); or restore without --with-globals",
+            refused.len()
+        ),
+    ))
+}
+
+/// `name` as one shell word.
+fn shell_word(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        name.to_string()
+    } else {
+        format!("'{}'", name.replace('\'', r"'\''"))
+    }
+}
+
+/// Create the roles (and tablespaces) the target lacks; never alter existing ones. Roles
+/// with powers the operator did not allow are refused again here (the target may have
+/// changed since the plan). Returns error lines (a failure here is reported, and the restore
+/// continues).
+pub async fn apply_globals(
+    conn: &ConnInfo,
+    sql: &[u8],
+    opts: &RestoreOptions,
+    backup: &str,
+) -> Result<Vec<String>> {
+    let admin = conn.connect_admin().await?;
+    let target = TargetGlobals::read(&admin).await?;
+    let plan = plan_globals(&String::from_utf8_lossy(sql), &target);
+    check_allowed(&plan.powerful, opts, backup)?;
+    for s in &plan.skipped {
+        // Never written by pg_dumpall in this form: not run, and said.
+        tracing::warn!("globals: skipped a statement dr cannot read safely (in: {s})");
+    }
     let mut errors = Vec::new();
     let mut created = 0;
-    for stmt in globals_statements(&text, &existing, &spaces) {
-        match admin.batch_execute(&stmt).await {
+    for stmt in &plan.statements {
+        match admin.batch_execute(stmt).await {
             Ok(()) => {
                 if stmt.starts_with("CREATE ") {
                     created += 1;
@@ -40,14 +100,48 @@ pub async fn apply_globals(conn: &ConnInfo, sql: &[u8]) -> Result<Vec<String>> {
                     .as_db_error()
                     .map(|d| d.message().to_string())
                     .unwrap_or_else(|| e.to_string());
-                errors.push(format!("globals: {msg} (in: {})", first_words(&stmt)));
+                errors.push(format!("globals: {msg} (in: {})", first_words(stmt)));
             }
         }
     }
-    tracing::info!(
-        created,
-        skipped_existing = existing.len(),
-        "roles and tablespaces applied"
-    );
+    for r in &plan.powerful {
+        tracing::warn!(role = %r.name, gets = %r.gets.join(", "), "created a role with powers (allowed)");
+    }
+    tracing::info!(created, "roles and tablespaces applied");
     Ok(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evil() -> PowerfulRole {
+        PowerfulRole {
+            name: "evil".into(),
+            gets: vec!["SUPERUSER".into(), "a password".into()],
+        }
+    }
+
+    #[test]
+    fn powerful_roles_need_their_own_flag() {
+        let mut opts = RestoreOptions {
+            with_globals: true,
+            ..RestoreOptions::default()
+        };
+        let e = check_allowed(&[evil()], &opts, "20261122T030000Z").expect_err("refused");
+        assert_eq!(e.kind, Kind::Refused);
+        let msg = e.to_string();
+        assert!(msg.contains("evil (SUPERUSER, a password)"), "{msg}");
+        assert!(
+            msg.contains("hint:") && msg.contains("--allow-role evil"),
+            "{msg}"
+        );
+        opts.allow_roles = vec!["evil".into()];
+        check_allowed(&[evil()], &opts, "x").expect("allowed by name");
+        opts.allow_roles = vec!["other".into()];
+        assert!(check_allowed(&[evil()], &opts, "x").is_err());
+        opts.allow_any_role = true;
+        check_allowed(&[evil()], &opts, "x").expect("a sandbox allows all");
+        assert_eq!(shell_word("Bob's role"), r"'Bob'\''s role'");
+    }
 }

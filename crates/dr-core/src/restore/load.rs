@@ -40,7 +40,7 @@ pub(super) async fn restore_into(
     let pg_restore = find_pg_restore(ctx, m, target)?;
     let mut errors = Vec::new();
     if let Some(sql) = globals {
-        errors.extend(apply_globals(conn, sql).await?);
+        errors.extend(apply_globals(conn, sql, opts, &m.id.to_string()).await?);
     }
     if !target.exists {
         create_database(conn).await?;

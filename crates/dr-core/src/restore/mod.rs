@@ -57,6 +57,11 @@ pub struct RestoreOptions {
     pub clean: bool,
     pub force: bool,
     pub with_globals: bool,
+    /// Roles `--with-globals` may create with powers (SUPERUSER, REPLICATION, BYPASSRLS, a
+    /// password, membership in such a role): each by name (`--allow-role`).
+    pub allow_roles: Vec<String>,
+    /// Any role with powers may be created: a throwaway sandbox (verify), never the CLI.
+    pub allow_any_role: bool,
     pub no_owner: bool,
     pub dry_run: bool,
     pub temp_dir: Option<PathBuf>,
@@ -223,6 +228,15 @@ async fn restore(
         Some(To::Conn(conn)) => Some(inspect_target(conn.clone()).await?),
         None => None,
     };
+    // --with-globals: the roles it would create with powers are named in the plan.
+    let early_globals = match &target {
+        Some(t) if opts.with_globals => {
+            let sql = fetch_globals(ctx, m, identities, None).await?;
+            let roles = globals::powerful_roles(&t.conn, &sql).await?;
+            Some((sql, roles))
+        }
+        _ => None,
+    };
     let (expected_tables, expected_rows) = selected_counts(details, opts);
     let plan = Plan {
         backup_id: m.id.to_string(),
@@ -267,6 +281,10 @@ async fn restore(
             .chain(opts.tables.iter().map(|t| format!("table {t}")))
             .collect(),
         estimated_restore: measured.map(|x| crate::rto::estimate(x, archive_bytes)),
+        powerful_roles: early_globals
+            .as_ref()
+            .map(|(_, roles)| plan::powerful_roles(roles, opts))
+            .unwrap_or_default(),
     };
     if let Some(t) = &target {
         t.check_accepts(m, opts)?;
@@ -278,6 +296,10 @@ async fn restore(
     if opts.dry_run {
         return Ok(RestoreReport::not_restored(plan, seconds));
     }
+    // Roles with powers need their own flag: refused before anything is changed.
+    if let Some((_, roles)) = &early_globals {
+        globals::check_allowed(roles, opts, &m.id.to_string())?;
+    }
     if let Some(ask) = confirm {
         if !ask(&plan) {
             return Err(Error::new(
@@ -288,7 +310,9 @@ async fn restore(
     }
 
     // Globals to a file, or to memory for --with-globals.
-    let globals_sql = if opts.with_globals || opts.globals_to_file.is_some() {
+    let globals_sql = if let (Some((sql, _)), None) = (early_globals, &opts.globals_to_file) {
+        Some(sql)
+    } else if opts.with_globals || opts.globals_to_file.is_some() {
         Some(fetch_globals(ctx, m, identities, opts.globals_to_file.as_deref()).await?)
     } else {
         None

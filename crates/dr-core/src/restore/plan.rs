@@ -33,6 +33,28 @@ pub struct Plan {
     /// How long the restore should take, from the newest verification of this target that
     /// measured one (scaled by archive size); `None` when none did.
     pub estimated_restore: Option<crate::rto::Estimate>,
+    /// `--with-globals`: roles it would create with powers, each with what it gets and
+    /// whether `--allow-role` names it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub powerful_roles: Vec<String>,
+}
+
+/// The plan's lines for roles with powers.
+pub(super) fn powerful_roles(roles: &[dr_pg::PowerfulRole], opts: &RestoreOptions) -> Vec<String> {
+    roles
+        .iter()
+        .map(|r| {
+            let allowed = opts.allow_any_role || opts.allow_roles.contains(&r.name);
+            format!(
+                "{r}: {}",
+                if allowed {
+                    "allowed by --allow-role"
+                } else {
+                    "refused: not named by --allow-role"
+                }
+            )
+        })
+        .collect()
 }
 
 impl std::fmt::Display for Plan {
@@ -81,6 +103,9 @@ impl std::fmt::Display for Plan {
             } else {
                 writeln!(f, "  check first  no: objects are checked as they stream; on a failure the new database is dropped (--check-first to check before)")?;
             }
+        }
+        for r in &self.powerful_roles {
+            writeln!(f, "  new role     {r}")?;
         }
         match &self.estimated_restore {
             Some(e) => writeln!(
@@ -224,6 +249,7 @@ mod tests {
             temp_bytes_needed: 2000,
             selection: vec![],
             estimated_restore,
+            powerful_roles: vec![],
         }
     }
 

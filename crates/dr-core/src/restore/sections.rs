@@ -466,7 +466,7 @@ pub(super) async fn restore_sections(
     let conn = &l.target.conn;
     let mut errors = Vec::new();
     if let Some(sql) = l.globals {
-        errors.extend(apply_globals(conn, sql).await?);
+        errors.extend(apply_globals(conn, sql, l.opts, &l.m.id.to_string()).await?);
     }
     let created = !l.target.exists;
     if created {

@@ -21,6 +21,8 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         clean: args.clean,
         force: args.force,
         with_globals: args.with_globals,
+        allow_roles: args.allow_role,
+        allow_any_role: false,
         no_owner: args.no_owner,
         dry_run: args.dry_run,
         temp_dir: args.temp_dir,
