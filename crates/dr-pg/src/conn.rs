@@ -599,16 +599,20 @@ mod tests {
         assert!(c
             .child_env()
             .contains(&("PGOPTIONS".into(), l.server_options())));
-        let own = ConnInfo::parse_with_env(
-            "postgres://u@h/app?options=-c%20search_path%3Dx",
-            |_| None,
-        )
-        .expect("parse");
+        let own =
+            ConnInfo::parse_with_env("postgres://u@h/app?options=-c%20search_path%3Dx", |_| None)
+                .expect("parse");
         let env = own.child_env();
-        assert!(env.contains(&(
-            "PGOPTIONS".into(),
-            format!("{} -c search_path=x", NetworkLimits::default().server_options())
-        )), "{env:?}");
+        assert!(
+            env.contains(&(
+                "PGOPTIONS".into(),
+                format!(
+                    "{} -c search_path=x",
+                    NetworkLimits::default().server_options()
+                )
+            )),
+            "{env:?}"
+        );
         assert!(ConnInfo::parse_with_env("postgres://u@h/app?keepalives=0", |_| None).is_err());
         assert!(
             ConnInfo::parse_with_env("postgres://u@h/app?keepalives_idle=x", |_| None).is_err()
