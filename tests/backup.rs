@@ -867,6 +867,7 @@ fn check_with_a_database_down_prints_every_line_then_fails() {
         ("ok", "backups app"),
         ("ok", "target app"),
         ("ok", "tools app"),
+        ("ok", "locks app"),
         ("FAIL", "target gone"),
         ("FAIL", "tools gone"),
     ] {
@@ -882,7 +883,7 @@ fn check_with_a_database_down_prints_every_line_then_fails() {
     assert_exit_code(&out, 3);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     let lines = v.as_array().expect("array");
-    assert_eq!(lines.len(), 11, "{v}");
+    assert_eq!(lines.len(), 12, "{v}");
     let failed: Vec<_> = lines
         .iter()
         .filter(|l| l["ok"] == false)
