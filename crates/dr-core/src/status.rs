@@ -40,7 +40,8 @@ pub struct TargetStatus {
     pub note: Option<String>,
     /// False when any problem is listed.
     pub ok: bool,
-    /// One line per problem: stale, no backup, failed verification, future-dated, damaged.
+    /// One line per problem: stale, no backup, failed verification, future-dated, damaged;
+    /// a database of a server target that refuses connections (not backed up).
     pub problems: Vec<String>,
     pub target: String,
 }
