@@ -196,3 +196,95 @@ exclude_databases = ["scratch"]
     made.sort();
     assert_eq!(made, ["pg1.app", "pg1.postgres"]);
 }
+
+/// A database that refuses connections (`datallowconn = false`) cannot be dumped: backup
+/// warns naming it, check fails naming it, status reports it as a problem; excluded by
+/// name, it is skipped knowingly and nothing is said. template0 (also closed) is a template:
+/// never mentioned.
+#[test]
+fn a_database_refusing_connections_is_named_by_backup_check_and_status() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql("app", "create table t (id int); insert into t values (1);");
+    pg.create_db("archive");
+    pg.psql("postgres", "alter database archive allow_connections false");
+    let repo = ws.path().join("repo");
+    let (_, recipient) = ws.keygen();
+    let config = |exclude: &str| {
+        ws.write(
+            "dr.toml",
+            &format!(
+                r#"
+[repository]
+url = "file://{}"
+[encryption]
+recipients = ["{recipient}"]
+[[targets]]
+name = "pg1"
+url = "{}"
+databases = "all"
+exclude_databases = [{exclude}]
+"#,
+                repo.display(),
+                pg.url("postgres"),
+            ),
+        )
+    };
+    let cfg = config("");
+
+    let out = ws.dr(&cfg, &["backup"]);
+    assert_success(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("database `archive` of target `pg1` does not accept connections"),
+        "{err}"
+    );
+    assert!(!err.contains("template0"), "{err}");
+
+    let out = ws.dr(&cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("databases pg1"))
+        .unwrap_or_else(|| panic!("no databases line:\n{text}"));
+    assert!(
+        line.starts_with("FAIL") && line.contains("`archive`"),
+        "{text}"
+    );
+    assert!(!text.contains("template0"), "{text}");
+
+    let out = ws.dr(&cfg, &["status", "--json"]);
+    assert_exit_code(&out, 8);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let row = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["target"] == "pg1.archive")
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for pg1.archive: {rows}"));
+    assert_eq!(row["ok"], false, "{rows}");
+    assert!(
+        row["problems"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("datallowconn = false"),
+        "{rows}"
+    );
+
+    // Excluded by name: skipped knowingly, nothing said.
+    let cfg = config("\"archive\"");
+    let out = ws.dr(&cfg, &["backup"]);
+    assert_success(&out);
+    assert!(
+        !stderr(&out).contains("does not accept connections"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ws.dr(&cfg, &["check"]);
+    assert_success(&out);
+    let out = ws.dr(&cfg, &["status", "--json"]);
+    assert!(!stdout(&out).contains("pg1.archive"), "{}", stdout(&out));
+}

@@ -867,6 +867,7 @@ fn check_with_a_database_down_prints_every_line_then_fails() {
         ("ok", "backups app"),
         ("ok", "target app"),
         ("ok", "tools app"),
+        ("ok", "locks app"),
         ("FAIL", "target gone"),
         ("FAIL", "tools gone"),
     ] {
@@ -882,7 +883,7 @@ fn check_with_a_database_down_prints_every_line_then_fails() {
     assert_exit_code(&out, 3);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     let lines = v.as_array().expect("array");
-    assert_eq!(lines.len(), 11, "{v}");
+    assert_eq!(lines.len(), 12, "{v}");
     let failed: Vec<_> = lines
         .iter()
         .filter(|l| l["ok"] == false)
@@ -918,4 +919,61 @@ fn many_tables_dump_the_schema_first_and_restore_exactly() {
     );
     assert_success(&out);
     assert_eq!(s.pg.row_counts("copy"), s.pg.row_counts("app"));
+}
+
+/// A server whose lock table cannot hold a lock on every table (max_locks_per_transaction
+/// 10 × max_connections 10 = 100 slots, 3000 tables): `dr check` says so before a backup
+/// does, and the backup's "out of shared memory" keeps the server's hint instead of
+/// dropping it.
+#[test]
+fn too_many_tables_for_the_lock_table_are_named_by_check_and_the_backup_keeps_the_servers_hint() {
+    let s = setup();
+    // Made while the lock table is the default size: one transaction creating them locks each.
+    s.pg.psql(
+        "app",
+        "do $$ begin for i in 1..3000 loop
+           execute format('create table public.many_%s (id int)', i);
+         end loop; end $$;",
+    );
+    s.pg.psql(
+        "postgres",
+        "alter system set max_locks_per_transaction = 10; alter system set max_connections = 10;",
+    );
+    s.pg.restart();
+    let (cfg, repo) = dir_repo(&s);
+
+    let out = s.ws.dr(&cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("locks app"))
+        .unwrap_or_else(|| panic!("no locks line:\n{text}"));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(line.contains("tables in `app`"), "{line}");
+    assert!(
+        line.contains("max_locks_per_transaction 10 × (max_connections 10"),
+        "{line}"
+    );
+    assert!(
+        stderr(&out).contains("raise max_locks_per_transaction"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = s.ws.dr(&cfg, &["backup"]);
+    assert_exit_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("out of shared memory"), "{err}");
+    assert!(
+        err.contains("You might need to increase"),
+        "the server's hint is lost:\n{err}"
+    );
+    // Whichever locked last (the row counting or a pg_dump), dr says what to do.
+    assert!(
+        err.contains("hint: ")
+            && err.contains("`dr check` says whether the lock table is big enough"),
+        "{err}"
+    );
+    assert!(manifests(&repo).is_empty(), "a manifest was written");
 }

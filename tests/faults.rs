@@ -285,8 +285,18 @@ impl Drop for Partition {
     }
 }
 
+/// `sql` in `db` over the server's Unix socket: it still answers while TCP is partitioned.
+fn psql_over_socket(pg: &Postgres, db: &str, sql: &str) -> String {
+    let mut c = pg.psql_command(db);
+    c.arg("-h").arg(pg.socket_dir()).args(["-c", sql]);
+    let o = run_with_timeout(&mut c, None, Duration::from_secs(60));
+    assert!(o.status.success(), "psql: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
 #[test]
-fn a_network_partition_mid_dump_fails_within_the_keepalive_bound_and_releases_the_lock() {
+fn a_network_partition_mid_dump_fails_within_the_keepalive_bound_and_leaves_no_session_on_the_server(
+) {
     let e = Env::new();
     e.pg.psql(
         "app",
@@ -314,7 +324,31 @@ fn a_network_partition_mid_dump_fails_within_the_keepalive_bound_and_releases_th
     let started = Instant::now();
     let out = child.wait_with_output().expect("wait");
     let took = started.elapsed();
+    // Still partitioned: dr could not end its sessions itself. The server must drop them
+    // (the snapshot holder idle in its transaction, the pg_dumps' sending COPY) within its
+    // side of the same bounds, not when its own keepalive (two hours) notices: they hold
+    // table locks the application's next migration queues behind.
+    let left = || {
+        psql_over_socket(
+            &e.pg,
+            "postgres",
+            "select count(*) from pg_stat_activity where datname = 'app' and pid <> pg_backend_pid()",
+        )
+    };
+    let dropped = Instant::now();
+    while left() != "0" && dropped.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sessions = psql_over_socket(
+        &e.pg,
+        "postgres",
+        "select string_agg(format('%s %s %s', application_name, state, left(query, 40)), '; ') from pg_stat_activity where datname = 'app'",
+    );
     drop(partition);
+    assert!(
+        sessions.is_empty(),
+        "dr's sessions are still on the server 30 s after dr exited: {sessions}"
+    );
     assert!(!out.status.success(), "{}", stderr(&out));
     assert!(
         took < Duration::from_secs(60),
@@ -354,6 +388,63 @@ fn a_table_held_in_access_exclusive_fails_the_backup_naming_table_and_session() 
     assert!(err.contains("pg_terminate_backend"), "{err}");
     assert!(!e.repo.join("locks/app.json").exists(), "lock not released");
     assert_success(&e.ws.dr(&cfg, &["backup"]));
+}
+
+#[test]
+fn a_backup_waiting_for_a_lock_says_every_10_s_who_holds_it_and_when_it_gives_up() {
+    let e = Env::new();
+    e.pg.psql("app", "create table t (id int); insert into t values (1);");
+    let cfg = e.config("[backup]\nlock_wait_timeout_secs = 120\n");
+    let mut holder = hold_lock(&e.pg, "app", "t");
+    let holder_pid = e.pg.psql(
+        "postgres",
+        "select pid from pg_stat_activity where query like 'begin; lock table%'",
+    );
+    let mut child = spawn_dr(&e, &cfg, &["backup"]);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        use std::io::BufRead;
+        let pipe = child.stderr.take().expect("stderr");
+        let lines = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().expect("lines").push(l);
+            }
+        })
+    };
+    let started = Instant::now();
+    let waiting = || {
+        lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .find(|l| l.contains("backup waiting for a lock"))
+            .cloned()
+    };
+    let mut line = None;
+    while line.is_none() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+        line = waiting();
+    }
+    release_lock(&e.pg, &mut holder);
+    let status = child.wait().expect("wait");
+    reader.join().expect("reader");
+    let all = lines.lock().expect("lines").join("\n");
+    let line = line.unwrap_or_else(|| panic!("no waiting line within 20 s:\n{all}"));
+    assert!(line.contains("AccessShareLock on public.t"), "{line}");
+    assert!(
+        line.contains(&format!("held by pid {holder_pid}")),
+        "{line}"
+    );
+    assert!(line.contains("AccessExclusiveLock on public.t"), "{line}");
+    assert!(line.contains("application `psql`"), "{line}");
+    assert!(
+        line.contains("lock table t in access exclusive mode"),
+        "{line}"
+    );
+    assert!(line.contains("gives up at"), "{line}");
+    assert!(line.contains("backup.lock_wait_timeout_secs"), "{line}");
+    assert!(status.success(), "{all}");
 }
 
 #[test]

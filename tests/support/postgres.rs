@@ -282,6 +282,22 @@ ORDER BY 1
             .collect()
     }
 
+    /// Restart the server (fast shutdown), e.g. after `ALTER SYSTEM` of a setting that needs
+    /// one; same port.
+    pub fn restart(&self) {
+        let o = run_with_timeout(
+            as_postgres(&self.bin_dir.join("pg_ctl"))
+                .arg("restart")
+                .args(["-m", "fast", "-w", "-t", "60", "-D"])
+                .arg(&self.data)
+                .arg("-l")
+                .arg(self.dir.path().join("postgres.log")),
+            None,
+            Duration::from_secs(90),
+        );
+        assert!(o.status.success(), "pg_ctl restart: {}", describe(&o));
+    }
+
     fn stop(&mut self) {
         if !self.running {
             return;

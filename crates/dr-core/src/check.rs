@@ -124,8 +124,100 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
                 ),
             },
         );
+        if version.is_ok() {
+            if t.is_server() {
+                push(format!("databases {}", t.name), databases_line(t).await);
+            }
+            push(format!("locks {}", t.name), locks_line(t).await);
+        }
     }
     Ok(out)
+}
+
+/// The `databases TARGET` line of a `databases = "all"` target: what a backup covers; fails
+/// naming each database that refuses connections (`datallowconn = false`) and is not in
+/// `exclude_databases`: a backup would skip it.
+async fn databases_line(t: &dr_config::TargetConfig) -> std::result::Result<String, String> {
+    let listed = crate::backup::server_databases(t)
+        .await
+        .map_err(|e| e.to_string())?;
+    let closed = listed.closed_included(t);
+    if !closed.is_empty() {
+        return Err(closed
+            .iter()
+            .map(|d| crate::backup::closed_database(&t.name, d))
+            .collect::<Vec<_>>()
+            .join("\n"));
+    }
+    let included = t.included_databases(&listed.databases);
+    Ok(format!(
+        "{} to back up: {}",
+        included.len(),
+        included.join(", ")
+    ))
+}
+
+/// The `locks TARGET` line: whether the server's lock table holds what a backup locks (each
+/// table of the largest database, twice at once). For a `databases = "all"` target every
+/// database it backs up is counted.
+async fn locks_line(t: &dr_config::TargetConfig) -> std::result::Result<String, String> {
+    let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string())?;
+    let databases = if t.is_server() {
+        let listed = crate::backup::server_databases(t)
+            .await
+            .map_err(|e| e.to_string())?;
+        t.included_databases(&listed.databases)
+    } else {
+        vec![conn.dbname().to_string()]
+    };
+    let mut table: Option<dr_pg::LockTable> = None;
+    let mut largest: (u64, String) = (0, String::new());
+    for db in databases {
+        let client = conn
+            .with_dbname(&db)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        if table.is_none() {
+            table = Some(
+                dr_pg::LockTable::query(&client)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let n = dr_pg::dumped_table_count(&client)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n >= largest.0 {
+            largest = (n, db);
+        }
+    }
+    match table {
+        Some(table) => lock_verdict(largest.0, &largest.1, &table),
+        None => Ok("no database to back up".into()),
+    }
+}
+
+/// Whether `tables` (of `database`) fit the server's lock table: a backup holds a lock on
+/// every table in the row counting's transaction and in pg_dump's, at once. Pure.
+pub fn lock_verdict(
+    tables: u64,
+    database: &str,
+    table: &dr_pg::LockTable,
+) -> std::result::Result<String, String> {
+    let need = tables.saturating_mul(2);
+    if need <= table.slots() {
+        return Ok(format!(
+            "{tables} tables in `{database}`: a backup holds about {need} table locks; the server's lock table holds {}",
+            table.slots()
+        ));
+    }
+    // Rounded up, plus room for everyone else's locks.
+    let connections = (table.max_connections + table.max_prepared_transactions).max(1);
+    let enough = (need.saturating_mul(2)).div_ceil(connections).max(64);
+    Err(format!(
+        "{tables} tables in `{database}`: a backup holds about {need} table locks at once (the row counting and pg_dump each lock every table in one transaction), more than the server's lock table ({table}); the backup would fail with \"out of shared memory\"\nhint: raise max_locks_per_transaction to {enough} or more in postgresql.conf (it takes a server restart)"
+    ))
 }
 
 /// The `object lock` line: the bucket's versioning and Object Lock state, its default
@@ -348,6 +440,27 @@ mod tests {
         };
         let line = lock_summary(&state, None).expect("ok");
         assert!(line.contains("prune cannot tell"), "{line}");
+    }
+
+    #[test]
+    fn lock_verdict_fails_when_a_backup_needs_more_locks_than_the_server_has() {
+        let table = dr_pg::LockTable {
+            max_locks_per_transaction: 64,
+            max_connections: 100,
+            max_prepared_transactions: 0,
+        };
+        let ok = lock_verdict(3000, "app", &table).expect("fits");
+        assert!(
+            ok.contains("3000 tables in `app`") && ok.contains("6400"),
+            "{ok}"
+        );
+        let e = lock_verdict(20_000, "app", &table).expect_err("too many");
+        assert!(e.contains("out of shared memory"), "{e}");
+        assert!(e.contains("max_locks_per_transaction 64"), "{e}");
+        assert!(
+            e.contains("hint: raise max_locks_per_transaction to 800 or more"),
+            "{e}"
+        );
     }
 
     #[test]

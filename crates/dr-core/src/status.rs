@@ -40,7 +40,8 @@ pub struct TargetStatus {
     pub note: Option<String>,
     /// False when any problem is listed.
     pub ok: bool,
-    /// One line per problem: stale, no backup, failed verification, future-dated, damaged.
+    /// One line per problem: stale, no backup, failed verification, future-dated, damaged;
+    /// a database of a server target that refuses connections (not backed up).
     pub problems: Vec<String>,
     pub target: String,
 }
@@ -180,17 +181,19 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
     };
     let mut targets: Vec<String> = Vec::new();
     let mut gone: BTreeMap<String, String> = BTreeMap::new();
+    let mut closed: BTreeMap<String, String> = BTreeMap::new();
     for t in &ctx.config.targets {
         if !t.is_server() {
             targets.push(t.name.clone());
             continue;
         }
-        let (members, left) = server_members(ctx, t).await?;
+        let (members, left, refusing) = server_members(ctx, t).await?;
         if members.is_empty() {
             targets.push(t.name.clone()); // "no complete backup"
         }
         targets.extend(members);
         gone.extend(left);
+        closed.extend(refusing);
     }
     let now = Utc::now();
     let beats = crate::heartbeat::read_all(ctx).await?;
@@ -201,6 +204,11 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             // Not backed up any more, by design: only its age stops being a problem.
             *r = assess_target(&catalog, &r.target, &jobs, Duration::days(365_000), now);
             r.note = Some(note.clone());
+        }
+        if let Some(problem) = closed.get(&r.target) {
+            // Not backed up, and nobody asked for that: a problem whatever its backups' age.
+            r.problems.insert(0, problem.clone());
+            r.ok = false;
         }
         r.daemon = crate::heartbeat::seen(&beats, &r.target, now)
             .or_else(|| server_of(&r.target).and_then(|s| crate::heartbeat::seen(&beats, s, now)));
@@ -233,22 +241,38 @@ pub async fn members_in_repository(ctx: &Context, server: &str) -> Result<Vec<St
 /// The databases of a server target for `dr status`: those the server has now (not
 /// excluded) and those the repository holds backups of; the second map holds the ones the
 /// server no longer has (or that are excluded now), with the note saying so. When the server
-/// cannot be reached, the repository's are all there is, each judged like any target.
+/// cannot be reached, the repository's are all there is, each judged like any target. The
+/// third map holds the databases that refuse connections (`datallowconn = false`) and are
+/// not excluded, with the problem saying so: dr cannot back them up.
 async fn server_members(
     ctx: &Context,
     t: &dr_config::TargetConfig,
-) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+) -> Result<(
+    Vec<String>,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+)> {
     let stored = members_in_repository(ctx, &t.name).await?;
     let mut members: BTreeSet<String> = stored.iter().cloned().collect();
     let mut gone = BTreeMap::new();
+    let mut closed = BTreeMap::new();
+    let member = |d: &str| format!("{}.{}", t.name, dr_config::escape_database(d));
     match crate::backup::server_databases(t).await {
-        Ok(all) => {
+        Ok(listed) => {
+            for d in listed.closed_included(t) {
+                let problem = crate::backup::closed_database(&t.name, &d).replace('\n', "; ");
+                closed.insert(member(&d), problem);
+                members.insert(member(&d));
+            }
             let live: BTreeSet<String> = t
-                .included_databases(&all)
+                .included_databases(&listed.databases)
                 .iter()
-                .map(|d| format!("{}.{}", t.name, dr_config::escape_database(d)))
+                .map(|d| member(d))
                 .collect();
-            for m in stored.iter().filter(|m| !live.contains(*m)) {
+            for m in stored
+                .iter()
+                .filter(|m| !live.contains(*m) && !closed.contains_key(*m))
+            {
                 gone.insert(
                     m.clone(),
                     format!(
@@ -264,7 +288,7 @@ async fn server_members(
             e.summary()
         ),
     }
-    Ok((members.into_iter().collect(), gone))
+    Ok((members.into_iter().collect(), gone, closed))
 }
 
 #[cfg(test)]

@@ -91,21 +91,50 @@ pub async fn exclusive_lock_holders(conn: &ConnInfo) -> Result<Vec<LockHolder>, 
         .collect())
 }
 
-/// A session of `application` waiting for a lock, and who blocks it.
+/// A session of `application` waiting for a lock: what it waits for, since when, and who
+/// blocks it.
 #[derive(Debug, Clone)]
 pub struct LockWait {
     pub pid: i32,
+    /// Seconds it has waited for the lock (since the wait began where the server says so,
+    /// PostgreSQL 14+; else since its statement began).
     pub waiting_secs: i64,
     pub query: String,
+    /// The relation it waits for (`schema.table`), when the lock is on one.
+    pub relation: Option<String>,
+    /// The mode it asks for (`AccessShareLock`, ...); empty when the server did not say.
+    pub mode: String,
+    /// `pg_locks.locktype` of what it waits for (`relation`, `transactionid`, `tuple`, ...).
+    pub locktype: String,
+    /// Who blocks it; each with the mode it holds on that relation, when it holds one.
     pub blockers: Vec<LockHolder>,
+}
+
+impl LockWait {
+    /// What the session waits for: "AccessShareLock on public.t", "ShareLock (transactionid)".
+    pub fn waited_for(&self) -> String {
+        let mode = if self.mode.is_empty() {
+            "a lock"
+        } else {
+            self.mode.as_str()
+        };
+        match (&self.relation, self.locktype.as_str()) {
+            (Some(r), _) => format!("{mode} on {r}"),
+            (None, "") => mode.to_string(),
+            (None, t) => format!("{mode} ({t})"),
+        }
+    }
 }
 
 impl std::fmt::Display for LockWait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "pid {} has waited {} s for a lock ({})",
-            self.pid, self.waiting_secs, self.query
+            "pid {} has waited {} s for a lock: {} ({})",
+            self.pid,
+            self.waiting_secs,
+            self.waited_for(),
+            self.query
         )?;
         for b in &self.blockers {
             write!(f, "; blocked by {b}")?;
@@ -119,15 +148,30 @@ pub async fn lock_waits(
     client: &tokio_postgres::Client,
     application: &str,
 ) -> Result<Vec<LockWait>, PgError> {
+    // `waitstart` is PostgreSQL 14+: read through to_jsonb so older servers answer too.
     let sql = format!(
-        "select w.pid as wpid, coalesce(extract(epoch from now() - w.state_change)::bigint, 0),
+        "select w.pid as wpid,
+                coalesce(extract(epoch from now() - coalesce((to_jsonb(wl) ->> 'waitstart')::timestamptz,
+                                                              w.state_change))::bigint, 0),
                 left(regexp_replace(coalesce(w.query, ''), '\\s+', ' ', 'g'), 200) as wquery,
-                {HOLDER_COLUMNS}
+                {HOLDER_COLUMNS},
+                coalesce(case when wl.locktype = 'relation' then
+                    coalesce((select format('%I.%I', n.nspname, c.relname)
+                                from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                               where c.oid = wl.relation), wl.relation::text) end, ''),
+                coalesce(wl.mode, ''), coalesce(wl.locktype, ''),
+                coalesce((select string_agg(distinct hl.mode, ', ') from pg_locks hl
+                           where hl.pid = b.pid and hl.granted and hl.locktype = wl.locktype
+                             and hl.database is not distinct from wl.database
+                             and hl.relation is not distinct from wl.relation
+                             and hl.transactionid is not distinct from wl.transactionid), '')
            from pg_stat_activity w
+           left join lateral (select * from pg_locks l where l.pid = w.pid and not l.granted
+                               limit 1) wl on true
            left join lateral unnest(pg_blocking_pids(w.pid)) as bp(pid) on true
            left join pg_stat_activity b on b.pid = bp.pid
           where w.application_name = $1 and w.wait_event_type = 'Lock'
-          order by w.pid"
+          order by w.pid, b.pid"
     );
     let rows = client
         .query(&sql, &[&application])
@@ -136,18 +180,26 @@ pub async fn lock_waits(
     let mut out: Vec<LockWait> = Vec::new();
     for r in &rows {
         let pid: i32 = r.get(0);
+        let relation: String = r.get(10);
+        let relation = (!relation.is_empty()).then_some(relation);
         if out.last().map(|w| w.pid) != Some(pid) {
             out.push(LockWait {
                 pid,
                 waiting_secs: r.get(1),
                 query: r.get(2),
+                relation: relation.clone(),
+                mode: r.get(11),
+                locktype: r.get(12),
                 blockers: Vec::new(),
             });
         }
         let blocker: Option<i32> = r.get(3);
         if blocker.is_some() {
+            let held: String = r.get(13);
+            // A blocker queued ahead holds nothing on it yet: no mode to name.
+            let on = relation.filter(|_| !held.is_empty());
             if let Some(w) = out.last_mut() {
-                w.blockers.push(holder(r, 3, None, String::new()));
+                w.blockers.push(holder(r, 3, on, held));
             }
         }
     }

@@ -25,6 +25,10 @@ pub struct ConnInfo {
 /// (and its lock) for as long as the partition lasts: the kernel's defaults notice a dead
 /// peer only after two hours. Set from libpq's URL parameters of the same names, else the
 /// defaults below; applied to dr's own connections and, through `--dbname`, to its children.
+///
+/// The server side gets the same bounds ([`NetworkLimits::server_options`]): after a
+/// partition dr's sessions — the snapshot holder idle in its transaction, the dumps' — must
+/// not stay on the server holding table locks until *its* keepalive (hours) notices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetworkLimits {
     /// `connect_timeout` (seconds in the URL).
@@ -48,6 +52,24 @@ impl Default for NetworkLimits {
             keepalives_count: 6,
             tcp_user_timeout: Duration::from_secs(120),
         }
+    }
+}
+
+impl NetworkLimits {
+    /// The server-side bounds for a session, as the startup `options` (`-c name=value`):
+    /// `tcp_keepalives_idle`, `tcp_keepalives_interval`, `tcp_keepalives_count` and
+    /// `tcp_user_timeout` with the client's values, so the server drops a session whose
+    /// client is gone within `keepalives_idle + keepalives_interval × keepalives_count` when
+    /// idle and within `tcp_user_timeout` while sending. Every user may set them; the server
+    /// ignores them on Unix sockets.
+    pub fn server_options(&self) -> String {
+        format!(
+            "-c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={} -c tcp_user_timeout={}",
+            self.keepalives_idle.as_secs(),
+            self.keepalives_interval.as_secs(),
+            self.keepalives_count,
+            self.tcp_user_timeout.as_millis()
+        )
     }
 }
 
@@ -95,10 +117,21 @@ fn split_limit_params(url: &str) -> Result<(String, NetworkLimits), String> {
         if kept.is_empty() {
             u.set_query(None);
         } else {
-            u.query_pairs_mut().clear().extend_pairs(kept);
+            set_query(&mut u, &kept);
         }
     }
     Ok((u.to_string(), limits))
+}
+
+/// Replace a URL's query. Form encoding writes a space as `+`, which libpq and
+/// tokio-postgres read as a plus sign (`options=-c%20x` would become `-c+x`): spaces are
+/// written `%20` (a literal `+` is `%2B` either way).
+fn set_query(u: &mut url::Url, pairs: &[(String, String)]) {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+        .replace('+', "%20");
+    u.set_query(Some(&query));
 }
 
 /// A value in a libpq `key=value` connection string.
@@ -220,6 +253,12 @@ impl ConnInfo {
             .keepalives_interval(limits.keepalives_interval)
             .keepalives_retries(limits.keepalives_count)
             .tcp_user_timeout(limits.tcp_user_timeout);
+        // The server-side bounds first: `options` the operator wrote come after and win.
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{} {o}", limits.server_options()),
+            _ => limits.server_options(),
+        };
+        config.options(options);
         let mut info = ConnInfo {
             config,
             redacted,
@@ -331,6 +370,11 @@ impl ConnInfo {
             env.push(("PGSSLROOTCERT".into(), r.display().to_string()));
         }
         env.push(("PGAPPNAME".into(), self.application_name().to_string()));
+        // The server-side network bounds (and the URL's own `options`): pg_dump and
+        // pg_restore have no other way to pass them.
+        if let Some(o) = self.config.get_options() {
+            env.push(("PGOPTIONS".into(), o.to_string()));
+        }
         env.push((
             "PGCONNECT_TIMEOUT".into(),
             self.limits.connect_timeout.as_secs().to_string(),
@@ -430,7 +474,7 @@ fn split_tls_params(
         other => other,
     };
     kept.push(("sslmode".into(), for_driver.into()));
-    u.query_pairs_mut().clear().extend_pairs(kept);
+    set_query(&mut u, &kept);
     (u.to_string(), mode, root)
 }
 
@@ -547,6 +591,28 @@ mod tests {
         assert!(c
             .child_env()
             .contains(&("PGCONNECT_TIMEOUT".into(), "5".into())));
+        // The server bounds the session the same way, in dr and in its children.
+        assert_eq!(
+            l.server_options(),
+            "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2 -c tcp_user_timeout=3000"
+        );
+        assert!(c
+            .child_env()
+            .contains(&("PGOPTIONS".into(), l.server_options())));
+        let own =
+            ConnInfo::parse_with_env("postgres://u@h/app?options=-c%20search_path%3Dx", |_| None)
+                .expect("parse");
+        let env = own.child_env();
+        assert!(
+            env.contains(&(
+                "PGOPTIONS".into(),
+                format!(
+                    "{} -c search_path=x",
+                    NetworkLimits::default().server_options()
+                )
+            )),
+            "{env:?}"
+        );
         assert!(ConnInfo::parse_with_env("postgres://u@h/app?keepalives=0", |_| None).is_err());
         assert!(
             ConnInfo::parse_with_env("postgres://u@h/app?keepalives_idle=x", |_| None).is_err()

@@ -20,6 +20,7 @@ mod conn;
 mod error;
 mod globals;
 mod process;
+mod server;
 mod snapshot;
 mod split;
 mod tls;
@@ -33,8 +34,10 @@ pub use globals::{
     first_words, globals_statements, plan_globals, GlobalsPlan, PowerfulRole, TargetGlobals,
 };
 pub use process::{ChildProcess, Finished, ProcessFailure};
+pub use server::{server_databases, LockTable, ServerDatabase};
 pub use snapshot::{
-    count_tables, count_tables_parallel, quote_ident, Inventory, SequenceState, Snapshot, TableRows,
+    count_tables, count_tables_parallel, dumped_table_count, quote_ident, Inventory, SequenceState,
+    Snapshot, TableRows,
 };
 pub use split::{exact_pattern, split_data, DataSplit, DataStream, TableSize};
 pub use toc::{parse_schema_name, parse_table_name, select_entries, Selected, Selection};

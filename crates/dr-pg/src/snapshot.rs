@@ -65,6 +65,40 @@ async fn list_tables(client: &tokio_postgres::Client) -> Result<Vec<(String, Str
         .collect())
 }
 
+/// How many tables pg_dump copies (and the backup locks, each in one transaction): what
+/// the server's lock table must hold, see [`crate::LockTable`].
+pub async fn dumped_table_count(client: &tokio_postgres::Client) -> Result<u64, PgError> {
+    let n: i64 = client
+        .query_one(&format!("select count(*) from ({TABLES_SQL}) t"), &[])
+        .await
+        .map_err(|e| PgError::query("counting tables", e))?
+        .get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A failed count, with the server's hint kept: "out of shared memory" is the lock table
+/// filling up (the counting locks every table in one transaction), and the server's own
+/// hint (raise `max_locks_per_transaction`) is the next step.
+fn counting_failed(e: tokio_postgres::Error, tables: usize) -> PgError {
+    let server_hint = e.as_db_error().and_then(|d| d.hint()).map(str::to_string);
+    let out_of_locks = e
+        .as_db_error()
+        .is_some_and(|d| d.message().contains("out of shared memory"));
+    let mut detail = crate::error::describe(&e);
+    if let Some(h) = server_hint {
+        detail.push_str(&format!("\nhint: {h} (the server's hint)"));
+    }
+    if out_of_locks {
+        detail.push_str(&format!(
+            "\nhint: a backup locks each of the database's {tables} tables in one transaction (twice at once, with pg_dump): raise max_locks_per_transaction in postgresql.conf and restart the server; `dr check` says whether the lock table is big enough"
+        ));
+    }
+    PgError::Query {
+        what: "counting rows".into(),
+        detail,
+    }
+}
+
 const SEQUENCES_SQL: &str = "
 select n.nspname::text, c.relname::text
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -151,7 +185,7 @@ impl Snapshot {
             let rows = c
                 .query(&sql, &[])
                 .await
-                .map_err(|e| PgError::query("counting rows", e))?;
+                .map_err(|e| counting_failed(e, names.len()))?;
             let mut counts = vec![0i64; chunk.len()];
             for r in rows {
                 let i: i32 = r.get(0);

@@ -34,9 +34,10 @@ use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
 
 mod sections;
 mod server;
+mod waits;
 
 use sections::{dump_sections, sections_to_dump};
-pub use server::{expand, server_databases};
+pub use server::{closed_database, expand, server_databases, ServerDatabases};
 
 /// Back up one target, holding its lock. A run that outlives `backup.max_duration` is
 /// stopped like an interrupted one (upload aborted, nothing committed, lock released) and
@@ -44,6 +45,8 @@ pub use server::{expand, server_databases};
 pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
     let limit = ctx.config.backup.max_duration;
     let run_ctx = ctx.with_cancel(ctx.cancel.child_token());
+    let deadline =
+        Utc::now() + chrono::Duration::from_std(limit.0).unwrap_or(chrono::Duration::MAX);
     let timed_out = Arc::new(AtomicBool::new(false));
     let timer = {
         let cancel = run_ctx.cancel.clone();
@@ -57,7 +60,7 @@ pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
     };
     let result = async {
         let lock = RunLock::acquire_for(&run_ctx, &target.name, "backup").await?;
-        let result = run_locked(&run_ctx, target, &lock).await;
+        let result = run_locked(&run_ctx, target, &lock, deadline).await;
         lock.release().await;
         result
     }
@@ -79,7 +82,13 @@ struct Written {
     keys: Vec<String>,
 }
 
-async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Result<Manifest> {
+/// `deadline`: when `backup.max_duration` stops the run (said in lock wait reports).
+async fn run_locked(
+    ctx: &Context,
+    target: &TargetConfig,
+    lock: &RunLock,
+    deadline: chrono::DateTime<Utc>,
+) -> Result<Manifest> {
     let started_at = Utc::now();
     let clock = Instant::now();
     let recipients = Arc::new(ctx.recipients()?);
@@ -113,14 +122,10 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         .unwrap_or(false);
     // The server's lock table: max_locks_per_transaction x (max_connections +
     // max_prepared_transactions) table locks in all, shared by every session.
-    let lock_slots: Option<usize> = client
-        .query_one(
-            "select current_setting('max_locks_per_transaction')::bigint * (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint)",
-            &[],
-        )
+    let lock_slots: Option<usize> = dr_pg::LockTable::query(&client)
         .await
         .ok()
-        .and_then(|r| usize::try_from(r.get::<_, i64>(0)).ok());
+        .and_then(|t| usize::try_from(t.slots()).ok());
     drop(client);
 
     let store = ctx.store.as_ref();
@@ -168,6 +173,7 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         part_size,
         lock_slots,
         &recipients,
+        deadline,
         &mut written,
     )
     .await;
@@ -175,7 +181,7 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
         Ok(v) => v,
         Err(e) => {
             cleanup(store, &keys::manifest(&target.name, &id), &written).await;
-            return Err(explain_lock_timeout(e, &conn, ctx).await);
+            return Err(waits::explain_lock_timeout(e, &conn, ctx).await);
         }
     };
 
@@ -240,41 +246,6 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
     Ok(manifest)
 }
 
-/// A lock wait that timed out (pg_dump's `--lock-wait-timeout`, or the counting's
-/// `lock_timeout`): name the sessions holding ACCESS EXCLUSIVE locks, so the operator knows
-/// whom to ask (or what to end) before retrying.
-async fn explain_lock_timeout(e: Error, conn: &ConnInfo, ctx: &Context) -> Error {
-    // pg_dump's --lock-wait-timeout is a statement_timeout around its LOCK TABLE; the
-    // counting's is lock_timeout.
-    let text = e.to_string();
-    let lock_wait = text.contains("lock timeout")
-        || (text.contains("statement timeout") && text.contains("LOCK TABLE"));
-    if !lock_wait {
-        return e;
-    }
-    let secs = ctx.config.backup.lock_wait_timeout_secs;
-    let holders = match dr_pg::exclusive_lock_holders(conn).await {
-        Ok(h) if h.is_empty() => {
-            "the lock was released since; no session holds an exclusive table lock now".into()
-        }
-        Ok(h) => h
-            .iter()
-            .map(|h| format!("  {h}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Err(le) => format!("(could not list the lock holders: {le})"),
-    };
-    Error::new(
-        Kind::Failed,
-        format!(
-            "{}\nwaited {secs} s (backup.lock_wait_timeout_secs) for a table lock; sessions holding exclusive locks:\n{holders}\nhint: let that session finish (or end it: SELECT pg_terminate_backend(PID)), then run the backup again; long migrations are better scheduled away from the backup window",
-            e.summary()
-        ),
-    )
-    // The holder may be done by the next try.
-    .retryable(true)
-}
-
 /// Best effort: remove the objects of a backup that will never get a manifest. Anything left
 /// is invisible (no manifest) and `dr prune` removes it after the grace period.
 async fn cleanup(store: &dyn ObjectStore, manifest_key: &str, written: &Written) {
@@ -311,10 +282,25 @@ async fn write_objects(
     part_size: u64,
     lock_slots: Option<usize>,
     recipients: &Arc<Recipients>,
+    deadline: chrono::DateTime<Utc>,
     written: &mut Written,
 ) -> Result<(Vec<ObjectRecord>, ObjectRecord, ObjectRecord)> {
     let store = ctx.store.as_ref();
     let level = ctx.config.backup.zstd_level;
+    // The run's sessions have names of their own, to watch their lock waits: pg_dumpall
+    // and the pg_dumps `dr-backup-PID-N` (ended by that name if the run stops), the
+    // snapshot and its counting `dr-backup-PID-N-snapshot` (ended by its pid: a failed
+    // pg_dump must not take the counting down with it and hide its own error).
+    let session_name = sections::backup_session_name();
+    let session = conn.with_application_name(&session_name);
+    let snapshot_name = format!("{session_name}-snapshot");
+    let _watcher = waits::watch(
+        conn,
+        [session_name.clone(), snapshot_name.clone()],
+        ctx.config.backup.lock_wait_timeout_secs,
+        deadline,
+        ctx.config.backup.max_duration.to_string(),
+    );
 
     // Globals first: small, and a failure here should not cost a full dump.
     let globals_key = keys::object(&target.name, id, keys::GLOBALS);
@@ -329,7 +315,7 @@ async fn write_objects(
             g.clone()
         }
         None => {
-            let g = dump_globals(pg_dumpall, conn, superuser, ctx).await?;
+            let g = dump_globals(pg_dumpall, &session, superuser, ctx).await?;
             tracing::info!(
                 bytes = g.len(),
                 "roles and tablespaces dumped (pg_dumpall --globals-only)"
@@ -353,7 +339,7 @@ async fn write_objects(
     written.keys.push(globals_key);
 
     let lock_wait = Duration::from_secs(ctx.config.backup.lock_wait_timeout_secs);
-    let snapshot = Snapshot::begin(conn, lock_wait).await?;
+    let snapshot = Snapshot::begin(&conn.with_application_name(&snapshot_name), lock_wait).await?;
     // Catalog reads only (no table locks), but a signal or max_duration must not wait for it.
     let sizes = tokio::select! {
         r = snapshot.table_sizes() => r.map_err(|e| Error::from(e).context("planning the data streams")),
@@ -406,6 +392,7 @@ async fn write_objects(
         let upload = dump_sections(
             &dumps_ctx,
             conn,
+            &session_name,
             pg_dump,
             snapshot.id(),
             &jobs,

@@ -69,6 +69,7 @@ pub(super) fn sections_to_dump(
 pub(super) async fn dump_sections(
     ctx: &Context,
     conn: &ConnInfo,
+    session_name: &str,
     pg_dump: &Tool,
     snapshot: &str,
     jobs: &[SectionJob],
@@ -79,11 +80,11 @@ pub(super) async fn dump_sections(
     let siblings = ctx.cancel.child_token();
     let sctx = ctx.with_cancel(siblings.clone());
     let bar = crate::progress::bytes_bar(ctx.progress, "dumping", None);
-    // The pg_dumps' sessions get a name of their own, to end them if the run stops: a killed
-    // pg_dump's backend queued behind a table lock waits on, unaware its client is gone.
-    let session_name = backup_session_name();
+    // The pg_dumps' sessions have the run's name (`session_name`), to end them if the run
+    // stops: a killed pg_dump's backend queued behind a table lock waits on, unaware its
+    // client is gone.
     let admin_conn = conn;
-    let conn = &conn.with_application_name(&session_name);
+    let conn = &conn.with_application_name(session_name);
     let results = if schema_first {
         let is_data = |j: &&SectionJob| j.role == ObjectRole::Data;
         let schema: Vec<&SectionJob> = jobs.iter().filter(|j| !is_data(j)).collect();
@@ -140,7 +141,7 @@ pub(super) async fn dump_sections(
         // and the server ends those sessions itself once their connections time out.
         let ended = tokio::time::timeout(
             Duration::from_secs(5),
-            dr_pg::end_sessions(admin_conn, &session_name, Duration::from_secs(4)),
+            dr_pg::end_sessions(admin_conn, session_name, Duration::from_secs(4)),
         )
         .await;
         match ended {
@@ -162,7 +163,7 @@ pub(super) async fn dump_sections(
 }
 
 /// A name no other session on the server has: `dr-backup-PID-N`.
-fn backup_session_name() -> String {
+pub(super) fn backup_session_name() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!(
         "dr-backup-{}-{}",
@@ -319,10 +320,17 @@ async fn stream_dump(
 
     let outcome = match (upload_error, dumped, encoded) {
         (Some(e), _, _) => Err(e),
-        (None, Err(e), _) => Err(Error::from(e).context(format!(
-            "pg_dump ({}) failed; the archive is incomplete",
-            job.label
-        ))),
+        (None, Err(e), _) => {
+            let mut e = Error::from(e).context(format!(
+                "pg_dump ({}) failed; the archive is incomplete",
+                job.label
+            ));
+            // The lock table is full: pg_dump locks every table it dumps in one transaction.
+            if e.hint.is_none() && e.to_string().contains("out of shared memory") {
+                e.hint = Some("pg_dump locks every table it dumps in one transaction, and the row counting does too: raise max_locks_per_transaction in postgresql.conf and restart the server; `dr check` says whether the lock table is big enough".into());
+            }
+            Err(e)
+        }
         (None, Ok(_), Err(e)) => Err(e),
         (None, Ok(_), Ok(Err(e))) => Err(Error::from(e).context(format!(
             "compressing and encrypting the dump ({})",
