@@ -323,6 +323,48 @@ fn a_missing_database_fails_with_no_manifest_and_no_open_upload() {
     );
 }
 
+/// Regression: without AWS credentials `dr check` printed the AWS SDK's Debug structs (its
+/// credential providers' WARN lines: `ProviderError { source: … }`, `Some(…)`) and a hint that
+/// did not say where credentials come from. Once with instance metadata disabled, once with
+/// it unreachable (a host outside EC2).
+#[test]
+fn check_without_aws_credentials_says_so_readably() {
+    let s = setup();
+    let weed = SeaweedFs::start();
+    let cfg = s3_config(&s, &weed, "nocreds");
+    let imds = format!("http://127.0.0.1:{}", free_port());
+    for (var, value) in [
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+    ] {
+        let mut c = s.ws.dr_command(&cfg, &["check"]);
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_EC2_METADATA_DISABLED")
+            .env(var, value);
+        let out = s.ws.run(&mut c);
+        assert_exit_code(&out, 3);
+        let all = format!("{}\n{}", stdout(&out), stderr(&out));
+        for debug in ["{ ", " }", "Some(", "ErrorMetadata", "source:"] {
+            assert!(
+                !all.contains(debug),
+                "{var}: debug text `{debug}` in:\n{all}"
+            );
+        }
+        assert!(
+            all.contains("cannot load AWS credentials"),
+            "{var}: the failure does not say what is missing:\n{all}"
+        );
+        assert!(
+            all.contains("hint:")
+                && all.contains("AWS_ACCESS_KEY_ID")
+                && all.contains("--env-file")
+                && all.contains("AWS_PROFILE"),
+            "{var}: no hint naming where credentials come from:\n{all}"
+        );
+    }
+}
+
 /// Runs `dr backup --jobs 3` and kill -9s the pg_dump of data stream 2 (the one dumping
 /// `public.filler_b`) once it runs; returns dr's output.
 fn backup_killing_one_stream(s: &Setup, cfg: &Path) -> std::process::Output {

@@ -1,7 +1,8 @@
 //! deploy/compose: `docker-compose up` (Debian's v1) brings up postgres:17 and the dr daemon
 //! sidecar from dr:latest; a backup made through it restores as an exact copy; `down -v`
-//! removes containers, networks and volumes however the test ends. Skipped when
-//! docker-compose or the images are missing (ci/test.sh builds them).
+//! removes containers, networks and volumes however the test ends. The README's setup lines run
+//! verbatim, as a non-root operator with sudo. Skipped when docker-compose or the images are
+//! missing (ci/test.sh builds them), or when not root.
 
 mod support;
 
@@ -56,36 +57,123 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A uid that is not root and not the image's 65532: the operator following the README with
+/// sudo.
+const OPERATOR_UID: u32 = 4242;
+
+/// The README's setup lines (its first ```sh block, up to `docker-compose up`), as written.
+fn readme_setup_script() -> String {
+    let readme = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose/README.md"),
+    )
+    .expect("deploy/compose/README.md");
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a ```sh block in deploy/compose/README.md");
+    let setup: Vec<&str> = block
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with("docker-compose up"))
+        .collect();
+    assert!(
+        setup.iter().any(|l| l.contains("keygen")),
+        "no keygen step before `docker-compose up`:\n{block}"
+    );
+    setup.join("\n") + "\n"
+}
+
+/// Runs the README's setup lines verbatim in `<ws>/deploy/compose` (a copy) as a non-root
+/// operator (uid [`OPERATOR_UID`], in the docker group) whose `sudo` runs the command as root
+/// (a setuid copy of `env`), as an operator with sudo would. Regression: the README made the
+/// identity unreadable before reading its recipient, so a sudo user got `recipients = [""]`.
+/// Returns the compose directory, set up.
+fn readme_setup(ws: &Workspace) -> PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    let dir = ws.path().join("deploy/compose");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose"),
+        &dir,
+    );
+    let home = ws.path().join("home");
+    let bin = ws.path().join("bin");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::copy("/usr/bin/env", bin.join("sudo")).expect("sudo");
+    mode(&bin.join("sudo"), 0o4755);
+    mode(ws.path(), 0o755);
+    mode(&bin, 0o755);
+    for p in [ws.path().join("deploy"), dir.clone(), home.clone()] {
+        std::os::unix::fs::chown(&p, Some(OPERATOR_UID), Some(OPERATOR_UID)).expect("chown");
+    }
+    for e in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+        std::os::unix::fs::chown(e.path(), Some(OPERATOR_UID), Some(OPERATOR_UID)).expect("chown");
+    }
+    let docker_gid = std::fs::metadata("/var/run/docker.sock")
+        .map(|m| m.gid())
+        .expect("/var/run/docker.sock");
+    let script = ws.write("setup.sh", &readme_setup_script());
+    mode(&script, 0o644);
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={OPERATOR_UID}"))
+        .arg(format!("--regid={OPERATOR_UID}"))
+        .arg(format!("--groups={docker_gid}"))
+        .args(["bash", "-euo", "pipefail"])
+        .arg(&script)
+        .current_dir(ws.path())
+        .env("HOME", &home)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+    let out = run_with_timeout(&mut c, None, Duration::from_secs(300));
+    assert!(
+        out.status.success(),
+        "the README's setup lines failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // The identity is the image user's alone, and dr.toml holds its recipient.
+    let identity = dir.join("identity.txt");
+    let meta = std::fs::metadata(&identity).expect("identity.txt");
+    assert_eq!(meta.uid(), 65532, "identity.txt owner");
+    assert_eq!(meta.mode() & 0o777, 0o400, "identity.txt mode");
+    let recipient = std::fs::read_to_string(&identity)
+        .expect("identity")
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .expect("a public key line in identity.txt");
+    let toml = std::fs::read_to_string(dir.join("dr.toml")).expect("dr.toml");
+    assert!(
+        toml.contains(&format!("recipients = [\"{recipient}\"]")),
+        "dr.toml does not hold the identity's recipient {recipient}:\n{toml}"
+    );
+    dir
+}
+
 #[test]
 fn the_compose_example_comes_up_backs_up_and_restores() {
     if !available() {
         eprintln!("SKIP: docker-compose, dr:latest or postgres:17 missing");
         return;
     }
-    let ws = Workspace::new();
-    let dir = ws.path().join("compose");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose"),
-        &dir,
-    );
-    let (identity, recipient) = ws.keygen();
-    std::fs::copy(&identity, dir.join("identity.txt")).expect("identity");
-    let chown = Command::new("chown")
-        .args([
-            "65532",
-            dir.join("identity.txt").to_str().unwrap_or_default(),
-        ])
-        .status();
-    if !chown.is_ok_and(|s| s.success()) {
-        eprintln!("SKIP: cannot chown the identity to 65532 (not root)");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| stdout(&o).trim() == "0");
+    if !root {
+        eprintln!("SKIP: not root (the README's setup runs as another user with a sudo)");
         return;
     }
-    let toml = std::fs::read_to_string(dir.join("dr.toml")).expect("dr.toml");
-    std::fs::write(
-        dir.join("dr.toml"),
-        toml.replace("AGE_RECIPIENT", &recipient),
-    )
-    .expect("w");
+    let ws = Workspace::new();
+    let dir = readme_setup(&ws);
     std::fs::write(
         dir.join("dr.env"),
         "POSTGRES_PASSWORD=compose-secret\nPGPASSWORD=compose-secret\n",
@@ -158,4 +246,35 @@ fn the_compose_example_comes_up_backs_up_and_restores() {
     assert_eq!(stdout(&psql("app_copy", q)), want);
     let logs = p.compose(&["logs", "dr"]);
     assert!(!stdout(&logs).contains("panicked"), "{}", stdout(&logs));
+}
+
+/// The README's recipient lines fail loudly when there is no recipient to read (an identity
+/// the operator cannot read, or an empty one), and leave `dr.toml` alone: before, `sed` wrote
+/// `recipients = [""]` and the setup went on. Needs neither docker nor root.
+#[test]
+fn the_readme_recipient_step_fails_loudly_without_a_recipient() {
+    let ws = Workspace::new();
+    let dir = ws.path().join("compose");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose"),
+        &dir,
+    );
+    std::fs::write(dir.join("identity.txt"), "").expect("identity");
+    let script = readme_setup_script();
+    let lines: Vec<&str> = script
+        .lines()
+        .filter(|l| l.contains("AGE_RECIPIENT") || l.trim_start().starts_with("recipient="))
+        .collect();
+    assert!(!lines.is_empty(), "no recipient lines in:\n{script}");
+    let file = ws.write("recipient.sh", &(lines.join("\n") + "\n"));
+    let mut c = Command::new("bash");
+    c.arg(&file).current_dir(&dir);
+    let out = run_with_timeout(&mut c, None, Duration::from_secs(30));
+    assert!(
+        !out.status.success(),
+        "the recipient step succeeded without a recipient"
+    );
+    assert!(stderr(&out).contains("recipient"), "{}", stderr(&out));
+    let toml = std::fs::read_to_string(dir.join("dr.toml")).expect("dr.toml");
+    assert!(toml.contains("recipients = [\"AGE_RECIPIENT\"]"), "{toml}");
 }

@@ -487,3 +487,38 @@ fn the_readme_cron_line_and_the_units_share_the_env_file() {
         assert!(text.contains("EnvironmentFile=-/etc/dr/dr.env"), "{name}");
     }
 }
+
+/// Regression: deploy/k8s/README.md claimed the image holds the client tools of every
+/// supported major; ci/image.sh puts in PostgreSQL 15's and 17's (16 is dumped with 17's),
+/// not 18's. The README names what is in it and what an 18 server needs.
+#[test]
+fn the_k8s_readme_names_the_majors_the_image_holds() {
+    let readme = std::fs::read_to_string(k8s_dir().join("README.md")).expect("k8s README");
+    let image = std::fs::read_to_string(repo_root().join("ci/image.sh")).expect("ci/image.sh");
+    // What ci/image.sh installs: postgresql-17 (trixie) and PostgreSQL 15's client tools.
+    assert!(
+        image.contains("packages=postgresql-17,"),
+        "ci/image.sh changed: update this test and the README"
+    );
+    assert!(
+        image.contains("pg15=/usr/lib/postgresql/15/bin"),
+        "ci/image.sh changed: update this test and the README"
+    );
+    let section = readme
+        .split("## The image")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a `## The image` section in deploy/k8s/README.md");
+    let flat = section.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!flat.contains("every supported major"), "{flat}");
+    for major in ["15", "17"] {
+        assert!(
+            flat.contains(major),
+            "the image section does not name {major}: {flat}"
+        );
+    }
+    assert!(
+        flat.contains("PostgreSQL 18 tools are not in the image") && flat.contains("pg_bin_dir"),
+        "the image section does not say what an 18 server needs: {flat}"
+    );
+}

@@ -476,6 +476,21 @@ fn overwritten_manifests_and_objects_are_flagged_and_undelete_brings_back_the_or
         "{}",
         stderr(&out)
     );
+    // `dr check` fails on them and points at `dr undelete`, never at `dr prune --force`,
+    // which would delete the evidence (regression: it hinted prune for the replaced manifest).
+    let out = e.ws.dr(&e.cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    let all = format!("{}\n{}", stdout(&out), stderr(&out));
+    for id in [&first, &second] {
+        assert!(
+            all.contains(&format!("dr undelete {id}")),
+            "check does not name `dr undelete {id}`:\n{all}"
+        );
+    }
+    assert!(
+        !all.contains("prune --force"),
+        "check hints a prune:\n{all}"
+    );
     // `dr list --deleted` offers them.
     let deleted = list_json(&e, &["--deleted"]);
     assert_eq!(state_of(&deleted, &first), "overwritten", "{deleted:?}");

@@ -325,3 +325,59 @@ fn a_sandbox_without_an_extension_the_schema_uses_fails_naming_table_and_cause()
     assert!(err.contains("public.tags"), "{err}");
     assert!(err.contains("hstore"), "{err}");
 }
+
+/// Regression: `dr verify --sandbox local` ignored the target's `pg_bin_dir` (where backup
+/// found its tools) and, finding no `initdb` of the backup's major, hinted the client package,
+/// which has no `initdb`. It now uses the target's directory when that holds the server
+/// binaries, and names the server package when nothing fits.
+#[test]
+fn a_local_sandbox_uses_the_targets_pg_bin_dir_and_hints_the_server_package() {
+    let Some(bin17) = pg_bin_dir(17) else {
+        eprintln!("SKIP: no PostgreSQL 17 binaries (ci/setup.sh)");
+        return;
+    };
+    let ws = Workspace::new();
+    let pg = Postgres::start_with_bin_dir(&bin17);
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "create table t (id int primary key); insert into t select generate_series(1, 100);",
+    );
+    let (identity, recipient) = ws.keygen();
+    let repo = ws.path().join("repo");
+    let config = |bin: &std::path::Path| {
+        dir_config_text(
+            &repo,
+            &recipient,
+            Some(&identity),
+            &pg.url("app"),
+            &format!("pg_bin_dir = \"{}\"\n", bin.display()),
+        )
+    };
+    let cfg = ws.write("dr.toml", &config(&bin17));
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    let out = ws.dr(&cfg, &["verify", "--sandbox", "local"]);
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains(&bin17.display().to_string()) || stdout(&out).contains("17"),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // A client-only directory (pg_dump, pg_restore, psql; no initdb): the hint names the
+    // server package, not the client one that is already there.
+    let client = ws.path().join("client17");
+    std::fs::create_dir_all(&client).expect("mkdir");
+    for tool in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
+        std::os::unix::fs::symlink(bin17.join(tool), client.join(tool)).expect("symlink");
+    }
+    let cfg = ws.write("dr-client.toml", &config(&client));
+    let out = ws.dr(&cfg, &["verify", "--sandbox", "local"]);
+    assert_exit_code(&out, 3);
+    let err = stderr(&out);
+    if !std::path::Path::new("/usr/lib/postgresql/17/bin/initdb").exists() {
+        assert!(err.contains("postgresql-17"), "{err}");
+        assert!(!err.contains("postgresql-client-17"), "{err}");
+    }
+}

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use dr_pg::{ConnInfo, ServerVersion};
 
 use crate::repo::Catalog;
+use crate::undelete::DeletedBackup;
 use crate::{Context, Error, Kind, Result};
 
 /// One line of the report.
@@ -82,10 +83,20 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
     let catalog = crate::repo::catalog(ctx.store.as_ref(), target).await;
     let now = Utc::now();
     for t in &targets {
+        // With Object Lock, a backup whose objects were overwritten (leaked credentials) is
+        // brought back by `dr undelete`, as `dr list` says. Versions that cannot be listed
+        // leave this out: the object lock line says what the credentials cannot do.
+        let overwritten = if ctx.store.location().object_lock().is_some() {
+            crate::undelete::deleted(ctx.store.as_ref(), Some(&t.name))
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         push(
             format!("backups {}", t.name),
             match &catalog {
-                Ok(c) => backups_line(c, &t.name, now),
+                Ok(c) => backups_line(c, &overwritten, &t.name, now),
                 Err(e) => Err(format!("cannot list the backups: {e}")),
             },
         );
@@ -349,9 +360,11 @@ pub fn failure(lines: &[CheckLine]) -> Option<Error> {
 }
 
 /// The `backups TARGET` line: how many, the newest; fails on a future-dated backup (clock
-/// skew) or a damaged one. Pure.
+/// skew), an overwritten one (`overwritten`, from [`crate::undelete::deleted`]: its hint is
+/// `dr undelete`, never a prune that would delete the evidence) or a damaged one. Pure.
 pub fn backups_line(
     catalog: &Catalog,
+    overwritten: &[DeletedBackup],
     target: &str,
     now: DateTime<Utc>,
 ) -> std::result::Result<String, String> {
@@ -366,10 +379,22 @@ pub fn backups_line(
             )
         })
         .collect();
+    let replaced: Vec<&DeletedBackup> = overwritten
+        .iter()
+        .filter(|d| d.target == target && !d.overwritten.is_empty())
+        .collect();
+    let overwritten_lines: Vec<String> = replaced
+        .iter()
+        .filter_map(|d| {
+            d.overwritten_note()
+                .map(|note| format!("backup {} is {note}", d.id))
+        })
+        .collect();
+    // A damaged manifest that was overwritten is reported as overwritten, not as damaged.
     let damaged: Vec<String> = catalog
         .damaged
         .iter()
-        .filter(|d| d.target == target)
+        .filter(|d| d.target == target && !replaced.iter().any(|r| r.id == d.id))
         .map(|d| {
             format!(
                 "backup {} is damaged: manifest `{}`: {}",
@@ -381,11 +406,14 @@ pub fn backups_line(
     if !future.is_empty() {
         hints.push("check the clock (NTP, `timedatectl`) of this host and of the backup host");
     }
+    if !overwritten_lines.is_empty() {
+        hints.push("someone with write access to the bucket replaced objects: treat the bucket's credentials as leaked (runbooks/credentials-leaked.md); `dr undelete` brings back the versions dr wrote");
+    }
     if !damaged.is_empty() {
         hints.push("`dr prune --force` deletes damaged backups");
     }
     if !hints.is_empty() {
-        let problems = [future, damaged].concat();
+        let problems = [future, overwritten_lines, damaged].concat();
         return Err(format!(
             "{}\nhint: {}",
             problems.join("; "),
@@ -472,7 +500,7 @@ mod tests {
             ],
             damaged: vec![],
         };
-        let e = backups_line(&c, "app", now()).expect_err("skew");
+        let e = backups_line(&c, &[], "app", now()).expect_err("skew");
         assert!(e.contains("clock skew"), "{e}");
         assert!(e.contains("20261222T030000Z"), "{e}");
         assert!(e.contains("dated 30d 0h after"), "{e}");
@@ -487,17 +515,56 @@ mod tests {
             ],
             damaged: vec![],
         };
-        let ok = backups_line(&good, "app", now()).expect("ok");
+        let ok = backups_line(&good, &[], "app", now()).expect("ok");
         assert_eq!(ok, "1 complete backup(s), newest 20261122T020000Z");
         assert_eq!(
-            backups_line(&Catalog::default(), "app", now()).expect("empty"),
+            backups_line(&Catalog::default(), &[], "app", now()).expect("empty"),
             "no backups yet"
         );
         let mut bad = good.clone();
         bad.damaged
             .push(damaged("app", "20261101T030000Z", "not valid JSON (EOF)"));
-        let e = backups_line(&bad, "app", now()).expect_err("damaged");
+        let e = backups_line(&bad, &[], "app", now()).expect_err("damaged");
         assert!(e.contains("damaged") && e.contains("EOF"), "{e}");
-        assert!(backups_line(&bad, "db", now()).is_ok());
+        assert!(backups_line(&bad, &[], "db", now()).is_ok());
+    }
+
+    /// Regression: an overwritten backup (its manifest replaced, so also damaged) got the hint
+    /// `dr prune --force`, which deletes the evidence; `dr undelete` brings it back.
+    #[test]
+    fn an_overwritten_backup_points_at_undelete_not_prune() {
+        use crate::undelete::{DeletedBackup, Overwritten};
+        let mut c = Catalog {
+            entries: vec![entry("app", "20261121T030000Z")],
+            damaged: vec![],
+        };
+        c.damaged.push(damaged(
+            "app",
+            "20261120T030000Z",
+            "the manifest is of another backup",
+        ));
+        let over = |id: &str| DeletedBackup {
+            target: "app".into(),
+            id: id.parse().expect("id"),
+            state: "overwritten".into(),
+            manifest_version: "a".into(),
+            deleted_at: None,
+            hidden_objects: 0,
+            markers: vec![],
+            overwritten: vec![Overwritten {
+                key: format!("app/{id}/manifest.json"),
+                original_version: "a".into(),
+                original_size: 8,
+                newer_versions: vec!["b".into()],
+                overwritten_at: None,
+            }],
+            restored: vec![],
+        };
+        let found = [over("20261120T030000Z"), over("20261121T030000Z")];
+        let e = backups_line(&c, &found, "app", now()).expect_err("overwritten");
+        assert!(e.contains("dr undelete 20261120T030000Z"), "{e}");
+        assert!(e.contains("dr undelete 20261121T030000Z"), "{e}");
+        assert!(!e.contains("prune"), "{e}");
+        assert!(backups_line(&c, &found, "db", now()).is_ok());
     }
 }

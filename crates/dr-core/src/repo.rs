@@ -393,7 +393,22 @@ impl Catalog {
                 ),
             )),
             None => {
-                let hint = if future.is_empty() {
+                // `--at` before the first backup: name the oldest, the nearest there is.
+                let oldest = match selector {
+                    Selector::At(_) => self.current(now).last(),
+                    _ => None,
+                };
+                let hint = if let Some(o) = oldest {
+                    format!(
+                        "the oldest backup of `{}` is {} ({}): restore it by its id, or pass a later --at; `dr list` shows them all",
+                        o.manifest.target,
+                        o.manifest.id,
+                        o.manifest
+                            .id
+                            .time()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                } else if future.is_empty() {
                     "`dr list` shows the backups that exist".to_string()
                 } else {
                     format!(
@@ -481,6 +496,30 @@ mod tests {
         assert_eq!(
             picked(&c, &Selector::Latest, "20261222T030000Z").expect("latest"),
             "20261222T030000Z"
+        );
+    }
+
+    /// Regression: `--at` before the first backup did not say which backup is the oldest.
+    #[test]
+    fn at_before_the_first_backup_names_the_oldest() {
+        let c = Catalog {
+            entries: vec![
+                entry("app", "20261121T030000Z"),
+                entry("app", "20261120T030000Z"),
+            ],
+            damaged: vec![],
+        };
+        let e = picked(
+            &c,
+            &Selector::At(at("20261101T000000Z")),
+            "20261122T010000Z",
+        )
+        .expect_err("before the first");
+        assert_eq!(e.kind, Kind::Failed);
+        let text = e.to_string();
+        assert!(
+            text.contains("the oldest backup of `app` is 20261120T030000Z (2026-11-20T03:00:00Z)"),
+            "{text}"
         );
     }
 

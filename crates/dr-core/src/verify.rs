@@ -62,12 +62,7 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
             .image
             .clone()
             .or_else(|| ctx.config.verify.image.clone()),
-        pg_bin_dir: ctx
-            .config
-            .verify
-            .pg_bin_dir
-            .clone()
-            .or_else(|| ctx.config.backup.pg_bin_dir.clone()),
+        pg_bin_dir: sandbox_bin_dir(&ctx.config, &m.target),
         ready_timeout: Duration::from_secs(ctx.config.verify.ready_timeout_secs.unwrap_or(120)),
     };
     let mut timings = BTreeMap::new();
@@ -178,6 +173,19 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
 
 /// The check that fails when stored objects do not match the manifest or do not decrypt.
 const INTEGRITY_CHECK: &str = "backup integrity";
+
+/// Where the local sandbox looks first for `initdb`/`pg_ctl`/`postgres`: `verify.pg_bin_dir`;
+/// else the backup's target's `pg_bin_dir` (where its `pg_dump` came from) when it holds the
+/// server binaries too; else `backup.pg_bin_dir`. The default directories and `PATH` follow.
+fn sandbox_bin_dir(config: &dr_config::Config, target: &str) -> Option<std::path::PathBuf> {
+    if let Some(d) = &config.verify.pg_bin_dir {
+        return Some(d.clone());
+    }
+    restore::target_pg_bin_dir(config, target)
+        .filter(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| config.backup.pg_bin_dir.clone())
+}
 
 fn check(name: impl Into<String>, expected: impl ToString, actual: impl ToString) -> CheckOutcome {
     let (e, a) = (expected.to_string(), actual.to_string());

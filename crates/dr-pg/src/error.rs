@@ -13,7 +13,7 @@ pub enum PgError {
     },
     #[error("query failed while {what}: {detail}")]
     Query { what: String, detail: String },
-    #[error("no {tool} for PostgreSQL {major} found (looked in: {searched}; found: {found})\nhint: install postgresql-client-{major} (e.g. apt-get install postgresql-client-{major}) or set pg_bin_dir to a directory holding {tool} {major}")]
+    #[error("no {tool} for PostgreSQL {major} found (looked in: {searched}; found: {found})\nhint: install {package}{note} (e.g. apt-get install {package}) or set pg_bin_dir to a directory holding {tool} {major}", package = package(.tool, *.major), note = if is_server_tool(.tool) { " (the server package: the client package has no initdb/pg_ctl/postgres)" } else { "" })]
     NoMatchingTool {
         tool: String,
         major: u32,
@@ -27,6 +27,20 @@ pub enum PgError {
     },
     #[error("{0}")]
     Failed(#[from] crate::ProcessFailure),
+}
+
+/// `initdb`, `pg_ctl`, `postgres`: in the server package, not in the client one.
+fn is_server_tool(tool: &str) -> bool {
+    matches!(tool, "initdb" | "pg_ctl" | "postgres")
+}
+
+/// The Debian/PGDG package holding `tool` of `major`.
+fn package(tool: &str, major: u32) -> String {
+    if is_server_tool(tool) {
+        format!("postgresql-{major}")
+    } else {
+        format!("postgresql-client-{major}")
+    }
 }
 
 impl PgError {
@@ -54,4 +68,30 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod package_tests {
+    use super::*;
+
+    /// Regression: a missing `initdb` hinted the client package, which has none.
+    #[test]
+    fn a_missing_server_tool_names_the_server_package() {
+        let e = |tool: &str| {
+            PgError::NoMatchingTool {
+                tool: tool.into(),
+                major: 17,
+                searched: "/usr/lib/postgresql/17/bin".into(),
+                found: "none".into(),
+            }
+            .to_string()
+        };
+        let initdb = e("initdb");
+        assert!(
+            initdb.contains("apt-get install postgresql-17)"),
+            "{initdb}"
+        );
+        assert!(!initdb.contains("postgresql-client"), "{initdb}");
+        assert!(e("pg_dump").contains("apt-get install postgresql-client-17)"));
+    }
 }

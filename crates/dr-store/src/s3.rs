@@ -48,6 +48,8 @@ const MAX_PARTS_IN_FLIGHT: usize = 2;
 const MAX_PARTS: i32 = 10_000;
 
 const HINT_CREDENTIALS: &str = "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile";
+/// No credentials at all: where dr (the AWS SDK's default chain) takes them from.
+const HINT_NO_CREDENTIALS: &str = "no usable AWS credentials: dr reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the environment (put them in the --env-file for cron and interactive runs), or AWS_PROFILE's entry in ~/.aws/credentials, or the instance's / pod's role (EC2, ECS, EKS web identity)";
 
 type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 
@@ -167,11 +169,8 @@ impl Shared {
             return Some(HINT_CREDENTIALS.to_owned());
         }
         if transport {
-            let lower = message.to_ascii_lowercase();
-            if lower.contains("credential") && !lower.contains("connect") {
-                return Some(format!(
-                    "no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE ({HINT_CREDENTIALS})"
-                ));
+            if is_credentials_failure(message) {
+                return Some(HINT_NO_CREDENTIALS.to_owned());
             }
             let endpoint = match &self.endpoint {
                 Some(e) => format!(" (endpoint: {e})"),
@@ -206,7 +205,31 @@ where
             _ => format!("HTTP {status} without an error code{request_id}"),
         };
     }
-    error_chain(err)
+    let chain = error_chain(err);
+    // "dispatch failure: other: …credentials…": the request never left; say what stopped it.
+    if is_credentials_failure(&chain) {
+        let rest = chain
+            .strip_prefix("dispatch failure: ")
+            .map(|r| r.strip_prefix("other: ").unwrap_or(r))
+            .unwrap_or(&chain);
+        return format!("cannot load AWS credentials: {rest}");
+    }
+    chain
+}
+
+/// A request that failed before it was sent, for want of credentials (the SDK's provider
+/// chain found none, or one failed), as opposed to a connection failure.
+fn is_credentials_failure(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "credential provider",
+        "credentials provider",
+        "no credentials",
+        "loading credentials",
+        "load credentials",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
 }
 
 /// `outer: inner: innermost`, skipping links that repeat the previous one.

@@ -66,12 +66,30 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
 
 /// Load `path` into the environment; variables already set keep their value. Must run before
 /// any thread starts (it calls `std::env::set_var`). Returns a warning to log once logging is
-/// up, when the file is readable by group or others (it usually holds passwords).
+/// up, when the file is readable by group or others (it usually holds passwords). The error
+/// is the whole message, `hint:` line included.
 pub fn load(path: &Path) -> Result<Option<String>, String> {
     use std::os::unix::fs::PermissionsExt;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the env file {}: {e}", path.display()))?;
-    let vars = parse(&text).map_err(|e| format!("env file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "the env file {} does not exist\nhint: check the path given to {FLAG} (or {VAR}); it is read relative to the current directory",
+            path.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot read the env file {}: {e}\nhint: run dr as a user that can read it (it should be mode 600, owned by that user)",
+            path.display()
+        ),
+        _ => format!(
+            "cannot read the env file {}: {e}\nhint: {FLAG} (or {VAR}) names a file of KEY=value lines",
+            path.display()
+        ),
+    })?;
+    let vars = parse(&text).map_err(|e| {
+        format!(
+            "env file {}: {e}\nhint: lines are KEY=value, `#` comments, optional `export ` and quotes",
+            path.display()
+        )
+    })?;
     for (k, v) in vars {
         if std::env::var_os(&k).is_none_or(|old| old.is_empty()) {
             std::env::set_var(k, v);
@@ -119,6 +137,27 @@ mod tests {
             .expect_err("bad name")
             .contains("line 2"));
         assert!(parse("A B=1\n").is_err());
+    }
+
+    /// Regression: a missing env file got the hint about line syntax.
+    #[test]
+    fn a_missing_env_file_says_it_does_not_exist() {
+        let path = std::env::temp_dir().join(format!("dr-no-such-env-{}", std::process::id()));
+        let e = load(&path).expect_err("no such file");
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("hint:"), "{e}");
+        assert!(!e.contains("KEY=value"), "a hint about line syntax: {e}");
+    }
+
+    #[test]
+    fn a_bad_line_gets_the_syntax_hint() {
+        let path = std::env::temp_dir().join(format!("dr-bad-env-{}", std::process::id()));
+        std::fs::write(&path, "not a variable line\n").expect("write");
+        let e = load(&path).expect_err("bad line");
+        let _ = std::fs::remove_file(&path);
+        assert!(e.contains("line 1"), "{e}");
+        assert!(e.contains("hint: lines are KEY=value"), "{e}");
     }
 
     #[test]

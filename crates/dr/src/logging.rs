@@ -52,9 +52,12 @@ pub fn init(g: &Global) {
         (false, _) => "trace",
     };
     // Third-party crates stay at warn unless asked for: their debug output is noise at 3 a.m.
+    // The AWS SDK's credential providers warn with Debug dumps of their errors (`ProviderError
+    // { source: … }`) when the chain finds nothing; dr's own error says it readably, with the
+    // hint. They stay quiet below error (`DR_LOG=aws_config=debug` shows them).
     let filter = EnvFilter::try_from_env("DR_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "warn,dr={default},dr_core={default},dr_pg={default},dr_store={default},dr_stream={default},dr_sandbox={default},dr_catalog={default}"
+            "warn,aws_config=error,dr={default},dr_core={default},dr_pg={default},dr_store={default},dr_stream={default},dr_sandbox={default},dr_catalog={default}"
         ))
     });
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();

@@ -21,9 +21,7 @@ fn main() -> ExitCode {
             Ok(w) => w,
             Err(e) => {
                 logging::json_requested_early(&args);
-                output::print_error(&dr_core::Error::config(format!(
-                    "{e}\nhint: lines are KEY=value, `#` comments, optional `export ` and quotes"
-                )));
+                output::print_error(&dr_core::Error::config(e));
                 return exit::code(dr_core::Kind::Config);
             }
         },

@@ -143,7 +143,22 @@ pub(super) async fn restore_into(
     })
 }
 
-/// pg_restore must read the archive (>= the dumping major) and speak to the target.
+/// The `pg_bin_dir` of the configured target whose backups are named `name` (for a
+/// `databases = "all"` target, `SERVER.DATABASE`): where its tools are, as for its backups.
+pub(crate) fn target_pg_bin_dir<'a>(
+    config: &'a dr_config::Config,
+    name: &str,
+) -> Option<&'a std::path::Path> {
+    let server = name.split_once('.').map(|(s, _)| s);
+    config
+        .targets
+        .iter()
+        .find(|t| t.name == name || (t.is_server() && Some(t.name.as_str()) == server))
+        .and_then(|t| t.pg_bin_dir.as_deref())
+}
+
+/// pg_restore must read the archive (>= the dumping major) and speak to the target. Looks in
+/// the backup's target's `pg_bin_dir`, else `backup.pg_bin_dir`, then the usual places.
 /// Prefer the target's major; any pg_restore at least as new as the archive's pg_dump works.
 /// The archive's format is the dumping pg_dump's (which may be newer than its server).
 pub(super) fn find_pg_restore(
@@ -151,7 +166,8 @@ pub(super) fn find_pg_restore(
     m: &Manifest,
     target: &TargetState,
 ) -> Result<dr_pg::Tool> {
-    let bin_dir = ctx.config.backup.pg_bin_dir.as_deref();
+    let bin_dir =
+        target_pg_bin_dir(&ctx.config, &m.target).or(ctx.config.backup.pg_bin_dir.as_deref());
     let archive_major = dr_pg::parse_version_output(&m.pg_dump_version)
         .unwrap_or(m.server_major)
         .max(m.server_major);

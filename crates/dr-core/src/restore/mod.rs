@@ -40,6 +40,7 @@ pub use plan::Plan;
 
 use fetch::{fetch_globals, private_file, ArchiveFile};
 use load::restore_into;
+pub(crate) use load::target_pg_bin_dir;
 use plan::{check_selection, selected_counts};
 use target::{check_space, inspect_target};
 
