@@ -54,6 +54,11 @@ pub use lock::{
 pub use parts::PartLimits;
 pub use s3::S3Options;
 
+/// Every backend dr can store to, registered here at the root that owns both (the URL parser
+/// in `location` reads it; the backends import `location`'s helpers, never the reverse). A
+/// new backend is its own module plus one line here.
+pub(crate) const BACKENDS: &[location::Backend] = &[s3::BACKEND, dir::BACKEND];
+
 /// One stored object, as listed or headed.
 #[derive(Debug, Clone)]
 pub struct ObjectMeta {

@@ -41,10 +41,7 @@ pub(crate) struct Backend {
         fn(url: &str, rest: &str, options: toml::Table) -> Result<Location, StoreError>,
 }
 
-/// Every backend dr can store to. A new one is its own module plus one line here.
-pub(crate) const BACKENDS: &[Backend] = &[crate::s3::BACKEND, crate::dir::BACKEND];
-
-/// Names every registered URL form; keep in step with [`BACKENDS`] (a test checks).
+/// Names every registered URL form; keep in step with [`crate::BACKENDS`] (a test checks).
 pub(crate) const URL_HINT: &str = "use s3://BUCKET/PREFIX or file:///absolute/path";
 
 pub(crate) fn invalid(url: &str, reason: impl Into<String>) -> StoreError {
@@ -89,7 +86,7 @@ impl RepositoryOptions {
     pub fn set_override(&mut self, key: &str, value: &str) {
         let value = toml::Value::String(value.to_owned());
         let mut replaced = false;
-        for backend in BACKENDS {
+        for backend in crate::BACKENDS {
             if let Some(toml::Value::Table(t)) = self.0.get_mut(backend.scheme) {
                 if let Some(v) = t.get_mut(key) {
                     *v = value.clone();
@@ -124,7 +121,7 @@ impl RepositoryOptions {
             if key == OBJECT_LOCK {
                 continue;
             }
-            if BACKENDS.iter().any(|b| b.scheme == key) {
+            if crate::BACKENDS.iter().any(|b| b.scheme == key) {
                 if !value.is_table() {
                     return Err(invalid_option(
                         key,
@@ -150,7 +147,7 @@ impl RepositoryOptions {
                 }
                 continue;
             }
-            if BACKENDS
+            if crate::BACKENDS
                 .iter()
                 .any(|b| b.top_level_keys.contains(&key.as_str()))
             {
@@ -161,7 +158,7 @@ impl RepositoryOptions {
                 "is not a repository option",
                 format!(
                     "[repository] takes url and a table per backend ({}); check the spelling",
-                    BACKENDS
+                    crate::BACKENDS
                         .iter()
                         .map(|b| format!("[repository.{}]", b.scheme))
                         .collect::<Vec<_>>()
@@ -206,12 +203,12 @@ impl Location {
             }
         }
         let scheme = scheme.to_ascii_lowercase();
-        let Some(backend) = BACKENDS.iter().find(|b| b.scheme == scheme) else {
+        let Some(backend) = crate::BACKENDS.iter().find(|b| b.scheme == scheme) else {
             return Err(invalid(
                 url,
                 format!(
                     "unknown scheme `{scheme}` (supported: {})",
-                    BACKENDS
+                    crate::BACKENDS
                         .iter()
                         .map(|b| b.url_form)
                         .collect::<Vec<_>>()
@@ -456,7 +453,7 @@ mod tests {
 
     #[test]
     fn the_url_hint_names_every_backend() {
-        for b in BACKENDS {
+        for b in crate::BACKENDS {
             assert!(URL_HINT.contains(b.url_form), "{}", b.url_form);
         }
     }
