@@ -12,15 +12,23 @@
 //! One file per step: `plan` (what will happen, which tables are selected), `target`
 //! (inspecting the destination), `fetch` (details, globals and the archive from the store),
 //! `globals` (creating the roles the target lacks), `load` (pg_restore, selective lists, the
-//! count comparison). The PostgreSQL text formats (the `pg_restore --list` table of contents,
+//! count comparison). A backup in sections (format 2) streams through `sections`, with
+//! `select` (its selective lists), `clean` (what `--clean` drops first), `stop` (every stream
+//! stopped at the first failure), `leave` (what a stopped restore leaves behind) and
+//! `to_file` (`--to-file DIR`). The PostgreSQL text formats (the `pg_restore --list` table of contents,
 //! the globals script) are parsed in `dr_pg`.
 
+mod clean;
 mod fetch;
 mod globals;
+mod leave;
 mod load;
 mod plan;
 mod sections;
+mod select;
+mod stop;
 mod target;
+mod to_file;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -201,7 +209,7 @@ async fn restore(
     // Everything the operator asked for is checked before the first side effect.
     check_selection(details, opts, m)?;
     if let (Some(dir), Some(_)) = (&opts.to_file, &sections) {
-        sections::check_output_dir(dir)?;
+        to_file::check_output_dir(dir)?;
     }
     if opts.jobs == Some(0) {
         return Err(Error::config("--jobs must be at least 1"));
@@ -297,7 +305,7 @@ async fn restore(
     if let Some(s) = sections {
         let fetch_clock = Instant::now();
         if let Some(dir) = &opts.to_file {
-            sections::write_dir(ctx, m, &s, identities, dir, jobs).await?;
+            to_file::write_dir(ctx, m, &s, identities, dir, jobs).await?;
             seconds.insert("write_files".into(), fetch_clock.elapsed().as_secs_f64());
         }
         let Some(target) = target else {
