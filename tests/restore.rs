@@ -490,3 +490,63 @@ fn to_file_writes_a_pg_restore_archive_and_the_globals() {
         .unwrap_or_default()
         .contains("CREATE ROLE reporter"));
 }
+
+/// Issue 17 item 1: `echo n | dr restore latest --to …/app --clean` restored over the
+/// database without asking, because there was no terminal to ask on.
+#[test]
+fn without_a_terminal_a_restore_changes_no_existing_database_without_yes() {
+    let e = env();
+    backup(&e);
+    let piped_no = |args: &[&str]| {
+        let mut cmd = e.ws.dr_command(&e.cfg, args);
+        run_with_timeout(
+            &mut cmd,
+            Some(b"n\n".to_vec()),
+            std::time::Duration::from_secs(300),
+        )
+    };
+    // Into a database dr creates: nothing existing changes, no yes needed.
+    let url = e.pg.url("fresh");
+    let out = piped_no(&["restore", "latest", "--to", &url]);
+    assert_success(&out);
+    assert_eq!(e.pg.psql("fresh", "select count(*) from big"), "10000");
+    e.pg.psql("fresh", "insert into big (id) values (-1)");
+
+    // Over it (--clean), with `n` piped in and no --yes: refused, plan shown, untouched.
+    for extra in [&["--clean"][..], &["--force"][..]] {
+        let mut args = vec!["restore", "latest", "--to", &url];
+        args.extend_from_slice(extra);
+        let out = piped_no(&args);
+        assert_exit_code(&out, 7);
+        let err = stderr(&out);
+        assert!(err.contains("--yes"), "{err}");
+        assert!(err.contains("restore plan"), "{err}");
+        assert!(err.contains("nothing was changed"), "{err}");
+        assert_eq!(e.pg.psql("fresh", "select count(*) from big"), "10001");
+    }
+    // An existing empty database is an existing database too; --with-globals changes the
+    // server's roles.
+    e.pg.create_db("empty");
+    let out = e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("empty")]);
+    assert_exit_code(&out, 7);
+    assert_eq!(
+        e.pg.psql(
+            "empty",
+            "select count(*) from pg_class where relname = 'big'"
+        ),
+        "0"
+    );
+    let out = e.ws.dr(
+        &e.cfg,
+        &["restore", "--to", &e.pg.url("roles"), "--with-globals"],
+    );
+    assert_exit_code(&out, 7);
+    assert!(stderr(&out).contains("roles"), "{}", stderr(&out));
+    assert!(!db_exists(&e.pg, "roles"));
+
+    // With --yes it goes ahead.
+    let out =
+        e.ws.dr(&e.cfg, &["restore", "--to", &url, "--clean", "--yes"]);
+    assert_success(&out);
+    assert_eq!(e.pg.psql("fresh", "select count(*) from big"), "10000");
+}

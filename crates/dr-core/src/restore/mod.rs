@@ -103,8 +103,9 @@ impl RestoreReport {
     }
 }
 
-/// Ask the operator; `None` means no prompt (not a terminal, or --yes).
-pub type Confirm<'a> = Option<&'a (dyn Fn(&Plan) -> bool + Sync)>;
+/// Ask the operator before anything is changed: `Err` (a refusal, or the answer no) stops
+/// the restore with nothing changed. `None`: the operator said yes already (`--yes`).
+pub type Confirm<'a> = Option<&'a (dyn Fn(&Plan) -> Result<()> + Sync)>;
 
 /// Restore as the operator asked: pick the backup (`opts.selector`, `opts.target`), decrypt
 /// its details, then restore into `opts.to` (a `postgres://` URL) and/or `opts.to_file`.
@@ -254,9 +255,22 @@ async fn restore(
         destination_state: match &target {
             Some(t) if !t.exists => "database does not exist: it will be created".into(),
             Some(t) if t.user_objects == 0 => "empty database".into(),
-            Some(t) => format!("holds {} user objects", t.user_objects),
+            Some(t) => format!(
+                "holds {} user objects{}",
+                t.user_objects,
+                if opts.clean {
+                    ": --clean drops and recreates the backup's objects in it"
+                } else if opts.force {
+                    ": --force restores on top of them"
+                } else {
+                    ""
+                }
+            ),
             None => "new file".into(),
         },
+        changes_existing: target
+            .as_ref()
+            .is_some_and(|t| t.exists || opts.with_globals),
         tables: expected_tables.len(),
         rows: expected_rows,
         jobs,
@@ -287,12 +301,7 @@ async fn restore(
         return Ok(RestoreReport::not_restored(plan, seconds));
     }
     if let Some(ask) = confirm {
-        if !ask(&plan) {
-            return Err(Error::new(
-                Kind::Refused,
-                "restore cancelled at the prompt; nothing was changed",
-            ));
-        }
+        ask(&plan)?;
     }
 
     // Globals to a file, or to memory for --with-globals.

@@ -24,6 +24,10 @@ pub struct Plan {
     pub server_version: String,
     pub destination: String,
     pub destination_state: String,
+    /// The restore changes something that exists: the target database, or (with
+    /// `--with-globals`) the server's roles. dr asks first, and without a terminal to ask on
+    /// refuses unless `--yes`. A restore into a database dr creates changes nothing existing.
+    pub changes_existing: bool,
     pub tables: usize,
     pub rows: i64,
     pub jobs: u32,
@@ -217,6 +221,7 @@ mod tests {
             server_version: "17.2".into(),
             destination: "postgres://h/app".into(),
             destination_state: "empty database".into(),
+            changes_existing: true,
             tables: 1,
             rows: 1,
             jobs: 2,
