@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::Utc;
-use dr_core::daemon::{self, CancellationToken};
+use dr_core::daemon;
 use dr_core::report::{Reporter, RetryPolicy};
 use dr_core::{Context, Result};
 
@@ -48,9 +48,10 @@ pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
         retries: config.daemon.retries,
         backoff: std::time::Duration::from_secs(config.daemon.retry_backoff_secs),
     }));
-    let ctx = Arc::new(Context::open(config).await?);
-    let shutdown = CancellationToken::new();
-    crate::signals::daemon(shutdown.clone(), ctx.cancel.clone());
+    let mut ctx = Context::open(config).await?;
+    ctx.cancel = crate::signals::second();
+    let ctx = Arc::new(ctx);
+    let shutdown = crate::signals::first();
     tracing::info!("dr daemon starting with {} job(s)", jobs.len());
     let outcome = daemon::run(ctx, jobs, reporter, shutdown).await?;
     tracing::info!(
