@@ -602,3 +602,68 @@ fn verifying_a_corrupted_dump_says_damaged_with_exit_4() {
         stdout(&list)
     );
 }
+
+/// Issue 17 item 3: `dr restore --clean` while the application held a lock on a replaced
+/// table waited 89 s with nothing on stderr: dr's own `--clean` statements (dropping the
+/// foreign keys to the replaced tables) ran outside the sessions whose waits are reported.
+#[test]
+fn clean_waiting_behind_the_applications_lock_says_so_within_15_s() {
+    let e = Env::new();
+    e.pg.psql(
+        "app",
+        "create table p (id int primary key); create table c (id int primary key, p int references p); \
+         insert into p values (1); insert into c values (1, 1);",
+    );
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    e.pg.create_db("live");
+    e.pg.psql(
+        "live",
+        "create table p (id int primary key); create table c (id int primary key, p int references p);",
+    );
+    let mut holder = hold_lock(&e.pg, "live", "p");
+    let mut child = spawn_dr(
+        &e,
+        &cfg,
+        &["restore", "--to", &e.pg.url("live"), "--clean", "--yes"],
+    );
+    let err = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let started = Instant::now();
+    let mut waiting = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains("waiting for a lock") => {
+                waiting = Some((started.elapsed(), line));
+                break;
+            }
+            _ => {}
+        }
+    }
+    release_lock(&e.pg, &mut holder);
+    let status = child.wait().expect("wait");
+    let all = reader.join().unwrap_or_default();
+    let (after, line) =
+        waiting.unwrap_or_else(|| panic!("nothing said about the wait in 20 s:\n{all}"));
+    assert!(
+        after < Duration::from_secs(16),
+        "said after {after:?}: {line}"
+    );
+    assert!(
+        line.contains("blocked by") && line.contains("pid"),
+        "{line}"
+    );
+    assert!(line.contains("gives up"), "{line}");
+    assert_eq!(status.code(), Some(0), "{all}");
+    assert_eq!(e.pg.psql("live", "select count(*) from c"), "1");
+}

@@ -350,7 +350,8 @@ pub(super) async fn restore_sections(
         return Err(leave_target(l, created, &session_name, e).await);
     }
     seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
-    let (tables, mismatches) = count_and_compare(conn, l.details, opts, l.jobs).await?;
+    let (tables, mismatches) =
+        count_and_compare(ctx, conn, &session_name, l.details, opts, l.jobs).await?;
     Ok(Outcome {
         errors,
         tables,
@@ -400,7 +401,14 @@ async fn load(
         })
     };
     if l.opts.clean {
-        if let Err(e) = drop_foreign_keys_to_replaced(conn, l.details).await {
+        // Under the restore's session name: a DROP waiting for the application's lock is
+        // reported (and given up on) like pg_restore's own waits.
+        let dropped = tokio::select! {
+            r = drop_foreign_keys_to_replaced(&child_conn, l.details) => r,
+            () = stopper.token.cancelled() => Ok(()),
+        };
+        let stopped = dropped.and_then(|()| stopper.failure(ctx, conn).map_or(Ok(()), Err));
+        if let Err(e) = stopped {
             watcher.abort();
             return Err(e);
         }
