@@ -667,3 +667,27 @@ fn clean_waiting_behind_the_applications_lock_says_so_within_15_s() {
     assert_eq!(status.code(), Some(0), "{all}");
     assert_eq!(e.pg.psql("live", "select count(*) from c"), "1");
 }
+
+/// Issue 17 items 5 and 8: a restore to a server that is down exits 3 (unavailable), and a
+/// mistyped host says "no such host", not "is PostgreSQL running".
+#[test]
+fn a_server_that_is_down_or_a_mistyped_host_exits_3_and_says_which() {
+    let e = Env::new();
+    e.pg.psql("app", "create table t (id int); insert into t values (1);");
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    let down = format!("postgres://postgres@127.0.0.1:{}/copy", free_port());
+    let out = e.ws.dr(&cfg, &["restore", "--to", &down, "--yes"]);
+    assert_exit_code(&out, 3);
+    assert!(
+        stderr(&out).contains("Connection refused"),
+        "{}",
+        stderr(&out)
+    );
+    let typo = "postgres://postgres@no-such-host.invalid:5432/copy";
+    let out = e.ws.dr(&cfg, &["restore", "--to", typo, "--yes"]);
+    assert_exit_code(&out, 3);
+    let err = stderr(&out);
+    assert!(err.contains("no such host `no-such-host.invalid`"), "{err}");
+    assert!(!err.contains("is PostgreSQL running"), "{err}");
+}

@@ -195,7 +195,13 @@ fn a_flipped_byte_or_a_truncated_object_leaves_no_database_behind() {
 fn the_wrong_identity_is_a_clear_error() {
     let e = env();
     backup(&e);
-    let (other_id, _) = e.ws.keygen();
+    let (other_id, other_recipient) = e.ws.keygen();
+    let cfg_text = std::fs::read_to_string(&e.cfg).expect("cfg");
+    let backup_recipient = cfg_text
+        .split('"')
+        .find(|s| s.starts_with("age1"))
+        .expect("recipient in the config")
+        .to_string();
     let text = std::fs::read_to_string(&e.cfg).expect("cfg").replace(
         &e.identity.display().to_string(),
         &other_id.display().to_string(),
@@ -206,6 +212,14 @@ fn the_wrong_identity_is_a_clear_error() {
     assert_exit_code(&out, 4);
     assert!(stderr(&out).contains("identit"), "{}", stderr(&out));
     assert!(!db_exists(&e.pg, "wrongkey"));
+    // Issue 17 item 8: the hint names the backup's recipient, not the identity's own.
+    let hint = stderr(&out)
+        .lines()
+        .find(|l| l.starts_with("hint:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(hint.contains(&backup_recipient), "{hint}");
+    assert!(!hint.contains(&other_recipient), "{hint}");
 }
 
 #[test]
