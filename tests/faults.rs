@@ -691,3 +691,68 @@ fn a_server_that_is_down_or_a_mistyped_host_exits_3_and_says_which() {
     assert!(err.contains("no such host `no-such-host.invalid`"), "{err}");
     assert!(!err.contains("is PostgreSQL running"), "{err}");
 }
+
+/// Issue 17 item 4: a restore into a new database that fails in the server (the disk filled,
+/// here the temp file limit an index build hits) left the database it created, "partially
+/// restored". It is dropped: the server is as it was.
+#[test]
+fn a_restore_that_fails_in_the_server_drops_the_database_it_created() {
+    let e = Env::new();
+    load_tables(&e.pg, 1, 200_000);
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    e.pg.psql(
+        "postgres",
+        "alter role postgres set temp_file_limit = '64kB'; alter role postgres set maintenance_work_mem = '1MB';",
+    );
+    let out =
+        e.ws.dr(&cfg, &["restore", "--to", &e.pg.url("full"), "--yes"]);
+    e.pg.psql(
+        "postgres",
+        "alter role postgres reset temp_file_limit; alter role postgres reset maintenance_work_mem;",
+    );
+    assert_exit_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("temp_file_limit"), "{err}");
+    assert!(err.contains("created was dropped"), "{err}");
+    assert!(!err.contains("partially restored"), "{err}");
+    assert!(!e.db_exists("full"), "the created database was left: {err}");
+}
+
+/// Issue 17 item 4: the server dies mid-restore into a new database: dr cannot drop what it
+/// created, says so, and prints the exact `DROP DATABASE` to run.
+#[test]
+fn a_server_gone_mid_restore_gets_the_drop_database_to_run() {
+    let e = Env::new();
+    load_tables(&e.pg, 2, 300_000);
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup", "--jobs", "2"]));
+    let child = spawn_dr(
+        &e,
+        &cfg,
+        &["restore", "--to", &e.pg.url("gone"), "--yes", "--jobs", "2"],
+    );
+    let data_dir = e.pg.psql("postgres", "show data_directory");
+    let sessions =
+        "select count(*) from pg_stat_activity where application_name like 'dr-restore-%'";
+    wait_until("the restore's sessions", Duration::from_secs(120), || {
+        e.pg.psql("postgres", sessions) != "0"
+    });
+    let pid = std::fs::read_to_string(format!("{data_dir}/postmaster.pid"))
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    // Immediate shutdown: every backend ends at once, the server is gone.
+    assert!(Command::new("kill")
+        .args(["-QUIT", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("wait");
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("could not be dropped"), "{err}");
+    assert!(err.contains(r#"run: DROP DATABASE "gone";"#), "{err}");
+}

@@ -33,14 +33,22 @@ pub(super) async fn leave_target(
                 format!("the database {db} that this restore created was dropped: the server is as it was before")
             }),
             Err(err) => {
+                let sql = format!("DROP DATABASE {};", dr_pg::quote_ident(db));
                 e.details.push(format!(
-                    "the database {db} that this restore created could not be dropped: {err}"
+                    "the database {db} that this restore created could not be dropped ({}): it is left half-restored",
+                    err.message
+                ));
+                e.details.push(format!(
+                    "once the server {} is back, run: {sql}",
+                    conn.host_display()
                 ));
                 add_hint(
                     &mut e,
                     format!(
-                        "drop the half-restored database: psql -d postgres -c 'DROP DATABASE {}'",
-                        dr_pg::quote_ident(db)
+                        "drop the half-restored database when the server is back: psql -h {} -p {} -U {} -d postgres -c '{sql}'",
+                        conn.host_display().rsplit_once(':').map_or(conn.host_display(), |(h, _)| h.to_string()),
+                        conn.port(),
+                        conn.user()
                     ),
                 );
             }

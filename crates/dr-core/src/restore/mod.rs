@@ -429,34 +429,61 @@ fn finish(
         seconds,
     };
     if !report.errors.is_empty() || !report.mismatches.is_empty() {
-        let mut msg = format!(
-            "restore of backup {} into {} finished with errors:",
-            m.id, target.conn
-        );
-        for e in report.errors.iter().take(50) {
-            msg.push_str(&format!("\n  {e}"));
-        }
-        if report.errors.len() > 50 {
-            msg.push_str(&format!("\n  ... and {} more", report.errors.len() - 50));
-        }
-        for mm in &report.mismatches {
-            msg.push_str(&format!("\n  {mm}"));
-        }
-        msg.push_str(&failure_hint(&report.errors, opts));
-        return Err(Error::new(Kind::Failed, msg));
+        return Err(finished_with_errors(
+            m,
+            &target.conn,
+            &report.errors,
+            &report.mismatches,
+            opts,
+            false,
+        ));
     }
     Ok(report)
 }
 
+/// A restore that ran to the end with `pg_restore` errors or counts that differ: what went
+/// wrong and the next step. `created`: the database was created by this restore (and is
+/// dropped: the hint is then to restore again as before).
+pub(super) fn finished_with_errors(
+    m: &Manifest,
+    conn: &ConnInfo,
+    errors: &[String],
+    mismatches: &[String],
+    opts: &RestoreOptions,
+    created: bool,
+) -> Error {
+    let mut msg = format!(
+        "restore of backup {} into {} finished with errors:",
+        m.id, conn
+    );
+    for e in errors.iter().take(50) {
+        msg.push_str(&format!("\n  {e}"));
+    }
+    if errors.len() > 50 {
+        msg.push_str(&format!("\n  ... and {} more", errors.len() - 50));
+    }
+    for mm in mismatches {
+        msg.push_str(&format!("\n  {mm}"));
+    }
+    msg.push_str(&failure_hint(errors, opts, created));
+    Error::new(Kind::Failed, msg)
+}
+
 /// The next step after a restore with errors, from what the errors say: a missing role or
 /// extension gets its own advice, anything else the general one.
-fn failure_hint(errors: &[String], opts: &RestoreOptions) -> String {
-    let again = if opts.tables.is_empty() && opts.schemas.is_empty() {
+fn failure_hint(errors: &[String], opts: &RestoreOptions, created: bool) -> String {
+    let again = if created {
+        "restore again (the database is created anew)"
+    } else if opts.tables.is_empty() && opts.schemas.is_empty() {
         "restore again with --clean"
     } else {
         "drop the database and restore into it again"
     };
-    let mut hint = String::from("\nhint: the database is partially restored; ");
+    let mut hint = String::from(if created {
+        "\nhint: "
+    } else {
+        "\nhint: the database is partially restored; "
+    });
     if errors
         .iter()
         .any(|e| e.contains("role \"") && e.contains("does not exist"))
@@ -484,11 +511,13 @@ mod tests {
         let role = failure_hint(
             &[r#"pg_restore: error: role "reporter" does not exist"#.to_string()],
             &opts,
+            false,
         );
         assert!(role.contains("--with-globals"));
         let other = failure_hint(
             &[r#"pg_restore: error: relation "public.x" does not exist"#.to_string()],
             &opts,
+            false,
         );
         assert!(!other.contains("role"));
         assert!(!other.contains("extension"));

@@ -350,8 +350,17 @@ pub(super) async fn restore_sections(
         return Err(leave_target(l, created, &session_name, e).await);
     }
     seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
-    let (tables, mismatches) =
-        count_and_compare(ctx, conn, &session_name, l.details, opts, l.jobs).await?;
+    // A database this restore created is dropped on any failure, to the end.
+    let counted = count_and_compare(ctx, conn, &session_name, l.details, opts, l.jobs).await;
+    let (tables, mismatches) = match counted {
+        Ok(c) => c,
+        Err(e) if created => return Err(leave_target(l, created, &session_name, e).await),
+        Err(e) => return Err(e),
+    };
+    if created && (!errors.is_empty() || !mismatches.is_empty()) {
+        let e = super::finished_with_errors(l.m, conn, &errors, &mismatches, opts, true);
+        return Err(leave_target(l, created, &session_name, e).await);
+    }
     Ok(Outcome {
         errors,
         tables,
