@@ -288,7 +288,16 @@ async fn restore(
             .map(|s| format!("schema {s}"))
             .chain(opts.tables.iter().map(|t| format!("table {t}")))
             .collect(),
-        estimated_restore: measured.map(|x| crate::rto::estimate(x, archive_bytes)),
+        // A selection reads only its sections (format 2): scaled to what it reads.
+        estimated_restore: measured.map(|x| {
+            crate::rto::estimate(
+                x,
+                match &sections {
+                    Some(s) => sections::bytes_read(s, details, opts),
+                    None => archive_bytes,
+                },
+            )
+        }),
     };
     if let Some(t) = &target {
         t.check_accepts(m, opts)?;

@@ -94,7 +94,12 @@ impl std::fmt::Display for Plan {
                 crate::rto::human_seconds(e.measured_seconds),
                 e.measured_backup_id,
                 crate::time::format(e.measured_at),
-                if e.scaled {
+                if e.scaled && !self.selection.is_empty() {
+                    format!(
+                        ", scaled from its {} archive to the sections this selection reads",
+                        human_bytes(e.measured_archive_bytes)
+                    )
+                } else if e.scaled {
                     format!(
                         ", scaled from its {} archive",
                         human_bytes(e.measured_archive_bytes)

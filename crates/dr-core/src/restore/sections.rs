@@ -83,6 +83,17 @@ pub(super) fn selected_streams(
     set.into_iter().filter(|i| *i < streams).collect()
 }
 
+/// The raw bytes a restore reads: every section, or for a selection the pre-data, the data
+/// streams holding a selected table and the post-data. The restore estimate scales by it.
+pub(super) fn bytes_read(s: &Sections<'_>, details: &BackupDetails, opts: &RestoreOptions) -> u64 {
+    s.pre.raw_bytes
+        + selected_streams(details, opts, s.data.len())
+            .into_iter()
+            .map(|i| s.data[i].raw_bytes)
+            .sum::<u64>()
+        + s.post.raw_bytes
+}
+
 /// Free temp disk a restore into a database needs: the post-data archive, and what a
 /// selective restore stages (the pre-data and the selected data streams).
 pub(super) fn temp_needed(s: &Sections<'_>, details: &BackupDetails, opts: &RestoreOptions) -> u64 {
