@@ -504,28 +504,47 @@ impl Run<'_> {
         if s.jobs > 1 {
             args.push(format!("--jobs={}", s.jobs));
         }
+        // A list for a section read from a file goes through pg_restore's stdin: it takes no
+        // temp disk, so the plan's temp bound (the staged sections) holds.
         let _list_file;
+        let mut list_in = None;
         if let Some(list) = &s.list {
-            let mut f = tempfile::Builder::new()
-                .prefix("list-")
-                .tempfile_in(self.dir)
-                .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
-            f.write_all(list.as_bytes())
-                .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
-            args.push(format!("--use-list={}", f.path().display()));
-            _list_file = f;
+            if matches!(s.source, Source::File(_)) {
+                args.push("--use-list=/dev/stdin".into());
+                list_in = Some(list.clone());
+            } else {
+                let mut f = tempfile::Builder::new()
+                    .prefix("list-")
+                    .tempfile_in(self.dir)
+                    .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
+                f.write_all(list.as_bytes())
+                    .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
+                args.push(format!("--use-list={}", f.path().display()));
+                _list_file = f;
+            }
         }
         tracing::info!(section = %s.label, "pg_restore started");
         match &s.source {
             Source::File(p) => {
                 args.push(p.display().to_string());
-                let child = ChildProcess::spawn(
+                let mut child = ChildProcess::spawn(
                     self.pg_restore,
                     &args,
                     Some(self.child_conn),
-                    std::process::Stdio::null(),
+                    if list_in.is_some() {
+                        std::process::Stdio::piped()
+                    } else {
+                        std::process::Stdio::null()
+                    },
                     std::process::Stdio::null(),
                 )?;
+                if let (Some(list), Some(mut stdin)) = (list_in, child.stdin()) {
+                    // Closed when written: pg_restore reads the list to its end first.
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = stdin.write_all(list.as_bytes()).await;
+                    });
+                }
                 self.finish(child, &s.label).await
             }
             Source::Pipe(rec) => {
