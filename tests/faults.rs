@@ -756,3 +756,43 @@ fn a_server_gone_mid_restore_gets_the_drop_database_to_run() {
     assert!(err.contains("could not be dropped"), "{err}");
     assert!(err.contains(r#"run: DROP DATABASE "gone";"#), "{err}");
 }
+
+/// Issue 17 item 5: a `--clean` restore over an existing database interrupted during
+/// pg_restore says the target is partially restored and gives the command to retry.
+#[test]
+fn an_interrupted_clean_restore_says_partially_restored_and_how_to_retry() {
+    let e = Env::new();
+    load_tables(&e.pg, 2, 300_000);
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup", "--jobs", "2"]));
+    e.pg.create_db("copy");
+    e.pg.psql("copy", "create table t0 (id int);");
+    let child = spawn_dr(
+        &e,
+        &cfg,
+        &[
+            "restore",
+            "--to",
+            &e.pg.url("copy"),
+            "--clean",
+            "--yes",
+            "--jobs",
+            "2",
+        ],
+    );
+    let sessions =
+        "select count(*) from pg_stat_activity where application_name like 'dr-restore-%'";
+    wait_until("the restore's sessions", Duration::from_secs(120), || {
+        e.pg.psql("postgres", sessions) != "0"
+    });
+    signal(&child, "-INT");
+    let out = child.wait_with_output().expect("wait");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("PARTIALLY restored"), "{err}");
+    assert!(
+        err.contains("dr restore ") && err.contains("--clean"),
+        "{err}"
+    );
+    assert!(!err.contains("aborting uploads"), "{err}");
+}
