@@ -693,3 +693,197 @@ fn verifying_a_corrupted_dump_says_damaged_with_exit_4() {
         stdout(&list)
     );
 }
+
+/// Issue 17 item 3: `dr restore --clean` while the application held a lock on a replaced
+/// table waited 89 s with nothing on stderr: dr's own `--clean` statements (dropping the
+/// foreign keys to the replaced tables) ran outside the sessions whose waits are reported.
+#[test]
+fn clean_waiting_behind_the_applications_lock_says_so_within_15_s() {
+    let e = Env::new();
+    e.pg.psql(
+        "app",
+        "create table p (id int primary key); create table c (id int primary key, p int references p); \
+         insert into p values (1); insert into c values (1, 1);",
+    );
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    e.pg.create_db("live");
+    e.pg.psql(
+        "live",
+        "create table p (id int primary key); create table c (id int primary key, p int references p);",
+    );
+    let mut holder = hold_lock(&e.pg, "live", "p");
+    let mut child = spawn_dr(
+        &e,
+        &cfg,
+        &["restore", "--to", &e.pg.url("live"), "--clean", "--yes"],
+    );
+    let err = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let started = Instant::now();
+    let mut waiting = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains("waiting for a lock") => {
+                waiting = Some((started.elapsed(), line));
+                break;
+            }
+            _ => {}
+        }
+    }
+    release_lock(&e.pg, &mut holder);
+    let status = child.wait().expect("wait");
+    let all = reader.join().unwrap_or_default();
+    let (after, line) =
+        waiting.unwrap_or_else(|| panic!("nothing said about the wait in 20 s:\n{all}"));
+    assert!(
+        after < Duration::from_secs(16),
+        "said after {after:?}: {line}"
+    );
+    assert!(
+        line.contains("blocked by") && line.contains("pid"),
+        "{line}"
+    );
+    assert!(line.contains("gives up"), "{line}");
+    assert_eq!(status.code(), Some(0), "{all}");
+    assert_eq!(e.pg.psql("live", "select count(*) from c"), "1");
+}
+
+/// Issue 17 items 5 and 8: a restore to a server that is down exits 3 (unavailable), and a
+/// mistyped host says "no such host", not "is PostgreSQL running".
+#[test]
+fn a_server_that_is_down_or_a_mistyped_host_exits_3_and_says_which() {
+    let e = Env::new();
+    e.pg.psql("app", "create table t (id int); insert into t values (1);");
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    let down = format!("postgres://postgres@127.0.0.1:{}/copy", free_port());
+    let out = e.ws.dr(&cfg, &["restore", "--to", &down, "--yes"]);
+    assert_exit_code(&out, 3);
+    assert!(
+        stderr(&out).contains("Connection refused"),
+        "{}",
+        stderr(&out)
+    );
+    let typo = "postgres://postgres@no-such-host.invalid:5432/copy";
+    let out = e.ws.dr(&cfg, &["restore", "--to", typo, "--yes"]);
+    assert_exit_code(&out, 3);
+    let err = stderr(&out);
+    assert!(err.contains("no such host `no-such-host.invalid`"), "{err}");
+    assert!(!err.contains("is PostgreSQL running"), "{err}");
+}
+
+/// Issue 17 item 4: a restore into a new database that fails in the server (the disk filled,
+/// here the temp file limit an index build hits) left the database it created, "partially
+/// restored". It is dropped: the server is as it was.
+#[test]
+fn a_restore_that_fails_in_the_server_drops_the_database_it_created() {
+    let e = Env::new();
+    load_tables(&e.pg, 1, 200_000);
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup"]));
+    e.pg.psql(
+        "postgres",
+        "alter role postgres set temp_file_limit = '64kB'; alter role postgres set maintenance_work_mem = '1MB';",
+    );
+    let out =
+        e.ws.dr(&cfg, &["restore", "--to", &e.pg.url("full"), "--yes"]);
+    e.pg.psql(
+        "postgres",
+        "alter role postgres reset temp_file_limit; alter role postgres reset maintenance_work_mem;",
+    );
+    assert_exit_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("temp_file_limit"), "{err}");
+    assert!(err.contains("created was dropped"), "{err}");
+    assert!(!err.contains("partially restored"), "{err}");
+    assert!(!e.db_exists("full"), "the created database was left: {err}");
+}
+
+/// Issue 17 item 4: the server dies mid-restore into a new database: dr cannot drop what it
+/// created, says so, and prints the exact `DROP DATABASE` to run.
+#[test]
+fn a_server_gone_mid_restore_gets_the_drop_database_to_run() {
+    let e = Env::new();
+    load_tables(&e.pg, 2, 300_000);
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup", "--jobs", "2"]));
+    let child = spawn_dr(
+        &e,
+        &cfg,
+        &["restore", "--to", &e.pg.url("gone"), "--yes", "--jobs", "2"],
+    );
+    let data_dir = e.pg.psql("postgres", "show data_directory");
+    let sessions =
+        "select count(*) from pg_stat_activity where application_name like 'dr-restore-%'";
+    wait_until("the restore's sessions", Duration::from_secs(120), || {
+        e.pg.psql("postgres", sessions) != "0"
+    });
+    let pid = std::fs::read_to_string(format!("{data_dir}/postmaster.pid"))
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    // Immediate shutdown: every backend ends at once, the server is gone.
+    assert!(Command::new("kill")
+        .args(["-QUIT", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("wait");
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("could not be dropped"), "{err}");
+    assert!(err.contains(r#"run: DROP DATABASE "gone";"#), "{err}");
+}
+
+/// Issue 17 item 5: a `--clean` restore over an existing database interrupted during
+/// pg_restore says the target is partially restored and gives the command to retry.
+#[test]
+fn an_interrupted_clean_restore_says_partially_restored_and_how_to_retry() {
+    let e = Env::new();
+    load_tables(&e.pg, 2, 300_000);
+    let cfg = e.config("");
+    assert_success(&e.ws.dr(&cfg, &["backup", "--jobs", "2"]));
+    e.pg.create_db("copy");
+    e.pg.psql("copy", "create table t0 (id int);");
+    let child = spawn_dr(
+        &e,
+        &cfg,
+        &[
+            "restore",
+            "--to",
+            &e.pg.url("copy"),
+            "--clean",
+            "--yes",
+            "--jobs",
+            "2",
+        ],
+    );
+    let sessions =
+        "select count(*) from pg_stat_activity where application_name like 'dr-restore-%'";
+    wait_until("the restore's sessions", Duration::from_secs(120), || {
+        e.pg.psql("postgres", sessions) != "0"
+    });
+    signal(&child, "-INT");
+    let out = child.wait_with_output().expect("wait");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("PARTIALLY restored"), "{err}");
+    assert!(
+        err.contains("dr restore ") && err.contains("--clean"),
+        "{err}"
+    );
+    assert!(!err.contains("aborting uploads"), "{err}");
+}

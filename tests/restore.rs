@@ -195,7 +195,13 @@ fn a_flipped_byte_or_a_truncated_object_leaves_no_database_behind() {
 fn the_wrong_identity_is_a_clear_error() {
     let e = env();
     backup(&e);
-    let (other_id, _) = e.ws.keygen();
+    let (other_id, other_recipient) = e.ws.keygen();
+    let cfg_text = std::fs::read_to_string(&e.cfg).expect("cfg");
+    let backup_recipient = cfg_text
+        .split('"')
+        .find(|s| s.starts_with("age1"))
+        .expect("recipient in the config")
+        .to_string();
     let text = std::fs::read_to_string(&e.cfg).expect("cfg").replace(
         &e.identity.display().to_string(),
         &other_id.display().to_string(),
@@ -206,6 +212,14 @@ fn the_wrong_identity_is_a_clear_error() {
     assert_exit_code(&out, 4);
     assert!(stderr(&out).contains("identit"), "{}", stderr(&out));
     assert!(!db_exists(&e.pg, "wrongkey"));
+    // Issue 17 item 8: the hint names the backup's recipient, not the identity's own.
+    let hint = stderr(&out)
+        .lines()
+        .find(|l| l.starts_with("hint:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(hint.contains(&backup_recipient), "{hint}");
+    assert!(!hint.contains(&other_recipient), "{hint}");
 }
 
 #[test]
@@ -558,4 +572,64 @@ fn with_globals_creates_a_superuser_with_a_password_only_when_named() {
     assert_eq!(role("evil"), "true,true");
     assert_eq!(role("postgres"), "true,false");
     assert_eq!(e.pg.row_counts("app"), other.row_counts("copy"));
+}
+
+/// Issue 17 item 1: `echo n | dr restore latest --to …/app --clean` restored over the
+/// database without asking, because there was no terminal to ask on.
+#[test]
+fn without_a_terminal_a_restore_changes_no_existing_database_without_yes() {
+    let e = env();
+    backup(&e);
+    let piped_no = |args: &[&str]| {
+        let mut cmd = e.ws.dr_command(&e.cfg, args);
+        run_with_timeout(
+            &mut cmd,
+            Some(b"n\n".to_vec()),
+            std::time::Duration::from_secs(300),
+        )
+    };
+    // Into a database dr creates: nothing existing changes, no yes needed.
+    let url = e.pg.url("fresh");
+    let out = piped_no(&["restore", "latest", "--to", &url]);
+    assert_success(&out);
+    assert_eq!(e.pg.psql("fresh", "select count(*) from big"), "10000");
+    e.pg.psql("fresh", "insert into big (id) values (-1)");
+
+    // Over it (--clean), with `n` piped in and no --yes: refused, plan shown, untouched.
+    for extra in [&["--clean"][..], &["--force"][..]] {
+        let mut args = vec!["restore", "latest", "--to", &url];
+        args.extend_from_slice(extra);
+        let out = piped_no(&args);
+        assert_exit_code(&out, 7);
+        let err = stderr(&out);
+        assert!(err.contains("--yes"), "{err}");
+        assert!(err.contains("restore plan"), "{err}");
+        assert!(err.contains("nothing was changed"), "{err}");
+        assert_eq!(e.pg.psql("fresh", "select count(*) from big"), "10001");
+    }
+    // An existing empty database is an existing database too; --with-globals changes the
+    // server's roles.
+    e.pg.create_db("empty");
+    let out = e.ws.dr(&e.cfg, &["restore", "--to", &e.pg.url("empty")]);
+    assert_exit_code(&out, 7);
+    assert_eq!(
+        e.pg.psql(
+            "empty",
+            "select count(*) from pg_class where relname = 'big'"
+        ),
+        "0"
+    );
+    let out = e.ws.dr(
+        &e.cfg,
+        &["restore", "--to", &e.pg.url("roles"), "--with-globals"],
+    );
+    assert_exit_code(&out, 7);
+    assert!(stderr(&out).contains("roles"), "{}", stderr(&out));
+    assert!(!db_exists(&e.pg, "roles"));
+
+    // With --yes it goes ahead.
+    let out =
+        e.ws.dr(&e.cfg, &["restore", "--to", &url, "--clean", "--yes"]);
+    assert_success(&out);
+    assert_eq!(e.pg.psql("fresh", "select count(*) from big"), "10000");
 }

@@ -127,3 +127,56 @@ fn sigint_during_a_restore_leaves_no_temp_file_and_an_untouched_target() {
         "0"
     );
 }
+
+/// Process `pid` has started: it holds back SIGTERM (dr's first line), or runs more than one
+/// thread (its runtime), whichever comes first. False once it is gone.
+fn started(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let blocked = u64::from_str_radix(&field("SigBlk:"), 16).unwrap_or(0);
+    let threads: u32 = field("Threads:").parse().unwrap_or(0);
+    blocked & (1 << (15 - 1)) != 0 || threads > 1
+}
+
+/// Issue 17 item 5: `dr prune` got a SIGTERM in its first instant and died of it (143): the
+/// handler was installed only once the repository was open. From the first line of `main`
+/// a signal is held for the graceful stop: sent the moment dr has started, it exits 130,
+/// every time.
+#[test]
+fn sigterm_in_the_first_instant_exits_130_not_143() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let (ws, _pg, cfg, _repo) = setup(10);
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    let mut text = std::fs::read_to_string(&cfg).expect("cfg");
+    text.push_str("[retention]\ndaily = 7\n");
+    std::fs::write(&cfg, text).expect("write cfg");
+    for run in 0..30 {
+        let mut cmd = ws.dr_command(&cfg, &["prune"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn");
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !started(pid) {
+            assert!(Instant::now() < deadline, "dr never started");
+        }
+        let _ = kill(
+            Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+            Signal::SIGTERM,
+        );
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "run {run}: {:?}\n{}",
+            out.status,
+            stderr(&out)
+        );
+    }
+}

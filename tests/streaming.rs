@@ -571,3 +571,53 @@ fn to_file_writes_each_section_and_the_restore_order() {
     );
     assert_exit_code(&out, 2);
 }
+
+/// The total size of the files under `dir`, now.
+fn bytes_under(dir: &Path) -> u64 {
+    files_under(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Issue 17 item 9: the temp disk `--dry-run` states is an upper bound of what the restore
+/// writes there. It used to leave out the `pg_restore --use-list` files written next to
+/// the staged sections (a few hundred bytes over for a whole restore).
+#[test]
+fn the_temp_disk_the_plan_states_bounds_what_the_restore_writes() {
+    let e = dir_env(&default_pg_bin_dir());
+    backup3(&e.ws, &e.cfg);
+    for (selection, db) in [(&[][..], "whole"), (&["--table", "public.bulk"][..], "one")] {
+        let tmp = e.ws.path().join(format!("tmp-{db}"));
+        std::fs::create_dir_all(&tmp).expect("mkdir");
+        let tmp_s = tmp.display().to_string();
+        let url = e.pg.url(db);
+        let mut args = vec!["restore", "--to", &url, "--temp-dir", &tmp_s];
+        args.extend_from_slice(selection);
+        let mut dry = args.clone();
+        dry.extend_from_slice(&["--dry-run", "--json"]);
+        let out = e.ws.dr(&e.cfg, &dry);
+        assert_success(&out);
+        let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+        let bound = plan["plan"]["temp_bytes_needed"].as_u64().expect("bound");
+
+        args.push("--yes");
+        let mut cmd = e.ws.dr_command(&e.cfg, &args);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let mut peak = 0;
+        while child.try_wait().expect("try_wait").is_none() {
+            peak = peak.max(bytes_under(&tmp));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let out = child.wait_with_output().expect("wait");
+        assert_success(&out);
+        assert!(peak > 0, "{db}: nothing seen in the temp dir");
+        assert!(
+            peak <= bound,
+            "{db}: the restore wrote {peak} bytes in its temp dir, the plan said at most {bound}"
+        );
+    }
+}

@@ -157,6 +157,29 @@ fn the_restore_time_measured_by_verify_is_listed_and_estimated() {
     assert_eq!(est["measured_backup_id"], id.as_str());
     assert_eq!(est["scaled"], false);
     assert_eq!(est["seconds"].as_f64(), Some(measured));
+
+    // Issue 17 item 12: one small table reads a fraction of the backup: so does its estimate.
+    let out = e.ws.dr(
+        &e.cfg,
+        &[
+            "restore",
+            "--to",
+            &e._pg.url("estimated"),
+            "--table",
+            "public.empty_table",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_success(&out);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let est = &r["plan"]["estimated_restore"];
+    assert_eq!(est["scaled"], true, "{r}");
+    let one = est["seconds"].as_f64().expect("seconds");
+    assert!(
+        one < measured,
+        "one table {one} s, whole backup {measured} s"
+    );
 }
 
 #[test]

@@ -423,8 +423,11 @@ impl ConnInfo {
             })
         };
         let client = connected.map_err(|e| {
-            let detail = describe(&e);
-            let hint = if detail.contains("password authentication failed")
+            let mut detail = describe(&e);
+            let hint = if let Some(host) = self.unknown_host(&detail) {
+                detail = format!("no such host `{host}` ({detail})");
+                format!("check the host name in the URL (a typo?) and this machine's DNS: `getent hosts {host}`")
+            } else if detail.contains("password authentication failed")
                 || detail.contains("no password supplied")
                 || detail.contains("password")
             {
@@ -446,6 +449,25 @@ impl ConnInfo {
             }
         })?;
         Ok(client)
+    }
+}
+
+impl ConnInfo {
+    /// The host name, when `detail` says it could not be resolved (DNS).
+    fn unknown_host(&self, detail: &str) -> Option<String> {
+        let dns = [
+            "failed to lookup address",
+            "Name or service not known",
+            "nodename nor servname",
+            "No address associated with hostname",
+        ];
+        if !dns.iter().any(|d| detail.contains(d)) {
+            return None;
+        }
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => Some(h.clone()),
+            _ => None,
+        }
     }
 }
 

@@ -210,7 +210,8 @@ pub struct RestoreArgs {
     /// Print the plan (with the time the newest verification measured, as an estimate) and exit.
     #[arg(long)]
     pub dry_run: bool,
-    /// Do not ask for confirmation.
+    /// Do not ask for confirmation. Without a terminal, a restore into an existing database
+    /// (or with --with-globals) is refused unless --yes is given.
     #[arg(long, short)]
     pub yes: bool,
     /// Directory for what is staged: the post-data section (and, for --table/--schema, the

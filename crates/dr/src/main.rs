@@ -14,6 +14,8 @@ mod signals;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything else: a SIGTERM from now on is a graceful stop, never a kill.
+    signals::hold();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Before clap and before any thread: the file may set DR_CONFIG, PGPASSWORD, AWS_*.
     let env_warning = match envfile::requested(&args) {
@@ -58,6 +60,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    {
+        let _in_runtime = runtime.enter();
+        signals::listen(match &cli.command {
+            cli::Command::Daemon { .. } => signals::Steps::Daemon,
+            other => signals::Steps::OneShot(signals::one_shot_message(other)),
+        });
+    }
     let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {

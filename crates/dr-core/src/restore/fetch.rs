@@ -54,7 +54,8 @@ pub async fn fetch_details(
         .await
         .map_err(|e| Error::from(e).context(format!("backup {}", m.id)))?;
     check_digest(rec, &bytes)?;
-    let plain = dr_stream::unseal(&bytes, identities, &rec.key)?;
+    let plain =
+        dr_stream::unseal(&bytes, identities, &rec.key).map_err(|e| name_recipients(e, m))?;
     let details: BackupDetails = serde_json::from_slice(&plain)
         .map_err(|e| Error::new(Kind::Integrity, format!("`{}` is not valid: {e}", rec.key)))?;
     cross_check(m, &details)?;
@@ -79,6 +80,25 @@ fn cross_check(m: &Manifest, details: &BackupDetails) -> Result<()> {
             ),
         )
     })
+}
+
+/// An identity that does not fit: the hint names the backup's recipients (its manifest's),
+/// whose identity would decrypt it, not the configured identity's own.
+fn name_recipients(e: dr_stream::StreamError, m: &Manifest) -> Error {
+    let wrong = matches!(e, dr_stream::StreamError::WrongIdentity { .. });
+    let mut err = Error::from(e);
+    if wrong {
+        err.hint = Some(if m.recipients.is_empty() {
+            "the backup's manifest does not record its recipients: point encryption.identity_file at the identity the backup host encrypted to".to_string()
+        } else {
+            format!(
+                "backup {} was encrypted to {}: point encryption.identity_file at the identity of one of them (`# public key:` in the identity file names its recipient)",
+                m.id,
+                m.recipients.join(", ")
+            )
+        });
+    }
+    err
 }
 
 /// The `pg_dumpall --globals-only` script, checked and decrypted; also written to

@@ -134,7 +134,8 @@ pub(super) async fn restore_into(
         Err(dr_pg::PgError::Failed(pf)) => errors.extend(error_lines(&pf)),
         Err(e) => return Err(e.into()),
     }
-    let (tables, mismatches) = count_and_compare(conn, details, opts, jobs).await?;
+    let (tables, mismatches) =
+        count_and_compare(ctx, conn, &session_name, details, opts, jobs).await?;
     Ok(Outcome {
         errors,
         tables,
@@ -213,19 +214,38 @@ pub(super) fn error_lines(pf: &dr_pg::ProcessFailure) -> Vec<String> {
 }
 
 /// Count the restored tables and compare with what the backup recorded for the selection.
+/// The counting sessions are named `session_name`: a count waiting for the application's
+/// lock is reported every [`LOCK_REPORT_EVERY`] and given up on at the limit.
 pub(super) async fn count_and_compare(
+    ctx: &Context,
     conn: &ConnInfo,
+    session_name: &str,
     details: &BackupDetails,
     opts: &RestoreOptions,
     jobs: u32,
 ) -> Result<(BTreeMap<String, (i64, i64)>, Vec<String>)> {
     let (expected, _) = selected_counts(details, opts);
-    let actual: BTreeMap<String, i64> =
-        dr_pg::count_tables_parallel(conn, usize::try_from(jobs).unwrap_or(2))
-            .await?
-            .into_iter()
-            .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
-            .collect();
+    let counting = conn.with_application_name(session_name);
+    let lock_wait = ctx.config.restore.lock_wait_timeout_secs;
+    let watcher = watch_lock_waits(
+        conn.clone(),
+        session_name.to_string(),
+        (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
+    );
+    let counted = tokio::select! {
+        r = dr_pg::count_tables_parallel(&counting, usize::try_from(jobs).unwrap_or(2)) => r?,
+        why = watcher => {
+            let _ = dr_pg::end_sessions(conn, session_name, Duration::from_secs(10)).await;
+            return Err(Error::new(
+                Kind::Failed,
+                format!("counting the restored rows in {conn} was stopped: {why}\nhint: the data is restored but not checked: stop the application's connections to the target, then compare the counts (`dr show` lists the backup's)"),
+            ));
+        }
+    };
+    let actual: BTreeMap<String, i64> = counted
+        .into_iter()
+        .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
+        .collect();
     Ok(compare_counts(&expected, &actual))
 }
 
@@ -357,7 +377,15 @@ pub(super) async fn watch_lock_waits(
         if last_report.elapsed() >= LOCK_REPORT_EVERY {
             last_report = Instant::now();
             for w in waits.iter().filter(|w| w.waiting_secs >= 5) {
-                tracing::warn!("restore waiting for a lock: {w}");
+                match limit {
+                    Some(l) => tracing::warn!(
+                        "restore waiting for a lock: {w}; dr gives up once a statement has waited {} s (restore.lock_wait_timeout_secs)",
+                        l.as_secs()
+                    ),
+                    None => tracing::warn!(
+                        "restore waiting for a lock: {w}; dr waits without a limit (restore.lock_wait_timeout_secs = 0)"
+                    ),
+                }
             }
         }
     }

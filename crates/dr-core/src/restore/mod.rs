@@ -12,15 +12,23 @@
 //! One file per step: `plan` (what will happen, which tables are selected), `target`
 //! (inspecting the destination), `fetch` (details, globals and the archive from the store),
 //! `globals` (creating the roles the target lacks), `load` (pg_restore, selective lists, the
-//! count comparison). The PostgreSQL text formats (the `pg_restore --list` table of contents,
+//! count comparison). A backup in sections (format 2) streams through `sections`, with
+//! `select` (its selective lists), `clean` (what `--clean` drops first), `stop` (every stream
+//! stopped at the first failure), `leave` (what a stopped restore leaves behind) and
+//! `to_file` (`--to-file DIR`). The PostgreSQL text formats (the `pg_restore --list` table of contents,
 //! the globals script) are parsed in `dr_pg`.
 
+mod clean;
 mod fetch;
 mod globals;
+mod leave;
 mod load;
 mod plan;
 mod sections;
+mod select;
+mod stop;
 mod target;
+mod to_file;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -101,8 +109,9 @@ impl RestoreReport {
     }
 }
 
-/// Ask the operator; `None` means no prompt (not a terminal, or --yes).
-pub type Confirm<'a> = Option<&'a (dyn Fn(&Plan) -> bool + Sync)>;
+/// Ask the operator before anything is changed: `Err` (a refusal, or the answer no) stops
+/// the restore with nothing changed. `None`: the operator said yes already (`--yes`).
+pub type Confirm<'a> = Option<&'a (dyn Fn(&Plan) -> Result<()> + Sync)>;
 
 /// Restore as the operator asked: pick the backup (`opts.selector`, `opts.target`), decrypt
 /// its details, then restore into `opts.to` (a `postgres://` URL) and/or `opts.to_file`.
@@ -207,7 +216,7 @@ async fn restore(
     // Everything the operator asked for is checked before the first side effect.
     check_selection(details, opts, m)?;
     if let (Some(dir), Some(_)) = (&opts.to_file, &sections) {
-        sections::check_output_dir(dir)?;
+        to_file::check_output_dir(dir)?;
     }
     if opts.jobs == Some(0) {
         return Err(Error::config("--jobs must be at least 1"));
@@ -261,9 +270,22 @@ async fn restore(
         destination_state: match &target {
             Some(t) if !t.exists => "database does not exist: it will be created".into(),
             Some(t) if t.user_objects == 0 => "empty database".into(),
-            Some(t) => format!("holds {} user objects", t.user_objects),
+            Some(t) => format!(
+                "holds {} user objects{}",
+                t.user_objects,
+                if opts.clean {
+                    ": --clean drops and recreates the backup's objects in it"
+                } else if opts.force {
+                    ": --force restores on top of them"
+                } else {
+                    ""
+                }
+            ),
             None => "new file".into(),
         },
+        changes_existing: target
+            .as_ref()
+            .is_some_and(|t| t.exists || opts.with_globals),
         tables: expected_tables.len(),
         rows: expected_rows,
         jobs,
@@ -281,7 +303,16 @@ async fn restore(
             .map(|s| format!("schema {s}"))
             .chain(opts.tables.iter().map(|t| format!("table {t}")))
             .collect(),
-        estimated_restore: measured.map(|x| crate::rto::estimate(x, archive_bytes)),
+        // A selection reads only its sections (format 2): scaled to what it reads.
+        estimated_restore: measured.map(|x| {
+            crate::rto::estimate(
+                x,
+                match &sections {
+                    Some(s) => sections::bytes_read(s, details, opts),
+                    None => archive_bytes,
+                },
+            )
+        }),
         powerful_roles: early_globals
             .as_ref()
             .map(|(_, roles)| plan::powerful_roles(roles, opts))
@@ -302,12 +333,7 @@ async fn restore(
         globals::check_allowed(roles, opts, &m.id.to_string())?;
     }
     if let Some(ask) = confirm {
-        if !ask(&plan) {
-            return Err(Error::new(
-                Kind::Refused,
-                "restore cancelled at the prompt; nothing was changed",
-            ));
-        }
+        ask(&plan)?;
     }
 
     // Globals to a file, or to memory for --with-globals.
@@ -322,7 +348,7 @@ async fn restore(
     if let Some(s) = sections {
         let fetch_clock = Instant::now();
         if let Some(dir) = &opts.to_file {
-            sections::write_dir(ctx, m, &s, identities, dir, jobs).await?;
+            to_file::write_dir(ctx, m, &s, identities, dir, jobs).await?;
             seconds.insert("write_files".into(), fetch_clock.elapsed().as_secs_f64());
         }
         let Some(target) = target else {
@@ -437,34 +463,61 @@ fn finish(
         seconds,
     };
     if !report.errors.is_empty() || !report.mismatches.is_empty() {
-        let mut msg = format!(
-            "restore of backup {} into {} finished with errors:",
-            m.id, target.conn
-        );
-        for e in report.errors.iter().take(50) {
-            msg.push_str(&format!("\n  {e}"));
-        }
-        if report.errors.len() > 50 {
-            msg.push_str(&format!("\n  ... and {} more", report.errors.len() - 50));
-        }
-        for mm in &report.mismatches {
-            msg.push_str(&format!("\n  {mm}"));
-        }
-        msg.push_str(&failure_hint(&report.errors, opts));
-        return Err(Error::new(Kind::Failed, msg));
+        return Err(finished_with_errors(
+            m,
+            &target.conn,
+            &report.errors,
+            &report.mismatches,
+            opts,
+            false,
+        ));
     }
     Ok(report)
 }
 
+/// A restore that ran to the end with `pg_restore` errors or counts that differ: what went
+/// wrong and the next step. `created`: the database was created by this restore (and is
+/// dropped: the hint is then to restore again as before).
+pub(super) fn finished_with_errors(
+    m: &Manifest,
+    conn: &ConnInfo,
+    errors: &[String],
+    mismatches: &[String],
+    opts: &RestoreOptions,
+    created: bool,
+) -> Error {
+    let mut msg = format!(
+        "restore of backup {} into {} finished with errors:",
+        m.id, conn
+    );
+    for e in errors.iter().take(50) {
+        msg.push_str(&format!("\n  {e}"));
+    }
+    if errors.len() > 50 {
+        msg.push_str(&format!("\n  ... and {} more", errors.len() - 50));
+    }
+    for mm in mismatches {
+        msg.push_str(&format!("\n  {mm}"));
+    }
+    msg.push_str(&failure_hint(errors, opts, created));
+    Error::new(Kind::Failed, msg)
+}
+
 /// The next step after a restore with errors, from what the errors say: a missing role or
 /// extension gets its own advice, anything else the general one.
-fn failure_hint(errors: &[String], opts: &RestoreOptions) -> String {
-    let again = if opts.tables.is_empty() && opts.schemas.is_empty() {
+fn failure_hint(errors: &[String], opts: &RestoreOptions, created: bool) -> String {
+    let again = if created {
+        "restore again (the database is created anew)"
+    } else if opts.tables.is_empty() && opts.schemas.is_empty() {
         "restore again with --clean"
     } else {
         "drop the database and restore into it again"
     };
-    let mut hint = String::from("\nhint: the database is partially restored; ");
+    let mut hint = String::from(if created {
+        "\nhint: "
+    } else {
+        "\nhint: the database is partially restored; "
+    });
     if errors
         .iter()
         .any(|e| e.contains("role \"") && e.contains("does not exist"))
@@ -492,11 +545,13 @@ mod tests {
         let role = failure_hint(
             &[r#"pg_restore: error: role "reporter" does not exist"#.to_string()],
             &opts,
+            false,
         );
         assert!(role.contains("--with-globals"));
         let other = failure_hint(
             &[r#"pg_restore: error: relation "public.x" does not exist"#.to_string()],
             &opts,
+            false,
         );
         assert!(!other.contains("role"));
         assert!(!other.contains("extension"));

@@ -24,6 +24,10 @@ pub struct Plan {
     pub server_version: String,
     pub destination: String,
     pub destination_state: String,
+    /// The restore changes something that exists: the target database, or (with
+    /// `--with-globals`) the server's roles. dr asks first, and without a terminal to ask on
+    /// refuses unless `--yes`. A restore into a database dr creates changes nothing existing.
+    pub changes_existing: bool,
     pub tables: usize,
     pub rows: i64,
     pub jobs: u32,
@@ -115,7 +119,12 @@ impl std::fmt::Display for Plan {
                 crate::rto::human_seconds(e.measured_seconds),
                 e.measured_backup_id,
                 crate::time::format(e.measured_at),
-                if e.scaled {
+                if e.scaled && !self.selection.is_empty() {
+                    format!(
+                        ", scaled from its {} archive to the sections this selection reads",
+                        human_bytes(e.measured_archive_bytes)
+                    )
+                } else if e.scaled {
                     format!(
                         ", scaled from its {} archive",
                         human_bytes(e.measured_archive_bytes)
@@ -242,6 +251,7 @@ mod tests {
             server_version: "17.2".into(),
             destination: "postgres://h/app".into(),
             destination_state: "empty database".into(),
+            changes_existing: true,
             tables: 1,
             rows: 1,
             jobs: 2,

@@ -18,22 +18,24 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dr_catalog::{BackupDetails, Manifest, ObjectRecord};
 use dr_pg::{ChildProcess, ConnInfo};
 use dr_stream::Identities;
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
+use super::clean::drop_foreign_keys_to_replaced;
 use super::fetch::{decode_into, fetch_archive};
 use super::globals::apply_globals;
+use super::leave::leave_target;
 use super::load::{
     count_and_compare, create_database, error_lines, find_pg_restore, pg_restore_output,
     restore_session_name, watch_lock_waits, Outcome,
 };
 use super::plan::selection;
+use super::select::select_lists;
+use super::stop::Stopper;
 use super::target::{check_space, TargetState};
 use super::RestoreOptions;
 use crate::{Context, Error, Kind, Result};
@@ -81,6 +83,17 @@ pub(super) fn selected_streams(
     set.into_iter().filter(|i| *i < streams).collect()
 }
 
+/// The raw bytes a restore reads: every section, or for a selection the pre-data, the data
+/// streams holding a selected table and the post-data. The restore estimate scales by it.
+pub(super) fn bytes_read(s: &Sections<'_>, details: &BackupDetails, opts: &RestoreOptions) -> u64 {
+    s.pre.raw_bytes
+        + selected_streams(details, opts, s.data.len())
+            .into_iter()
+            .map(|i| s.data[i].raw_bytes)
+            .sum::<u64>()
+        + s.post.raw_bytes
+}
+
 /// Free temp disk a restore into a database needs: the post-data archive, and what a
 /// selective restore stages (the pre-data and the selected data streams).
 pub(super) fn temp_needed(s: &Sections<'_>, details: &BackupDetails, opts: &RestoreOptions) -> u64 {
@@ -95,98 +108,8 @@ pub(super) fn temp_needed(s: &Sections<'_>, details: &BackupDetails, opts: &Rest
     n
 }
 
-/// `--to-file DIR` must name a new or empty directory: nothing there is overwritten.
-pub(super) fn check_output_dir(dir: &Path) -> Result<()> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(Error::config(format!(
-                    "--to-file {}: the directory is not empty; nothing was changed\nhint: a backup in sections is written as one file per section into a directory: name a new or empty one",
-                    dir.display()
-                )));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::config(format!(
-            "--to-file {}: {e}; nothing was changed\nhint: a backup in sections is written into a directory: name a new or empty one",
-            dir.display()
-        ))),
-    }
-}
-
-/// `--to-file DIR`: every section decrypted into `DIR` (mode 0600 files), and a README
-/// saying the restore order with the exact commands. On failure what was written is removed.
-pub(super) async fn write_dir(
-    ctx: &Context,
-    m: &Manifest,
-    s: &Sections<'_>,
-    identities: &Identities,
-    dir: &Path,
-    jobs: u32,
-) -> Result<()> {
-    let created = !dir.exists();
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| Error::new(Kind::Failed, format!("creating {}: {e}", dir.display())))?;
-    }
-    let mut files: Vec<(&ObjectRecord, PathBuf)> = vec![(s.pre, dir.join(PRE_FILE))];
-    for (i, d) in s.data.iter().enumerate() {
-        files.push((d, dir.join(data_file(i + 1))));
-    }
-    files.push((s.post, dir.join(POST_FILE)));
-    let result = fetch_files(ctx, &files, identities, jobs, true)
-        .await
-        .and_then(|()| {
-            super::fetch::write_file_atomically(&dir.join("README.txt"), readme(m, s).as_bytes())
-        });
-    if let Err(e) = result {
-        for (_, p) in &files {
-            let _ = std::fs::remove_file(p);
-        }
-        if created {
-            let _ = std::fs::remove_dir(dir);
-        }
-        return Err(e);
-    }
-    tracing::info!("backup {} written to {}", m.id, dir.display());
-    Ok(())
-}
-
-fn readme(m: &Manifest, s: &Sections<'_>) -> String {
-    let n = s.data.len();
-    format!(
-        "Backup {id} of `{target}` (PostgreSQL {version}), decrypted by dr {dr}.\n\
-         \n\
-         pg_restore archives (pg_dump -Fc), one per section. Restore them in this order,\n\
-         into an empty database, from this directory (PGURL: the database's URL; add\n\
-         --no-owner --no-acl when the backup's roles do not exist on the server):\n\
-         \n\
-         1. the schema (pre-data):\n\
-         \x20  pg_restore --exit-on-error -d \"$PGURL\" {pre}\n\
-         2. the data: {n} stream(s), one after the other or all at once:\n\
-         \x20  for f in 2-data-*.dump; do pg_restore --exit-on-error -d \"$PGURL\" \"$f\"; done\n\
-         3. indexes, constraints, triggers, policies (post-data):\n\
-         \x20  pg_restore --exit-on-error -d \"$PGURL\" {post}\n\
-         \x20  (not -j: alone, this archive cannot order foreign keys between the same\n\
-         \x20  tables, and parallel workers can deadlock on them)\n\
-         \n\
-         These files hold the whole database unencrypted: delete them when done.\n",
-        id = m.id,
-        target = m.target,
-        version = m.server_version,
-        dr = env!("CARGO_PKG_VERSION"),
-        pre = PRE_FILE,
-        post = POST_FILE,
-    )
-}
-
 /// Download, check and decrypt each object into its file, up to `jobs` at once.
-async fn fetch_files(
+pub(super) async fn fetch_files(
     ctx: &Context,
     files: &[(&ObjectRecord, PathBuf)],
     identities: &Identities,
@@ -261,67 +184,18 @@ pub(super) struct Load<'a> {
 }
 
 /// Where a section's pg_restore reads: the store through a pipe, or a file.
-enum Source<'a> {
+pub(super) enum Source<'a> {
     Pipe(&'a ObjectRecord),
     File(PathBuf),
 }
 
-struct Section<'a> {
-    label: String,
-    source: Source<'a>,
+pub(super) struct Section<'a> {
+    pub(super) label: String,
+    pub(super) source: Source<'a>,
     /// `pg_restore --use-list` content (a selective restore).
-    list: Option<String>,
-    jobs: u32,
-    clean: bool,
-}
-
-/// The first failure of any stream, and the token that stops them all.
-#[derive(Clone)]
-struct Stopper {
-    token: CancellationToken,
-    first: Arc<Mutex<Option<Error>>>,
-}
-
-impl Stopper {
-    fn new(parent: &CancellationToken) -> Stopper {
-        Stopper {
-            token: parent.child_token(),
-            first: Arc::new(Mutex::new(None)),
-        }
-    }
-
-    /// Record `e` (unless a failure was recorded before it) and stop every stream.
-    fn fail(&self, e: Error) {
-        if let Ok(mut f) = self.first.lock() {
-            if f.is_none() {
-                *f = Some(e);
-            }
-        }
-        self.token.cancel();
-    }
-
-    /// Why the streams were stopped, if they were.
-    fn failure(&self, ctx: &Context, conn: &ConnInfo) -> Option<Error> {
-        if !self.token.is_cancelled() {
-            return None;
-        }
-        let first = self.first.lock().ok().and_then(|mut f| f.take());
-        // A signal (SIGTERM to the whole cgroup reaches pg_restore too, which may then exit
-        // before dr stops it) is an interruption, whatever a child reported on the way.
-        if ctx.cancel.is_cancelled() {
-            let mut e = Error::new(
-                Kind::Interrupted,
-                format!("the restore into {conn} was interrupted by a signal; every pg_restore and its workers were stopped"),
-            );
-            if let Some(f) = first.filter(|f| f.kind != Kind::Interrupted) {
-                e.details.push(format!("meanwhile: {}", f.summary()));
-            }
-            return Some(e);
-        }
-        Some(first.unwrap_or_else(|| {
-            Error::new(Kind::Failed, format!("the restore into {conn} was stopped"))
-        }))
-    }
+    pub(super) list: Option<String>,
+    pub(super) jobs: u32,
+    pub(super) clean: bool,
 }
 
 /// Restore a format-2 backup into `l.target`: staging and checks first, then the three
@@ -487,62 +361,23 @@ pub(super) async fn restore_sections(
         return Err(leave_target(l, created, &session_name, e).await);
     }
     seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
-    let (tables, mismatches) = count_and_compare(conn, l.details, opts, l.jobs).await?;
+    // A database this restore created is dropped on any failure, to the end.
+    let counted = count_and_compare(ctx, conn, &session_name, l.details, opts, l.jobs).await;
+    let (tables, mismatches) = match counted {
+        Ok(c) => c,
+        Err(e) if created => return Err(leave_target(l, created, &session_name, e).await),
+        Err(e) => return Err(e),
+    };
+    if created && (!errors.is_empty() || !mismatches.is_empty()) {
+        let e = super::finished_with_errors(l.m, conn, &errors, &mismatches, opts, true);
+        return Err(leave_target(l, created, &session_name, e).await);
+    }
     Ok(Outcome {
         errors,
         tables,
         mismatches,
         skipped_foreign_keys,
     })
-}
-
-/// The `pg_restore -L` lists of a selective restore, from the staged files: the whole
-/// pre-data, the selected tables' data and post-data ([`dr_pg::select_entries`] on each
-/// section's list, with the pre-data and post-data scripts together as the schema script).
-/// Returns the foreign keys left out.
-async fn select_lists(
-    pg_restore: &Path,
-    opts: &RestoreOptions,
-    pre: &mut Section<'_>,
-    data: &mut Vec<Section<'_>>,
-    post: &mut Section<'_>,
-) -> Result<Vec<String>> {
-    let path_of = |s: &Section<'_>| match &s.source {
-        Source::File(p) => p.display().to_string(),
-        Source::Pipe(r) => r.key.clone(),
-    };
-    let script = |p: String| {
-        pg_restore_output(
-            pg_restore,
-            vec!["--schema-only".into(), "--file=-".into(), p],
-        )
-    };
-    let mut schema = script(path_of(pre)).await?;
-    schema.push_str(&script(path_of(post)).await?);
-    let sel = selection(opts)?;
-    let mut any = false;
-    for d in data.iter_mut() {
-        let list = pg_restore_output(pg_restore, vec!["--list".into(), path_of(d)]).await?;
-        let chosen = dr_pg::select_entries(&list, &schema, &sel).list;
-        any |= !chosen.is_empty();
-        d.list = Some(chosen);
-    }
-    data.retain(|d| d.list.as_ref().is_some_and(|l| !l.is_empty()));
-    let list = pg_restore_output(pg_restore, vec!["--list".into(), path_of(post)]).await?;
-    let chosen = dr_pg::select_entries(&list, &schema, &sel);
-    any |= !chosen.list.is_empty();
-    if !any {
-        return Err(Error::config(format!(
-            "nothing in the backup matches {}\nhint: `dr show latest` lists the tables (names are SCHEMA.TABLE)",
-            opts.tables.iter().chain(opts.schemas.iter()).cloned().collect::<Vec<_>>().join(", ")
-        )));
-    }
-    for fk in &chosen.skipped_foreign_keys {
-        tracing::warn!("foreign key {fk} skipped: the table it references is not restored");
-    }
-    post.list = Some(chosen.list);
-    pre.list = None;
-    Ok(chosen.skipped_foreign_keys)
 }
 
 /// The three steps, each waiting for the one before; the sections of a step run at once
@@ -586,7 +421,14 @@ async fn load(
         })
     };
     if l.opts.clean {
-        if let Err(e) = drop_foreign_keys_to_replaced(conn, l.details).await {
+        // Under the restore's session name: a DROP waiting for the application's lock is
+        // reported (and given up on) like pg_restore's own waits.
+        let dropped = tokio::select! {
+            r = drop_foreign_keys_to_replaced(&child_conn, l.details) => r,
+            () = stopper.token.cancelled() => Ok(()),
+        };
+        let stopped = dropped.and_then(|()| stopper.failure(ctx, conn).map_or(Ok(()), Err));
+        if let Err(e) = stopped {
             watcher.abort();
             return Err(e);
         }
@@ -662,28 +504,47 @@ impl Run<'_> {
         if s.jobs > 1 {
             args.push(format!("--jobs={}", s.jobs));
         }
+        // A list for a section read from a file goes through pg_restore's stdin: it takes no
+        // temp disk, so the plan's temp bound (the staged sections) holds.
         let _list_file;
+        let mut list_in = None;
         if let Some(list) = &s.list {
-            let mut f = tempfile::Builder::new()
-                .prefix("list-")
-                .tempfile_in(self.dir)
-                .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
-            f.write_all(list.as_bytes())
-                .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
-            args.push(format!("--use-list={}", f.path().display()));
-            _list_file = f;
+            if matches!(s.source, Source::File(_)) {
+                args.push("--use-list=/dev/stdin".into());
+                list_in = Some(list.clone());
+            } else {
+                let mut f = tempfile::Builder::new()
+                    .prefix("list-")
+                    .tempfile_in(self.dir)
+                    .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
+                f.write_all(list.as_bytes())
+                    .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
+                args.push(format!("--use-list={}", f.path().display()));
+                _list_file = f;
+            }
         }
         tracing::info!(section = %s.label, "pg_restore started");
         match &s.source {
             Source::File(p) => {
                 args.push(p.display().to_string());
-                let child = ChildProcess::spawn(
+                let mut child = ChildProcess::spawn(
                     self.pg_restore,
                     &args,
                     Some(self.child_conn),
-                    std::process::Stdio::null(),
+                    if list_in.is_some() {
+                        std::process::Stdio::piped()
+                    } else {
+                        std::process::Stdio::null()
+                    },
                     std::process::Stdio::null(),
                 )?;
+                if let (Some(list), Some(mut stdin)) = (list_in, child.stdin()) {
+                    // Closed when written: pg_restore reads the list to its end first.
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = stdin.write_all(list.as_bytes()).await;
+                    });
+                }
                 self.finish(child, &s.label).await
             }
             Source::Pipe(rec) => {
@@ -758,161 +619,6 @@ impl Run<'_> {
             }
         }
     }
-}
-
-/// `--clean` restores the pre-data section alone, whose table of contents has no foreign
-/// keys (post-data) to order the DROPs by: a table another table references cannot be
-/// dropped. So first drop every foreign key that references a table the backup replaces
-/// (or its partitioned parents); the post-data step recreates the backup's own.
-async fn drop_foreign_keys_to_replaced(conn: &ConnInfo, details: &BackupDetails) -> Result<()> {
-    let client = conn.connect().await?;
-    let schemas: Vec<String> = details.tables.iter().map(|t| t.schema.clone()).collect();
-    let names: Vec<String> = details.tables.iter().map(|t| t.name.clone()).collect();
-    let rows = client
-        .query(
-            "with replaced as (
-                 select c.oid from pg_class c
-                 join pg_namespace n on n.oid = c.relnamespace
-                 join unnest($1::text[], $2::text[]) as u(s, r) on u.s = n.nspname and u.r = c.relname
-             ), targets as (
-                 select oid from replaced
-                 union
-                 select a.relid from replaced, lateral pg_partition_ancestors(replaced.oid) a
-             )
-             select format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', con.conrelid::regclass, con.conname),
-                    con.conname::text, con.conrelid::regclass::text, con.confrelid::regclass::text
-             from pg_constraint con
-             where con.contype = 'f' and con.conparentid = 0
-               and con.confrelid in (select oid from targets)
-             order by 1",
-            &[&schemas, &names],
-        )
-        .await
-        .map_err(|e| {
-            Error::new(
-                Kind::Failed,
-                format!("listing the foreign keys to the tables --clean replaces in {conn}: {e}"),
-            )
-        })?;
-    for r in rows {
-        let (sql, name, on, to): (String, String, String, String) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        tracing::warn!(
-            "--clean: dropping foreign key {name} on {on} (it references {to}, which the backup replaces); the backup's own foreign keys are recreated after the data"
-        );
-        client.batch_execute(&sql).await.map_err(|e| {
-            Error::new(
-                Kind::Failed,
-                format!("--clean: dropping foreign key {name} on {on} in {conn}: {e}"),
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// After a stopped restore: end its sessions, then drop the database it created, or say
-/// the existing one is partially restored and how to retry.
-async fn leave_target(l: &Load<'_>, created: bool, session_name: &str, mut e: Error) -> Error {
-    let conn = &l.target.conn;
-    match dr_pg::end_sessions(conn, session_name, Duration::from_secs(10)).await {
-        Ok(0) => {}
-        Ok(n) => tracing::error!(
-            "{n} session(s) of the stopped restore are still on the server (application_name `{session_name}`)"
-        ),
-        Err(err) => tracing::error!("could not end the stopped restore's sessions: {err}"),
-    }
-    let db = conn.dbname();
-    if created {
-        match drop_database(conn, l.target.major).await {
-            Ok(()) => e.details.push(if l.opts.with_globals {
-                format!("the database {db} that this restore created was dropped; roles that --with-globals created stay")
-            } else {
-                format!("the database {db} that this restore created was dropped: the server is as it was before")
-            }),
-            Err(err) => {
-                e.details.push(format!(
-                    "the database {db} that this restore created could not be dropped: {err}"
-                ));
-                add_hint(
-                    &mut e,
-                    format!(
-                        "drop the half-restored database: psql -d postgres -c 'DROP DATABASE {}'",
-                        dr_pg::quote_ident(db)
-                    ),
-                );
-            }
-        }
-        return e;
-    }
-    e.details.push(format!(
-        "the database {db} is PARTIALLY restored: the restore stopped part-way through"
-    ));
-    add_hint(&mut e, format!("to restore it again: {}", retry_command(l)));
-    e
-}
-
-fn add_hint(e: &mut Error, more: String) {
-    e.hint = Some(match e.hint.take() {
-        Some(h) => format!("{h}; {more}"),
-        None => more,
-    });
-}
-
-/// The `dr restore` that restores the same backup over the partial one: exactly what the
-/// operator asked (selection, `--force`), never a wider `--clean` than they chose, and
-/// without `--yes`, so the plan is shown and confirmed again.
-fn retry_command(l: &Load<'_>) -> String {
-    let o = l.opts;
-    let selective = !o.tables.is_empty() || !o.schemas.is_empty();
-    let mut cmd = format!(
-        "dr restore {} --target {} --to '{}'",
-        l.m.id, l.m.target, l.target.conn
-    );
-    for t in &o.tables {
-        cmd.push_str(&format!(" --table '{t}'"));
-    }
-    for sc in &o.schemas {
-        cmd.push_str(&format!(" --schema '{sc}'"));
-    }
-    // A whole backup over its partial self: --clean replaces the backup's own objects (and
-    // nothing else). A selection cannot be cleaned (refused): it is repeated as it was.
-    if selective {
-        cmd.push_str(" --force");
-    } else {
-        cmd.push_str(" --clean");
-    }
-    if o.with_globals {
-        cmd.push_str(" --with-globals");
-    }
-    if o.no_owner {
-        cmd.push_str(" --no-owner");
-    }
-    cmd.push_str(&format!(" --jobs {}", l.jobs));
-    if selective {
-        cmd.push_str(" (a selective restore over a partial one may leave rows twice: restoring the selection into a new database and copying from there is safer)");
-    }
-    cmd.push_str(" (or, for an older backup, its id from `dr list` in place of ");
-    cmd.push_str(&l.m.id.to_string());
-    cmd.push(')');
-    cmd
-}
-
-async fn drop_database(conn: &ConnInfo, major: u32) -> Result<()> {
-    let admin = conn.connect_admin().await?;
-    let force = if major >= 13 { " with (force)" } else { "" };
-    let sql = format!(
-        "drop database if exists {}{force}",
-        dr_pg::quote_ident(conn.dbname())
-    );
-    admin
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("{sql}: {e}")))?;
-    tracing::warn!(
-        "dropped database {} (created by the stopped restore)",
-        conn.dbname()
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::Utc;
-use dr_core::daemon::{self, CancellationToken};
+use dr_core::daemon;
 use dr_core::report::{Reporter, RetryPolicy};
 use dr_core::{Context, Result};
 
@@ -53,9 +53,9 @@ pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
     }));
     let mut ctx = Context::open(config).await?;
     ctx.scheduled = true;
+    ctx.cancel = crate::signals::second();
     let ctx = Arc::new(ctx);
-    let shutdown = CancellationToken::new();
-    crate::signals::daemon(shutdown.clone(), ctx.cancel.clone());
+    let shutdown = crate::signals::first();
     tracing::info!("dr daemon starting with {} job(s)", jobs.len());
     let outcome = daemon::run(ctx, jobs, reporter, shutdown).await?;
     tracing::info!(

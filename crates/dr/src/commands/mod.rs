@@ -94,7 +94,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
             let reporter = Reporter::from_config(&ctx.config)?;
-            prune::run(&ctx, &reporter, target.as_deref(), dry_run, force, json).await
+            let code = prune::run(&ctx, &reporter, target.as_deref(), dry_run, force, json).await?;
+            // A signal stops prune, even one that came when nothing was left to delete: the
+            // exit code says it was stopped, as the documentation promises.
+            if ctx.cancel.is_cancelled() {
+                return Err(Error::new(
+                    dr_core::Kind::Interrupted,
+                    "prune was interrupted by a signal; what it reported as deleted is deleted, the rest is kept",
+                ));
+            }
+            Ok(code)
         }
         Command::Status { json } => {
             let ctx = context(&cli.global).await?;
@@ -160,12 +169,18 @@ pub fn load_config(g: &Global) -> Result<Config> {
     Config::load(&path).map_err(Error::from)
 }
 
-/// Load the config, open the repository, and cancel on SIGINT/SIGTERM.
+/// Load the config, open the repository; the operation is cancelled by SIGINT/SIGTERM.
 pub async fn context(g: &Global) -> Result<Context> {
     let config = load_config(g)?;
     let mut ctx = Context::open(config).await?;
     ctx.progress = crate::logging::progress_enabled(g);
-    crate::signals::cancel_on_signal(ctx.cancel.clone());
+    ctx.cancel = crate::signals::first();
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::new(
+            dr_core::Kind::Interrupted,
+            "interrupted by a signal before it started; nothing was done",
+        ));
+    }
     Ok(ctx)
 }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use dr_core::repo::Selector;
 use dr_core::restore::{Plan, RestoreOptions};
-use dr_core::{human_bytes, Context, Result};
+use dr_core::{human_bytes, Context, Error, Kind, Result};
 
 use crate::cli::RestoreArgs;
 
@@ -32,23 +32,48 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
             _ => None,
         },
     };
-    // Ask only a person at a terminal; cron and scripts pass --yes or have no TTY.
-    let interactive =
-        !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    let ask = |plan: &Plan| -> bool {
+    // A person at a terminal is asked before any restore into a database. Without one
+    // (cron, ssh without -t, CI, a pipe) there is nobody to ask: a restore that changes
+    // something existing is refused unless --yes; one into a new database goes ahead.
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let ask = |plan: &Plan| -> Result<()> {
         eprintln!("{plan}");
         eprint!("proceed? [y/N] ");
         let _ = std::io::stderr().flush();
         let mut line = String::new();
-        if std::io::stdin().lock().read_line(&mut line).is_err() {
-            return false;
+        let yes = std::io::stdin().lock().read_line(&mut line).is_ok()
+            && matches!(line.trim(), "y" | "Y" | "yes");
+        if yes {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Kind::Refused,
+                "restore cancelled at the prompt; nothing was changed",
+            ))
         }
-        matches!(line.trim(), "y" | "Y" | "yes")
     };
-    let confirm: dr_core::restore::Confirm<'_> = if interactive && opts.to.is_some() {
-        Some(&ask)
-    } else {
-        None
+    let refuse_unasked = |plan: &Plan| -> Result<()> {
+        if !plan.changes_existing {
+            return Ok(());
+        }
+        Err(Error::new(
+            Kind::Refused,
+            format!(
+                "refusing to restore into {} without a yes: it changes {}, and there is no terminal to ask on (stdin or stderr is not a TTY); nothing was changed\n{plan}\nhint: check the plan above, then run the same command with --yes (or run it in a terminal to be asked)",
+                plan.destination,
+                if plan.destination_state.starts_with("database does not exist") {
+                    "the server's roles (--with-globals creates the missing ones)"
+                } else {
+                    "an existing database"
+                },
+            ),
+        ))
+    };
+    let confirm: dr_core::restore::Confirm<'_> = match (args.yes, interactive) {
+        (true, _) => None,
+        (false, _) if opts.to.is_none() => None,
+        (false, true) => Some(&ask),
+        (false, false) => Some(&refuse_unasked),
     };
     let report = dr_core::restore::run(ctx, &opts, confirm).await?;
     if args.json {

@@ -1,0 +1,127 @@
+//! What a stopped restore leaves behind: its sessions ended, then the database it created
+//! dropped, or the existing one reported as partially restored with the command to retry.
+
+use std::time::Duration;
+
+use dr_pg::ConnInfo;
+
+use super::sections::Load;
+use crate::{Error, Kind, Result};
+
+/// After a stopped restore: end its sessions, then drop the database it created, or say
+/// the existing one is partially restored and how to retry.
+pub(super) async fn leave_target(
+    l: &Load<'_>,
+    created: bool,
+    session_name: &str,
+    mut e: Error,
+) -> Error {
+    let conn = &l.target.conn;
+    match dr_pg::end_sessions(conn, session_name, Duration::from_secs(10)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::error!(
+            "{n} session(s) of the stopped restore are still on the server (application_name `{session_name}`)"
+        ),
+        Err(err) => tracing::error!("could not end the stopped restore's sessions: {err}"),
+    }
+    let db = conn.dbname();
+    if created {
+        match drop_database(conn, l.target.major).await {
+            Ok(()) => e.details.push(if l.opts.with_globals {
+                format!("the database {db} that this restore created was dropped; roles that --with-globals created stay")
+            } else {
+                format!("the database {db} that this restore created was dropped: the server is as it was before")
+            }),
+            Err(err) => {
+                let sql = format!("DROP DATABASE {};", dr_pg::quote_ident(db));
+                e.details.push(format!(
+                    "the database {db} that this restore created could not be dropped ({}): it is left half-restored",
+                    err.message
+                ));
+                e.details.push(format!(
+                    "once the server {} is back, run: {sql}",
+                    conn.host_display()
+                ));
+                add_hint(
+                    &mut e,
+                    format!(
+                        "drop the half-restored database when the server is back: psql -h {} -p {} -U {} -d postgres -c '{sql}'",
+                        conn.host_display().rsplit_once(':').map_or(conn.host_display(), |(h, _)| h.to_string()),
+                        conn.port(),
+                        conn.user()
+                    ),
+                );
+            }
+        }
+        return e;
+    }
+    e.details.push(format!(
+        "the database {db} is PARTIALLY restored: the restore stopped part-way through"
+    ));
+    add_hint(&mut e, format!("to restore it again: {}", retry_command(l)));
+    e
+}
+
+fn add_hint(e: &mut Error, more: String) {
+    e.hint = Some(match e.hint.take() {
+        Some(h) => format!("{h}; {more}"),
+        None => more,
+    });
+}
+
+/// The `dr restore` that restores the same backup over the partial one: exactly what the
+/// operator asked (selection, `--force`), never a wider `--clean` than they chose, and
+/// without `--yes`, so the plan is shown and confirmed again.
+fn retry_command(l: &Load<'_>) -> String {
+    let o = l.opts;
+    let selective = !o.tables.is_empty() || !o.schemas.is_empty();
+    let mut cmd = format!(
+        "dr restore {} --target {} --to '{}'",
+        l.m.id, l.m.target, l.target.conn
+    );
+    for t in &o.tables {
+        cmd.push_str(&format!(" --table '{t}'"));
+    }
+    for sc in &o.schemas {
+        cmd.push_str(&format!(" --schema '{sc}'"));
+    }
+    // A whole backup over its partial self: --clean replaces the backup's own objects (and
+    // nothing else). A selection cannot be cleaned (refused): it is repeated as it was.
+    if selective {
+        cmd.push_str(" --force");
+    } else {
+        cmd.push_str(" --clean");
+    }
+    if o.with_globals {
+        cmd.push_str(" --with-globals");
+    }
+    if o.no_owner {
+        cmd.push_str(" --no-owner");
+    }
+    cmd.push_str(&format!(" --jobs {}", l.jobs));
+    if selective {
+        cmd.push_str(" (a selective restore over a partial one may leave rows twice: restoring the selection into a new database and copying from there is safer)");
+    }
+    cmd.push_str(" (or, for an older backup, its id from `dr list` in place of ");
+    cmd.push_str(&l.m.id.to_string());
+    cmd.push(')');
+    cmd
+}
+
+async fn drop_database(conn: &ConnInfo, major: u32) -> Result<()> {
+    let admin = conn.connect_admin().await?;
+    let force = if major >= 13 { " with (force)" } else { "" };
+    let sql = format!(
+        "drop database if exists {}{force}",
+        dr_pg::quote_ident(conn.dbname())
+    );
+    admin
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::new(Kind::Failed, format!("{sql}: {e}")))?;
+    tracing::warn!(
+        "dropped database {} (created by the stopped restore)",
+        conn.dbname()
+    );
+    Ok(())
+}
