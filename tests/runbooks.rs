@@ -69,8 +69,11 @@ fn run_script(
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // The backup host's signing key, as every harness run of dr has (an empty value in `env`
+    // turns it off).
     cmd.env("PATH", path)
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("DR_SIGNING_KEY_FILE", ws.signing_key());
     for (k, v) in env {
         cmd.env(k, v);
     }

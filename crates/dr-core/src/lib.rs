@@ -38,10 +38,12 @@ pub mod progress;
 pub mod prune;
 pub mod repo;
 pub mod report;
+pub mod resign;
 pub mod restore;
 pub mod rto;
 pub mod status;
 pub mod time;
+pub mod trust;
 pub mod undelete;
 pub mod verify;
 
@@ -67,10 +69,14 @@ pub struct Context {
     pub cancel: CancellationToken,
     /// Show progress bars (stderr is a terminal and logs are human).
     pub progress: bool,
+    /// `[signing]`: this host's signing key and the keys it trusts (see [`trust`]).
+    pub signing: Arc<trust::Signing>,
 }
 
 impl Context {
     pub async fn open(config: Config) -> Result<Context> {
+        // Before the network: a broken [signing] is a config error (exit 2).
+        let signing = Arc::new(trust::Signing::from_config(&config)?);
         let location = repository_location(&config)?;
         let mut store = dr_store::open(&location).await?;
         // [repository.object_lock]: every backup object is written locked (see `immutable`).
@@ -82,6 +88,7 @@ impl Context {
             store,
             cancel: CancellationToken::new(),
             progress: false,
+            signing,
         })
     }
 
@@ -93,6 +100,7 @@ impl Context {
             store: Arc::clone(&self.store),
             cancel,
             progress: self.progress,
+            signing: Arc::clone(&self.signing),
         }
     }
 

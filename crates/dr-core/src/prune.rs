@@ -136,7 +136,7 @@ pub async fn run(
     }
     let policy = policy(ctx)?;
     let store = ctx.store.as_ref();
-    let catalog = crate::repo::catalog(store, target).await?;
+    let catalog = crate::repo::catalog(store, target, &ctx.signing).await?;
     let entries = &catalog.entries;
     let objects = store
         .list(target.map(|t| format!("{t}/")).as_deref().unwrap_or(""))
@@ -172,6 +172,13 @@ pub async fn run(
             tracing::warn!(
                 "backup {} of `{t}` is dated in the future (clock skew on the host that took it?): kept, and not counted as the newest",
                 d.id
+            );
+        }
+        for e in catalog.untrusted().filter(|e| e.manifest.target == t) {
+            tracing::warn!(
+                "backup {} of `{t}` is untrusted ({}): kept, and not counted by retention (it holds no tier and makes no trusted backup go)",
+                e.manifest.id,
+                e.trust.reason()
             );
         }
         let damaged = damaged_plan(&catalog.damaged, &t, force);

@@ -29,6 +29,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
             (_, true) => Some(false),
             _ => None,
         },
+        trust_unsigned: args.trust_unsigned,
     };
     // Ask only a person at a terminal; cron and scripts pass --yes or have no TTY.
     let interactive =
