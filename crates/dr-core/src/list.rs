@@ -58,6 +58,8 @@ pub struct ListRow {
     pub retention: Option<String>,
     pub server_major: Option<u32>,
     pub server_version: Option<String>,
+    /// The fingerprint (`SHA256:…`) of the key that signed it, when the signature is valid.
+    pub signed_by: Option<String>,
     #[serde(serialize_with = "rfc3339")]
     pub started_at: Option<DateTime<Utc>>,
     pub state: State,
@@ -65,8 +67,6 @@ pub struct ListRow {
     /// Who wrote it: `trusted`, `unsigned`, `bad_signature` or `unknown_key` (the manifest's
     /// signature checked against this host's trusted keys); `None` for damaged backups.
     pub trust: Option<String>,
-    /// The fingerprint (`SHA256:…`) of the key that signed it, when the signature is valid.
-    pub signed_by: Option<String>,
     pub verification: Option<RowVerification>,
 }
 
@@ -441,6 +441,8 @@ mod tests {
                 "server_major": 17,
                 "verification": {"result": "passed", "verified_at": "2026-11-22T03:00:00Z"},
                 "measured_restore_seconds": null,
+                "trust": "trusted",
+                "signed_by": "SHA256:test",
             })
         );
         let bad = serde_json::to_value(&rows[4]).expect("json");
@@ -462,6 +464,8 @@ mod tests {
                 "server_major": null,
                 "verification": null,
                 "measured_restore_seconds": null,
+                "trust": null,
+                "signed_by": null,
             })
         );
         // Keys in the order `dr list --json` always printed them (alphabetical).

@@ -503,7 +503,8 @@ mod tests {
                 "next_backup",
                 "ok",
                 "problems",
-                "target"
+                "target",
+                "untrusted"
             ]
         );
     }
