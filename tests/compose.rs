@@ -80,6 +80,13 @@ fn the_compose_example_comes_up_backs_up_and_restores() {
         eprintln!("SKIP: cannot chown the identity to 65532 (not root)");
         return;
     }
+    std::fs::copy(ws.signing_key(), dir.join("signing.key")).expect("signing key");
+    let _ = Command::new("chown")
+        .args([
+            "65532",
+            dir.join("signing.key").to_str().unwrap_or_default(),
+        ])
+        .status();
     let toml = std::fs::read_to_string(dir.join("dr.toml")).expect("dr.toml");
     std::fs::write(
         dir.join("dr.toml"),

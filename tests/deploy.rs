@@ -94,6 +94,7 @@ fn k8s_manifests_pass_the_kubernetes_schemas() {
             "dr-config",
             "dr-secrets",
             "dr-identity",
+            "dr-signing",
         ] {
             assert!(
                 text.contains(&format!("/{name} against version")),

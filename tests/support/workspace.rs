@@ -79,6 +79,20 @@ impl Workspace {
         )
     }
 
+    /// Sign `file` as the backup host would (`FILE.sig`, replaced), with the workspace's key and
+    /// the stock `ssh-keygen`: for tests that fabricate a backup dr must trust.
+    pub fn sign(&self, file: &Path) {
+        let sig = PathBuf::from(format!("{}.sig", file.display()));
+        let _ = fs::remove_file(&sig);
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-Y", "sign", "-n", "dr-backup@v1", "-f"])
+                .arg(self.signing_key())
+                .arg(file),
+            "ssh-keygen -Y sign",
+        );
+    }
+
     /// Writes `contents` to `name` (relative to the workspace; parents created).
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.dir.path().join(name);

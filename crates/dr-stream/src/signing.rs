@@ -88,11 +88,13 @@ impl SigningKey {
             .map_err(|e| SigningError::Sign(format!("encoding the key: {e}")))
     }
 
-    /// Read an unencrypted OpenSSH Ed25519 private key. A file readable by group or others is
-    /// refused (unlike the age identity, which only warns): a readable signing key lets anyone
-    /// on the host make backups that restore hosts trust.
+    /// Read an unencrypted OpenSSH Ed25519 private key. A file others can access is refused,
+    /// and so is one the group can when it is dr's own file (unlike the age identity, which
+    /// only warns): a readable signing key lets anyone on the host make backups that restore
+    /// hosts trust. A group-readable file owned by someone else (a Kubernetes Secret mounted
+    /// with `fsGroup`, which dr cannot chmod) is used with a warning.
     pub fn from_file(path: &Path) -> Result<SigningKey, SigningError> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let bad = |detail: String, hint: String| SigningError::BadKeyFile {
             path: path.display().to_string(),
             detail,
@@ -105,7 +107,14 @@ impl SigningKey {
             )
         })?;
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let own = meta.uid() == nix::unistd::geteuid().as_raw();
+        if mode & 0o070 != 0 && mode & 0o007 == 0 && !own {
+            tracing::warn!(
+                "the signing key {} is readable by its group (mode {mode:o}, owned by uid {}): expected for a mounted secret; make sure only dr's group can read it",
+                path.display(),
+                meta.uid()
+            );
+        } else if mode & 0o077 != 0 {
             return Err(bad(
                 format!("it is readable or writable by group or others (mode {mode:o})"),
                 format!(
