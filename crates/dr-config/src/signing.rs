@@ -45,3 +45,44 @@ impl SigningConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{env, Config};
+
+    const BASE: &str = "[repository]\nurl = \"file:///tmp/r\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n";
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        Config::from_toml_str(&format!("{BASE}{extra}"), None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn trusted_keys_are_public_ssh_ed25519_lines() {
+        assert!(parse("").expect("no signing").signing.is_none());
+        let c = parse("[signing]\ntrusted = [\"ssh-ed25519 AAAAC3Nz dr-signing\"]\n").expect("ok");
+        assert_eq!(c.signing.expect("signing").trusted.len(), 1);
+        let e = parse("[signing]\ntrusted = [\"age1abc\"]\n").expect_err("not ssh");
+        assert!(e.contains("not an ssh-ed25519 public key"), "{e}");
+        let e = parse("[signing]\ntrusted = [\"-----BEGIN OPENSSH PRIVATE KEY-----\"]\n")
+            .expect_err("private");
+        assert!(e.contains("private key"), "{e}");
+        let e = parse("[signing]\n").expect_err("empty");
+        assert!(e.contains("neither key_file nor trusted"), "{e}");
+        assert!(
+            parse("[signing]\nkey_fil = \"x\"\n").is_err(),
+            "unknown key"
+        );
+    }
+
+    #[test]
+    fn the_key_file_comes_from_the_environment_too() {
+        let mut c = parse("").expect("ok");
+        c.apply_env(|k| (k == env::SIGNING_KEY_FILE).then(|| "/etc/dr/signing.key".to_string()))
+            .expect("env");
+        let s = c.signing.expect("signing");
+        assert_eq!(
+            s.key_file.as_deref(),
+            Some(std::path::Path::new("/etc/dr/signing.key"))
+        );
+    }
+}

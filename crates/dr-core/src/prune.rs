@@ -174,13 +174,7 @@ pub async fn run(
                 d.id
             );
         }
-        for e in catalog.untrusted().filter(|e| e.manifest.target == t) {
-            tracing::warn!(
-                "backup {} of `{t}` is untrusted ({}): kept, and not counted by retention (it holds no tier and makes no trusted backup go)",
-                e.manifest.id,
-                e.trust.reason()
-            );
-        }
+        catalog.warn_untrusted_kept(&t);
         let damaged = damaged_plan(&catalog.damaged, &t, force);
         let leftovers = leftovers(&by_backup, &t, grace, now);
         let uploads = store.list_multipart(&format!("{t}/")).await?;

@@ -334,6 +334,17 @@ impl Catalog {
             .filter(move |e| !e.manifest.id.is_future_dated(now) && e.trust.is_trusted())
     }
 
+    /// Prune keeps untrusted backups of `target` and says so: retention does not count them.
+    pub fn warn_untrusted_kept(&self, target: &str) {
+        for e in self.untrusted().filter(|e| e.manifest.target == target) {
+            tracing::warn!(
+                "backup {} of `{target}` is untrusted ({}): kept, and not counted by retention (it holds no tier and makes no trusted backup go)",
+                e.manifest.id,
+                e.trust.reason()
+            );
+        }
+    }
+
     /// Complete backups this host does not trust, newest first.
     pub fn untrusted(&self) -> impl Iterator<Item = &BackupEntry> {
         self.entries.iter().filter(|e| !e.trust.is_trusted())

@@ -21,8 +21,8 @@ use dr_store::ObjectStore;
 use dr_stream::signing::{SigningKey, TrustedKey, TrustedKeys, Verdict};
 use serde::Serialize;
 
-use crate::repo::BackupEntry;
 use crate::{Error, Kind, Result};
+use dr_catalog::BackupId;
 
 /// The signature of the document stored at `key`.
 pub fn signature_key(key: &str) -> String {
@@ -165,6 +165,34 @@ impl Signing {
     }
 }
 
+/// A backup nobody would trust is not made: without `[signing] key_file`, exit 2 with the
+/// steps.
+pub fn require_signing_key(ctx: &crate::Context) -> Result<()> {
+    if ctx.signing.can_sign() {
+        return Ok(());
+    }
+    Err(Error::config(
+        "this host has no signing key ([signing] key_file): backups are signed so that restore hosts can tell them from forgeries, and an unsigned backup would not be restorable\nhint: run `dr keygen --signing --output /etc/dr/signing.key` (mode 0600, keep it off the bucket), set `[signing] key_file = \"/etc/dr/signing.key\"` (or DR_SIGNING_KEY_FILE) here, and add the public key it prints to `[signing] trusted` on every host that restores, verifies or runs `dr status` (docs/CONFIGURATION.md, \"Signing\")",
+    ))
+}
+
+/// Write `key.sig` for `document` (the bytes about to be stored at `key`), when this host
+/// signs.
+pub async fn put_signature(
+    store: &dyn ObjectStore,
+    signing: &Signing,
+    key: &str,
+    document: &[u8],
+) -> Result<()> {
+    if let Some(sig) = signing.sign(document)? {
+        store
+            .put(&signature_key(key), Bytes::from(sig.into_bytes()))
+            .await
+            .map_err(|e| Error::from(e).context(format!("writing the signature of `{key}`")))?;
+    }
+    Ok(())
+}
+
 /// Write `key.sig` (when this host signs), then `key`: the document stays the commit point,
 /// a signature without its document is a leftover.
 pub async fn put_signed(
@@ -173,12 +201,7 @@ pub async fn put_signed(
     key: &str,
     document: Vec<u8>,
 ) -> Result<()> {
-    if let Some(sig) = signing.sign(&document)? {
-        store
-            .put(&signature_key(key), Bytes::from(sig.into_bytes()))
-            .await
-            .map_err(|e| Error::from(e).context(format!("writing the signature of `{key}`")))?;
-    }
+    put_signature(store, signing, key, &document).await?;
     store.put(key, Bytes::from(document)).await?;
     Ok(())
 }
@@ -186,15 +209,18 @@ pub async fn put_signed(
 /// Restore and verify use only a trusted backup; an unsigned one with `trust_unsigned`
 /// (said loudly); a badly signed one or one signed by an unknown key never. Exit 4, before
 /// anything is touched.
-pub fn require_trusted(entry: &BackupEntry, signing: &Signing, trust_unsigned: bool) -> Result<()> {
-    let m = &entry.manifest;
-    match &entry.trust {
+pub fn require_trusted(
+    trust: &Trust,
+    id: &BackupId,
+    target: &str,
+    signing: &Signing,
+    trust_unsigned: bool,
+) -> Result<()> {
+    match trust {
         Trust::Trusted { .. } => Ok(()),
         Trust::Unsigned if trust_unsigned => {
             tracing::warn!(
-                "USING UNSIGNED BACKUP {} of `{}` (--trust-unsigned): nothing proves dr made it; anyone with write access to the repository could have. Use it only if it predates signing and you know where it came from",
-                m.id,
-                m.target
+                "USING UNSIGNED BACKUP {id} of `{target}` (--trust-unsigned): nothing proves dr made it; anyone with write access to the repository could have. Use it only if it predates signing and you know where it came from"
             );
             Ok(())
         }
@@ -208,9 +234,7 @@ pub fn require_trusted(entry: &BackupEntry, signing: &Signing, trust_unsigned: b
             Err(Error::new(
                 Kind::Integrity,
                 format!(
-                    "backup {} of `{}` is untrusted ({}): refusing to use it\nhint: {hint}",
-                    m.id,
-                    m.target,
+                    "backup {id} of `{target}` is untrusted ({}): refusing to use it\nhint: {hint}",
                     t.reason()
                 ),
             ))
@@ -221,28 +245,31 @@ pub fn require_trusted(entry: &BackupEntry, signing: &Signing, trust_unsigned: b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::entry;
 
     #[test]
     fn only_trusted_or_explicitly_accepted_unsigned_backups_are_used() {
         let signing = Signing::with_key(SigningKey::generate().expect("key"));
-        let mut e = entry("app", "20261120T030000Z");
-        assert!(require_trusted(&e, &signing, false).is_ok());
-        e.trust = Trust::Unsigned;
-        let err = require_trusted(&e, &signing, false).expect_err("unsigned");
+        let id: BackupId = "20261120T030000Z".parse().expect("id");
+        let check = |t: Trust, s: &Signing, flag: bool| require_trusted(&t, &id, "app", s, flag);
+        let trusted = Trust::Trusted {
+            key: "SHA256:k".into(),
+        };
+        assert!(check(trusted, &signing, false).is_ok());
+        let err = check(Trust::Unsigned, &signing, false).expect_err("unsigned");
         assert_eq!(err.kind, Kind::Integrity);
         assert!(err.to_string().contains("--trust-unsigned"), "{err}");
-        assert!(require_trusted(&e, &signing, true).is_ok());
-        e.trust = Trust::BadSignature {
+        assert!(err.to_string().contains("20261120T030000Z"), "{err}");
+        assert!(check(Trust::Unsigned, &signing, true).is_ok());
+        let bad = Trust::BadSignature {
             reason: "the signature does not match".into(),
         };
-        assert!(require_trusted(&e, &signing, true).is_err());
-        e.trust = Trust::UnknownKey {
+        assert!(check(bad, &signing, true).is_err());
+        let unknown = Trust::UnknownKey {
             key: "SHA256:x".into(),
         };
-        let err = require_trusted(&e, &signing, true).expect_err("unknown key");
+        let err = check(unknown, &signing, true).expect_err("unknown key");
         assert!(err.to_string().contains("SHA256:x"), "{err}");
-        let err = require_trusted(&e, &Signing::default(), false).expect_err("no signing");
+        let err = check(Trust::Unsigned, &Signing::default(), false).expect_err("no signing");
         assert!(err.to_string().contains("[signing]"), "{err}");
     }
 

@@ -60,7 +60,13 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
     )
     .await?;
     // Origin before anything else: an untrusted backup never reaches a sandbox.
-    crate::trust::require_trusted(&entry, &ctx.signing, opts.trust_unsigned)?;
+    crate::trust::require_trusted(
+        &entry.trust,
+        &entry.manifest.id,
+        &entry.manifest.target,
+        &ctx.signing,
+        opts.trust_unsigned,
+    )?;
     let m = entry.manifest;
     let identities = ctx.identities()?;
     let details = restore::fetch_details(ctx, &m, &identities).await?;

@@ -46,7 +46,7 @@ pub use server::{expand, server_databases};
 /// stopped like an interrupted one (upload aborted, nothing committed, lock released) and
 /// fails: a hung run must not hold the target's lock forever.
 pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
-    require_signing_key(ctx)?;
+    crate::trust::require_signing_key(ctx)?;
     let limit = ctx.config.backup.max_duration;
     let run_ctx = ctx.with_cancel(ctx.cancel.child_token());
     let timed_out = Arc::new(AtomicBool::new(false));
@@ -86,17 +86,6 @@ pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         other => other,
     };
     result.map_err(|e| e.context(format!("backup of target `{}` failed", target.name)))
-}
-
-/// A backup nobody would trust is not made: without `[signing] key_file`, exit 2 with the
-/// steps.
-fn require_signing_key(ctx: &Context) -> Result<()> {
-    if ctx.signing.can_sign() {
-        return Ok(());
-    }
-    Err(Error::config(
-        "this host has no signing key ([signing] key_file): backups are signed so that restore hosts can tell them from forgeries, and an unsigned backup would not be restorable\nhint: run `dr keygen --signing --output /etc/dr/signing.key` (mode 0600, keep it off the bucket), set `[signing] key_file = \"/etc/dr/signing.key\"` (or DR_SIGNING_KEY_FILE) here, and add the public key it prints to `[signing] trusted` on every host that restores, verifies or runs `dr status` (docs/CONFIGURATION.md, \"Signing\")",
-    ))
 }
 
 struct Written {
@@ -230,14 +219,12 @@ async fn run_locked(ctx: &Context, target: &TargetConfig, lock: &RunLock) -> Res
     }
     // The signature first (a leftover without the manifest), then the commit point.
     let manifest_key = keys::manifest(&target.name, &id);
-    if let Some(sig) = ctx.signing.sign(&json)? {
-        let sig_key = crate::trust::signature_key(&manifest_key);
-        let put = store.put(&sig_key, Bytes::from(sig.into_bytes())).await;
-        written.keys.push(sig_key);
-        if let Err(e) = put {
-            cleanup(store, &manifest_key, &written).await;
-            return Err(Error::from(e).context("writing the manifest's signature"));
-        }
+    written
+        .keys
+        .push(crate::trust::signature_key(&manifest_key));
+    if let Err(e) = crate::trust::put_signature(store, &ctx.signing, &manifest_key, &json).await {
+        cleanup(store, &manifest_key, &written).await;
+        return Err(e);
     }
     // The commit point. put_if_absent: never overwrite another run's manifest.
     let committed = if ctx.cancel.is_cancelled() {

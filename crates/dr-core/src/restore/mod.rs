@@ -113,7 +113,13 @@ pub async fn run(
     let entries = catalog.entries.clone();
     let entry = catalog.pick(opts.target.as_deref(), &selector, chrono::Utc::now())?;
     // Origin before anything else: an untrusted backup never reaches a target.
-    crate::trust::require_trusted(&entry, &ctx.signing, opts.trust_unsigned)?;
+    crate::trust::require_trusted(
+        &entry.trust,
+        &entry.manifest.id,
+        &entry.manifest.target,
+        &ctx.signing,
+        opts.trust_unsigned,
+    )?;
     let m = entry.manifest;
     let measured = crate::rto::newest(&entries, &m.target);
     let identities = ctx.identities()?;
