@@ -721,9 +721,10 @@ fn readme_cron_line_runs_under_an_empty_environment_and_prints_nothing_on_succes
     let env_file = s.ws.write(
         "dr.env",
         &format!(
-            "# loaded by dr itself\nexport DR_REPOSITORY_URL=\"file://{}\"\nDR_PG_BIN_DIR='{}'\n",
+            "# loaded by dr itself\nexport DR_REPOSITORY_URL=\"file://{}\"\nDR_PG_BIN_DIR='{}'\nDR_SIGNING_KEY_FILE={}\n",
             repo.display(),
-            s.pg.bin_dir().display()
+            s.pg.bin_dir().display(),
+            s.ws.signing_key().display()
         ),
     );
     std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))
@@ -882,7 +883,7 @@ fn check_with_a_database_down_prints_every_line_then_fails() {
     assert_exit_code(&out, 3);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     let lines = v.as_array().expect("array");
-    assert_eq!(lines.len(), 11, "{v}");
+    assert_eq!(lines.len(), 12, "{v}");
     let failed: Vec<_> = lines
         .iter()
         .filter(|l| l["ok"] == false)
