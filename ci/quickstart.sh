@@ -126,6 +126,9 @@ echo "rows (customers orders audit.events): $source_counts" >&2
 say "dr keygen: the private identity stays here; the config gets only the public recipient"
 recipient=$(run "$dr_bin" keygen --output "$work/identity.txt")
 echo "recipient: $recipient" >&2
+say "dr keygen --signing: the backup host signs every backup; restore hosts trust its public key"
+signer=$(run "$dr_bin" keygen --signing --output "$work/signing.key")
+echo "signing key: $signer" >&2
 
 cat >"$work/dr.toml" <<EOF
 # Written by ci/quickstart.sh. See docs/CONFIGURATION.md for every key.
@@ -136,6 +139,11 @@ url = "file://$work/repo"
 recipients = ["$recipient"]
 # Needed only to restore, verify and show details; a backup-only host leaves it out.
 identity_file = "$work/identity.txt"
+
+# This host backs up (key_file) and restores: it trusts its own key. A restore-only host
+# lists the backup host's public key instead: trusted = ["$signer"]
+[signing]
+key_file = "$work/signing.key"
 
 [backup]
 pg_bin_dir = "$pg_bin"

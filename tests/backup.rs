@@ -763,9 +763,10 @@ fn readme_cron_line_runs_under_an_empty_environment_and_prints_nothing_on_succes
     let env_file = s.ws.write(
         "dr.env",
         &format!(
-            "# loaded by dr itself\nexport DR_REPOSITORY_URL=\"file://{}\"\nDR_PG_BIN_DIR='{}'\n",
+            "# loaded by dr itself\nexport DR_REPOSITORY_URL=\"file://{}\"\nDR_PG_BIN_DIR='{}'\nDR_SIGNING_KEY_FILE={}\n",
             repo.display(),
-            s.pg.bin_dir().display()
+            s.pg.bin_dir().display(),
+            s.ws.signing_key().display()
         ),
     );
     std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))

@@ -1,6 +1,8 @@
 //! Backups written by an older dr keep working: the committed format-1 fixture
 //! (tests/fixtures/v1, one `dump.zst.age`, made by `make.sh` with the dr from before manifest
-//! format 2) is listed, shown, restored into an exact copy and verified by today's dr.
+//! format 2) is listed, shown, restored into an exact copy and verified by today's dr. It
+//! predates signing: it is listed as untrusted (unsigned), never `latest`, and restores and
+//! verifies only when named by id with `--trust-unsigned`.
 
 mod support;
 
@@ -17,17 +19,6 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
 const BACKUP_ID: &str = "20261124T103633Z";
 /// When it finished (its manifest's `finished_at`).
 const BACKUP_FINISHED_AT: &str = "2026-11-24T10:36:33.429301411Z";
-
-/// `latest`, as an operator would say, unless this machine's clock is behind the time the
-/// fixture was made: then dr rightly skips it as future-dated (clock skew), so name it by id.
-fn latest() -> &'static str {
-    let made: chrono::DateTime<chrono::Utc> = BACKUP_FINISHED_AT.parse().expect("timestamp");
-    if chrono::Utc::now() > made {
-        "latest"
-    } else {
-        BACKUP_ID
-    }
-}
 
 /// Row count and content digest of every table (relkind 'r') of the fixture database, as
 /// printed by make.sh into expected.txt (digests.sql computes them: md5 of the rows as text,
@@ -149,13 +140,15 @@ fn a_format_1_backup_is_listed_and_shown() {
     assert_eq!(l[0]["id"], BACKUP_ID);
     assert_eq!(l[0]["target"], "app");
     assert!(l[0]["bytes"].as_u64().is_some_and(|b| b > 0), "{l:?}");
+    assert_eq!(l[0]["state"], "untrusted", "{l:?}");
+    assert_eq!(l[0]["trust"], "unsigned", "{l:?}");
 
     let out = f.ws.dr(&f.cfg, &["list"]);
     assert_success(&out);
     assert!(stdout(&out).contains(BACKUP_ID), "{}", stdout(&out));
 
     // With the identity, show decrypts the details: the recorded row counts.
-    let s = json(&f.ws.dr(&f.cfg, &["show", latest(), "--json"]));
+    let s = json(&f.ws.dr(&f.cfg, &["show", BACKUP_ID, "--json"]));
     assert_eq!(s["format"], 1, "{s}");
     assert_eq!(s["id"], BACKUP_ID, "{s}");
     let mut recorded = Vec::new();
@@ -177,7 +170,7 @@ fn a_format_1_backup_is_listed_and_shown() {
     assert_eq!(recorded, expected);
     assert_eq!(s["details"]["large_objects"], 1, "{s}");
 
-    let out = f.ws.dr(&f.cfg, &["show", latest()]);
+    let out = f.ws.dr(&f.cfg, &["show", BACKUP_ID]);
     assert_success(&out);
     assert!(stdout(&out).contains(BACKUP_ID), "{}", stdout(&out));
 }
@@ -186,19 +179,47 @@ fn a_format_1_backup_is_listed_and_shown() {
 fn a_format_1_backup_restores_an_exact_copy() {
     let pg = Postgres::start();
     let f = fixture(&pg.url("app"));
+    // Unsigned: never `latest`, and by id only with --trust-unsigned, before any database.
+    let out =
+        f.ws.dr(&f.cfg, &["restore", "--to", &pg.url("restored"), "--yes"]);
+    assert_exit_code(&out, 4);
+    assert!(stderr(&out).contains(BACKUP_ID), "{}", stderr(&out));
+    let out = f.ws.dr(
+        &f.cfg,
+        &["restore", BACKUP_ID, "--to", &pg.url("restored"), "--yes"],
+    );
+    assert_exit_code(&out, 4);
+    assert!(
+        stderr(&out).contains("--trust-unsigned"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "select count(*) from pg_database where datname = 'restored'"
+        ),
+        "0"
+    );
     let out = f.ws.dr(
         &f.cfg,
         &[
             "restore",
-            latest(),
+            BACKUP_ID,
             "--to",
             &pg.url("restored"),
             "--jobs",
             "2",
             "--yes",
+            "--trust-unsigned",
         ],
     );
     assert_success(&out);
+    assert!(
+        stderr(&out).contains(&format!("USING UNSIGNED BACKUP {BACKUP_ID}")),
+        "{}",
+        stderr(&out)
+    );
 
     let got = digests(&pg, "restored");
     let want: Vec<(String, i64, String)> = EXPECTED
@@ -271,7 +292,14 @@ fn a_format_1_backup_verifies_in_a_local_sandbox() {
     let f = fixture("postgres://postgres@127.0.0.1:9/app");
     let v = json(&f.ws.dr(
         &f.cfg,
-        &["verify", latest(), "--sandbox", "local", "--json"],
+        &[
+            "verify",
+            BACKUP_ID,
+            "--sandbox",
+            "local",
+            "--json",
+            "--trust-unsigned",
+        ],
     ));
     assert_eq!(v["record"]["result"], "passed", "{v}");
     let l = json(&f.ws.dr(&f.cfg, &["list", "--json"]));

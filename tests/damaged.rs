@@ -245,8 +245,9 @@ fn a_truncated_manifest_in_s3_blocks_nothing() {
 }
 
 /// Copies backup `id` of a directory repository to `new_id`, rewriting its manifest
-/// consistently (id, times, object keys), as a backup taken at `new_id`'s time would be.
-fn copy_backup(repo: &Path, id: &str, new_id: &str, started_at: &str) {
+/// consistently (id, times, object keys), as a backup taken at `new_id`'s time would be, and
+/// signed with the workspace's key as the backup host would.
+fn copy_backup(ws: &Workspace, repo: &Path, id: &str, new_id: &str, started_at: &str) {
     let from = repo.join(format!("app/{id}"));
     let to = repo.join(format!("app/{new_id}"));
     std::fs::create_dir_all(&to).expect("mkdir");
@@ -270,6 +271,7 @@ fn copy_backup(repo: &Path, id: &str, new_id: &str, started_at: &str) {
         serde_json::to_string_pretty(&m).expect("json"),
     )
     .expect("write manifest");
+    ws.sign(&to.join("manifest.json"));
 }
 
 #[test]
@@ -280,7 +282,7 @@ fn a_future_dated_backup_does_not_shadow_newer_ones() {
     let first = e.backup();
     let ahead = chrono::Utc::now() + chrono::Duration::days(30);
     let future = ahead.format("%Y%m%dT%H%M%SZ").to_string();
-    copy_backup(&repo, &first, &future, &ahead.to_rfc3339());
+    copy_backup(&e.ws, &repo, &first, &future, &ahead.to_rfc3339());
     // ...then the real newest backup, of newer data.
     e.pg.psql("app", "insert into t values (2);");
     let newest = e.backup();

@@ -94,6 +94,7 @@ fn k8s_manifests_pass_the_kubernetes_schemas() {
             "dr-config",
             "dr-secrets",
             "dr-identity",
+            "dr-signing",
         ] {
             assert!(
                 text.contains(&format!("/{name} against version")),
@@ -349,9 +350,27 @@ fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
         } else {
             assert!(identity_vols.is_empty(), "{name} mounts the identity");
         }
+        // The signing key: every job signs (backup, verify) or counts only signed backups
+        // (prune), from the Secret dr-signing.
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "dr-signing"),
+            "{name}: no dr-signing volume"
+        );
+        assert!(
+            c["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .any(|e| e["name"] == "DR_SIGNING_KEY_FILE"),
+            "{name}: no DR_SIGNING_KEY_FILE"
+        );
     }
     // Placeholder values only.
-    assert_eq!(secrets.len(), 2);
+    assert_eq!(secrets.len(), 3);
     for s in &secrets {
         for (k, v) in s["stringData"].as_object().expect("stringData") {
             let v = v.as_str().unwrap_or("");

@@ -160,16 +160,16 @@ fn the_image_backs_up_and_restores_a_postgres_17_container_as_its_non_root_user(
     let etc = ws.path().join("etc");
     std::fs::create_dir(&etc).expect("etc dir");
     std::fs::copy(&identity, etc.join("identity.txt")).expect("identity");
-    let _ = Command::new("chown")
-        .args([
-            "65532:65532",
-            etc.join("identity.txt").to_str().unwrap_or_default(),
-        ])
-        .status();
+    std::fs::copy(ws.signing_key(), etc.join("signing.key")).expect("signing key");
+    for f in ["identity.txt", "signing.key"] {
+        let _ = Command::new("chown")
+            .args(["65532:65532", etc.join(f).to_str().unwrap_or_default()])
+            .status();
+    }
     std::fs::write(
         etc.join("dr.toml"),
         format!(
-            "[repository]\nurl = \"file:///repo\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"/etc/dr/identity.txt\"\n[[targets]]\nname = \"app\"\nurl = \"postgres://postgres@db:5432/app\"\n"
+            "[repository]\nurl = \"file:///repo\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"/etc/dr/identity.txt\"\n[signing]\nkey_file = \"/etc/dr/signing.key\"\n[[targets]]\nname = \"app\"\nurl = \"postgres://postgres@db:5432/app\"\n"
         ),
     )
     .expect("config");

@@ -69,12 +69,27 @@ fn run_script(
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // The backup host's signing key, as every harness run of dr has (an empty value in `env`
+    // turns it off).
     cmd.env("PATH", path)
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("DR_SIGNING_KEY_FILE", ws.signing_key());
     for (k, v) in env {
         cmd.env(k, v);
     }
     ws.run(&mut cmd)
+}
+
+/// The public half of the workspace's signing key, as `[signing] trusted` lists it.
+fn signer(ws: &Workspace) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(ws.signing_key())
+        .output()
+        .expect("ssh-keygen");
+    assert_success(&out);
+    stdout(&out).trim().to_string()
 }
 
 struct Source {
@@ -168,6 +183,7 @@ fn break_glass_restores_an_exact_copy_with_only_age_zstd_and_pg_restore() {
             ("REPO", s.repo.display().to_string()),
             ("TARGET", "app".into()),
             ("IDENTITY", s.identity.display().to_string()),
+            ("SIGNER", signer(&s.ws)),
             // The new server's own superuser, whose password step 5 must leave alone
             // (the old server's globals.sql sets another one for `admin`).
             (
@@ -216,6 +232,7 @@ fn break_glass_restores_an_exact_copy_with_only_age_zstd_and_pg_restore() {
             ("REPO", s.repo.display().to_string()),
             ("TARGET", "app".into()),
             ("IDENTITY", s.identity.display().to_string()),
+            ("SIGNER", signer(&s.ws)),
             ("PGURL", other.url("corrupt")),
             ("WORK", work2.display().to_string()),
         ],
@@ -228,6 +245,64 @@ fn break_glass_restores_an_exact_copy_with_only_age_zstd_and_pg_restore() {
         ),
         "0"
     );
+
+    // A forgery (a newer backup someone with write access put there: a copy without a valid
+    // signature, or with the manifest edited) stops the runbook at the signature, before the
+    // database exists.
+    let mut bytes = std::fs::read(&dump).expect("read");
+    bytes[200] ^= 0xff;
+    std::fs::write(&dump, bytes).expect("undo the corruption");
+    let forged = s.repo.join("app/29980101T000000Z");
+    std::fs::create_dir_all(&forged).expect("mkdir");
+    for f in std::fs::read_dir(&newest).expect("ls").flatten() {
+        if f.path().is_file() {
+            std::fs::copy(f.path(), forged.join(f.file_name())).expect("copy");
+        }
+    }
+    let manifest = std::fs::read_to_string(forged.join("manifest.json")).expect("manifest");
+    let id = newest
+        .file_name()
+        .expect("id")
+        .to_string_lossy()
+        .to_string();
+    std::fs::write(
+        forged.join("manifest.json"),
+        manifest.replace(&id, "29980101T000000Z"),
+    )
+    .expect("write");
+    for (case, remove_sig) in [("edited", false), ("unsigned", true)] {
+        if remove_sig {
+            std::fs::remove_file(forged.join("manifest.json.sig")).expect("rm sig");
+        }
+        let work3 = s.ws.path().join(format!("work-{case}"));
+        std::fs::create_dir_all(&work3).expect("mkdir");
+        let out = run_script(
+            &s.ws,
+            &format!("break-glass-{case}.sh"),
+            &body,
+            &[
+                ("REPO", s.repo.display().to_string()),
+                ("TARGET", "app".into()),
+                ("IDENTITY", s.identity.display().to_string()),
+                ("SIGNER", signer(&s.ws)),
+                ("PGURL", other.url("forged")),
+                ("WORK", work3.display().to_string()),
+            ],
+        );
+        assert!(!out.status.success(), "a {case} forgery was restored");
+        assert!(
+            stdout(&out).contains("backup: 29980101T000000Z"),
+            "{}",
+            stdout(&out)
+        );
+        assert_eq!(
+            other.psql(
+                "postgres",
+                "select count(*) from pg_database where datname = 'forged'"
+            ),
+            "0"
+        );
+    }
 }
 
 #[test]
@@ -330,6 +405,7 @@ fn break_glass_fetches_from_s3_with_the_aws_cli() {
             ("AWS_REGION", "us-east-1".into()),
             ("TARGET", "app".into()),
             ("IDENTITY", s.identity.display().to_string()),
+            ("SIGNER", signer(&s.ws)),
             ("PGURL", other.url("app")),
             ("WORK", work.display().to_string()),
         ],
@@ -387,5 +463,101 @@ fn credentials_leaked_runbook_brings_back_backups_deleted_with_the_backup_hosts_
     );
     assert_success(&out);
     assert!(stdout(&out).contains("undeleted"), "{}", stdout(&out));
+    assert_eq!(s.pg.table_digests("app"), other.table_digests("app"));
+}
+
+#[test]
+fn signing_key_leaked_runbook_keeps_the_backups_made_before_the_leak_and_no_forgery() {
+    let s = source();
+    // The backup host's config names its key, as the runbook expects.
+    let old_key = s.ws.signing_key();
+    let text = std::fs::read_to_string(&s.cfg).expect("cfg");
+    let cfg = s.ws.write(
+        "dr-host.toml",
+        &format!("{text}[signing]\nkey_file = \"{}\"\n", old_key.display()),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let leaked_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The attacker, with the leaked key and the bucket: a backup of another database.
+    s.pg.create_db("evil");
+    s.pg.psql("evil", "create table planted (id int);");
+    let attacker = s.ws.write(
+        "attacker.toml",
+        &text.replace(&s.pg.url("app"), &s.pg.url("evil")),
+    );
+    assert_success(&s.ws.dr(&attacker, &["backup"]));
+    let rows = |cfg: &Path| -> Vec<(String, String)> {
+        let out =
+            s.ws.dr_env(cfg, &["list", "--json"], &[("DR_SIGNING_KEY_FILE", "")]);
+        assert_success(&out);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().expect("id").to_string(),
+                    r["trust"].as_str().expect("trust").to_string(),
+                )
+            })
+            .collect()
+    };
+    let before = rows(&cfg);
+    assert_eq!(before.len(), 3);
+    assert!(before.iter().all(|(_, t)| t == "trusted"), "{before:?}");
+    let forged = before[0].0.clone();
+
+    let new_key = s.ws.path().join("keys/signing-new.key");
+    std::fs::create_dir_all(new_key.parent().expect("dir")).expect("mkdir");
+    let out = run_script(
+        &s.ws,
+        "signing-key-leaked.sh",
+        &script("signing-key-leaked.md", ""),
+        &[
+            ("DR_CONFIG", cfg.display().to_string()),
+            ("DR_SIGNING_KEY_FILE", String::new()),
+            ("TARGET", "app".into()),
+            ("OLD_KEY", old_key.display().to_string()),
+            ("NEW_KEY", new_key.display().to_string()),
+            ("LEAKED_AT", leaked_at),
+        ],
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(&format!("{forged}\tleft untrusted")),
+        "{}",
+        stdout(&out)
+    );
+    let after = rows(&cfg);
+    assert_eq!(after.len(), 4, "{after:?}");
+    for (id, trust) in &after {
+        let want = if *id == forged {
+            "unknown_key"
+        } else {
+            "trusted"
+        };
+        assert_eq!(trust, want, "{id}: {after:?}");
+    }
+    // `latest` on this host is the new backup, never the forgery.
+    let other = Postgres::start();
+    let out = s.ws.dr_env(
+        &cfg,
+        &["restore", &forged, "--to", &other.url("app"), "--yes"],
+        &[("DR_SIGNING_KEY_FILE", "")],
+    );
+    assert_exit_code(&out, 4);
+    let out = s.ws.dr_env(
+        &cfg,
+        &[
+            "restore",
+            "--to",
+            &other.url("app"),
+            "--yes",
+            "--with-globals",
+        ],
+        &[("DR_SIGNING_KEY_FILE", "")],
+    );
+    assert_success(&out);
     assert_eq!(s.pg.table_digests("app"), other.table_digests("app"));
 }

@@ -205,7 +205,8 @@ fn verify_passes_in_a_docker_sandbox_and_removes_it() {
 fn verify_fails_naming_the_table_when_recorded_counts_are_wrong() {
     let e = env();
     // Test seam: rewrite the encrypted details with a wrong count, with the age and zstd CLIs,
-    // and fix the manifest's digest as a (malicious or buggy) writer would.
+    // and fix the manifest's digest (and its signature) as a buggy backup host would (one
+    // without the signing key is refused before verifying: tests/signing.rs).
     let manifest_path = files_under(&e.repo)
         .into_iter()
         .find(|p| p.ends_with("manifest.json"))
@@ -267,6 +268,7 @@ fn verify_fails_naming_the_table_when_recorded_counts_are_wrong() {
         }
     }
     std::fs::write(&manifest_path, m.to_string()).expect("write manifest");
+    e.ws.sign(&manifest_path);
 
     let out = e.ws.dr(&e.cfg, &["verify", "--sandbox", "local"]);
     assert_exit_code(&out, 5);

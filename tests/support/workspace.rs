@@ -50,6 +50,49 @@ impl Workspace {
         (file, recipient)
     }
 
+    /// This workspace's signing key (`.dr/signing.key`, made by `dr keygen --signing` on first
+    /// use): every `dr` the harness runs signs with it and trusts it (DR_SIGNING_KEY_FILE),
+    /// as a backup host that also restores does.
+    pub fn signing_key(&self) -> PathBuf {
+        let file = self.dir.path().join(".dr").join("signing.key");
+        if !file.exists() {
+            self.new_signing_key(".dr/signing.key");
+        }
+        file
+    }
+
+    /// A new signing key at `name` (relative to the workspace): (file, public key line).
+    pub fn new_signing_key(&self, name: &str) -> (PathBuf, String) {
+        let file = self.dir.path().join(name);
+        if let Some(parent) = file.parent() {
+            fs::create_dir_all(parent).expect("create parent dirs");
+        }
+        let out = run_ok(
+            Command::new(dr_bin())
+                .args(["keygen", "--signing", "--output"])
+                .arg(&file),
+            "dr keygen --signing",
+        );
+        (
+            file,
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    }
+
+    /// Sign `file` as the backup host would (`FILE.sig`, replaced), with the workspace's key and
+    /// the stock `ssh-keygen`: for tests that fabricate a backup dr must trust.
+    pub fn sign(&self, file: &Path) {
+        let sig = PathBuf::from(format!("{}.sig", file.display()));
+        let _ = fs::remove_file(&sig);
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-Y", "sign", "-n", "dr-backup@v1", "-f"])
+                .arg(self.signing_key())
+                .arg(file),
+            "ssh-keygen -Y sign",
+        );
+    }
+
     /// Writes `contents` to `name` (relative to the workspace; parents created).
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.dir.path().join(name);
@@ -105,6 +148,7 @@ impl Workspace {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
             .env("HOME", self.dir.path())
+            .env("DR_SIGNING_KEY_FILE", self.signing_key())
             .current_dir(self.dir.path());
         c
     }

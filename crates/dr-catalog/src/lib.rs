@@ -12,8 +12,9 @@
 //! {target}/{id}/dump.zst.age           format 1 (older backups): the whole pg_dump -Fc archive
 //! {target}/{id}/globals.sql.zst.age    pg_dumpall --globals-only, zstd, age
 //! {target}/{id}/details.json.zst.age   table names, row counts, sequences (never in plaintext)
+//! {target}/{id}/manifest.json.sig      its signature (OpenSSH SSHSIG, dr-backup@v1), just before
 //! {target}/{id}/manifest.json          written last: the commit point of the backup
-//! {target}/{id}/verify/{time}.json     verification records (plain summary)
+//! {target}/{id}/verify/{time}.json     verification records (plain summary), each with a .sig
 //! locks/{target}.json                  run lock (conditional create)
 //! daemon/{host}.json                   a running `dr daemon`'s heartbeat
 //! ```

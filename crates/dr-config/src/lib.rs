@@ -26,9 +26,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod schedule;
+mod signing;
 mod values;
 
 pub use schedule::{JobKind, ScheduleConfig};
+pub use signing::SigningConfig;
 pub use values::{
     escape_database, unescape_database, url_holds_password, valid_configured_name,
     valid_target_name, Duration, PASSWORD_HINT,
@@ -44,6 +46,8 @@ pub mod env {
     pub const REPOSITORY_ENDPOINT: &str = "DR_REPOSITORY_ENDPOINT";
     /// Overrides `encryption.identity_file`.
     pub const IDENTITY_FILE: &str = "DR_IDENTITY_FILE";
+    /// Overrides `signing.key_file` (and adds a `[signing]` section when there is none).
+    pub const SIGNING_KEY_FILE: &str = "DR_SIGNING_KEY_FILE";
     /// Overrides `backup.pg_bin_dir`.
     pub const PG_BIN_DIR: &str = "DR_PG_BIN_DIR";
     /// Overrides `notify.webhook_url` (it usually holds a token: keep it out of the file).
@@ -106,6 +110,9 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// `[signing]`: the key this host signs with, the keys it trusts. Absent: this host
+    /// trusts no backup (restore/verify refuse) and cannot make one.
+    pub signing: Option<SigningConfig>,
     /// Jobs for `dr daemon`, besides those in `daemon.schedules_dir`.
     #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,
@@ -558,6 +565,11 @@ impl Config {
         if let Some(v) = get(env::IDENTITY_FILE).filter(|v| !v.is_empty()) {
             self.encryption.identity_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = get(env::SIGNING_KEY_FILE).filter(|v| !v.is_empty()) {
+            self.signing
+                .get_or_insert_with(SigningConfig::default)
+                .key_file = Some(PathBuf::from(v));
+        }
         if let Some(v) = get(env::PG_BIN_DIR).filter(|v| !v.is_empty()) {
             self.backup.pg_bin_dir = Some(PathBuf::from(v));
         }
@@ -723,6 +735,9 @@ impl Config {
         }
         for s in &self.schedules {
             s.validate(self, None)?;
+        }
+        if let Some(s) = &self.signing {
+            s.validate().map_err(|(m, h)| self.invalid(m, h))?;
         }
         Ok(())
     }

@@ -77,10 +77,11 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
             .map_err(|e| e.to_string()),
     );
     push("object lock".into(), lock_line(ctx).await);
+    push("signing".into(), signing_line(&ctx.signing));
     let targets = ctx.config.select_targets(target).map_err(Error::config)?;
     // What the repository already holds: a future-dated backup means a clock is wrong (the
     // backup host's then, or this host's now), a damaged one needs the operator.
-    let catalog = crate::repo::catalog(ctx.store.as_ref(), target).await;
+    let catalog = crate::repo::catalog(ctx.store.as_ref(), target, &ctx.signing).await;
     let now = Utc::now();
     for t in &targets {
         // With Object Lock, a backup whose objects were overwritten (leaked credentials) is
@@ -359,9 +360,31 @@ pub fn failure(lines: &[CheckLine]) -> Option<Error> {
     })
 }
 
+/// Whether this host signs (backups, verification records) and whom it trusts. A host that
+/// neither signs nor trusts anything fails: it can make no backup and use none.
+pub fn signing_line(signing: &crate::trust::Signing) -> std::result::Result<String, String> {
+    if !signing.configured {
+        return Err(format!(
+            "no [signing] section: this host cannot make backups and trusts none\nhint: on the backup host run `dr keygen --signing --output /etc/dr/signing.key` and set [signing] key_file; elsewhere {}",
+            crate::trust::NOT_CONFIGURED_HINT
+        ));
+    }
+    let signs = match signing.public_key() {
+        Some(k) => format!("signs with {} (key_file)", k.fingerprint()),
+        None => "no key_file: this host makes no backups and its verification records are unsigned"
+            .into(),
+    };
+    let trusted: Vec<String> = signing.trusted().iter().map(|k| k.fingerprint()).collect();
+    Ok(format!(
+        "{signs}; trusts {} key(s): {}",
+        trusted.len(),
+        trusted.join(", ")
+    ))
+}
+
 /// The `backups TARGET` line: how many, the newest; fails on a future-dated backup (clock
 /// skew), an overwritten one (`overwritten`, from [`crate::undelete::deleted`]: its hint is
-/// `dr undelete`, never a prune that would delete the evidence) or a damaged one. Pure.
+/// `dr undelete`, never a prune that would delete the evidence), a damaged or an untrusted one. Pure.
 pub fn backups_line(
     catalog: &Catalog,
     overwritten: &[DeletedBackup],
@@ -402,7 +425,21 @@ pub fn backups_line(
             )
         })
         .collect();
+    let untrusted: Vec<String> = catalog
+        .untrusted()
+        .filter(|e| e.manifest.target == target)
+        .map(|e| {
+            format!(
+                "backup {} is one this host would not trust ({}): `latest` skips it, restore and verify refuse it",
+                e.manifest.id,
+                e.trust.reason()
+            )
+        })
+        .collect();
     let mut hints = Vec::new();
+    if !untrusted.is_empty() {
+        hints.push("`dr list` marks untrusted backups; see \"Signing\" in docs/CONFIGURATION.md (unsigned backups made before signing existed restore with --trust-unsigned)");
+    }
     if !future.is_empty() {
         hints.push("check the clock (NTP, `timedatectl`) of this host and of the backup host");
     }
@@ -413,7 +450,7 @@ pub fn backups_line(
         hints.push("`dr prune --force` deletes damaged backups");
     }
     if !hints.is_empty() {
-        let problems = [future, overwritten_lines, damaged].concat();
+        let problems = [untrusted, future, overwritten_lines, damaged].concat();
         return Err(format!(
             "{}\nhint: {}",
             problems.join("; "),

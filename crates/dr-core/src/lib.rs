@@ -38,10 +38,12 @@ pub mod progress;
 pub mod prune;
 pub mod repo;
 pub mod report;
+pub mod resign;
 pub mod restore;
 pub mod rto;
 pub mod status;
 pub mod time;
+pub mod trust;
 pub mod undelete;
 pub mod verify;
 
@@ -70,10 +72,14 @@ pub struct Context {
     /// A run of `dr daemon`: a run lock nobody refreshes is waited out to its expiry (its
     /// holder may have crashed) rather than costing the night's run (see [`lock`]).
     pub scheduled: bool,
+    /// `[signing]`: this host's signing key and the keys it trusts (see [`trust`]).
+    pub signing: Arc<trust::Signing>,
 }
 
 impl Context {
     pub async fn open(config: Config) -> Result<Context> {
+        // Before the network: a broken [signing] is a config error (exit 2).
+        let signing = Arc::new(trust::Signing::from_config(&config)?);
         let location = repository_location(&config)?;
         let mut store = dr_store::open(&location).await?;
         // [repository.object_lock]: every backup object is written locked (see `immutable`).
@@ -86,6 +92,7 @@ impl Context {
             cancel: CancellationToken::new(),
             progress: false,
             scheduled: false,
+            signing,
         })
     }
 
@@ -98,6 +105,7 @@ impl Context {
             cancel,
             progress: self.progress,
             scheduled: self.scheduled,
+            signing: Arc::clone(&self.signing),
         }
     }
 

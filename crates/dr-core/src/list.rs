@@ -9,6 +9,7 @@ use dr_catalog::{BackupDetails, BackupId, ObjectRole, Policy};
 use serde::{Serialize, Serializer};
 
 use crate::repo::{self, BackupEntry, Catalog, DamagedBackup, Selector};
+use crate::trust::Trust;
 use crate::{Context, Error, Kind, Result};
 
 /// What `dr list` says of a backup (docs/JSON.md, "States").
@@ -25,6 +26,9 @@ pub enum State {
     /// was replaced by a newer version than dr wrote (see [`crate::undelete`]); `dr undelete`
     /// brings back the originals.
     Overwritten,
+    /// Complete, but not signed by a key this host trusts (unsigned, bad signature, unknown
+    /// key; see [`crate::trust`]): never latest, never restored or verified.
+    Untrusted,
 }
 
 /// One element of `dr list --json` (docs/JSON.md): a complete backup (possibly
@@ -54,17 +58,23 @@ pub struct ListRow {
     pub retention: Option<String>,
     pub server_major: Option<u32>,
     pub server_version: Option<String>,
+    /// The fingerprint (`SHA256:…`) of the key that signed it, when the signature is valid.
+    pub signed_by: Option<String>,
     #[serde(serialize_with = "rfc3339")]
     pub started_at: Option<DateTime<Utc>>,
     pub state: State,
     pub target: String,
+    /// Who wrote it: `trusted`, `unsigned`, `bad_signature` or `unknown_key` (the manifest's
+    /// signature checked against this host's trusted keys); `None` for damaged backups.
+    pub trust: Option<String>,
     pub verification: Option<RowVerification>,
 }
 
 /// `verification` of a [`ListRow`]: the newest one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RowVerification {
-    /// `passed` or `failed`.
+    /// `passed` or `failed`; `untrusted` for a record not signed by a trusted key (it does not
+    /// count as a verification).
     pub result: String,
     #[serde(serialize_with = "rfc3339_one")]
     pub verified_at: DateTime<Utc>,
@@ -139,8 +149,22 @@ fn complete_row(
                 repo::dated_ahead(&m.id, now)
             )),
         )
+    } else if !e.trust.is_trusted() {
+        (
+            State::Untrusted,
+            Some(format!(
+                "untrusted: {}; never picked as latest, refused by restore and verify",
+                e.trust.reason()
+            )),
+        )
     } else {
         (State::Ok, None)
+    };
+    let (trust, signed_by) = match &e.trust {
+        Trust::Trusted { key } => ("trusted", Some(key.clone())),
+        Trust::Unsigned => ("unsigned", None),
+        Trust::BadSignature { .. } => ("bad_signature", None),
+        Trust::UnknownKey { key } => ("unknown_key", Some(key.clone())),
     };
     ListRow {
         bytes: Some(m.stored_bytes()),
@@ -160,10 +184,19 @@ fn complete_row(
         started_at: Some(m.started_at),
         state,
         target: m.target.clone(),
-        verification: e.verification.as_ref().map(|v| RowVerification {
-            result: v.result.clone(),
-            verified_at: v.verified_at,
-        }),
+        trust: Some(trust.to_string()),
+        signed_by,
+        verification: match (&e.verification, &e.untrusted_verification) {
+            (Some(v), _) => Some(RowVerification {
+                result: v.result.clone(),
+                verified_at: v.verified_at,
+            }),
+            (None, Some(u)) => Some(RowVerification {
+                result: "untrusted".into(),
+                verified_at: u.record.verified_at,
+            }),
+            (None, None) => None,
+        },
     }
 }
 
@@ -183,6 +216,8 @@ fn damaged_row(d: &DamagedBackup) -> ListRow {
         started_at: None,
         state: State::Damaged,
         target: d.target.clone(),
+        trust: None,
+        signed_by: None,
         verification: None,
     }
 }
@@ -211,7 +246,7 @@ pub fn flag_overwritten(rows: &mut [ListRow], found: &[crate::undelete::DeletedB
 /// configured retention (none, or an invalid one, leaves `retention` empty). With
 /// `[repository.object_lock]`, one version listing per target flags overwritten backups.
 pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<ListRow>> {
-    let catalog = repo::catalog(ctx.store.as_ref(), target).await?;
+    let catalog = repo::catalog(ctx.store.as_ref(), target, &ctx.signing).await?;
     let policy = crate::prune::policy(ctx).ok();
     let mut rows = rows(&catalog, policy.as_ref(), Utc::now());
     if ctx.store.location().object_lock().is_some() {
@@ -258,7 +293,7 @@ impl Serialize for Shown {
 /// without it, or when the backup has no details object, `details` is `None`.
 pub async fn show(ctx: &Context, id: &str, target: Option<&str>) -> Result<Shown> {
     let selector = Selector::parse(Some(id), None)?;
-    let entry = repo::resolve(ctx.store.as_ref(), target, &selector).await?;
+    let entry = repo::resolve(ctx.store.as_ref(), target, &selector, &ctx.signing).await?;
     let details = details(ctx, &entry).await?;
     Ok(Shown { entry, details })
 }
@@ -406,6 +441,8 @@ mod tests {
                 "server_major": 17,
                 "verification": {"result": "passed", "verified_at": "2026-11-22T03:00:00Z"},
                 "measured_restore_seconds": null,
+                "trust": "trusted",
+                "signed_by": "SHA256:test",
             })
         );
         let bad = serde_json::to_value(&rows[4]).expect("json");
@@ -427,6 +464,8 @@ mod tests {
                 "server_major": null,
                 "verification": null,
                 "measured_restore_seconds": null,
+                "trust": null,
+                "signed_by": null,
             })
         );
         // Keys in the order `dr list --json` always printed them (alphabetical).

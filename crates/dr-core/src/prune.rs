@@ -135,7 +135,7 @@ pub async fn run(
     }
     let policy = policy(ctx)?;
     let store = ctx.store.as_ref();
-    let catalog = crate::repo::catalog(store, target).await?;
+    let catalog = crate::repo::catalog(store, target, &ctx.signing).await?;
     let entries = &catalog.entries;
     let objects = store
         .list(target.map(|t| format!("{t}/")).as_deref().unwrap_or(""))
@@ -173,6 +173,7 @@ pub async fn run(
                 d.id
             );
         }
+        catalog.warn_untrusted_kept(&t);
         let damaged = damaged_plan(&catalog.damaged, &t, force);
         let leftovers = leftovers(&by_backup, &t, grace, now);
         let uploads = store.list_multipart(&format!("{t}/")).await?;

@@ -11,8 +11,12 @@
 //! - A **future-dated** backup (taken with a clock that was ahead, see
 //!   [`BackupId::is_future_dated`]) is listed, but `latest` and `--at` skip it: otherwise it
 //!   would shadow every newer backup until the real clock catches up.
+//!
+//! A third is about origin: an **untrusted** backup (its manifest unsigned, badly signed, or
+//! signed by a key this host does not trust, see [`crate::trust`]) is listed with the reason,
+//! skipped by `latest` and `--at`, left out of retention, and refused by restore and verify.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use dr_catalog::{keys, BackupId, Manifest, VerificationRecord};
@@ -20,14 +24,28 @@ use dr_store::ObjectStore;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::trust::{signature_key, Signing, Trust};
 use crate::{Error, Kind, Result};
 
 /// One complete backup.
 #[derive(Debug, Clone)]
 pub struct BackupEntry {
     pub manifest: Manifest,
-    /// The newest verification record, if any.
+    /// The newest verification record, if any and if it is trusted (signed by a trusted key).
     pub verification: Option<VerificationRecord>,
+    /// Whether the manifest is signed by a key this host trusts.
+    pub trust: Trust,
+    /// The newest verification record when it is not trusted: it does not count.
+    pub untrusted_verification: Option<UntrustedRecord>,
+}
+
+/// A verification record not signed by a trusted key (forged, or from a host whose key is
+/// not trusted here).
+#[derive(Debug, Clone)]
+pub struct UntrustedRecord {
+    pub record: VerificationRecord,
+    /// The record's key and why it is untrusted.
+    pub reason: String,
 }
 
 /// A backup whose manifest exists but cannot be used.
@@ -105,19 +123,48 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
 
 /// Every complete backup, newest first; `target` filters. Damaged backups are left out (see
 /// [`catalog`]). A listing that fails is an error, never a shorter list.
-pub async fn list(store: &dyn ObjectStore, target: Option<&str>) -> Result<Vec<BackupEntry>> {
-    Ok(catalog(store, target).await?.entries)
+pub async fn list(
+    store: &dyn ObjectStore,
+    target: Option<&str>,
+    signing: &Signing,
+) -> Result<Vec<BackupEntry>> {
+    Ok(catalog(store, target, signing).await?.entries)
 }
 
 /// Every complete backup and every damaged one, newest first; `target` filters. A listing or
-/// a manifest fetch that fails is an error, never a shorter list.
-pub async fn catalog(store: &dyn ObjectStore, target: Option<&str>) -> Result<Catalog> {
+/// a manifest fetch that fails is an error, never a shorter list. Each manifest and newest
+/// verification record is checked against `signing`'s trusted keys.
+pub async fn catalog(
+    store: &dyn ObjectStore,
+    target: Option<&str>,
+    signing: &Signing,
+) -> Result<Catalog> {
     let objects = store
         .list(target.map(|t| format!("{t}/")).as_deref().unwrap_or(""))
         .await
         .map_err(|e| Error::from(e).context("listing the repository"))?;
     let mut manifests: Vec<(String, BackupId, String)> = Vec::new();
     let mut verifications: BTreeMap<(String, BackupId), String> = BTreeMap::new();
+    let signatures: BTreeSet<&str> = objects
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| k.ends_with(".sig"))
+        .collect();
+    // A signature is fetched only when the listing has it: absent means unsigned.
+    let fetch_signature = |key: &str| {
+        let sig = signature_key(key);
+        let listed = signatures.contains(sig.as_str());
+        async move {
+            if !listed {
+                return Ok(None);
+            }
+            store
+                .get(&sig)
+                .await
+                .map(Some)
+                .map_err(|e| Error::from(e).context(format!("reading signature `{sig}`")))
+        }
+    };
     for o in &objects {
         if let Some((t, id, rest)) = keys::parse(&o.key) {
             if rest == keys::MANIFEST {
@@ -136,6 +183,7 @@ pub async fn catalog(store: &dyn ObjectStore, target: Option<&str>) -> Result<Ca
     let read: Vec<std::result::Result<BackupEntry, DamagedBackup>> = stream::iter(manifests)
         .map(|(target, id, key)| {
             let verifications = &verifications;
+            let fetch_signature = &fetch_signature;
             async move {
                 let bytes = store
                     .get(&key)
@@ -155,20 +203,43 @@ pub async fn catalog(store: &dyn ObjectStore, target: Option<&str>) -> Result<Ca
                         }));
                     }
                 };
-                let verification = match verifications.get(&(manifest.target.clone(), manifest.id))
-                {
-                    Some(vkey) => match store.get(vkey).await {
-                        Ok(b) => serde_json::from_slice(&b).ok(),
-                        Err(e) => {
-                            tracing::warn!("cannot read verification record {vkey}: {e}");
-                            None
-                        }
-                    },
-                    None => None,
-                };
+                let sig = fetch_signature(&key).await?;
+                let trust = signing.check(&bytes, sig.as_deref());
+                let mut untrusted_verification = None;
+                let verification =
+                    match verifications.get(&(manifest.target.clone(), manifest.id)) {
+                        Some(vkey) => match store.get(vkey).await {
+                            Ok(b) => {
+                                let vsig = fetch_signature(vkey).await?;
+                                match signing.check(&b, vsig.as_deref()) {
+                                    t if t.is_trusted() => serde_json::from_slice(&b).ok(),
+                                    t => {
+                                        tracing::debug!(
+                                            "verification record {vkey} is untrusted: {}",
+                                            t.reason()
+                                        );
+                                        untrusted_verification = serde_json::from_slice(&b)
+                                            .ok()
+                                            .map(|record| UntrustedRecord {
+                                                record,
+                                                reason: format!("{vkey}: {}", t.reason()),
+                                            });
+                                        None
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!("cannot read verification record {vkey}: {e}");
+                                None
+                            }
+                        },
+                        None => None,
+                    };
                 Ok::<_, Error>(Ok(BackupEntry {
                     manifest,
                     verification,
+                    trust,
+                    untrusted_verification,
                 }))
             }
         })
@@ -195,10 +266,11 @@ pub async fn catalog(store: &dyn ObjectStore, target: Option<&str>) -> Result<Ca
 }
 
 /// One target's backups as retention sees them: `(id, its newest verification passed)`.
+/// Untrusted backups are left out: they never hold a tier (never shadow a trusted backup).
 pub fn retention_inputs(entries: &[BackupEntry], target: &str) -> Vec<(BackupId, bool)> {
     entries
         .iter()
-        .filter(|e| e.manifest.target == target)
+        .filter(|e| e.manifest.target == target && e.trust.is_trusted())
         .map(|e| {
             (
                 e.manifest.id,
@@ -246,19 +318,36 @@ pub async fn resolve(
     store: &dyn ObjectStore,
     target: Option<&str>,
     selector: &Selector,
+    signing: &Signing,
 ) -> Result<BackupEntry> {
-    catalog(store, target)
+    catalog(store, target, signing)
         .await?
         .pick(target, selector, Utc::now())
 }
 
 impl Catalog {
-    /// Complete backups that are not future-dated at `now`, newest first: what `latest` and
-    /// "the newest backup" mean.
+    /// Complete trusted backups that are not future-dated at `now`, newest first: what
+    /// `latest` and "the newest backup" mean.
     pub fn current(&self, now: DateTime<Utc>) -> impl Iterator<Item = &BackupEntry> {
         self.entries
             .iter()
-            .filter(move |e| !e.manifest.id.is_future_dated(now))
+            .filter(move |e| !e.manifest.id.is_future_dated(now) && e.trust.is_trusted())
+    }
+
+    /// Prune keeps untrusted backups of `target` and says so: retention does not count them.
+    pub fn warn_untrusted_kept(&self, target: &str) {
+        for e in self.untrusted().filter(|e| e.manifest.target == target) {
+            tracing::warn!(
+                "backup {} of `{target}` is untrusted ({}): kept, and not counted by retention (it holds no tier and makes no trusted backup go)",
+                e.manifest.id,
+                e.trust.reason()
+            );
+        }
+    }
+
+    /// Complete backups this host does not trust, newest first.
+    pub fn untrusted(&self) -> impl Iterator<Item = &BackupEntry> {
+        self.entries.iter().filter(|e| !e.trust.is_trusted())
     }
 
     /// Complete backups dated beyond `now` plus the clock-skew allowance, newest first.
@@ -342,11 +431,27 @@ impl Catalog {
             Selector::At(t) => id.time() <= *t,
             _ => true,
         };
-        let chosen = self
-            .entries
-            .iter()
-            .position(|e| !e.manifest.id.is_future_dated(now) && wanted(&e.manifest.id));
+        let chosen = self.entries.iter().position(|e| {
+            !e.manifest.id.is_future_dated(now) && e.trust.is_trusted() && wanted(&e.manifest.id)
+        });
         let chosen_id = chosen.map(|i| self.entries[i].manifest.id);
+        // Newer than the one picked but not trusted here: never `latest`, always said.
+        let untrusted: Vec<&BackupEntry> = self
+            .untrusted()
+            .filter(|e| {
+                !e.manifest.id.is_future_dated(now)
+                    && wanted(&e.manifest.id)
+                    && chosen_id.is_none_or(|c| e.manifest.id > c)
+            })
+            .collect();
+        for e in &untrusted {
+            tracing::warn!(
+                "skipping backup {} of `{}`: untrusted ({})",
+                e.manifest.id,
+                e.manifest.target,
+                e.trust.reason()
+            );
+        }
         // Newer than the one picked, but passed over: say so, the operator may expect them.
         let future: Vec<&BackupEntry> = self
             .future_dated(now)
@@ -381,6 +486,17 @@ impl Catalog {
                 let mut entries = self.entries;
                 Ok(entries.swap_remove(i))
             }
+            None if !untrusted.is_empty() => Err(Error::new(
+                Kind::Integrity,
+                format!(
+                    "no trusted backup {what}: {}\nhint: `dr list` shows every backup and whether it is trusted; name an older unsigned one by id with --trust-unsigned only if it predates signing",
+                    untrusted
+                        .iter()
+                        .map(|e| format!("{} is untrusted ({})", e.manifest.id, e.trust.reason()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )),
             None if !skipped.is_empty() => Err(Error::new(
                 Kind::Integrity,
                 format!(

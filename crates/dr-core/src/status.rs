@@ -1,5 +1,6 @@
 //! `dr status`: one row per configured target saying whether its backups are healthy — a
-//! recent complete backup, no failed verification, nothing damaged or future-dated — and when
+//! recent complete trusted backup, no failed verification, nothing damaged, future-dated or
+//! untrusted (see [`crate::trust`]), no untrusted verification record — and when
 //! the next scheduled backup runs. [`assess`] is pure; [`run`] reads the repository.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +45,16 @@ pub struct TargetStatus {
     /// a database of a server target that refuses connections (not backed up).
     pub problems: Vec<String>,
     pub target: String,
+    /// Backups of this target not signed by a key this host trusts (never the newest).
+    pub untrusted: Vec<UntrustedRow>,
+}
+
+/// An element of `untrusted` in a [`TargetStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UntrustedRow {
+    pub id: String,
+    /// `unsigned`, `bad signature: …`, `signed by SHA256:…, a key this host does not trust`.
+    pub reason: String,
 }
 
 /// `last_verification` of a [`TargetStatus`].
@@ -128,6 +139,25 @@ fn assess_target(
     for d in &damaged {
         problems.push(format!("backup {} is damaged: {}", d.id, d.reason));
     }
+    let untrusted: Vec<&BackupEntry> = catalog
+        .untrusted()
+        .filter(|e| e.manifest.target == target)
+        .collect();
+    for e in &untrusted {
+        problems.push(format!(
+            "backup {} is untrusted ({}): `latest` skips it, restore and verify refuse it",
+            e.manifest.id,
+            e.trust.reason()
+        ));
+    }
+    for e in &mine {
+        if let Some(u) = &e.untrusted_verification {
+            problems.push(format!(
+                "a verification record of backup {} is untrusted ({}): not counted",
+                e.manifest.id, u.reason
+            ));
+        }
+    }
     let next_backup = jobs
         .iter()
         .filter(|j| {
@@ -162,6 +192,13 @@ fn assess_target(
         ok: problems.is_empty(),
         problems,
         target: target.to_string(),
+        untrusted: untrusted
+            .iter()
+            .map(|e| UntrustedRow {
+                id: e.manifest.id.to_string(),
+                reason: e.trust.reason(),
+            })
+            .collect(),
     }
 }
 
@@ -169,7 +206,7 @@ fn assess_target(
 /// `status.max_backup_age_hours` and schedules (none is fine: system cron or a timer may
 /// drive dr).
 pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
-    let catalog = repo::catalog(ctx.store.as_ref(), None).await?;
+    let catalog = repo::catalog(ctx.store.as_ref(), None, &ctx.signing).await?;
     let max_age =
         Duration::hours(i64::try_from(ctx.config.status.max_backup_age_hours).unwrap_or(26));
     let jobs = match crate::daemon::jobs::load_jobs(&ctx.config) {
@@ -490,7 +527,8 @@ mod tests {
                 "next_backup",
                 "ok",
                 "problems",
-                "target"
+                "target",
+                "untrusted"
             ]
         );
     }

@@ -37,6 +37,10 @@ pub(crate) fn entry(target: &str, id: &str) -> BackupEntry {
             }],
         },
         verification: None,
+        trust: crate::trust::Trust::Trusted {
+            key: "SHA256:test".into(),
+        },
+        untrusted_verification: None,
     }
 }
 

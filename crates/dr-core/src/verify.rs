@@ -27,6 +27,8 @@ pub struct VerifyOptions {
     pub sandbox: Option<SandboxChoice>,
     pub image: Option<String>,
     pub jobs: Option<u32>,
+    /// Verify an unsigned backup (made before signing existed); see [`crate::trust`].
+    pub trust_unsigned: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +52,21 @@ async fn pick_kind(ctx: &Context, opts: &VerifyOptions) -> SandboxKind {
 pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
     let total = Instant::now();
     let selector = opts.selector.clone().unwrap_or(Selector::Latest);
-    let entry = repo::resolve(ctx.store.as_ref(), opts.target.as_deref(), &selector).await?;
+    let entry = repo::resolve(
+        ctx.store.as_ref(),
+        opts.target.as_deref(),
+        &selector,
+        &ctx.signing,
+    )
+    .await?;
+    // Origin before anything else: an untrusted backup never reaches a sandbox.
+    crate::trust::require_trusted(
+        &entry.trust,
+        &entry.manifest.id,
+        &entry.manifest.target,
+        &ctx.signing,
+        opts.trust_unsigned,
+    )?;
     let m = entry.manifest;
     let identities = ctx.identities()?;
     let details = restore::fetch_details(ctx, &m, &identities).await?;
@@ -125,12 +141,20 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
             Bytes::from(sealed),
         )
         .await?;
-    ctx.store
-        .put(
-            &keys::verification(&m.target, &m.id, &at),
-            Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default()),
-        )
-        .await?;
+    // Signed like the manifest: an unsigned record counts nowhere.
+    if !ctx.signing.can_sign() {
+        tracing::warn!(
+            "this verification record of backup {} is UNSIGNED (no signing.key_file on this host): no host will count it as a verification\nhint: give the verify host a signing key (`dr keygen --signing --output FILE`, then [signing] key_file) and trust its public key where you run `dr status`",
+            m.id
+        );
+    }
+    crate::trust::put_signed(
+        ctx.store.as_ref(),
+        &ctx.signing,
+        &keys::verification(&m.target, &m.id, &at),
+        serde_json::to_vec_pretty(&record).unwrap_or_default(),
+    )
+    .await?;
     let report = VerifyReport {
         record,
         checks,

@@ -19,6 +19,7 @@
 
 mod io;
 mod keys;
+pub mod signing;
 
 pub use io::{CountingReader, HashingReader, HashingWriter, PartWriter};
 pub use keys::{generate_identity, Identities, Recipients};

@@ -112,8 +112,31 @@ pub enum Command {
         image: Option<String>,
         #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..))]
         jobs: Option<u32>,
+        /// Verify a backup that has no signature (made before signing existed), named by id.
+        /// Never a badly signed one.
+        #[arg(long)]
+        trust_unsigned: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Re-sign backups signed by a revoked key with this host's key, after a leak: only those
+    /// whose signature verifies with --old-key and whose manifest was stored before
+    /// --stored-before (runbooks/signing-key-leaked.md).
+    Resign {
+        /// Backup ids [default: every backup of --target].
+        ids: Vec<String>,
+        #[arg(long)]
+        target: String,
+        /// The revoked public key (`ssh-ed25519 AAAA…`) the backups were signed with.
+        #[arg(long, value_name = "PUBLIC_KEY")]
+        old_key: String,
+        /// When the old key may first have leaked (RFC 3339 or `YYYY-MM-DD HH:MM` UTC): a
+        /// manifest stored later is not re-signed.
+        #[arg(long, value_name = "TIME")]
+        stored_before: String,
+        /// Say what would be re-signed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Apply daily/weekly/monthly/yearly retention; remove leftovers of failed backups.
     Prune {
@@ -150,14 +173,19 @@ pub enum Command {
         #[arg(long, default_value_t = 3, requires = "dry_run")]
         count: usize,
     },
-    /// Create an age identity file (mode 0600) and print its public recipient.
+    /// Create an age identity file (mode 0600) and print its public recipient; with
+    /// --signing, a signing key for the backup host and its public key.
     Keygen {
-        /// Where to write the identity.
+        /// Where to write the identity (or the signing key).
         #[arg(long, short)]
         output: PathBuf,
-        /// Overwrite an existing file.
+        /// Overwrite an existing file (never with --signing).
         #[arg(long)]
         force: bool,
+        /// An Ed25519 signing key (OpenSSH format) for `[signing] key_file`; prints the
+        /// public key for `[signing] trusted`.
+        #[arg(long, conflicts_with = "force")]
+        signing: bool,
     },
 }
 
@@ -227,6 +255,10 @@ pub struct RestoreArgs {
     /// created; an existing one is left partially restored).
     #[arg(long, overrides_with = "check_first")]
     pub no_check_first: bool,
+    /// Restore a backup that has no signature (made before signing existed), after making
+    /// sure it is one. Never a badly signed one.
+    #[arg(long)]
+    pub trust_unsigned: bool,
     #[arg(long)]
     pub json: bool,
 }

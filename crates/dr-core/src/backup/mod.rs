@@ -12,6 +12,10 @@
 //! Failure anywhere (pg_dump exit status, counting, upload, signal) aborts the multipart
 //! upload, deletes what was already written and writes no manifest.
 //!
+//! The manifest is signed with `[signing] key_file` ([`crate::trust`]): `manifest.json.sig`
+//! is written just before the manifest, which stays the commit point. A host without a
+//! signing key makes no backups (no restore host would trust them).
+//!
 //! Here: the run (lock, max_duration, ids, globals, details, the commit). `sections`: the
 //! pg_dump streams and their uploads. `server`: what a `databases = "all"` target stands for.
 
@@ -43,6 +47,7 @@ pub use server::{closed_database, expand, server_databases, ServerDatabases};
 /// stopped like an interrupted one (upload aborted, nothing committed, lock released) and
 /// fails: a hung run must not hold the target's lock forever.
 pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
+    crate::trust::require_signing_key(ctx)?;
     let limit = ctx.config.backup.max_duration;
     let run_ctx = ctx.with_cancel(ctx.cancel.child_token());
     let deadline =
@@ -210,8 +215,16 @@ async fn run_locked(
         cleanup(store, &keys::manifest(&target.name, &id), &written).await;
         return Err(e);
     }
-    // The commit point. put_if_absent: never overwrite another run's manifest.
+    // The signature first (a leftover without the manifest), then the commit point.
     let manifest_key = keys::manifest(&target.name, &id);
+    written
+        .keys
+        .push(crate::trust::signature_key(&manifest_key));
+    if let Err(e) = crate::trust::put_signature(store, &ctx.signing, &manifest_key, &json).await {
+        cleanup(store, &manifest_key, &written).await;
+        return Err(e);
+    }
+    // The commit point. put_if_absent: never overwrite another run's manifest.
     let committed = if ctx.cancel.is_cancelled() {
         Err(Error::interrupted("the backup"))
     } else {

@@ -157,13 +157,14 @@ pub async fn run(
 
     // Missed runs, and metrics from what the repository already holds.
     let start = Utc::now();
-    match crate::repo::list(ctx.store.as_ref(), None).await {
+    match crate::repo::list(ctx.store.as_ref(), None, &ctx.signing).await {
         Ok(entries) => {
             // A future-dated backup (clock skew) says nothing about when a backup last ran:
             // counting it would suppress catch-up runs and freshness alerts until its date.
+            // Nor does an untrusted one (a forgery must not suppress the next real backup).
             let entries: Vec<crate::repo::BackupEntry> = entries
                 .into_iter()
-                .filter(|e| !e.manifest.id.is_future_dated(start))
+                .filter(|e| !e.manifest.id.is_future_dated(start) && e.trust.is_trusted())
                 .collect();
             metrics.seed_from_repository(&entries);
             for j in &jobs {

@@ -77,6 +77,8 @@ pub struct RestoreOptions {
     /// Download and check every object before touching the target (format 2). `None`: on
     /// when the target database exists, off when dr creates it (a failure drops it).
     pub check_first: Option<bool>,
+    /// Restore an unsigned backup (made before signing existed); see [`crate::trust`].
+    pub trust_unsigned: bool,
 }
 
 /// What happened.
@@ -122,9 +124,17 @@ pub async fn run(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let selector = opts.selector.clone().unwrap_or(Selector::Latest);
-    let catalog = repo::catalog(ctx.store.as_ref(), opts.target.as_deref()).await?;
+    let catalog = repo::catalog(ctx.store.as_ref(), opts.target.as_deref(), &ctx.signing).await?;
     let entries = catalog.entries.clone();
     let entry = catalog.pick(opts.target.as_deref(), &selector, chrono::Utc::now())?;
+    // Origin before anything else: an untrusted backup never reaches a target.
+    crate::trust::require_trusted(
+        &entry.trust,
+        &entry.manifest.id,
+        &entry.manifest.target,
+        &ctx.signing,
+        opts.trust_unsigned,
+    )?;
     let m = entry.manifest;
     let measured = crate::rto::newest(&entries, &m.target);
     let identities = ctx.identities()?;

@@ -29,6 +29,17 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
     let count = |s: State| rows.iter().filter(|r| r.state == s).count();
     let (damaged, future) = (count(State::Damaged), count(State::FutureDated));
     let overwritten = count(State::Overwritten);
+    let untrusted = count(State::Untrusted);
+    if untrusted > 0 {
+        let hint = if ctx.signing.configured {
+            "unsigned ones made before signing existed restore by id with --trust-unsigned; any other is not from a trusted dr: do not use it"
+        } else {
+            dr_core::trust::NOT_CONFIGURED_HINT
+        };
+        tracing::warn!(
+            "{untrusted} untrusted backup(s): not signed by a key this host trusts; `latest` skips them, restore and verify refuse them, retention does not count them\nhint: {hint}"
+        );
+    }
     if overwritten > 0 {
         tracing::warn!(
             "{overwritten} overwritten backup(s): a manifest or object was replaced by a newer version than dr wrote (someone else wrote it); do not trust them until `dr undelete ID` brings back dr's locked versions (`dr list --deleted` shows them)"
@@ -59,14 +70,17 @@ fn print_row(r: &ListRow) {
         State::Overwritten if r.bytes.is_none() => {
             ("-".into(), "-".into(), "-".into(), "kept (overwritten)")
         }
-        State::Ok | State::FutureDated | State::Overwritten => (
+        State::Ok | State::FutureDated | State::Overwritten | State::Untrusted => (
             r.bytes.map(human_bytes).unwrap_or_default(),
             r.server_major.map(|m| m.to_string()).unwrap_or_default(),
             match &r.verification {
                 Some(v) => format!("{} {}", v.result, v.verified_at.format("%Y-%m-%d %H:%M")),
                 None => "never".into(),
             },
-            r.retention.as_deref().unwrap_or("-"),
+            match r.state {
+                State::Untrusted => "kept (untrusted)",
+                _ => r.retention.as_deref().unwrap_or("-"),
+            },
         ),
     };
     // The restore time measured by that verification (fetch+decrypt+restore).
@@ -117,6 +131,7 @@ pub async fn show(
         m.encryption
     );
     out!("recipients  {}", m.recipients.join(", "));
+    out!("signature   {}", shown.entry.trust.reason());
     out!(
         "objects     format {}{}",
         m.format,

@@ -23,7 +23,28 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         refuse_password(args.to.as_deref())?;
     }
     match cli.command {
-        Command::Keygen { output, force } => keygen::run(&output, force),
+        Command::Keygen {
+            output,
+            force,
+            signing,
+        } => {
+            if signing {
+                keygen::signing(&output)
+            } else {
+                keygen::run(&output, force)
+            }
+        }
+        Command::Resign {
+            ids,
+            target,
+            old_key,
+            stored_before,
+            dry_run,
+        } => {
+            let ctx = context(&cli.global).await?;
+            check_target(&ctx, Some(&target)).await?;
+            keygen::resign(&ctx, &target, &ids, &old_key, &stored_before, dry_run).await
+        }
         Command::Backup { target, jobs } => {
             let mut ctx = context(&cli.global).await?;
             if let Some(n) = jobs {
@@ -77,13 +98,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             sandbox,
             image,
             jobs,
+            trust_unsigned,
             json,
         } => {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
             refuse_server(&ctx, target.as_deref()).await?;
             let reporter = Reporter::from_config(&ctx.config)?;
-            verify::run(&ctx, &reporter, id, target, sandbox, image, jobs, json).await
+            let opts = dr_core::verify::VerifyOptions {
+                selector: Some(dr_core::repo::Selector::parse(id.as_deref(), None)?),
+                target,
+                sandbox,
+                image,
+                jobs,
+                trust_unsigned,
+            };
+            verify::run(&ctx, &reporter, &opts, json).await
         }
         Command::Prune {
             target,

@@ -31,6 +31,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
             (_, true) => Some(false),
             _ => None,
         },
+        trust_unsigned: args.trust_unsigned,
     };
     // A person at a terminal is asked before any restore into a database. Without one
     // (cron, ssh without -t, CI, a pipe) there is nobody to ask: a restore that changes

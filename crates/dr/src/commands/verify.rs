@@ -1,30 +1,17 @@
 use crate::out;
 use std::process::ExitCode;
 
-use dr_core::repo::Selector;
 use dr_core::report::Reporter;
 use dr_core::verify::VerifyOptions;
 use dr_core::{Context, Kind, Result};
 
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     ctx: &Context,
     reporter: &Reporter,
-    id: Option<String>,
-    target: Option<String>,
-    sandbox: Option<dr_core::verify::SandboxChoice>,
-    image: Option<String>,
-    jobs: Option<u32>,
+    opts: &VerifyOptions,
     json: bool,
 ) -> Result<ExitCode> {
-    let opts = VerifyOptions {
-        selector: Some(Selector::parse(id.as_deref(), None)?),
-        target,
-        sandbox,
-        image,
-        jobs,
-    };
-    match reporter.verify(ctx, &opts).await {
+    match reporter.verify(ctx, opts).await {
         Ok(report) => {
             if json {
                 crate::commands::print_json(&report)?;
