@@ -385,7 +385,16 @@ enum Tamper {
 
 /// Edits the manifest of backup `id` as `how` says, through `read`/`write` of the
 /// repository's keys (relative to the repository, like the manifest's own keys).
-fn tamper(id: &str, how: Tamper, read: &dyn Fn(&str) -> Vec<u8>, write: &dyn Fn(&str, &[u8])) {
+/// Edits the manifest of backup `id` and signs the edit with the workspace's key, as a
+/// holder of a leaked signing key could: the signature is good, so what refuses it is the
+/// cross-check against the encrypted details.
+fn tamper(
+    ws: &Workspace,
+    id: &str,
+    how: Tamper,
+    read: &dyn Fn(&str) -> Vec<u8>,
+    write: &dyn Fn(&str, &[u8]),
+) {
     let key = format!("app/{id}/manifest.json");
     let mut m: serde_json::Value = serde_json::from_slice(&read(&key)).expect("manifest json");
     let objects = m["objects"].as_array_mut().expect("objects");
@@ -407,10 +416,12 @@ fn tamper(id: &str, how: Tamper, read: &dyn Fn(&str) -> Vec<u8>, write: &dyn Fn(
             objects.insert(last + 1, extra);
         }
     }
-    write(
-        &key,
-        serde_json::to_string_pretty(&m).expect("json").as_bytes(),
-    );
+    let edited = serde_json::to_string_pretty(&m).expect("json");
+    let file = ws.write("tampered/manifest.json", &edited);
+    ws.sign(&file);
+    let sig = std::fs::read(format!("{}.sig", file.display())).expect("signature");
+    write(&format!("{key}.sig"), &sig);
+    write(&key, edited.as_bytes());
 }
 
 /// Backups in several data streams whose manifests were edited (an entry removed, one
@@ -451,7 +462,7 @@ fn tampered_manifests_are_refused(
             .unwrap_or_default()
             .to_string();
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        tamper(&id, how, read, write);
+        tamper(&e.ws, &id, how, read, write);
 
         let fresh = format!("fresh{n}");
         let out = e.ws.dr(
@@ -460,7 +471,8 @@ fn tampered_manifests_are_refused(
         );
         assert_exit_code(&out, 4);
         assert!(
-            stderr(&out).contains("manifest") && stderr(&out).contains("hint:"),
+            stderr(&out).contains("does not match the backup's encrypted details")
+                && stderr(&out).contains("hint:"),
             "{how:?}: {}",
             stderr(&out)
         );
