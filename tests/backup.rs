@@ -926,7 +926,7 @@ fn check_with_a_database_down_prints_every_line_then_fails() {
     assert_exit_code(&out, 3);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     let lines = v.as_array().expect("array");
-    assert_eq!(lines.len(), 12, "{v}");
+    assert_eq!(lines.len(), 13, "{v}");
     let failed: Vec<_> = lines
         .iter()
         .filter(|l| l["ok"] == false)
