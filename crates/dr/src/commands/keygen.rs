@@ -10,27 +10,12 @@ use dr_core::{Error, Kind, Result};
 /// the public recipient on stdout.
 pub fn run(output: &Path, force: bool) -> Result<ExitCode> {
     let (contents, public) = dr_stream::generate_identity(&chrono::Utc::now().to_rfc3339());
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).mode(0o600);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    let mut f = opts.open(output).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
-            "an identity is already there; losing it makes its backups unreadable. Pick another path, or pass --force if you are sure"
-        } else {
-            "check that the directory exists and is writable"
-        };
-        Error::new(
-            Kind::Failed,
-            format!("cannot create {}: {e}\nhint: {hint}", output.display()),
-        )
-    })?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", output.display())))?;
+    write_private(
+        output,
+        &contents,
+        force,
+        "an identity is already there; losing it makes its backups unreadable. Pick another path, or pass --force if you are sure",
+    )?;
     crate::note!(
         "wrote age identity to {} (mode 0600). Keep a copy offline: without it no backup can be restored.\nPut this public recipient in encryption.recipients:",
         output.display()
@@ -47,25 +32,12 @@ pub fn signing(output: &Path) -> Result<ExitCode> {
     let contents = key
         .to_openssh()
         .map_err(|e| Error::new(Kind::Failed, e.to_string()))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(output)
-        .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                "a file is already there (a signing key?): dr never overwrites one. Pick another path; to replace a key follow runbooks/signing-key-leaked.md"
-            } else {
-                "check that the directory exists and is writable"
-            };
-            Error::new(
-                Kind::Failed,
-                format!("cannot create {}: {e}\nhint: {hint}", output.display()),
-            )
-        })?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", output.display())))?;
+    write_private(
+        output,
+        &contents,
+        false,
+        "a file is already there (a signing key?): dr never overwrites one. Pick another path; to replace a key follow runbooks/signing-key-leaked.md",
+    )?;
     crate::note!(
         "wrote signing key to {} (mode 0600). On this backup host set [signing] key_file to it; keep it off the bucket.\nPut this public key in [signing] trusted on every host that restores, verifies or runs `dr status`:",
         output.display()
@@ -113,4 +85,30 @@ pub async fn resign(
         rows.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A private key file: created with mode 0600 from the first byte, synced; an existing file
+/// is replaced only with `replace`, otherwise refused with `exists_hint`.
+fn write_private(output: &Path, contents: &str, replace: bool, exists_hint: &str) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).mode(0o600);
+    if replace {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut f = opts.open(output).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            exists_hint
+        } else {
+            "check that the directory exists and is writable"
+        };
+        Error::new(
+            Kind::Failed,
+            format!("cannot create {}: {e}\nhint: {hint}", output.display()),
+        )
+    })?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", output.display())))
 }
