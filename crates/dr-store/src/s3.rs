@@ -4,21 +4,19 @@
 //! checksums only when an operation requires them, path-style addressing on request, and
 //! stalled-stream protection with a 120 s grace period in both directions (downloads are decoded
 //! into a local file at full speed, never paced by `pg_restore`).
+//!
+//! This file owns the store's object operations (put, get, head, list, delete, multipart
+//! listing); the client's construction is in `client`, error shaping in `errors`, Object Lock
+//! and versions in `lock`, one multipart upload in `multipart`, the location and options in
+//! `options`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::meta::region::RegionProviderChain;
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{
-    Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
-};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use aws_smithy_types::retry::RetryConfig;
-use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
@@ -28,28 +26,22 @@ use crate::{
     PendingUpload, RepositoryOptions, Retention, StoreError,
 };
 
+mod client;
+mod errors;
 mod lock;
 mod multipart;
 mod options;
 
+use errors::{error_chain, is_not_found};
 use lock::{content_md5, to_smithy};
 use multipart::{abort_upload, S3Upload};
 pub use options::S3Options;
 pub(crate) use options::BACKEND;
 
-/// Attempts per request (first try included).
-const MAX_ATTEMPTS: u32 = 5;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// One attempt of one request, e.g. a 64 MiB part at ~1 Mbit/s.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Parts uploaded concurrently by one multipart upload.
 const MAX_PARTS_IN_FLIGHT: usize = 2;
 /// S3's limit on part numbers.
 const MAX_PARTS: i32 = 10_000;
-
-const HINT_CREDENTIALS: &str = "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile";
-/// No credentials at all: where dr (the AWS SDK's default chain) takes them from.
-const HINT_NO_CREDENTIALS: &str = "no usable AWS credentials: dr reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the environment (put them in the --env-file for cron and interactive runs), or AWS_PROFILE's entry in ~/.aws/credentials, or the instance's / pod's role (EC2, ECS, EKS web identity)";
 
 type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 
@@ -84,193 +76,10 @@ impl Shared {
     fn target(&self, full_key: &str) -> String {
         format!("s3://{}/{full_key}", self.bucket)
     }
-
-    fn error<E>(
-        &self,
-        operation: &'static str,
-        full_key: &str,
-        err: &SdkError<E, HttpResponse>,
-    ) -> StoreError
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let code = err.code().map(str::to_owned);
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        let message = describe(err);
-        tracing::debug!(
-            operation,
-            target = %self.target(full_key),
-            error = %DisplayErrorContext(err),
-            "S3 request failed"
-        );
-        let transport = matches!(
-            err,
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
-        );
-        let hint = self.hint(code.as_deref(), status, transport, &message);
-        StoreError::S3 {
-            operation,
-            target: self.target(full_key),
-            code,
-            status,
-            message,
-            hint,
-        }
-    }
-
-    /// An answer that arrived but makes no sense (no ETag, no Content-Length, ...).
-    fn protocol_error(
-        &self,
-        operation: &'static str,
-        full_key: &str,
-        message: impl Into<String>,
-    ) -> StoreError {
-        StoreError::S3 {
-            operation,
-            target: self.target(full_key),
-            code: None,
-            status: None,
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    fn hint(
-        &self,
-        code: Option<&str>,
-        status: Option<u16>,
-        transport: bool,
-        message: &str,
-    ) -> Option<String> {
-        match code {
-            Some("NoSuchBucket") => {
-                return Some(format!(
-                    "create the bucket `{}` or fix repository.url",
-                    self.bucket
-                ))
-            }
-            Some(
-                "AccessDenied"
-                | "InvalidAccessKeyId"
-                | "SignatureDoesNotMatch"
-                | "InvalidToken"
-                | "ExpiredToken"
-                | "InvalidSecurity",
-            ) => return Some(HINT_CREDENTIALS.to_owned()),
-            Some("PermanentRedirect" | "AuthorizationHeaderMalformed") => {
-                return Some(
-                    "the bucket lives in another region: set repository.region (or AWS_REGION)"
-                        .to_owned(),
-                )
-            }
-            _ => {}
-        }
-        if status == Some(403) {
-            return Some(HINT_CREDENTIALS.to_owned());
-        }
-        if transport {
-            if is_credentials_failure(message) {
-                return Some(HINT_NO_CREDENTIALS.to_owned());
-            }
-            let endpoint = match &self.endpoint {
-                Some(e) => format!(" (endpoint: {e})"),
-                None => String::new(),
-            };
-            return Some(format!(
-                "is the endpoint reachable? check repository.endpoint / AWS_ENDPOINT_URL{endpoint}"
-            ));
-        }
-        None
-    }
-}
-
-/// One line for the operator: the service's code and message, or the transport error chain.
-/// (`DisplayErrorContext` appends a Debug dump of the whole response; that goes to the debug
-/// log instead.)
-fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    if let SdkError::ServiceError(service) = err {
-        let status = service.raw().status().as_u16();
-        let request_id = service
-            .raw()
-            .headers()
-            .get("x-amz-request-id")
-            .map(|id| format!(", request id {id}"))
-            .unwrap_or_default();
-        return match (err.code(), err.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status}{request_id})"),
-            (Some(code), None) => format!("{code} (HTTP {status}{request_id})"),
-            _ => format!("HTTP {status} without an error code{request_id}"),
-        };
-    }
-    let chain = error_chain(err);
-    // "dispatch failure: other: …credentials…": the request never left; say what stopped it.
-    if is_credentials_failure(&chain) {
-        let rest = chain
-            .strip_prefix("dispatch failure: ")
-            .map(|r| r.strip_prefix("other: ").unwrap_or(r))
-            .unwrap_or(&chain);
-        return format!("cannot load AWS credentials: {rest}");
-    }
-    chain
-}
-
-/// A request that failed before it was sent, for want of credentials (the SDK's provider
-/// chain found none, or one failed), as opposed to a connection failure.
-fn is_credentials_failure(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
-    [
-        "credential provider",
-        "credentials provider",
-        "no credentials",
-        "loading credentials",
-        "load credentials",
-    ]
-    .iter()
-    .any(|p| lower.contains(p))
-}
-
-/// `outer: inner: innermost`, skipping links that repeat the previous one.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
-
-fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
-    match err.code() {
-        Some("NoSuchKey" | "NotFound") => true,
-        Some(_) => false,
-        // HEAD answers have no body, so no code: 404 alone means "no such key".
-        None => err.raw_response().map(|r| r.status().as_u16()) == Some(404),
-    }
 }
 
 fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> Option<chrono::DateTime<chrono::Utc>> {
     t.and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-}
-
-/// The endpoint without userinfo, query or fragment, for messages.
-fn display_endpoint(endpoint: &str) -> String {
-    match url::Url::parse(endpoint) {
-        Ok(mut url) => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.set_query(None);
-            url.set_fragment(None);
-            url.to_string()
-        }
-        Err(_) => "<invalid endpoint>".to_owned(),
-    }
 }
 
 pub(crate) struct S3Store {
@@ -288,88 +97,6 @@ impl std::fmt::Debug for S3Store {
 }
 
 impl S3Store {
-    pub(crate) async fn open(location: Location) -> Result<Self, StoreError> {
-        let Location::S3 {
-            bucket,
-            prefix,
-            endpoint,
-            region,
-            path_style,
-            ..
-        } = &location
-        else {
-            return Err(StoreError::InvalidLocation {
-                url: location.to_string(),
-                reason: "not an s3:// location".to_owned(),
-                hint: "use s3://BUCKET/PREFIX",
-            });
-        };
-        if let Some(endpoint) = endpoint {
-            let valid = url::Url::parse(endpoint)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-            if !valid {
-                return Err(StoreError::InvalidLocation {
-                    url: location.to_string(),
-                    reason: format!(
-                        "endpoint `{}` is not an http(s) URL",
-                        display_endpoint(endpoint)
-                    ),
-                    hint:
-                        "set repository.endpoint to e.g. https://<account>.r2.cloudflarestorage.com",
-                });
-            }
-        }
-
-        let region = RegionProviderChain::first_try(region.clone().map(Region::new))
-            .or_default_provider()
-            .or_else(Region::from_static("us-east-1"));
-        let retry = RetryConfig::standard()
-            .with_max_attempts(MAX_ATTEMPTS)
-            .with_initial_backoff(Duration::from_millis(500))
-            .with_max_backoff(Duration::from_secs(10));
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-            .build();
-        // Both directions: a dead connection mid-download must fail rather than hang a 3 a.m.
-        // restore forever. Safe because dr never lets pg_restore pace a download: objects are
-        // decoded into a local file at full speed, and a stall of 120 s is a real stall.
-        let stalled = StalledStreamProtectionConfig::enabled()
-            .upload_enabled(true)
-            .download_enabled(true)
-            .grace_period(Duration::from_secs(120))
-            .build();
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
-            .retry_config(retry)
-            .timeout_config(timeouts)
-            .stalled_stream_protection(stalled)
-            .load()
-            .await;
-
-        let mut config = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(*path_style)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if let Some(endpoint) = endpoint {
-            config = config.endpoint_url(endpoint);
-        }
-        let shown_endpoint = endpoint
-            .as_deref()
-            .or(sdk.endpoint_url())
-            .map(display_endpoint);
-        let shared = Shared {
-            client: Client::from_conf(config.build()),
-            bucket: bucket.clone(),
-            prefix: prefix.clone(),
-            endpoint: shown_endpoint,
-        };
-        Ok(S3Store {
-            location,
-            shared: Arc::new(shared),
-        })
-    }
-
     /// PutObject, with Object Lock retention (and the Content-MD5 that S3 requires with it)
     /// when given. Without retention no checksum is sent (R2 rejects some of them).
     async fn put_object(

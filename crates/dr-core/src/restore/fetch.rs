@@ -1,11 +1,13 @@
 //! Fetching from the store: the encrypted details, the globals script and the archive, each
-//! checked against the manifest's digest before use.
+//! checked against the manifest's digest before use; several objects at once into files, or
+//! checked into nothing (`--check-first`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dr_catalog::{BackupDetails, Manifest, ObjectRecord, ObjectRole};
 use dr_stream::Identities;
+use futures::StreamExt;
 use tokio_util::io::SyncIoBridge;
 
 use crate::{Context, Error, Kind, Result};
@@ -320,4 +322,62 @@ pub(super) async fn decode_into<W: Write + Send + 'static>(
     });
     work.await
         .map_err(|e| Error::new(Kind::Failed, format!("decrypt thread failed: {e}")))?
+}
+
+/// Download, check and decrypt each object into its file, up to `jobs` at once.
+pub(super) async fn fetch_files(
+    ctx: &Context,
+    files: &[(&ObjectRecord, PathBuf)],
+    identities: &Identities,
+    jobs: u32,
+    durable: bool,
+) -> Result<()> {
+    // Futures collected first: a closure in the stream would make the future not `Send`
+    // for the daemon (rustc's higher-ranked lifetime limits).
+    let futs: Vec<_> = files
+        .iter()
+        .map(|(rec, path)| fetch_archive(ctx, rec, identities, path, durable))
+        .collect();
+    let mut work = futures::stream::iter(futs).buffer_unordered(width(jobs));
+    while let Some(r) = work.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// `--check-first`: download every object and check its digest and decryption, decoding
+/// into nothing, up to `jobs` at once. The first failure stops the others.
+pub(super) async fn check_objects(
+    ctx: &Context,
+    objects: &[&ObjectRecord],
+    identities: &Identities,
+    jobs: u32,
+) -> Result<()> {
+    let stop = ctx.cancel.child_token();
+    let futs: Vec<_> = objects
+        .iter()
+        .map(|rec| decode_into(ctx, rec, identities, std::io::sink(), stop.clone(), |_| {}))
+        .collect();
+    let mut work = futures::stream::iter(futs).buffer_unordered(width(jobs));
+    while let Some(r) = work.next().await {
+        if let Err(e) = r {
+            stop.cancel();
+            if ctx.cancel.is_cancelled() {
+                return Err(Error::interrupted("the check before the restore"));
+            }
+            let mut e = e.context("checking the backup before touching the target");
+            e.details
+                .push("the target was not touched: nothing was changed".to_string());
+            return Err(e);
+        }
+    }
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::interrupted("the check before the restore"));
+    }
+    Ok(())
+}
+
+/// How many of a step's streams run at once.
+pub(super) fn width(jobs: u32) -> usize {
+    usize::try_from(jobs).unwrap_or(1).max(1)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use dr_pg::ConnInfo;
 
-use super::sections::Load;
+use super::layout::Load;
 use crate::{Error, Kind, Result};
 
 /// After a stopped restore: end its sessions, then drop the database it created, or say

@@ -21,6 +21,7 @@
 mod clean;
 mod fetch;
 mod globals;
+mod layout;
 mod leave;
 mod load;
 mod plan;
@@ -215,7 +216,7 @@ async fn restore(
             pre_data,
             data,
             post_data,
-        } => Some(sections::Sections {
+        } => Some(layout::Sections {
             pre: pre_data,
             data,
             post: post_data,
@@ -304,7 +305,7 @@ async fn restore(
             (_, None) => 0,
             // The sections are read back from the --to-file directory.
             (Some(_), Some(_)) if opts.to_file.is_some() => 0,
-            (Some(s), Some(_)) => sections::temp_needed(s, details, opts),
+            (Some(s), Some(_)) => layout::temp_needed(s, details, opts),
             (None, Some(_)) => archive_bytes,
         },
         selection: opts
@@ -318,7 +319,7 @@ async fn restore(
             crate::rto::estimate(
                 x,
                 match &sections {
-                    Some(s) => sections::bytes_read(s, details, opts),
+                    Some(s) => layout::bytes_read(s, details, opts),
                     None => archive_bytes,
                 },
             )
@@ -365,7 +366,7 @@ async fn restore(
             seconds.insert("total".into(), started.elapsed().as_secs_f64());
             return Ok(RestoreReport::not_restored(plan, seconds));
         };
-        let load = sections::Load {
+        let load = layout::Load {
             ctx,
             m,
             details,

@@ -14,189 +14,35 @@
 //! dies, a lock wait given up, a signal — stops every stream ([`Stopper`]): the children are
 //! stopped as process groups and their sessions ended. A database this restore created is
 //! then dropped; an existing one is reported as partially restored with the command to retry.
+//!
+//! The section objects, what a restore reads of them and the types shared with the siblings
+//! (`to_file`, `select`, `leave`) are in `layout`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dr_catalog::{BackupDetails, Manifest, ObjectRecord};
+use dr_catalog::ObjectRecord;
 use dr_pg::{ChildProcess, ConnInfo};
-use dr_stream::Identities;
 use futures::StreamExt;
 
 use super::clean::drop_foreign_keys_to_replaced;
-use super::fetch::{decode_into, fetch_archive};
+use super::fetch::{check_objects, decode_into, fetch_files, width};
 use super::globals::apply_globals;
+use super::layout::{
+    data_file, is_selective, selected_streams, temp_needed, Load, Section, Sections, Source,
+    POST_FILE, PRE_FILE,
+};
 use super::leave::leave_target;
 use super::load::{
     count_and_compare, create_database, error_lines, find_pg_restore, pg_restore_output,
     restore_session_name, watch_lock_waits, Outcome,
 };
-use super::plan::selection;
 use super::select::select_lists;
 use super::stop::Stopper;
-use super::target::{check_space, TargetState};
-use super::RestoreOptions;
-use crate::{Context, Error, Kind, Result};
-
-/// The section objects of a format-2 backup.
-#[derive(Clone, Copy)]
-pub(super) struct Sections<'a> {
-    pub pre: &'a ObjectRecord,
-    pub data: &'a [ObjectRecord],
-    pub post: &'a ObjectRecord,
-}
-
-/// The file a section is written to by `--to-file DIR`, or staged as: restore order first.
-pub(super) const PRE_FILE: &str = "1-pre-data.dump";
-pub(super) const POST_FILE: &str = "3-post-data.dump";
-pub(super) fn data_file(k: usize) -> String {
-    format!("2-data-{k}.dump")
-}
-
-fn is_selective(opts: &RestoreOptions) -> bool {
-    !opts.tables.is_empty() || !opts.schemas.is_empty()
-}
-
-/// The data streams (indexes into `Sections::data`) a restore reads: all of them, or for a
-/// selective restore those holding a selected table (a table the backup assigned no stream
-/// is in stream 1, the rest), and stream 1 for a schema (its sequences' values).
-pub(super) fn selected_streams(
-    details: &BackupDetails,
-    opts: &RestoreOptions,
-    streams: usize,
-) -> Vec<usize> {
-    if !is_selective(opts) {
-        return (0..streams).collect();
-    }
-    let sel = selection(opts).unwrap_or_default();
-    let mut set: BTreeSet<usize> = details
-        .tables
-        .iter()
-        .filter(|t| sel.has_table(&t.schema, &t.name))
-        .map(|t| usize::try_from(t.stream.unwrap_or(1)).unwrap_or(1).max(1) - 1)
-        .collect();
-    if !sel.schemas.is_empty() {
-        set.insert(0);
-    }
-    set.into_iter().filter(|i| *i < streams).collect()
-}
-
-/// The raw bytes a restore reads: every section, or for a selection the pre-data, the data
-/// streams holding a selected table and the post-data. The restore estimate scales by it.
-pub(super) fn bytes_read(s: &Sections<'_>, details: &BackupDetails, opts: &RestoreOptions) -> u64 {
-    s.pre.raw_bytes
-        + selected_streams(details, opts, s.data.len())
-            .into_iter()
-            .map(|i| s.data[i].raw_bytes)
-            .sum::<u64>()
-        + s.post.raw_bytes
-}
-
-/// Free temp disk a restore into a database needs: the post-data archive, and what a
-/// selective restore stages (the pre-data and the selected data streams).
-pub(super) fn temp_needed(s: &Sections<'_>, details: &BackupDetails, opts: &RestoreOptions) -> u64 {
-    let mut n = s.post.raw_bytes;
-    if is_selective(opts) {
-        n += s.pre.raw_bytes;
-        n += selected_streams(details, opts, s.data.len())
-            .into_iter()
-            .map(|i| s.data[i].raw_bytes)
-            .sum::<u64>();
-    }
-    n
-}
-
-/// Download, check and decrypt each object into its file, up to `jobs` at once.
-pub(super) async fn fetch_files(
-    ctx: &Context,
-    files: &[(&ObjectRecord, PathBuf)],
-    identities: &Identities,
-    jobs: u32,
-    durable: bool,
-) -> Result<()> {
-    // Futures collected first: a closure in the stream would make the future not `Send`
-    // for the daemon (rustc's higher-ranked lifetime limits).
-    let futs: Vec<_> = files
-        .iter()
-        .map(|(rec, path)| fetch_archive(ctx, rec, identities, path, durable))
-        .collect();
-    let mut work = futures::stream::iter(futs).buffer_unordered(width(jobs));
-    while let Some(r) = work.next().await {
-        r?;
-    }
-    Ok(())
-}
-
-/// `--check-first`: download every object and check its digest and decryption, decoding
-/// into nothing, up to `jobs` at once. The first failure stops the others.
-async fn check_objects(
-    ctx: &Context,
-    objects: &[&ObjectRecord],
-    identities: &Identities,
-    jobs: u32,
-) -> Result<()> {
-    let stop = ctx.cancel.child_token();
-    let futs: Vec<_> = objects
-        .iter()
-        .map(|rec| decode_into(ctx, rec, identities, std::io::sink(), stop.clone(), |_| {}))
-        .collect();
-    let mut work = futures::stream::iter(futs).buffer_unordered(width(jobs));
-    while let Some(r) = work.next().await {
-        if let Err(e) = r {
-            stop.cancel();
-            if ctx.cancel.is_cancelled() {
-                return Err(Error::interrupted("the check before the restore"));
-            }
-            let mut e = e.context("checking the backup before touching the target");
-            e.details
-                .push("the target was not touched: nothing was changed".to_string());
-            return Err(e);
-        }
-    }
-    if ctx.cancel.is_cancelled() {
-        return Err(Error::interrupted("the check before the restore"));
-    }
-    Ok(())
-}
-
-/// How many of a step's streams run at once.
-fn width(jobs: u32) -> usize {
-    usize::try_from(jobs).unwrap_or(1).max(1)
-}
-
-/// Everything a sectioned restore needs.
-pub(super) struct Load<'a> {
-    pub ctx: &'a Context,
-    pub m: &'a Manifest,
-    pub details: &'a BackupDetails,
-    pub identities: &'a Identities,
-    pub target: &'a TargetState,
-    pub opts: &'a RestoreOptions,
-    pub jobs: u32,
-    pub globals: Option<&'a [u8]>,
-    pub temp_dir: &'a Path,
-    /// The sections already decrypted into this directory (`--to-file DIR` with `--to`):
-    /// read from there, not from the store.
-    pub files_in: Option<&'a Path>,
-    pub check_first: bool,
-}
-
-/// Where a section's pg_restore reads: the store through a pipe, or a file.
-pub(super) enum Source<'a> {
-    Pipe(&'a ObjectRecord),
-    File(PathBuf),
-}
-
-pub(super) struct Section<'a> {
-    pub(super) label: String,
-    pub(super) source: Source<'a>,
-    /// `pg_restore --use-list` content (a selective restore).
-    pub(super) list: Option<String>,
-    pub(super) jobs: u32,
-    pub(super) clean: bool,
-}
+use super::target::check_space;
+use crate::{Error, Kind, Result};
 
 /// Restore a format-2 backup into `l.target`: staging and checks first, then the three
 /// steps; on failure the target is left as the returned error says.
@@ -618,50 +464,5 @@ impl Run<'_> {
                 Err(Error::from(e).context(format!("pg_restore of the {label} section")))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use dr_catalog::TableCount;
-
-    fn details() -> BackupDetails {
-        let t = |s: &str, n: &str, stream| TableCount {
-            schema: s.into(),
-            name: n.into(),
-            rows: 1,
-            stream,
-        };
-        BackupDetails {
-            tables: vec![
-                t("public", "a", Some(1)),
-                t("public", "b", Some(2)),
-                t("audit", "c", Some(3)),
-                t("public", "d", None),
-            ],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_selective_restore_reads_only_the_streams_of_its_tables() {
-        let all = RestoreOptions::default();
-        assert_eq!(selected_streams(&details(), &all, 3), [0, 1, 2]);
-        let one = RestoreOptions {
-            tables: vec!["public.b".into()],
-            ..Default::default()
-        };
-        assert_eq!(selected_streams(&details(), &one, 3), [1]);
-        let rest = RestoreOptions {
-            tables: vec!["public.d".into()],
-            ..Default::default()
-        };
-        assert_eq!(selected_streams(&details(), &rest, 3), [0]);
-        let schema = RestoreOptions {
-            schemas: vec!["audit".into()],
-            ..Default::default()
-        };
-        assert_eq!(selected_streams(&details(), &schema, 3), [0, 2]);
     }
 }

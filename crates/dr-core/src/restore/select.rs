@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
+use super::layout::{Section, Source};
 use super::load::pg_restore_output;
 use super::plan::selection;
-use super::sections::{Section, Source};
 use super::RestoreOptions;
 use crate::{Error, Result};
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use dr_catalog::{Manifest, ObjectRecord};
 use dr_stream::Identities;
 
-use super::sections::{data_file, fetch_files, Sections, POST_FILE, PRE_FILE};
+use super::fetch::fetch_files;
+use super::layout::{data_file, Sections, POST_FILE, PRE_FILE};
 use crate::{Context, Error, Kind, Result};
 
 /// `--to-file DIR` must name a new or empty directory: nothing there is overwritten.

@@ -1,5 +1,6 @@
 //! `s3://BUCKET/PREFIX` and the `[repository.s3]` options: the S3 backend's registration.
 
+use super::client::display_endpoint;
 use super::*;
 
 /// `s3://BUCKET/PREFIX`, options in `[repository.s3]` (or, the older form, directly under
