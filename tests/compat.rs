@@ -309,3 +309,42 @@ fn a_format_1_backup_verifies_in_a_local_sandbox() {
         .iter()
         .any(|p| p.to_string_lossy().contains("/verify/")));
 }
+
+/// Issue 17 item 4, format 1: a restore of a single-archive backup into a database it
+/// created left that database behind when `pg_restore` failed. Here dr logs in as a role that
+/// may create databases but not give objects to `postgres`, so every `ALTER … OWNER TO` of the
+/// archive fails: the created database must be dropped.
+#[test]
+fn a_failed_format_1_restore_drops_the_database_it_created() {
+    let pg = Postgres::start();
+    let f = fixture(&pg.url("app"));
+    // Autovacuum's worker in the new database is a superuser process that `weak` may not end
+    // (the drop's FORCE would need to): off, so the drop depends only on dr.
+    pg.psql("postgres", "alter system set autovacuum = off");
+    pg.psql("postgres", "select pg_reload_conf()");
+    pg.psql("postgres", "create role weak login createdb");
+    let to = pg.url("failed").replacen("//postgres@", "//weak@", 1);
+    let out = f.ws.dr(
+        &f.cfg,
+        &[
+            "restore",
+            BACKUP_ID,
+            "--to",
+            &to,
+            "--yes",
+            "--trust-unsigned",
+        ],
+    );
+    assert_exit_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("must be member of role"), "{err}");
+    assert!(err.contains("created was dropped"), "{err}");
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "select count(*) from pg_database where datname = 'failed'"
+        ),
+        "0",
+        "the created database was left: {err}"
+    );
+}

@@ -53,7 +53,7 @@ impl PgError {
 }
 
 /// The server's message when there is one (it is more useful than "db error").
-pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut s = format!("{}: {}", db.severity(), db.message());
         if let Some(d) = db.detail() {

@@ -29,7 +29,7 @@ mod tools;
 
 pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder, LockWait};
 pub use conn::{ConnInfo, NetworkLimits};
-pub use error::PgError;
+pub use error::{describe, PgError};
 pub use globals::{
     first_words, globals_statements, plan_globals, GlobalsPlan, PowerfulRole, TargetGlobals,
 };

@@ -26,39 +26,52 @@ pub(super) async fn leave_target(
     }
     let db = conn.dbname();
     if created {
-        match drop_database(conn, l.target.major).await {
-            Ok(()) => e.details.push(if l.opts.with_globals {
-                format!("the database {db} that this restore created was dropped; roles that --with-globals created stay")
-            } else {
-                format!("the database {db} that this restore created was dropped: the server is as it was before")
-            }),
-            Err(err) => {
-                let sql = format!("DROP DATABASE {};", dr_pg::quote_ident(db));
-                e.details.push(format!(
-                    "the database {db} that this restore created could not be dropped ({}): it is left half-restored",
-                    err.message
-                ));
-                e.details.push(format!(
-                    "once the server {} is back, run: {sql}",
-                    conn.host_display()
-                ));
-                add_hint(
-                    &mut e,
-                    format!(
-                        "drop the half-restored database when the server is back: psql -h {} -p {} -U {} -d postgres -c '{sql}'",
-                        conn.host_display().rsplit_once(':').map_or(conn.host_display(), |(h, _)| h.to_string()),
-                        conn.port(),
-                        conn.user()
-                    ),
-                );
-            }
-        }
-        return e;
+        return drop_created(conn, l.target.major, l.opts.with_globals, e).await;
     }
     e.details.push(format!(
         "the database {db} is PARTIALLY restored: the restore stopped part-way through"
     ));
     add_hint(&mut e, format!("to restore it again: {}", retry_command(l)));
+    e
+}
+
+/// After a failed restore into a database it created: drop it, or, when the server cannot be
+/// asked (it is gone), say so and give the `DROP DATABASE` to run. Any layout (format 1 or
+/// sections).
+pub(super) async fn drop_created(
+    conn: &ConnInfo,
+    major: u32,
+    with_globals: bool,
+    mut e: Error,
+) -> Error {
+    let db = conn.dbname();
+    match drop_database(conn, major).await {
+        Ok(()) => e.details.push(if with_globals {
+            format!("the database {db} that this restore created was dropped; roles that --with-globals created stay")
+        } else {
+            format!("the database {db} that this restore created was dropped: the server is as it was before")
+        }),
+        Err(err) => {
+            let sql = format!("DROP DATABASE {};", dr_pg::quote_ident(db));
+            e.details.push(format!(
+                "the database {db} that this restore created could not be dropped ({}): it is left half-restored",
+                err.message
+            ));
+            e.details.push(format!(
+                "once the server {} is back, run: {sql}",
+                conn.host_display()
+            ));
+            add_hint(
+                &mut e,
+                format!(
+                    "drop the half-restored database when the server is back: psql -h {} -p {} -U {} -d postgres -c '{sql}'",
+                    conn.host_display().rsplit_once(':').map_or(conn.host_display(), |(h, _)| h.to_string()),
+                    conn.port(),
+                    conn.user()
+                ),
+            );
+        }
+    }
     e
 }
 
@@ -118,7 +131,7 @@ async fn drop_database(conn: &ConnInfo, major: u32) -> Result<()> {
     admin
         .batch_execute(&sql)
         .await
-        .map_err(|e| Error::new(Kind::Failed, format!("{sql}: {e}")))?;
+        .map_err(|e| Error::new(Kind::Failed, format!("{sql}: {}", dr_pg::describe(&e))))?;
     tracing::warn!(
         "dropped database {} (created by the stopped restore)",
         conn.dbname()

@@ -35,6 +35,7 @@ pub(super) async fn restore_into(
     globals: Option<&[u8]>,
     jobs: u32,
     opts: &RestoreOptions,
+    created: &mut bool,
 ) -> Result<Outcome> {
     let conn = &target.conn;
     let pg_restore = find_pg_restore(ctx, m, target)?;
@@ -44,6 +45,7 @@ pub(super) async fn restore_into(
     }
     if !target.exists {
         create_database(conn).await?;
+        *created = true;
     }
     // The children's sessions get a name of their own: to watch their lock waits, and to end
     // them if the restore is stopped.

@@ -380,7 +380,7 @@ async fn restore(
             check_first: plan.check_first,
         };
         let outcome = sections::restore_sections(&load, s, &mut seconds).await?;
-        return finish(plan, &target, outcome, seconds, started, m, opts);
+        return finish(plan, &target, outcome, seconds, started, m, opts, false);
     }
     let Layout::Single(dump) = layout else {
         return Err(Error::new(
@@ -436,6 +436,7 @@ async fn restore(
     };
 
     let restore_clock = Instant::now();
+    let mut created = false;
     let outcome = restore_into(
         ctx,
         m,
@@ -445,15 +446,23 @@ async fn restore(
         globals_sql.as_deref(),
         jobs,
         opts,
+        &mut created,
     )
     .await;
     seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
     drop(archive);
-    let outcome = outcome?;
-    finish(plan, &target, outcome, seconds, started, m, opts)
+    let result = outcome.and_then(|o| finish(plan, &target, o, seconds, started, m, opts, created));
+    match result {
+        // A database this restore created is dropped on any failure, as with sections.
+        Err(e) if created => {
+            Err(leave::drop_created(&target.conn, target.major, opts.with_globals, e).await)
+        }
+        r => r,
+    }
 }
 
 /// The report of a restore that reached the end, or the error listing what went wrong.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     plan: Plan,
     target: &target::TargetState,
@@ -462,6 +471,7 @@ fn finish(
     started: Instant,
     m: &Manifest,
     opts: &RestoreOptions,
+    created: bool,
 ) -> Result<RestoreReport> {
     seconds.insert("total".into(), started.elapsed().as_secs_f64());
     let report = RestoreReport {
@@ -480,7 +490,7 @@ fn finish(
             &report.errors,
             &report.mismatches,
             opts,
-            false,
+            created,
         ));
     }
     Ok(report)
