@@ -4,13 +4,11 @@
 //! verbatim, as a non-root operator with sudo. Skipped when docker-compose or the images are
 //! missing (ci/test.sh builds them), or when not root.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 struct Project {
     dir: PathBuf,

@@ -15,14 +15,12 @@
 //! Skipped, with a message, when python3 with kubernetes-validate or systemd-analyze is
 //! missing (`ci/setup.sh` installs kubernetes-validate; systemd-analyze is Debian's `systemd`).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

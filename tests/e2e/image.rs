@@ -5,12 +5,10 @@
 //! removed here. No host port is published. Skipped when docker or the images are missing
 //! (ci/test.sh builds both).
 
-mod support;
-
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn docker(args: &[&str]) -> Output {
     let mut c = Command::new("docker");

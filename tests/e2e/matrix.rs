@@ -6,13 +6,11 @@
 //! Only the command line is used (`dr backup`, `dr verify`, `dr restore`, `dr show`): nothing
 //! here depends on the repository's object names or the manifest's layout.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A workspace with a config that backs up `pg`'s database `app` into a directory repository
 /// with the tools of `bin_dir`.

@@ -6,15 +6,13 @@
 //! scraped data, and every Grafana dashboard query runs. Skipped, with a message, only when
 //! `promtool`/`prometheus` are not installed.
 
-mod support;
-
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

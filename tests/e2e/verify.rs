@@ -1,11 +1,9 @@
 //! End-to-end: `dr verify` in both sandboxes, failures named, sandboxes always removed.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 struct Env {
     ws: Workspace,
@@ -206,7 +204,7 @@ fn verify_fails_naming_the_table_when_recorded_counts_are_wrong() {
     let e = env();
     // Test seam: rewrite the encrypted details with a wrong count, with the age and zstd CLIs,
     // and fix the manifest's digest (and its signature) as a buggy backup host would (one
-    // without the signing key is refused before verifying: tests/signing.rs).
+    // without the signing key is refused before verifying: tests/e2e/signing.rs).
     let manifest_path = files_under(&e.repo)
         .into_iter()
         .find(|p| p.ends_with("manifest.json"))

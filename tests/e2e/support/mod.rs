@@ -10,11 +10,9 @@
 //! `DR_TEST_PG_BIN` (default bin dir), `DR_TEST_PG{MAJOR}_BIN` (see [`pg_bin_dir`]),
 //! `DR_TEST_WEED` (the `weed` binary), `DR_TEST_TIMEOUT_SECS` (per `dr` run, default 600).
 //!
-//! Use it from a test file with `mod support;` then `use support::*;`. One module per real
+//! Use it from a test module with `use crate::support::*;`. One module per real
 //! part: [`postgres`] (clusters, hard-case data), [`s3`] (SeaweedFS), [`workspace`] (a temp
 //! dir and the `dr` binary); this file holds the process helpers they share.
-
-#![allow(dead_code)] // every test binary uses a different subset
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -33,12 +31,8 @@ mod postgres;
 mod s3;
 mod workspace;
 
-// Every test binary uses a different subset.
-#[allow(unused_imports)]
 pub use postgres::*;
-#[allow(unused_imports)]
 pub use s3::*;
-#[allow(unused_imports)]
 pub use workspace::*;
 
 /// The `dr` binary built by cargo for this test run.
