@@ -170,6 +170,7 @@ fn the_compose_example_comes_up_backs_up_and_restores() {
         eprintln!("SKIP: not root (the README's setup runs as another user with a sudo)");
         return;
     }
+    let _heavy = one_heavy_test_at_a_time();
     let ws = Workspace::new();
     let dir = readme_setup(&ws);
     std::fs::write(

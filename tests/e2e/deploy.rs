@@ -79,6 +79,7 @@ fn k8s_manifests_pass_the_kubernetes_schemas() {
     let Some(python) = python_with_kubernetes_validate() else {
         return;
     };
+    let _heavy = one_heavy_test_at_a_time();
     for version in ["1.27.0", "1.37.0"] {
         let out = run(Command::new(python)
             .args(["-m", "kubernetes_validate", "--strict", "-k", version])

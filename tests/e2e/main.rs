@@ -7,7 +7,9 @@
 //!
 //! Every test runs as a thread of this one process, alongside tests of other areas: nothing
 //! may set process-global state (environment, current dir, signal handlers); servers and
-//! temp dirs belong to the test that starts them.
+//! temp dirs belong to the test that starts them. Tests that load the whole machine (Docker
+//! containers, the version matrix, kubernetes-validate, a Prometheus server) hold
+//! [`support::one_heavy_test_at_a_time`] for their length, so two of them never run at once.
 
 mod support;
 

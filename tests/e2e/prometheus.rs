@@ -179,6 +179,7 @@ fn a_real_prometheus_scrapes_the_daemon_and_evaluates_the_rules_and_dashboard() 
     if tool("curl").is_none() {
         return;
     }
+    let _heavy = one_heavy_test_at_a_time();
     let ws = Workspace::new();
     let pg = Postgres::start();
     pg.create_db("app");

@@ -182,6 +182,7 @@ fn the_restore_time_measured_by_verify_is_listed_and_estimated() {
 
 #[test]
 fn verify_passes_in_a_docker_sandbox_and_removes_it() {
+    let _heavy = one_heavy_test_at_a_time();
     let e = env();
     let out = e.ws.dr(
         &e.cfg,

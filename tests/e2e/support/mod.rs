@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,16 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().expect("local_addr").port())
         .collect()
+}
+
+/// Held for the length of a test that loads the whole machine (Docker containers, the version
+/// matrix, kubernetes-validate, a Prometheus server): all tests are threads of one process
+/// (`cargo test` runs as many at once as there are cores), and two such tests at once would
+/// starve each other and every timing-bound test beside them. A test that panics while
+/// holding it does not block the others: the poison is ignored.
+pub fn one_heavy_test_at_a_time() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // ---------------------------------------------------------------------------------------
