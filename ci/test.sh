@@ -10,7 +10,7 @@ budget=$((85 * 60)) # CI gives us 90 minutes
 
 bash ci/setup.sh
 
-# Tell the harness (tests/support) where things are.
+# Tell the harness (tests/e2e/support) where things are.
 if ! command -v weed >/dev/null 2>&1; then
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
     export PATH="$scripts:$PATH"
@@ -35,13 +35,14 @@ env | grep -E '^DR_TEST_' | sort >&2 || true
 echo "test: cargo build --workspace --all-targets" >&2
 cargo build --workspace --all-targets
 
-# The dr image for tests/image.rs and tests/compose.rs, from the debug build just made (a
+# The dr image for tests/e2e/image.rs and tests/e2e/compose.rs, from the debug build just made (a
 # release build would cost 11 minutes; releases use `cargo build --release`). The base
 # rootfs is cached by its recipe: ~90 s on a fresh machine, seconds after.
 echo "test: ci/image.sh target/debug/dr" >&2
 bash ci/image.sh target/debug/dr
 
 left=$((budget - (SECONDS - start)))
+# The end-to-end tests are one binary (tests/e2e, `--test e2e`); its heavy tests take turns.
 echo "test: cargo test --workspace (time left: $((left / 60)) min)" >&2
 timeout --kill-after=30 "$left" cargo test --workspace --no-fail-fast
 echo "test: all tests passed in $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s" >&2

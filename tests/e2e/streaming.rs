@@ -4,13 +4,11 @@
 //! leaves nothing behind, `--clean` over an existing copy with circular foreign keys and
 //! partitions, `--check-first`, a selective restore, `--to-file` in sections.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 /// A tmpfs of `size` mounted on a fresh dir, unmounted when dropped; `None` when mounting is
 /// not allowed here (not root, no CAP_SYS_ADMIN).

@@ -1,12 +1,10 @@
 //! End-to-end: SIGTERM/SIGINT in the middle of a backup or restore cleans up and says so.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn child_running(pid: u32, needle: &str) -> bool {
     let kids = Command::new("pgrep")

@@ -1,11 +1,9 @@
 //! End-to-end: `dr prune` keeps exactly what retention says, deletes manifests first, and
 //! removes leftovers of failed backups.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn prune_keeps_the_tiers_and_removes_old_backups_and_leftovers() {

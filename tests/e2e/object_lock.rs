@@ -3,9 +3,7 @@
 //! locked on its PUT; dr's own credentials cannot destroy a backup; prune keeps what is
 //! locked, extends the lock of what it keeps; a bucket without Object Lock is refused.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// A locked bucket, a database with a little data, and a config using both.
 #[allow(dead_code)] // pg: kept alive for the test's length

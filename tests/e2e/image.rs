@@ -5,12 +5,10 @@
 //! removed here. No host port is published. Skipped when docker or the images are missing
 //! (ci/test.sh builds both).
 
-mod support;
-
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn docker(args: &[&str]) -> Output {
     let mut c = Command::new("docker");
@@ -97,6 +95,7 @@ fn the_image_backs_up_and_restores_a_postgres_17_container_as_its_non_root_user(
         );
         return;
     }
+    let _heavy = one_heavy_test_at_a_time();
     let ws = Workspace::new();
     let tag = format!("dr-image-test-{}", std::process::id());
     let pg = format!("{tag}-pg");

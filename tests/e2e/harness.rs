@@ -1,11 +1,9 @@
-//! Smoke tests of the end-to-end harness itself (tests/support): if these fail, every
+//! Smoke tests of the end-to-end harness itself (tests/e2e/support): if these fail, every
 //! end-to-end test would fail for reasons that have nothing to do with `dr`.
-
-mod support;
 
 use std::time::Instant;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn postgres_starts_and_loads_the_hard_cases() {

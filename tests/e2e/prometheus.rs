@@ -6,15 +6,13 @@
 //! scraped data, and every Grafana dashboard query runs. Skipped, with a message, only when
 //! `promtool`/`prometheus` are not installed.
 
-mod support;
-
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -181,6 +179,7 @@ fn a_real_prometheus_scrapes_the_daemon_and_evaluates_the_rules_and_dashboard() 
     if tool("curl").is_none() {
         return;
     }
+    let _heavy = one_heavy_test_at_a_time();
     let ws = Workspace::new();
     let pg = Postgres::start();
     pg.create_db("app");

@@ -4,13 +4,11 @@
 //! verbatim, as a non-root operator with sudo. Skipped when docker-compose or the images are
 //! missing (ci/test.sh builds them), or when not root.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 struct Project {
     dir: PathBuf,
@@ -172,6 +170,7 @@ fn the_compose_example_comes_up_backs_up_and_restores() {
         eprintln!("SKIP: not root (the README's setup runs as another user with a sudo)");
         return;
     }
+    let _heavy = one_heavy_test_at_a_time();
     let ws = Workspace::new();
     let dir = readme_setup(&ws);
     std::fs::write(

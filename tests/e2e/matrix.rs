@@ -6,13 +6,11 @@
 //! Only the command line is used (`dr backup`, `dr verify`, `dr restore`, `dr show`): nothing
 //! here depends on the repository's object names or the manifest's layout.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A workspace with a config that backs up `pg`'s database `app` into a directory repository
 /// with the tools of `bin_dir`.
@@ -40,6 +38,7 @@ fn server_with_hard_cases(bin_dir: &Path, major: u32) -> Postgres {
 }
 
 fn backup_and_verify(bin_dir: &Path, major: u32) {
+    let _heavy = one_heavy_test_at_a_time();
     let ws = Workspace::new();
     let pg = server_with_hard_cases(bin_dir, major);
     let cfg = config(&ws, &pg, bin_dir);
@@ -104,6 +103,7 @@ fn a_15_backup_restores_into_a_17_server() {
         eprintln!("skipped: no PostgreSQL 17 binaries (ci/setup.sh installs them)");
         return;
     };
+    let _heavy = one_heavy_test_at_a_time();
     let ws = Workspace::new();
     let pg15 = server_with_hard_cases(&default_pg_bin_dir(), 15);
     let cfg = config(&ws, &pg15, &default_pg_bin_dir());
@@ -185,6 +185,7 @@ fn a_17_backup_verifies_in_a_postgres_17_docker_sandbox_bound_to_loopback() {
         );
         return;
     }
+    let _heavy = one_heavy_test_at_a_time();
     let ws = Workspace::new();
     let pg = server_with_hard_cases(&pg17_bin, 17);
     let cfg = config(&ws, &pg, &pg17_bin);

@@ -3,13 +3,11 @@
 //! error within the configured bounds; usage errors come before any side effect; secrets in
 //! URLs are refused; documented exit codes for damaged and missing objects and full disks.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 struct Env {
     ws: Workspace,

@@ -10,11 +10,9 @@
 //! `DR_TEST_PG_BIN` (default bin dir), `DR_TEST_PG{MAJOR}_BIN` (see [`pg_bin_dir`]),
 //! `DR_TEST_WEED` (the `weed` binary), `DR_TEST_TIMEOUT_SECS` (per `dr` run, default 600).
 //!
-//! Use it from a test file with `mod support;` then `use support::*;`. One module per real
+//! Use it from a test module with `use crate::support::*;`. One module per real
 //! part: [`postgres`] (clusters, hard-case data), [`s3`] (SeaweedFS), [`workspace`] (a temp
 //! dir and the `dr` binary); this file holds the process helpers they share.
-
-#![allow(dead_code)] // every test binary uses a different subset
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -23,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,12 +31,8 @@ mod postgres;
 mod s3;
 mod workspace;
 
-// Every test binary uses a different subset.
-#[allow(unused_imports)]
 pub use postgres::*;
-#[allow(unused_imports)]
 pub use s3::*;
-#[allow(unused_imports)]
 pub use workspace::*;
 
 /// The `dr` binary built by cargo for this test run.
@@ -98,6 +92,16 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().expect("local_addr").port())
         .collect()
+}
+
+/// Held for the length of a test that loads the whole machine (Docker containers, the version
+/// matrix, kubernetes-validate, a Prometheus server): all tests are threads of one process
+/// (`cargo test` runs as many at once as there are cores), and two such tests at once would
+/// starve each other and every timing-bound test beside them. A test that panics while
+/// holding it does not block the others: the poison is ignored.
+pub fn one_heavy_test_at_a_time() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,13 +4,11 @@
 //! predates signing: it is listed as untrusted (unsigned), never `latest`, and restores and
 //! verifies only when named by id with `--trust-unsigned`.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 /// The fixture directory (see its README.md).
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");

@@ -1,11 +1,9 @@
 //! End-to-end: `dr verify` in both sandboxes, failures named, sandboxes always removed.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 struct Env {
     ws: Workspace,
@@ -184,6 +182,7 @@ fn the_restore_time_measured_by_verify_is_listed_and_estimated() {
 
 #[test]
 fn verify_passes_in_a_docker_sandbox_and_removes_it() {
+    let _heavy = one_heavy_test_at_a_time();
     let e = env();
     let out = e.ws.dr(
         &e.cfg,
@@ -206,7 +205,7 @@ fn verify_fails_naming_the_table_when_recorded_counts_are_wrong() {
     let e = env();
     // Test seam: rewrite the encrypted details with a wrong count, with the age and zstd CLIs,
     // and fix the manifest's digest (and its signature) as a buggy backup host would (one
-    // without the signing key is refused before verifying: tests/signing.rs).
+    // without the signing key is refused before verifying: tests/e2e/signing.rs).
     let manifest_path = files_under(&e.repo)
         .into_iter()
         .find(|p| p.ends_with("manifest.json"))

@@ -2,9 +2,7 @@
 //! each as its own target `NAME.DATABASE` (escaped), with one `pg_dumpall --globals-only`
 //! per run; `list`, `restore`, `status` and `prune` work per database.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// A name that is not a safe path segment: a space and a dot.
 const CAREFUL: &str = "my db.v2";

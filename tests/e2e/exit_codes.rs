@@ -2,14 +2,12 @@
 //! real PostgreSQL and a directory repository. The table is the single source: a code added
 //! to it without a scenario here fails this test, and so does a scenario that exits otherwise.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// The codes in the table of docs/EXIT_CODES.md, with their names.
 fn documented_codes() -> BTreeMap<i32, String> {
@@ -148,7 +146,7 @@ fn scenario(f: &Fixture, code: i32) -> Output {
                 .success());
             child.wait_with_output().expect("wait")
         }
-        other => panic!("docs/EXIT_CODES.md documents exit code {other}, but tests/exit_codes.rs has no scenario for it"),
+        other => panic!("docs/EXIT_CODES.md documents exit code {other}, but tests/e2e/exit_codes.rs has no scenario for it"),
     }
 }
 

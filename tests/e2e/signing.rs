@@ -6,11 +6,9 @@
 //! must be marked by `dr list`, skipped by `latest`, refused by restore and verify (exit 4)
 //! before the target is touched, and named by `dr status` (exit 8).
 
-mod support;
-
 use std::path::PathBuf;
 
-use support::*;
+use crate::support::*;
 
 struct Setup {
     ws: Workspace,

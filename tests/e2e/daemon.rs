@@ -2,8 +2,6 @@
 //! textfile) from the daemon and from one-shot commands, against real PostgreSQL and a
 //! directory repository. Webhook receivers and metrics scrapes stay on loopback.
 
-mod support;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A config with a directory repository, one target `app` at `target_url`, and `extra` TOML
 /// appended (sections only).

@@ -6,11 +6,9 @@
 //! - A future-dated backup (taken with the clock 30 days ahead) does not shadow newer ones:
 //!   `restore latest` restores the real newest; `list`, `status`, `check` and `prune` report it.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 struct Env {
     ws: Workspace,

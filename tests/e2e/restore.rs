@@ -1,11 +1,9 @@
 //! End-to-end: `dr restore` against real PostgreSQL and SeaweedFS: exact copies, integrity
 //! before the target is touched, safe target handling, point-in-time choice, selection.
 
-mod support;
-
 use std::path::PathBuf;
 
-use support::*;
+use crate::support::*;
 
 struct Env {
     ws: Workspace,

@@ -1,12 +1,10 @@
 //! End-to-end: `dr backup` against real PostgreSQL and SeaweedFS (and the directory store),
 //! checked with the real `age`, `zstd` and `pg_restore` CLIs.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 pub struct Setup {
     pub ws: Workspace,

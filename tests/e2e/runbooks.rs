@@ -3,12 +3,10 @@
 //!
 //! Blocks tagged ```bash <scenario> run only for that scenario; ```text/```sql are prose.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 /// The bash blocks of `runbook` for `scenario` ("" = untagged blocks only), joined.
 fn script(runbook: &str, scenario: &str) -> String {

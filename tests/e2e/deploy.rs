@@ -15,14 +15,12 @@
 //! Skipped, with a message, when python3 with kubernetes-validate or systemd-analyze is
 //! missing (`ci/setup.sh` installs kubernetes-validate; systemd-analyze is Debian's `systemd`).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -81,6 +79,7 @@ fn k8s_manifests_pass_the_kubernetes_schemas() {
     let Some(python) = python_with_kubernetes_validate() else {
         return;
     };
+    let _heavy = one_heavy_test_at_a_time();
     for version in ["1.27.0", "1.37.0"] {
         let out = run(Command::new(python)
             .args(["-m", "kubernetes_validate", "--strict", "-k", version])
