@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 mod daemon;
 pub mod env;
+pub mod jobs;
 mod operations;
 mod repository;
 mod schedule;

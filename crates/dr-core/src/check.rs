@@ -56,14 +56,14 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
     }
     // Jobs that will fail at their time for want of the identity. No schedules is fine here
     // (cron or a timer may run dr): only verify jobs that exist are checked.
-    if let Ok(jobs) = crate::daemon::jobs::load_jobs(&ctx.config) {
+    if let Ok(jobs) = dr_config::jobs::load_jobs(&ctx.config) {
         if jobs
             .iter()
             .any(|j| matches!(j.kind, dr_config::JobKind::Verify))
         {
             push(
                 "verify jobs".into(),
-                crate::daemon::jobs::verify_jobs_without_identity(&ctx.config, &jobs)
+                dr_config::jobs::verify_jobs_without_identity(&ctx.config, &jobs)
                     .map(|()| "the identity they need is configured".into())
                     .map_err(|e| e.to_string()),
             );

@@ -9,9 +9,9 @@ use chrono::{DateTime, Duration, Utc};
 use dr_config::JobKind;
 use serde::Serialize;
 
-use crate::daemon::jobs::Job;
 use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
 use crate::{Context, Result};
+use dr_config::jobs::Job;
 
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -209,7 +209,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
     let catalog = repo::catalog(ctx.store.as_ref(), None, &ctx.signing).await?;
     let max_age =
         Duration::hours(i64::try_from(ctx.config.status.max_backup_age_hours).unwrap_or(26));
-    let jobs = match crate::daemon::jobs::load_jobs(&ctx.config) {
+    let jobs = match dr_config::jobs::load_jobs(&ctx.config) {
         Ok(j) => j,
         Err(e) => {
             tracing::debug!("no schedules: {e}");

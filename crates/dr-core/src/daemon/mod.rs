@@ -38,8 +38,7 @@ use tokio::task::JoinSet;
 
 pub use tokio_util::sync::CancellationToken;
 
-pub mod jobs;
-pub use jobs::{load_jobs, preflight, verify_jobs_without_identity, Job};
+pub use dr_config::jobs::{self, load_jobs, preflight, verify_jobs_without_identity, Job};
 
 use crate::report::Reporter;
 use crate::verify::VerifyOptions;

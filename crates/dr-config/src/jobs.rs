@@ -5,9 +5,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dr_catalog::schedule::Schedule;
-use dr_config::{Config, JobKind, ScheduleConfig};
 
-use crate::{Error, Result};
+use crate::{Config, ConfigError, JobKind, ScheduleConfig};
+
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// A config error from a message and its `hint:` line (moved from dr-core, whose errors
+/// take the hint in the text).
+fn config_error(text: impl Into<String>) -> ConfigError {
+    let text = text.into();
+    let (message, hint) = text.split_once("\nhint: ").unwrap_or((&text, ""));
+    ConfigError::Invalid {
+        path: None,
+        message: message.to_string(),
+        hint: hint.to_string(),
+    }
+}
 
 /// One scheduled job, validated.
 #[derive(Debug, Clone)]
@@ -27,7 +40,7 @@ impl Job {
         s.validate(config, Some(source))?;
         let tz = s.timezone.as_deref().unwrap_or("UTC");
         let schedule = Schedule::parse(&s.cron, tz).map_err(|e| {
-            Error::config(format!(
+            config_error(format!(
                 "invalid schedule `{}` in {}: {e}",
                 s.name,
                 source.display()
@@ -53,7 +66,7 @@ impl Job {
 /// name order). Names must be unique; at least one job must exist.
 pub fn load_jobs(config: &Config) -> Result<Vec<Job>> {
     if config.targets.is_empty() {
-        return Err(Error::config(
+        return Err(config_error(
             "no [[targets]] are configured: the daemon would have nothing to do\nhint: add a [[targets]] section with name and url",
         ));
     }
@@ -80,7 +93,7 @@ pub fn load_jobs(config: &Config) -> Result<Vec<Job>> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
         Err(e) => {
-            return Err(Error::config(format!(
+            return Err(config_error(format!(
                 "cannot read the schedules directory {}: {e}\nhint: create it, or set daemon.schedules_dir",
                 dir.display()
             )))
@@ -89,7 +102,7 @@ pub fn load_jobs(config: &Config) -> Result<Vec<Job>> {
     let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
     for j in &jobs {
         if let Some(first) = seen.insert(&j.name, &j.source) {
-            return Err(Error::config(format!(
+            return Err(config_error(format!(
                 "schedule `{}` is defined twice: in {} and in {}\nhint: give every schedule a unique name",
                 j.name,
                 first.display(),
@@ -98,7 +111,7 @@ pub fn load_jobs(config: &Config) -> Result<Vec<Job>> {
         }
     }
     if jobs.is_empty() {
-        return Err(Error::config(format!(
+        return Err(config_error(format!(
             "no schedules: {} has no *.toml job files and dr.toml has no [[schedules]]\nhint: copy the examples from schedules/ in the dr repository, or add e.g.\n  [[schedules]]\n  name = \"nightly-backup\"\n  cron = \"0 3 * * *\"\n  job = \"backup\"",
             dir.display()
         )));
@@ -126,7 +139,7 @@ pub fn verify_jobs_without_identity(config: &Config, jobs: &[Job]) -> Result<()>
     if names.is_empty() {
         return Ok(());
     }
-    Err(Error::config(format!(
+    Err(config_error(format!(
         "verify job {} needs the age identity, and none is configured\nhint: set encryption.identity_file (or DR_IDENTITY_FILE) on this host, or remove the verify job",
         names.join(", ")
     )))
