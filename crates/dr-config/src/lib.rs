@@ -70,6 +70,13 @@ pub enum ConfigError {
         message: String,
         hint: String,
     },
+    /// A cron expression or time zone the daemon cannot run (see [`jobs`]).
+    #[error("invalid schedule `{name}` in {}: {source}", .path.display())]
+    Schedule {
+        path: PathBuf,
+        name: String,
+        source: dr_catalog::schedule::ScheduleError,
+    },
 }
 
 fn path_suffix(p: &Option<PathBuf>) -> String {

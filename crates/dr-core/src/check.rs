@@ -54,19 +54,31 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
             }),
         );
     }
-    // Jobs that will fail at their time for want of the identity. No schedules is fine here
-    // (cron or a timer may run dr): only verify jobs that exist are checked.
-    if let Ok(jobs) = dr_config::jobs::load_jobs(&ctx.config) {
-        if jobs
-            .iter()
-            .any(|j| matches!(j.kind, dr_config::JobKind::Verify))
-        {
+    // The schedules `dr daemon` would run: a bad one (cron, zone, target, a file that does
+    // not parse) fails here, not when the daemon starts. None is fine (cron or a timer may
+    // run dr). Verify jobs that exist need the identity, or they fail at their time.
+    match dr_config::jobs::load_schedules(&ctx.config) {
+        Err(e) => push("schedules".into(), Err(e.to_string())),
+        Ok(jobs) if jobs.is_empty() => {}
+        Ok(jobs) => {
             push(
-                "verify jobs".into(),
-                dr_config::jobs::verify_jobs_without_identity(&ctx.config, &jobs)
-                    .map(|()| "the identity they need is configured".into())
-                    .map_err(|e| e.to_string()),
+                "schedules".into(),
+                Ok(format!(
+                    "{} job(s), every cron expression valid",
+                    jobs.len()
+                )),
             );
+            if jobs
+                .iter()
+                .any(|j| matches!(j.kind, dr_config::JobKind::Verify))
+            {
+                push(
+                    "verify jobs".into(),
+                    dr_config::jobs::verify_jobs_without_identity(&ctx.config, &jobs)
+                        .map(|()| "the identity they need is configured".into())
+                        .map_err(|e| e.to_string()),
+                );
+            }
         }
     }
     push(

@@ -209,12 +209,11 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
     let catalog = repo::catalog(ctx.store.as_ref(), None, &ctx.signing).await?;
     let max_age =
         Duration::hours(i64::try_from(ctx.config.status.max_backup_age_hours).unwrap_or(26));
-    let jobs = match dr_config::jobs::load_jobs(&ctx.config) {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::debug!("no schedules: {e}");
-            Vec::new()
-        }
+    // A schedule `dr daemon` would refuse stops every job (the daemon does not start): a
+    // problem of every target, not a silent "unscheduled".
+    let (jobs, schedules_problem) = match dr_config::jobs::load_schedules(&ctx.config) {
+        Ok(j) => (j, None),
+        Err(e) => (Vec::new(), Some(schedules_problem(&e))),
     };
     let mut targets: Vec<String> = Vec::new();
     let mut gone: BTreeMap<String, String> = BTreeMap::new();
@@ -247,10 +246,19 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             r.problems.insert(0, problem.clone());
             r.ok = false;
         }
+        if let Some(problem) = &schedules_problem {
+            r.problems.push(problem.clone());
+            r.ok = false;
+        }
         r.daemon = crate::heartbeat::seen(&beats, &r.target, now)
             .or_else(|| server_of(&r.target).and_then(|s| crate::heartbeat::seen(&beats, s, now)));
     }
     Ok(rows)
+}
+
+/// The problem line of schedules `dr daemon` would refuse: what is wrong, where, on one line.
+fn schedules_problem(e: &dr_config::ConfigError) -> String {
+    format!("{e}").replace('\n', "; ") + "; dr daemon would not start"
 }
 
 /// The server target an expanded target name belongs to: `pg1` for `pg1.app`.
