@@ -25,10 +25,12 @@
 //! assert_eq!(dr_catalog::keys::manifest("app", &id), "app/20261122T030000Z/manifest.json");
 //! ```
 
+pub mod beacon;
 mod crosscheck;
 pub mod manifest;
 pub mod retention;
 pub mod schedule;
+pub mod time;
 
 pub use crosscheck::cross_check;
 pub use manifest::{

@@ -27,7 +27,6 @@ pub use error::{Error, Kind};
 pub mod backup;
 pub mod check;
 pub mod daemon;
-pub mod heartbeat;
 pub mod host;
 pub mod immutable;
 pub mod list;

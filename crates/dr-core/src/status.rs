@@ -9,6 +9,9 @@ use chrono::{DateTime, Duration, Utc};
 use dr_config::JobKind;
 use serde::Serialize;
 
+use dr_catalog::beacon::Heartbeat;
+use dr_catalog::keys;
+
 use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
 use crate::{Context, Result};
 use dr_config::jobs::Job;
@@ -18,7 +21,7 @@ use dr_config::jobs::Job;
 pub struct TargetStatus {
     /// The freshest `dr daemon` heartbeat of a daemon with jobs for this target; `None` when
     /// no daemon was seen (then `next_backup` is only what the schedule says).
-    pub daemon: Option<crate::heartbeat::DaemonSeen>,
+    pub daemon: Option<dr_catalog::beacon::DaemonSeen>,
     /// Damaged backups of this target.
     pub damaged: Vec<DamagedRow>,
     /// Ids of future-dated backups of this target.
@@ -232,7 +235,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
         closed.extend(refusing);
     }
     let now = Utc::now();
-    let beats = crate::heartbeat::read_all(ctx).await?;
+    let beats = read_all(ctx).await?;
     let names: Vec<&str> = targets.iter().map(String::as_str).collect();
     let mut rows = assess(&catalog, &names, &jobs, max_age, now);
     for r in &mut rows {
@@ -250,10 +253,26 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             r.problems.push(problem.clone());
             r.ok = false;
         }
-        r.daemon = crate::heartbeat::seen(&beats, &r.target, now)
-            .or_else(|| server_of(&r.target).and_then(|s| crate::heartbeat::seen(&beats, s, now)));
+        r.daemon = dr_catalog::beacon::seen(&beats, &r.target, now).or_else(|| {
+            server_of(&r.target).and_then(|s| dr_catalog::beacon::seen(&beats, s, now))
+        });
     }
     Ok(rows)
+}
+
+/// Every heartbeat in the repository; unreadable ones are skipped (logged at debug).
+pub async fn read_all(ctx: &Context) -> Result<Vec<Heartbeat>> {
+    let mut beats = Vec::new();
+    for o in ctx.store.list(keys::DAEMON_PREFIX).await? {
+        match ctx.store.get(&o.key).await {
+            Ok(body) => match serde_json::from_slice::<Heartbeat>(&body) {
+                Ok(b) => beats.push(b),
+                Err(e) => tracing::debug!("ignoring heartbeat {}: {e}", o.key),
+            },
+            Err(e) => tracing::debug!("cannot read heartbeat {}: {e}", o.key),
+        }
+    }
+    Ok(beats)
 }
 
 /// The problem line of schedules `dr daemon` would refuse: what is wrong, where, on one line.

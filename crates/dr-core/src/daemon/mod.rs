@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 
 pub use tokio_util::sync::CancellationToken;
 
+mod beacon;
 pub use dr_config::jobs::{self, load_jobs, preflight, verify_jobs_without_identity, Job};
 
 use crate::report::Reporter;
@@ -150,7 +151,7 @@ pub async fn run(
         let targets: BTreeSet<String> = jobs.iter().flat_map(|j| j.targets.clone()).collect();
         let (ctx, stop) = (Arc::clone(&ctx), beat_stop.clone());
         tokio::spawn(async move {
-            crate::heartbeat::keep(&ctx, targets.into_iter().collect(), stop).await;
+            beacon::keep(&ctx, targets.into_iter().collect(), stop).await;
         })
     };
 

@@ -5,11 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dr_catalog::keys;
 use serde::{Deserialize, Serialize};
-
-use crate::{Context, Result};
-use tokio_util::sync::CancellationToken;
 
 /// How often a running daemon rewrites its heartbeat.
 pub const EVERY: Duration = Duration::from_secs(60);
@@ -60,55 +56,6 @@ pub fn seen(beats: &[Heartbeat], target: &str, now: DateTime<Utc>) -> Option<Dae
                 running: age <= RUNNING_WITHIN_SECS,
             }
         })
-}
-
-/// Every heartbeat in the repository; unreadable ones are skipped (logged at debug).
-pub async fn read_all(ctx: &Context) -> Result<Vec<Heartbeat>> {
-    let mut beats = Vec::new();
-    for o in ctx.store.list(keys::DAEMON_PREFIX).await? {
-        match ctx.store.get(&o.key).await {
-            Ok(body) => match serde_json::from_slice::<Heartbeat>(&body) {
-                Ok(b) => beats.push(b),
-                Err(e) => tracing::debug!("ignoring heartbeat {}: {e}", o.key),
-            },
-            Err(e) => tracing::debug!("cannot read heartbeat {}: {e}", o.key),
-        }
-    }
-    Ok(beats)
-}
-
-/// Write the heartbeat now and every [`EVERY`] until `stop`; then remove it. A failed write
-/// is logged once (until one succeeds again): the jobs matter more than the heartbeat.
-pub async fn keep(ctx: &Context, targets: Vec<String>, stop: CancellationToken) {
-    let host = crate::host::host_name();
-    let key = keys::daemon_heartbeat(&host);
-    let mut beat = Heartbeat {
-        host,
-        pid: std::process::id(),
-        started_at: Utc::now(),
-        last_beat: Utc::now(),
-        targets,
-    };
-    let mut failing = false;
-    loop {
-        beat.last_beat = Utc::now();
-        let body = serde_json::to_vec_pretty(&beat).unwrap_or_default();
-        match ctx.store.put(&key, body.into()).await {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!("cannot write the daemon heartbeat {key}: {e}; `dr status` will say no daemon is running");
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            () = tokio::time::sleep(EVERY) => {}
-            () = stop.cancelled() => break,
-        }
-    }
-    if let Err(e) = ctx.store.delete(&key).await {
-        tracing::warn!("cannot remove the daemon heartbeat {key}: {e}");
-    }
 }
 
 #[cfg(test)]
