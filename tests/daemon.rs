@@ -567,7 +567,7 @@ fn sigterm_past_the_grace_period_cancels_the_running_job_and_exits_130() {
 /// Regression: `dr status` printed `next` as if a backup would happen at that time while no
 /// daemon ran. The daemon now keeps `daemon/HOST.json` and status says whether it is running.
 #[test]
-fn status_says_whether_a_daemon_is_running_from_its_heartbeat() {
+fn status_says_whether_a_daemon_is_running_from_its_beacon() {
     let ws = Workspace::new();
     let cfg = write_config(
         &ws,
@@ -596,7 +596,7 @@ fn status_says_whether_a_daemon_is_running_from_its_heartbeat() {
     let beats = || files_under(&repo.join("daemon"));
     assert!(
         wait_for(Duration::from_secs(30), || !beats().is_empty()),
-        "no heartbeat\n{}",
+        "no beacon\n{}",
         d.log()
     );
     let out = ws.dr(&cfg, &["status"]);
@@ -624,7 +624,7 @@ fn status_says_whether_a_daemon_is_running_from_its_heartbeat() {
 
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(60)), Some(0), "{}", d.log());
-    assert!(beats().is_empty(), "heartbeat left after a clean stop");
+    assert!(beats().is_empty(), "beacon left after a clean stop");
     let out = ws.dr(&cfg, &["status"]);
     assert!(
         stdout(&out).starts_with("daemon: no daemon seen"),

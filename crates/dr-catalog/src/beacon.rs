@@ -1,5 +1,7 @@
-//! `dr daemon`'s heartbeat: `daemon/{host}.json` in the repository, rewritten every minute,
-//! removed on a clean stop. `dr status` reads it to say whether a daemon is running, instead
+//! `dr daemon`'s beacon: `daemon/{host}.json` in the repository, rewritten every minute,
+//! removed on a clean stop (not to be confused with the run lock's refresh). Its stored
+//! format (keys and JSON field names are stable: `last_beat` stays) and [`seen`]; the
+//! daemon writes it. `dr status` reads it to say whether a daemon is running, instead
 //! of presenting the schedule's next time as if something will act on it.
 
 use std::time::Duration;
@@ -7,16 +9,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// How often a running daemon rewrites its heartbeat.
+/// How often a running daemon rewrites its beacon.
 pub const EVERY: Duration = Duration::from_secs(60);
 
-/// A heartbeat older than this means the daemon stopped without removing it (killed, host
+/// A beacon older than this means the daemon stopped without removing it (killed, host
 /// down, repository unreachable from it).
 pub const RUNNING_WITHIN_SECS: i64 = 3 * 60;
 
 /// The object `dr daemon` writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
+pub struct Beacon {
     pub host: String,
     pub pid: u32,
     #[serde(with = "crate::time::rfc3339")]
@@ -35,13 +37,13 @@ pub struct DaemonSeen {
     pub started_at: String,
     pub last_beat: String,
     pub last_seen_seconds: i64,
-    /// The heartbeat is recent (within [`RUNNING_WITHIN_SECS`]).
+    /// The beacon is recent (within [`RUNNING_WITHIN_SECS`]).
     pub running: bool,
 }
 
-/// The freshest heartbeat of a daemon running jobs for `target`. Pure.
-pub fn seen(beats: &[Heartbeat], target: &str, now: DateTime<Utc>) -> Option<DaemonSeen> {
-    beats
+/// The freshest beacon of a daemon running jobs for `target`. Pure.
+pub fn seen(beacons: &[Beacon], target: &str, now: DateTime<Utc>) -> Option<DaemonSeen> {
+    beacons
         .iter()
         .filter(|b| b.targets.iter().any(|t| t == target))
         .max_by_key(|b| b.last_beat)
@@ -69,8 +71,8 @@ mod tests {
             .expect("time")
     }
 
-    fn beat(host: &str, last: i64, targets: &[&str]) -> Heartbeat {
-        Heartbeat {
+    fn beacon(host: &str, last: i64, targets: &[&str]) -> Beacon {
+        Beacon {
             host: host.into(),
             pid: 7,
             started_at: at(0),
@@ -81,29 +83,29 @@ mod tests {
 
     #[test]
     fn freshest_daemon_of_the_target() {
-        let beats = [
-            beat("a", 100, &["app"]),
-            beat("b", 200, &["app"]),
-            beat("c", 300, &["other"]),
+        let beacons = [
+            beacon("a", 100, &["app"]),
+            beacon("b", 200, &["app"]),
+            beacon("c", 300, &["other"]),
         ];
-        let s = seen(&beats, "app", at(230)).expect("seen");
+        let s = seen(&beacons, "app", at(230)).expect("seen");
         assert_eq!(
             (s.host.as_str(), s.last_seen_seconds, s.running),
             ("b", 30, true)
         );
-        assert!(seen(&beats, "nobody", at(230)).is_none());
+        assert!(seen(&beacons, "nobody", at(230)).is_none());
     }
 
     #[test]
-    fn an_old_heartbeat_is_not_running() {
-        let beats = [beat("a", 0, &["app"])];
+    fn an_old_beacon_is_not_running() {
+        let beacons = [beacon("a", 0, &["app"])];
         assert!(
-            seen(&beats, "app", at(RUNNING_WITHIN_SECS))
+            seen(&beacons, "app", at(RUNNING_WITHIN_SECS))
                 .expect("seen")
                 .running
         );
         assert!(
-            !seen(&beats, "app", at(RUNNING_WITHIN_SECS + 1))
+            !seen(&beacons, "app", at(RUNNING_WITHIN_SECS + 1))
                 .expect("seen")
                 .running
         );
@@ -111,7 +113,7 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_with_z() {
-        let v = serde_json::to_value(beat("a", 5, &["app"])).expect("json");
+        let v = serde_json::to_value(beacon("a", 5, &["app"])).expect("json");
         assert_eq!(v["last_beat"], "2026-09-21T14:13:25Z");
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use dr_config::JobKind;
 use serde::Serialize;
 
-use dr_catalog::beacon::Heartbeat;
+use dr_catalog::beacon::Beacon;
 use dr_catalog::keys;
 
 use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
@@ -19,7 +19,7 @@ use dr_config::jobs::Job;
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
-    /// The freshest `dr daemon` heartbeat of a daemon with jobs for this target; `None` when
+    /// The freshest `dr daemon` beacon of a daemon with jobs for this target; `None` when
     /// no daemon was seen (then `next_backup` is only what the schedule says).
     pub daemon: Option<dr_catalog::beacon::DaemonSeen>,
     /// Damaged backups of this target.
@@ -235,7 +235,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
         closed.extend(refusing);
     }
     let now = Utc::now();
-    let beats = read_all(ctx).await?;
+    let beacons = beacons(ctx).await?;
     let names: Vec<&str> = targets.iter().map(String::as_str).collect();
     let mut rows = assess(&catalog, &names, &jobs, max_age, now);
     for r in &mut rows {
@@ -253,26 +253,26 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             r.problems.push(problem.clone());
             r.ok = false;
         }
-        r.daemon = dr_catalog::beacon::seen(&beats, &r.target, now).or_else(|| {
-            server_of(&r.target).and_then(|s| dr_catalog::beacon::seen(&beats, s, now))
+        r.daemon = dr_catalog::beacon::seen(&beacons, &r.target, now).or_else(|| {
+            server_of(&r.target).and_then(|s| dr_catalog::beacon::seen(&beacons, s, now))
         });
     }
     Ok(rows)
 }
 
-/// Every heartbeat in the repository; unreadable ones are skipped (logged at debug).
-pub async fn read_all(ctx: &Context) -> Result<Vec<Heartbeat>> {
-    let mut beats = Vec::new();
+/// Every daemon's beacon in the repository; unreadable ones are skipped (logged at debug).
+pub async fn beacons(ctx: &Context) -> Result<Vec<Beacon>> {
+    let mut beacons = Vec::new();
     for o in ctx.store.list(keys::DAEMON_PREFIX).await? {
         match ctx.store.get(&o.key).await {
-            Ok(body) => match serde_json::from_slice::<Heartbeat>(&body) {
-                Ok(b) => beats.push(b),
-                Err(e) => tracing::debug!("ignoring heartbeat {}: {e}", o.key),
+            Ok(body) => match serde_json::from_slice::<Beacon>(&body) {
+                Ok(b) => beacons.push(b),
+                Err(e) => tracing::debug!("ignoring beacon {}: {e}", o.key),
             },
-            Err(e) => tracing::debug!("cannot read heartbeat {}: {e}", o.key),
+            Err(e) => tracing::debug!("cannot read beacon {}: {e}", o.key),
         }
     }
-    Ok(beats)
+    Ok(beacons)
 }
 
 /// The problem line of schedules `dr daemon` would refuse: what is wrong, where, on one line.

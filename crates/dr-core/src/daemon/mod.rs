@@ -21,8 +21,8 @@
 //!   logged by name); running ones get
 //!   `daemon.shutdown_grace_secs` (default 300) to finish, then are cancelled through
 //!   [`Context::cancel`] (a backup aborts its upload and writes no manifest).
-//! - **Heartbeat.** `daemon/{host}.json` in the repository is rewritten every minute and
-//!   removed on a clean stop ([`crate::heartbeat`]); `dr status` reads it.
+//! - **Beacon.** `daemon/{host}.json` in the repository is rewritten every minute and
+//!   removed on a clean stop ([`dr_catalog::beacon`]); `dr status` reads it.
 //! - **Alerts and metrics** come from [`Reporter`]; `/metrics` is served on
 //!   `daemon.metrics_address`.
 
