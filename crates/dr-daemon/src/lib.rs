@@ -7,7 +7,7 @@
 //!   nothing already planned.
 //! - **No overlap.** A job's run for a target is skipped (and logged) while its previous run for
 //!   that target is still queued or running. Across processes and hosts the repository lock
-//!   ([`crate::lock`]) keeps backups and prunes of one target apart; a daemon's run takes over
+//!   ([`dr_core::lock`]) keeps backups and prunes of one target apart; a daemon's run takes over
 //!   the lock of a crashed run on this host, and waits out one nobody refreshes
 //!   ([`Context::scheduled`]), so a killed and restarted daemon still makes its catch-up run. At most
 //!   `daemon.max_concurrent_jobs` target runs (default 1) go at once; the others are logged as
@@ -41,9 +41,9 @@ pub use tokio_util::sync::CancellationToken;
 mod beacon;
 pub use dr_config::jobs::{self, load_jobs, preflight, verify_jobs_without_identity, Job};
 
-use crate::report::Reporter;
-use crate::verify::VerifyOptions;
-use crate::{Context, Error, Kind, Result};
+use dr_core::verify::VerifyOptions;
+use dr_core::{Context, Error, Kind, Result};
+use dr_observe::report::Reporter;
 
 /// The longest single sleep: the wall clock is re-read at least this often.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -75,11 +75,12 @@ struct Shared {
 fn last_run(
     kind: JobKind,
     target: &str,
-    entries: &[crate::repo::BackupEntry],
+    entries: &[dr_core::repo::BackupEntry],
 ) -> Option<Option<DateTime<Utc>>> {
     // A server target's runs are those of its databases.
     let mine = entries.iter().filter(|e| {
-        e.manifest.target == target || crate::status::server_of(&e.manifest.target) == Some(target)
+        e.manifest.target == target
+            || dr_core::status::server_of(&e.manifest.target) == Some(target)
     });
     match kind {
         JobKind::Backup => Some(mine.map(|e| e.manifest.started_at).max()),
@@ -126,7 +127,7 @@ pub async fn run(
                 )
             })?;
         tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
-        server = Some(tokio::spawn(crate::metrics::serve(
+        server = Some(tokio::spawn(dr_observe::metrics::serve(
             listener,
             Arc::clone(&metrics),
             server_stop.clone(),
@@ -157,12 +158,12 @@ pub async fn run(
 
     // Missed runs, and metrics from what the repository already holds.
     let start = Utc::now();
-    match crate::repo::list(ctx.store.as_ref(), None, &ctx.signing).await {
+    match dr_core::repo::list(ctx.store.as_ref(), None, &ctx.signing).await {
         Ok(entries) => {
             // A future-dated backup (clock skew) says nothing about when a backup last ran:
             // counting it would suppress catch-up runs and freshness alerts until its date.
             // Nor does an untrusted one (a forgery must not suppress the next real backup).
-            let entries: Vec<crate::repo::BackupEntry> = entries
+            let entries: Vec<dr_core::repo::BackupEntry> = entries
                 .into_iter()
                 .filter(|e| !e.manifest.id.is_future_dated(start) && e.trust.is_trusted())
                 .collect();
@@ -403,8 +404,8 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
     // Every database of a server, one after the other in this run's slot: the ones it has
     // now (backup), the ones the repository holds (verify).
     let members = match job.kind {
-        JobKind::Backup => crate::backup::expand(t).await,
-        _ => crate::status::members_in_repository(ctx, target)
+        JobKind::Backup => dr_core::backup::expand(t).await,
+        _ => dr_core::status::members_in_repository(ctx, target)
             .await
             .map(|names| {
                 names
@@ -447,7 +448,7 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
                 let mut msg = format!(
                     "backup {} complete, {} stored",
                     m.id,
-                    crate::human_bytes(m.stored_bytes())
+                    dr_core::human_bytes(m.stored_bytes())
                 );
                 if job.prune_after && !ctx.cancel.is_cancelled() {
                     match r.prune(ctx, Some(target), false, Utc::now()).await {

@@ -5,12 +5,12 @@ use dr_catalog::beacon::{Beacon, EVERY};
 use dr_catalog::keys;
 use tokio_util::sync::CancellationToken;
 
-use crate::Context;
+use dr_core::Context;
 
 /// Write the beacon now and every [`EVERY`] until `stop`; then remove it. A failed write
 /// is logged once (until one succeeds again): the jobs matter more than the beacon.
 pub async fn keep(ctx: &Context, targets: Vec<String>, stop: CancellationToken) {
-    let host = crate::host::host_name();
+    let host = dr_core::host::host_name();
     let key = keys::daemon_beacon(&host);
     let mut beacon = Beacon {
         host,
