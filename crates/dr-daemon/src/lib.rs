@@ -46,6 +46,7 @@ mod dispatch;
 pub use dr_config::jobs::{self, load_jobs, preflight, verify_jobs_without_identity, Job};
 
 use dr_core::{Context, Error, Kind, Result};
+use dr_observe::metrics::Metrics;
 use dr_observe::report::Reporter;
 
 use dispatch::{dispatch, Shared};
@@ -109,23 +110,7 @@ pub async fn run(
         }
     }
     let server_stop = CancellationToken::new();
-    let mut server = None;
-    if let Some(addr) = &daemon.metrics_address {
-        let listener = tokio::net::TcpListener::bind(addr.as_str())
-            .await
-            .map_err(|e| {
-                Error::new(
-                    Kind::Unavailable,
-                    format!("cannot listen on daemon.metrics_address {addr}: {e}\nhint: pick a free port, or remove metrics_address"),
-                )
-            })?;
-        tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
-        server = Some(tokio::spawn(dr_observe::metrics::serve(
-            listener,
-            Arc::clone(&metrics),
-            server_stop.clone(),
-        )));
-    }
+    let server = serve_metrics(daemon.metrics_address.as_deref(), &metrics, &server_stop).await?;
     let shared = Arc::new(Shared {
         ctx: Arc::clone(&ctx),
         reporter,
@@ -149,8 +134,55 @@ pub async fn run(
         })
     };
 
-    // Missed runs, and metrics from what the repository already holds.
     let start = Utc::now();
+    catch_up(&shared, &mut tasks, &jobs, &metrics, start).await;
+    schedule(&shared, &mut tasks, &jobs, start).await;
+    let cancelled = drain(&shared, &mut tasks, grace).await;
+    server_stop.cancel();
+    beat_stop.cancel();
+    let _ = beat.await;
+    if let Some(s) = server {
+        let _ = s.await;
+    }
+    Ok(Outcome {
+        runs: shared.runs.load(Ordering::SeqCst),
+        failures: shared.failures.load(Ordering::SeqCst),
+        cancelled: cancelled || shared.interrupted.load(Ordering::SeqCst),
+    })
+}
+
+/// `/metrics` on `daemon.metrics_address`, when set, until `stop`.
+async fn serve_metrics(
+    addr: Option<&str>,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::new(
+            Kind::Unavailable,
+            format!("cannot listen on daemon.metrics_address {addr}: {e}\nhint: pick a free port, or remove metrics_address"),
+        )
+    })?;
+    tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
+    Ok(Some(tokio::spawn(dr_observe::metrics::serve(
+        listener,
+        Arc::clone(metrics),
+        stop.clone(),
+    ))))
+}
+
+/// Missed runs, and metrics from what the repository already holds.
+async fn catch_up(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    jobs: &[Arc<Job>],
+    metrics: &Metrics,
+    start: DateTime<Utc>,
+) {
+    let ctx = &shared.ctx;
     match dr_core::repo::list(ctx.store.as_ref(), None, &ctx.signing).await {
         Ok(entries) => {
             // A future-dated backup (clock skew) says nothing about when a backup last ran:
@@ -161,7 +193,7 @@ pub async fn run(
                 .filter(|e| !e.manifest.id.is_future_dated(start) && e.trust.is_trusted())
                 .collect();
             metrics.seed_from_repository(&entries);
-            for j in &jobs {
+            for j in jobs {
                 for t in &j.targets {
                     let Some(last) = last_run(j.kind, t, &entries) else {
                         continue;
@@ -174,7 +206,7 @@ pub async fn run(
                             last.map(|l| l.to_rfc3339())
                                 .unwrap_or_else(|| "never".into())
                         );
-                        dispatch(&shared, &mut tasks, j, t);
+                        dispatch(shared, tasks, j, t);
                     }
                 }
             }
@@ -183,9 +215,17 @@ pub async fn run(
             "cannot list the repository to catch up missed runs (they run at their next time): {e}"
         ),
     }
+}
 
+/// Dispatch each job at its times until the shutdown.
+async fn schedule(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    jobs: &[Arc<Job>],
+    start: DateTime<Utc>,
+) {
     let mut next: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(jobs.len());
-    for j in &jobs {
+    for j in jobs {
         let n = j.schedule.next_after(start).ok();
         log_next(j, n);
         next.push(n);
@@ -196,7 +236,7 @@ pub async fn run(
         for (j, n) in jobs.iter().zip(next.iter_mut()) {
             if n.is_some_and(|t| t <= now) {
                 for t in &j.targets {
-                    dispatch(&shared, &mut tasks, j, t);
+                    dispatch(shared, tasks, j, t);
                 }
                 *n = j.schedule.next_after(now).ok();
                 log_next(j, *n);
@@ -216,10 +256,13 @@ pub async fn run(
         let nap = if wake.is_none() { MAX_SLEEP } else { nap };
         tokio::select! {
             _ = tokio::time::sleep(nap) => {}
-            _ = shutdown.cancelled() => break,
+            _ = shared.shutdown.cancelled() => break,
         }
     }
+}
 
+/// Let the running runs finish within `grace`, then cancel them; true when cancelled.
+async fn drain(shared: &Shared, tasks: &mut JoinSet<()>, grace: Duration) -> bool {
     // Queued runs never start now (each says so as it ends); only runs holding a slot are
     // waited for.
     let running = shared.running_now();
@@ -242,7 +285,7 @@ pub async fn run(
                 "shutdown grace period of {}s is over: cancelling the running job(s)",
                 grace.as_secs()
             );
-            ctx.cancel.cancel();
+            shared.ctx.cancel.cancel();
             cancelled = true;
             while tasks.join_next().await.is_some() {}
         }
@@ -251,17 +294,7 @@ pub async fn run(
         // Queued runs end as soon as they see the shutdown.
         while tasks.join_next().await.is_some() {}
     }
-    server_stop.cancel();
-    beat_stop.cancel();
-    let _ = beat.await;
-    if let Some(s) = server {
-        let _ = s.await;
-    }
-    Ok(Outcome {
-        runs: shared.runs.load(Ordering::SeqCst),
-        failures: shared.failures.load(Ordering::SeqCst),
-        cancelled: cancelled || shared.interrupted.load(Ordering::SeqCst),
-    })
+    cancelled
 }
 
 fn log_next(j: &Job, next: Option<DateTime<Utc>>) {
