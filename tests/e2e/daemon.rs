@@ -565,7 +565,7 @@ fn sigterm_past_the_grace_period_cancels_the_running_job_and_exits_130() {
 /// Regression: `dr status` printed `next` as if a backup would happen at that time while no
 /// daemon ran. The daemon now keeps `daemon/HOST.json` and status says whether it is running.
 #[test]
-fn status_says_whether_a_daemon_is_running_from_its_heartbeat() {
+fn status_says_whether_a_daemon_is_running_from_its_beacon() {
     let ws = Workspace::new();
     let cfg = write_config(
         &ws,
@@ -594,7 +594,7 @@ fn status_says_whether_a_daemon_is_running_from_its_heartbeat() {
     let beats = || files_under(&repo.join("daemon"));
     assert!(
         wait_for(Duration::from_secs(30), || !beats().is_empty()),
-        "no heartbeat\n{}",
+        "no beacon\n{}",
         d.log()
     );
     let out = ws.dr(&cfg, &["status"]);
@@ -622,7 +622,7 @@ fn status_says_whether_a_daemon_is_running_from_its_heartbeat() {
 
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(60)), Some(0), "{}", d.log());
-    assert!(beats().is_empty(), "heartbeat left after a clean stop");
+    assert!(beats().is_empty(), "beacon left after a clean stop");
     let out = ws.dr(&cfg, &["status"]);
     assert!(
         stdout(&out).starts_with("daemon: no daemon seen"),
@@ -697,6 +697,53 @@ fn a_verify_job_without_the_identity_is_caught_at_start_and_by_check() {
         "{}",
         stdout(&out)
     );
+}
+
+/// Regression: a bad cron expression in `schedules/` was skipped silently by `dr check` and
+/// `dr status` and found only when `dr daemon` refused to start. Both now say which file,
+/// which schedule and what is wrong.
+#[test]
+fn a_bad_schedule_fails_check_and_status_naming_the_file_and_schedule() {
+    let ws = Workspace::new();
+    let target = format!("postgres://postgres@127.0.0.1:{}/app", closed_port());
+    let cfg = write_config(&ws, &target, "");
+    let dir = ws.path().join("schedules");
+    std::fs::create_dir_all(&dir).expect("mkdir schedules");
+    std::fs::write(
+        dir.join("nightly.toml"),
+        "name = \"nightly\"\ncron = \"0 3 * *\"\njob = \"backup\"\n",
+    )
+    .expect("write job file");
+    let names_it =
+        |l: &str| l.contains("nightly.toml") && l.contains("`nightly`") && l.contains("`0 3 * *`");
+
+    let out = ws.dr(&cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("FAIL schedules") && names_it(l)),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = ws.dr(&cfg, &["status"]);
+    assert_exit_code(&out, 8);
+    assert!(stdout(&out).lines().any(names_it), "{}", stdout(&out));
+    let out = ws.dr(&cfg, &["status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert!(
+        rows[0]["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .any(|p| names_it(p.as_str().unwrap_or_default())),
+        "{rows}"
+    );
+
+    let mut d = Daemon::start(&ws, &cfg);
+    assert_eq!(d.wait(Duration::from_secs(30)), Some(2), "{}", d.log());
+    assert!(d.log().contains("nightly.toml"), "{}", d.log());
 }
 
 /// Regression: `dr daemon --dry-run` said all was well where `dr daemon` then exited 2 (a

@@ -16,7 +16,7 @@
 //! {target}/{id}/manifest.json          written last: the commit point of the backup
 //! {target}/{id}/verify/{time}.json     verification records (plain summary), each with a .sig
 //! locks/{target}.json                  run lock (conditional create)
-//! daemon/{host}.json                   a running `dr daemon`'s heartbeat
+//! daemon/{host}.json                   a running `dr daemon`'s beacon
 //! ```
 //!
 //! ```
@@ -25,10 +25,12 @@
 //! assert_eq!(dr_catalog::keys::manifest("app", &id), "app/20261122T030000Z/manifest.json");
 //! ```
 
+pub mod beacon;
 mod crosscheck;
 pub mod manifest;
 pub mod retention;
 pub mod schedule;
+pub mod time;
 
 pub use crosscheck::cross_check;
 pub use manifest::{
@@ -141,7 +143,7 @@ pub mod keys {
     }
     /// Where `dr daemon` on `host` says it is alive.
     pub const DAEMON_PREFIX: &str = "daemon/";
-    pub fn daemon_heartbeat(host: &str) -> String {
+    pub fn daemon_beacon(host: &str) -> String {
         format!("{DAEMON_PREFIX}{host}.json")
     }
 
@@ -188,6 +190,6 @@ mod tests {
         let k = keys::manifest("app", &id);
         assert_eq!(keys::parse(&k), Some(("app", id, "manifest.json")));
         assert_eq!(keys::parse("locks/app.json"), None);
-        assert_eq!(keys::parse(&keys::daemon_heartbeat("db1")), None);
+        assert_eq!(keys::parse(&keys::daemon_beacon("db1")), None);
     }
 }

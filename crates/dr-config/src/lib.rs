@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 mod daemon;
 pub mod env;
+pub mod jobs;
 mod operations;
 mod repository;
 mod schedule;
@@ -68,6 +69,13 @@ pub enum ConfigError {
         path: Option<PathBuf>,
         message: String,
         hint: String,
+    },
+    /// A cron expression or time zone the daemon cannot run (see [`jobs`]).
+    #[error("invalid schedule `{name}` in {}: {source}", .path.display())]
+    Schedule {
+        path: PathBuf,
+        name: String,
+        source: dr_catalog::schedule::ScheduleError,
     },
 }
 

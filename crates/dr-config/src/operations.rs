@@ -161,7 +161,7 @@ impl RetentionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockConfig {
-    /// A lock older than this many seconds without a heartbeat is considered abandoned.
+    /// A lock older than this many seconds without a refresh is considered abandoned.
     #[serde(default = "default_lock_ttl")]
     pub ttl_secs: u64,
     /// How long a run waits for a held lock before giving up. 0: fail at once.

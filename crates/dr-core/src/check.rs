@@ -54,20 +54,8 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
             }),
         );
     }
-    // Jobs that will fail at their time for want of the identity. No schedules is fine here
-    // (cron or a timer may run dr): only verify jobs that exist are checked.
-    if let Ok(jobs) = crate::daemon::jobs::load_jobs(&ctx.config) {
-        if jobs
-            .iter()
-            .any(|j| matches!(j.kind, dr_config::JobKind::Verify))
-        {
-            push(
-                "verify jobs".into(),
-                crate::daemon::jobs::verify_jobs_without_identity(&ctx.config, &jobs)
-                    .map(|()| "the identity they need is configured".into())
-                    .map_err(|e| e.to_string()),
-            );
-        }
+    for (check, r) in schedules_lines(&ctx.config) {
+        push(check, r);
     }
     push(
         format!("repository {}", ctx.store.location()),
@@ -103,47 +91,93 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
         );
     }
     for t in targets {
-        // The database and the tools are separate lines: with the database down the tools
-        // line still says what is (not) known, instead of both vanishing behind one error.
-        let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string());
-        let version: std::result::Result<(ServerVersion, String), String> = async {
-            let conn = conn.clone()?;
-            let client = conn.connect().await.map_err(|e| e.to_string())?;
-            let v = ServerVersion::query(&client)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok((v, conn.user().to_string()))
-        }
-        .await;
-        push(
-            format!("target {}", t.name),
-            version
-                .as_ref()
-                .map(|(v, user)| format!("PostgreSQL {} reachable as {user}", v.text))
-                .map_err(Clone::clone),
-        );
-        let bin = t
-            .pg_bin_dir
-            .as_deref()
-            .or(ctx.config.backup.pg_bin_dir.as_deref());
-        push(
-            format!("tools {}", t.name),
-            match &version {
-                Ok((v, _)) => tools_line(v.major, bin),
-                Err(_) => Err(
-                    "not checked: which pg_dump fits depends on the server's version, unknown until the database answers"
-                        .into(),
-                ),
-            },
-        );
-        if version.is_ok() {
-            if t.is_server() {
-                push(format!("databases {}", t.name), databases_line(t).await);
-            }
-            push(format!("locks {}", t.name), locks_line(t).await);
+        for (check, r) in server_lines(ctx, t).await {
+            push(check, r);
         }
     }
     Ok(out)
+}
+
+/// A line's check and its outcome (`Err`: the failure's detail).
+type Line = (String, std::result::Result<String, String>);
+
+/// The `schedules` line (and `verify jobs` when there are some): the jobs `dr daemon` would
+/// run, loaded as it loads them.
+fn schedules_lines(config: &dr_config::Config) -> Vec<Line> {
+    let mut lines = Vec::new();
+    // The schedules `dr daemon` would run: a bad one (cron, zone, target, a file that does
+    // not parse) fails here, not when the daemon starts. None is fine (cron or a timer may
+    // run dr). Verify jobs that exist need the identity, or they fail at their time.
+    match dr_config::jobs::load_schedules(config) {
+        Err(e) => lines.push(("schedules".into(), Err(e.to_string()))),
+        Ok(jobs) if jobs.is_empty() => {}
+        Ok(jobs) => {
+            lines.push((
+                "schedules".into(),
+                Ok(format!(
+                    "{} job(s), every cron expression valid",
+                    jobs.len()
+                )),
+            ));
+            if jobs
+                .iter()
+                .any(|j| matches!(j.kind, dr_config::JobKind::Verify))
+            {
+                lines.push((
+                    "verify jobs".into(),
+                    dr_config::jobs::verify_jobs_without_identity(config, &jobs)
+                        .map(|()| "the identity they need is configured".into())
+                        .map_err(|e| e.to_string()),
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// The `target`, `tools`, and when the server answers `databases` and `locks` lines of `t`.
+async fn server_lines(ctx: &Context, t: &dr_config::TargetConfig) -> Vec<Line> {
+    let mut lines = Vec::new();
+    // The database and the tools are separate lines: with the database down the tools
+    // line still says what is (not) known, instead of both vanishing behind one error.
+    let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string());
+    let version: std::result::Result<(ServerVersion, String), String> = async {
+        let conn = conn.clone()?;
+        let client = conn.connect().await.map_err(|e| e.to_string())?;
+        let v = ServerVersion::query(&client)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((v, conn.user().to_string()))
+    }
+    .await;
+    lines.push((
+        format!("target {}", t.name),
+        version
+            .as_ref()
+            .map(|(v, user)| format!("PostgreSQL {} reachable as {user}", v.text))
+            .map_err(Clone::clone),
+    ));
+    let bin = t
+        .pg_bin_dir
+        .as_deref()
+        .or(ctx.config.backup.pg_bin_dir.as_deref());
+    lines.push((
+        format!("tools {}", t.name),
+        match &version {
+            Ok((v, _)) => tools_line(v.major, bin),
+            Err(_) => Err(
+                "not checked: which pg_dump fits depends on the server's version, unknown until the database answers"
+                    .into(),
+            ),
+        },
+    ));
+    if version.is_ok() {
+        if t.is_server() {
+            lines.push((format!("databases {}", t.name), databases_line(t).await));
+        }
+        lines.push((format!("locks {}", t.name), locks_line(t).await));
+    }
+    lines
 }
 
 /// The `databases TARGET` line of a `databases = "all"` target: what a backup covers; fails

@@ -11,7 +11,7 @@
 //! - verification records (`{target}/{id}/verify/…`) until the later of the backup's start
 //!   and the time of writing, plus `days`: a verification of an old backup is itself locked
 //!   for the full `days`, never for a day or two;
-//! - anything else is not locked: the run lock `locks/{target}.json`, daemon heartbeats
+//! - anything else is not locked: the run lock `locks/{target}.json`, daemon beacons
 //!   `daemon/{host}.json` and `dr check`'s probe `_dr/probe-*` must stay deletable (a stale run
 //!   lock that cannot be removed would stop every backup).
 //!

@@ -26,18 +26,13 @@ pub use error::{Error, Kind};
 
 pub mod backup;
 pub mod check;
-pub mod daemon;
-pub mod heartbeat;
 pub mod host;
 pub mod immutable;
 pub mod list;
 pub mod lock;
-pub mod metrics;
-pub mod notify;
 pub mod progress;
 pub mod prune;
 pub mod repo;
-pub mod report;
 pub mod resign;
 pub mod restore;
 pub mod rto;

@@ -9,16 +9,19 @@ use chrono::{DateTime, Duration, Utc};
 use dr_config::JobKind;
 use serde::Serialize;
 
-use crate::daemon::jobs::Job;
+use dr_catalog::beacon::Beacon;
+use dr_catalog::keys;
+
 use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
 use crate::{Context, Result};
+use dr_config::jobs::Job;
 
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
-    /// The freshest `dr daemon` heartbeat of a daemon with jobs for this target; `None` when
+    /// The freshest `dr daemon` beacon of a daemon with jobs for this target; `None` when
     /// no daemon was seen (then `next_backup` is only what the schedule says).
-    pub daemon: Option<crate::heartbeat::DaemonSeen>,
+    pub daemon: Option<dr_catalog::beacon::DaemonSeen>,
     /// Damaged backups of this target.
     pub damaged: Vec<DamagedRow>,
     /// Ids of future-dated backups of this target.
@@ -209,12 +212,11 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
     let catalog = repo::catalog(ctx.store.as_ref(), None, &ctx.signing).await?;
     let max_age =
         Duration::hours(i64::try_from(ctx.config.status.max_backup_age_hours).unwrap_or(26));
-    let jobs = match crate::daemon::jobs::load_jobs(&ctx.config) {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::debug!("no schedules: {e}");
-            Vec::new()
-        }
+    // A schedule `dr daemon` would refuse stops every job (the daemon does not start): a
+    // problem of every target, not a silent "unscheduled".
+    let (jobs, schedules_problem) = match dr_config::jobs::load_schedules(&ctx.config) {
+        Ok(j) => (j, None),
+        Err(e) => (Vec::new(), Some(schedules_problem(&e))),
     };
     let mut targets: Vec<String> = Vec::new();
     let mut gone: BTreeMap<String, String> = BTreeMap::new();
@@ -233,7 +235,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
         closed.extend(refusing);
     }
     let now = Utc::now();
-    let beats = crate::heartbeat::read_all(ctx).await?;
+    let beacons = beacons(ctx).await?;
     let names: Vec<&str> = targets.iter().map(String::as_str).collect();
     let mut rows = assess(&catalog, &names, &jobs, max_age, now);
     for r in &mut rows {
@@ -247,10 +249,35 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             r.problems.insert(0, problem.clone());
             r.ok = false;
         }
-        r.daemon = crate::heartbeat::seen(&beats, &r.target, now)
-            .or_else(|| server_of(&r.target).and_then(|s| crate::heartbeat::seen(&beats, s, now)));
+        if let Some(problem) = &schedules_problem {
+            r.problems.push(problem.clone());
+            r.ok = false;
+        }
+        r.daemon = dr_catalog::beacon::seen(&beacons, &r.target, now).or_else(|| {
+            server_of(&r.target).and_then(|s| dr_catalog::beacon::seen(&beacons, s, now))
+        });
     }
     Ok(rows)
+}
+
+/// Every daemon's beacon in the repository; unreadable ones are skipped (logged at debug).
+pub async fn beacons(ctx: &Context) -> Result<Vec<Beacon>> {
+    let mut beacons = Vec::new();
+    for o in ctx.store.list(keys::DAEMON_PREFIX).await? {
+        match ctx.store.get(&o.key).await {
+            Ok(body) => match serde_json::from_slice::<Beacon>(&body) {
+                Ok(b) => beacons.push(b),
+                Err(e) => tracing::debug!("ignoring beacon {}: {e}", o.key),
+            },
+            Err(e) => tracing::debug!("cannot read beacon {}: {e}", o.key),
+        }
+    }
+    Ok(beacons)
+}
+
+/// The problem line of schedules `dr daemon` would refuse: what is wrong, where, on one line.
+fn schedules_problem(e: &dr_config::ConfigError) -> String {
+    format!("{e}").replace('\n', "; ") + "; dr daemon would not start"
 }
 
 /// The server target an expanded target name belongs to: `pg1` for `pg1.app`.

@@ -13,7 +13,7 @@
 
 use std::sync::LazyLock;
 
-use dr_core::daemon::CancellationToken;
+use dr_daemon::CancellationToken;
 use nix::sys::signal::{SigSet, Signal};
 
 /// The first step's token: one-shot commands' operations, the daemon's "no new job".

@@ -2,8 +2,8 @@ use crate::out;
 use std::process::ExitCode;
 
 use dr_config::TargetConfig;
-use dr_core::report::Reporter;
 use dr_core::{human_bytes, Context, Error, Result};
+use dr_observe::report::Reporter;
 
 /// Back up each selected target; every target is attempted, the exit code reflects the worst.
 /// A `databases = "all"` target is every database of its server, each backed up as its own

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::Utc;
-use dr_core::daemon;
-use dr_core::report::{Reporter, RetryPolicy};
 use dr_core::{Context, Result};
+use dr_daemon as daemon;
+use dr_observe::report::{Reporter, RetryPolicy};
 
 use crate::cli::Global;
 

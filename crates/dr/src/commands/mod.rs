@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dr_config::Config;
-use dr_core::report::Reporter;
 use dr_core::{Context, Error, Result};
+use dr_observe::report::Reporter;
 
 use crate::cli::{Cli, Command, Global};
 

@@ -1,8 +1,8 @@
 use crate::out;
 use std::process::ExitCode;
 
-use dr_core::report::Reporter;
 use dr_core::{Context, Result};
+use dr_observe::report::Reporter;
 
 pub async fn run(
     ctx: &Context,

@@ -1,9 +1,9 @@
 use crate::out;
 use std::process::ExitCode;
 
-use dr_core::report::Reporter;
 use dr_core::verify::VerifyOptions;
 use dr_core::{Context, Kind, Result};
+use dr_observe::report::Reporter;
 
 pub async fn run(
     ctx: &Context,

@@ -189,7 +189,7 @@ impl Metrics {
 
     /// What the repository says, for a daemon that just started: the newest backup's end time
     /// and size, the newest verification's result. Never overrides a newer value.
-    pub fn seed_from_repository(&self, entries: &[crate::repo::BackupEntry]) {
+    pub fn seed_from_repository(&self, entries: &[dr_core::repo::BackupEntry]) {
         let mut s = self.lock();
         for e in entries.iter().rev() {
             // Oldest first: newer entries overwrite.

@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! # async fn demo(ctx: dr_core::Context) -> Result<(), dr_core::Error> {
-//! let reporter = dr_core::report::Reporter::from_config(&ctx.config)?;
+//! let reporter = dr_observe::report::Reporter::from_config(&ctx.config)?;
 //! let target = &ctx.config.targets[0];
 //! let manifest = reporter.backup(&ctx, target).await?;
 //! # Ok(()) }
@@ -21,15 +21,15 @@ use chrono::{DateTime, Utc};
 use dr_catalog::Manifest;
 use dr_config::{Config, JobKind, TargetConfig};
 
-use crate::host::host_name;
 use crate::metrics::{Metrics, Sample};
 use crate::notify::{JobEvent, Notifier};
-use crate::prune::TargetPrune;
-use crate::verify::{VerifyOptions, VerifyReport};
-use crate::{Context, Kind, Result};
+use dr_core::host::host_name;
+use dr_core::prune::TargetPrune;
+use dr_core::verify::{VerifyOptions, VerifyReport};
+use dr_core::{Context, Kind, Result};
 use tokio_util::sync::CancellationToken;
 
-/// How often a job is tried again after a transient failure ([`crate::Error::retryable`]),
+/// How often a job is tried again after a transient failure ([`dr_core::Error::retryable`]),
 /// and how long to wait before the first retry (doubled each time). The daemon's: one-shot
 /// commands fail at once and leave retrying to whoever runs them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,7 +43,7 @@ struct Finished {
     target: String,
     job: JobKind,
     backup_id: Option<String>,
-    error: Option<crate::Error>,
+    error: Option<dr_core::Error>,
     started_at: DateTime<Utc>,
     clock: Instant,
     backup_bytes: Option<u64>,
@@ -93,7 +93,7 @@ impl Reporter {
     }
 
     /// Run `op` until it succeeds, fails for good, or the retries are spent. Only
-    /// [`crate::Error::retryable`] failures are tried again, never after a signal.
+    /// [`dr_core::Error::retryable`] failures are tried again, never after a signal.
     async fn attempt<T, F, Fut>(&self, cancel: &CancellationToken, what: &str, op: F) -> Result<T>
     where
         F: Fn() -> Fut,
@@ -178,12 +178,12 @@ impl Reporter {
         event
     }
 
-    /// [`crate::backup::run`], reported.
+    /// [`dr_core::backup::run`], reported.
     pub async fn backup(&self, ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         let (started_at, clock) = self.start(&target.name, JobKind::Backup).await;
         let what = format!("backup of `{}`", target.name);
         let result = self
-            .attempt(&ctx.cancel, &what, || crate::backup::run(ctx, target))
+            .attempt(&ctx.cancel, &what, || dr_core::backup::run(ctx, target))
             .await;
         let (backup_id, backup_bytes, error) = match &result {
             Ok(m) => (Some(m.id.to_string()), Some(m.stored_bytes()), None),
@@ -204,7 +204,7 @@ impl Reporter {
         result
     }
 
-    /// [`crate::verify::run`], reported.
+    /// [`dr_core::verify::run`], reported.
     pub async fn verify(&self, ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
         let planned = opts
             .target
@@ -217,7 +217,7 @@ impl Reporter {
         let (started_at, clock) = self.start(&planned, JobKind::Verify).await;
         let what = format!("verification of `{planned}`");
         let result = self
-            .attempt(&ctx.cancel, &what, || crate::verify::run(ctx, opts))
+            .attempt(&ctx.cancel, &what, || dr_core::verify::run(ctx, opts))
             .await;
         let (target, backup_id, passed, error) = match &result {
             Ok(r) => (
@@ -248,7 +248,7 @@ impl Reporter {
         result
     }
 
-    /// [`crate::prune::run`] (not a dry run), reported. `force` also deletes damaged backups.
+    /// [`dr_core::prune::run`] (not a dry run), reported. `force` also deletes damaged backups.
     pub async fn prune(
         &self,
         ctx: &Context,
@@ -261,7 +261,7 @@ impl Reporter {
         let what = format!("prune of `{name}`");
         let result = self
             .attempt(&ctx.cancel, &what, || {
-                crate::prune::run(ctx, target, false, force, now)
+                dr_core::prune::run(ctx, target, false, force, now)
             })
             .await;
         // Without a target: one series per configured target and per target pruned (the
@@ -315,7 +315,7 @@ mod tests {
             target: "app".into(),
             job: JobKind::Backup,
             backup_id: None,
-            error: Some(crate::Error::new(Kind::Failed, "boom")),
+            error: Some(dr_core::Error::new(Kind::Failed, "boom")),
             started_at,
             clock,
             backup_bytes: None,
@@ -369,7 +369,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let flaky = || async {
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                Err(crate::Error::new(Kind::Unavailable, "connection reset").retryable(true))
+                Err(dr_core::Error::new(Kind::Unavailable, "connection reset").retryable(true))
             } else {
                 Ok(7)
             }
@@ -385,7 +385,7 @@ mod tests {
         calls.store(0, Ordering::SeqCst);
         let bad = || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(crate::Error::new(Kind::Integrity, "digest mismatch"))
+            Err::<(), _>(dr_core::Error::new(Kind::Integrity, "digest mismatch"))
         };
         assert!(r.attempt(&cancel, "bad", bad).await.is_err());
         assert_eq!(
@@ -397,7 +397,7 @@ mod tests {
         calls.store(0, Ordering::SeqCst);
         let down = || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(crate::Error::new(Kind::Unavailable, "timed out").retryable(true))
+            Err::<(), _>(dr_core::Error::new(Kind::Unavailable, "timed out").retryable(true))
         };
         assert!(r.attempt(&cancel, "down", down).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 3, "1 try + 2 retries");

@@ -1,13 +1,26 @@
-//! The jobs of `dr daemon`: loaded from `[[schedules]]` and `schedules/*.toml`, and what a
-//! start needs for them.
+//! The jobs of `dr daemon`: `[[schedules]]` and `schedules/*.toml` turned into validated
+//! [`Job`]s, the cron expression parsed here ([`dr_catalog::schedule`]), so a bad one fails
+//! at load naming the file, the schedule and what is wrong — for `dr daemon` and for
+//! `dr status` and `dr check` alike. Also what a start needs for them ([`preflight`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dr_catalog::schedule::Schedule;
-use dr_config::{Config, JobKind, ScheduleConfig};
 
-use crate::{Error, Result};
+use crate::{Config, ConfigError, JobKind, ScheduleConfig};
+
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// An error in the schedules as a whole (not one schedule's own): `path` is the file
+/// that says so.
+fn invalid(path: Option<&Path>, message: String, hint: &str) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.map(Path::to_path_buf),
+        message,
+        hint: hint.to_string(),
+    }
+}
 
 /// One scheduled job, validated.
 #[derive(Debug, Clone)]
@@ -26,12 +39,10 @@ impl Job {
     fn from_config(s: &ScheduleConfig, config: &Config, source: &Path) -> Result<Job> {
         s.validate(config, Some(source))?;
         let tz = s.timezone.as_deref().unwrap_or("UTC");
-        let schedule = Schedule::parse(&s.cron, tz).map_err(|e| {
-            Error::config(format!(
-                "invalid schedule `{}` in {}: {e}",
-                s.name,
-                source.display()
-            ))
+        let schedule = Schedule::parse(&s.cron, tz).map_err(|source_| ConfigError::Schedule {
+            path: source.to_path_buf(),
+            name: s.name.clone(),
+            source: source_,
         })?;
         let targets = if s.targets.is_empty() {
             config.targets.iter().map(|t| t.name.clone()).collect()
@@ -49,14 +60,35 @@ impl Job {
     }
 }
 
-/// Every job: `[[schedules]]` in the config, then `*.toml` in the schedules directory (in
-/// name order). Names must be unique; at least one job must exist.
+/// The daemon's jobs: every schedule ([`load_schedules`]), and at least one, for at least
+/// one target.
 pub fn load_jobs(config: &Config) -> Result<Vec<Job>> {
     if config.targets.is_empty() {
-        return Err(Error::config(
-            "no [[targets]] are configured: the daemon would have nothing to do\nhint: add a [[targets]] section with name and url",
+        return Err(invalid(
+            config.source.as_deref(),
+            "no [[targets]] are configured: the daemon would have nothing to do".into(),
+            "add a [[targets]] section with name and url",
         ));
     }
+    let jobs = load_schedules(config)?;
+    if jobs.is_empty() {
+        return Err(invalid(
+            config.source.as_deref(),
+            format!(
+                "no schedules: {} has no *.toml job files and dr.toml has no [[schedules]]",
+                config.schedules_dir().0.display()
+            ),
+            "copy the examples from schedules/ in the dr repository, or add e.g.\n  [[schedules]]\n  name = \"nightly-backup\"\n  cron = \"0 3 * * *\"\n  job = \"backup\"",
+        ));
+    }
+    Ok(jobs)
+}
+
+/// Every schedule, validated with its cron expression parsed: `[[schedules]]` in the config,
+/// then `*.toml` in the schedules directory (in name order). Names must be unique. None is
+/// fine here (cron or a timer may run dr): `dr status` and `dr check` judge what exists, and
+/// fail on what `dr daemon` would refuse.
+pub fn load_schedules(config: &Config) -> Result<Vec<Job>> {
     let config_path = config
         .source
         .clone()
@@ -80,28 +112,27 @@ pub fn load_jobs(config: &Config) -> Result<Vec<Job>> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
         Err(e) => {
-            return Err(Error::config(format!(
-                "cannot read the schedules directory {}: {e}\nhint: create it, or set daemon.schedules_dir",
-                dir.display()
-            )))
+            return Err(invalid(
+                config.source.as_deref(),
+                format!("cannot read the schedules directory {}: {e}", dir.display()),
+                "create it, or set daemon.schedules_dir",
+            ))
         }
     }
     let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
     for j in &jobs {
         if let Some(first) = seen.insert(&j.name, &j.source) {
-            return Err(Error::config(format!(
-                "schedule `{}` is defined twice: in {} and in {}\nhint: give every schedule a unique name",
-                j.name,
-                first.display(),
-                j.source.display()
-            )));
+            return Err(invalid(
+                Some(&j.source),
+                format!(
+                    "schedule `{}` is defined twice: in {} and in {}",
+                    j.name,
+                    first.display(),
+                    j.source.display()
+                ),
+                "give every schedule a unique name",
+            ));
         }
-    }
-    if jobs.is_empty() {
-        return Err(Error::config(format!(
-            "no schedules: {} has no *.toml job files and dr.toml has no [[schedules]]\nhint: copy the examples from schedules/ in the dr repository, or add e.g.\n  [[schedules]]\n  name = \"nightly-backup\"\n  cron = \"0 3 * * *\"\n  job = \"backup\"",
-            dir.display()
-        )));
     }
     Ok(jobs)
 }
@@ -126,10 +157,14 @@ pub fn verify_jobs_without_identity(config: &Config, jobs: &[Job]) -> Result<()>
     if names.is_empty() {
         return Ok(());
     }
-    Err(Error::config(format!(
-        "verify job {} needs the age identity, and none is configured\nhint: set encryption.identity_file (or DR_IDENTITY_FILE) on this host, or remove the verify job",
-        names.join(", ")
-    )))
+    Err(invalid(
+        config.source.as_deref(),
+        format!(
+            "verify job {} needs the age identity, and none is configured",
+            names.join(", ")
+        ),
+        "set encryption.identity_file (or DR_IDENTITY_FILE) on this host, or remove the verify job",
+    ))
 }
 
 #[cfg(test)]
@@ -244,6 +279,36 @@ url = "postgres://u@127.0.0.1:1/db"
             "[[schedules]]\nname = \"dup\"\ncron = \"@daily\"\njob = \"prune\"\n",
         ));
         assert!(e.contains("defined twice") && e.contains("bad.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_cron_fails_at_load_naming_file_schedule_and_reason() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(dir.path().join("schedules")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("schedules/nightly.toml"),
+            "name = \"nightly\"\ncron = \"0 25 * * *\"\njob = \"backup\"\n",
+        )
+        .expect("w");
+        let c = config(dir.path(), "");
+        let e = load_schedules(&c).expect_err("bad cron");
+        assert!(
+            matches!(&e, ConfigError::Schedule { name, path, .. } if name == "nightly" && path.ends_with("schedules/nightly.toml")),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("`0 25 * * *`") && text.contains("hint:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_schedules_is_fine_for_status_and_check_not_for_the_daemon() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = config(dir.path(), "");
+        assert!(load_schedules(&c).expect("none").is_empty());
+        assert!(load_jobs(&c).is_err());
     }
 
     #[test]

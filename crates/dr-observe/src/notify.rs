@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use dr_config::Config;
 use serde::Serialize;
 
-use crate::host::redact;
-use crate::{Error, Kind, Result};
+use dr_core::host::redact;
+use dr_core::{Error, Kind, Result};
 
 /// Per request.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +38,7 @@ pub struct JobEvent {
     /// The whole error as the command line prints it.
     pub error: Option<String>,
     /// Its kind (`failed`, `unavailable`, `integrity`, ... as in docs/EXIT_CODES.md).
-    pub error_kind: Option<crate::Kind>,
+    pub error_kind: Option<dr_core::Kind>,
     pub hint: Option<String>,
     /// Whether trying again later may help.
     pub retryable: Option<bool>,
@@ -60,7 +60,7 @@ impl JobEvent {
         target: String,
         job: String,
         backup_id: Option<String>,
-        error: Option<&crate::Error>,
+        error: Option<&dr_core::Error>,
         duration_seconds: f64,
         host: String,
         started_at: DateTime<Utc>,
@@ -72,7 +72,7 @@ impl JobEvent {
             job,
             backup_id,
             ok: error.is_none(),
-            skipped: error.is_some_and(|e| e.kind == crate::Kind::Locked),
+            skipped: error.is_some_and(|e| e.kind == dr_core::Kind::Locked),
             error: error.map(ToString::to_string),
             error_kind: error.map(|e| e.kind),
             hint: error.and_then(|e| e.hint.clone()),
@@ -86,7 +86,7 @@ impl JobEvent {
         e
     }
 
-    fn text_for(&self, error: Option<&crate::Error>) -> String {
+    fn text_for(&self, error: Option<&dr_core::Error>) -> String {
         let what = match &self.backup_id {
             Some(id) => format!("{} of `{}` ({id})", self.job, self.target),
             None => format!("{} of `{}`", self.job, self.target),
@@ -323,7 +323,7 @@ mod tests {
     use std::net::TcpListener;
 
     fn event(ok: bool) -> JobEvent {
-        let err = crate::Error::new(
+        let err = dr_core::Error::new(
             Kind::Failed,
             "backup of target `app` failed: pg_dump failed (exit status 1)\npg_dump: error: server closed the connection unexpectedly\npg_dump: detail: COPY public.orders\nhint: check the network",
         );
@@ -352,7 +352,7 @@ mod tests {
         let e = event(false);
         assert_eq!(e.error_kind, Some(Kind::Failed));
         assert_eq!(e.hint.as_deref(), Some("check the network"));
-        let long = crate::Error::new(Kind::Failed, format!("x\n{}", "y".repeat(10_000)));
+        let long = dr_core::Error::new(Kind::Failed, format!("x\n{}", "y".repeat(10_000)));
         let ev = JobEvent::new(
             "a".into(),
             "backup".into(),
@@ -369,7 +369,7 @@ mod tests {
     #[test]
     fn a_lock_clash_is_a_skipped_run() {
         let locked =
-            crate::Error::new(Kind::Locked, "target `app` is locked by db2 pid 7 (backup)");
+            dr_core::Error::new(Kind::Locked, "target `app` is locked by db2 pid 7 (backup)");
         let ev = JobEvent::new(
             "app".into(),
             "backup".into(),
