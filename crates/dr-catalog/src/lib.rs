@@ -27,6 +27,7 @@
 
 mod crosscheck;
 pub mod manifest;
+pub mod members;
 pub mod retention;
 pub mod schedule;
 

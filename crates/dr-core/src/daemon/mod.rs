@@ -78,9 +78,9 @@ fn last_run(
     entries: &[crate::repo::BackupEntry],
 ) -> Option<Option<DateTime<Utc>>> {
     // A server target's runs are those of its databases.
-    let mine = entries.iter().filter(|e| {
-        e.manifest.target == target || crate::status::server_of(&e.manifest.target) == Some(target)
-    });
+    let mine = entries
+        .iter()
+        .filter(|e| dr_catalog::members::belongs_to(&e.manifest.target, target));
     match kind {
         JobKind::Backup => Some(mine.map(|e| e.manifest.started_at).max()),
         JobKind::Verify => {
@@ -404,14 +404,12 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
     // now (backup), the ones the repository holds (verify).
     let members = match job.kind {
         JobKind::Backup => crate::backup::expand(t).await,
-        _ => crate::status::members_in_repository(ctx, target)
-            .await
-            .map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| ctx.config.database_target(n).ok().flatten())
-                    .collect()
-            }),
+        _ => crate::repo::members(ctx, target).await.map(|names| {
+            names
+                .iter()
+                .filter_map(|n| ctx.config.database_target(n).ok().flatten())
+                .collect()
+        }),
     };
     match members {
         Ok(members) => {
