@@ -28,6 +28,7 @@
 pub mod beacon;
 mod crosscheck;
 pub mod manifest;
+pub mod members;
 pub mod retention;
 pub mod schedule;
 pub mod time;

@@ -44,10 +44,7 @@ pub use repository::{EncryptionConfig, RepositoryConfig};
 pub use schedule::{JobKind, ScheduleConfig};
 pub use signing::SigningConfig;
 pub use targets::{Databases, Expansion, SharedGlobals, TargetConfig};
-pub use values::{
-    escape_database, unescape_database, url_holds_password, valid_configured_name,
-    valid_target_name, Duration, PASSWORD_HINT,
-};
+pub use values::{url_holds_password, Duration, PASSWORD_HINT};
 
 /// Default location of the configuration file when neither `--config` nor `DR_CONFIG` is set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/dr/dr.toml";
@@ -185,7 +182,7 @@ impl Config {
     /// (whether or not that database exists now); `None` for any other name. An excluded
     /// database is an error.
     pub fn database_target(&self, name: &str) -> Result<Option<TargetConfig>, ConfigError> {
-        let Some((server, escaped)) = name.split_once('.') else {
+        let Some((server, db)) = dr_catalog::members::split(name) else {
             return Ok(None);
         };
         let Some(s) = self
@@ -193,9 +190,6 @@ impl Config {
             .iter()
             .find(|t| t.name == server && t.is_server())
         else {
-            return Ok(None);
-        };
-        let Some(db) = unescape_database(escaped) else {
             return Ok(None);
         };
         if s.exclude_databases.contains(&db) {

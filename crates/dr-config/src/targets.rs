@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::values::escape_database;
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
@@ -18,7 +16,7 @@ pub struct TargetConfig {
     pub pg_bin_dir: Option<PathBuf>,
     /// `"all"`: every database of the server `url` points at (`url` names the database dr
     /// connects to in order to list them), expanded each run; each database is a target of
-    /// its own named `NAME.DATABASE` (see [`escape_database`]), with its own backups and
+    /// its own named `NAME.DATABASE` (see [`dr_catalog::members`]), with its own backups and
     /// retention.
     pub databases: Option<Databases>,
     /// With `databases = "all"`: names of databases not to back up.
@@ -92,7 +90,7 @@ impl TargetConfig {
             url = u.to_string();
         }
         TargetConfig {
-            name: format!("{}.{}", self.name, escape_database(database)),
+            name: dr_catalog::members::name(&self.name, database),
             url,
             pg_bin_dir: self.pg_bin_dir.clone(),
             databases: None,
@@ -123,8 +121,8 @@ impl TargetConfig {
 mod tests {
     use super::*;
     use crate::tests::{err, MIN};
-    use crate::values::valid_target_name;
     use crate::Config;
+    use dr_catalog::members::valid_target_name;
 
     #[test]
     fn a_password_in_the_target_url_is_refused() {

@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 
 use crate::operations::{MAX_BACKUP_JOBS, MIN_LOCK_TTL_SECS};
-use crate::values::{url_holds_password, valid_configured_name, PASSWORD_HINT};
+use crate::values::{url_holds_password, PASSWORD_HINT};
 use crate::{Config, ConfigError};
+use dr_catalog::members::valid_configured_name;
 
 impl Config {
     /// Checks that need no network: names, URLs, secrets, ranges.

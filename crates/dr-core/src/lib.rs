@@ -135,7 +135,7 @@ pub async fn check_target_name(ctx: &Context, name: &str) -> Result<()> {
             configured.join(", ")
         }
     );
-    if !dr_config::valid_target_name(name) {
+    if !dr_catalog::members::valid_target_name(name) {
         return Err(Error::config(format!(
             "`{name}` is not a target name (1-64 letters, digits, `-` or `_`)\n{hint}"
         )));

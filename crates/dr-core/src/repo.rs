@@ -266,6 +266,26 @@ pub async fn catalog(
 }
 
 /// One target's backups as retention sees them: `(id, its newest verification passed)`.
+/// Targets in the repository that are databases of the server target `server`
+/// (`server.DATABASE`, see [`dr_catalog::members`]), in name order.
+pub async fn members(ctx: &crate::Context, server: &str) -> Result<Vec<String>> {
+    let objects = ctx
+        .store
+        .list(&format!("{server}."))
+        .await
+        .map_err(|e| Error::from(e).context("listing the repository"))?;
+    let names: BTreeSet<String> = objects
+        .iter()
+        .filter_map(|o| keys::parse(&o.key).map(|(t, _, _)| t))
+        .filter(|t| {
+            dr_catalog::members::server_of(t) == Some(server)
+                && dr_catalog::members::valid_target_name(t)
+        })
+        .map(str::to_string)
+        .collect();
+    Ok(names.into_iter().collect())
+}
+
 /// Untrusted backups are left out: they never hold a tier (never shadow a trusted backup).
 pub fn retention_inputs(entries: &[BackupEntry], target: &str) -> Vec<(BackupId, bool)> {
     entries

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
+use dr_catalog::members;
 use dr_config::JobKind;
 use serde::Serialize;
 
@@ -165,9 +166,7 @@ fn assess_target(
         .iter()
         .filter(|j| {
             matches!(j.kind, JobKind::Backup)
-                && j.targets
-                    .iter()
-                    .any(|n| n == target || server_of(target) == Some(n.as_str()))
+                && j.targets.iter().any(|n| members::belongs_to(target, n))
         })
         .filter_map(|j| j.schedule.next_after(now).ok())
         .min();
@@ -254,7 +253,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             r.ok = false;
         }
         r.daemon = dr_catalog::beacon::seen(&beacons, &r.target, now).or_else(|| {
-            server_of(&r.target).and_then(|s| dr_catalog::beacon::seen(&beacons, s, now))
+            members::server_of(&r.target).and_then(|s| dr_catalog::beacon::seen(&beacons, s, now))
         });
     }
     Ok(rows)
@@ -280,28 +279,6 @@ fn schedules_problem(e: &dr_config::ConfigError) -> String {
     format!("{e}").replace('\n', "; ") + "; dr daemon would not start"
 }
 
-/// The server target an expanded target name belongs to: `pg1` for `pg1.app`.
-pub fn server_of(target: &str) -> Option<&str> {
-    target.split_once('.').map(|(server, _)| server)
-}
-
-/// Targets in the repository that are databases of the server target `server`
-/// (`server.DATABASE`), in name order.
-pub async fn members_in_repository(ctx: &Context, server: &str) -> Result<Vec<String>> {
-    let objects = ctx
-        .store
-        .list(&format!("{server}."))
-        .await
-        .map_err(|e| crate::Error::from(e).context("listing the repository"))?;
-    let names: BTreeSet<String> = objects
-        .iter()
-        .filter_map(|o| dr_catalog::keys::parse(&o.key).map(|(t, _, _)| t))
-        .filter(|t| server_of(t) == Some(server) && dr_config::valid_target_name(t))
-        .map(str::to_string)
-        .collect();
-    Ok(names.into_iter().collect())
-}
-
 /// The databases of a server target for `dr status`: those the server has now (not
 /// excluded) and those the repository holds backups of; the second map holds the ones the
 /// server no longer has (or that are excluded now), with the note saying so. When the server
@@ -316,11 +293,11 @@ async fn server_members(
     BTreeMap<String, String>,
     BTreeMap<String, String>,
 )> {
-    let stored = members_in_repository(ctx, &t.name).await?;
+    let stored = repo::members(ctx, &t.name).await?;
     let mut members: BTreeSet<String> = stored.iter().cloned().collect();
     let mut gone = BTreeMap::new();
     let mut closed = BTreeMap::new();
-    let member = |d: &str| format!("{}.{}", t.name, dr_config::escape_database(d));
+    let member = |d: &str| members::name(&t.name, d);
     match crate::backup::server_databases(t).await {
         Ok(listed) => {
             for d in listed.closed_included(t) {

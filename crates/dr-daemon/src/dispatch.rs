@@ -148,14 +148,12 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
     // now (backup), the ones the repository holds (verify).
     let members = match job.kind {
         JobKind::Backup => dr_core::backup::expand(t).await,
-        _ => dr_core::status::members_in_repository(ctx, target)
-            .await
-            .map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| ctx.config.database_target(n).ok().flatten())
-                    .collect()
-            }),
+        _ => dr_core::repo::members(ctx, target).await.map(|names| {
+            names
+                .iter()
+                .filter_map(|n| ctx.config.database_target(n).ok().flatten())
+                .collect()
+        }),
     };
     match members {
         Ok(members) => {

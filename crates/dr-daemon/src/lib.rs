@@ -72,10 +72,9 @@ fn last_run(
     entries: &[dr_core::repo::BackupEntry],
 ) -> Option<Option<DateTime<Utc>>> {
     // A server target's runs are those of its databases.
-    let mine = entries.iter().filter(|e| {
-        e.manifest.target == target
-            || dr_core::status::server_of(&e.manifest.target) == Some(target)
-    });
+    let mine = entries
+        .iter()
+        .filter(|e| dr_catalog::members::belongs_to(&e.manifest.target, target));
     match kind {
         JobKind::Backup => Some(mine.map(|e| e.manifest.started_at).max()),
         JobKind::Verify => {

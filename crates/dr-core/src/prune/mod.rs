@@ -86,7 +86,7 @@ pub async fn run(
             .any(|t| t.name == name && t.is_server())
         {
             let mut out = Vec::new();
-            for m in crate::status::members_in_repository(ctx, name).await? {
+            for m in crate::repo::members(ctx, name).await? {
                 out.extend(Box::pin(run(ctx, Some(&m), dry_run, force, now)).await?);
             }
             return Ok(out);

@@ -152,7 +152,7 @@ pub(crate) fn target_pg_bin_dir<'a>(
     config: &'a dr_config::Config,
     name: &str,
 ) -> Option<&'a std::path::Path> {
-    let server = name.split_once('.').map(|(s, _)| s);
+    let server = dr_catalog::members::server_of(name);
     config
         .targets
         .iter()

@@ -169,7 +169,7 @@ async fn refuse_server(ctx: &Context, target: Option<&str>) -> Result<()> {
     {
         return Ok(());
     }
-    let members = dr_core::status::members_in_repository(ctx, name).await?;
+    let members = dr_core::repo::members(ctx, name).await?;
     Err(Error::config(format!(
         "target `{name}` is every database of a server: its backups are kept per database, as targets `{name}.DATABASE`; nothing was done\nhint: pass --target {name}.DATABASE; with backups: {}",
         if members.is_empty() {
