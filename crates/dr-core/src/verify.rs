@@ -317,18 +317,11 @@ async fn check_in_sandbox(
     // wrote may differ on a busy database. What must hold after a restore: every sequence
     // exists, and none is behind the column it feeds (or the next insert collides).
     for s in &details.sequences {
-        let sql = format!(
-            "select last_value, is_called from {}.{}",
-            dr_pg::quote_ident(&s.schema),
-            dr_pg::quote_ident(&s.name)
-        );
-        let (passed, actual) = match client.query_one(&sql, &[]).await {
-            Ok(r) => (
-                true,
-                format!("{} called={}", r.get::<_, i64>(0), r.get::<_, bool>(1)),
-            ),
-            Err(e) => (false, format!("error: {e}")),
-        };
+        let (passed, actual) =
+            match dr_pg::checks::sequence_state(&client, &s.schema, &s.name).await {
+                Ok((last_value, is_called)) => (true, format!("{last_value} called={is_called}")),
+                Err(e) => (false, format!("error: {e}")),
+            };
         checks.push(CheckOutcome {
             check: format!("sequence {}.{} restored", s.schema, s.name),
             passed,
@@ -339,51 +332,28 @@ async fn check_in_sandbox(
             actual,
         });
     }
-    let owned = client
-        .query(
-            "select format('%I.%I', sn.nspname, s.relname), format('%I.%I', tn.nspname, t.relname), quote_ident(a.attname)
-             from pg_class s
-             join pg_namespace sn on sn.oid = s.relnamespace
-             join pg_depend d on d.objid = s.oid and d.classid = 'pg_class'::regclass
-                  and d.refclassid = 'pg_class'::regclass and d.deptype in ('a', 'i')
-             join pg_class t on t.oid = d.refobjid
-             join pg_namespace tn on tn.oid = t.relnamespace
-             join pg_attribute a on a.attrelid = t.oid and a.attnum = d.refobjsubid
-             where s.relkind = 'S' and t.relkind in ('r', 'p')",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("listing owned sequences: {e}")))?;
-    for row in owned {
-        let (seq, table, column): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-        let sql = format!(
-            "select (select case when is_called then last_value else last_value - 1 end from {seq})::numeric >= coalesce((select max({column})::numeric from {table}), 0)"
-        );
-        let ok = match client.query_one(&sql, &[]).await {
-            Ok(r) => r
-                .try_get::<_, bool>(0)
-                .map(|b| b.to_string())
-                .unwrap_or_else(|e| e.to_string()),
+    for s in dr_pg::checks::owned_sequences(&client).await? {
+        let ok = match dr_pg::checks::sequence_not_behind(&client, &s).await {
+            Ok(b) => b.to_string(),
             Err(e) => format!("error: {e}"),
         };
         checks.push(check(
-            format!("sequence {seq} not behind {table}.{column}"),
+            format!(
+                "sequence {} not behind {}.{}",
+                s.sequence, s.table, s.column
+            ),
             true,
             ok,
         ));
     }
-    let los: i64 = client
-        .query_one("select count(*) from pg_largeobject_metadata", &[])
+    let los = dr_pg::checks::large_object_count(&client)
         .await
-        .map(|r| r.get(0))
         .unwrap_or(-1);
     checks.push(check("large objects", details.large_objects, los));
     for a in &ctx.config.verify.assert {
-        let got = match client.query_one(&a.sql, &[]).await {
-            Ok(r) => match r.try_get::<_, bool>(0) {
-                Ok(b) => b.to_string(),
-                Err(e) => format!("not a boolean: {e}"),
-            },
+        let got = match dr_pg::checks::assertion(&client, &a.sql).await {
+            Ok(dr_pg::checks::Answer::Boolean(b)) => b.to_string(),
+            Ok(dr_pg::checks::Answer::NotBoolean(why)) => format!("not a boolean: {why}"),
             Err(e) => format!("error: {e}"),
         };
         checks.push(check(format!("assert {}", a.name), true, got));

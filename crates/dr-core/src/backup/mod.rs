@@ -111,20 +111,8 @@ async fn run_locked(
         .or(ctx.config.backup.pg_bin_dir.as_deref());
     let pg_dump = dr_pg::find_tool("pg_dump", version.major, bin_dir)?;
     let pg_dumpall = dr_pg::find_tool("pg_dumpall", pg_dump.major, bin_dir)?;
-    let database_bytes: i64 = client
-        .query_one("select pg_database_size(current_database())", &[])
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("reading the database size: {e}")))?
-        .get(0);
-    let database_bytes = u64::try_from(database_bytes).unwrap_or(0);
-    let superuser: bool = client
-        .query_one(
-            "select rolsuper from pg_roles where rolname = current_user",
-            &[],
-        )
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or(false);
+    let database_bytes = dr_pg::source::database_size(&client).await?;
+    let superuser = dr_pg::source::is_superuser(&client).await.unwrap_or(false);
     // The server's lock table: max_locks_per_transaction x (max_connections +
     // max_prepared_transactions) table locks in all, shared by every session.
     let lock_slots: Option<usize> = dr_pg::LockTable::query(&client)
