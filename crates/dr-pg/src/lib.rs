@@ -49,6 +49,8 @@ pub use snapshot::{
 };
 pub use split::{exact_pattern, split_data, DataSplit, DataStream, TableSize};
 pub use toc::{parse_schema_name, parse_table_name, select_entries, Selected, Selection};
+/// A connection ([`ConnInfo::connect`]): what the query functions of this crate take.
+pub use tokio_postgres::Client;
 pub use tools::{find_tool, parse_version_output, tool_at, Tool};
 
 /// The server's version.
