@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use dr_catalog::{keys, CheckOutcome, VerificationRecord};
+use dr_catalog::{keys, CheckOutcome, Manifest, VerificationRecord};
 use dr_pg::ConnInfo;
 use dr_sandbox::{SandboxKind, SandboxSpec};
 
@@ -71,22 +71,9 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
     let identities = ctx.identities()?;
     let details = restore::fetch_details(ctx, &m, &identities).await?;
     let kind = pick_kind(ctx, opts).await;
-    let spec = SandboxSpec {
-        kind,
-        major: m.server_major,
-        image: opts
-            .image
-            .clone()
-            .or_else(|| ctx.config.verify.image.clone()),
-        pg_bin_dir: sandbox_bin_dir(&ctx.config, &m.target),
-        ready_timeout: Duration::from_secs(ctx.config.verify.ready_timeout_secs.unwrap_or(120)),
-    };
     let mut timings = BTreeMap::new();
     let clock = Instant::now();
-    let mut sandbox = tokio::select! {
-        s = dr_sandbox::start(&spec) => s.map_err(|e| Error::new(Kind::Unavailable, format!("verification of backup {} could not run: {e}", m.id)))?,
-        _ = ctx.cancel.cancelled() => return Err(Error::interrupted("the verification")),
-    };
+    let mut sandbox = start_sandbox(ctx, opts, &m, kind).await?;
     timings.insert("sandbox_start".to_string(), clock.elapsed().as_secs_f64());
     let description = sandbox.describe();
     let url = sandbox.url();
@@ -101,37 +88,71 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
         tracing::error!("could not remove the sandbox ({description}): {e}");
     }
     timings.insert("sandbox_stop".to_string(), clock.elapsed().as_secs_f64());
-    let checks = match outcome {
-        Ok(c) => c,
-        // Could not run (interrupted, a bug of ours): nothing to record.
-        Err(e) => return Err(e),
-    };
+    // Could not run (interrupted, a bug of ours): nothing to record.
+    let checks = outcome?;
     timings.insert("total".to_string(), total.elapsed().as_secs_f64());
-    let failed: Vec<&CheckOutcome> = checks.iter().filter(|c| !c.passed).collect();
+    let record = write_record(ctx, &m, &checks, timings, &description).await?;
+    verdict(
+        &m,
+        VerifyReport {
+            record,
+            checks,
+            sandbox: description,
+        },
+    )
+}
+
+/// The throwaway PostgreSQL of the backup's major: `--sandbox`/`verify.sandbox`, the image
+/// or binaries configured.
+async fn start_sandbox(
+    ctx: &Context,
+    opts: &VerifyOptions,
+    m: &Manifest,
+    kind: SandboxKind,
+) -> Result<Box<dyn dr_sandbox::Sandbox>> {
+    let spec = SandboxSpec {
+        kind,
+        major: m.server_major,
+        image: opts
+            .image
+            .clone()
+            .or_else(|| ctx.config.verify.image.clone()),
+        pg_bin_dir: sandbox_bin_dir(&ctx.config, &m.target),
+        ready_timeout: Duration::from_secs(ctx.config.verify.ready_timeout_secs.unwrap_or(120)),
+    };
+    tokio::select! {
+        s = dr_sandbox::start(&spec) => s.map_err(|e| Error::new(Kind::Unavailable, format!("verification of backup {} could not run: {e}", m.id))),
+        _ = ctx.cancel.cancelled() => Err(Error::interrupted("the verification")),
+    }
+}
+
+/// Record the verification next to the backup: the plain summary (signed like the manifest)
+/// and the encrypted per-check outcomes (they name tables).
+async fn write_record(
+    ctx: &Context,
+    m: &Manifest,
+    checks: &[CheckOutcome],
+    timings: BTreeMap<String, f64>,
+    description: &str,
+) -> Result<VerificationRecord> {
+    let failed = checks.iter().filter(|c| !c.passed).count();
     let record = VerificationRecord {
         format: 1,
         backup_id: m.id,
         target: m.target.clone(),
         verified_at: Utc::now(),
-        result: if failed.is_empty() {
-            "passed"
-        } else {
-            "failed"
-        }
-        .into(),
+        result: if failed == 0 { "passed" } else { "failed" }.into(),
         checks_total: u32::try_from(checks.len()).unwrap_or(u32::MAX),
-        checks_failed: u32::try_from(failed.len()).unwrap_or(u32::MAX),
+        checks_failed: u32::try_from(failed).unwrap_or(u32::MAX),
         timings,
-        sandbox: description.clone(),
+        sandbox: description.to_string(),
         dr_version: DR_VERSION.into(),
-        summary: (!failed.is_empty())
-            .then(|| format!("{} of {} checks failed", failed.len(), checks.len())),
+        summary: (failed > 0).then(|| format!("{} of {} checks failed", failed, checks.len())),
     };
-    // Record: the plain summary and the encrypted per-check outcomes (they name tables).
     let at = record.verified_at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let recipients = ctx.recipients()?;
     let sealed = dr_stream::seal(
-        &serde_json::to_vec(&checks).unwrap_or_default(),
+        &serde_json::to_vec(checks).unwrap_or_default(),
         &recipients,
         ctx.config.backup.zstd_level,
     )?;
@@ -155,11 +176,12 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
         serde_json::to_vec_pretty(&record).unwrap_or_default(),
     )
     .await?;
-    let report = VerifyReport {
-        record,
-        checks,
-        sandbox: description,
-    };
+    Ok(record)
+}
+
+/// The report of a verification that passed; a damaged backup (exit 4) or a failed
+/// verification (exit 5) as an error listing the failed checks.
+fn verdict(m: &Manifest, report: VerifyReport) -> Result<VerifyReport> {
     if let Some(damage) = report
         .checks
         .iter()
@@ -235,57 +257,8 @@ async fn check_in_sandbox(
         details.database.as_str()
     };
     let conn = ConnInfo::parse(sandbox_url)?.with_dbname(db);
-    let ropts = RestoreOptions {
-        jobs: opts.jobs,
-        with_globals: true,
-        // A throwaway server: the backup's roles are created as they were, powers and all.
-        allow_any_role: true,
-        ..RestoreOptions::default()
-    };
     let mut checks = Vec::new();
-    let clock = Instant::now();
-    // The restore already counted every table after pg_restore; reuse those counts.
-    let mut counted: Option<BTreeMap<String, i64>> = None;
-    match restore::run_into(ctx, backup, &conn, &ropts).await {
-        Ok(report) => {
-            for (k, v) in report.seconds {
-                timings.insert(k, v);
-            }
-            counted = Some(
-                report
-                    .tables
-                    .iter()
-                    .map(|(k, (_, a))| (k.clone(), *a))
-                    .collect(),
-            );
-            checks.push(check(
-                "pg_restore finished without errors",
-                "no errors",
-                "no errors",
-            ));
-        }
-        // Damaged stored data: a finding about the backup, recorded, and reported as such
-        // (exit 4), not as "restored but wrong".
-        Err(e) if e.kind == Kind::Integrity => {
-            checks.push(CheckOutcome {
-                check: INTEGRITY_CHECK.into(),
-                passed: false,
-                expected: "every object matches the manifest and decrypts".into(),
-                actual: e.to_string(),
-            });
-            timings.insert("restore".into(), clock.elapsed().as_secs_f64());
-        }
-        Err(e) if e.kind == Kind::Failed => {
-            checks.push(CheckOutcome {
-                check: "restore".into(),
-                passed: false,
-                expected: "a clean restore".into(),
-                actual: e.to_string(),
-            });
-            timings.insert("restore".into(), clock.elapsed().as_secs_f64());
-        }
-        Err(e) => return Err(e),
-    }
+    let counted = restore_checked(ctx, backup, &conn, opts, timings, &mut checks).await?;
     let clock = Instant::now();
     let client = match conn.connect().await {
         Ok(c) => c,
@@ -313,20 +286,97 @@ async fn check_in_sandbox(
             .unwrap_or_else(|| "missing table".into());
         checks.push(check(format!("rows of {}", t.qualified()), t.rows, got));
     }
-    // Sequences live outside MVCC: the value recorded at backup time and the one pg_dump
-    // wrote may differ on a busy database. What must hold after a restore: every sequence
-    // exists, and none is behind the column it feeds (or the next insert collides).
+    sequence_checks(&client, details, &mut checks).await?;
+    let los = dr_pg::checks::large_object_count(&client)
+        .await
+        .unwrap_or(-1);
+    checks.push(check("large objects", details.large_objects, los));
+    for a in &ctx.config.verify.assert {
+        let got = match dr_pg::checks::assertion(&client, &a.sql).await {
+            Ok(dr_pg::checks::Answer::Boolean(b)) => b.to_string(),
+            Ok(dr_pg::checks::Answer::NotBoolean(why)) => format!("not a boolean: {why}"),
+            Err(e) => format!("error: {e}"),
+        };
+        checks.push(check(format!("assert {}", a.name), true, got));
+    }
+    timings.insert("checks".into(), clock.elapsed().as_secs_f64());
+    Ok(checks)
+}
+
+/// Restore the backup into the sandbox's database `conn` (its roles too, powers and all: a
+/// throwaway server) and record how that went as the first check. Returns the row counts
+/// the restore took after pg_restore (none when it failed), for the checks to reuse.
+async fn restore_checked(
+    ctx: &Context,
+    backup: &restore::Backup<'_>,
+    conn: &ConnInfo,
+    opts: &VerifyOptions,
+    timings: &mut BTreeMap<String, f64>,
+    checks: &mut Vec<CheckOutcome>,
+) -> Result<Option<BTreeMap<String, i64>>> {
+    let ropts = RestoreOptions {
+        jobs: opts.jobs,
+        with_globals: true,
+        // A throwaway server: the backup's roles are created as they were, powers and all.
+        allow_any_role: true,
+        ..RestoreOptions::default()
+    };
+    let clock = Instant::now();
+    match restore::run_into(ctx, backup, conn, &ropts).await {
+        Ok(report) => {
+            for (k, v) in report.seconds {
+                timings.insert(k, v);
+            }
+            checks.push(check(
+                "pg_restore finished without errors",
+                "no errors",
+                "no errors",
+            ));
+            // The restore already counted every table after pg_restore; reuse those counts.
+            return Ok(Some(
+                report
+                    .tables
+                    .iter()
+                    .map(|(k, (_, a))| (k.clone(), *a))
+                    .collect(),
+            ));
+        }
+        // Damaged stored data: a finding about the backup, recorded, and reported as such
+        // (exit 4), not as "restored but wrong".
+        Err(e) if e.kind == Kind::Integrity => {
+            checks.push(CheckOutcome {
+                check: INTEGRITY_CHECK.into(),
+                passed: false,
+                expected: "every object matches the manifest and decrypts".into(),
+                actual: e.to_string(),
+            });
+        }
+        Err(e) if e.kind == Kind::Failed => {
+            checks.push(CheckOutcome {
+                check: "restore".into(),
+                passed: false,
+                expected: "a clean restore".into(),
+                actual: e.to_string(),
+            });
+        }
+        Err(e) => return Err(e),
+    }
+    timings.insert("restore".into(), clock.elapsed().as_secs_f64());
+    Ok(None)
+}
+
+/// Sequences live outside MVCC: the value recorded at backup time and the one pg_dump
+/// wrote may differ on a busy database. What must hold after a restore: every sequence
+/// exists, and none is behind the column it feeds (or the next insert collides).
+async fn sequence_checks(
+    client: &dr_pg::Client,
+    details: &dr_catalog::BackupDetails,
+    checks: &mut Vec<CheckOutcome>,
+) -> Result<()> {
     for s in &details.sequences {
-        let sql = format!(
-            "select last_value, is_called from {}.{}",
-            dr_pg::quote_ident(&s.schema),
-            dr_pg::quote_ident(&s.name)
-        );
-        let (passed, actual) = match client.query_one(&sql, &[]).await {
-            Ok(r) => (
-                true,
-                format!("{} called={}", r.get::<_, i64>(0), r.get::<_, bool>(1)),
-            ),
+        let (passed, actual) = match dr_pg::checks::sequence_state(client, &s.schema, &s.name).await
+        {
+            Ok((last_value, is_called)) => (true, format!("{last_value} called={is_called}")),
             Err(e) => (false, format!("error: {e}")),
         };
         checks.push(CheckOutcome {
@@ -339,55 +389,19 @@ async fn check_in_sandbox(
             actual,
         });
     }
-    let owned = client
-        .query(
-            "select format('%I.%I', sn.nspname, s.relname), format('%I.%I', tn.nspname, t.relname), quote_ident(a.attname)
-             from pg_class s
-             join pg_namespace sn on sn.oid = s.relnamespace
-             join pg_depend d on d.objid = s.oid and d.classid = 'pg_class'::regclass
-                  and d.refclassid = 'pg_class'::regclass and d.deptype in ('a', 'i')
-             join pg_class t on t.oid = d.refobjid
-             join pg_namespace tn on tn.oid = t.relnamespace
-             join pg_attribute a on a.attrelid = t.oid and a.attnum = d.refobjsubid
-             where s.relkind = 'S' and t.relkind in ('r', 'p')",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("listing owned sequences: {e}")))?;
-    for row in owned {
-        let (seq, table, column): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-        let sql = format!(
-            "select (select case when is_called then last_value else last_value - 1 end from {seq})::numeric >= coalesce((select max({column})::numeric from {table}), 0)"
-        );
-        let ok = match client.query_one(&sql, &[]).await {
-            Ok(r) => r
-                .try_get::<_, bool>(0)
-                .map(|b| b.to_string())
-                .unwrap_or_else(|e| e.to_string()),
+    for s in dr_pg::checks::owned_sequences(client).await? {
+        let ok = match dr_pg::checks::sequence_not_behind(client, &s).await {
+            Ok(b) => b.to_string(),
             Err(e) => format!("error: {e}"),
         };
         checks.push(check(
-            format!("sequence {seq} not behind {table}.{column}"),
+            format!(
+                "sequence {} not behind {}.{}",
+                s.sequence, s.table, s.column
+            ),
             true,
             ok,
         ));
     }
-    let los: i64 = client
-        .query_one("select count(*) from pg_largeobject_metadata", &[])
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or(-1);
-    checks.push(check("large objects", details.large_objects, los));
-    for a in &ctx.config.verify.assert {
-        let got = match client.query_one(&a.sql, &[]).await {
-            Ok(r) => match r.try_get::<_, bool>(0) {
-                Ok(b) => b.to_string(),
-                Err(e) => format!("not a boolean: {e}"),
-            },
-            Err(e) => format!("error: {e}"),
-        };
-        checks.push(check(format!("assert {}", a.name), true, got));
-    }
-    timings.insert("checks".into(), clock.elapsed().as_secs_f64());
-    Ok(checks)
+    Ok(())
 }

@@ -125,6 +125,43 @@ pub fn globals_statements(
     plan_globals(text, &target).statements
 }
 
+/// What running a [`GlobalsPlan`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GlobalsApplied {
+    /// `CREATE` statements that succeeded.
+    pub created: usize,
+    /// One line per statement that failed: `globals: MESSAGE (in: FIRST WORDS)`.
+    pub errors: Vec<String>,
+}
+
+/// Runs the plan's statements on `admin`, one at a time: one that fails is noted with the
+/// server's message and the others still run (a role that cannot be created must not keep
+/// the others out).
+pub async fn run_globals_plan(
+    admin: &tokio_postgres::Client,
+    plan: &GlobalsPlan,
+) -> GlobalsApplied {
+    let mut done = GlobalsApplied::default();
+    for stmt in &plan.statements {
+        match admin.batch_execute(stmt).await {
+            Ok(()) => {
+                if stmt.starts_with("CREATE ") {
+                    done.created += 1;
+                }
+            }
+            Err(e) => {
+                let msg = e
+                    .as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_else(|| e.to_string());
+                done.errors
+                    .push(format!("globals: {msg} (in: {})", first_words(stmt)));
+            }
+        }
+    }
+    done
+}
+
 /// A statement's first words, to name it in an error line.
 pub fn first_words(s: &str) -> String {
     s.split_whitespace().take(4).collect::<Vec<_>>().join(" ")

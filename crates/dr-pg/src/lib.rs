@@ -4,6 +4,10 @@
 //! print: the `pg_restore --list` table of contents a selective restore filters ([`select_entries`]) and
 //! the `pg_dumpall --globals-only` script ([`globals_statements`]).
 //!
+//! Every SQL statement dr runs is here: on the database a backup reads ([`source`]), on the
+//! database a restore writes into ([`target`]), the checks verify runs on a restored one
+//! ([`checks`]), and the snapshot, lock and globals queries behind the functions above.
+//!
 //! Secrets never reach argv: children get the connection through `PG*` environment variables.
 //!
 //! ```no_run
@@ -16,13 +20,16 @@
 //! ```
 
 mod activity;
+pub mod checks;
 mod conn;
 mod error;
 mod globals;
 mod process;
 mod server;
 mod snapshot;
+pub mod source;
 mod split;
+pub mod target;
 mod tls;
 mod toc;
 mod tools;
@@ -31,7 +38,8 @@ pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder,
 pub use conn::{ConnInfo, NetworkLimits};
 pub use error::{describe, PgError};
 pub use globals::{
-    first_words, globals_statements, plan_globals, GlobalsPlan, PowerfulRole, TargetGlobals,
+    first_words, globals_statements, plan_globals, run_globals_plan, GlobalsApplied, GlobalsPlan,
+    PowerfulRole, TargetGlobals,
 };
 pub use process::{ChildProcess, Finished, ProcessFailure};
 pub use server::{server_databases, LockTable, ServerDatabase};
@@ -41,6 +49,8 @@ pub use snapshot::{
 };
 pub use split::{exact_pattern, split_data, DataSplit, DataStream, TableSize};
 pub use toc::{parse_schema_name, parse_table_name, select_entries, Selected, Selection};
+/// A connection ([`ConnInfo::connect`]): what the query functions of this crate take.
+pub use tokio_postgres::Client;
 pub use tools::{find_tool, parse_version_output, tool_at, Tool};
 
 /// The server's version.

@@ -11,6 +11,7 @@ use dr_catalog::{
     keys, BackupId, ObjectRecord, ObjectRole, STEP_DATA, STEP_POST_DATA, STEP_PRE_DATA,
 };
 use dr_pg::{ChildProcess, ConnInfo, Tool};
+use dr_store::MultipartUpload;
 use dr_stream::{Compression, PartWriter, Recipients};
 
 use crate::{human_bytes, Context, Error, Kind, Result};
@@ -201,6 +202,9 @@ async fn dump_phase(
     .await
 }
 
+/// What the encoding thread hands back: the archive's stats and how many parts it cut.
+type Encoded = std::result::Result<(dr_stream::EncodeStats, u64), dr_stream::StreamError>;
+
 /// Run pg_dump for one section in the snapshot and stream its archive into a multipart
 /// upload; `bar` counts raw bytes of every section together.
 #[allow(clippy::too_many_arguments)]
@@ -215,6 +219,70 @@ async fn stream_dump(
     bar: &indicatif::ProgressBar,
 ) -> Result<ObjectRecord> {
     let key = job.key.as_str();
+    let (mut child, input) = spawn_pg_dump(ctx, conn, pg_dump, snapshot, job)?;
+    let mut upload = match ctx.store.start_multipart(key).await {
+        Ok(u) => u,
+        Err(e) => {
+            child.kill();
+            let _ = child.wait().await;
+            return Err(Error::from(e).context(format!("starting the upload of {key}")));
+        }
+    };
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let encoder = spawn_encoder(ctx, input, tx, recipients, part_size, bar);
+    // Upload parts as they come; stop at the first error or signal.
+    let upload_error = upload_parts(ctx, upload.as_mut(), &mut rx, key).await;
+    drop(rx);
+    if upload_error.is_some() {
+        child.kill();
+    }
+    let encoded = encoder
+        .await
+        .map_err(|e| Error::new(Kind::Failed, format!("the compression thread failed: {e}")));
+    let dumped = child.wait().await;
+
+    let (stats, parts) = match section_outcome(job, upload_error, dumped, encoded) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Err(ae) = upload.abort().await {
+                tracing::error!("could not abort the multipart upload of {key}: {ae}; `dr prune` removes stale uploads");
+            }
+            return Err(e);
+        }
+    };
+    if ctx.cancel.is_cancelled() {
+        let _ = upload.abort().await;
+        return Err(Error::interrupted("the backup"));
+    }
+    upload
+        .complete()
+        .await
+        .map_err(|e| Error::from(e).context(format!("completing the upload of {key}")))?;
+    tracing::info!(
+        section = %job.label,
+        raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts,
+        "section uploaded"
+    );
+    Ok(ObjectRecord {
+        role: job.role,
+        key: key.to_string(),
+        bytes: stats.stored_bytes,
+        sha256: stats.sha256,
+        raw_bytes: stats.raw_bytes,
+        part_bytes: Some(part_size),
+        restore_step: Some(job.step),
+    })
+}
+
+/// Start `pg_dump` for `job` in `snapshot`; its stdout as a file for the encoding thread.
+fn spawn_pg_dump(
+    ctx: &Context,
+    conn: &ConnInfo,
+    pg_dump: &Tool,
+    snapshot: &str,
+    job: &SectionJob,
+) -> Result<(ChildProcess, std::fs::File)> {
     let mut args = vec![
         "--format=custom".to_string(),
         "--compress=0".to_string(),
@@ -246,18 +314,19 @@ async fn stream_dump(
         .ok_or_else(|| Error::new(Kind::Failed, "pg_dump has no stdout"))?
         .into_owned_fd()
         .map_err(|e| Error::new(Kind::Failed, format!("pg_dump stdout: {e}")))?;
-    let input = std::fs::File::from(stdout);
+    Ok((child, std::fs::File::from(stdout)))
+}
 
-    let mut upload = match ctx.store.start_multipart(key).await {
-        Ok(u) => u,
-        Err(e) => {
-            child.kill();
-            let _ = child.wait().await;
-            return Err(Error::from(e).context(format!("starting the upload of {key}")));
-        }
-    };
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+/// zstd → age on a blocking thread, cutting the archive into parts of `part_size` sent to
+/// `tx` (depth one: memory stays bounded).
+fn spawn_encoder(
+    ctx: &Context,
+    input: std::fs::File,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    recipients: &Arc<Recipients>,
+    part_size: u64,
+    bar: &indicatif::ProgressBar,
+) -> tokio::task::JoinHandle<Encoded> {
     let recipients = Arc::clone(recipients);
     let compression = Compression {
         level: ctx.config.backup.zstd_level,
@@ -265,7 +334,7 @@ async fn stream_dump(
     };
     let bar2 = bar.clone();
     let part_usize = usize::try_from(part_size).unwrap_or(usize::MAX);
-    let encoder = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut parts = PartWriter::new(part_usize, |part| {
             tx.blocking_send(part)
                 .map_err(|_| std::io::Error::other("the upload stopped"))
@@ -280,10 +349,17 @@ async fn stream_dump(
             source: e,
         })?;
         Ok::<_, dr_stream::StreamError>((stats, n))
-    });
+    })
+}
 
-    // Upload parts as they come; stop at the first error or signal.
-    let mut upload_error: Option<Error> = None;
+/// Upload the parts as they come until the encoder is done; the first upload error or a
+/// signal stops it (returned).
+async fn upload_parts(
+    ctx: &Context,
+    upload: &mut dyn MultipartUpload,
+    rx: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    key: &str,
+) -> Option<Error> {
     loop {
         tokio::select! {
             part = rx.recv() => match part {
@@ -292,33 +368,31 @@ async fn stream_dump(
                     let put = tokio::select! {
                         r = upload.put_part(p) => r,
                         _ = ctx.cancel.cancelled() => {
-                            upload_error = Some(Error::interrupted("the backup"));
-                            break;
+                            return Some(Error::interrupted("the backup"));
                         }
                     };
                     if let Err(e) = put {
-                        upload_error = Some(Error::from(e).context(format!("uploading {key}")));
-                        break;
+                        return Some(Error::from(e).context(format!("uploading {key}")));
                     }
                 }
-                None => break,
+                None => return None,
             },
             _ = ctx.cancel.cancelled() => {
-                upload_error = Some(Error::interrupted("the backup"));
-                break;
+                return Some(Error::interrupted("the backup"));
             }
         }
     }
-    drop(rx);
-    if upload_error.is_some() {
-        child.kill();
-    }
-    let encoded = encoder
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("the compression thread failed: {e}")));
-    let dumped = child.wait().await;
+}
 
-    let outcome = match (upload_error, dumped, encoded) {
+/// The section's result from the upload, pg_dump and the encoder: the first failure, in
+/// that order (pg_dump's is named after the section, with a hint for a full lock table).
+fn section_outcome(
+    job: &SectionJob,
+    upload_error: Option<Error>,
+    dumped: std::result::Result<dr_pg::Finished, dr_pg::PgError>,
+    encoded: Result<Encoded>,
+) -> Result<(dr_stream::EncodeStats, u64)> {
+    match (upload_error, dumped, encoded) {
         (Some(e), _, _) => Err(e),
         (None, Err(e), _) => {
             let mut e = Error::from(e).context(format!(
@@ -337,36 +411,5 @@ async fn stream_dump(
             job.label
         ))),
         (None, Ok(_), Ok(Ok(v))) => Ok(v),
-    };
-    let (stats, parts) = match outcome {
-        Ok(v) => v,
-        Err(e) => {
-            if let Err(ae) = upload.abort().await {
-                tracing::error!("could not abort the multipart upload of {key}: {ae}; `dr prune` removes stale uploads");
-            }
-            return Err(e);
-        }
-    };
-    if ctx.cancel.is_cancelled() {
-        let _ = upload.abort().await;
-        return Err(Error::interrupted("the backup"));
     }
-    upload
-        .complete()
-        .await
-        .map_err(|e| Error::from(e).context(format!("completing the upload of {key}")))?;
-    tracing::info!(
-        section = %job.label,
-        raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts,
-        "section uploaded"
-    );
-    Ok(ObjectRecord {
-        role: job.role,
-        key: key.to_string(),
-        bytes: stats.stored_bytes,
-        sha256: stats.sha256,
-        raw_bytes: stats.raw_bytes,
-        part_bytes: Some(part_size),
-        restore_step: Some(job.step),
-    })
 }

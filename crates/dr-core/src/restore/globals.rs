@@ -7,7 +7,7 @@
 //! only when the operator names it (`--allow-role NAME`); otherwise the restore is refused
 //! before anything is changed. `--yes` does not allow it. Existing roles are never altered.
 
-use dr_pg::{first_words, plan_globals, ConnInfo, PowerfulRole, TargetGlobals};
+use dr_pg::{plan_globals, ConnInfo, PowerfulRole, TargetGlobals};
 
 use super::RestoreOptions;
 use crate::{Error, Kind, Result};
@@ -86,29 +86,12 @@ pub async fn apply_globals(
         // Never written by pg_dumpall in this form: not run, and said.
         tracing::warn!("globals: skipped a statement dr cannot read safely (in: {s})");
     }
-    let mut errors = Vec::new();
-    let mut created = 0;
-    for stmt in &plan.statements {
-        match admin.batch_execute(stmt).await {
-            Ok(()) => {
-                if stmt.starts_with("CREATE ") {
-                    created += 1;
-                }
-            }
-            Err(e) => {
-                let msg = e
-                    .as_db_error()
-                    .map(|d| d.message().to_string())
-                    .unwrap_or_else(|| e.to_string());
-                errors.push(format!("globals: {msg} (in: {})", first_words(stmt)));
-            }
-        }
-    }
+    let applied = dr_pg::run_globals_plan(&admin, &plan).await;
     for r in &plan.powerful {
         tracing::warn!(role = %r.name, gets = %r.gets.join(", "), "created a role with powers (allowed)");
     }
-    tracing::info!(created, "roles and tablespaces applied");
-    Ok(errors)
+    tracing::info!(created = applied.created, "roles and tablespaces applied");
+    Ok(applied.errors)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use dr_pg::ConnInfo;
 
 use super::layout::Load;
-use crate::{Error, Kind, Result};
+use crate::{Error, Result};
 
 /// After a stopped restore: end its sessions, then drop the database it created, or say
 /// the existing one is partially restored and how to retry.
@@ -52,7 +52,7 @@ pub(super) async fn drop_created(
             format!("the database {db} that this restore created was dropped: the server is as it was before")
         }),
         Err(err) => {
-            let sql = format!("DROP DATABASE {};", dr_pg::quote_ident(db));
+            let sql = dr_pg::target::drop_database_by_hand(db);
             e.details.push(format!(
                 "the database {db} that this restore created could not be dropped ({}): it is left half-restored",
                 err.message
@@ -123,15 +123,7 @@ fn retry_command(l: &Load<'_>) -> String {
 
 async fn drop_database(conn: &ConnInfo, major: u32) -> Result<()> {
     let admin = conn.connect_admin().await?;
-    let force = if major >= 13 { " with (force)" } else { "" };
-    let sql = format!(
-        "drop database if exists {}{force}",
-        dr_pg::quote_ident(conn.dbname())
-    );
-    admin
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("{sql}: {}", dr_pg::describe(&e))))?;
+    dr_pg::target::drop_database(&admin, conn.dbname(), major).await?;
     tracing::warn!(
         "dropped database {} (created by the stopped restore)",
         conn.dbname()

@@ -183,16 +183,7 @@ pub(super) fn find_pg_restore(
 /// `create database` for the restore (from template0: the archive brings everything).
 pub(super) async fn create_database(conn: &ConnInfo) -> Result<()> {
     let admin = conn.connect_admin().await?;
-    let sql = format!(
-        "create database {} template template0",
-        dr_pg::quote_ident(conn.dbname())
-    );
-    admin.batch_execute(&sql).await.map_err(|e| {
-        Error::new(
-            Kind::Failed,
-            format!("creating database {}: {e}", conn.dbname()),
-        )
-    })?;
+    dr_pg::target::create_database(&admin, conn.dbname()).await?;
     tracing::info!("created database {}", conn.dbname());
     Ok(())
 }

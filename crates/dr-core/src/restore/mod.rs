@@ -12,7 +12,7 @@
 //! One file per step: `plan` (what will happen, which tables are selected), `target`
 //! (inspecting the destination), `fetch` (details, globals and the archive from the store),
 //! `globals` (creating the roles the target lacks), `load` (pg_restore, selective lists, the
-//! count comparison). A backup in sections (format 2) streams through `sections`, with
+//! count comparison); `single` fetches a single archive (format 1) and restores it. A backup in sections (format 2) streams through `sections`, with
 //! `select` (its selective lists), `clean` (what `--clean` drops first), `stop` (every stream
 //! stopped at the first failure), `leave` (what a stopped restore leaves behind) and
 //! `to_file` (`--to-file DIR`). The PostgreSQL text formats (the `pg_restore --list` table of contents,
@@ -27,6 +27,7 @@ mod load;
 mod plan;
 mod sections;
 mod select;
+mod single;
 mod stop;
 mod target;
 mod to_file;
@@ -47,11 +48,10 @@ pub use fetch::{fetch_archive, fetch_details};
 pub use globals::apply_globals;
 pub use plan::Plan;
 
-use fetch::{fetch_globals, private_file, ArchiveFile};
-use load::restore_into;
+use fetch::fetch_globals;
 pub(crate) use load::target_pg_bin_dir;
-use plan::{check_selection, selected_counts};
-use target::{check_space, inspect_target};
+use plan::check_selection;
+use target::inspect_target;
 
 /// What the operator asked for.
 #[derive(Debug, Clone, Default)]
@@ -186,6 +186,27 @@ enum To<'a> {
     Conn(&'a ConnInfo),
 }
 
+/// A restore's request once checked: what every step after the checks reads.
+pub(super) struct Request<'a> {
+    pub(super) ctx: &'a Context,
+    pub(super) m: &'a Manifest,
+    pub(super) details: &'a BackupDetails,
+    pub(super) identities: &'a Identities,
+    pub(super) opts: &'a RestoreOptions,
+    pub(super) jobs: u32,
+    pub(super) temp_dir: PathBuf,
+}
+
+/// A restore past its gates: the plan shown, the target inspected (none: `--to-file` alone),
+/// the globals script when one is restored or written, the clocks.
+struct Approved {
+    plan: Plan,
+    target: Option<target::TargetState>,
+    globals_sql: Option<Vec<u8>>,
+    seconds: BTreeMap<String, f64>,
+    started: Instant,
+}
+
 async fn restore(
     ctx: &Context,
     backup: &Backup<'_>,
@@ -195,13 +216,65 @@ async fn restore(
     measured: Option<&crate::rto::Measured>,
     started: Instant,
 ) -> Result<RestoreReport> {
-    let mut seconds = BTreeMap::new();
-    let Backup {
-        manifest: m,
-        details,
-        identities,
-    } = *backup;
-    let layout = m.layout().ok_or_else(|| {
+    let layout = layout_of(backup.manifest)?;
+    let sections = sections_of(layout);
+    // Everything the operator asked for is checked before the first side effect.
+    let r = check_request(ctx, backup, opts, sections.is_some())?;
+    // Inspect the target before spending time on the download.
+    let target = match to {
+        Some(To::Url(url)) => Some(inspect_target(ConnInfo::parse(url)?).await?),
+        Some(To::Conn(conn)) => Some(inspect_target(conn.clone()).await?),
+        None => None,
+    };
+    // --with-globals: the roles it would create with powers are named in the plan.
+    let early_globals = match &target {
+        Some(t) if opts.with_globals => {
+            let sql = fetch_globals(ctx, r.m, r.identities, None).await?;
+            let roles = globals::powerful_roles(&t.conn, &sql).await?;
+            Some((sql, roles))
+        }
+        _ => None,
+    };
+    let roles = early_globals.as_ref().map(|(_, roles)| roles.as_slice());
+    let plan = plan::build(&r, sections.as_ref(), target.as_ref(), measured, roles);
+    let seconds = BTreeMap::new();
+    if let Some(t) = &target {
+        t.check_accepts(r.m, opts)?;
+        // Ownership the target cannot satisfy: say so before anything is touched.
+        if !opts.with_globals && !opts.no_owner {
+            t.check_owners(r.details).await?;
+        }
+    }
+    if opts.dry_run {
+        return Ok(RestoreReport::not_restored(plan, seconds));
+    }
+    // Roles with powers need their own flag: refused before anything is changed.
+    if let Some((_, roles)) = &early_globals {
+        globals::check_allowed(roles, opts, &r.m.id.to_string())?;
+    }
+    if let Some(ask) = confirm {
+        ask(&plan)?;
+    }
+    let run = Approved {
+        plan,
+        target,
+        globals_sql: globals_script(&r, early_globals.map(|(sql, _)| sql)).await?,
+        seconds,
+        started,
+    };
+    match (sections, layout) {
+        (Some(s), _) => restore_in_sections(&r, s, run).await,
+        (None, Layout::Single(dump)) => single::restore_single(&r, dump, run).await,
+        (None, Layout::Sections { .. }) => Err(Error::new(
+            Kind::Failed,
+            "unreachable: a layout of sections",
+        )),
+    }
+}
+
+/// The backup's archive objects; a backup listing none is damaged.
+fn layout_of(m: &Manifest) -> Result<Layout<'_>> {
+    m.layout().ok_or_else(|| {
         Error::new(
             Kind::Integrity,
             format!(
@@ -209,8 +282,12 @@ async fn restore(
                 m.id
             ),
         )
-    })?;
-    let sections = match layout {
+    })
+}
+
+/// The sections of a format-2 backup; `None` for a single archive.
+fn sections_of(layout: Layout<'_>) -> Option<layout::Sections<'_>> {
+    match layout {
         Layout::Single(_) => None,
         Layout::Sections {
             pre_data,
@@ -221,12 +298,20 @@ async fn restore(
             data,
             post: post_data,
         }),
-    };
-    let archive_bytes = m.archive_raw_bytes();
+    }
+}
 
-    // Everything the operator asked for is checked before the first side effect.
-    check_selection(details, opts, m)?;
-    if let (Some(dir), Some(_)) = (&opts.to_file, &sections) {
+/// The operator's request, checked before the first side effect: the selection, the
+/// `--to-file` directory, `--jobs`; with the jobs and the temp dir it resolves to.
+fn check_request<'a>(
+    ctx: &'a Context,
+    backup: &Backup<'a>,
+    opts: &'a RestoreOptions,
+    in_sections: bool,
+) -> Result<Request<'a>> {
+    let m = backup.manifest;
+    check_selection(backup.details, opts, m)?;
+    if let (Some(dir), true) = (&opts.to_file, in_sections) {
         to_file::check_output_dir(dir)?;
     }
     if opts.jobs == Some(0) {
@@ -242,223 +327,69 @@ async fn restore(
         .clone()
         .or_else(|| ctx.config.restore.temp_dir.clone())
         .unwrap_or_else(std::env::temp_dir);
+    Ok(Request {
+        ctx,
+        m,
+        details: backup.details,
+        identities: backup.identities,
+        opts,
+        jobs,
+        temp_dir,
+    })
+}
 
-    // Inspect the target before spending time on the download.
-    let target = match to {
-        Some(To::Url(url)) => Some(inspect_target(ConnInfo::parse(url)?).await?),
-        Some(To::Conn(conn)) => Some(inspect_target(conn.clone()).await?),
-        None => None,
-    };
-    // --with-globals: the roles it would create with powers are named in the plan.
-    let early_globals = match &target {
-        Some(t) if opts.with_globals => {
-            let sql = fetch_globals(ctx, m, identities, None).await?;
-            let roles = globals::powerful_roles(&t.conn, &sql).await?;
-            Some((sql, roles))
+/// The globals script: to a file (`--globals-to-file`), or to memory for `--with-globals`
+/// (the one fetched for the plan when there is one).
+async fn globals_script(r: &Request<'_>, early: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+    let opts = r.opts;
+    Ok(match (early, &opts.globals_to_file) {
+        (Some(sql), None) => Some(sql),
+        _ if opts.with_globals || opts.globals_to_file.is_some() => {
+            Some(fetch_globals(r.ctx, r.m, r.identities, opts.globals_to_file.as_deref()).await?)
         }
         _ => None,
-    };
-    let (expected_tables, expected_rows) = selected_counts(details, opts);
-    let plan = Plan {
-        backup_id: m.id.to_string(),
-        target: m.target.clone(),
-        backup_started_at: m.started_at.to_rfc3339(),
-        stored_bytes: m.stored_bytes(),
-        archive_bytes,
-        data_streams: sections.map(|s| s.data.len()),
-        check_first: match (&target, &sections) {
-            (Some(t), Some(_)) => opts.check_first.unwrap_or(t.exists),
-            // A single archive is staged and checked whole before the target is touched.
-            (Some(_), None) => true,
-            (None, _) => false,
-        },
-        server_version: m.server_version.clone(),
-        destination: match (&target, &opts.to_file) {
-            (Some(t), _) => t.conn.to_string(),
-            (None, Some(p)) => format!("file {}", p.display()),
-            (None, None) => "nowhere".into(),
-        },
-        destination_state: match &target {
-            Some(t) if !t.exists => "database does not exist: it will be created".into(),
-            Some(t) if t.user_objects == 0 => "empty database".into(),
-            Some(t) => format!(
-                "holds {} user objects{}",
-                t.user_objects,
-                if opts.clean {
-                    ": --clean drops and recreates the backup's objects in it"
-                } else if opts.force {
-                    ": --force restores on top of them"
-                } else {
-                    ""
-                }
-            ),
-            None => "new file".into(),
-        },
-        changes_existing: target
-            .as_ref()
-            .is_some_and(|t| t.exists || opts.with_globals),
-        tables: expected_tables.len(),
-        rows: expected_rows,
-        jobs,
-        temp_dir: temp_dir.display().to_string(),
-        temp_bytes_needed: match (&sections, &target) {
-            (_, None) => 0,
-            // The sections are read back from the --to-file directory.
-            (Some(_), Some(_)) if opts.to_file.is_some() => 0,
-            (Some(s), Some(_)) => layout::temp_needed(s, details, opts),
-            (None, Some(_)) => archive_bytes,
-        },
-        selection: opts
-            .schemas
-            .iter()
-            .map(|s| format!("schema {s}"))
-            .chain(opts.tables.iter().map(|t| format!("table {t}")))
-            .collect(),
-        // A selection reads only its sections (format 2): scaled to what it reads.
-        estimated_restore: measured.map(|x| {
-            crate::rto::estimate(
-                x,
-                match &sections {
-                    Some(s) => layout::bytes_read(s, details, opts),
-                    None => archive_bytes,
-                },
-            )
-        }),
-        powerful_roles: early_globals
-            .as_ref()
-            .map(|(_, roles)| plan::powerful_roles(roles, opts))
-            .unwrap_or_default(),
-    };
-    if let Some(t) = &target {
-        t.check_accepts(m, opts)?;
-        // Ownership the target cannot satisfy: say so before anything is touched.
-        if !opts.with_globals && !opts.no_owner {
-            t.check_owners(details).await?;
-        }
-    }
-    if opts.dry_run {
-        return Ok(RestoreReport::not_restored(plan, seconds));
-    }
-    // Roles with powers need their own flag: refused before anything is changed.
-    if let Some((_, roles)) = &early_globals {
-        globals::check_allowed(roles, opts, &m.id.to_string())?;
-    }
-    if let Some(ask) = confirm {
-        ask(&plan)?;
-    }
+    })
+}
 
-    // Globals to a file, or to memory for --with-globals.
-    let globals_sql = if let (Some((sql, _)), None) = (early_globals, &opts.globals_to_file) {
-        Some(sql)
-    } else if opts.with_globals || opts.globals_to_file.is_some() {
-        Some(fetch_globals(ctx, m, identities, opts.globals_to_file.as_deref()).await?)
-    } else {
-        None
-    };
-
-    if let Some(s) = sections {
-        let fetch_clock = Instant::now();
-        if let Some(dir) = &opts.to_file {
-            to_file::write_dir(ctx, m, &s, identities, dir, jobs).await?;
-            seconds.insert("write_files".into(), fetch_clock.elapsed().as_secs_f64());
-        }
-        let Some(target) = target else {
-            seconds.insert("total".into(), started.elapsed().as_secs_f64());
-            return Ok(RestoreReport::not_restored(plan, seconds));
-        };
-        let load = layout::Load {
-            ctx,
-            m,
-            details,
-            identities,
-            target: &target,
-            opts,
-            jobs,
-            globals: globals_sql.as_deref(),
-            temp_dir: &temp_dir,
-            files_in: opts.to_file.as_deref(),
-            check_first: plan.check_first,
-        };
-        let outcome = sections::restore_sections(&load, s, &mut seconds).await?;
-        return finish(plan, &target, outcome, seconds, started, m, opts, false);
-    }
-    let Layout::Single(dump) = layout else {
-        return Err(Error::new(
-            Kind::Failed,
-            "unreachable: a layout of sections",
-        ));
-    };
-    let dump = dump.clone();
-
+/// A backup in sections: written to `--to-file DIR` when asked, then streamed into the
+/// target (when there is one).
+async fn restore_in_sections(
+    r: &Request<'_>,
+    s: layout::Sections<'_>,
+    run: Approved,
+) -> Result<RestoreReport> {
+    let Approved {
+        plan,
+        target,
+        globals_sql,
+        mut seconds,
+        started,
+    } = run;
+    let opts = r.opts;
     let fetch_clock = Instant::now();
-    // --to-file without --to: decode straight into the destination.
-    let archive: ArchiveFile = match (&opts.to_file, &target) {
-        (Some(path), None) => {
-            let partial = path.with_extension("partial");
-            fetch_archive(ctx, &dump, identities, &partial, true).await?;
-            std::fs::rename(&partial, path).map_err(|e| {
-                Error::new(
-                    Kind::Failed,
-                    format!("moving the archive to {}: {e}", path.display()),
-                )
-            })?;
-            ArchiveFile::Kept(path.clone())
-        }
-        _ => {
-            check_space(&temp_dir, dump.raw_bytes)?;
-            let tmp = tempfile::Builder::new()
-                .prefix("dr-restore-")
-                .suffix(".dump")
-                .tempfile_in(&temp_dir)
-                .map_err(|e| {
-                    Error::new(
-                        Kind::Failed,
-                        format!(
-                            "cannot create a temp file in {}: {e}\nhint: pass --temp-dir DIR",
-                            temp_dir.display()
-                        ),
-                    )
-                })?;
-            let path = tmp.path().to_path_buf();
-            fetch_archive(ctx, &dump, identities, &path, false).await?;
-            ArchiveFile::Temp(tmp)
-        }
-    };
-    seconds.insert("fetch_decrypt".into(), fetch_clock.elapsed().as_secs_f64());
-    if let (Some(path), Some(_)) = (&opts.to_file, &target) {
-        private_file(path)
-            .and_then(|mut f| std::io::copy(&mut std::fs::File::open(archive.path())?, &mut f))
-            .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", path.display())))?;
+    if let Some(dir) = &opts.to_file {
+        to_file::write_dir(r.ctx, r.m, &s, r.identities, dir, r.jobs).await?;
+        seconds.insert("write_files".into(), fetch_clock.elapsed().as_secs_f64());
     }
     let Some(target) = target else {
         seconds.insert("total".into(), started.elapsed().as_secs_f64());
         return Ok(RestoreReport::not_restored(plan, seconds));
     };
-
-    let restore_clock = Instant::now();
-    let mut created = false;
-    let outcome = restore_into(
-        ctx,
-        m,
-        details,
-        &target,
-        archive.path(),
-        globals_sql.as_deref(),
-        jobs,
+    let load = layout::Load {
+        ctx: r.ctx,
+        m: r.m,
+        details: r.details,
+        identities: r.identities,
+        target: &target,
         opts,
-        &mut created,
-    )
-    .await;
-    seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
-    drop(archive);
-    let result = outcome.and_then(|o| finish(plan, &target, o, seconds, started, m, opts, created));
-    match result {
-        // A database this restore created is dropped on any failure, as with sections.
-        Err(e) if created => {
-            Err(leave::drop_created(&target.conn, target.major, opts.with_globals, e).await)
-        }
-        r => r,
-    }
+        jobs: r.jobs,
+        globals: globals_sql.as_deref(),
+        temp_dir: &r.temp_dir,
+        files_in: opts.to_file.as_deref(),
+        check_first: plan.check_first,
+    };
+    let outcome = sections::restore_sections(&load, s, &mut seconds).await?;
+    finish(plan, &target, outcome, seconds, started, r.m, opts, false)
 }
 
 /// The report of a restore that reached the end, or the error listing what went wrong.

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use dr_catalog::{BackupDetails, Manifest};
 use serde::Serialize;
 
-use super::RestoreOptions;
+use super::layout::{bytes_read, temp_needed, Sections};
+use super::target::TargetState;
+use super::{Request, RestoreOptions};
 use crate::{human_bytes, Error, Result};
 
 /// What is going to happen, shown before it happens.
@@ -233,6 +235,93 @@ pub(super) fn selected_counts(
         .collect();
     let rows = sel.values().sum();
     (sel, rows)
+}
+
+/// The plan of `r` into `target` (none: `--to-file` alone): what will be read, where it
+/// goes and what is there, how long it should take. `roles`: the roles `--with-globals`
+/// would create with powers.
+pub(super) fn build(
+    r: &Request<'_>,
+    sections: Option<&Sections<'_>>,
+    target: Option<&TargetState>,
+    measured: Option<&crate::rto::Measured>,
+    roles: Option<&[dr_pg::PowerfulRole]>,
+) -> Plan {
+    let (m, details, opts) = (r.m, r.details, r.opts);
+    let archive_bytes = m.archive_raw_bytes();
+    let (expected_tables, expected_rows) = selected_counts(details, opts);
+    Plan {
+        backup_id: m.id.to_string(),
+        target: m.target.clone(),
+        backup_started_at: m.started_at.to_rfc3339(),
+        stored_bytes: m.stored_bytes(),
+        archive_bytes,
+        data_streams: sections.map(|s| s.data.len()),
+        check_first: match (target, sections) {
+            (Some(t), Some(_)) => opts.check_first.unwrap_or(t.exists),
+            // A single archive is staged and checked whole before the target is touched.
+            (Some(_), None) => true,
+            (None, _) => false,
+        },
+        server_version: m.server_version.clone(),
+        destination: match (target, &opts.to_file) {
+            (Some(t), _) => t.conn.to_string(),
+            (None, Some(p)) => format!("file {}", p.display()),
+            (None, None) => "nowhere".into(),
+        },
+        destination_state: destination_state(target, opts),
+        changes_existing: target.is_some_and(|t| t.exists || opts.with_globals),
+        tables: expected_tables.len(),
+        rows: expected_rows,
+        jobs: r.jobs,
+        temp_dir: r.temp_dir.display().to_string(),
+        temp_bytes_needed: match (sections, target) {
+            (_, None) => 0,
+            // The sections are read back from the --to-file directory.
+            (Some(_), Some(_)) if opts.to_file.is_some() => 0,
+            (Some(s), Some(_)) => temp_needed(s, details, opts),
+            (None, Some(_)) => archive_bytes,
+        },
+        selection: opts
+            .schemas
+            .iter()
+            .map(|s| format!("schema {s}"))
+            .chain(opts.tables.iter().map(|t| format!("table {t}")))
+            .collect(),
+        // A selection reads only its sections (format 2): scaled to what it reads.
+        estimated_restore: measured.map(|x| {
+            crate::rto::estimate(
+                x,
+                match sections {
+                    Some(s) => bytes_read(s, details, opts),
+                    None => archive_bytes,
+                },
+            )
+        }),
+        powerful_roles: roles
+            .map(|roles| powerful_roles(roles, opts))
+            .unwrap_or_default(),
+    }
+}
+
+/// What the destination holds, for the plan.
+fn destination_state(target: Option<&TargetState>, opts: &RestoreOptions) -> String {
+    match target {
+        Some(t) if !t.exists => "database does not exist: it will be created".into(),
+        Some(t) if t.user_objects == 0 => "empty database".into(),
+        Some(t) => format!(
+            "holds {} user objects{}",
+            t.user_objects,
+            if opts.clean {
+                ": --clean drops and recreates the backup's objects in it"
+            } else if opts.force {
+                ": --force restores on top of them"
+            } else {
+                ""
+            }
+        ),
+        None => "new file".into(),
+    }
 }
 
 #[cfg(test)]

@@ -51,64 +51,95 @@ pub(super) async fn restore_sections(
     s: Sections<'_>,
     seconds: &mut BTreeMap<String, f64>,
 ) -> Result<Outcome> {
-    let ctx = l.ctx;
-    let opts = l.opts;
-    let selective = is_selective(opts);
-    let streams = selected_streams(l.details, opts, s.data.len());
-    let pg_restore = find_pg_restore(ctx, l.m, l.target)?;
+    let selective = is_selective(l.opts);
+    let streams = selected_streams(l.details, l.opts, s.data.len());
+    let pg_restore = find_pg_restore(l.ctx, l.m, l.target)?;
 
     // Before the target is touched: check (--check-first) and stage what is read from files.
     let fetch_clock = Instant::now();
-    let staging;
-    let dir: PathBuf = match l.files_in {
-        Some(d) => d.to_path_buf(),
-        None => {
-            check_space(l.temp_dir, temp_needed(&s, l.details, opts))?;
-            staging = tempfile::Builder::new()
-                .prefix("dr-restore-")
-                .tempdir_in(l.temp_dir)
-                .map_err(|e| {
-                    Error::new(
-                        Kind::Failed,
-                        format!(
-                            "cannot create a temp dir in {}: {e}\nhint: pass --temp-dir DIR",
-                            l.temp_dir.display()
-                        ),
-                    )
-                })?;
-            let dir = staging.path().to_path_buf();
-            if l.check_first {
-                // The staged objects are checked as they are staged.
-                let piped: Vec<&ObjectRecord> = if selective {
-                    Vec::new()
-                } else {
-                    std::iter::once(s.pre).chain(s.data.iter()).collect()
-                };
-                tracing::info!(
-                    objects = piped.len() + 1,
-                    "checking every object of backup {} before touching the target",
-                    l.m.id
-                );
-                check_objects(ctx, &piped, l.identities, l.jobs).await?;
-            }
-            let mut files: Vec<(&ObjectRecord, PathBuf)> = vec![(s.post, dir.join(POST_FILE))];
-            if selective {
-                files.push((s.pre, dir.join(PRE_FILE)));
-                for &i in &streams {
-                    files.push((&s.data[i], dir.join(data_file(i + 1))));
-                }
-            }
-            fetch_files(ctx, &files, l.identities, l.jobs, false)
-                .await
-                .map_err(|e| {
-                    let mut e = e;
-                    e.details
-                        .push("the target was not touched: nothing was changed".to_string());
-                    e
-                })?;
-            dir
+    let (dir, _staging) = stage(l, &s, selective, &streams).await?;
+    let (steps, skipped_foreign_keys) =
+        plan_steps(l, &s, &pg_restore.path, &dir, &streams, selective).await?;
+    seconds.insert("fetch_decrypt".into(), fetch_clock.elapsed().as_secs_f64());
+
+    let restore_clock = Instant::now();
+    let outcome = into_target(l, &pg_restore.path, &dir, steps, restore_clock, seconds).await?;
+    Ok(Outcome {
+        skipped_foreign_keys,
+        ..outcome
+    })
+}
+
+/// Where the sections read from files are: the `--to-file` directory, or a temp dir they
+/// are staged in (kept until the restore ends: the second value). With `--check-first`, the
+/// piped objects are checked here too; nothing touches the target yet.
+async fn stage(
+    l: &Load<'_>,
+    s: &Sections<'_>,
+    selective: bool,
+    streams: &[usize],
+) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if let Some(d) = l.files_in {
+        return Ok((d.to_path_buf(), None));
+    }
+    check_space(l.temp_dir, temp_needed(s, l.details, l.opts))?;
+    let staging = tempfile::Builder::new()
+        .prefix("dr-restore-")
+        .tempdir_in(l.temp_dir)
+        .map_err(|e| {
+            Error::new(
+                Kind::Failed,
+                format!(
+                    "cannot create a temp dir in {}: {e}\nhint: pass --temp-dir DIR",
+                    l.temp_dir.display()
+                ),
+            )
+        })?;
+    let dir = staging.path().to_path_buf();
+    if l.check_first {
+        // The staged objects are checked as they are staged.
+        let piped: Vec<&ObjectRecord> = if selective {
+            Vec::new()
+        } else {
+            std::iter::once(s.pre).chain(s.data.iter()).collect()
+        };
+        tracing::info!(
+            objects = piped.len() + 1,
+            "checking every object of backup {} before touching the target",
+            l.m.id
+        );
+        check_objects(l.ctx, &piped, l.identities, l.jobs).await?;
+    }
+    let mut files: Vec<(&ObjectRecord, PathBuf)> = vec![(s.post, dir.join(POST_FILE))];
+    if selective {
+        files.push((s.pre, dir.join(PRE_FILE)));
+        for &i in streams {
+            files.push((&s.data[i], dir.join(data_file(i + 1))));
         }
-    };
+    }
+    fetch_files(l.ctx, &files, l.identities, l.jobs, false)
+        .await
+        .map_err(|e| {
+            let mut e = e;
+            e.details
+                .push("the target was not touched: nothing was changed".to_string());
+            e
+        })?;
+    Ok((dir, Some(staging)))
+}
+
+/// The steps to run, in order: pre-data, the data streams, post-data, then its foreign
+/// keys alone; each section with its selective list. Returns them with the foreign keys a
+/// selection leaves out.
+async fn plan_steps<'a>(
+    l: &Load<'_>,
+    s: &Sections<'a>,
+    pg_restore: &Path,
+    dir: &Path,
+    streams: &[usize],
+    selective: bool,
+) -> Result<(Vec<Vec<Section<'a>>>, Vec<String>)> {
+    let opts = l.opts;
     let from_files = l.files_in.is_some() || selective;
     let mut pre = Section {
         label: "pre-data".into(),
@@ -121,7 +152,7 @@ pub(super) async fn restore_sections(
         jobs: 1,
         clean: opts.clean,
     };
-    let mut data: Vec<Section<'_>> = streams
+    let mut data: Vec<Section<'a>> = streams
         .iter()
         .map(|&i| Section {
             label: format!("data-{}", i + 1),
@@ -145,7 +176,7 @@ pub(super) async fn restore_sections(
     let mut skipped_foreign_keys = Vec::new();
     if selective {
         skipped_foreign_keys =
-            select_lists(&pg_restore.path, opts, &mut pre, &mut data, &mut post).await?;
+            select_lists(pg_restore, opts, &mut pre, &mut data, &mut post).await?;
     }
     // pg_restore -j orders the statements of one archive by the tables they lock, but a
     // post-data archive alone names no tables: two foreign keys between the same tables
@@ -154,7 +185,7 @@ pub(super) async fn restore_sections(
         Some(l) => l,
         None => {
             pg_restore_output(
-                &pg_restore.path,
+                pg_restore,
                 vec!["--list".into(), dir.join(POST_FILE).display().to_string()],
             )
             .await?
@@ -179,10 +210,20 @@ pub(super) async fn restore_sections(
     if !fks.is_empty() {
         steps.push(vec![fk_section]);
     }
-    seconds.insert("fetch_decrypt".into(), fetch_clock.elapsed().as_secs_f64());
+    Ok((steps, skipped_foreign_keys))
+}
 
-    // The target.
-    let restore_clock = Instant::now();
+/// The target: globals, the database created when missing, the steps, then the counts. A
+/// database this restore created is dropped on any failure, to the end.
+async fn into_target(
+    l: &Load<'_>,
+    pg_restore: &Path,
+    dir: &Path,
+    steps: Vec<Vec<Section<'_>>>,
+    restore_clock: Instant,
+    seconds: &mut BTreeMap<String, f64>,
+) -> Result<Outcome> {
+    let (ctx, opts) = (l.ctx, l.opts);
     let conn = &l.target.conn;
     let mut errors = Vec::new();
     if let Some(sql) = l.globals {
@@ -194,7 +235,7 @@ pub(super) async fn restore_sections(
     }
     let session_name = restore_session_name();
     let stopper = Stopper::new(&ctx.cancel);
-    let loaded = load(l, &pg_restore.path, &dir, &session_name, &stopper, steps).await;
+    let loaded = load(l, pg_restore, dir, &session_name, &stopper, steps).await;
     let loaded = match loaded {
         Ok(errs) => {
             errors.extend(errs);
@@ -222,7 +263,7 @@ pub(super) async fn restore_sections(
         errors,
         tables,
         mismatches,
-        skipped_foreign_keys,
+        skipped_foreign_keys: Vec::new(),
     })
 }
 

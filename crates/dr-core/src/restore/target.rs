@@ -48,13 +48,9 @@ impl TargetState {
             return Ok(());
         }
         let admin = self.conn.connect_admin().await?;
-        let have: BTreeSet<String> = admin
-            .query("select rolname::text from pg_roles", &[])
+        let have: BTreeSet<String> = dr_pg::target::role_names(&admin)
             .await
-            .map_err(|e| Error::new(Kind::Failed, format!("listing roles on {}: {e}", self.conn)))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map_err(|e| Error::from(e).context(format!("listing roles on {}", self.conn)))?;
         let missing: Vec<&str> = details
             .owners
             .iter()
@@ -77,31 +73,16 @@ impl TargetState {
 pub(super) async fn inspect_target(conn: ConnInfo) -> Result<TargetState> {
     let admin = conn.connect_admin().await?;
     let version = ServerVersion::query(&admin).await?;
-    let exists = admin
-        .query_opt(
-            "select 1 from pg_database where datname = $1",
-            &[&conn.dbname()],
-        )
+    let inspecting = |e: dr_pg::PgError| Error::from(e).context(format!("inspecting {conn}"));
+    let exists = dr_pg::target::database_exists(&admin, conn.dbname())
         .await
-        .map_err(|e| Error::new(Kind::Failed, format!("inspecting {conn}: {e}")))?
-        .is_some();
+        .map_err(inspecting)?;
     let mut user_objects = 0;
     if exists {
         let client = conn.connect().await?;
-        user_objects = client
-            .query_one(
-                "select (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                          where n.nspname not in ('pg_catalog','information_schema')
-                            and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%')
-                      + (select count(*) from pg_namespace where nspname not in ('pg_catalog','information_schema','public')
-                            and nspname not like 'pg\\_%')
-                      + (select count(*) from pg_extension where extname <> 'plpgsql')
-                      + (select count(*) from pg_largeobject_metadata)",
-                &[],
-            )
+        user_objects = dr_pg::target::user_object_count(&client)
             .await
-            .map_err(|e| Error::new(Kind::Failed, format!("inspecting {conn}: {e}")))?
-            .get(0);
+            .map_err(inspecting)?;
     }
     Ok(TargetState {
         conn,
