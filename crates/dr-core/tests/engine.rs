@@ -650,3 +650,134 @@ async fn prune_keeps_object_locked_backups_whole_and_purges_expired_ones() {
     );
     assert_eq!(keys_of(&store, "app/20261120T020000Z/").await.len(), 3);
 }
+
+/// `[repository.object_lock]`: the store dr-core opens is a `LockingStore` over a bucket
+/// whose location carries the lock.
+fn locking(inner: MemoryStore, days: u32) -> (MemoryStore, Arc<dyn ObjectStore>) {
+    let lock = dr_store::ObjectLock {
+        mode: LockMode::Compliance,
+        days,
+    };
+    let inner = inner.with_location(dr_store::Location::S3 {
+        bucket: "memory".into(),
+        prefix: String::new(),
+        endpoint: None,
+        region: None,
+        path_style: false,
+        object_lock: Some(lock),
+    });
+    let store = dr_core::immutable::LockingStore::new(Arc::new(inner.clone()), lock);
+    (inner, Arc::new(store))
+}
+
+#[tokio::test]
+async fn object_lock_locks_backup_objects_only_and_prune_extends_the_kept() {
+    // LockingStore dates locks by the system clock: so does this test.
+    let (bucket, store) = locking(MemoryStore::object_lock(), 14);
+    let s = signing();
+    let now = Utc::now();
+    let ago = |hours: i64| BackupId::from_time(now - chrono::Duration::hours(hours));
+    let (recent, yesterday, old) = (ago(1), ago(25), ago(21 * 24));
+    for i in [recent, yesterday, old] {
+        let m = serde_json::to_vec(&manifest(&i.to_string())).expect("json");
+        store
+            .put(
+                &keys::object("app", &i, keys::DUMP),
+                Bytes::from_static(b"dump"),
+            )
+            .await
+            .expect("put dump");
+        dr_core::trust::put_signed(store.as_ref(), &s, &keys::manifest("app", &i), m)
+            .await
+            .expect("put manifest");
+    }
+    let ctx = Context::with_store(config(RETENTION), Arc::clone(&store), s);
+    // Every object of a backup is locked from the backup's start (at least 14 days from
+    // now: an old backup written late is never locked for less); the run lock is not.
+    let lock = RunLock::acquire_for(&ctx, "app", "backup")
+        .await
+        .expect("lock");
+    for v in bucket.list_versions("").await.expect("versions") {
+        let r = bucket
+            .version_retention(&v.key, &v.version_id)
+            .await
+            .expect("retention");
+        match keys::parse(&v.key) {
+            Some((_, i, _)) => {
+                let r = r.expect("locked");
+                let days = chrono::Duration::days(14);
+                assert_eq!(r.mode, LockMode::Compliance);
+                assert!(r.until >= i.time() + days && r.until > now, "{}", v.key);
+                if i != old {
+                    assert_eq!(r.until, i.time() + days, "{}", v.key);
+                }
+            }
+            None => assert_eq!(r, None, "{} stays deletable", v.key),
+        }
+    }
+    lock.release().await;
+
+    let report = dr_core::prune::run(&ctx, Some("app"), false, false, now)
+        .await
+        .expect("prune");
+    let r = &report[0];
+    // Retention lets the old backup go, but it is locked for 14 days yet: kept whole.
+    assert_eq!(ids(r.locked.iter().map(|l| l.id)), ids([old]));
+    assert_eq!(
+        bucket
+            .list_versions(&keys::backup_prefix("app", &old))
+            .await
+            .expect("versions")
+            .len(),
+        3
+    );
+    let policy = dr_core::prune::policy(&ctx).expect("policy");
+    let kept: Vec<_> = r
+        .decisions
+        .iter()
+        .filter(|d| d.keep && d.id != old)
+        .collect();
+    assert_eq!(ids(kept.iter().map(|d| d.id)), ids([recent, yesterday]));
+    assert_eq!(
+        ids(r.lock_extended.iter().map(|l| l.id)),
+        ids([recent, yesterday])
+    );
+    for (l, d) in r.lock_extended.iter().zip(kept) {
+        let days = chrono::Duration::days(14);
+        let horizon = dr_core::prune::lock_horizon(&d.id, &d.tiers, &policy, days, now);
+        assert_eq!((l.until, l.versions), (horizon, 3));
+        for v in bucket
+            .list_versions(&keys::backup_prefix("app", &l.id))
+            .await
+            .expect("versions")
+        {
+            let until = bucket
+                .version_retention(&v.key, &v.version_id)
+                .await
+                .expect("retention")
+                .map(|r| r.until);
+            assert_eq!(until, Some(horizon), "{}", v.key);
+        }
+    }
+    let again = dr_core::prune::run(&ctx, Some("app"), false, false, now)
+        .await
+        .expect("prune again");
+    assert!(again[0].lock_extended.is_empty(), "already long enough");
+}
+
+#[tokio::test]
+async fn object_lock_on_a_bucket_that_cannot_lock_writes_nothing() {
+    let (bucket, store) = locking(MemoryStore::versioned(), 14);
+    let e = store
+        .put(
+            &keys::object("app", &id(NOW), keys::DUMP),
+            Bytes::from_static(b"dump"),
+        )
+        .await
+        .expect_err("no Object Lock on the bucket");
+    assert!(
+        matches!(e, dr_store::StoreError::ObjectLockUnavailable { .. }),
+        "{e}"
+    );
+    assert!(bucket.list_versions("").await.expect("versions").is_empty());
+}
