@@ -91,6 +91,23 @@ impl Context {
         })
     }
 
+    /// A context over `store`, opened elsewhere (an in-memory store in tests): not cancelled,
+    /// no progress bars, not a scheduled run.
+    pub fn with_store(
+        config: Config,
+        store: Arc<dyn ObjectStore>,
+        signing: trust::Signing,
+    ) -> Context {
+        Context {
+            config,
+            store,
+            cancel: CancellationToken::new(),
+            progress: false,
+            scheduled: false,
+            signing: Arc::new(signing),
+        }
+    }
+
     /// The same context with another cancellation token (a child of this one, usually):
     /// a run with a deadline of its own, still stopped by a signal.
     pub fn with_cancel(&self, cancel: CancellationToken) -> Context {

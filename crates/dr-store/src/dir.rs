@@ -125,6 +125,15 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The path names no file: nothing there, or a file where the path needs a directory (the key
+/// `a/b/c` when `a/b` is an object). S3 answers both as a missing key.
+fn absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
 fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
 }
@@ -199,8 +208,9 @@ fn walk(
 ) -> Result<(), StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        // Missing (or deleted while we walk): nothing under it.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        // Missing (or deleted while we walk), or a file (a prefix below an object): nothing
+        // under it.
+        Err(e) if absent(&e) => return Ok(()),
         Err(e) => return Err(StoreError::io("list directory", dir, e)),
     };
     for entry in entries {
@@ -310,11 +320,9 @@ impl ObjectStore for DirStore {
         let path = self.path(key)?;
         match tokio::fs::read(&path).await {
             Ok(data) => Ok(Bytes::from(data)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound || path.is_dir() => {
-                Err(StoreError::NotFound {
-                    key: key.to_owned(),
-                })
-            }
+            Err(e) if absent(&e) || path.is_dir() => Err(StoreError::NotFound {
+                key: key.to_owned(),
+            }),
             Err(e) => Err(StoreError::io("read", &path, e)),
         }
     }
@@ -329,7 +337,7 @@ impl ObjectStore for DirStore {
         };
         let file = match tokio::fs::File::open(&path).await {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
+            Err(e) if absent(&e) => return Err(not_found()),
             Err(e) => return Err(StoreError::io("open", &path, e)),
         };
         let meta = file
@@ -347,7 +355,7 @@ impl ObjectStore for DirStore {
         match tokio::fs::metadata(&path).await {
             Ok(meta) if meta.is_file() => Ok(Some(meta_of(key.to_owned(), &meta))),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
             Err(e) => Err(StoreError::io("stat", &path, e)),
         }
     }
@@ -376,7 +384,8 @@ impl ObjectStore for DirStore {
         blocking(move || {
             match fs::remove_file(&path) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                // A directory is no object: a key that is only a prefix of others is missing.
+                Err(e) if absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(()),
                 Err(e) => return Err(StoreError::io("delete", &path, e)),
             }
             let parent = parent_of(&path);

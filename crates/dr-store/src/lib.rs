@@ -13,7 +13,9 @@
 //! - the URL schemes and backend options of `[repository]` ([`Location::parse`] with
 //!   [`RepositoryOptions`]; each backend module declares its scheme, its
 //!   `[repository.<scheme>]` table and its parser, registered by one line of `BACKENDS` in
-//!   `location.rs`), and each backend's multipart [`PartLimits`].
+//!   `location.rs`), and each backend's multipart [`PartLimits`],
+//! - for tests only (feature `testing`): an in-memory store that behaves as an S3 bucket
+//!   (`MemoryStore`), and the `conformance` suite every backend passes.
 //!
 //! Keys are relative to the repository prefix and '/'-separated, e.g.
 //! `app/20261122T030000Z/manifest.json`.
@@ -36,10 +38,14 @@
 //! # }
 //! ```
 
+#[cfg(feature = "testing")]
+pub mod conformance;
 mod dir;
 mod error;
 mod location;
 mod lock;
+#[cfg(feature = "testing")]
+mod memory;
 mod parts;
 mod s3;
 
@@ -51,6 +57,8 @@ pub use lock::{
     BucketLockState, LockMode, ObjectLock, ObjectVersion, Retention, Versioning, API_OBJECT_LOCK,
     API_VERSIONING, MAX_LOCK_DAYS,
 };
+#[cfg(feature = "testing")]
+pub use memory::MemoryStore;
 pub use parts::PartLimits;
 pub use s3::S3Options;
 

@@ -536,3 +536,24 @@ async fn closed_port_fails_quickly_with_hint() {
     );
     eprintln!("closed port: failed after {elapsed:?}: {message}");
 }
+
+/// The suite every backend passes (`dr_store::conformance`), each case under a fresh prefix
+/// of one bucket (SeaweedFS gives every bucket volumes of its own and soon runs out).
+#[cfg(feature = "testing")]
+#[tokio::test]
+async fn seaweedfs_passes_the_conformance_suite() {
+    let weed = Seaweed::start().await;
+    weed.create_bucket("conformance").await;
+    let endpoint = weed.endpoint.clone();
+    let mut n = 0;
+    dr_store::conformance::run(|| {
+        n += 1;
+        let url = format!("s3://conformance/case-{n}");
+        let options = s3_options(&endpoint);
+        async move {
+            let location = Location::parse(&url, &options).expect("location");
+            dr_store::open(&location).await.expect("open")
+        }
+    })
+    .await;
+}
