@@ -12,6 +12,21 @@ use dr_catalog::members::valid_configured_name;
 impl Config {
     /// Checks that need no network: names, URLs, secrets, ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_repository()?;
+        self.validate_targets()?;
+        self.validate_operations()?;
+        self.validate_notify_and_daemon()?;
+        for s in &self.schedules {
+            s.validate(self, None)?;
+        }
+        if let Some(s) = &self.signing {
+            s.validate().map_err(|(m, h)| self.invalid(m, h))?;
+        }
+        Ok(())
+    }
+
+    /// `[repository]` and `[encryption]`: where backups go and who can read them.
+    fn validate_repository(&self) -> Result<(), ConfigError> {
         // The schemes and their options belong to dr-store.
         if let Err(e) = self.repository.location() {
             let text = e.to_string();
@@ -38,6 +53,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[[targets]]`: unique valid names (they become object keys) and password-free URLs.
+    fn validate_targets(&self) -> Result<(), ConfigError> {
         let mut names = BTreeSet::new();
         for t in &self.targets {
             if !valid_configured_name(&t.name) {
@@ -80,6 +100,11 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `[backup]`, `[lock]`, `[retention]`: ranges.
+    fn validate_operations(&self) -> Result<(), ConfigError> {
         if !(1..=19).contains(&self.backup.zstd_level) {
             return Err(self.invalid(
                 format!(
@@ -123,6 +148,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[notify]` and `[daemon]`: URLs (never echoed) and addresses.
+    fn validate_notify_and_daemon(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("notify.webhook_url", &self.notify.webhook_url),
             ("notify.ping_url", &self.notify.ping_url),
@@ -152,12 +182,6 @@ impl Config {
                 "daemon.max_concurrent_jobs is 0: no job could ever run",
                 "use 1 (the default) or more",
             ));
-        }
-        for s in &self.schedules {
-            s.validate(self, None)?;
-        }
-        if let Some(s) = &self.signing {
-            s.validate().map_err(|(m, h)| self.invalid(m, h))?;
         }
         Ok(())
     }
