@@ -5,6 +5,20 @@ use dr_config::TargetConfig;
 use dr_core::{human_bytes, Context, Error, Result};
 use dr_observe::report::Reporter;
 
+/// `--jobs N`: the data streams of this run, in place of `backup.jobs`.
+pub fn set_jobs(ctx: &mut Context, jobs: Option<u32>) -> Result<()> {
+    if let Some(n) = jobs {
+        if !(1..=dr_config::MAX_BACKUP_JOBS).contains(&n) {
+            return Err(Error::config(format!(
+                "--jobs {n} is out of range; nothing was backed up\nhint: use 1 to {} data streams",
+                dr_config::MAX_BACKUP_JOBS
+            )));
+        }
+        ctx.config.backup.jobs = Some(n);
+    }
+    Ok(())
+}
+
 /// Back up each selected target; every target is attempted, the exit code reflects the worst.
 /// A `databases = "all"` target is every database of its server, each backed up as its own
 /// target `NAME.DATABASE`; `--target NAME.DATABASE` backs up one of them.

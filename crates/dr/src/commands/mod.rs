@@ -1,12 +1,15 @@
-//! One function per command. Data goes to stdout, messages to stderr.
+//! One file per command: each turns what dr-core returns into lines on stdout (or JSON). Data goes to stdout, messages to stderr.
 
 mod backup;
+mod check;
 mod daemon;
 mod keygen;
 mod list;
 mod prune;
 mod restore;
+mod show;
 mod status;
+mod undelete;
 mod verify;
 
 use std::path::PathBuf;
@@ -47,15 +50,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Backup { target, jobs } => {
             let mut ctx = context(&cli.global).await?;
-            if let Some(n) = jobs {
-                if !(1..=dr_config::MAX_BACKUP_JOBS).contains(&n) {
-                    return Err(Error::config(format!(
-                        "--jobs {n} is out of range; nothing was backed up\nhint: use 1 to {} data streams",
-                        dr_config::MAX_BACKUP_JOBS
-                    )));
-                }
-                ctx.config.backup.jobs = Some(n);
-            }
+            backup::set_jobs(&mut ctx, jobs)?;
             let reporter = Reporter::from_config(&ctx.config)?;
             backup::run(&ctx, &reporter, target.as_deref()).await
         }
@@ -66,7 +61,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let ctx = context(&cli.global).await?;
             if deleted {
-                return list::deleted(&ctx, target.as_deref(), json).await;
+                return undelete::deleted(&ctx, target.as_deref(), json).await;
             }
             check_target(&ctx, target.as_deref()).await?;
             refuse_server(&ctx, target.as_deref()).await?;
@@ -79,18 +74,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let ctx = context(&cli.global).await?;
-            list::undelete(&ctx, id.as_deref(), all, target.as_deref(), json).await
+            undelete::run(&ctx, id.as_deref(), all, target.as_deref(), json).await
         }
         Command::Show { id, target, json } => {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
             refuse_server(&ctx, target.as_deref()).await?;
-            list::show(&ctx, &id, target.as_deref(), json).await
+            show::run(&ctx, &id, target.as_deref(), json).await
         }
         Command::Check { target, json } => {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
-            list::check(&ctx, target.as_deref(), json).await
+            check::run(&ctx, target.as_deref(), json).await
         }
         Command::Verify {
             id,
@@ -124,16 +119,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
             let reporter = Reporter::from_config(&ctx.config)?;
-            let code = prune::run(&ctx, &reporter, target.as_deref(), dry_run, force, json).await?;
-            // A signal stops prune, even one that came when nothing was left to delete: the
-            // exit code says it was stopped, as the documentation promises.
-            if ctx.cancel.is_cancelled() {
-                return Err(Error::new(
-                    dr_core::Kind::Interrupted,
-                    "prune was interrupted by a signal; what it reported as deleted is deleted, the rest is kept",
-                ));
-            }
-            Ok(code)
+            prune::run(&ctx, &reporter, target.as_deref(), dry_run, force, json).await
         }
         Command::Status { json } => {
             let ctx = context(&cli.global).await?;

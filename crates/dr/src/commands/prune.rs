@@ -12,6 +12,27 @@ pub async fn run(
     force: bool,
     json: bool,
 ) -> Result<ExitCode> {
+    let code = report(ctx, reporter, target, dry_run, force, json).await?;
+    // A signal stops prune, even one that came when nothing was left to delete: the exit
+    // code says it was stopped, as the documentation promises.
+    if ctx.cancel.is_cancelled() {
+        return Err(dr_core::Error::new(
+            dr_core::Kind::Interrupted,
+            "prune was interrupted by a signal; what it reported as deleted is deleted, the rest is kept",
+        ));
+    }
+    Ok(code)
+}
+
+/// Prune (or plan it) and print what was kept and deleted.
+async fn report(
+    ctx: &Context,
+    reporter: &Reporter,
+    target: Option<&str>,
+    dry_run: bool,
+    force: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let now = chrono::Utc::now();
     let reports = if dry_run {
         dr_core::prune::run(ctx, target, dry_run, force, now).await?
