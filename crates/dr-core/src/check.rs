@@ -39,12 +39,12 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
         "recipients".into(),
         ctx.recipients()
             .map(|r| format!("{} age recipient(s)", r.to_strings().len()))
-            .map_err(|e| e.to_string()),
+            .map_err(|e| Error::from(e).to_string()),
     );
     if ctx.config.encryption.identity_file.is_some() {
         push(
             "identity".into(),
-            ctx.identities().map_err(|e| e.to_string()).and_then(|ids| {
+            ctx.identities().map_err(|e| Error::from(e).to_string()).and_then(|ids| {
                 let recips = ctx.config.recipients().unwrap_or_default();
                 if ids.publics().iter().any(|p| recips.contains(p)) {
                     Ok("matches a configured recipient".into())
@@ -65,7 +65,7 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
                 "verify jobs".into(),
                 crate::daemon::jobs::verify_jobs_without_identity(&ctx.config, &jobs)
                     .map(|()| "the identity they need is configured".into())
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| Error::from(e).to_string()),
             );
         }
     }
@@ -74,11 +74,11 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
         dr_store::probe_writable(ctx.store.as_ref())
             .await
             .map(|_| "writable".into())
-            .map_err(|e| e.to_string()),
+            .map_err(|e| Error::from(e).to_string()),
     );
     push("object lock".into(), lock_line(ctx).await);
     push("signing".into(), signing_line(&ctx.signing));
-    let targets = ctx.config.select_targets(target).map_err(Error::config)?;
+    let targets = ctx.config.select_targets(target).map_err(Error::from)?;
     // What the repository already holds: a future-dated backup means a clock is wrong (the
     // backup host's then, or this host's now), a damaged one needs the operator.
     let catalog = crate::repo::catalog(ctx.store.as_ref(), target, &ctx.signing).await;
@@ -105,13 +105,16 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
     for t in targets {
         // The database and the tools are separate lines: with the database down the tools
         // line still says what is (not) known, instead of both vanishing behind one error.
-        let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string());
+        let conn = ConnInfo::parse(&t.url).map_err(|e| Error::from(e).to_string());
         let version: std::result::Result<(ServerVersion, String), String> = async {
             let conn = conn.clone()?;
-            let client = conn.connect().await.map_err(|e| e.to_string())?;
+            let client = conn
+                .connect()
+                .await
+                .map_err(|e| Error::from(e).to_string())?;
             let v = ServerVersion::query(&client)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Error::from(e).to_string())?;
             Ok((v, conn.user().to_string()))
         }
         .await;
@@ -152,7 +155,7 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
 async fn databases_line(t: &dr_config::TargetConfig) -> std::result::Result<String, String> {
     let listed = crate::backup::server_databases(t)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::from(e).to_string())?;
     let closed = listed.closed_included(t);
     if !closed.is_empty() {
         return Err(closed
@@ -173,11 +176,11 @@ async fn databases_line(t: &dr_config::TargetConfig) -> std::result::Result<Stri
 /// table of the largest database, twice at once). For a `databases = "all"` target every
 /// database it backs up is counted.
 async fn locks_line(t: &dr_config::TargetConfig) -> std::result::Result<String, String> {
-    let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string())?;
+    let conn = ConnInfo::parse(&t.url).map_err(|e| Error::from(e).to_string())?;
     let databases = if t.is_server() {
         let listed = crate::backup::server_databases(t)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::from(e).to_string())?;
         t.included_databases(&listed.databases)
     } else {
         vec![conn.dbname().to_string()]
@@ -189,17 +192,17 @@ async fn locks_line(t: &dr_config::TargetConfig) -> std::result::Result<String, 
             .with_dbname(&db)
             .connect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::from(e).to_string())?;
         if table.is_none() {
             table = Some(
                 dr_pg::LockTable::query(&client)
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| Error::from(e).to_string())?,
             );
         }
         let n = dr_pg::dumped_table_count(&client)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::from(e).to_string())?;
         if n >= largest.0 {
             largest = (n, db);
         }
@@ -243,7 +246,9 @@ async fn lock_line(ctx: &Context) -> std::result::Result<String, String> {
     // An error here is a FAIL line, never folded into an ok one (a missing bucket, say;
     // refused reads are not errors: the state records them).
     let state = ctx.store.lock_state().await.map_err(|e| {
-        format!("cannot read the bucket's versioning and Object Lock configuration: {e}")
+        Error::from(e)
+            .context("cannot read the bucket's versioning and Object Lock configuration")
+            .to_string()
     })?;
     lock_summary(&state, configured.as_ref())
 }
@@ -330,8 +335,9 @@ pub fn lock_summary(
 }
 
 fn tools_line(major: u32, bin: Option<&std::path::Path>) -> std::result::Result<String, String> {
-    let dump = dr_pg::find_tool("pg_dump", major, bin).map_err(|e| e.to_string())?;
-    let all = dr_pg::find_tool("pg_dumpall", dump.major, bin).map_err(|e| e.to_string())?;
+    let dump = dr_pg::find_tool("pg_dump", major, bin).map_err(|e| Error::from(e).to_string())?;
+    let all =
+        dr_pg::find_tool("pg_dumpall", dump.major, bin).map_err(|e| Error::from(e).to_string())?;
     Ok(format!(
         "{} at {}; pg_dumpall at {}",
         dump.version,

@@ -13,7 +13,7 @@
 //! ```no_run
 //! # async fn demo(config: dr_config::Config) -> Result<(), dr_core::Error> {
 //! let ctx = dr_core::Context::open(config).await?;
-//! for target in ctx.config.select_targets(None).map_err(dr_core::Error::config)? {
+//! for target in ctx.config.select_targets(None).map_err(dr_core::Error::from)? {
 //!     let manifest = dr_core::backup::run(&ctx, target).await?;
 //!     println!("{}", manifest.id);
 //! }
@@ -162,10 +162,7 @@ pub async fn check_target_name(ctx: &Context, name: &str) -> Result<()> {
 }
 
 pub fn repository_location(config: &Config) -> Result<dr_store::Location> {
-    config
-        .repository
-        .location()
-        .map_err(|e| Error::config(e.to_string()))
+    config.repository.location().map_err(Error::from)
 }
 
 /// Human byte sizes for messages.

@@ -40,7 +40,7 @@ pub async fn run(
             "`dr resign` signs with this host's key, and there is none\nhint: run it on the backup host that holds the new key ([signing] key_file)",
         ));
     }
-    let old = TrustedKey::parse(old_key).map_err(|e| Error::config(format!("--old-key: {e}")))?;
+    let old = TrustedKey::parse(old_key).map_err(|e| Error::from(e).context("--old-key"))?;
     if ctx.signing.public_key() == Some(&old) {
         return Err(Error::config(
             "--old-key is this host's own signing key\nhint: make a new key first (`dr keygen --signing --output FILE`, then [signing] key_file), see runbooks/signing-key-leaked.md",

@@ -84,7 +84,7 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut timings = BTreeMap::new();
     let clock = Instant::now();
     let mut sandbox = tokio::select! {
-        s = dr_sandbox::start(&spec) => s.map_err(|e| Error::new(Kind::Unavailable, format!("verification of backup {} could not run: {e}", m.id)))?,
+        s = dr_sandbox::start(&spec) => s.map_err(|e| Error::from(e).context(format!("verification of backup {} could not run", m.id)))?,
         _ = ctx.cancel.cancelled() => return Err(Error::interrupted("the verification")),
     };
     timings.insert("sandbox_start".to_string(), clock.elapsed().as_secs_f64());
