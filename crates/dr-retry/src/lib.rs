@@ -4,6 +4,9 @@
 //! `is_transient()` of the typed errors of dr-pg, dr-store and dr-sandbox: this crate never
 //! guesses from text. Each retry is logged once (what, attempt n of m, the wait); a
 //! cancellation token stops the waiting at once.
+//!
+//! The policies of dr's retry places are named here, in one table ([`S3_REQUEST`] …
+//! [`FRESH_BACKUP_ID`]); the daemon's job retries come from its configuration.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -24,6 +27,8 @@ pub struct Policy {
     pub max_backoff: Duration,
     /// From the first try: no retry is started whose wait would end past it.
     pub deadline: Option<Duration>,
+    /// The retries are expected (waiting for a server to start): logged at debug, not warn.
+    pub polling: bool,
 }
 
 impl Policy {
@@ -37,6 +42,7 @@ impl Policy {
             first_backoff,
             max_backoff,
             deadline: None,
+            polling: false,
         }
     }
 
@@ -45,9 +51,12 @@ impl Policy {
         Policy::new(attempts, wait, wait)
     }
 
-    /// Retry as often as needed until `deadline` (from the first try) has passed.
+    /// Poll every `wait` until `deadline` (from the first try) has passed: the retries are
+    /// expected, so they are logged at debug.
     pub const fn until(deadline: Duration, wait: Duration) -> Policy {
-        Policy::fixed(u32::MAX, wait).with_deadline(deadline)
+        let mut p = Policy::fixed(u32::MAX, wait).with_deadline(deadline);
+        p.polling = true;
+        p
     }
 
     /// The same policy, giving up once `deadline` (from the first try) would be passed.
@@ -149,11 +158,46 @@ impl Policy {
             u32::MAX => String::new(),
             m => format!(" of {m}"),
         };
-        tracing::warn!(
-            "{what} failed (attempt {n}{of}): {first}; trying again in {}",
-            human(wait)
-        );
+        if self.polling {
+            tracing::debug!(
+                "{what} failed (attempt {n}{of}): {first}; trying again in {}",
+                human(wait)
+            );
+        } else {
+            tracing::warn!(
+                "{what} failed (attempt {n}{of}): {first}; trying again in {}",
+                human(wait)
+            );
+        }
     }
+}
+
+/// Every request to S3: the AWS SDK's standard retry carries it out (it adds jitter and knows
+/// which answers are transient: 5xx, throttling, timeouts, the network), with these numbers.
+pub const S3_REQUEST: Policy = Policy::new(5, ms(500), Duration::from_secs(10));
+
+/// A conditional create (`If-None-Match: *`) that AWS answers with 409: a concurrent
+/// conditional write to the same key is in progress. Waits 200, 400, 600 ms.
+pub const S3_WRITE_CONFLICT: Policy = Policy::new(4, ms(200), ms(600));
+
+/// A directory repository's write that lost a race with a concurrent delete pruning the
+/// freshly created parent directory: create it again at once.
+pub const DIRECTORY_RACE: Policy = Policy::fixed(4, Duration::ZERO);
+
+/// Webhooks and pings: 3 tries, 1 s then 2 s apart; a failure is logged, never fatal.
+pub const WEBHOOK: Policy = Policy::new(3, Duration::from_secs(1), Duration::from_secs(2));
+
+/// A run lock held by a live run: looked at again every 2 s until `lock.wait_secs`.
+pub const RUN_LOCK_POLL: Policy = Policy::fixed(u32::MAX, Duration::from_secs(2));
+
+/// A throwaway server starting up: connect every 250 ms until its ready timeout.
+pub const SANDBOX_CONNECT_EVERY: Duration = ms(250);
+
+/// A backup id (one-second resolution) already taken: wait for the clock, 4 tries 1 s apart.
+pub const FRESH_BACKUP_ID: Policy = Policy::fixed(4, Duration::from_secs(1));
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 /// Wait `wait`, or less when `cancel` fires: `false` when it did.

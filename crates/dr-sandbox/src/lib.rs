@@ -344,23 +344,31 @@ pub(crate) async fn wait_for_connection(
     deadline: tokio::time::Instant,
 ) -> Result<u32, String> {
     let conn = dr_pg::ConnInfo::parse(url).map_err(|e| e.to_string())?;
-    loop {
-        let attempt = async {
+    let conn = &conn;
+    let attempt = || async move {
+        let connected = async {
             let client = conn.connect().await?;
             dr_pg::ServerVersion::query(&client).await
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let last =
-            match tokio::time::timeout(remaining.max(Duration::from_millis(500)), attempt).await {
-                Ok(Ok(v)) => return Ok(v.major),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "connection attempt timed out".to_string(),
-            };
-        if tokio::time::Instant::now() + Duration::from_millis(250) >= deadline {
-            return Err(last.lines().next().unwrap_or_default().to_string());
+        match tokio::time::timeout(remaining.max(Duration::from_millis(500)), connected).await {
+            Ok(Ok(v)) => Ok(v.major),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("connection attempt timed out".to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    };
+    let until = deadline.saturating_duration_since(tokio::time::Instant::now());
+    // A starting server refuses, resets, or is "starting up" in turn: every failure is
+    // worth another try until the ready timeout, which bounds the wait.
+    dr_retry::Policy::until(until, dr_retry::SANDBOX_CONNECT_EVERY)
+        .run(
+            "connecting to the sandbox",
+            None,
+            |_: &String| true,
+            attempt,
+        )
+        .await
+        .map_err(|last| last.lines().next().unwrap_or_default().to_string())
 }
 
 #[cfg(test)]

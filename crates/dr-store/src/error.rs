@@ -106,6 +106,13 @@ impl StoreError {
         }
     }
 
+    /// AWS's answer to a conditional write racing another to the same key (409
+    /// `ConditionalRequestConflict`): tried again at once, not later.
+    pub fn is_write_conflict(&self) -> bool {
+        matches!(self, StoreError::S3 { code, status, .. }
+            if code.as_deref() == Some("ConditionalRequestConflict") || *status == Some(409))
+    }
+
     /// Trying again later may help: no answer at all (the network), a 5xx, throttling or a
     /// request timeout from the service, or a read-back that did not match (eventual
     /// consistency). Never a missing object, a bad configuration or a local disk error.
