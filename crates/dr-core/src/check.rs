@@ -39,12 +39,12 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
         "recipients".into(),
         ctx.recipients()
             .map(|r| format!("{} age recipient(s)", r.to_strings().len()))
-            .map_err(|e| Error::from(e).to_string()),
+            .map_err(|e| e.to_string()),
     );
     if ctx.config.encryption.identity_file.is_some() {
         push(
             "identity".into(),
-            ctx.identities().map_err(|e| Error::from(e).to_string()).and_then(|ids| {
+            ctx.identities().map_err(|e| e.to_string()).and_then(|ids| {
                 let recips = ctx.config.recipients().unwrap_or_default();
                 if ids.publics().iter().any(|p| recips.contains(p)) {
                     Ok("matches a configured recipient".into())
@@ -65,7 +65,7 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
                 "verify jobs".into(),
                 crate::daemon::jobs::verify_jobs_without_identity(&ctx.config, &jobs)
                     .map(|()| "the identity they need is configured".into())
-                    .map_err(|e| Error::from(e).to_string()),
+                    .map_err(|e| e.to_string()),
             );
         }
     }
@@ -155,7 +155,7 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
 async fn databases_line(t: &dr_config::TargetConfig) -> std::result::Result<String, String> {
     let listed = crate::backup::server_databases(t)
         .await
-        .map_err(|e| Error::from(e).to_string())?;
+        .map_err(|e| e.to_string())?;
     let closed = listed.closed_included(t);
     if !closed.is_empty() {
         return Err(closed
@@ -180,7 +180,7 @@ async fn locks_line(t: &dr_config::TargetConfig) -> std::result::Result<String, 
     let databases = if t.is_server() {
         let listed = crate::backup::server_databases(t)
             .await
-            .map_err(|e| Error::from(e).to_string())?;
+            .map_err(|e| e.to_string())?;
         t.included_databases(&listed.databases)
     } else {
         vec![conn.dbname().to_string()]

@@ -36,6 +36,7 @@ use dr_stream::Recipients;
 use crate::lock::RunLock;
 use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
 
+mod fresh_id;
 mod sections;
 mod server;
 mod waits;
@@ -136,35 +137,7 @@ async fn run_locked(
     let store = ctx.store.as_ref();
     // Ids have one-second resolution: a backup right after another waits for a fresh second.
     // Never write into the prefix of a committed backup (clock stepped back, or a twin run).
-    let mut first = Some(started_at);
-    let fresh = || {
-        let at = first.take().unwrap_or_else(Utc::now);
-        async move {
-            let id = BackupId::from_time(at);
-            match store.head(&keys::manifest(&target.name, &id)).await {
-                Ok(None) => Ok((at, id)),
-                Ok(Some(_)) => Err(IdTaken::Taken(id)),
-                Err(e) => Err(IdTaken::Store(e.into())),
-            }
-        }
-    };
-    let taken = |e: &IdTaken| matches!(e, IdTaken::Taken(_));
-    let chosen = dr_retry::FRESH_BACKUP_ID
-        .run(
-            "choosing a fresh backup id",
-            Some(&ctx.cancel),
-            taken,
-            fresh,
-        )
-        .await;
-    let (started_at, id) = match chosen {
-        Ok(fresh) => fresh,
-        Err(IdTaken::Store(e)) => return Err(e),
-        Err(IdTaken::Taken(id)) => return Err(Error::new(
-            Kind::Failed,
-            format!("backup {id} of `{}` already exists and the clock does not move on\nhint: check the system clock (NTP)", target.name),
-        )),
-    };
+    let (started_at, id) = fresh_id::choose(ctx, &target.name, started_at).await?;
     // The store knows its limits (S3: 5 MiB..5 GiB, 10,000 parts); one size for every part.
     let part_size = ctx
         .store
@@ -587,20 +560,4 @@ async fn dump_globals(
         .await
         .map_err(|e| Error::from(e).context("dumping roles and tablespaces"))?;
     Ok(out)
-}
-
-/// Why a backup id could not be used: taken by a committed backup (wait for the clock), or
-/// the repository could not say.
-enum IdTaken {
-    Taken(BackupId),
-    Store(Error),
-}
-
-impl std::fmt::Display for IdTaken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IdTaken::Taken(id) => write!(f, "backup {id} already exists"),
-            IdTaken::Store(e) => e.fmt(f),
-        }
-    }
 }
