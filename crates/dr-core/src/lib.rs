@@ -120,8 +120,8 @@ impl Context {
         match &self.config.encryption.identity_file {
             Some(p) => Ok(dr_stream::Identities::from_file(p)?),
             None => Err(Error::config(
-                "no age identity configured: restoring, verifying and showing details need the private key\nhint: set encryption.identity_file (or DR_IDENTITY_FILE) to the file `dr keygen` wrote",
-            )),
+                "no age identity configured: restoring, verifying and showing details need the private key",
+            ).with_hint("set encryption.identity_file (or DR_IDENTITY_FILE) to the file `dr keygen` wrote")),
         }
     }
 }

@@ -327,8 +327,8 @@ mod tests {
     fn event(ok: bool) -> JobEvent {
         let err = crate::Error::new(
             Kind::Failed,
-            "backup of target `app` failed: pg_dump failed (exit status 1)\npg_dump: error: server closed the connection unexpectedly\npg_dump: detail: COPY public.orders\nhint: check the network",
-        );
+            "backup of target `app` failed: pg_dump failed (exit status 1)\npg_dump: error: server closed the connection unexpectedly\npg_dump: detail: COPY public.orders",
+        ).with_hint("check the network");
         JobEvent::new(
             "app".into(),
             "backup".into(),
