@@ -33,12 +33,23 @@ use croner::Cron;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("cron expression `{expr}` is not valid: {reason}\nhint: write 5 fields `minute hour day-of-month month day-of-week` (e.g. \"0 3 * * *\" for 03:00 daily), optionally a leading seconds field, or @daily/@weekly/@monthly/@hourly")]
+    #[error("cron expression `{expr}` is not valid: {reason}")]
     BadExpression { expr: String, reason: String },
-    #[error("time zone `{0}` is not an IANA time zone\nhint: write e.g. timezone = \"Europe/Berlin\" or \"UTC\"")]
+    #[error("time zone `{0}` is not an IANA time zone")]
     BadTimezone(String),
     #[error("cron expression `{0}` has no next run (it names a date that never comes)")]
     NoNextRun(String),
+}
+
+impl ScheduleError {
+    /// The next step for the operator (never part of the message).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ScheduleError::BadExpression { .. } => Some("write 5 fields `minute hour day-of-month month day-of-week` (e.g. \"0 3 * * *\" for 03:00 daily), optionally a leading seconds field, or @daily/@weekly/@monthly/@hourly".into()),
+            ScheduleError::BadTimezone(_) => Some("write e.g. timezone = \"Europe/Berlin\" or \"UTC\"".into()),
+            ScheduleError::NoNextRun(_) => None,
+        }
+    }
 }
 
 /// A parsed cron expression in a time zone.
@@ -515,7 +526,9 @@ mod tests {
         ] {
             let e = err(expr);
             assert!(e.contains(&format!("`{expr}`")), "{expr}: {e}");
-            assert!(e.contains("hint:"), "{expr}: {e}");
+            assert!(!e.contains("hint:"), "{expr}: {e}");
+            let hint = Schedule::new(expr, UTC).err().and_then(|e| e.hint());
+            assert!(hint.is_some_and(|h| h.contains("5 fields")), "{expr}");
         }
         let e = Schedule::parse("0 3 * * *", "Mars/Olympus")
             .err()

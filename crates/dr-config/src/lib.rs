@@ -51,7 +51,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/dr/dr.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}\nhint: pass --config FILE or set DR_CONFIG")]
+    #[error("cannot read config file {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -61,7 +61,7 @@ pub enum ConfigError {
         path: Option<PathBuf>,
         message: String,
     },
-    #[error("invalid config{}: {message}\nhint: {hint}", path_suffix(.path))]
+    #[error("invalid config{}: {message}", path_suffix(.path))]
     Invalid {
         path: Option<PathBuf>,
         message: String,
@@ -74,6 +74,18 @@ pub enum ConfigError {
         name: String,
         source: dr_catalog::schedule::ScheduleError,
     },
+}
+
+impl ConfigError {
+    /// The next step for the operator (never part of the message).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ConfigError::Read { .. } => Some("pass --config FILE or set DR_CONFIG".into()),
+            ConfigError::Parse { .. } => None,
+            ConfigError::Invalid { hint, .. } => Some(hint.clone()),
+            ConfigError::Schedule { source, .. } => source.hint(),
+        }
+    }
 }
 
 fn path_suffix(p: &Option<PathBuf>) -> String {
@@ -262,7 +274,11 @@ url = "postgres://user@host:5432/app"
     pub(crate) fn err(text: &str) -> String {
         match Config::from_toml_str(text, None) {
             Ok(_) => panic!("expected an error"),
-            Err(e) => e.to_string(),
+            // The message and its hint, as the operator sees them.
+            Err(e) => match e.hint() {
+                Some(h) => format!("{e}\nhint: {h}"),
+                None => e.to_string(),
+            },
         }
     }
 
@@ -291,7 +307,7 @@ url = "postgres://user@host:5432/app"
     #[test]
     fn select_unknown_target_lists_known_ones() {
         let c = Config::from_toml_str(MIN, None).expect("parses");
-        let e = c.select_targets(Some("nope")).err().map(|e| e.to_string());
+        let e = c.select_targets(Some("nope")).err().and_then(|e| e.hint());
         assert!(e.unwrap_or_default().contains("configured targets: app"));
     }
 

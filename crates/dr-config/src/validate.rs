@@ -29,12 +29,8 @@ impl Config {
     fn validate_repository(&self) -> Result<(), ConfigError> {
         // The schemes and their options belong to dr-store.
         if let Err(e) = self.repository.location() {
-            let text = e.to_string();
-            let message = text
-                .split_once(". hint: ")
-                .map_or(text.as_str(), |(m, _)| m);
             return Err(self.invalid(
-                message,
+                e.to_string(),
                 e.hint()
                     .unwrap_or("see [repository] in docs/CONFIGURATION.md"),
             ));

@@ -62,11 +62,11 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
         dr_store::probe_writable(ctx.store.as_ref())
             .await
             .map(|_| "writable".into())
-            .map_err(|e| e.to_string()),
+            .map_err(|e| Error::from(e).to_string()),
     );
     push("object lock".into(), lock_line(ctx).await);
     push("signing".into(), signing_line(&ctx.signing));
-    let targets = ctx.config.select_targets(target).map_err(Error::config)?;
+    let targets = ctx.config.select_targets(target).map_err(Error::from)?;
     // What the repository already holds: a future-dated backup means a clock is wrong (the
     // backup host's then, or this host's now), a damaged one needs the operator.
     let catalog = crate::repo::catalog(ctx.store.as_ref(), target, &ctx.signing).await;
@@ -109,7 +109,7 @@ fn schedules_lines(config: &dr_config::Config) -> Vec<Line> {
     // not parse) fails here, not when the daemon starts. None is fine (cron or a timer may
     // run dr). Verify jobs that exist need the identity, or they fail at their time.
     match dr_config::jobs::load_schedules(config) {
-        Err(e) => lines.push(("schedules".into(), Err(e.to_string()))),
+        Err(e) => lines.push(("schedules".into(), Err(Error::from(e).to_string()))),
         Ok(jobs) if jobs.is_empty() => {}
         Ok(jobs) => {
             lines.push((
@@ -127,7 +127,7 @@ fn schedules_lines(config: &dr_config::Config) -> Vec<Line> {
                     "verify jobs".into(),
                     dr_config::jobs::verify_jobs_without_identity(config, &jobs)
                         .map(|()| "the identity they need is configured".into())
-                        .map_err(|e| e.to_string()),
+                        .map_err(|e| Error::from(e).to_string()),
                 ));
             }
         }
@@ -140,13 +140,16 @@ async fn server_lines(ctx: &Context, t: &dr_config::TargetConfig) -> Vec<Line> {
     let mut lines = Vec::new();
     // The database and the tools are separate lines: with the database down the tools
     // line still says what is (not) known, instead of both vanishing behind one error.
-    let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string());
+    let conn = ConnInfo::parse(&t.url).map_err(|e| Error::from(e).to_string());
     let version: std::result::Result<(ServerVersion, String), String> = async {
         let conn = conn.clone()?;
-        let client = conn.connect().await.map_err(|e| e.to_string())?;
+        let client = conn
+            .connect()
+            .await
+            .map_err(|e| Error::from(e).to_string())?;
         let v = ServerVersion::query(&client)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::from(e).to_string())?;
         Ok((v, conn.user().to_string()))
     }
     .await;
@@ -207,7 +210,7 @@ async fn databases_line(t: &dr_config::TargetConfig) -> std::result::Result<Stri
 /// table of the largest database, twice at once). For a `databases = "all"` target every
 /// database it backs up is counted.
 async fn locks_line(t: &dr_config::TargetConfig) -> std::result::Result<String, String> {
-    let conn = ConnInfo::parse(&t.url).map_err(|e| e.to_string())?;
+    let conn = ConnInfo::parse(&t.url).map_err(|e| Error::from(e).to_string())?;
     let databases = if t.is_server() {
         let listed = crate::backup::server_databases(t)
             .await
@@ -223,17 +226,17 @@ async fn locks_line(t: &dr_config::TargetConfig) -> std::result::Result<String, 
             .with_dbname(&db)
             .connect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::from(e).to_string())?;
         if table.is_none() {
             table = Some(
                 dr_pg::LockTable::query(&client)
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| Error::from(e).to_string())?,
             );
         }
         let n = dr_pg::dumped_table_count(&client)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::from(e).to_string())?;
         if n >= largest.0 {
             largest = (n, db);
         }
@@ -277,7 +280,9 @@ async fn lock_line(ctx: &Context) -> std::result::Result<String, String> {
     // An error here is a FAIL line, never folded into an ok one (a missing bucket, say;
     // refused reads are not errors: the state records them).
     let state = ctx.store.lock_state().await.map_err(|e| {
-        format!("cannot read the bucket's versioning and Object Lock configuration: {e}")
+        Error::from(e)
+            .context("cannot read the bucket's versioning and Object Lock configuration")
+            .to_string()
     })?;
     lock_summary(&state, configured.as_ref())
 }
@@ -364,8 +369,9 @@ pub fn lock_summary(
 }
 
 fn tools_line(major: u32, bin: Option<&std::path::Path>) -> std::result::Result<String, String> {
-    let dump = dr_pg::find_tool("pg_dump", major, bin).map_err(|e| e.to_string())?;
-    let all = dr_pg::find_tool("pg_dumpall", dump.major, bin).map_err(|e| e.to_string())?;
+    let dump = dr_pg::find_tool("pg_dump", major, bin).map_err(|e| Error::from(e).to_string())?;
+    let all =
+        dr_pg::find_tool("pg_dumpall", dump.major, bin).map_err(|e| Error::from(e).to_string())?;
     Ok(format!(
         "{} at {}; pg_dumpall at {}",
         dump.version,

@@ -4,8 +4,9 @@
 //! `caused by:` / `hint:`, or one JSON object); webhooks and the daemon's retries read the
 //! same fields.
 //!
-//! Leaf crates keep their own `thiserror` enums; converting keeps their hint and cause chain
-//! and decides [`Kind`] and [`Error::retryable`] from what actually went wrong.
+//! Leaf crates keep their own `thiserror` enums, each with a structured `hint()` and an
+//! `is_transient()` decided where the error is made; converting takes both (the hint, and
+//! [`Error::retryable`]), keeps the cause chain and decides [`Kind`].
 
 use std::fmt;
 
@@ -71,8 +72,11 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Error {
-    /// An error from text: the first line is the message, `hint: …` lines (or a trailing
-    /// `. hint: …`) become the hint, other lines the details.
+    /// An error from text: the first line is the message, other lines the details.
+    ///
+    /// Transitional: `hint: …` lines (or a trailing `. hint: …`) still become the hint, for
+    /// the call sites not yet converted to [`Error::with_hint`] (restore, backup, verify,
+    /// daemon, check, status). Remove the parsing once none is left.
     pub fn new(kind: Kind, text: impl Into<String>) -> Error {
         let text = text.into();
         let mut lines: Vec<String> = Vec::new();
@@ -116,6 +120,16 @@ impl Error {
         self
     }
 
+    /// Add the next step for the operator (after any hint already there, as `a; b`).
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Error {
+        let hint = hint.into();
+        self.hint = Some(match self.hint.take() {
+            Some(first) => format!("{first}; {hint}"),
+            None => hint,
+        });
+        self
+    }
+
     /// Mark whether trying again later may help.
     pub fn retryable(mut self, yes: bool) -> Error {
         self.retryable = yes;
@@ -155,117 +169,100 @@ fn disk_full(e: &std::io::Error) -> bool {
     )
 }
 
-/// Words of a lost or refused connection in a tool's or driver's message: worth another try.
-fn sounds_transient(text: &str) -> bool {
-    const SIGNS: [&str; 13] = [
-        "server closed the connection",
-        "could not receive data",
-        "could not send data",
-        "connection reset",
-        "connection refused",
-        "timed out",
-        "timeout expired",
-        "broken pipe",
-        "the database system is starting up",
-        "the database system is shutting down",
-        "too many clients",
-        "canceling statement due to lock timeout",
-        "canceling statement due to statement timeout",
-    ];
-    let lower = text.to_lowercase();
-    SIGNS.iter().any(|s| lower.contains(s))
+impl Error {
+    /// An error from a leaf crate's error: its message (and further lines as details), its
+    /// structured hint, its cause chain.
+    fn from_leaf(
+        kind: Kind,
+        e: &(dyn std::error::Error + 'static),
+        hint: Option<String>,
+        retryable: bool,
+    ) -> Error {
+        let err = Error::new(kind, e.to_string()).retryable(retryable);
+        match hint {
+            Some(h) => err.with_hint(h),
+            None => err,
+        }
+        .with_causes(e)
+    }
 }
 
 impl From<dr_store::StoreError> for Error {
     fn from(e: dr_store::StoreError) -> Self {
         use dr_store::StoreError as S;
-        let (kind, retryable) = match &e {
+        let kind = match &e {
             // Every object dr reads is named by a manifest (or was just listed): one that is
             // gone means the backup is damaged.
-            S::NotFound { .. } => (Kind::Integrity, false),
-            S::Io { source, .. } if disk_full(source) => (Kind::Failed, false),
-            S::Io { .. } => (Kind::Unavailable, false),
+            S::NotFound { .. } => Kind::Integrity,
+            S::Io { source, .. } if disk_full(source) => Kind::Failed,
+            S::Io { .. } => Kind::Unavailable,
             S::InvalidLocation { .. }
             | S::InvalidOption { .. }
             | S::InvalidKey { .. }
             | S::Unsupported { .. }
-            | S::ObjectLockUnavailable { .. } => (Kind::Config, false),
-            S::S3 { status, code, .. } => {
-                let throttled = matches!(
-                    code.as_deref(),
-                    Some(
-                        "SlowDown"
-                            | "Throttling"
-                            | "RequestTimeout"
-                            | "InternalError"
-                            | "ServiceUnavailable"
-                    )
-                );
-                let transient = match status {
-                    None => true, // no response: the network
-                    Some(s) => *s >= 500 || *s == 429 || *s == 408,
-                };
-                (Kind::Unavailable, transient || throttled)
-            }
-            S::Mismatch { .. } => (Kind::Unavailable, true),
+            | S::ObjectLockUnavailable { .. } => Kind::Config,
+            S::S3 { .. } | S::Mismatch { .. } => Kind::Unavailable,
         };
-        let mut err = Error::new(kind, e.to_string()).retryable(retryable);
-        if matches!(e, S::NotFound { .. }) {
+        let mut err = Error::from_leaf(kind, &e, e.hint().map(str::to_owned), e.is_transient());
+        if e.is_not_found() {
             err.message.push_str(": the backup is damaged");
             err.hint = Some(
                 "restore an older backup (`dr list`) and find out what removed the object".into(),
             );
         }
-        err.with_causes(&e)
+        err
     }
 }
 
 impl From<dr_pg::PgError> for Error {
     fn from(e: dr_pg::PgError) -> Self {
         use dr_pg::PgError as P;
-        let text = e.to_string();
-        let (kind, retryable) = match &e {
-            P::Connect { detail, .. } => {
-                let permanent = [
-                    "authentication",
-                    "does not exist",
-                    "permission denied",
-                    "certificate",
-                    "no password",
-                ]
-                .iter()
-                .any(|w| detail.contains(w));
-                (Kind::Unavailable, !permanent)
-            }
-            P::NoMatchingTool { .. } | P::Spawn { .. } => (Kind::Unavailable, false),
-            P::BadUrl { .. } => (Kind::Config, false),
-            P::Query { .. } | P::Failed(_) => (Kind::Failed, sounds_transient(&text)),
+        let kind = match &e {
+            P::Connect { .. } | P::NoMatchingTool { .. } | P::Spawn { .. } => Kind::Unavailable,
+            P::BadUrl { .. } => Kind::Config,
+            P::Query { .. } | P::Failed(_) => Kind::Failed,
         };
-        Error::new(kind, text).retryable(retryable).with_causes(&e)
+        Error::from_leaf(kind, &e, e.hint(), e.is_transient())
     }
 }
 
 impl From<dr_stream::StreamError> for Error {
     fn from(e: dr_stream::StreamError) -> Self {
         use dr_stream::StreamError as S;
-        let (kind, retryable) = match &e {
+        let kind = match &e {
             S::Corrupt { .. } | S::DigestMismatch { .. } | S::WrongIdentity { .. } => {
-                (Kind::Integrity, false)
+                Kind::Integrity
             }
-            S::BadRecipient { .. } | S::BadIdentity { .. } => (Kind::Config, false),
-            S::Io { source, .. } if disk_full(source) => (Kind::Failed, false),
+            S::BadRecipient { .. } | S::BadIdentity { .. } => Kind::Config,
+            S::Io { source, .. } if disk_full(source) => Kind::Failed,
             // Network or disk trouble, not bad data: "could not run", never "the backup is bad".
-            S::Io { .. } => (Kind::Unavailable, true),
+            S::Io { .. } => Kind::Unavailable,
         };
-        Error::new(kind, e.to_string())
-            .retryable(retryable)
-            .with_causes(&e)
+        Error::from_leaf(kind, &e, e.hint(), e.is_transient())
+    }
+}
+
+impl From<dr_sandbox::SandboxError> for Error {
+    /// A sandbox that cannot start means the verification could not run (exit 3).
+    fn from(e: dr_sandbox::SandboxError) -> Self {
+        Error::from_leaf(Kind::Unavailable, &e, e.hint(), e.is_transient())
+    }
+}
+
+impl From<dr_stream::signing::SigningError> for Error {
+    fn from(e: dr_stream::signing::SigningError) -> Self {
+        use dr_stream::signing::SigningError as S;
+        let kind = match &e {
+            S::BadKeyFile { .. } | S::BadTrustedKey { .. } => Kind::Config,
+            S::Sign(_) => Kind::Failed,
+        };
+        Error::from_leaf(kind, &e, e.hint(), false)
     }
 }
 
 impl From<dr_config::ConfigError> for Error {
     fn from(e: dr_config::ConfigError) -> Self {
-        Error::config(e)
+        Error::from_leaf(Kind::Config, &e, e.hint(), false)
     }
 }
 
@@ -301,18 +298,70 @@ mod tests {
         assert_eq!(e.hint.as_deref(), Some("h"));
     }
 
+    fn tool_failure(stderr: &str) -> dr_pg::PgError {
+        dr_pg::PgError::Failed(dr_pg::ProcessFailure {
+            command: "pg_dump -Fc app".into(),
+            status: "exit status 1".into(),
+            stderr: format!("{stderr}\n"),
+            hint: None,
+            transient: dr_pg::lost_connection(stderr),
+        })
+    }
+
+    /// Each of the 13 phrases error.rs once matched: still retryable, now decided by dr-pg
+    /// (a child tool's stderr) or by the typed error (SQLSTATE, I/O kind) where it is made.
     #[test]
     fn transient_failures_are_retryable_and_permanent_ones_are_not() {
-        let lost = dr_pg::PgError::Query {
-            what: "counting".into(),
-            detail: "server closed the connection unexpectedly".into(),
+        for said in [
+            "pg_dump: error: server closed the connection unexpectedly",
+            "pg_dump: error: could not receive data from server: Connection reset by peer",
+            "pg_dump: error: could not send data to server: Broken pipe",
+            "pg_dump: error: connection to server at \"db\" (10.0.0.1), port 5432 failed: Connection refused",
+            "pg_dump: error: connection to server failed: timeout expired",
+            "pg_dump: error: connection timed out",
+            "pg_dump: error: FATAL:  the database system is starting up",
+            "pg_dump: error: FATAL:  the database system is shutting down",
+            "pg_dump: error: FATAL:  sorry, too many clients already",
+            "pg_dump: error: ERROR:  canceling statement due to lock timeout",
+            "pg_dump: error: ERROR:  canceling statement due to statement timeout",
+        ] {
+            assert!(Error::from(tool_failure(said)).retryable, "{said}");
+        }
+        assert!(!Error::from(tool_failure("pg_dump: error: ERROR:  syntax error")).retryable);
+        // The driver's errors carry the decision made from the SQLSTATE or the I/O kind.
+        for (code, transient) in [
+            ("08006", true),  // connection_failure: "server closed the connection"
+            ("57P03", true),  // cannot_connect_now: starting up / shutting down
+            ("53300", true),  // too_many_connections
+            ("55P03", true),  // lock_not_available: lock timeout
+            ("57014", true),  // query_canceled: statement timeout
+            ("42601", false), // syntax_error
+            ("28P01", false), // invalid_password
+            ("3D000", false), // invalid_catalog_name: the database does not exist
+        ] {
+            assert_eq!(dr_pg::transient_sqlstate(code), transient, "{code}");
+            let query = dr_pg::PgError::Query {
+                what: "counting".into(),
+                detail: format!("SQLSTATE {code}"),
+                hint: None,
+                transient,
+            };
+            assert_eq!(Error::from(query).retryable, transient, "{code}");
+        }
+        let refused = dr_pg::PgError::Connect {
+            target: "postgres://app@db/app".into(),
+            detail: "error connecting to server: Connection refused (os error 111)".into(),
+            hint: "is PostgreSQL running".into(),
+            transient: true,
         };
-        assert!(Error::from(lost).retryable);
-        let syntax = dr_pg::PgError::Query {
-            what: "counting".into(),
-            detail: "ERROR: syntax error".into(),
-        };
-        assert!(!Error::from(syntax).retryable);
+        let e = Error::from(refused);
+        assert!(e.retryable);
+        assert_eq!(e.kind, Kind::Unavailable);
+        assert_eq!(e.hint.as_deref(), Some("is PostgreSQL running"));
+        assert!(
+            !e.to_string().contains("hint: is PostgreSQL running\nhint"),
+            "{e}"
+        );
         let throttled = dr_store::StoreError::S3 {
             operation: "PutObject",
             target: "s3://b/k".into(),
@@ -333,11 +382,72 @@ mod tests {
         let e = Error::from(denied);
         assert!(!e.retryable);
         assert_eq!(e.hint.as_deref(), Some("check the key"));
+        assert_eq!(
+            e.to_string(),
+            "S3 PutObject of `s3://b/k` failed: denied\nhint: check the key"
+        );
         let missing = Error::from(dr_store::StoreError::NotFound { key: "a/b".into() });
         assert_eq!(missing.kind, Kind::Integrity);
         assert!(missing
             .to_string()
             .contains("hint: restore an older backup"));
+    }
+
+    #[test]
+    fn a_full_disk_is_neither_transient_nor_unavailable() {
+        let full = dr_stream::StreamError::Io {
+            stage: "writing the decrypted archive".into(),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        };
+        let e = Error::from(full);
+        assert_eq!((e.kind, e.retryable), (Kind::Failed, false));
+        let reset = dr_stream::StreamError::Io {
+            stage: "reading `k`".into(),
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        };
+        let e = Error::from(reset);
+        assert_eq!((e.kind, e.retryable), (Kind::Unavailable, true));
+    }
+
+    /// Hints come from the leaf errors' `hint()`, rendered as before: one `hint:` line.
+    #[test]
+    fn leaf_hints_are_structured_and_render_as_before() {
+        let e = Error::from(dr_stream::StreamError::DigestMismatch {
+            object: "a/b".into(),
+            expected: "00".into(),
+            actual: "11".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "checksum mismatch for `a/b`: expected sha256 00, got 11\nhint: the object was changed after the backup; restore an older backup (`dr list`)"
+        );
+        let e = Error::from(dr_pg::PgError::BadUrl {
+            url: "x".into(),
+            detail: "no host".into(),
+        });
+        assert_eq!(
+            (e.kind, e.hint.as_deref()),
+            (
+                Kind::Config,
+                Some("write e.g. postgres://user@host:5432/dbname")
+            )
+        );
+        let e = Error::from(dr_sandbox::SandboxError::NotReady {
+            secs: 5,
+            what: "container x".into(),
+            log: vec!["FATAL: boom".into()],
+            hint: "raise verify.ready_timeout".into(),
+        });
+        assert_eq!(e.details, vec!["last log lines:", "  FATAL: boom"]);
+        assert_eq!(e.hint.as_deref(), Some("raise verify.ready_timeout"));
+        let built = Error::new(Kind::Failed, "boom")
+            .with_hint("first")
+            .with_hint("second");
+        assert_eq!(built.hint.as_deref(), Some("first; second"));
+        assert_eq!(
+            built.to_string(),
+            Error::new(Kind::Failed, "boom\nhint: first\nhint: second").to_string()
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! ```no_run
 //! # async fn demo(config: dr_config::Config) -> Result<(), dr_core::Error> {
 //! let ctx = dr_core::Context::open(config).await?;
-//! for target in ctx.config.select_targets(None).map_err(dr_core::Error::config)? {
+//! for target in ctx.config.select_targets(None).map_err(dr_core::Error::from)? {
 //!     let manifest = dr_core::backup::run(&ctx, target).await?;
 //!     println!("{}", manifest.id);
 //! }
@@ -132,8 +132,8 @@ impl Context {
         match &self.config.encryption.identity_file {
             Some(p) => Ok(dr_stream::Identities::from_file(p)?),
             None => Err(Error::config(
-                "no age identity configured: restoring, verifying and showing details need the private key\nhint: set encryption.identity_file (or DR_IDENTITY_FILE) to the file `dr keygen` wrote",
-            )),
+                "no age identity configured: restoring, verifying and showing details need the private key",
+            ).with_hint("set encryption.identity_file (or DR_IDENTITY_FILE) to the file `dr keygen` wrote")),
         }
     }
 }
@@ -174,10 +174,7 @@ pub async fn check_target_name(ctx: &Context, name: &str) -> Result<()> {
 }
 
 pub fn repository_location(config: &Config) -> Result<dr_store::Location> {
-    config
-        .repository
-        .location()
-        .map_err(|e| Error::config(e.to_string()))
+    config.repository.location().map_err(Error::from)
 }
 
 /// Human byte sizes for messages.

@@ -185,21 +185,7 @@ impl RunLock {
             let json = serde_json::to_vec_pretty(&b)
                 .map_err(|e| Error::new(Kind::Failed, e.to_string()))?;
             if store.put_if_absent(&key, Bytes::from(json)).await? {
-                let stop = CancellationToken::new();
-                let heartbeat = tokio::spawn(heartbeat(
-                    Arc::clone(&store),
-                    key.clone(),
-                    b,
-                    ttl,
-                    stop.clone(),
-                ));
-                return Ok(RunLock {
-                    store,
-                    key,
-                    token,
-                    stop,
-                    heartbeat: Some(heartbeat),
-                });
+                return Ok(RunLock::held(store, key, token, b, ttl));
             }
             // Held: by whom, and is it still alive?
             let held: Option<LockBody> = match store.get(&key).await {
@@ -209,100 +195,49 @@ impl RunLock {
             };
             // Our own lock: a create whose response was lost and was retried.
             if let Some(h) = held.as_ref().filter(|h| h.token == token) {
-                let stop = CancellationToken::new();
-                let heartbeat = tokio::spawn(heartbeat(
-                    Arc::clone(&store),
-                    key.clone(),
-                    h.clone(),
-                    ttl,
-                    stop.clone(),
-                ));
-                return Ok(RunLock {
-                    store,
-                    key,
-                    token,
-                    stop,
-                    heartbeat: Some(heartbeat),
-                });
+                let h = h.clone();
+                return Ok(RunLock::held(store, key, token, h, ttl));
             }
             match held {
                 Some(h) if h.expires_at > Utc::now() && !holder_gone(&h) => {
                     let past_deadline = tokio::time::Instant::now() >= deadline;
-                    let unrefreshed = match &outlasting {
-                        Some(first) => *first == h,
-                        None if past_deadline && outlast_unrefreshed => {
-                            tracing::warn!(
-                                "target `{target}` is locked by {} ({} since {}); if that run is gone its lock expires at {}: waiting as long as nobody refreshes it",
-                                h.holder,
-                                h.operation,
-                                h.acquired_at.to_rfc3339(),
-                                h.expires_at.to_rfc3339()
-                            );
-                            outlasting = Some(h.clone());
-                            true
-                        }
-                        None => false,
+                    let wait = Waiting {
+                        target,
+                        past_deadline,
+                        outlast_unrefreshed,
                     };
-                    if past_deadline && !unrefreshed {
-                        if outlasting.is_some() {
-                            tracing::info!(
-                                "the lock of target `{target}` was refreshed: {} is alive and working on it",
-                                h.holder
-                            );
-                        }
-                        return Err(Error::new(
-                            Kind::Locked,
-                            format!(
-                                "target `{target}` is locked by {} ({} since {}, lock expires {})\nhint: another dr run is working on this target; wait for it, or raise lock.wait_secs. If that process is gone, the lock expires by itself at the time shown",
-                                h.holder,
-                                h.operation,
-                                h.acquired_at.to_rfc3339(),
-                                h.expires_at.to_rfc3339()
-                            ),
-                        ));
-                    }
-                    if outlasting.is_none() {
-                        tracing::info!(holder = %h.holder, "target `{target}` is locked; waiting");
-                    }
-                    // Outlasting: look again at the expiry, or at least every 10 s.
-                    let nap = match &outlasting {
-                        Some(_) => (h.expires_at - Utc::now())
-                            .to_std()
-                            .unwrap_or_default()
-                            .clamp(Duration::from_millis(200), Duration::from_secs(10)),
-                        None => Duration::from_secs(2),
-                    };
-                    tokio::select! {
-                        _ = tokio::time::sleep(nap) => {}
-                        _ = cancel.cancelled() => return Err(Error::interrupted("waiting for the lock")),
+                    let nap = wait.nap(&h, &mut outlasting)?;
+                    if !dr_retry::sleep(nap, Some(cancel)).await {
+                        return Err(Error::interrupted("waiting for the lock"));
                     }
                 }
-                stale => {
-                    // Expired or unreadable: the holder died. Take it over, but only if it is
-                    // still the same stale lock we looked at.
-                    let again: Option<LockBody> = match store.get(&key).await {
-                        Ok(bytes) => serde_json::from_slice(&bytes).ok(),
-                        Err(_) => None,
-                    };
-                    if again == stale {
-                        let why = match &stale {
-                            Some(s) if s.expires_at > Utc::now() => {
-                                "its holder is no longer running on this host"
-                            }
-                            Some(_) => "it expired",
-                            None => "it is unreadable",
-                        };
-                        tracing::warn!(
-                            "taking over the lock of target `{target}` (held by {}): {why}",
-                            stale
-                                .as_ref()
-                                .map(|s| s.holder.as_str())
-                                .unwrap_or("unknown")
-                        );
-                        store.delete(&key).await?;
-                    }
-                }
+                stale => take_over(store.as_ref(), &key, target, stale).await?,
             }
+        }
+    }
+
+    /// Ours: start the heartbeat that keeps `b` fresh.
+    fn held(
+        store: Arc<dyn ObjectStore>,
+        key: String,
+        token: String,
+        b: LockBody,
+        ttl: Duration,
+    ) -> RunLock {
+        let stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(
+            Arc::clone(&store),
+            key.clone(),
+            b,
+            ttl,
+            stop.clone(),
+        ));
+        RunLock {
+            store,
+            key,
+            token,
+            stop,
+            heartbeat: Some(heartbeat),
         }
     }
 
@@ -319,10 +254,11 @@ impl RunLock {
             Some(b) => Err(Error::new(
                 Kind::Locked,
                 format!(
-                    "the run lock {} was taken over by {} while this run worked; nothing was committed\nhint: raise lock.ttl_secs if runs are slower than the lock's expiry",
+                    "the run lock {} was taken over by {} while this run worked; nothing was committed",
                     self.key, b.holder
                 ),
-            )),
+            )
+            .with_hint("raise lock.ttl_secs if runs are slower than the lock's expiry")),
             None => Err(Error::new(
                 Kind::Locked,
                 format!("the run lock {} disappeared while this run worked; nothing was committed", self.key),
@@ -346,6 +282,96 @@ impl RunLock {
             }
         }
     }
+}
+
+/// A live holder's lock, looked at again: how long to wait, or why to give up.
+struct Waiting<'a> {
+    target: &'a str,
+    past_deadline: bool,
+    outlast_unrefreshed: bool,
+}
+
+impl Waiting<'_> {
+    /// The wait before the next look at a lock `h` held by a live run, or the `Locked` error
+    /// once `lock.wait_secs` is over and the lock is refreshed (or not to be outlasted).
+    fn nap(&self, h: &LockBody, outlasting: &mut Option<LockBody>) -> Result<Duration> {
+        let target = self.target;
+        let unrefreshed = match outlasting {
+            Some(first) => *first == *h,
+            None if self.past_deadline && self.outlast_unrefreshed => {
+                tracing::warn!(
+                    "target `{target}` is locked by {} ({} since {}); if that run is gone its lock expires at {}: waiting as long as nobody refreshes it",
+                    h.holder,
+                    h.operation,
+                    h.acquired_at.to_rfc3339(),
+                    h.expires_at.to_rfc3339()
+                );
+                *outlasting = Some(h.clone());
+                true
+            }
+            None => false,
+        };
+        if self.past_deadline && !unrefreshed {
+            if outlasting.is_some() {
+                tracing::info!(
+                    "the lock of target `{target}` was refreshed: {} is alive and working on it",
+                    h.holder
+                );
+            }
+            return Err(Error::new(
+                Kind::Locked,
+                format!(
+                    "target `{target}` is locked by {} ({} since {}, lock expires {})",
+                    h.holder,
+                    h.operation,
+                    h.acquired_at.to_rfc3339(),
+                    h.expires_at.to_rfc3339()
+                ),
+            )
+            .with_hint("another dr run is working on this target; wait for it, or raise lock.wait_secs. If that process is gone, the lock expires by itself at the time shown"));
+        }
+        if outlasting.is_none() {
+            tracing::info!(holder = %h.holder, "target `{target}` is locked; waiting");
+        }
+        // Outlasting: look again at the expiry, or at least every 10 s.
+        Ok(match outlasting {
+            Some(_) => (h.expires_at - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(Duration::from_millis(200), Duration::from_secs(10)),
+            None => dr_retry::RUN_LOCK_POLL.backoff(1),
+        })
+    }
+}
+
+/// Expired or unreadable: the holder died. Take it over, but only if it is still the same
+/// stale lock we looked at.
+async fn take_over(
+    store: &dyn ObjectStore,
+    key: &str,
+    target: &str,
+    stale: Option<LockBody>,
+) -> Result<()> {
+    let again: Option<LockBody> = match store.get(key).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+        Err(_) => None,
+    };
+    if again == stale {
+        let why = match &stale {
+            Some(s) if s.expires_at > Utc::now() => "its holder is no longer running on this host",
+            Some(_) => "it expired",
+            None => "it is unreadable",
+        };
+        tracing::warn!(
+            "taking over the lock of target `{target}` (held by {}): {why}",
+            stale
+                .as_ref()
+                .map(|s| s.holder.as_str())
+                .unwrap_or("unknown")
+        );
+        store.delete(key).await?;
+    }
+    Ok(())
 }
 
 impl Drop for RunLock {

@@ -117,8 +117,8 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
         return Ok(id.time());
     }
     Err(Error::config(format!(
-        "`{s}` is not a time\nhint: write RFC 3339 (2026-11-22T03:00:00Z), `2026-11-22 03:00` (UTC) or a date (2026-11-22 = end of that day)"
-    )))
+        "`{s}` is not a time"
+    )).with_hint("write RFC 3339 (2026-11-22T03:00:00Z), `2026-11-22 03:00` (UTC) or a date (2026-11-22 = end of that day)"))
 }
 
 /// Every complete backup, newest first; `target` filters. Damaged backups are left out (see
@@ -311,10 +311,8 @@ pub fn parse_manifest(key: &str, bytes: &[u8]) -> std::result::Result<Manifest, 
 pub async fn read_manifest(store: &dyn ObjectStore, key: &str) -> Result<Manifest> {
     let bytes = store.get(key).await?;
     parse_manifest(key, &bytes).map_err(|reason| {
-        Error::new(
-            Kind::Integrity,
-            format!("manifest `{key}`: {reason}\nhint: the repository was modified by something other than dr"),
-        )
+        Error::new(Kind::Integrity, format!("manifest `{key}`: {reason}"))
+            .with_hint("the repository was modified by something other than dr")
     })
 }
 
@@ -397,40 +395,40 @@ impl Catalog {
                 .filter(|d| d.id == *id && of_target(&d.target))
                 .collect();
             if good + damaged.len() > 1 {
-                return Err(Error::config(format!(
-                    "backup {id} exists for several targets\nhint: add --target NAME"
-                )));
+                return Err(
+                    Error::config(format!("backup {id} exists for several targets"))
+                        .with_hint("add --target NAME"),
+                );
             }
             if let Some(d) = damaged.first() {
                 return Err(Error::new(
                     Kind::Integrity,
                     format!(
-                        "backup {} of target `{}` is damaged: manifest `{}`: {}\nhint: restore another backup (`dr list` shows them); `dr prune --force` deletes this one",
+                        "backup {} of target `{}` is damaged: manifest `{}`: {}",
                         d.id, d.target, d.key, d.reason
                     ),
-                ));
+                ).with_hint("restore another backup (`dr list` shows them); `dr prune --force` deletes this one"));
             }
             return self
                 .entries
                 .into_iter()
                 .find(|e| e.manifest.id == *id && of_target(&e.manifest.target))
                 .ok_or_else(|| {
-                    Error::new(
-                        Kind::Failed,
-                        format!(
-                            "no complete backup {id}\nhint: `dr list` shows the backups that exist"
-                        ),
-                    )
+                    Error::new(Kind::Failed, format!("no complete backup {id}"))
+                        .with_hint("`dr list` shows the backups that exist")
                 });
         }
         if self.entries.is_empty() && self.damaged.is_empty() {
             return Err(Error::new(
                 Kind::Failed,
                 format!(
-                    "no complete backups{} in the repository\nhint: run `dr backup` first; `dr list` shows what exists",
-                    target.map(|t| format!(" of target `{t}`")).unwrap_or_default()
+                    "no complete backups{} in the repository",
+                    target
+                        .map(|t| format!(" of target `{t}`"))
+                        .unwrap_or_default()
                 ),
-            ));
+            )
+            .with_hint("run `dr backup` first; `dr list` shows what exists"));
         }
         if target.is_none() {
             let mut targets: Vec<&str> = self
@@ -442,9 +440,10 @@ impl Catalog {
             targets.dedup();
             if targets.len() > 1 {
                 return Err(Error::config(format!(
-                    "the repository holds backups of several targets ({})\nhint: add --target NAME",
+                    "the repository holds backups of several targets ({})",
                     targets.join(", ")
-                )));
+                ))
+                .with_hint("add --target NAME"));
             }
         }
         let wanted = |id: &BackupId| match selector {
@@ -509,25 +508,25 @@ impl Catalog {
             None if !untrusted.is_empty() => Err(Error::new(
                 Kind::Integrity,
                 format!(
-                    "no trusted backup {what}: {}\nhint: `dr list` shows every backup and whether it is trusted; name an older unsigned one by id with --trust-unsigned only if it predates signing",
+                    "no trusted backup {what}: {}",
                     untrusted
                         .iter()
                         .map(|e| format!("{} is untrusted ({})", e.manifest.id, e.trust.reason()))
                         .collect::<Vec<_>>()
                         .join("; ")
                 ),
-            )),
+            ).with_hint("`dr list` shows every backup and whether it is trusted; name an older unsigned one by id with --trust-unsigned only if it predates signing")),
             None if !skipped.is_empty() => Err(Error::new(
                 Kind::Integrity,
                 format!(
-                    "no usable backup {what}: {}\nhint: `dr list` shows every backup and why it is damaged",
+                    "no usable backup {what}: {}",
                     skipped
                         .iter()
                         .map(|d| format!("{} is damaged ({})", d.id, d.reason))
                         .collect::<Vec<_>>()
                         .join("; ")
                 ),
-            )),
+            ).with_hint("`dr list` shows every backup and why it is damaged")),
             None => {
                 // `--at` before the first backup: name the oldest, the nearest there is.
                 let oldest = match selector {

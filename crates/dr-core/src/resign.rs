@@ -36,15 +36,16 @@ pub async fn run(
     dry_run: bool,
 ) -> Result<Vec<Resigned>> {
     if !ctx.signing.can_sign() {
-        return Err(Error::config(
-            "`dr resign` signs with this host's key, and there is none\nhint: run it on the backup host that holds the new key ([signing] key_file)",
-        ));
+        return Err(
+            Error::config("`dr resign` signs with this host's key, and there is none")
+                .with_hint("run it on the backup host that holds the new key ([signing] key_file)"),
+        );
     }
-    let old = TrustedKey::parse(old_key).map_err(|e| Error::config(format!("--old-key: {e}")))?;
+    let old = TrustedKey::parse(old_key).map_err(|e| Error::from(e).context("--old-key"))?;
     if ctx.signing.public_key() == Some(&old) {
         return Err(Error::config(
-            "--old-key is this host's own signing key\nhint: make a new key first (`dr keygen --signing --output FILE`, then [signing] key_file), see runbooks/signing-key-leaked.md",
-        ));
+            "--old-key is this host's own signing key",
+        ).with_hint("make a new key first (`dr keygen --signing --output FILE`, then [signing] key_file), see runbooks/signing-key-leaked.md"));
     }
     let old = TrustedKeys::new(vec![old]);
     let ids: Vec<BackupId> = if ids.is_empty() {

@@ -276,7 +276,11 @@ pub async fn beacons(ctx: &Context) -> Result<Vec<Beacon>> {
 
 /// The problem line of schedules `dr daemon` would refuse: what is wrong, where, on one line.
 fn schedules_problem(e: &dr_config::ConfigError) -> String {
-    format!("{e}").replace('\n', "; ") + "; dr daemon would not start"
+    let mut line = format!("{e}").replace('\n', "; ");
+    if let Some(hint) = e.hint() {
+        line.push_str(&format!("; hint: {hint}"));
+    }
+    line + "; dr daemon would not start"
 }
 
 /// The databases of a server target for `dr status`: those the server has now (not

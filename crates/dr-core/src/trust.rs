@@ -105,13 +105,13 @@ impl Signing {
         for t in &s.trusted {
             trusted.push(
                 TrustedKey::parse(t)
-                    .map_err(|e| Error::config(format!("invalid config: signing.trusted: {e}")))?,
+                    .map_err(|e| Error::from(e).context("invalid config: signing.trusted"))?,
             );
         }
         let key = match &s.key_file {
             Some(p) => {
                 let k = SigningKey::from_file(p)
-                    .map_err(|e| Error::config(format!("invalid config: signing.key_file: {e}")))?;
+                    .map_err(|e| Error::from(e).context("invalid config: signing.key_file"))?;
                 // A host trusts what it signs itself.
                 trusted.push(k.public().clone());
                 Some(Arc::new(k))

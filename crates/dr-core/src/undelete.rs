@@ -263,9 +263,10 @@ pub async fn run(ctx: &Context, target: Option<&str>, which: &Which) -> Result<V
             targets.dedup();
             if targets.len() > 1 {
                 return Err(Error::config(format!(
-                    "deleted backups of several targets ({})\nhint: add --target NAME",
+                    "deleted backups of several targets ({})",
                     targets.join(", ")
-                )));
+                ))
+                .with_hint("add --target NAME"));
             }
             all.into_iter().take(1).collect()
         }
@@ -273,8 +274,9 @@ pub async fn run(ctx: &Context, target: Option<&str>, which: &Which) -> Result<V
             let found: Vec<DeletedBackup> = all.into_iter().filter(|d| d.id == *id).collect();
             if found.len() > 1 {
                 return Err(Error::config(format!(
-                    "deleted backup {id} exists for several targets\nhint: add --target NAME"
-                )));
+                    "deleted backup {id} exists for several targets"
+                ))
+                .with_hint("add --target NAME"));
             }
             found
         }
@@ -283,13 +285,13 @@ pub async fn run(ctx: &Context, target: Option<&str>, which: &Which) -> Result<V
         return Err(Error::new(
             Kind::Failed,
             format!(
-                "no deleted or overwritten backup{} to bring back\nhint: `dr list --deleted` shows backups hidden by delete markers or overwritten; `dr list` shows the others",
+                "no deleted or overwritten backup{} to bring back",
                 match which {
                     Which::Id(id) => format!(" {id}"),
                     _ => String::new(),
                 }
             ),
-        ));
+        ).with_hint("`dr list --deleted` shows backups hidden by delete markers or overwritten; `dr list` shows the others"));
     }
     // (key -> versions, newest first) of the listing.
     let mut by_key: BTreeMap<&str, Vec<&ObjectVersion>> = BTreeMap::new();

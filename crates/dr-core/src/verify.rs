@@ -121,7 +121,7 @@ async fn start_sandbox(
         ready_timeout: Duration::from_secs(ctx.config.verify.ready_timeout_secs.unwrap_or(120)),
     };
     tokio::select! {
-        s = dr_sandbox::start(&spec) => s.map_err(|e| Error::new(Kind::Unavailable, format!("verification of backup {} could not run: {e}", m.id))),
+        s = dr_sandbox::start(&spec) => s.map_err(|e| Error::from(e).context(format!("verification of backup {} could not run", m.id))),
         _ = ctx.cancel.cancelled() => Err(Error::interrupted("the verification")),
     }
 }

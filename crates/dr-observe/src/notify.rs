@@ -19,8 +19,7 @@ use dr_core::{Error, Kind, Result};
 /// Per request.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Tries per message.
-pub const ATTEMPTS: u32 = 3;
-const BACKOFF: Duration = Duration::from_secs(1);
+pub const ATTEMPTS: u32 = dr_retry::WEBHOOK.attempts;
 
 /// What the webhook receives (`POST`, `Content-Type: application/json`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -131,7 +130,7 @@ pub struct Notifier {
     webhook: Option<String>,
     on_success: bool,
     ping: Option<String>,
-    backoff: Duration,
+    retry: dr_retry::Policy,
 }
 
 impl Notifier {
@@ -156,7 +155,7 @@ impl Notifier {
             webhook: n.webhook_url.clone(),
             on_success: n.webhook_on_success,
             ping: n.ping_url.clone(),
-            backoff: BACKOFF,
+            retry: dr_retry::WEBHOOK,
         }))
     }
 
@@ -197,7 +196,7 @@ impl Notifier {
     /// POST `body` (JSON) or GET; retried; `true` when a 2xx came back.
     async fn deliver(&self, what: &str, url: &str, body: Option<Vec<u8>>) -> bool {
         let safe = redact(url);
-        for attempt in 1..=ATTEMPTS {
+        let send = || async {
             let request = match &body {
                 Some(b) => self
                     .client
@@ -207,28 +206,31 @@ impl Notifier {
                 None => self.client.get(url),
             };
             match request.send().await {
-                Ok(r) if r.status().is_success() => {
-                    tracing::debug!("{what} delivered to {safe}");
-                    return true;
-                }
-                Ok(r) => tracing::warn!(
-                    "{what} to {safe}: HTTP {} (attempt {attempt}/{ATTEMPTS})",
-                    r.status()
-                ),
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
                 // without_url: the URL may hold a token.
-                Err(e) => tracing::warn!(
-                    "{what} to {safe} failed: {} (attempt {attempt}/{ATTEMPTS})",
-                    e.without_url()
-                ),
+                Err(e) => Err(e.without_url().to_string()),
             }
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(self.backoff * attempt).await;
+        };
+        // Every failure is tried again: the receiver may be restarting, and a webhook is
+        // cheap to repeat.
+        let delivered = self
+            .retry
+            .run(&format!("{what} to {safe}"), None, |_: &String| true, send)
+            .await;
+        match delivered {
+            Ok(()) => {
+                tracing::debug!("{what} delivered to {safe}");
+                true
+            }
+            Err(last) => {
+                tracing::error!(
+                    "{what} to {safe} could not be delivered after {} attempts ({last}); the job's result is unchanged",
+                    self.retry.attempts
+                );
+                false
             }
         }
-        tracing::error!(
-            "{what} to {safe} could not be delivered after {ATTEMPTS} attempts; the job's result is unchanged"
-        );
-        false
     }
 }
 
@@ -325,8 +327,8 @@ mod tests {
     fn event(ok: bool) -> JobEvent {
         let err = dr_core::Error::new(
             Kind::Failed,
-            "backup of target `app` failed: pg_dump failed (exit status 1)\npg_dump: error: server closed the connection unexpectedly\npg_dump: detail: COPY public.orders\nhint: check the network",
-        );
+            "backup of target `app` failed: pg_dump failed (exit status 1)\npg_dump: error: server closed the connection unexpectedly\npg_dump: detail: COPY public.orders",
+        ).with_hint("check the network");
         JobEvent::new(
             "app".into(),
             "backup".into(),
@@ -432,7 +434,11 @@ mod tests {
         let (base, seen) = receiver(500);
         let c = config(&format!("[notify]\nwebhook_url = \"{base}/hook\"\n"));
         let mut n = Notifier::from_config(&c).expect("ok").expect("configured");
-        n.backoff = Duration::from_millis(10);
+        n.retry = dr_retry::Policy::new(
+            ATTEMPTS,
+            Duration::from_millis(10),
+            Duration::from_millis(20),
+        );
         assert!(
             !n.deliver("webhook", &format!("{base}/hook"), Some(b"{}".to_vec()))
                 .await

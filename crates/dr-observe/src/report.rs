@@ -38,6 +38,13 @@ pub struct RetryPolicy {
     pub backoff: Duration,
 }
 
+impl RetryPolicy {
+    /// As dr's one policy: `retries + 1` tries, the wait doubled each time without a cap.
+    pub fn policy(&self) -> dr_retry::Policy {
+        dr_retry::Policy::new(self.retries.saturating_add(1), self.backoff, Duration::MAX)
+    }
+}
+
 /// How one run ended, for [`Reporter::finish`].
 struct Finished {
     target: String,
@@ -99,26 +106,10 @@ impl Reporter {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut tried = 0;
-        loop {
-            match op().await {
-                Err(e) if e.retryable && tried < self.retry.retries && !cancel.is_cancelled() => {
-                    tried += 1;
-                    let wait = self.retry.backoff * 2u32.saturating_pow(tried - 1);
-                    tracing::warn!(
-                        "{what} failed with a transient error (try {tried} of {}): {}; trying again in {} s",
-                        self.retry.retries + 1,
-                        e.message,
-                        wait.as_secs()
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = cancel.cancelled() => return Err(e),
-                    }
-                }
-                other => return other,
-            }
-        }
+        self.retry
+            .policy()
+            .run(what, Some(cancel), |e: &dr_core::Error| e.retryable, op)
+            .await
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {

@@ -446,6 +446,7 @@ impl ConnInfo {
                 target: self.redacted.clone(),
                 detail,
                 hint,
+                transient: crate::error::transient(&e),
             }
         })?;
         Ok(client)
@@ -646,9 +647,30 @@ mod tests {
         assert_eq!(conninfo_value(r"it's\x"), r"'it\'s\\x'");
     }
 
+    /// Decided where the error is made, from the I/O error kind: a refused connection may
+    /// pass, a bad URL never does.
+    #[tokio::test]
+    async fn a_refused_connection_is_transient_and_a_bad_url_is_not() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let url = format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable");
+        let conn = ConnInfo::parse_with_env(&url, |_| None).expect("url");
+        let e = conn.connect().await.expect_err("nothing listens");
+        assert!(
+            matches!(e, PgError::Connect { .. }) && e.is_transient(),
+            "{e:?}"
+        );
+        let bad = ConnInfo::parse_with_env("postgres://h:notaport/db", |_| None).expect_err("bad");
+        assert!(!bad.is_transient());
+    }
+
     #[test]
     fn bad_url_is_named() {
         let e = ConnInfo::parse_with_env("postgres://h:notaport/db", |_| None).expect_err("bad");
-        assert!(e.to_string().contains("postgres://"));
+        // The URL is named in the message or in the example of the hint.
+        let said = format!("{e} {}", e.hint().unwrap_or_default());
+        assert!(said.contains("postgres://"), "{said}");
     }
 }

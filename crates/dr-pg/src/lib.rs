@@ -36,12 +36,12 @@ mod tools;
 
 pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder, LockWait};
 pub use conn::{ConnInfo, NetworkLimits};
-pub use error::{describe, PgError};
+pub use error::{describe, transient_sqlstate, PgError};
 pub use globals::{
     first_words, globals_statements, plan_globals, run_globals_plan, GlobalsApplied, GlobalsPlan,
     PowerfulRole, TargetGlobals,
 };
-pub use process::{ChildProcess, Finished, ProcessFailure};
+pub use process::{lost_connection, ChildProcess, Finished, ProcessFailure};
 pub use server::{server_databases, LockTable, ServerDatabase};
 pub use snapshot::{
     count_tables, count_tables_parallel, dumped_table_count, quote_ident, Inventory, SequenceState,

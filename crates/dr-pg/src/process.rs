@@ -23,12 +23,42 @@ use crate::{ConnInfo, PgError};
 /// A tool that failed: its command line (no secrets: they travel in the environment), its exit
 /// status and the tail of its stderr.
 #[derive(Debug, thiserror::Error)]
-#[error("{command} failed ({status})\n{stderr}{hint}")]
+#[error("{command} failed ({status})\n{stderr}")]
 pub struct ProcessFailure {
     pub command: String,
     pub status: String,
     pub stderr: String,
-    pub hint: String,
+    pub hint: Option<String>,
+    /// The tool lost or could not get its connection for a reason that may pass
+    /// (see [`lost_connection`]).
+    pub transient: bool,
+}
+
+/// What libpq and the server print when a connection is lost or refused for now: the
+/// server restarting or starting up, too many clients, a lock or statement timeout.
+///
+/// A child tool reports only text (pg_dump has no way to print SQLSTATEs), so this is the
+/// one place where transience is read from words: here, next to the tool that printed them.
+const LOST_CONNECTION: [&str; 13] = [
+    "server closed the connection",
+    "could not receive data",
+    "could not send data",
+    "connection reset",
+    "connection refused",
+    "timed out",
+    "timeout expired",
+    "broken pipe",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "too many clients",
+    "canceling statement due to lock timeout",
+    "canceling statement due to statement timeout",
+];
+
+/// Whether a tool's stderr says its connection was lost or refused for a passing reason.
+pub fn lost_connection(stderr: &str) -> bool {
+    let lower = stderr.to_lowercase();
+    LOST_CONNECTION.iter().any(|s| lower.contains(s))
 }
 
 /// How long a stopped child gets between SIGTERM and SIGKILL.
@@ -277,7 +307,8 @@ pub fn probe(tool: &Path, args: &[&str]) -> Result<String, PgError> {
             None => "killed by a signal".to_string(),
         },
         stderr: tail.into_iter().rev().map(|l| format!("{l}\n")).collect(),
-        hint: String::new(),
+        hint: None,
+        transient: lost_connection(&stderr),
     }))
 }
 
@@ -312,11 +343,28 @@ impl Finished {
             command: self.command.clone(),
             status,
             stderr,
-            hint: if hint.is_empty() {
-                String::new()
-            } else {
-                format!("hint: {hint}")
-            },
+            hint: (!hint.is_empty()).then(|| hint.to_string()),
+            transient: lost_connection(&lines.join("\n")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_told_from_a_bad_statement() {
+        for said in [
+            "pg_dump: error: Dumping the contents of table \"t\" failed: PQgetResult() failed.\npg_dump: detail: Error message from server: server closed the connection unexpectedly",
+            "pg_restore: error: could not send data to server: Broken pipe",
+            "pg_dump: error: connection to server at \"db\" failed: FATAL:  sorry, too many clients already",
+            "pg_dump: error: query failed: ERROR:  canceling statement due to lock timeout",
+        ] {
+            assert!(lost_connection(said), "{said}");
+        }
+        assert!(!lost_connection(
+            "pg_dump: error: query failed: ERROR:  permission denied for table t"
+        ));
     }
 }

@@ -84,18 +84,20 @@ fn counting_failed(e: tokio_postgres::Error, tables: usize) -> PgError {
     let out_of_locks = e
         .as_db_error()
         .is_some_and(|d| d.message().contains("out of shared memory"));
-    let mut detail = crate::error::describe(&e);
+    let mut hints = Vec::new();
     if let Some(h) = server_hint {
-        detail.push_str(&format!("\nhint: {h} (the server's hint)"));
+        hints.push(format!("{h} (the server's hint)"));
     }
     if out_of_locks {
-        detail.push_str(&format!(
-            "\nhint: a backup locks each of the database's {tables} tables in one transaction (twice at once, with pg_dump): raise max_locks_per_transaction in postgresql.conf and restart the server; `dr check` says whether the lock table is big enough"
+        hints.push(format!(
+            "a backup locks each of the database's {tables} tables in one transaction (twice at once, with pg_dump): raise max_locks_per_transaction in postgresql.conf and restart the server; `dr check` says whether the lock table is big enough"
         ));
     }
     PgError::Query {
         what: "counting rows".into(),
-        detail,
+        detail: crate::error::describe(&e),
+        hint: (!hints.is_empty()).then(|| hints.join("; ")),
+        transient: crate::error::transient(&e),
     }
 }
 
@@ -282,6 +284,8 @@ impl Snapshot {
                 Err(PgError::Query {
                     what: "ending the snapshot session".into(),
                     detail: "timed out".into(),
+                    hint: None,
+                    transient: true,
                 })
             })
         {
@@ -359,6 +363,8 @@ pub async fn count_tables_parallel(
                 return Err(PgError::Query {
                     what: "counting rows".into(),
                     detail: e.to_string(),
+                    hint: None,
+                    transient: false,
                 })
             }
         }

@@ -81,6 +81,7 @@ fn tls_error(detail: String) -> PgError {
         target: "TLS".into(),
         detail,
         hint: "check sslmode and sslrootcert in the target url".into(),
+        transient: false,
     }
 }
 

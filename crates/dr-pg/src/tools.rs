@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn a_missing_major_is_a_clear_error() {
         let e = find_tool("pg_dump", 99, None).expect_err("no pg 99");
-        let s = e.to_string();
+        let s = format!("{e}\nhint: {}", e.hint().unwrap_or_default());
         assert!(
             s.contains("PostgreSQL 99") && s.contains("pg_bin_dir"),
             "{s}"

@@ -37,14 +37,15 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Why a sandbox could not be started or destroyed. Messages are for the operator.
+/// Why a sandbox could not be started or destroyed. Messages are for the operator; the next
+/// step is [`SandboxError::hint`] (never part of the message).
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("cannot reach the Docker engine: {detail}\nhint: start Docker (or set DOCKER_HOST), or use a local sandbox (verify.sandbox = \"local\")")]
+    #[error("cannot reach the Docker engine: {detail}")]
     DockerUnavailable { detail: String },
-    #[error("image `{image}` is not available locally and could not be pulled\nhint: build or load it (docker load / docker import) or set verify.image")]
+    #[error("image `{image}` is not available locally and could not be pulled")]
     ImageMissing { image: String },
-    #[error("image `{image}` runs PostgreSQL {found}, older than the backup's server ({wanted})\nhint: set verify.image to an image of PostgreSQL {wanted} or newer")]
+    #[error("image `{image}` runs PostgreSQL {found}, older than the backup's server ({wanted})")]
     ImageTooOld {
         image: String,
         found: u32,
@@ -52,14 +53,14 @@ pub enum SandboxError {
     },
     #[error("docker: {action} failed: {detail}")]
     Docker { action: String, detail: String },
-    #[error("sandbox did not accept connections within {secs}s ({what}){}\nhint: {hint}", log_tail(.log))]
+    #[error("sandbox did not accept connections within {secs}s ({what}){}", log_tail(.log))]
     NotReady {
         secs: u64,
         what: String,
         log: Vec<String>,
         hint: String,
     },
-    #[error("sandbox {what} exited before accepting connections{}\nhint: {hint}", log_tail(.log))]
+    #[error("sandbox {what} exited before accepting connections{}", log_tail(.log))]
     Exited {
         what: String,
         log: Vec<String>,
@@ -67,14 +68,14 @@ pub enum SandboxError {
     },
     #[error("cannot find the PostgreSQL server binaries: {0}")]
     NoServer(#[source] dr_pg::PgError),
-    #[error("{what} failed: {detail}{}\nhint: {hint}", log_tail(.log))]
+    #[error("{what} failed: {detail}{}", log_tail(.log))]
     Local {
         what: String,
         detail: String,
         log: Vec<String>,
         hint: String,
     },
-    #[error("cannot run PostgreSQL as root and there is no `postgres` user to run it as\nhint: create one (e.g. `useradd --system postgres`), run dr as a non-root user, or use a docker sandbox")]
+    #[error("cannot run PostgreSQL as root and there is no `postgres` user to run it as")]
     NoPostgresUser,
     #[error("{what}: {source}")]
     Io {
@@ -82,6 +83,42 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl SandboxError {
+    /// The next step for the operator.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SandboxError::DockerUnavailable { .. } => Some("start Docker (or set DOCKER_HOST), or use a local sandbox (verify.sandbox = \"local\")".into()),
+            SandboxError::ImageMissing { .. } => Some(
+                "build or load it (docker load / docker import) or set verify.image".into(),
+            ),
+            SandboxError::ImageTooOld { wanted, .. } => Some(format!(
+                "set verify.image to an image of PostgreSQL {wanted} or newer"
+            )),
+            SandboxError::NotReady { hint, .. }
+            | SandboxError::Exited { hint, .. }
+            | SandboxError::Local { hint, .. } => Some(hint.clone()),
+            SandboxError::NoPostgresUser => Some("create one (e.g. `useradd --system postgres`), run dr as a non-root user, or use a docker sandbox".into()),
+            SandboxError::NoServer(e) => e.hint(),
+            SandboxError::Docker { .. } | SandboxError::Io { .. } => None,
+        }
+    }
+
+    /// Trying again later may help: only an I/O failure of a passing kind (a timeout, an
+    /// interruption). A sandbox that did not start within its ready timeout already waited;
+    /// a missing image, tool or user needs the operator.
+    pub fn is_transient(&self) -> bool {
+        use std::io::ErrorKind as K;
+        match self {
+            SandboxError::Io { source, .. } => matches!(
+                source.kind(),
+                K::TimedOut | K::Interrupted | K::WouldBlock | K::ConnectionReset
+            ),
+            SandboxError::NoServer(e) => e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 fn log_tail(log: &[String]) -> String {
@@ -307,23 +344,31 @@ pub(crate) async fn wait_for_connection(
     deadline: tokio::time::Instant,
 ) -> Result<u32, String> {
     let conn = dr_pg::ConnInfo::parse(url).map_err(|e| e.to_string())?;
-    loop {
-        let attempt = async {
+    let conn = &conn;
+    let attempt = || async move {
+        let connected = async {
             let client = conn.connect().await?;
             dr_pg::ServerVersion::query(&client).await
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let last =
-            match tokio::time::timeout(remaining.max(Duration::from_millis(500)), attempt).await {
-                Ok(Ok(v)) => return Ok(v.major),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "connection attempt timed out".to_string(),
-            };
-        if tokio::time::Instant::now() + Duration::from_millis(250) >= deadline {
-            return Err(last.lines().next().unwrap_or_default().to_string());
+        match tokio::time::timeout(remaining.max(Duration::from_millis(500)), connected).await {
+            Ok(Ok(v)) => Ok(v.major),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("connection attempt timed out".to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    };
+    let until = deadline.saturating_duration_since(tokio::time::Instant::now());
+    // A starting server refuses, resets, or is "starting up" in turn: every failure is
+    // worth another try until the ready timeout, which bounds the wait.
+    dr_retry::Policy::until(until, dr_retry::SANDBOX_CONNECT_EVERY)
+        .run(
+            "connecting to the sandbox",
+            None,
+            |_: &String| true,
+            attempt,
+        )
+        .await
+        .map_err(|last| last.lines().next().unwrap_or_default().to_string())
 }
 
 #[cfg(test)]
@@ -359,7 +404,8 @@ mod tests {
             s.starts_with("sandbox did not accept connections within 120s"),
             "{s}"
         );
-        assert!(s.contains("FATAL: boom") && s.contains("hint: h"), "{s}");
+        assert!(s.contains("FATAL: boom") && !s.contains("hint"), "{s}");
+        assert_eq!(e.hint().as_deref(), Some("h"));
     }
 
     #[test]
@@ -380,10 +426,16 @@ mod tests {
 
     #[test]
     fn missing_image_message() {
-        let s = SandboxError::ImageMissing {
+        let e = SandboxError::ImageMissing {
             image: "postgres:17".into(),
-        }
-        .to_string();
-        assert_eq!(s, "image `postgres:17` is not available locally and could not be pulled\nhint: build or load it (docker load / docker import) or set verify.image");
+        };
+        assert_eq!(
+            e.to_string(),
+            "image `postgres:17` is not available locally and could not be pulled"
+        );
+        assert_eq!(
+            e.hint().as_deref(),
+            Some("build or load it (docker load / docker import) or set verify.image")
+        );
     }
 }

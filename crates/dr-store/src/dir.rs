@@ -154,15 +154,18 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// pruned the freshly created parent directory.
 fn write_new_file(path: &Path, body: &[u8]) -> Result<(), StoreError> {
     let parent = parent_of(path);
-    let mut attempt = 0;
-    let mut file = loop {
-        fs::create_dir_all(parent).map_err(|e| StoreError::io("create directory", parent, e))?;
-        match File::options().write(true).create_new(true).open(path) {
-            Ok(file) => break file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
-            Err(e) => return Err(StoreError::io("create", path, e)),
-        }
+    let vanished = |e: &StoreError| {
+        matches!(e, StoreError::Io { action: "create", source, .. }
+            if source.kind() == io::ErrorKind::NotFound)
     };
+    let mut file = dr_retry::DIRECTORY_RACE.run_blocking("creating a file", vanished, || {
+        fs::create_dir_all(parent).map_err(|e| StoreError::io("create directory", parent, e))?;
+        File::options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| StoreError::io("create", path, e))
+    })?;
     let written = file.write_all(body).and_then(|()| file.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(path);
@@ -539,18 +542,15 @@ impl DirUpload {
 /// Rename the finished upload's data to `target`, durably, and drop the upload directory.
 fn move_into_place(data: &Path, target: &Path, dir: &Path) -> Result<fs::Metadata, StoreError> {
     let parent = parent_of(target);
-    let mut attempt = 0;
-    loop {
+    // A concurrent delete pruned the empty parent directory: create it again.
+    let vanished = |e: &StoreError| {
+        matches!(e, StoreError::Io { action: "rename into place", source, .. }
+            if source.kind() == io::ErrorKind::NotFound && data.exists())
+    };
+    dr_retry::DIRECTORY_RACE.run_blocking("moving an upload into place", vanished, || {
         fs::create_dir_all(parent).map_err(|e| StoreError::io("create directory", parent, e))?;
-        match fs::rename(data, target) {
-            Ok(()) => break,
-            // A concurrent delete pruned the empty parent directory: create it again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 && data.exists() => {
-                attempt += 1;
-            }
-            Err(e) => return Err(StoreError::io("rename into place", target, e)),
-        }
-    }
+        fs::rename(data, target).map_err(|e| StoreError::io("rename into place", target, e))
+    })?;
     sync_dir(parent)?;
     let meta = fs::metadata(target).map_err(|e| StoreError::io("stat", target, e))?;
     if let Err(e) = fs::remove_dir_all(dir) {

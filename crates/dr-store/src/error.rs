@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong talking to a repository.
 ///
-/// Each message names the object (`key`), the bucket or directory, and, where a next step is
-/// obvious, ends with `hint: ...`.
+/// Each message names the object (`key`) and the bucket or directory; the next step, where
+/// one is obvious, is [`StoreError::hint`] (never in the message), and whether trying again
+/// may help is [`StoreError::is_transient`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The object does not exist. `key` is relative to the repository prefix.
@@ -13,7 +14,7 @@ pub enum StoreError {
     NotFound { key: String },
 
     /// The repository URL in the configuration cannot be used.
-    #[error("invalid repository url `{url}`: {reason}. hint: {hint}")]
+    #[error("invalid repository url `{url}`: {reason}")]
     InvalidLocation {
         url: String,
         reason: String,
@@ -22,7 +23,7 @@ pub enum StoreError {
 
     /// A backend option in the configuration cannot be used. `key` is its full name, e.g.
     /// `repository.s3.endpoint`.
-    #[error("invalid {key}: {reason}. hint: {hint}")]
+    #[error("invalid {key}: {reason}")]
     InvalidOption {
         key: String,
         reason: String,
@@ -34,7 +35,7 @@ pub enum StoreError {
     InvalidKey { key: String, reason: &'static str },
 
     /// A request to S3 (or an S3-compatible service) failed after retries.
-    #[error("S3 {operation} of `{target}` failed: {message}{}", fmt_hint(.hint))]
+    #[error("S3 {operation} of `{target}` failed: {message}")]
     S3 {
         /// e.g. "PutObject"
         operation: &'static str,
@@ -50,7 +51,7 @@ pub enum StoreError {
     },
 
     /// A filesystem operation of the directory store failed.
-    #[error("{action} `{}` failed: {source}{}", .path.display(), fmt_hint(.hint))]
+    #[error("{action} `{}` failed: {source}", .path.display())]
     Io {
         /// e.g. "write", "rename", "list"
         action: &'static str,
@@ -61,7 +62,7 @@ pub enum StoreError {
     },
 
     /// The repository's storage cannot do this (Object Lock or versions on a directory).
-    #[error("{what} is not available on {location} (object `{key}`). hint: Object Lock and object versions need an S3 bucket that supports them (see [repository.object_lock] in docs/CONFIGURATION.md)")]
+    #[error("{what} is not available on {location} (object `{key}`)")]
     Unsupported {
         what: &'static str,
         location: String,
@@ -69,7 +70,9 @@ pub enum StoreError {
     },
 
     /// `[repository.object_lock]` is configured but the bucket cannot lock objects.
-    #[error("[repository.object_lock] is configured, but {location} cannot lock objects: {reason}. hint: {hint}")]
+    #[error(
+        "[repository.object_lock] is configured, but {location} cannot lock objects: {reason}"
+    )]
     ObjectLockUnavailable {
         location: String,
         reason: String,
@@ -85,13 +88,6 @@ pub enum StoreError {
     },
 }
 
-fn fmt_hint(hint: &Option<String>) -> String {
-    match hint {
-        Some(h) => format!(". hint: {h}"),
-        None => String::new(),
-    }
-}
-
 impl StoreError {
     /// True for [`StoreError::NotFound`].
     pub fn is_not_found(&self) -> bool {
@@ -105,7 +101,48 @@ impl StoreError {
             StoreError::InvalidOption { hint, .. } => Some(hint),
             StoreError::ObjectLockUnavailable { hint, .. } => Some(hint),
             StoreError::S3 { hint, .. } | StoreError::Io { hint, .. } => hint.as_deref(),
-            _ => None,
+            StoreError::Unsupported { .. } => Some("Object Lock and object versions need an S3 bucket that supports them (see [repository.object_lock] in docs/CONFIGURATION.md)"),
+            StoreError::NotFound { .. } | StoreError::InvalidKey { .. } | StoreError::Mismatch { .. } => None,
+        }
+    }
+
+    /// AWS's answer to a conditional write racing another to the same key (409
+    /// `ConditionalRequestConflict`): tried again at once, not later.
+    pub fn is_write_conflict(&self) -> bool {
+        matches!(self, StoreError::S3 { code, status, .. }
+            if code.as_deref() == Some("ConditionalRequestConflict") || *status == Some(409))
+    }
+
+    /// Trying again later may help: no answer at all (the network), a 5xx, throttling or a
+    /// request timeout from the service, or a read-back that did not match (eventual
+    /// consistency). Never a missing object, a bad configuration or a local disk error.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::S3 { status, code, .. } => {
+                let throttled = matches!(
+                    code.as_deref(),
+                    Some(
+                        "SlowDown"
+                            | "Throttling"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                    )
+                );
+                let transient = match status {
+                    None => true, // no response: the network
+                    Some(s) => *s >= 500 || *s == 429 || *s == 408,
+                };
+                transient || throttled
+            }
+            StoreError::Mismatch { .. } => true,
+            StoreError::NotFound { .. }
+            | StoreError::InvalidLocation { .. }
+            | StoreError::InvalidOption { .. }
+            | StoreError::InvalidKey { .. }
+            | StoreError::Io { .. }
+            | StoreError::Unsupported { .. }
+            | StoreError::ObjectLockUnavailable { .. } => false,
         }
     }
 

@@ -11,7 +11,6 @@
 //! `options`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
@@ -132,22 +131,21 @@ impl S3Store {
         let s = &self.shared;
         let full = s.full_key(key);
         let md5 = retention.map(|_| content_md5(&body));
-        let mut conflicts = 0;
-        loop {
+        let (full, body, md5) = (&full, &body, &md5);
+        let attempt = || async move {
             let mut req = s
                 .client
                 .put_object()
                 .bucket(&s.bucket)
-                .key(&full)
+                .key(full)
                 .if_none_match("*");
-            if let (Some(r), Some(md5)) = (retention, &md5) {
+            if let (Some(r), Some(md5)) = (retention, md5) {
                 req = req
                     .object_lock_mode(lock::mode(r.mode))
                     .object_lock_retain_until_date(to_smithy(r.until))
                     .content_md5(md5);
             }
-            let result = req.body(ByteStream::from(body.clone())).send().await;
-            let err = match result {
+            let err = match req.body(ByteStream::from(body.clone())).send().await {
                 Ok(_) => return Ok(true),
                 Err(err) => err,
             };
@@ -155,16 +153,17 @@ impl S3Store {
             if err.code() == Some("PreconditionFailed") || status == Some(412) {
                 return Ok(false);
             }
-            // AWS: a concurrent conditional write to the same key is in progress; retry.
-            if (err.code() == Some("ConditionalRequestConflict") || status == Some(409))
-                && conflicts < 3
-            {
-                conflicts += 1;
-                tokio::time::sleep(Duration::from_millis(200 * conflicts)).await;
-                continue;
-            }
-            return Err(s.error("PutObject (If-None-Match)", &full, &err));
-        }
+            Err(s.error("PutObject (If-None-Match)", full, &err))
+        };
+        // AWS: a concurrent conditional write to the same key is in progress; retry.
+        dr_retry::S3_WRITE_CONFLICT
+            .run(
+                "conditional PutObject",
+                None,
+                StoreError::is_write_conflict,
+                attempt,
+            )
+            .await
     }
 
     /// CreateMultipartUpload, with the retention on the request itself when given: the

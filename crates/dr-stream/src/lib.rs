@@ -26,22 +26,22 @@ pub use keys::{generate_identity, Identities, Recipients};
 
 use std::io::{Read, Write};
 
-/// What went wrong in a stage, naming the object and the next step.
+/// What went wrong in a stage, naming the object; the next step is [`StreamError::hint`].
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("`{value}` is not an age recipient: {detail}\nhint: recipients look like age1...; `dr keygen` prints one")]
+    #[error("`{value}` is not an age recipient: {detail}")]
     BadRecipient { value: String, detail: String },
-    #[error("cannot use age identity file {path}: {detail}\nhint: {hint}")]
+    #[error("cannot use age identity file {path}: {detail}")]
     BadIdentity {
         path: String,
         detail: String,
         hint: String,
     },
-    #[error("none of the configured age identities can decrypt `{object}`\nhint: the backup was encrypted to {recipients}; point encryption.identity_file at the matching identity")]
+    #[error("none of the configured age identities can decrypt `{object}`")]
     WrongIdentity { object: String, recipients: String },
-    #[error("`{object}` is corrupt or truncated: {detail}\nhint: the stored object does not match what was written; restore an older backup (`dr list`) and investigate the repository")]
+    #[error("`{object}` is corrupt or truncated: {detail}")]
     Corrupt { object: String, detail: String },
-    #[error("checksum mismatch for `{object}`: expected sha256 {expected}, got {actual}\nhint: the object was changed after the backup; restore an older backup (`dr list`)")]
+    #[error("checksum mismatch for `{object}`: expected sha256 {expected}, got {actual}")]
     DigestMismatch {
         object: String,
         expected: String,
@@ -56,12 +56,46 @@ pub enum StreamError {
 }
 
 impl StreamError {
+    /// The next step for the operator (never part of the message).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StreamError::BadRecipient { .. } => {
+                Some("recipients look like age1...; `dr keygen` prints one".into())
+            }
+            StreamError::BadIdentity { hint, .. } => Some(hint.clone()),
+            StreamError::WrongIdentity { recipients, .. } => Some(format!("the backup was encrypted to {recipients}; point encryption.identity_file at the matching identity")),
+            StreamError::Corrupt { .. } => Some("the stored object does not match what was written; restore an older backup (`dr list`) and investigate the repository".into()),
+            StreamError::DigestMismatch { .. } => Some(
+                "the object was changed after the backup; restore an older backup (`dr list`)"
+                    .into(),
+            ),
+            StreamError::Io { .. } => None,
+        }
+    }
+
+    /// Trying again may help: reading or writing failed (network or disk trouble), the data
+    /// was not found bad. A full local disk is not transient: it needs room.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StreamError::Io { source, .. } => !io_needs_room(source),
+            _ => false,
+        }
+    }
+
     fn io(stage: &str, source: std::io::Error) -> StreamError {
         StreamError::Io {
             stage: stage.to_string(),
             source,
         }
     }
+}
+
+/// A local disk that is full (or over quota): retrying will not help.
+pub fn io_needs_room(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Sizes and digest of one encoded object.

@@ -37,16 +37,27 @@ pub const COMMENT: &str = "dr-signing";
 /// What went wrong with a key or a signature, with the next step.
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
-    #[error("cannot use signing key file {path}: {detail}\nhint: {hint}")]
+    #[error("cannot use signing key file {path}: {detail}")]
     BadKeyFile {
         path: String,
         detail: String,
         hint: String,
     },
-    #[error("`{value}` is not a trusted signing key: {detail}\nhint: list public keys as `dr keygen --signing` prints them: \"ssh-ed25519 AAAA… dr-signing\"")]
+    #[error("`{value}` is not a trusted signing key: {detail}")]
     BadTrustedKey { value: String, detail: String },
     #[error("signing failed: {0}")]
     Sign(String),
+}
+
+impl SigningError {
+    /// The next step for the operator (never part of the message).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SigningError::BadKeyFile { hint, .. } => Some(hint.clone()),
+            SigningError::BadTrustedKey { .. } => Some("list public keys as `dr keygen --signing` prints them: \"ssh-ed25519 AAAA… dr-signing\"".into()),
+            SigningError::Sign(_) => None,
+        }
+    }
 }
 
 /// The private signing key of a backup host.
@@ -344,7 +355,7 @@ mod tests {
         std::fs::write(&path, key.to_openssh().expect("pem")).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         let e = SigningKey::from_file(&path).expect_err("group-readable");
-        assert!(e.to_string().contains("chmod 600"), "{e}");
+        assert!(e.hint().unwrap_or_default().contains("chmod 600"), "{e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let read = SigningKey::from_file(&path).expect("read");
         assert_eq!(read.public(), key.public());
@@ -358,7 +369,10 @@ mod tests {
         )
         .is_err());
         let e = SigningKey::from_file(&dir.path().join("missing")).expect_err("missing");
-        assert!(e.to_string().contains("dr keygen --signing"), "{e}");
+        assert!(
+            e.hint().unwrap_or_default().contains("dr keygen --signing"),
+            "{e}"
+        );
         std::fs::write(&path, line).expect("write");
         assert!(
             SigningKey::from_file(&path).is_err(),

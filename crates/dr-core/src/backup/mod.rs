@@ -22,11 +22,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
-use dr_catalog::{keys, BackupId, Manifest, MANIFEST_FORMAT};
+use dr_catalog::{keys, Manifest, MANIFEST_FORMAT};
 use dr_config::TargetConfig;
 use dr_pg::{ConnInfo, ServerVersion, Tool};
 use dr_store::ObjectStore;
@@ -34,6 +34,7 @@ use dr_store::ObjectStore;
 use crate::lock::RunLock;
 use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
 
+mod fresh_id;
 mod sections;
 mod server;
 mod waits;
@@ -110,7 +111,7 @@ async fn run_locked(
     let recipients = Arc::new(ctx.recipients()?);
     let source = inspect_source(ctx, target).await?;
     let store = ctx.store.as_ref();
-    let (started_at, id) = fresh_id(store, &target.name, started_at).await?;
+    let (started_at, id) = fresh_id::choose(ctx, &target.name, started_at).await?;
     // The store knows its limits (S3: 5 MiB..5 GiB, 10,000 parts); one size for every part.
     let part_size = ctx
         .store
@@ -201,32 +202,6 @@ async fn inspect_source(ctx: &Context, target: &TargetConfig) -> Result<Source> 
         superuser,
         lock_slots,
     })
-}
-
-/// An id no committed backup of `target` has, with the time it stands for. Ids have
-/// one-second resolution: a backup right after another waits for a fresh second. Never
-/// write into the prefix of a committed backup (clock stepped back, or a twin run).
-async fn fresh_id(
-    store: &dyn ObjectStore,
-    target: &str,
-    started_at: chrono::DateTime<Utc>,
-) -> Result<(chrono::DateTime<Utc>, BackupId)> {
-    let mut started_at = started_at;
-    let mut id = BackupId::from_time(started_at);
-    let mut attempts = 0;
-    while store.head(&keys::manifest(target, &id)).await?.is_some() {
-        attempts += 1;
-        if attempts > 3 {
-            return Err(Error::new(
-                Kind::Failed,
-                format!("backup {id} of `{target}` already exists and the clock does not move on\nhint: check the system clock (NTP)"),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        started_at = Utc::now();
-        id = BackupId::from_time(started_at);
-    }
-    Ok((started_at, id))
 }
 
 /// Sign and write the manifest: the commit point. On any failure the backup's objects are

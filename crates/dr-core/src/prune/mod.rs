@@ -48,8 +48,9 @@ pub fn policy(ctx: &Context) -> Result<Policy> {
     let r = &ctx.config.retention;
     if !r.is_configured() {
         return Err(Error::config(
-            "no retention is configured: prune would keep only the newest backup\nhint: add a [retention] section, e.g. daily = 7, weekly = 4, monthly = 12",
-        ));
+            "no retention is configured: prune would keep only the newest backup",
+        )
+        .with_hint("add a [retention] section, e.g. daily = 7, weekly = 4, monthly = 12"));
     }
     let timezone = match &r.timezone {
         Some(tz) => tz

@@ -17,8 +17,6 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use super::{S3Store, Shared};
 use crate::{Location, StoreError};
 
-/// Attempts per request (first try included).
-const MAX_ATTEMPTS: u32 = 5;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One attempt of one request, e.g. a 64 MiB part at ~1 Mbit/s.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -73,10 +71,12 @@ impl S3Store {
         let region = RegionProviderChain::first_try(region.clone().map(Region::new))
             .or_default_provider()
             .or_else(Region::from_static("us-east-1"));
+        // dr's one policy for S3 requests, carried out by the SDK's standard retry.
+        let policy = dr_retry::S3_REQUEST;
         let retry = RetryConfig::standard()
-            .with_max_attempts(MAX_ATTEMPTS)
-            .with_initial_backoff(Duration::from_millis(500))
-            .with_max_backoff(Duration::from_secs(10));
+            .with_max_attempts(policy.attempts)
+            .with_initial_backoff(policy.first_backoff)
+            .with_max_backoff(policy.max_backoff);
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
