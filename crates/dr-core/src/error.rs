@@ -256,6 +256,7 @@ impl From<dr_stream::StreamError> for Error {
             S::Io { source, .. } if disk_full(source) => (Kind::Failed, false),
             // Network or disk trouble, not bad data: "could not run", never "the backup is bad".
             S::Io { .. } => (Kind::Unavailable, true),
+            S::Thread { .. } => (Kind::Failed, false),
         };
         Error::new(kind, e.to_string())
             .retryable(retryable)
