@@ -237,6 +237,7 @@ impl From<dr_stream::StreamError> for Error {
             S::Io { source, .. } if disk_full(source) => Kind::Failed,
             // Network or disk trouble, not bad data: "could not run", never "the backup is bad".
             S::Io { .. } => Kind::Unavailable,
+            S::Thread { .. } => Kind::Failed,
         };
         Error::from_leaf(kind, &e, e.hint(), e.is_transient())
     }

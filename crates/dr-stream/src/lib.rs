@@ -5,8 +5,9 @@
 //! backup can be restored with nothing but the `age` and `zstd` CLIs: an object is
 //! `age(zstd(raw))`, one zstd frame inside one age file.
 //!
-//! Everything here is synchronous `std::io` over bounded buffers: memory does not grow with the
-//! data. Callers run it on a blocking thread and hand parts to async uploads.
+//! The stages are synchronous `std::io` over bounded buffers: memory does not grow with the
+//! data. [`bridge`] is the one place they cross to async I/O, on a blocking thread: an async
+//! download decoded into a writer, an encoded stream cut into parts for async uploads.
 //!
 //! ```
 //! use dr_stream::{Identities, Recipients};
@@ -17,10 +18,12 @@
 //! assert_eq!(dr_stream::unseal(&sealed, &identities, "example").unwrap(), b"hello");
 //! ```
 
+pub mod bridge;
 mod io;
 mod keys;
 pub mod signing;
 
+pub use bridge::{decode_from, encode_into_parts, EncodedParts, Encoding};
 pub use io::{CountingReader, HashingReader, HashingWriter, PartWriter};
 pub use keys::{generate_identity, Identities, Recipients};
 
@@ -53,6 +56,9 @@ pub enum StreamError {
         #[source]
         source: std::io::Error,
     },
+    /// The blocking thread of a stage (see [`bridge`]) panicked or was cancelled.
+    #[error("the {stage} thread failed: {detail}")]
+    Thread { stage: &'static str, detail: String },
 }
 
 impl StreamError {
@@ -70,6 +76,9 @@ impl StreamError {
                     .into(),
             ),
             StreamError::Io { .. } => None,
+            StreamError::Thread { .. } => Some(
+                "this is a bug in dr: run again with RUST_BACKTRACE=1 and report the output".into(),
+            ),
         }
     }
 

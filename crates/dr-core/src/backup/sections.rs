@@ -12,7 +12,7 @@ use dr_catalog::{
 };
 use dr_pg::{ChildProcess, ConnInfo, Tool};
 use dr_store::MultipartUpload;
-use dr_stream::{Compression, PartWriter, Recipients};
+use dr_stream::{Compression, Recipients};
 
 use crate::{human_bytes, Context, Error, Kind, Result};
 
@@ -202,9 +202,6 @@ async fn dump_phase(
     .await
 }
 
-/// What the encoding thread hands back: the archive's stats and how many parts it cut.
-type Encoded = std::result::Result<(dr_stream::EncodeStats, u64), dr_stream::StreamError>;
-
 /// Run pg_dump for one section in the snapshot and stream its archive into a multipart
 /// upload; `bar` counts raw bytes of every section together.
 #[allow(clippy::too_many_arguments)]
@@ -229,20 +226,22 @@ async fn stream_dump(
         }
     };
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-    let encoder = spawn_encoder(ctx, input, tx, recipients, part_size, bar);
+    let (mut rx, encoder) = spawn_encoder(ctx, input, recipients, part_size, bar);
     // Upload parts as they come; stop at the first error or signal.
     let upload_error = upload_parts(ctx, upload.as_mut(), &mut rx, key).await;
     drop(rx);
     if upload_error.is_some() {
         child.kill();
     }
-    let encoded = encoder
-        .await
-        .map_err(|e| Error::new(Kind::Failed, format!("the compression thread failed: {e}")));
+    let encoded = encoder.finish().await;
     let dumped = child.wait().await;
 
-    let (stats, parts) = match section_outcome(job, upload_error, dumped, encoded) {
+    let dr_stream::EncodedParts { stats, parts } = match section_outcome(
+        job,
+        upload_error,
+        dumped,
+        encoded,
+    ) {
         Ok(v) => v,
         Err(e) => {
             if let Err(ae) = upload.abort().await {
@@ -317,39 +316,31 @@ fn spawn_pg_dump(
     Ok((child, std::fs::File::from(stdout)))
 }
 
-/// zstd → age on a blocking thread, cutting the archive into parts of `part_size` sent to
-/// `tx` (depth one: memory stays bounded).
+/// zstd → age on a blocking thread, cutting the archive into parts of `part_size` for the
+/// upload (one in flight: memory stays bounded); `bar` counts raw bytes.
 fn spawn_encoder(
     ctx: &Context,
     input: std::fs::File,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
     recipients: &Arc<Recipients>,
     part_size: u64,
     bar: &indicatif::ProgressBar,
-) -> tokio::task::JoinHandle<Encoded> {
-    let recipients = Arc::clone(recipients);
+) -> (tokio::sync::mpsc::Receiver<Bytes>, dr_stream::Encoding) {
     let compression = Compression {
         level: ctx.config.backup.zstd_level,
         threads: ctx.config.backup.zstd_threads,
     };
-    let bar2 = bar.clone();
-    let part_usize = usize::try_from(part_size).unwrap_or(usize::MAX);
-    tokio::task::spawn_blocking(move || {
-        let mut parts = PartWriter::new(part_usize, |part| {
-            tx.blocking_send(part)
-                .map_err(|_| std::io::Error::other("the upload stopped"))
-        });
-        let mut shown = 0;
-        let stats = dr_stream::encode(input, &mut parts, &recipients, compression, &mut |n| {
-            bar2.inc(n - shown);
+    let bar = bar.clone();
+    let mut shown = 0;
+    dr_stream::encode_into_parts(
+        input,
+        Arc::clone(recipients),
+        compression,
+        part_size,
+        move |n| {
+            bar.inc(n - shown);
             shown = n;
-        })?;
-        let n = parts.finish().map_err(|e| dr_stream::StreamError::Io {
-            stage: "uploading the last part".into(),
-            source: e,
-        })?;
-        Ok::<_, dr_stream::StreamError>((stats, n))
-    })
+        },
+    )
 }
 
 /// Upload the parts as they come until the encoder is done; the first upload error or a
@@ -390,8 +381,8 @@ fn section_outcome(
     job: &SectionJob,
     upload_error: Option<Error>,
     dumped: std::result::Result<dr_pg::Finished, dr_pg::PgError>,
-    encoded: Result<Encoded>,
-) -> Result<(dr_stream::EncodeStats, u64)> {
+    encoded: std::result::Result<dr_stream::EncodedParts, dr_stream::StreamError>,
+) -> Result<dr_stream::EncodedParts> {
     match (upload_error, dumped, encoded) {
         (Some(e), _, _) => Err(e),
         (None, Err(e), _) => {
@@ -405,11 +396,10 @@ fn section_outcome(
             }
             Err(e)
         }
-        (None, Ok(_), Err(e)) => Err(e),
-        (None, Ok(_), Ok(Err(e))) => Err(Error::from(e).context(format!(
+        (None, Ok(_), Err(e)) => Err(Error::from(e).context(format!(
             "compressing and encrypting the dump ({})",
             job.label
         ))),
-        (None, Ok(_), Ok(Ok(v))) => Ok(v),
+        (None, Ok(_), Ok(v)) => Ok(v),
     }
 }

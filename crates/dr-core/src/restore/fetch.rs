@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use dr_catalog::{BackupDetails, Manifest, ObjectRecord, ObjectRole};
 use dr_stream::Identities;
 use futures::StreamExt;
-use tokio_util::io::SyncIoBridge;
 
 use crate::{Context, Error, Kind, Result};
 
@@ -156,34 +155,33 @@ pub async fn fetch_archive(
         .map_err(|e| Error::new(Kind::Failed, format!("creating {}: {e}", path.display())))?;
     let bar = crate::progress::bytes_bar(ctx.progress, "fetching", Some(dump.raw_bytes));
     let bar2 = bar.clone();
-    let sync_reader = SyncIoBridge::new(reader);
-    let key = dump.key.clone();
-    let sha = dump.sha256.clone();
-    let ids = identities.clone();
-    let cancel = ctx.cancel.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        let mut out = std::io::BufWriter::with_capacity(1024 * 1024, file);
-        let stats = dr_stream::decode(sync_reader, &mut out, &ids, Some(&sha), &key, &mut |n| {
-            bar2.set_position(n);
-        })?;
-        out.flush().map_err(|e| dr_stream::StreamError::Io {
-            stage: "writing the archive".into(),
-            source: e,
-        })?;
-        if durable {
-            out.get_ref()
-                .sync_all()
-                .map_err(|e| dr_stream::StreamError::Io {
-                    stage: "syncing the archive".into(),
-                    source: e,
-                })?;
-        }
-        Ok::<_, dr_stream::StreamError>(stats)
-    });
+    let work = dr_stream::decode_from(
+        reader,
+        std::io::BufWriter::with_capacity(1024 * 1024, file),
+        identities.clone(),
+        Some(dump.sha256.clone()),
+        dump.key.clone(),
+        move |n| bar2.set_position(n),
+        move |decoded, mut out| {
+            let stats = decoded?;
+            out.flush().map_err(|e| dr_stream::StreamError::Io {
+                stage: "writing the archive".into(),
+                source: e,
+            })?;
+            if durable {
+                out.get_ref()
+                    .sync_all()
+                    .map_err(|e| dr_stream::StreamError::Io {
+                        stage: "syncing the archive".into(),
+                        source: e,
+                    })?;
+            }
+            Ok(stats)
+        },
+    );
     let result = tokio::select! {
-        r = work => r.map_err(|e| Error::new(Kind::Failed, format!("decrypt thread failed: {e}")))
-            .and_then(|r| r.map_err(Error::from)),
-        _ = cancel.cancelled() => Err(Error::interrupted("the restore")),
+        r = work => r.and_then(|r| r).map_err(Error::from),
+        _ = ctx.cancel.cancelled() => Err(Error::interrupted("the restore")),
     };
     bar.finish_and_clear();
     if let Err(e) = result {
@@ -304,24 +302,26 @@ pub(super) async fn decode_into<W: Write + Send + 'static>(
             return Err(e);
         }
     };
-    let sync_reader = SyncIoBridge::new(reader);
     let key = rec.key.clone();
-    let sha = rec.sha256.clone();
-    let ids = identities.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        let mut w = StopWriter::new(out, stop);
-        let r = dr_stream::decode(sync_reader, &mut w, &ids, Some(&sha), &key, &mut |_| {});
-        let r = r.map_err(|e| Error::from(e).context(format!("backup object {key}")));
-        if let Err(e) = &r {
-            if !w.stopped {
-                on_error(e);
+    dr_stream::decode_from(
+        reader,
+        StopWriter::new(out, stop),
+        identities.clone(),
+        Some(rec.sha256.clone()),
+        rec.key.clone(),
+        |_| {},
+        move |decoded, w| {
+            let r = decoded.map_err(|e| Error::from(e).context(format!("backup object {key}")));
+            if let Err(e) = &r {
+                if !w.stopped {
+                    on_error(e);
+                }
             }
-        }
-        drop(w);
-        r
-    });
-    work.await
-        .map_err(|e| Error::new(Kind::Failed, format!("decrypt thread failed: {e}")))?
+            drop(w);
+            r
+        },
+    )
+    .await?
 }
 
 /// Download, check and decrypt each object into its file, up to `jobs` at once.
