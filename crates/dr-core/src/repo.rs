@@ -143,105 +143,18 @@ pub async fn catalog(
         .list(target.map(|t| format!("{t}/")).as_deref().unwrap_or(""))
         .await
         .map_err(|e| Error::from(e).context("listing the repository"))?;
-    let mut manifests: Vec<(String, BackupId, String)> = Vec::new();
-    let mut verifications: BTreeMap<(String, BackupId), String> = BTreeMap::new();
-    let signatures: BTreeSet<&str> = objects
-        .iter()
-        .map(|o| o.key.as_str())
-        .filter(|k| k.ends_with(".sig"))
-        .collect();
-    // A signature is fetched only when the listing has it: absent means unsigned.
-    let fetch_signature = |key: &str| {
-        let sig = signature_key(key);
-        let listed = signatures.contains(sig.as_str());
-        async move {
-            if !listed {
-                return Ok(None);
-            }
-            store
-                .get(&sig)
-                .await
-                .map(Some)
-                .map_err(|e| Error::from(e).context(format!("reading signature `{sig}`")))
-        }
+    let signatures = Signatures {
+        store,
+        listed: objects
+            .iter()
+            .map(|o| o.key.as_str())
+            .filter(|k| k.ends_with(".sig"))
+            .collect(),
     };
-    for o in &objects {
-        if let Some((t, id, rest)) = keys::parse(&o.key) {
-            if rest == keys::MANIFEST {
-                manifests.push((t.to_string(), id, o.key.clone()));
-            } else if let Some(name) = rest.strip_prefix("verify/") {
-                if name.ends_with(".json") {
-                    // Names are sortable times: keep the newest.
-                    let slot = verifications.entry((t.to_string(), id)).or_default();
-                    if o.key > *slot {
-                        *slot = o.key.clone();
-                    }
-                }
-            }
-        }
-    }
+    let (manifests, verifications) = index(&objects);
     let read: Vec<std::result::Result<BackupEntry, DamagedBackup>> = stream::iter(manifests)
         .map(|(target, id, key)| {
-            let verifications = &verifications;
-            let fetch_signature = &fetch_signature;
-            async move {
-                let bytes = store
-                    .get(&key)
-                    .await
-                    .map_err(|e| Error::from(e).context(format!("reading manifest `{key}`")))?;
-                let manifest = match parse_manifest(&key, &bytes) {
-                    Ok(m) => m,
-                    Err(reason) => {
-                        tracing::debug!(
-                            "backup {id} of `{target}` is damaged: manifest `{key}`: {reason}"
-                        );
-                        return Ok(Err(DamagedBackup {
-                            target,
-                            id,
-                            key,
-                            reason,
-                        }));
-                    }
-                };
-                let sig = fetch_signature(&key).await?;
-                let trust = signing.check(&bytes, sig.as_deref());
-                let mut untrusted_verification = None;
-                let verification =
-                    match verifications.get(&(manifest.target.clone(), manifest.id)) {
-                        Some(vkey) => match store.get(vkey).await {
-                            Ok(b) => {
-                                let vsig = fetch_signature(vkey).await?;
-                                match signing.check(&b, vsig.as_deref()) {
-                                    t if t.is_trusted() => serde_json::from_slice(&b).ok(),
-                                    t => {
-                                        tracing::debug!(
-                                            "verification record {vkey} is untrusted: {}",
-                                            t.reason()
-                                        );
-                                        untrusted_verification = serde_json::from_slice(&b)
-                                            .ok()
-                                            .map(|record| UntrustedRecord {
-                                                record,
-                                                reason: format!("{vkey}: {}", t.reason()),
-                                            });
-                                        None
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!("cannot read verification record {vkey}: {e}");
-                                None
-                            }
-                        },
-                        None => None,
-                    };
-                Ok::<_, Error>(Ok(BackupEntry {
-                    manifest,
-                    verification,
-                    trust,
-                    untrusted_verification,
-                }))
-            }
+            read_entry(store, signing, &signatures, &verifications, target, id, key)
         })
         .buffer_unordered(8)
         .try_collect()
@@ -265,7 +178,128 @@ pub async fn catalog(
     Ok(catalog)
 }
 
-/// One target's backups as retention sees them: `(id, its newest verification passed)`.
+/// The signatures a listing holds: one is fetched only when listed (absent means unsigned).
+struct Signatures<'a> {
+    store: &'a dyn ObjectStore,
+    listed: BTreeSet<&'a str>,
+}
+
+impl Signatures<'_> {
+    async fn fetch(&self, key: &str) -> Result<Option<bytes::Bytes>> {
+        let sig = signature_key(key);
+        if !self.listed.contains(sig.as_str()) {
+            return Ok(None);
+        }
+        self.store
+            .get(&sig)
+            .await
+            .map(Some)
+            .map_err(|e| Error::from(e).context(format!("reading signature `{sig}`")))
+    }
+}
+
+/// The manifests in a listing, `(target, id, key)`, and each backup's newest verification
+/// record key.
+#[allow(clippy::type_complexity)]
+fn index(
+    objects: &[dr_store::ObjectMeta],
+) -> (
+    Vec<(String, BackupId, String)>,
+    BTreeMap<(String, BackupId), String>,
+) {
+    let mut manifests = Vec::new();
+    let mut verifications: BTreeMap<(String, BackupId), String> = BTreeMap::new();
+    for o in objects {
+        if let Some((t, id, rest)) = keys::parse(&o.key) {
+            if rest == keys::MANIFEST {
+                manifests.push((t.to_string(), id, o.key.clone()));
+            } else if let Some(name) = rest.strip_prefix("verify/") {
+                if name.ends_with(".json") {
+                    // Names are sortable times: keep the newest.
+                    let slot = verifications.entry((t.to_string(), id)).or_default();
+                    if o.key > *slot {
+                        *slot = o.key.clone();
+                    }
+                }
+            }
+        }
+    }
+    (manifests, verifications)
+}
+
+/// One backup of the catalog: its manifest checked against the trusted keys, with its newest
+/// verification record; a manifest that cannot be used is a damaged backup, not an error.
+async fn read_entry(
+    store: &dyn ObjectStore,
+    signing: &Signing,
+    signatures: &Signatures<'_>,
+    verifications: &BTreeMap<(String, BackupId), String>,
+    target: String,
+    id: BackupId,
+    key: String,
+) -> Result<std::result::Result<BackupEntry, DamagedBackup>> {
+    let bytes = store
+        .get(&key)
+        .await
+        .map_err(|e| Error::from(e).context(format!("reading manifest `{key}`")))?;
+    let manifest = match parse_manifest(&key, &bytes) {
+        Ok(m) => m,
+        Err(reason) => {
+            tracing::debug!("backup {id} of `{target}` is damaged: manifest `{key}`: {reason}");
+            return Ok(Err(DamagedBackup {
+                target,
+                id,
+                key,
+                reason,
+            }));
+        }
+    };
+    let sig = signatures.fetch(&key).await?;
+    let trust = signing.check(&bytes, sig.as_deref());
+    let (verification, untrusted_verification) =
+        match verifications.get(&(manifest.target.clone(), manifest.id)) {
+            Some(vkey) => read_verification(store, signing, signatures, vkey).await?,
+            None => (None, None),
+        };
+    Ok(Ok(BackupEntry {
+        manifest,
+        verification,
+        trust,
+        untrusted_verification,
+    }))
+}
+
+/// A verification record: trusted, or untrusted with the reason; unreadable is logged, not
+/// fatal (the backup is still listed, as unverified).
+async fn read_verification(
+    store: &dyn ObjectStore,
+    signing: &Signing,
+    signatures: &Signatures<'_>,
+    vkey: &str,
+) -> Result<(Option<VerificationRecord>, Option<UntrustedRecord>)> {
+    let b = match store.get(vkey).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("cannot read verification record {vkey}: {e}");
+            return Ok((None, None));
+        }
+    };
+    let vsig = signatures.fetch(vkey).await?;
+    Ok(match signing.check(&b, vsig.as_deref()) {
+        t if t.is_trusted() => (serde_json::from_slice(&b).ok(), None),
+        t => {
+            tracing::debug!("verification record {vkey} is untrusted: {}", t.reason());
+            let untrusted = serde_json::from_slice(&b)
+                .ok()
+                .map(|record| UntrustedRecord {
+                    record,
+                    reason: format!("{vkey}: {}", t.reason()),
+                });
+            (None, untrusted)
+        }
+    })
+}
+
 /// Targets in the repository that are databases of the server target `server`
 /// (`server.DATABASE`, see [`dr_catalog::members`]), in name order.
 pub async fn members(ctx: &crate::Context, server: &str) -> Result<Vec<String>> {
@@ -287,6 +321,7 @@ pub async fn members(ctx: &crate::Context, server: &str) -> Result<Vec<String>> 
 }
 
 /// Untrusted backups are left out: they never hold a tier (never shadow a trusted backup).
+/// One target's backups as retention sees them: `(id, its newest verification passed)`.
 pub fn retention_inputs(entries: &[BackupEntry], target: &str) -> Vec<(BackupId, bool)> {
     entries
         .iter()
@@ -375,49 +410,46 @@ impl Catalog {
             .filter(move |e| e.manifest.id.is_future_dated(now))
     }
 
-    /// [`resolve`] on a catalog already read, at `now`. Pure.
-    pub fn pick(
-        self,
-        target: Option<&str>,
-        selector: &Selector,
-        now: DateTime<Utc>,
-    ) -> Result<BackupEntry> {
+    /// `--id ID`: that backup, unless it is damaged or several targets have one.
+    fn pick_id(self, target: Option<&str>, id: &BackupId) -> Result<BackupEntry> {
         let of_target = |t: &str| target.is_none_or(|only| only == t);
-        if let Selector::Id(id) = selector {
-            let good = self
-                .entries
-                .iter()
-                .filter(|e| e.manifest.id == *id && of_target(&e.manifest.target))
-                .count();
-            let damaged: Vec<&DamagedBackup> = self
-                .damaged
-                .iter()
-                .filter(|d| d.id == *id && of_target(&d.target))
-                .collect();
-            if good + damaged.len() > 1 {
-                return Err(
-                    Error::config(format!("backup {id} exists for several targets"))
-                        .with_hint("add --target NAME"),
-                );
-            }
-            if let Some(d) = damaged.first() {
-                return Err(Error::new(
-                    Kind::Integrity,
-                    format!(
-                        "backup {} of target `{}` is damaged: manifest `{}`: {}",
-                        d.id, d.target, d.key, d.reason
-                    ),
-                ).with_hint("restore another backup (`dr list` shows them); `dr prune --force` deletes this one"));
-            }
-            return self
-                .entries
-                .into_iter()
-                .find(|e| e.manifest.id == *id && of_target(&e.manifest.target))
-                .ok_or_else(|| {
-                    Error::new(Kind::Failed, format!("no complete backup {id}"))
-                        .with_hint("`dr list` shows the backups that exist")
-                });
+        let good = self
+            .entries
+            .iter()
+            .filter(|e| e.manifest.id == *id && of_target(&e.manifest.target))
+            .count();
+        let damaged: Vec<&DamagedBackup> = self
+            .damaged
+            .iter()
+            .filter(|d| d.id == *id && of_target(&d.target))
+            .collect();
+        if good + damaged.len() > 1 {
+            return Err(
+                Error::config(format!("backup {id} exists for several targets"))
+                    .with_hint("add --target NAME"),
+            );
         }
+        if let Some(d) = damaged.first() {
+            return Err(Error::new(
+                Kind::Integrity,
+                format!(
+                    "backup {} of target `{}` is damaged: manifest `{}`: {}",
+                    d.id, d.target, d.key, d.reason
+                ),
+            ).with_hint("restore another backup (`dr list` shows them); `dr prune --force` deletes this one"));
+        }
+        self.entries
+            .into_iter()
+            .find(|e| e.manifest.id == *id && of_target(&e.manifest.target))
+            .ok_or_else(|| {
+                Error::new(Kind::Failed, format!("no complete backup {id}"))
+                    .with_hint("`dr list` shows the backups that exist")
+            })
+    }
+
+    /// No backup at all, or backups of several targets and no `--target`: an error naming
+    /// what to do.
+    fn refuse_empty_or_ambiguous(&self, target: Option<&str>) -> Result<()> {
         if self.entries.is_empty() && self.damaged.is_empty() {
             return Err(Error::new(
                 Kind::Failed,
@@ -446,6 +478,59 @@ impl Catalog {
                 .with_hint("add --target NAME"));
             }
         }
+        Ok(())
+    }
+
+    /// Why nothing matched `latest` / `--at`: the oldest backup when `--at` is before it, the
+    /// future-dated ones passed over, or where to look.
+    fn nothing_at(
+        &self,
+        selector: &Selector,
+        what: &str,
+        future: &[&BackupEntry],
+        now: DateTime<Utc>,
+    ) -> Error {
+        // `--at` before the first backup: name the oldest, the nearest there is.
+        let oldest = match selector {
+            Selector::At(_) => self.current(now).last(),
+            _ => None,
+        };
+        let hint = if let Some(o) = oldest {
+            format!(
+                "the oldest backup of `{}` is {} ({}): restore it by its id, or pass a later --at; `dr list` shows them all",
+                o.manifest.target,
+                o.manifest.id,
+                o.manifest
+                    .id
+                    .time()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        } else if future.is_empty() {
+            "`dr list` shows the backups that exist".to_string()
+        } else {
+            format!(
+                "future-dated backups (clock skew) are never `latest`: {}; restore one by its id if you mean it",
+                future
+                    .iter()
+                    .map(|e| e.manifest.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        Error::new(Kind::Failed, format!("no complete backup {what}")).with_hint(hint)
+    }
+
+    /// [`resolve`] on a catalog already read, at `now`. Pure.
+    pub fn pick(
+        self,
+        target: Option<&str>,
+        selector: &Selector,
+        now: DateTime<Utc>,
+    ) -> Result<BackupEntry> {
+        if let Selector::Id(id) = selector {
+            return self.pick_id(target, id);
+        }
+        self.refuse_empty_or_ambiguous(target)?;
         let wanted = |id: &BackupId| match selector {
             Selector::At(t) => id.time() <= *t,
             _ => true,
@@ -527,39 +612,7 @@ impl Catalog {
                         .join("; ")
                 ),
             ).with_hint("`dr list` shows every backup and why it is damaged")),
-            None => {
-                // `--at` before the first backup: name the oldest, the nearest there is.
-                let oldest = match selector {
-                    Selector::At(_) => self.current(now).last(),
-                    _ => None,
-                };
-                let hint = if let Some(o) = oldest {
-                    format!(
-                        "the oldest backup of `{}` is {} ({}): restore it by its id, or pass a later --at; `dr list` shows them all",
-                        o.manifest.target,
-                        o.manifest.id,
-                        o.manifest
-                            .id
-                            .time()
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    )
-                } else if future.is_empty() {
-                    "`dr list` shows the backups that exist".to_string()
-                } else {
-                    format!(
-                        "future-dated backups (clock skew) are never `latest`: {}; restore one by its id if you mean it",
-                        future
-                            .iter()
-                            .map(|e| e.manifest.id.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                Err(Error::new(
-                    Kind::Failed,
-                    format!("no complete backup {what}\nhint: {hint}"),
-                ))
-            }
+            None => Err(self.nothing_at(selector, &what, &future, now)),
         }
     }
 }
