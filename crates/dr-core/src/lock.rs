@@ -1,6 +1,6 @@
 //! One run per target at a time, across processes and hosts: a lock object created with a
 //! conditional write (`If-None-Match: *` on S3, an exclusive link on a directory), refreshed
-//! by a heartbeat, and taken over once it has expired (its holder crashed).
+//! by a refresh every ttl/3, and taken over once it has expired (its holder crashed).
 //!
 //! A holder that is provably gone is not waited for: the lock records its process (host,
 //! pid, and on Linux the boot id, pid namespace and start time), and a run on the same host,
@@ -110,13 +110,13 @@ pub fn holder_gone(lock: &LockBody) -> bool {
     }
 }
 
-/// A held lock; release it with [`RunLock::release`] (dropping stops the heartbeat only).
+/// A held lock; release it with [`RunLock::release`] (dropping stops the refresh only).
 pub struct RunLock {
     store: Arc<dyn ObjectStore>,
     key: String,
     token: String,
     stop: CancellationToken,
-    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    refresh: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn holder() -> String {
@@ -216,7 +216,7 @@ impl RunLock {
         }
     }
 
-    /// Ours: start the heartbeat that keeps `b` fresh.
+    /// Ours: start the refresh that keeps `b` fresh.
     fn held(
         store: Arc<dyn ObjectStore>,
         key: String,
@@ -225,7 +225,7 @@ impl RunLock {
         ttl: Duration,
     ) -> RunLock {
         let stop = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(
+        let refresh = tokio::spawn(refresh(
             Arc::clone(&store),
             key.clone(),
             b,
@@ -237,7 +237,7 @@ impl RunLock {
             key,
             token,
             stop,
-            heartbeat: Some(heartbeat),
+            refresh: Some(refresh),
         }
     }
 
@@ -266,10 +266,10 @@ impl RunLock {
         }
     }
 
-    /// Stop the heartbeat and delete the lock if it is still ours.
+    /// Stop the refresh and delete the lock if it is still ours.
     pub async fn release(mut self) {
         self.stop.cancel();
-        if let Some(h) = self.heartbeat.take() {
+        if let Some(h) = self.refresh.take() {
             let _ = h.await;
         }
         if let Ok(bytes) = self.store.get(&self.key).await {
@@ -380,7 +380,7 @@ impl Drop for RunLock {
     }
 }
 
-async fn heartbeat(
+async fn refresh(
     store: Arc<dyn ObjectStore>,
     key: String,
     mut b: LockBody,
@@ -403,7 +403,7 @@ async fn heartbeat(
                 }
             },
             Err(e) => {
-                tracing::warn!("lock heartbeat could not read {key}: {e}");
+                tracing::warn!("run lock refresh could not read {key}: {e}");
                 continue;
             }
         }
@@ -411,7 +411,7 @@ async fn heartbeat(
             Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15));
         if let Ok(json) = serde_json::to_vec_pretty(&b) {
             if let Err(e) = store.put(&key, Bytes::from(json)).await {
-                tracing::warn!("lock heartbeat could not refresh {key}: {e}");
+                tracing::warn!("run lock refresh could not refresh {key}: {e}");
             }
         }
     }

@@ -142,7 +142,7 @@ async fn run_lock_is_exclusive_and_released() {
 }
 
 #[tokio::test]
-async fn run_lock_heartbeat_pushes_the_expiry_on() {
+async fn run_lock_refresh_pushes_the_expiry_on() {
     let store = MemoryStore::new();
     // ttl 3 s: refreshed every second.
     let lock = take(&store, Duration::from_secs(3), Duration::ZERO)
@@ -163,7 +163,7 @@ async fn an_expired_run_lock_is_taken_over_and_its_holder_cannot_commit() {
     let old = take(&store, Duration::from_secs(60), Duration::ZERO)
         .await
         .expect("old run");
-    // The old run stalls: its lock lapses (as if its heartbeat stopped an hour ago).
+    // The old run stalls: its lock lapses (as if its refresh stopped an hour ago).
     let mut stalled = lock_body(&store).await.expect("held");
     stalled.expires_at = Utc::now() - chrono::Duration::hours(1);
     put_lock(&store, &stalled).await;

@@ -3,7 +3,7 @@
 //!
 //! The store never decides *what* to lock: callers pass a [`Retention`] to the `*_locked`
 //! writes of [`crate::ObjectStore`]. dr-core locks every object of a backup and nothing else
-//! (the run lock and daemon heartbeats must stay deletable).
+//! (the run lock and the daemon beacons must stay deletable).
 
 use std::fmt;
 
