@@ -16,7 +16,7 @@
 //! signed by a key this host does not trust, see [`crate::trust`]) is listed with the reason,
 //! skipped by `latest` and `--at`, left out of retention, and refused by restore and verify.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use dr_catalog::{keys, BackupId, Manifest, VerificationRecord};
@@ -24,7 +24,11 @@ use dr_store::ObjectStore;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::trust::{signature_key, Signing, Trust};
+mod read;
+
+use read::{index, read_entry, Signatures};
+
+use crate::trust::{Signing, Trust};
 use crate::{Error, Kind, Result};
 
 /// One complete backup.
@@ -176,128 +180,6 @@ pub async fn catalog(
         .damaged
         .sort_by(|a, b| b.id.cmp(&a.id).then_with(|| a.target.cmp(&b.target)));
     Ok(catalog)
-}
-
-/// The signatures a listing holds: one is fetched only when listed (absent means unsigned).
-struct Signatures<'a> {
-    store: &'a dyn ObjectStore,
-    listed: BTreeSet<&'a str>,
-}
-
-impl Signatures<'_> {
-    async fn fetch(&self, key: &str) -> Result<Option<bytes::Bytes>> {
-        let sig = signature_key(key);
-        if !self.listed.contains(sig.as_str()) {
-            return Ok(None);
-        }
-        self.store
-            .get(&sig)
-            .await
-            .map(Some)
-            .map_err(|e| Error::from(e).context(format!("reading signature `{sig}`")))
-    }
-}
-
-/// The manifests in a listing, `(target, id, key)`, and each backup's newest verification
-/// record key.
-#[allow(clippy::type_complexity)]
-fn index(
-    objects: &[dr_store::ObjectMeta],
-) -> (
-    Vec<(String, BackupId, String)>,
-    BTreeMap<(String, BackupId), String>,
-) {
-    let mut manifests = Vec::new();
-    let mut verifications: BTreeMap<(String, BackupId), String> = BTreeMap::new();
-    for o in objects {
-        if let Some((t, id, rest)) = keys::parse(&o.key) {
-            if rest == keys::MANIFEST {
-                manifests.push((t.to_string(), id, o.key.clone()));
-            } else if let Some(name) = rest.strip_prefix("verify/") {
-                if name.ends_with(".json") {
-                    // Names are sortable times: keep the newest.
-                    let slot = verifications.entry((t.to_string(), id)).or_default();
-                    if o.key > *slot {
-                        *slot = o.key.clone();
-                    }
-                }
-            }
-        }
-    }
-    (manifests, verifications)
-}
-
-/// One backup of the catalog: its manifest checked against the trusted keys, with its newest
-/// verification record; a manifest that cannot be used is a damaged backup, not an error.
-async fn read_entry(
-    store: &dyn ObjectStore,
-    signing: &Signing,
-    signatures: &Signatures<'_>,
-    verifications: &BTreeMap<(String, BackupId), String>,
-    target: String,
-    id: BackupId,
-    key: String,
-) -> Result<std::result::Result<BackupEntry, DamagedBackup>> {
-    let bytes = store
-        .get(&key)
-        .await
-        .map_err(|e| Error::from(e).context(format!("reading manifest `{key}`")))?;
-    let manifest = match parse_manifest(&key, &bytes) {
-        Ok(m) => m,
-        Err(reason) => {
-            tracing::debug!("backup {id} of `{target}` is damaged: manifest `{key}`: {reason}");
-            return Ok(Err(DamagedBackup {
-                target,
-                id,
-                key,
-                reason,
-            }));
-        }
-    };
-    let sig = signatures.fetch(&key).await?;
-    let trust = signing.check(&bytes, sig.as_deref());
-    let (verification, untrusted_verification) =
-        match verifications.get(&(manifest.target.clone(), manifest.id)) {
-            Some(vkey) => read_verification(store, signing, signatures, vkey).await?,
-            None => (None, None),
-        };
-    Ok(Ok(BackupEntry {
-        manifest,
-        verification,
-        trust,
-        untrusted_verification,
-    }))
-}
-
-/// A verification record: trusted, or untrusted with the reason; unreadable is logged, not
-/// fatal (the backup is still listed, as unverified).
-async fn read_verification(
-    store: &dyn ObjectStore,
-    signing: &Signing,
-    signatures: &Signatures<'_>,
-    vkey: &str,
-) -> Result<(Option<VerificationRecord>, Option<UntrustedRecord>)> {
-    let b = match store.get(vkey).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!("cannot read verification record {vkey}: {e}");
-            return Ok((None, None));
-        }
-    };
-    let vsig = signatures.fetch(vkey).await?;
-    Ok(match signing.check(&b, vsig.as_deref()) {
-        t if t.is_trusted() => (serde_json::from_slice(&b).ok(), None),
-        t => {
-            tracing::debug!("verification record {vkey} is untrusted: {}", t.reason());
-            let untrusted = serde_json::from_slice(&b)
-                .ok()
-                .map(|record| UntrustedRecord {
-                    record,
-                    reason: format!("{vkey}: {}", t.reason()),
-                });
-            (None, untrusted)
-        }
-    })
 }
 
 /// Targets in the repository that are databases of the server target `server`
