@@ -16,6 +16,7 @@
 //! {target}/{id}/manifest.json          written last: the commit point of the backup
 //! {target}/{id}/verify/{time}.json     verification records (plain summary), each with a .sig
 //! locks/{target}.json                  run lock (conditional create)
+//! {target}/wal/…                       archived WAL: data objects and signed records (see [`wal`])
 //! daemon/{host}.json                   a running `dr daemon`'s beacon
 //! ```
 //!
@@ -32,6 +33,7 @@ pub mod members;
 pub mod retention;
 pub mod schedule;
 pub mod time;
+pub mod wal;
 
 pub use crosscheck::cross_check;
 pub use manifest::{
