@@ -63,12 +63,12 @@ mod tests {
             ("FFFFFFFF/FFFFFFFF", u64::MAX),
             ("0/16B3748", 0x16B_3748),
         ] {
-            let lsn: Lsn = text.parse().unwrap();
+            let lsn: Lsn = text.parse().expect("valid");
             assert_eq!(lsn, Lsn(value));
             assert_eq!(lsn.to_string(), text);
         }
         assert_eq!(
-            "a/42000028".parse::<Lsn>().unwrap().to_string(),
+            "a/42000028".parse::<Lsn>().expect("valid").to_string(),
             "A/42000028"
         );
     }
@@ -86,7 +86,7 @@ mod tests {
             "-1/0",
             "0x1/0",
         ] {
-            let e = bad.parse::<Lsn>().unwrap_err();
+            let e = bad.parse::<Lsn>().expect_err("must fail");
             assert!(e.to_string().contains("X/Y"), "{bad}: {e}");
         }
     }
@@ -94,9 +94,9 @@ mod tests {
     #[test]
     fn round_trips_through_json() {
         let lsn = Lsn(0xA_4200_0028);
-        let json = serde_json::to_string(&lsn).unwrap();
+        let json = serde_json::to_string(&lsn).expect("valid");
         assert_eq!(json, "\"A/42000028\"");
-        assert_eq!(serde_json::from_str::<Lsn>(&json).unwrap(), lsn);
+        assert_eq!(serde_json::from_str::<Lsn>(&json).expect("valid"), lsn);
         assert!(serde_json::from_str::<Lsn>("\"nope\"").is_err());
     }
 }

@@ -122,12 +122,11 @@ pub fn join(document: &[u8], signature: Option<&str>) -> Vec<u8> {
     out
 }
 
-/// Split a `.rec` object stored at `key` into the record, the exact signed line and the
-/// signature (if any).
-pub fn split<'a>(
-    key: &str,
-    stored: &'a [u8],
-) -> Result<(WalRecord, &'a [u8], Option<&'a [u8]>), RecordError> {
+/// A `.rec` object taken apart: the record, the exact signed line, the signature (if any).
+pub type Split<'a> = (WalRecord, &'a [u8], Option<&'a [u8]>);
+
+/// Split a `.rec` object stored at `key`.
+pub fn split<'a>(key: &str, stored: &'a [u8]) -> Result<Split<'a>, RecordError> {
     let invalid = |reason: String| RecordError::Invalid {
         key: key.to_string(),
         reason,
@@ -216,13 +215,13 @@ mod tests {
             name: "000000010000000A00000042".into(),
             key: keys::data(
                 "app",
-                "000000010000000A00000042".parse().unwrap(),
+                "000000010000000A00000042".parse().expect("valid"),
                 "9f3c00112233aabb",
             ),
             system_identifier: "7301234567890123456".into(),
             server_major: Some(17),
             timeline: 1,
-            start_lsn: Some("A/42000000".parse().unwrap()),
+            start_lsn: Some("A/42000000".parse().expect("valid")),
             end_lsn: None,
             r#final: false,
             segment_bytes: Some(16 << 20),
@@ -241,7 +240,7 @@ mod tests {
 
     #[test]
     fn keys_follow_the_layout() {
-        let seg: WalFile = "000000010000000A00000042".parse().unwrap();
+        let seg: WalFile = "000000010000000A00000042".parse().expect("valid");
         assert_eq!(
             keys::record("app", seg),
             "app/wal/000000010000000A/000000010000000A00000042.rec"
@@ -250,7 +249,7 @@ mod tests {
             keys::data("app", seg, "9f3c00112233aabb"),
             "app/wal/000000010000000A/000000010000000A00000042.9f3c00112233aabb.zst.age"
         );
-        let partial: WalFile = "000000010000000A00000042.partial".parse().unwrap();
+        let partial: WalFile = "000000010000000A00000042.partial".parse().expect("valid");
         assert_eq!(
             keys::record("app", partial),
             "app/wal/000000010000000A/000000010000000A00000042.partial.rec"
@@ -259,7 +258,9 @@ mod tests {
             keys::record("app", WalFile::History(2)),
             "app/wal/history/00000002.history.rec"
         );
-        let backup: WalFile = "000000010000000A00000042.00000028.backup".parse().unwrap();
+        let backup: WalFile = "000000010000000A00000042.00000028.backup"
+            .parse()
+            .expect("valid");
         assert_eq!(
             keys::record("app", backup),
             "app/wal/backup/000000010000000A00000042.00000028.backup.rec"
@@ -278,28 +279,28 @@ mod tests {
         assert!(!doc.contains(&b'\n'));
         let sig = "-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n";
         let stored = join(&doc, Some(sig));
-        let (back, line, signature) = split("k", &stored).unwrap();
+        let (back, line, signature) = split("k", &stored).expect("valid");
         assert_eq!(back, r);
         assert_eq!(line, &doc[..]);
         assert_eq!(signature, Some(sig.as_bytes()));
         assert_eq!(
             back.file(),
-            Some("000000010000000A00000042".parse().unwrap())
+            Some("000000010000000A00000042".parse().expect("valid"))
         );
 
         let unsigned = join(&doc, None);
-        let (_, line, signature) = split("k", &unsigned).unwrap();
+        let (_, line, signature) = split("k", &unsigned).expect("valid");
         assert_eq!(line, &doc[..]);
         assert_eq!(signature, None);
     }
 
     #[test]
     fn damaged_or_newer_records_are_refused_by_name() {
-        let e = split("app/wal/x.rec", b"{not json\nsig").unwrap_err();
+        let e = split("app/wal/x.rec", b"{not json\nsig").expect_err("must fail");
         assert!(e.to_string().contains("app/wal/x.rec"), "{e}");
         let mut newer = record();
         newer.format = RECORD_FORMAT + 1;
-        let e = split("k", &join(&newer.document(), None)).unwrap_err();
+        let e = split("k", &join(&newer.document(), None)).expect_err("must fail");
         assert!(e.to_string().contains("upgrade dr"), "{e}");
     }
 }

@@ -236,21 +236,21 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
 
     fn name(s: &str) -> SegmentName {
-        s.parse().unwrap()
+        s.parse().expect("valid")
     }
 
     #[test]
     fn lsn_to_segment_at_16_mib() {
         let size = SegmentSize::DEFAULT;
-        let s = SegmentName::of(1, "A/42000028".parse().unwrap(), size);
+        let s = SegmentName::of(1, "A/42000028".parse().expect("valid"), size);
         assert_eq!(s.to_string(), "000000010000000A00000042");
-        assert_eq!(s.start(size).unwrap().to_string(), "A/42000000");
+        assert_eq!(s.start(size).expect("valid").to_string(), "A/42000000");
         assert_eq!(
             SegmentName::of(1, Lsn(0), size).to_string(),
             "000000010000000000000000"
         );
         assert_eq!(
-            SegmentName::of(3, "0/FFFFFFFF".parse().unwrap(), size).to_string(),
+            SegmentName::of(3, "0/FFFFFFFF".parse().expect("valid"), size).to_string(),
             "0000000300000000000000FF"
         );
         assert_eq!(s.prefix(), "000000010000000A");
@@ -258,18 +258,18 @@ mod tests {
 
     #[test]
     fn other_segment_sizes() {
-        let lsn: Lsn = "A/42000028".parse().unwrap();
+        let lsn: Lsn = "A/42000028".parse().expect("valid");
         let cases = [
             (MIB, "000000010000000A00000420"),
             (64 * MIB, "000000010000000A00000010"),
             (1024 * MIB, "000000010000000A00000001"),
         ];
         for (bytes, expected) in cases {
-            let size = SegmentSize::new(bytes).unwrap();
+            let size = SegmentSize::new(bytes).expect("valid");
             let s = SegmentName::of(1, lsn, size);
             assert_eq!(s.to_string(), expected, "{bytes}");
-            assert!(s.start(size).unwrap() <= lsn);
-            assert!(Lsn(s.start(size).unwrap().0 + size.bytes()) > lsn);
+            assert!(s.start(size).expect("valid") <= lsn);
+            assert!(Lsn(s.start(size).expect("valid").0 + size.bytes()) > lsn);
         }
         for bad in [0, MIB / 2, 3 * MIB, 2048 * MIB] {
             assert!(SegmentSize::new(bad).is_err(), "{bad}");
@@ -280,10 +280,13 @@ mod tests {
     fn next_crosses_a_log_id() {
         let size = SegmentSize::DEFAULT;
         let last = name("000000010000000A000000FF");
-        assert_eq!(last.next(size).unwrap(), name("000000010000000B00000000"));
+        assert_eq!(
+            last.next(size).expect("valid"),
+            name("000000010000000B00000000")
+        );
         let all: Vec<String> = name("000000010000000A000000FE")
             .through(name("000000010000000B00000001"), size)
-            .unwrap()
+            .expect("valid")
             .map(|s| s.to_string())
             .collect();
         assert_eq!(
@@ -307,17 +310,17 @@ mod tests {
             "00000001000000 A00000042",
             "",
         ] {
-            let e = bad.parse::<SegmentName>().unwrap_err();
+            let e = bad.parse::<SegmentName>().expect_err("must fail");
             assert!(matches!(e, SegmentError::Name { .. }), "{bad}");
             assert!(e.hint().is_some());
         }
         // Parses, but no such segment with 16 MiB segments (256 per log id).
         let e = name("000000010000000A00000100")
             .number(SegmentSize::DEFAULT)
-            .unwrap_err();
+            .expect_err("must fail");
         assert!(e.to_string().contains("below 100"), "{e}");
         assert_eq!(
-            name("000000010000000A00000100").number(SegmentSize::new(MIB).unwrap()),
+            name("000000010000000A00000100").number(SegmentSize::new(MIB).expect("valid")),
             Ok(10 * 4096 + 256)
         );
     }
@@ -334,7 +337,7 @@ mod tests {
                 WalFile::Backup(seg, 0x28),
             ),
         ] {
-            let parsed: WalFile = text.parse().unwrap();
+            let parsed: WalFile = text.parse().expect("valid");
             assert_eq!(parsed, file, "{text}");
             assert_eq!(parsed.to_string(), text);
         }
