@@ -25,6 +25,7 @@ mod conn;
 mod error;
 mod globals;
 mod process;
+pub mod recovery;
 mod server;
 mod snapshot;
 pub mod source;
