@@ -34,6 +34,7 @@ pub mod target;
 mod tls;
 mod toc;
 mod tools;
+pub mod unpack;
 
 pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder, LockWait};
 pub use conn::{ConnInfo, NetworkLimits};
