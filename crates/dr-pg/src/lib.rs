@@ -26,6 +26,7 @@ mod error;
 mod globals;
 mod process;
 pub mod recovery;
+pub mod replication;
 mod server;
 mod snapshot;
 pub mod source;
