@@ -5,6 +5,7 @@
 //! number split into a "log id" (`XXXXXXXX`) and the segment within it (`YYYYYYYY`), where a
 //! log id spans 4 GiB of WAL. See `docs/design/PITR.md`.
 
+pub mod continuity;
 pub mod history;
 mod lsn;
 mod record;
