@@ -8,6 +8,7 @@
 pub mod continuity;
 pub mod history;
 mod lsn;
+pub mod plan;
 mod record;
 mod segment;
 
