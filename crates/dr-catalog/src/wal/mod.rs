@@ -10,6 +10,7 @@ pub mod history;
 mod lsn;
 pub mod plan;
 mod record;
+pub mod retention;
 mod segment;
 
 pub use lsn::{Lsn, LsnError};
