@@ -800,6 +800,54 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn two_switches_in_a_row() {
+        // Timeline 3 began at B/03000100 on timeline 2 (a second promotion).
+        let mut t = timelines();
+        let history = "1\tB/01000A28\tno recovery target specified\n\n\
+                       2\tB/03000100\tbefore 2026-12-03 14:08:30+00\n";
+        t.insert(3, parse(3, history).expect("valid"))
+            .expect("insert");
+        let got =
+            expected(&t, (1, lsn("A/FF000028")), (3, lsn("B/04000100")), SIZE).expect("on path");
+        assert_eq!(
+            strings(&got),
+            [
+                "000000010000000A000000FF",
+                "000000010000000B00000000",
+                "000000020000000B00000001",
+                "000000020000000B00000002",
+                "000000030000000B00000003",
+                "000000030000000B00000004",
+            ]
+        );
+        let mut records = without(&records(), &["000000020000000B00000004.partial"]);
+        // Timeline 2's copy of B/03 is its final partial now; timeline 3 has B/03 and B/04.
+        records.retain(|r| r.file.to_string() != "000000020000000B00000003");
+        records.push(partial("000000020000000B00000003", 8, "B/03000100"));
+        records.push(seg("000000030000000B00000003", 9));
+        records.push(seg("000000030000000B00000004", 10));
+        let archive = Archive::new(&records, SIZE);
+        let bases = [base("a", 1, "A/FD000028", "A/FE000100", 0)];
+        let w = windows(&bases, &archive, &t, 3).expect("known");
+        assert_eq!(w.first_missing, None);
+        let latest = w.latest().expect("a window").latest;
+        assert_eq!(
+            (latest.timeline, latest.lsn, latest.at),
+            (3, lsn("B/05000000"), at(10))
+        );
+        // On timeline 2 the window ends at its final partial.
+        let w = windows(&bases, &archive, &t, 2).expect("known");
+        assert_eq!(w.latest().map(|l| l.latest.lsn), Some(lsn("B/03000100")));
+        assert_eq!(newest_reachable(&bases, &t), Some(3));
+        assert_eq!(
+            archive
+                .first_missing(&t, 3, &got, Some(lsn("B/04000100")))
+                .expect("known"),
+            None
+        );
+    }
+
+    #[test]
     fn archived_from_a_record() {
         let record = WalRecord {
             format: 1,
