@@ -210,6 +210,51 @@ fn fetch_exits_0_written_1_not_found_204_for_a_gap_or_damage() {
     nothing_at(&dest);
 }
 
+/// Nothing listens at the repository's endpoint: after its retries the fetch exits 203
+/// (fatal: recovery stops rather than ends); a SIGTERM meanwhile (the server shutting down)
+/// exits 143, which PostgreSQL reads as a shutdown.
+#[test]
+fn fetch_exits_203_when_the_repository_stays_unreachable_and_143_on_sigterm() {
+    let ws = Workspace::new();
+    let (identity, recipient) = ws.keygen();
+    let cfg = ws.write(
+        "down.toml",
+        &format!(
+            "[repository]\nurl = \"s3://bucket/dr\"\n[repository.s3]\nendpoint = \"http://127.0.0.1:{}\"\npath_style = true\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"postgres://u@127.0.0.1:1/app\"\n",
+            free_port(),
+            identity.display()
+        ),
+    );
+    let dest = ws.path().join("RECOVERYXLOG");
+    let args = ["wal", "fetch", SEG1, dest.to_str().expect("utf-8 path")];
+
+    let child = ws
+        .dr_command(&cfg, &args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dr");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("wait");
+    assert_exit_code(&out, 143);
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    nothing_at(&dest);
+
+    let out = ws.dr(&cfg, &args);
+    assert_exit_code(&out, 203);
+    assert!(
+        stderr(&out).contains("recovery stopped"),
+        "{}",
+        stderr(&out)
+    );
+    nothing_at(&dest);
+}
+
 /// A cluster made from a base backup, recovering with `restore_command = 'dr … wal fetch %f
 /// %p'`; stopped when dropped.
 struct Recovery {

@@ -133,14 +133,26 @@ pub async fn fetch(ctx: &Context, req: &Request<'_>) -> Result<Fetched> {
             pushed_at: found.record.pushed_at,
         }))
     };
-    let result = tokio::select! {
-        r = work => r,
-        () = ctx.cancel.cancelled() => Err(Error::new(
+    let interrupted = || {
+        Error::new(
             Kind::Interrupted,
-            format!("fetching {file} was interrupted by a signal; {} was not written", req.dest.display()),
-        )),
+            format!(
+                "fetching {file} was interrupted by a signal; {} was not written",
+                req.dest.display()
+            ),
+        )
     };
-    result.map_err(|e| unavailable_hint(e, file))
+    let result = tokio::select! {
+        biased;
+        () = ctx.cancel.cancelled() => Err(interrupted()),
+        r = work => r,
+    };
+    match result {
+        // A retry's wait cut short by the signal ends with the error it was retrying: the
+        // answer is still "interrupted" (143, a shutdown), not "unavailable".
+        Err(_) if ctx.cancel.is_cancelled() => Err(interrupted()),
+        r => r.map_err(|e| unavailable_hint(e, file)),
+    }
 }
 
 /// A fetch that failed because the store could not be reached: say what PostgreSQL did.

@@ -441,3 +441,25 @@ async fn names_and_targets_are_config_errors() {
     let e = target(&ctx, Some("nope")).await.expect_err("unknown");
     assert_eq!(e.kind, Kind::Config, "{e}");
 }
+
+#[tokio::test]
+async fn a_signal_interrupts_the_retries_and_writes_nothing() {
+    let a = Archive::new();
+    a.push(SEG1, &wal_bytes(1, LEN)).await;
+    a.store.fail("get", "app/wal/");
+    let ctx = a.context();
+    let dest = a.dest();
+    let mut req = Request::new("app", SEG1, &dest);
+    // Long waits between tries: the signal comes during the first one.
+    req.retry = Policy::fixed(3, Duration::from_secs(30));
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let started = std::time::Instant::now();
+    let e = fetch(&ctx, &req).await.expect_err("must fail");
+    assert_eq!(e.kind, Kind::Interrupted, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(a.written(), None);
+}
