@@ -347,9 +347,21 @@ impl Drop for Recovery {
 /// before an archived one (exit 204) it stops with FATAL instead of promoting a copy that
 /// lacks the rest.
 #[test]
-fn postgres_replays_through_dr_wal_fetch_and_stops_at_a_gap() {
+fn postgres_15_replays_through_dr_wal_fetch_and_stops_at_a_gap() {
+    replays_and_stops_at_a_gap(Postgres::start());
+}
+
+#[test]
+fn postgres_17_replays_through_dr_wal_fetch_and_stops_at_a_gap() {
+    let Some(bin_dir) = pg_bin_dir(17) else {
+        eprintln!("skipped: no PostgreSQL 17 binaries (ci/setup.sh installs them)");
+        return;
+    };
+    replays_and_stops_at_a_gap(Postgres::start_with_bin_dir(&bin_dir));
+}
+
+fn replays_and_stops_at_a_gap(pg: Postgres) {
     let ws = Workspace::new();
-    let pg = Postgres::start();
     let dir = pg.socket_dir().join("pitr");
     let archive = dir.join("archive");
     fs::create_dir_all(&archive).expect("mkdir");

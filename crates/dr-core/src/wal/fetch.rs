@@ -110,7 +110,7 @@ pub async fn fetch(ctx: &Context, req: &Request<'_>) -> Result<Fetched> {
         .parse()
         .map_err(|e: dr_catalog::wal::SegmentError| {
             let hint = e.hint();
-            let err = Error::config(format!("restore_command asked for {e}"));
+            let err = Error::config(e.to_string()).context("dr wal fetch");
             match hint {
                 Some(h) => err.with_hint(h),
                 None => err,
