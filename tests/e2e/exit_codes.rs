@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// The codes in the table of docs/EXIT_CODES.md, with their names.
+/// The codes in the (first) table of docs/EXIT_CODES.md, with their names. The fetch table
+/// further down is `dr wal fetch`'s (tests/e2e/wal_fetch.rs).
 fn documented_codes() -> BTreeMap<i32, String> {
     let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/EXIT_CODES.md");
     let text = std::fs::read_to_string(&doc).expect("docs/EXIT_CODES.md");
     text.lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             // "| 4 | integrity | ..." → ["", "4", "integrity", ...]

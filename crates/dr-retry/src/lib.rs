@@ -196,6 +196,13 @@ pub const SANDBOX_CONNECT_EVERY: Duration = ms(250);
 /// A backup id (one-second resolution) already taken: wait for the clock, 4 tries 1 s apart.
 pub const FRESH_BACKUP_ID: Policy = Policy::fixed(4, Duration::from_secs(1));
 
+/// `dr wal fetch` (PostgreSQL's `restore_command`): a read of the WAL archive that failed
+/// for a transient reason is tried 3 times, 1 s then 2 s apart, before the fetch fails (exit
+/// 203, which stops recovery): PostgreSQL does not retry a failed restore_command, and
+/// "unavailable" must not end recovery over one dropped connection. Each S3 request inside a
+/// try has its own retries ([`S3_REQUEST`]); this one also covers a download cut mid-stream.
+pub const WAL_FETCH: Policy = Policy::new(3, Duration::from_secs(1), Duration::from_secs(4));
+
 const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }

@@ -173,6 +173,12 @@ pub enum Command {
         #[arg(long, default_value_t = 3, requires = "dry_run")]
         count: usize,
     },
+    /// The WAL archive (point-in-time recovery): what PostgreSQL's archive_command and
+    /// restore_command run.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
     /// Create an age identity file (mode 0600) and print its public recipient; with
     /// --signing, a signing key for the backup host and its public key.
     Keygen {
@@ -186,6 +192,22 @@ pub enum Command {
         /// public key for `[signing] trusted`.
         #[arg(long, conflicts_with = "force")]
         signing: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// restore_command: write archived WAL file NAME to DEST, verified. Exit 0 written,
+    /// 1 not in the archive, 143 on SIGTERM, 200 + dr's code on any failure (201-207, which
+    /// PostgreSQL treats as fatal: recovery stops instead of ending early; docs/EXIT_CODES.md).
+    Fetch {
+        /// The file PostgreSQL asks for (`%f`).
+        name: String,
+        /// Where to write it (`%p`).
+        dest: PathBuf,
+        /// The target whose archive to read [default: the only configured target].
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 

@@ -17,6 +17,8 @@ fn main() -> ExitCode {
     // Before anything else: a SIGTERM from now on is a graceful stop, never a kill.
     signals::hold();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `dr wal fetch` exits with the codes PostgreSQL's restore_command needs, from here on.
+    let wal_fetch = exit::wal_fetch_requested(&args);
     // Before clap and before any thread: the file may set DR_CONFIG, PGPASSWORD, AWS_*.
     let env_warning = match envfile::requested(&args) {
         Some(path) => match envfile::load(&path) {
@@ -39,6 +41,11 @@ fn main() -> ExitCode {
             output::print_error(&dr_core::Error::config(text));
             return exit::code(dr_core::Kind::Config);
         }
+        // A usage error's 2 would tell PostgreSQL "not in the archive": 202 stops recovery.
+        Err(e) if e.use_stderr() && wal_fetch => {
+            let _ = e.print();
+            return exit::code(dr_core::Kind::Config);
+        }
         Err(e) => e.exit(),
     };
     logging::init(&cli.global);
@@ -57,7 +64,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("error: {message}");
             }
-            return ExitCode::from(1);
+            return exit::code(dr_core::Kind::Failed);
         }
     };
     {

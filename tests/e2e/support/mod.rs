@@ -108,7 +108,7 @@ pub fn one_heavy_test_at_a_time() -> MutexGuard<'static, ()> {
 // Processes
 // ---------------------------------------------------------------------------------------
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     static ROOT: OnceLock<bool> = OnceLock::new();
     *ROOT.get_or_init(|| {
         Command::new("id")
@@ -121,7 +121,7 @@ fn is_root() -> bool {
 
 /// A command that runs as the `postgres` OS user when we are root (initdb and postgres
 /// refuse to run as root), as ourselves otherwise.
-fn as_postgres(program: &Path) -> Command {
+pub fn as_postgres(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
@@ -195,7 +195,7 @@ fn read_in_thread<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<
 }
 
 #[track_caller]
-fn run_ok(cmd: &mut Command, what: &str) -> Output {
+pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
     let o = run_with_timeout(cmd, None, Duration::from_secs(300));
     if !o.status.success() {
         panic!("{what} failed: {}\n{}", o.status, describe(&o));
@@ -203,7 +203,7 @@ fn run_ok(cmd: &mut Command, what: &str) -> Output {
     o
 }
 
-fn tail(path: &Path, max: usize) -> String {
+pub fn tail(path: &Path, max: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let start = text.len().saturating_sub(max);
     let start = (start..=text.len())
@@ -212,7 +212,7 @@ fn tail(path: &Path, max: usize) -> String {
     text[start..].to_string()
 }
 
-fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if ready() {
