@@ -162,6 +162,8 @@ mod tests {
             encryption: "age".into(),
             recipients: vec![],
             objects,
+            kind: crate::BackupKind::Logical,
+            physical: None,
         };
         (m, d)
     }

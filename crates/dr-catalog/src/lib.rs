@@ -37,9 +37,9 @@ pub mod wal;
 
 pub use crosscheck::cross_check;
 pub use manifest::{
-    BackupDetails, CheckOutcome, Layout, Manifest, ObjectRecord, ObjectRole, SequenceValue,
-    TableCount, VerificationRecord, MANIFEST_FORMAT, MANIFEST_FORMAT_SINGLE, STEP_DATA,
-    STEP_POST_DATA, STEP_PRE_DATA,
+    BackupDetails, BackupKind, CheckOutcome, Layout, Manifest, ObjectRecord, ObjectRole, Physical,
+    SequenceValue, TableCount, VerificationRecord, MANIFEST_FORMAT, MANIFEST_FORMAT_PHYSICAL,
+    MANIFEST_FORMAT_SINGLE, NEWEST_MANIFEST_FORMAT, STEP_DATA, STEP_POST_DATA, STEP_PRE_DATA,
 };
 pub use retention::{plan as retention_plan, Decision, Policy, Tier};
 
@@ -125,6 +125,10 @@ pub mod keys {
     }
     pub const GLOBALS: &str = "globals.sql.zst.age";
     pub const DETAILS: &str = "details.json.zst.age";
+    /// A physical backup: `pg_basebackup -D - -Ft`'s tar stream.
+    pub const BASE_TAR: &str = "base.tar.zst.age";
+    /// A physical backup: PostgreSQL's `backup_manifest`.
+    pub const BACKUP_MANIFEST: &str = "backup_manifest.zst.age";
 
     pub fn backup_prefix(target: &str, id: &BackupId) -> String {
         format!("{target}/{id}/")

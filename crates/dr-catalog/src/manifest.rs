@@ -18,11 +18,70 @@ use crate::BackupId;
 ///   streams, `post-data` (see [`ObjectRole`] and [`ObjectRecord::restore_step`]). Every
 ///   section streams into `pg_restore`; data streams restore side by side.
 ///
-/// dr reads both; it writes 2.
+/// - 3: a physical base backup (`kind: "physical"`): `pg_basebackup`'s tar stream
+///   (`base.tar.zst.age`), PostgreSQL's `backup_manifest` beside it, and the WAL range it
+///   needs ([`Physical`]). Restored with the WAL archive (`dr restore --at … --to-dir`).
+///
+/// dr reads all three; it writes 2 for dumps and 3 for base backups. A dr that knows only
+/// up to 2 lists a format-3 manifest as damaged and never restores, verifies or misreads it.
 pub const MANIFEST_FORMAT: u32 = 2;
 
 /// The format of manifests written by dr before sections (still read).
 pub const MANIFEST_FORMAT_SINGLE: u32 = 1;
+
+/// The format of physical base backups' manifests.
+pub const MANIFEST_FORMAT_PHYSICAL: u32 = 3;
+
+/// The newest format this dr reads: a newer one is refused ("upgrade dr").
+pub const NEWEST_MANIFEST_FORMAT: u32 = MANIFEST_FORMAT_PHYSICAL;
+
+/// What a backup is: a logical dump (`pg_dump`, formats 1 and 2) or a physical base backup
+/// (`pg_basebackup`, format 3).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    #[default]
+    Logical,
+    Physical,
+}
+
+impl BackupKind {
+    pub fn is_logical(&self) -> bool {
+        *self == BackupKind::Logical
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Logical => "logical",
+            BackupKind::Physical => "physical",
+        }
+    }
+}
+
+/// Format 3: what a physical base backup needs from the WAL archive, and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Physical {
+    /// `pg_control_system().system_identifier`: the WAL archive it restores with must be of
+    /// the same cluster.
+    pub system_identifier: String,
+    /// The timeline the backup started and stopped on.
+    pub timeline: u32,
+    /// `WAL-Ranges` of PostgreSQL's `backup_manifest` (cross-checked with `backup_label`):
+    /// replay must start at `start_lsn` and reach `stop_lsn` to be consistent.
+    pub start_lsn: crate::wal::Lsn,
+    pub stop_lsn: crate::wal::Lsn,
+    /// The first and the last segment that range needs (24 hex digits each): the backup was
+    /// committed only once every segment from one to the other was in the archive.
+    pub start_segment: String,
+    pub stop_segment: String,
+    /// `wal_segment_size`.
+    pub segment_bytes: u64,
+    /// `CHECKPOINT LOCATION` of `backup_label`: where redo starts.
+    pub checkpoint_lsn: crate::wal::Lsn,
+    /// `pg_basebackup --version` of the binary used.
+    pub pg_basebackup_version: String,
+    /// The `backup_label` file as written (it is also in the tar).
+    pub backup_label: String,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -34,7 +93,9 @@ pub struct Manifest {
     /// `SHOW server_version`, e.g. "15.18 (Debian 15.18-0+deb12u1)".
     pub server_version: String,
     pub server_major: u32,
-    /// `pg_dump --version` of the binary used.
+    /// `pg_dump --version` of the binary used; empty for a physical backup (see
+    /// [`Physical::pg_basebackup_version`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pg_dump_version: String,
     pub dr_version: String,
     /// `pg_database_size` at backup time, bytes.
@@ -44,6 +105,12 @@ pub struct Manifest {
     /// Public recipients the objects are encrypted to.
     pub recipients: Vec<String>,
     pub objects: Vec<ObjectRecord>,
+    /// `logical` unless said (formats 1 and 2 never say it).
+    #[serde(default, skip_serializing_if = "BackupKind::is_logical")]
+    pub kind: BackupKind,
+    /// Format 3 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<Physical>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,6 +130,11 @@ pub enum ObjectRole {
     Globals,
     /// [`BackupDetails`] JSON.
     Details,
+    /// Format 3: `pg_basebackup -D - -Ft -X none`'s tar stream, as it came.
+    BaseTar,
+    /// Format 3: PostgreSQL's `backup_manifest` (also the tar's last member), for
+    /// `pg_verifybackup` and the sizes a restore needs without reading the tar.
+    BackupManifest,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -104,6 +176,21 @@ pub enum Layout<'a> {
 }
 
 impl Manifest {
+    /// Parse a stored manifest. The format is read first, so a newer dr's manifest is
+    /// refused as newer ("upgrade dr"), not as invalid JSON over a field this dr lacks.
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, String> {
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        if let Ok(Format { format }) = serde_json::from_slice::<Format>(bytes) {
+            if format > NEWEST_MANIFEST_FORMAT {
+                return Err(newer(format));
+            }
+        }
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))
+    }
+
     pub fn object(&self, role: ObjectRole) -> Option<&ObjectRecord> {
         self.objects.iter().find(|o| o.role == role)
     }
@@ -170,11 +257,8 @@ impl Manifest {
 
     /// Problems a reader must refuse: a newer format, keys outside the backup, missing dump.
     pub fn check(&self) -> Result<(), String> {
-        if self.format > MANIFEST_FORMAT {
-            return Err(format!(
-                "manifest format {} is newer than this dr understands ({MANIFEST_FORMAT}); upgrade dr",
-                self.format
-            ));
+        if self.format > NEWEST_MANIFEST_FORMAT {
+            return Err(newer(self.format));
         }
         let prefix = crate::keys::backup_prefix(&self.target, &self.id);
         for o in &self.objects {
@@ -189,8 +273,15 @@ impl Manifest {
     }
 
     /// Format 1 holds one dump; format 2 holds either one dump or exactly one pre-data, one
-    /// or more adjacent data streams and one post-data, each with its restore step.
+    /// or more adjacent data streams and one post-data, each with its restore step; format
+    /// 3 is a physical backup ([`Manifest::check_physical`]).
     fn check_layout(&self) -> Result<(), String> {
+        let physical = self.format >= MANIFEST_FORMAT_PHYSICAL
+            || self.kind == BackupKind::Physical
+            || self.physical.is_some();
+        if physical {
+            return self.check_physical();
+        }
         let count = |role| self.objects.iter().filter(|o| o.role == role).count();
         let (dumps, pre, data, post) = (
             count(ObjectRole::Dump),
@@ -237,6 +328,42 @@ impl Manifest {
         Ok(())
     }
 
+    /// Format 3 says `kind: "physical"`, has its [`Physical`] part with a range that does
+    /// not run backwards, and exactly one base tar and one `backup_manifest`; a format 1 or
+    /// 2 manifest never claims to be physical.
+    fn check_physical(&self) -> Result<(), String> {
+        if self.format != MANIFEST_FORMAT_PHYSICAL {
+            return Err(format!(
+                "a format {} manifest cannot describe a physical backup",
+                self.format
+            ));
+        }
+        if self.kind != BackupKind::Physical {
+            return Err("a format 3 manifest must say kind \"physical\"".into());
+        }
+        let Some(p) = &self.physical else {
+            return Err("a physical backup's manifest has no WAL range (`physical`)".into());
+        };
+        if p.stop_lsn < p.start_lsn {
+            return Err(format!(
+                "its WAL range runs backwards ({}..{})",
+                p.start_lsn, p.stop_lsn
+            ));
+        }
+        let count = |role| self.objects.iter().filter(|o| o.role == role).count();
+        let (tar, pg_manifest) = (
+            count(ObjectRole::BaseTar),
+            count(ObjectRole::BackupManifest),
+        );
+        if tar != 1 || pg_manifest != 1 || self.objects.len() != 2 {
+            return Err(format!(
+                "a physical backup lists {} objects, {tar} base tar and {pg_manifest} backup_manifest (needs exactly one of each)",
+                self.objects.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// [`Manifest::check`], and that the manifest stored at `key` describes the backup that
     /// key names: a manifest copied or renamed to another backup's place is refused, since the
     /// id in the key is what listing, `latest` and retention go by.
@@ -251,6 +378,12 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+fn newer(format: u32) -> String {
+    format!(
+        "manifest format {format} is newer than this dr understands ({NEWEST_MANIFEST_FORMAT}); upgrade dr"
+    )
 }
 
 /// What the dump holds, stored encrypted next to it.
@@ -374,6 +507,8 @@ mod tests {
                 part_bytes: None,
                 restore_step: None,
             }],
+            kind: BackupKind::Logical,
+            physical: None,
         }
     }
 
@@ -482,8 +617,117 @@ mod tests {
         m.objects[0].key = "other/x".into();
         assert!(m.check().is_err());
         let mut m = sample();
-        m.format = MANIFEST_FORMAT + 1;
+        m.format = NEWEST_MANIFEST_FORMAT + 1;
         assert!(m.check().expect_err("newer").contains("upgrade"));
+    }
+
+    fn physical() -> Manifest {
+        let mut m = sample();
+        m.format = MANIFEST_FORMAT_PHYSICAL;
+        m.kind = BackupKind::Physical;
+        m.pg_dump_version = String::new();
+        let rec = |role, name: &str| ObjectRecord {
+            role,
+            key: format!("app/20261122T030000Z/{name}"),
+            bytes: 10,
+            sha256: "c".repeat(64),
+            raw_bytes: 20,
+            part_bytes: None,
+            restore_step: None,
+        };
+        m.objects = vec![
+            rec(ObjectRole::BaseTar, crate::keys::BASE_TAR),
+            rec(ObjectRole::BackupManifest, crate::keys::BACKUP_MANIFEST),
+        ];
+        m.physical = Some(Physical {
+            system_identifier: "7715265767638906800".into(),
+            timeline: 1,
+            start_lsn: "0/2000028".parse().expect("lsn"),
+            stop_lsn: "0/2000100".parse().expect("lsn"),
+            start_segment: "000000010000000000000002".into(),
+            stop_segment: "000000010000000000000002".into(),
+            segment_bytes: 16 << 20,
+            checkpoint_lsn: "0/2000060".parse().expect("lsn"),
+            pg_basebackup_version: "pg_basebackup (PostgreSQL) 15.18".into(),
+            backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
+        });
+        m
+    }
+
+    #[test]
+    fn a_physical_manifest_round_trips_as_format_3() {
+        let m = physical();
+        assert!(m.check().is_ok(), "{:?}", m.check());
+        let json = serde_json::to_string_pretty(&m).expect("json");
+        for want in [
+            r#""format": 3"#,
+            r#""kind": "physical""#,
+            r#""role": "base_tar""#,
+            r#""role": "backup_manifest""#,
+            r#""start_lsn": "0/2000028""#,
+            r#""stop_lsn": "0/2000100""#,
+            r#""segment_bytes": 16777216"#,
+        ] {
+            assert!(json.contains(want), "{want} in {json}");
+        }
+        assert!(!json.contains("pg_dump_version"), "{json}");
+        let back = Manifest::from_json(json.as_bytes()).expect("parse");
+        assert_eq!(back, m);
+        // Not a dump: no archive layout for a logical restore to misread.
+        assert_eq!(back.layout(), None);
+        assert!(back.archive_objects().is_empty());
+        // A logical manifest says nothing of kinds: byte for byte what older dr wrote.
+        let logical = serde_json::to_string(&sample()).expect("json");
+        assert!(
+            !logical.contains("kind") && !logical.contains("physical"),
+            "{logical}"
+        );
+    }
+
+    #[test]
+    fn a_physical_manifest_must_be_whole() {
+        let mut m = physical();
+        m.format = MANIFEST_FORMAT;
+        assert!(m.check().expect_err("format 2").contains("format 2"));
+        let mut m = physical();
+        m.kind = BackupKind::Logical;
+        assert!(m.check().expect_err("kind").contains("physical"));
+        let mut m = physical();
+        m.physical = None;
+        assert!(m.check().expect_err("range").contains("WAL range"));
+        let mut m = physical();
+        m.objects.pop();
+        assert!(m.check().expect_err("objects").contains("backup_manifest"));
+        let mut m = physical();
+        m.objects.push(sample().objects[0].clone());
+        assert!(m.check().is_err());
+        let mut m = physical();
+        if let Some(p) = &mut m.physical {
+            p.stop_lsn = "0/1000000".parse().expect("lsn");
+        }
+        assert!(m.check().expect_err("backwards").contains("backwards"));
+        // A dump's manifest claiming a physical part is not a dump.
+        let mut m = sample();
+        m.physical = physical().physical;
+        assert!(m.check().is_err());
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_as_newer_not_as_bad_json() {
+        // A future manifest with roles and fields this dr does not know.
+        let json = r#"{"format":4,"id":"20261122T030000Z","target":"app","kind":"incremental",
+            "objects":[{"role":"block_delta"}]}"#;
+        let e = Manifest::from_json(json.as_bytes()).expect_err("newer");
+        assert!(
+            e.contains("format 4 is newer") && e.contains("upgrade dr"),
+            "{e}"
+        );
+        // What a dr that knows only format 2 does with a physical backup's manifest: its
+        // check refuses every format above 2 (the rule this one keeps for above 3).
+        let m = physical();
+        assert!(m.format > MANIFEST_FORMAT);
+        let e = Manifest::from_json(b"{\"format\":3,").expect_err("cut");
+        assert!(e.contains("not valid JSON"), "{e}");
     }
 
     #[test]

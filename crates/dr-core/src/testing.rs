@@ -35,6 +35,8 @@ pub(crate) fn entry(target: &str, id: &str) -> BackupEntry {
                 part_bytes: None,
                 restore_step: None,
             }],
+            kind: dr_catalog::BackupKind::Logical,
+            physical: None,
         },
         verification: None,
         trust: crate::trust::Trust::Trusted {

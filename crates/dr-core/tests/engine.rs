@@ -336,6 +336,8 @@ fn manifest(id_text: &str) -> Manifest {
             part_bytes: None,
             restore_step: None,
         }],
+        kind: dr_catalog::BackupKind::Logical,
+        physical: None,
     }
 }
 

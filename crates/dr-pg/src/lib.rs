@@ -20,6 +20,7 @@
 //! ```
 
 mod activity;
+pub mod basebackup;
 pub mod checks;
 mod conn;
 mod error;

@@ -190,6 +190,15 @@ impl ChildProcess {
         &self.command
     }
 
+    /// The last lines of stderr so far, while the child runs: for a caller that acts on
+    /// what a tool says before it exits (pg_basebackup waiting for WAL archiving).
+    pub fn stderr_so_far(&self) -> Vec<String> {
+        self.stderr
+            .lock()
+            .map(|l| l.tail.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Kill the child and everything it started (SIGKILL to its group); `wait` still reports.
     pub fn kill(&mut self) {
         signal_group(self.group, Signal::SIGKILL);

@@ -157,6 +157,8 @@ async fn run_locked(
         recipients: recipients.to_strings(),
         // Sections in restore order (data streams together), then globals and details.
         objects: sections.into_iter().chain([globals, details]).collect(),
+        kind: dr_catalog::BackupKind::Logical,
+        physical: None,
     };
     commit(ctx, lock, &manifest, &mut written).await?;
     tracing::info!(

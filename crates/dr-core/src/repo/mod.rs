@@ -219,7 +219,7 @@ pub fn retention_inputs(entries: &[BackupEntry], target: &str) -> Vec<(BackupId,
 
 /// The manifest stored at `key`, or why it cannot be used (the backup is damaged). Pure.
 pub fn parse_manifest(key: &str, bytes: &[u8]) -> std::result::Result<Manifest, String> {
-    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+    let m = Manifest::from_json(bytes)?;
     m.check_at(key)?;
     Ok(m)
 }
@@ -656,7 +656,7 @@ mod tests {
         assert!(e.starts_with("not valid JSON"), "{e}");
         assert!(parse_manifest(&key, b"").is_err());
         let mut newer = m.clone();
-        newer.format = dr_catalog::MANIFEST_FORMAT + 1;
+        newer.format = dr_catalog::NEWEST_MANIFEST_FORMAT + 1;
         let e =
             parse_manifest(&key, &serde_json::to_vec(&newer).expect("json")).expect_err("newer");
         assert!(e.contains("upgrade dr"), "{e}");
