@@ -101,5 +101,7 @@ fn role_label(role: dr_catalog::ObjectRole) -> &'static str {
         ObjectRole::PostData => "post-data",
         ObjectRole::Globals => "globals",
         ObjectRole::Details => "details",
+        ObjectRole::BaseTar => "base tar",
+        ObjectRole::BackupManifest => "backup_manifest",
     }
 }
