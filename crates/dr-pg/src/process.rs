@@ -199,6 +199,11 @@ impl ChildProcess {
             .unwrap_or_default()
     }
 
+    /// The child has exited (its status is kept for [`ChildProcess::wait`]).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Kill the child and everything it started (SIGKILL to its group); `wait` still reports.
     pub fn kill(&mut self) {
         signal_group(self.group, Signal::SIGKILL);

@@ -32,6 +32,8 @@
 
 mod docker;
 mod local;
+/// Running server programs as `postgres` when dr runs as root (they refuse root).
+pub use local::{is_root, lookup_user};
 
 use std::path::PathBuf;
 use std::sync::Mutex;

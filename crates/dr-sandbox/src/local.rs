@@ -63,7 +63,7 @@ impl Runner {
     }
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // /proc/self belongs to the effective uid; `id -u` where there is no /proc.
     if let Ok(m) = std::fs::metadata("/proc/self") {
         return m.uid() == 0;
@@ -75,7 +75,7 @@ fn is_root() -> bool {
 }
 
 /// uid and gid of `user` from /etc/passwd.
-fn lookup_user(user: &str) -> Option<(u32, u32)> {
+pub fn lookup_user(user: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let mut f = line.split(':');

@@ -43,6 +43,17 @@ pub struct Global {
     pub quiet: bool,
 }
 
+/// `recovery_target_action`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ThenArg {
+    /// End recovery and open for writes on a new timeline.
+    Promote,
+    /// Stay in recovery, read-only, for inspection.
+    Pause,
+    /// Stop the server.
+    Shutdown,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Human,
@@ -218,11 +229,26 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub target: Option<String>,
     /// The newest backup at or before this time (RFC 3339, `YYYY-MM-DD HH:MM` UTC, or a date).
+    /// With --to-dir: the point recovery stops at — a time, an LSN (`0/3000028`) or `latest`.
     #[arg(long)]
     pub at: Option<String>,
     /// Database URL to restore into (password via PGPASSWORD/PGPASSFILE). Created if missing.
-    #[arg(long, required_unless_present_any = ["to_file", "globals_to_file"])]
+    #[arg(long, required_unless_present_any = ["to_file", "globals_to_file", "to_dir"])]
     pub to: Option<String>,
+    /// Point-in-time recovery: a physical base backup and the WAL archive into this new or
+    /// empty directory, set up to recover to --at (a data directory to start with pg_ctl).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "to_file", "globals_to_file"])]
+    pub to_dir: Option<PathBuf>,
+    /// With --to-dir: start the server once, wait until recovery reaches --at, report the last
+    /// commit replayed, and stop it cleanly (a missing or damaged segment is an error).
+    #[arg(long, requires = "to_dir")]
+    pub start: bool,
+    /// With --to-dir: what the server does at the target.
+    #[arg(long, value_enum, default_value = "promote", requires = "to_dir")]
+    pub then: ThenArg,
+    /// With --to-dir: recover onto this timeline [default: the one current at --at].
+    #[arg(long, requires = "to_dir")]
+    pub timeline: Option<u32>,
     /// Write the decrypted archive here instead of restoring: one file for an older backup;
     /// for a backup in sections a new or empty directory, one file per section and a
     /// README.txt with the restore order. With --to as well, the restore reads them back.

@@ -24,6 +24,7 @@ mod globals;
 mod layout;
 mod leave;
 mod load;
+pub mod pitr;
 mod plan;
 mod sections;
 mod select;

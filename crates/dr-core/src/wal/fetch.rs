@@ -319,7 +319,12 @@ fn require_trusted(ctx: &Context, key: &str, file: WalFile, trust: &Trust) -> Re
 
 /// A trusted record still has to be the one for `file`: a record copied over another's key
 /// (the same signature stays valid) would serve the wrong WAL.
-fn check_record(target: &str, file: WalFile, key: &str, record: &WalRecord) -> Result<()> {
+pub(crate) fn check_record(
+    target: &str,
+    file: WalFile,
+    key: &str,
+    record: &WalRecord,
+) -> Result<()> {
     let data_prefix = format!("{}{file}.", keys::folder(target, file));
     let wrong = if record.name != file.to_string() || record.kind != WalKind::of(file) {
         Some(format!(

@@ -7,6 +7,7 @@ mod keygen;
 mod list;
 mod prune;
 mod restore;
+mod restore_pitr;
 mod show;
 mod status;
 mod undelete;
@@ -137,6 +138,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, args.target.as_deref()).await?;
             refuse_server(&ctx, args.target.as_deref()).await?;
+            if args.to_dir.is_some() {
+                return restore_pitr::run(&ctx, &cli.global, args).await;
+            }
             restore::run(&ctx, args).await
         }
     }

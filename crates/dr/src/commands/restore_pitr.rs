@@ -1,0 +1,114 @@
+//! `dr restore --to-dir DIR --at TIME|LSN|latest`: point-in-time recovery into a data
+//! directory (see `dr_core::restore::pitr`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use dr_catalog::wal::plan::Target;
+use dr_core::restore::pitr::{self, PitrOptions, Then};
+use dr_core::{human_bytes, Context, Error, Result};
+
+use crate::cli::{Global, RestoreArgs, ThenArg};
+use crate::out;
+
+pub async fn run(ctx: &Context, global: &Global, args: RestoreArgs) -> Result<ExitCode> {
+    let dir = args.to_dir.clone().unwrap_or_default();
+    if args.id.is_some() {
+        return Err(Error::config(
+            "--to-dir recovers to a point, not to a backup id: give --at TIME, --at LSN or --at latest",
+        )
+        .with_hint("the base backup is chosen for you: the newest one before the point"));
+    }
+    let opts = PitrOptions {
+        target: args.target.clone(),
+        at: parse_target(args.at.as_deref())?,
+        timeline: args.timeline,
+        dir: absolute(&dir)?,
+        force: args.force,
+        dry_run: args.dry_run,
+        start: args.start,
+        then: match args.then {
+            ThenArg::Promote => Then::Promote,
+            ThenArg::Pause => Then::Pause,
+            ThenArg::Shutdown => Then::Shutdown,
+        },
+        fetch_argv: fetch_argv(global)?,
+    };
+    let report = pitr::run(ctx, &opts).await?;
+    if args.json {
+        crate::commands::print_json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.dry_run {
+        out!("{}", report.plan);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprint!("{}", report.plan);
+    crate::note!(
+        "base backup {} restored into {} ({} files, {}), recovery to {} set up on timeline {}",
+        report.plan.base_id,
+        opts.dir.display(),
+        report.files,
+        human_bytes(report.bytes),
+        report.plan.recovery_target,
+        report.plan.timeline
+    );
+    if let Some(r) = &report.reached {
+        crate::note!(
+            "recovery reached the target in {:.1} s: {}",
+            r.seconds,
+            r.stopped
+        );
+        crate::note!(
+            "the server was stopped; the next start replays to the same point, then: {}",
+            opts.then.as_str()
+        );
+    }
+    out!("start it with: {}", report.start_command);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--at` for recovery: `latest`, an LSN `X/Y`, or a time as `dr restore --at` reads it.
+fn parse_target(at: Option<&str>) -> Result<Target> {
+    let Some(at) = at.map(str::trim) else {
+        return Err(
+            Error::config("--to-dir needs --at: a time, an LSN (0/3000028) or `latest`")
+                .with_hint("`dr status` shows the recoverable window"),
+        );
+    };
+    if at == "latest" {
+        return Ok(Target::Latest);
+    }
+    if at.contains('/') {
+        return at
+            .parse()
+            .map(Target::Lsn)
+            .map_err(|e: dr_catalog::wal::LsnError| Error::config(e.to_string()));
+    }
+    dr_core::repo::parse_time(at).map(Target::Time)
+}
+
+/// The server runs `dr wal fetch` in its own environment: this binary and the same config and
+/// env file, by absolute path (secrets stay in the env file, never in the settings).
+fn fetch_argv(global: &Global) -> Result<Vec<String>> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::config(format!("cannot tell where this dr binary is: {e}")))?;
+    let config = global
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(dr_config::DEFAULT_CONFIG_PATH));
+    let mut argv = vec![
+        exe.display().to_string(),
+        "--config".into(),
+        absolute(&config)?.display().to_string(),
+    ];
+    if let Some(env) = &global.env_file {
+        argv.push("--env-file".into());
+        argv.push(absolute(env)?.display().to_string());
+    }
+    Ok(argv)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))
+}
