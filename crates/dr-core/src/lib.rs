@@ -41,6 +41,7 @@ pub mod time;
 pub mod trust;
 pub mod undelete;
 pub mod verify;
+pub mod wal;
 
 #[cfg(test)]
 mod testing;
