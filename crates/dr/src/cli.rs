@@ -173,6 +173,9 @@ pub enum Command {
         #[arg(long, default_value_t = 3, requires = "dry_run")]
         count: usize,
     },
+    /// Continuous WAL archiving (docs/design/PITR.md).
+    #[command(subcommand)]
+    Wal(WalCommand),
     /// Create an age identity file (mode 0600) and print its public recipient; with
     /// --signing, a signing key for the backup host and its public key.
     Keygen {
@@ -186,6 +189,23 @@ pub enum Command {
         /// public key for `[signing] trusted`.
         #[arg(long, conflicts_with = "force")]
         signing: bool,
+    },
+}
+
+/// `dr wal …`
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Archive one WAL file: `archive_command = 'dr --config /etc/dr/dr.toml wal push %p'`.
+    /// Exit 0 only once it is stored; the same file again is 0, different bytes under an
+    /// archived name exit 4 and are never stored; WAL of another cluster exits 7.
+    Push {
+        /// The file (`%p`: relative to the current directory, the data directory when
+        /// PostgreSQL runs it).
+        path: PathBuf,
+        /// The target whose archive takes it [default: the one whose archive belongs to
+        /// the file's cluster; for .history/.backup files, the only target with [targets.wal]].
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 

@@ -11,6 +11,7 @@ mod show;
 mod status;
 mod undelete;
 mod verify;
+mod wal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use dr_config::Config;
 use dr_core::{Context, Error, Result};
 use dr_observe::report::Reporter;
 
-use crate::cli::{Cli, Command, Global};
+use crate::cli::{Cli, Command, Global, WalCommand};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Restore(args) = &cli.command {
@@ -124,6 +125,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { json } => {
             let ctx = context(&cli.global).await?;
             status::run(&ctx, json).await
+        }
+        Command::Wal(WalCommand::Push { path, target }) => {
+            let ctx = context(&cli.global).await?;
+            wal::push(&ctx, &path, target.as_deref()).await
         }
         Command::Daemon { dry_run, count } => daemon::run(&cli.global, dry_run, count).await,
         Command::Restore(args) => {
