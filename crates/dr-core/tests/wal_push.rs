@@ -238,6 +238,37 @@ async fn a_history_file_is_never_replaced() {
 }
 
 #[tokio::test]
+async fn a_backup_history_file_goes_to_the_backup_folder() {
+    let s = setup();
+    let path = s
+        .dir
+        .path()
+        .join("000000010000000000000006.00000028.backup");
+    std::fs::write(
+        &path,
+        "START WAL LOCATION: 0/6000028 (file 000000010000000000000006)\n",
+    )
+    .expect("write");
+    let pushed = push(&s.ctx, &path, None).await.expect("push");
+    assert_eq!(
+        pushed.record,
+        "app/wal/backup/000000010000000000000006.00000028.backup.rec"
+    );
+    let (record, _, _) = split(
+        &pushed.record,
+        &s.store.get(&pushed.record).await.expect("record"),
+    )
+    .expect("record");
+    assert_eq!(record.kind, WalKind::Backup);
+    assert!(s
+        .store
+        .head("app/wal/identity.json")
+        .await
+        .expect("head")
+        .is_none());
+}
+
+#[tokio::test]
 async fn two_pushers_at_once_both_succeed_with_one_data_object() {
     let s = setup();
     let path = segment(s.dir.path(), SEGMENT, 7, None);
@@ -464,4 +495,104 @@ async fn with_object_lock_the_wal_archive_is_written_locked() {
         assert_eq!(r.mode, LockMode::Compliance);
         assert!(r.until >= before + chrono::Duration::days(14), "{}", v.key);
     }
+}
+
+/// A store whose first record creation succeeds but whose answer is lost (a 503 after the
+/// write): the retry finds the record, and it names our own data object.
+#[derive(Debug)]
+struct LostReply {
+    inner: MemoryStore,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LostReply {
+    fn location(&self) -> &dr_store::Location {
+        self.inner.location()
+    }
+    fn part_limits(&self) -> dr_store::PartLimits {
+        self.inner.part_limits()
+    }
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), dr_store::StoreError> {
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> Result<bool, dr_store::StoreError> {
+        let created = self.inner.put_if_absent(key, body).await?;
+        if key.ends_with(".rec") && !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(dr_store::StoreError::S3 {
+                operation: "PutObject",
+                target: format!("s3://memory/{key}"),
+                code: Some("ServiceUnavailable".into()),
+                status: Some(503),
+                message: "the answer was lost".into(),
+                hint: None,
+            });
+        }
+        Ok(created)
+    }
+    async fn get(&self, key: &str) -> Result<bytes::Bytes, dr_store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_reader(
+        &self,
+        key: &str,
+    ) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>), dr_store::StoreError> {
+        self.inner.get_reader(key).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<dr_store::ObjectMeta>, dr_store::StoreError> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<dr_store::ObjectMeta>, dr_store::StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), dr_store::StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn start_multipart(
+        &self,
+        key: &str,
+    ) -> Result<Box<dyn dr_store::MultipartUpload>, dr_store::StoreError> {
+        self.inner.start_multipart(key).await
+    }
+    async fn list_multipart(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<dr_store::PendingUpload>, dr_store::StoreError> {
+        self.inner.list_multipart(prefix).await
+    }
+    async fn abort_multipart(
+        &self,
+        upload: &dr_store::PendingUpload,
+    ) -> Result<(), dr_store::StoreError> {
+        self.inner.abort_multipart(upload).await
+    }
+}
+
+#[tokio::test]
+async fn a_record_whose_creation_answer_was_lost_is_ours_on_the_retry() {
+    let bucket = MemoryStore::new();
+    let store = LostReply {
+        inner: bucket.clone(),
+        lost: std::sync::atomic::AtomicBool::new(false),
+    };
+    let s = setup_with(bucket.clone(), Arc::new(store), APP);
+    let path = segment(s.dir.path(), SEGMENT, 7, None);
+    let pushed = push(&s.ctx, &path, None).await.expect("retried");
+    assert!(!pushed.already_archived, "our own record, not a re-push");
+    let listed = keys_under(&s.store, FOLDER).await;
+    assert_eq!(
+        data_objects(&listed),
+        [&pushed.data],
+        "the named object was kept"
+    );
+    let (record, _, _) = split(
+        &pushed.record,
+        &s.store.get(&pushed.record).await.expect("record"),
+    )
+    .expect("record");
+    assert_eq!(record.key, pushed.data);
 }
