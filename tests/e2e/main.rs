@@ -35,3 +35,4 @@ mod signing;
 mod streaming;
 mod verify;
 mod wal_fetch;
+mod wal;

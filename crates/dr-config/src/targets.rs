@@ -22,6 +22,8 @@ pub struct TargetConfig {
     /// With `databases = "all"`: names of databases not to back up.
     #[serde(default)]
     pub exclude_databases: Vec<String>,
+    /// `[targets.wal]`: continuous WAL archiving of this target's cluster.
+    pub wal: Option<crate::WalConfig>,
     /// Set on a target expanded from a `databases = "all"` target.
     #[serde(skip)]
     pub expanded_from: Option<Expansion>,
@@ -95,6 +97,8 @@ impl TargetConfig {
             pg_bin_dir: self.pg_bin_dir.clone(),
             databases: None,
             exclude_databases: Vec::new(),
+            // WAL belongs to the server (the cluster), not to one of its databases.
+            wal: None,
             expanded_from: Some(Expansion {
                 server: self.name.clone(),
                 database: database.to_string(),

@@ -68,6 +68,9 @@ impl Config {
                     "add databases = \"all\" (every database of the server), or remove exclude_databases",
                 ));
             }
+            if let Some(wal) = &t.wal {
+                wal.validate(&t.name).map_err(|(m, h)| self.invalid(m, h))?;
+            }
             if !names.insert(t.name.as_str()) {
                 return Err(self.invalid(
                     format!("target `{}` is defined twice", t.name),

@@ -11,6 +11,8 @@
 //! - verification records (`{target}/{id}/verify/…`) until the later of the backup's start
 //!   and the time of writing, plus `days`: a verification of an old backup is itself locked
 //!   for the full `days`, never for a day or two;
+//! - the WAL archive (`{target}/wal/…`: data objects, records, the identity) from the time
+//!   of writing, plus `days` (a WAL file is written once and never replaced);
 //! - anything else is not locked: the run lock `locks/{target}.json`, daemon beacons
 //!   `daemon/{host}.json` and `dr check`'s probe `_dr/probe-*` must stay deletable (a stale run
 //!   lock that cannot be removed would stop every backup).
@@ -32,6 +34,12 @@ use dr_store::{
 /// The lock an object written now under `key` gets; `None` for objects that must stay
 /// deletable (anything outside a backup's prefix). Pure.
 pub fn retention_for(lock: &ObjectLock, key: &str, now: DateTime<Utc>) -> Option<Retention> {
+    if key
+        .split_once('/')
+        .is_some_and(|(_, rest)| rest.starts_with("wal/"))
+    {
+        return Some(lock.retention_from(now));
+    }
     let (_, id, rest) = keys::parse(key)?;
     let from = if rest.starts_with("verify/") {
         id.time().max(now)
@@ -283,6 +291,20 @@ mod tests {
         .expect("verify");
         assert_eq!(r.until, t("20261214T120000Z"));
         for key in [
+            "app/wal/000000010000000A/000000010000000A00000042.9f3c00112233aabb.zst.age",
+            "app/wal/000000010000000A/000000010000000A00000042.rec",
+            "app/wal/history/00000002.history.rec",
+            "app/wal/identity.json",
+        ] {
+            let r = retention_for(&lock, key, now).expect(key);
+            assert_eq!(
+                r.until,
+                t("20261206T033000Z"),
+                "{key}: from the time of writing"
+            );
+        }
+        for key in [
+            "app/wal-stream/db1.json",
             "locks/app.json",
             "daemon/db1.json",
             "_dr/probe-0123456789abcdef",

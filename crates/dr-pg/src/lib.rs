@@ -2,7 +2,8 @@
 //! finding client binaries of the right major, the exported snapshot with exact row counts,
 //! `pg_dump` / `pg_dumpall` / `pg_restore` as child processes, and the text formats they
 //! print: the `pg_restore --list` table of contents a selective restore filters ([`select_entries`]) and
-//! the `pg_dumpall --globals-only` script ([`globals_statements`]).
+//! the `pg_dumpall --globals-only` script ([`globals_statements`]), and the WAL segment page
+//! header ([`WalHeader`]).
 //!
 //! Every SQL statement dr runs is here: on the database a backup reads ([`source`]), on the
 //! database a restore writes into ([`target`]), the checks verify runs on a restored one
@@ -37,6 +38,7 @@ mod tls;
 mod toc;
 mod tools;
 pub mod unpack;
+mod wal_header;
 
 pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder, LockWait};
 pub use conn::{ConnInfo, NetworkLimits};
@@ -56,6 +58,7 @@ pub use toc::{parse_schema_name, parse_table_name, select_entries, Selected, Sel
 /// A connection ([`ConnInfo::connect`]): what the query functions of this crate take.
 pub use tokio_postgres::Client;
 pub use tools::{find_tool, parse_version_output, tool_at, Tool};
+pub use wal_header::{WalHeader, WalHeaderError, WAL_LONG_HEADER_BYTES};
 
 /// The server's version.
 #[derive(Debug, Clone, PartialEq, Eq)]

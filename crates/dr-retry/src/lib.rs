@@ -184,6 +184,10 @@ pub const S3_WRITE_CONFLICT: Policy = Policy::new(4, ms(200), ms(600));
 /// freshly created parent directory: create it again at once.
 pub const DIRECTORY_RACE: Policy = Policy::fixed(4, Duration::ZERO);
 
+/// `dr wal push`: a store request that failed transiently is tried again in the process
+/// (4 tries, 1, 2, 4 s apart), then the push exits 3 and PostgreSQL retries the file itself.
+pub const WAL_PUSH: Policy = Policy::new(4, Duration::from_secs(1), Duration::from_secs(4));
+
 /// Webhooks and pings: 3 tries, 1 s then 2 s apart; a failure is logged, never fatal.
 pub const WEBHOOK: Policy = Policy::new(3, Duration::from_secs(1), Duration::from_secs(2));
 

@@ -185,11 +185,9 @@ pub enum Command {
         count: usize,
     },
     /// The WAL archive (point-in-time recovery): what PostgreSQL's archive_command and
-    /// restore_command run.
-    Wal {
-        #[command(subcommand)]
-        command: WalCommand,
-    },
+    /// restore_command run (docs/design/PITR.md).
+    #[command(subcommand)]
+    Wal(WalCommand),
     /// Create an age identity file (mode 0600) and print its public recipient; with
     /// --signing, a signing key for the backup host and its public key.
     Keygen {
@@ -206,8 +204,21 @@ pub enum Command {
     },
 }
 
+/// `dr wal …`
 #[derive(Debug, Subcommand)]
 pub enum WalCommand {
+    /// Archive one WAL file: `archive_command = 'dr --config /etc/dr/dr.toml wal push %p'`.
+    /// Exit 0 only once it is stored; the same file again is 0, different bytes under an
+    /// archived name exit 4 and are never stored; WAL of another cluster exits 7.
+    Push {
+        /// The file (`%p`: relative to the current directory, the data directory when
+        /// PostgreSQL runs it).
+        path: PathBuf,
+        /// The target whose archive takes it [default: the one whose archive belongs to
+        /// the file's cluster; for .history/.backup files, the only target with [targets.wal]].
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// restore_command: write archived WAL file NAME to DEST, verified. Exit 0 written,
     /// 1 not in the archive, 143 on SIGTERM, 200 + dr's code on any failure (201-207, which
     /// PostgreSQL treats as fatal: recovery stops instead of ending early; docs/EXIT_CODES.md).

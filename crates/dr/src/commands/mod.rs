@@ -12,6 +12,7 @@ mod show;
 mod status;
 mod undelete;
 mod verify;
+mod wal;
 mod wal_fetch;
 
 use std::path::PathBuf;
@@ -127,9 +128,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = context(&cli.global).await?;
             status::run(&ctx, json).await
         }
-        Command::Wal {
-            command: WalCommand::Fetch { name, dest, target },
-        } => {
+        Command::Wal(WalCommand::Push { path, target }) => {
+            let ctx = context(&cli.global).await?;
+            wal::push(&ctx, &path, target.as_deref()).await
+        }
+        Command::Wal(WalCommand::Fetch { name, dest, target }) => {
             let ctx = context(&cli.global).await?;
             wal_fetch::run(&ctx, target.as_deref(), &name, &dest).await
         }
