@@ -26,6 +26,8 @@ mod conn;
 mod error;
 mod globals;
 mod process;
+pub mod recovery;
+pub mod replication;
 mod server;
 mod snapshot;
 pub mod source;
@@ -35,6 +37,7 @@ mod tls;
 mod toc;
 mod tools;
 mod wal_header;
+pub mod unpack;
 
 pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder, LockWait};
 pub use conn::{ConnInfo, NetworkLimits};

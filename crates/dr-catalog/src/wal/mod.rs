@@ -5,8 +5,12 @@
 //! number split into a "log id" (`XXXXXXXX`) and the segment within it (`YYYYYYYY`), where a
 //! log id spans 4 GiB of WAL. See `docs/design/PITR.md`.
 
+pub mod continuity;
+pub mod history;
 mod lsn;
+pub mod plan;
 mod record;
+pub mod retention;
 mod segment;
 
 pub use lsn::{Lsn, LsnError};
