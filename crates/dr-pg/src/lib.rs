@@ -36,8 +36,8 @@ pub mod target;
 mod tls;
 mod toc;
 mod tools;
-mod wal_header;
 pub mod unpack;
+mod wal_header;
 
 pub use activity::{end_sessions, exclusive_lock_holders, lock_waits, LockHolder, LockWait};
 pub use conn::{ConnInfo, NetworkLimits};
