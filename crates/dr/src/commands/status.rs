@@ -12,7 +12,12 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
         crate::commands::print_json(&rows)?;
     } else {
         print_daemon(&rows);
-        rows.iter().for_each(print_row);
+        for r in &rows {
+            print_row(r);
+            if let Some(w) = &r.wal {
+                print_wal(w);
+            }
+        }
     }
     Ok(if rows.iter().any(|r| !r.ok) {
         ExitCode::from(crate::exit::STALE)
@@ -78,6 +83,46 @@ fn print_row(r: &TargetStatus) {
             String::new()
         } else {
             format!("  ({})", r.problems.join("; "))
+        }
+    );
+}
+
+/// The WAL line under a target with `[targets.wal]`: the newest archived WAL, its age (the RPO
+/// now), continuity, and the recoverable window once base backups exist.
+fn print_wal(w: &dr_core::status::wal::WalStatus) {
+    let newest = match (&w.newest, w.rpo_seconds) {
+        (Some(n), Some(rpo)) => format!(
+            "newest {n} RPO {} (max_lag {}s)",
+            age(rpo),
+            w.max_lag_seconds
+        ),
+        _ => "nothing archived".to_string(),
+    };
+    let continuity = match (&w.first_missing, &w.continuous_from) {
+        (Some(m), _) => format!("GAP: {m} missing"),
+        (None, Some(from)) => format!("continuous from {from}"),
+        (None, None) => String::new(),
+    };
+    let windows: Vec<String> = w
+        .windows
+        .iter()
+        .map(|x| {
+            format!(
+                "recoverable {} to {} (base {})",
+                dr_core::time::format(x.earliest),
+                dr_core::time::format(x.latest),
+                x.base
+            )
+        })
+        .collect();
+    out!(
+        "     wal {} timeline {}  {newest}  {continuity}{}",
+        w.mode,
+        w.timeline,
+        if windows.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", windows.join("; "))
         }
     );
 }
