@@ -34,3 +34,4 @@ mod signals;
 mod signing;
 mod streaming;
 mod verify;
+mod wal_status;

@@ -23,12 +23,7 @@ pub(super) async fn lines(ctx: &Context, t: &TargetConfig) -> Vec<Line> {
     let name = &t.name;
     let server = match read_server(t, wal.mode()).await {
         Ok(s) => s,
-        Err(e) => {
-            return vec![(
-                format!("wal {name}"),
-                Err(format!("not checked: the server does not answer: {e}")),
-            )]
-        }
+        Err(e) => return vec![(format!("wal {name}"), Err(format!("not checked: {e}")))],
     };
     let command = archive_command(
         std::env::current_exe().ok().as_deref(),
@@ -74,11 +69,17 @@ struct Server {
 
 async fn read_server(t: &TargetConfig, mode: WalMode) -> Result<Server, String> {
     let text = |e: dr_pg::PgError| Error::from(e).to_string();
+    // The `target` line already says why the server does not answer, with its hint.
     let client = ConnInfo::parse(&t.url)
         .map_err(text)?
         .connect()
         .await
-        .map_err(text)?;
+        .map_err(|_| {
+            format!(
+                "the server does not answer (see the `target {}` line)",
+                t.name
+            )
+        })?;
     let major = ServerVersion::query(&client).await.map_err(text)?.major;
     let settings = replication::wal_settings(&client).await.map_err(text)?;
     let slot_name = replication::slot_name(&t.name);

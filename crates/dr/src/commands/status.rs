@@ -115,14 +115,14 @@ fn print_wal(w: &dr_core::status::wal::WalStatus) {
             )
         })
         .collect();
-    out!(
-        "     wal {} timeline {}  {newest}  {continuity}{}",
-        w.mode,
-        w.timeline,
-        if windows.is_empty() {
-            String::new()
-        } else {
-            format!("  {}", windows.join("; "))
-        }
-    );
+    let parts: Vec<String> = [
+        format!("wal {} timeline {}", w.mode, w.timeline),
+        newest,
+        continuity,
+        windows.join("; "),
+    ]
+    .into_iter()
+    .filter(|p| !p.is_empty())
+    .collect();
+    out!("     {}", parts.join("  "));
 }

@@ -1,0 +1,125 @@
+//! `dr check` and `dr status` of a target with `[targets.wal]` (docs/design/PITR.md §7):
+//! against a real PostgreSQL 15, `dr check` names each wrong WAL setting with the statement
+//! that fixes it, and those statements, run as printed, make the settings line pass.
+
+use crate::support::*;
+
+fn wal_config(ws: &Workspace, target_url: &str) -> std::path::PathBuf {
+    let repo = ws.path().join("repo");
+    let (_, recipient) = ws.keygen();
+    ws.write(
+        "dr.toml",
+        &dir_config_text(
+            &repo,
+            &recipient,
+            None,
+            target_url,
+            "[targets.wal]\nmode = \"archive\"\nmax_lag = \"5m\"\n",
+        ),
+    )
+}
+
+/// The `hint:` statements of the failed `wal app` lines, as printed.
+fn fixes(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_wal = false;
+    for line in text.lines() {
+        if line.starts_with("FAIL") || line.starts_with("ok") {
+            in_wal = line.starts_with("FAIL") && line.contains(" wal app ");
+        } else if let Some(hint) = line.strip_prefix("hint: ").filter(|_| in_wal) {
+            out.push(hint.to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn check_prints_the_fix_for_each_wal_setting_and_passes_once_they_are_run() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    let cfg = wal_config(&ws, &pg.url("postgres"));
+
+    let out = ws.dr(&cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    let text = stdout(&out);
+    let fixes = fixes(&text);
+    let exe = std::fs::canonicalize(dr_bin()).expect("dr binary");
+    let config = std::fs::canonicalize(&cfg).expect("config");
+    let command = format!(
+        "ALTER SYSTEM SET archive_command = '{} --config {} wal push %p'; SELECT pg_reload_conf();",
+        exe.display(),
+        config.display()
+    );
+    // A default cluster does not archive; the test cluster also runs without full pages.
+    for expected in [
+        "ALTER SYSTEM SET archive_mode = 'on'; then restart the server",
+        command.as_str(),
+        "ALTER SYSTEM SET archive_timeout = '150s'; SELECT pg_reload_conf();",
+        "ALTER SYSTEM SET full_page_writes = on; SELECT pg_reload_conf();",
+    ] {
+        assert!(
+            fixes.iter().any(|f| f == expected),
+            "no fix {expected:?} in\n{text}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("wal identity app")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("ok")
+            && l.contains("wal tools app")
+            && l.contains("pg_basebackup 15")),
+        "{text}"
+    );
+
+    // Each fix is the statement to run, as printed (the first statement of the line).
+    for fix in &fixes {
+        let statement = fix.split(';').next().expect("a statement");
+        pg.psql("postgres", statement);
+    }
+    pg.restart();
+
+    let out = ws.dr(&cfg, &["check"]);
+    let text = stdout(&out);
+    let wal: Vec<&str> = text.lines().filter(|l| l.contains(" wal app ")).collect();
+    assert_eq!(wal.len(), 1, "{text}");
+    assert!(
+        wal[0].starts_with("ok") && wal[0].contains("archive_mode on"),
+        "{text}"
+    );
+    assert!(fixes_of_settings_gone(&text), "{text}");
+}
+
+/// No settings hint is left (the archiver may fail: `dr wal push` is another command's work).
+fn fixes_of_settings_gone(text: &str) -> bool {
+    fixes(text).is_empty()
+}
+
+#[test]
+fn status_of_a_wal_target_without_wal_exits_8_saying_so() {
+    let ws = Workspace::new();
+    let cfg = wal_config(&ws, "postgres://nobody@127.0.0.1:1/app");
+    let out = ws.dr(&cfg, &["status"]);
+    assert_exit_code(&out, 8);
+    let text = stdout(&out);
+    assert!(
+        text.contains("no WAL archived yet for target app: check `dr check`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wal archive timeline 1  nothing archived"),
+        "{text}"
+    );
+
+    let out = ws.dr(&cfg, &["status", "--json"]);
+    assert_exit_code(&out, 8);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let app = &rows[0];
+    assert_eq!(app["target"], "app");
+    assert_eq!(app["wal"]["mode"], "archive");
+    assert_eq!(app["wal"]["files"], 0);
+    assert_eq!(app["wal"]["max_lag_seconds"], 300);
+    assert!(app["wal"]["newest"].is_null());
+}
