@@ -148,7 +148,23 @@ pub fn assess(
         }
     };
     let Some(newest) = newest else {
-        problems.push(no_wal(target));
+        // Files on a timeline the archive has no history of are not "no WAL".
+        let unknown = read
+            .listed
+            .iter()
+            .map(|l| l.file.timeline())
+            .filter(|&t| !read.timelines.contains(t))
+            .max();
+        problems.push(match unknown {
+            Some(t) => {
+                let e = dr_catalog::wal::history::TimelineError::Unknown { timeline: t };
+                format!(
+                    "WAL of target {target} is archived on timeline {t}, which it cannot follow: {e}; hint: {}",
+                    e.hint()
+                )
+            }
+            None => no_wal(target),
+        });
         return (status, problems);
     };
     status.newest = Some(newest.segment.to_string() + if newest.partial { ".partial" } else { "" });
@@ -561,6 +577,23 @@ mod tests {
         assert_eq!(s.newest.as_deref(), Some(partial.as_str()));
         assert!(s.newest_partial);
         assert_eq!(s.rpo_seconds, Some(5));
+    }
+
+    #[test]
+    fn wal_on_a_timeline_without_its_history_says_which_history_is_missing() {
+        let (s, problems) = assess(
+            "app",
+            &config(),
+            &read(&[("000000020000000000000003", 1)]),
+            &[],
+            now(),
+        );
+        assert_eq!((s.files, s.newest), (1, None));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("timeline 2") && problems[0].contains("00000002.history"),
+            "{problems:?}"
+        );
     }
 
     #[test]
