@@ -90,6 +90,95 @@ fn check_prints_the_fix_for_each_wal_setting_and_passes_once_they_are_run() {
         "{text}"
     );
     assert!(fixes_of_settings_gone(&text), "{text}");
+
+    // An archive_command that fails (still `… wal push %p`, so the settings line passes):
+    // the archiver line names the segment PostgreSQL could not archive.
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET archive_command = 'false wal push %p';\nSELECT pg_reload_conf();\n\
+         CREATE TABLE t AS SELECT 1 AS x;\nSELECT pg_switch_wal();",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pg.psql("postgres", "SELECT failed_count FROM pg_stat_archiver") == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the archiver never failed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let failed = pg.psql("postgres", "SELECT last_failed_wal FROM pg_stat_archiver");
+    let out = ws.dr(&cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains(" wal archiver app "))
+        .unwrap_or_else(|| panic!("no archiver line:\n{text}"));
+    assert!(
+        line.starts_with("FAIL") && line.contains(&format!("failed to archive {failed} at ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: see the server log for dr's error"),
+        "{text}"
+    );
+}
+
+/// Stream mode: the slot `dr_app` must exist (and `max_slot_wal_keep_size` be finite).
+#[test]
+fn check_of_a_stream_target_asks_for_the_slot_until_it_exists() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    let repo = ws.path().join("repo");
+    let (_, recipient) = ws.keygen();
+    let cfg = ws.write(
+        "dr.toml",
+        &dir_config_text(
+            &repo,
+            &recipient,
+            None,
+            &pg.url("postgres"),
+            "[targets.wal]\nmode = \"stream\"\n",
+        ),
+    );
+    let out = ws.dr(&cfg, &["check"]);
+    assert_exit_code(&out, 3);
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL")
+            && l.contains(" wal slot app ")
+            && l.contains("replication slot dr_app does not exist")),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: run `dr wal stream --target app` to create it"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "hint: ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("ok")
+            && l.contains("wal tools app")
+            && l.contains("pg_receivewal 15")),
+        "{text}"
+    );
+
+    pg.psql(
+        "postgres",
+        "SELECT pg_create_physical_replication_slot('dr_app', true);",
+    );
+    let out = ws.dr(&cfg, &["check"]);
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l.starts_with("ok")
+            && l.contains(" wal slot app ")
+            && l.contains("replication slot dr_app exists, not active (reserved")),
+        "{text}"
+    );
 }
 
 /// No settings hint is left (the archiver may fail: `dr wal push` is another command's work).
