@@ -186,10 +186,26 @@ fn fixes_of_settings_gone(text: &str) -> bool {
     fixes(text).is_empty()
 }
 
+/// Also: with `notify.textfile_path`, `dr status` writes the target's `dr_wal_*` series.
 #[test]
 fn status_of_a_wal_target_without_wal_exits_8_saying_so() {
     let ws = Workspace::new();
-    let cfg = wal_config(&ws, "postgres://nobody@127.0.0.1:1/app");
+    let repo = ws.path().join("repo");
+    let textfile = ws.path().join("dr.prom");
+    let (_, recipient) = ws.keygen();
+    let cfg = ws.write(
+        "dr.toml",
+        &dir_config_text(
+            &repo,
+            &recipient,
+            None,
+            "postgres://nobody@127.0.0.1:1/app",
+            &format!(
+                "[targets.wal]\nmode = \"archive\"\n[notify]\ntextfile_path = \"{}\"\n",
+                textfile.display()
+            ),
+        ),
+    );
     let out = ws.dr(&cfg, &["status"]);
     assert_exit_code(&out, 8);
     let text = stdout(&out);
@@ -211,4 +227,16 @@ fn status_of_a_wal_target_without_wal_exits_8_saying_so() {
     assert_eq!(app["wal"]["files"], 0);
     assert_eq!(app["wal"]["max_lag_seconds"], 300);
     assert!(app["wal"]["newest"].is_null());
+
+    // Without a daemon, `dr status` feeds node-exporter: no gap, nothing archived (no time).
+    let metrics = std::fs::read_to_string(&textfile).expect("textfile");
+    assert!(
+        metrics.contains("dr_wal_gap{target=\"app\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dr_wal_max_lag_seconds{target=\"app\"} 300\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("dr_wal_last_archived"), "{metrics}");
 }

@@ -8,6 +8,7 @@ use dr_core::{Context, Result};
 /// has a damaged backup or a future-dated one (clock skew).
 pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
     let rows = status::run(ctx).await?;
+    write_wal_metrics(ctx, &rows);
     if as_json {
         crate::commands::print_json(&rows)?;
     } else {
@@ -24,6 +25,30 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// With `notify.textfile_path`, the `dr_wal_*` series of the WAL targets go to the textfile
+/// (what else it holds is kept), so a timer running `dr status` feeds node-exporter where no
+/// daemon serves `/metrics`. A failed write is logged: status itself is not affected.
+fn write_wal_metrics(ctx: &Context, rows: &[TargetStatus]) {
+    let Some(path) = &ctx.config.notify.textfile_path else {
+        return;
+    };
+    if rows.iter().all(|r| r.wal.is_none()) {
+        return;
+    }
+    let metrics = dr_observe::metrics::Metrics::default();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        metrics.load_text(&text);
+    }
+    for r in rows {
+        if let Some(w) = &r.wal {
+            metrics.record_wal(&r.target, w);
+        }
+    }
+    if let Err(e) = metrics.write_textfile(path) {
+        tracing::warn!("cannot write metrics textfile {}: {e}", path.display());
+    }
 }
 
 /// `daemon: running on HOST (last seen 30 s ago)`, or that none was seen, so `next` is not
