@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
 use dr_catalog::wal::continuity::{self, Archive, Archived, Base};
-use dr_catalog::wal::history::{segment_timeline_in, Timelines};
+use dr_catalog::wal::history::{segment_timeline_in, Span, Timelines};
 use dr_catalog::wal::{keys, split, SegmentSize, WalFile, WalIdentity};
 use dr_config::{TargetConfig, WalConfig, WalMode};
 
@@ -148,23 +148,7 @@ pub fn assess(
         }
     };
     let Some(newest) = newest else {
-        // Files on a timeline the archive has no history of are not "no WAL".
-        let unknown = read
-            .listed
-            .iter()
-            .map(|l| l.file.timeline())
-            .filter(|&t| !read.timelines.contains(t))
-            .max();
-        problems.push(match unknown {
-            Some(t) => {
-                let e = dr_catalog::wal::history::TimelineError::Unknown { timeline: t };
-                format!(
-                    "WAL of target {target} is archived on timeline {t}, which it cannot follow: {e}; hint: {}",
-                    e.hint()
-                )
-            }
-            None => no_wal(target),
-        });
+        problems.push(nothing_on_path(target, read));
         return (status, problems);
     };
     status.newest = Some(newest.segment.to_string() + if newest.partial { ".partial" } else { "" });
@@ -184,24 +168,8 @@ pub fn assess(
             }
         ));
     }
-    // Continuity from the oldest base's start (gaps before it matter to no restore), else
-    // from the oldest archived segment on the path.
     let size = read.size;
-    let on_path = |file: WalFile| {
-        let name = file.segment()?;
-        let n = name.number(size).ok()?;
-        (segment_timeline_in(&history, n, size) == name.timeline).then_some(n)
-    };
-    let from = bases
-        .iter()
-        .filter(|b| {
-            read.timelines
-                .history(timeline)
-                .is_ok_and(|h| h.iter().any(|s| s.timeline == b.timeline))
-        })
-        .map(|b| b.start.0 / size.bytes())
-        .min()
-        .or_else(|| archived.iter().filter_map(|a| on_path(a.file)).min());
+    let from = continuity_start(bases, &archived, &history, size);
     if let Some(from) = from {
         let run = archive.run(&history, from);
         status.continuous_from = Some(
@@ -221,20 +189,64 @@ pub fn assess(
     }
     if !bases.is_empty() {
         if let Ok(w) = continuity::windows(bases, &archive, &read.timelines, timeline) {
-            status.windows = w
-                .windows
-                .iter()
-                .map(|w| WalWindow {
-                    base: w.base.clone(),
-                    earliest: w.earliest.at,
-                    earliest_lsn: w.earliest.lsn.to_string(),
-                    latest: w.latest.at,
-                    latest_lsn: w.latest.lsn.to_string(),
-                })
-                .collect();
+            status.windows = w.windows.iter().map(WalWindow::from).collect();
         }
     }
     (status, problems)
+}
+
+/// Why nothing is on the followed path: nothing archived, or only files on a timeline the
+/// archive has no history of (not "no WAL": a history record is missing).
+fn nothing_on_path(target: &str, read: &Read) -> String {
+    let unknown = read
+        .listed
+        .iter()
+        .map(|l| l.file.timeline())
+        .filter(|&t| !read.timelines.contains(t))
+        .max();
+    match unknown {
+        Some(t) => {
+            let e = dr_catalog::wal::history::TimelineError::Unknown { timeline: t };
+            format!(
+                "WAL of target {target} is archived on timeline {t}, which it cannot follow: {e}; hint: {}",
+                e.hint()
+            )
+        }
+        None => no_wal(target),
+    }
+}
+
+/// The segment number continuity is checked from: the oldest base's start on the path (gaps
+/// before it matter to no restore), else the oldest archived segment on the path.
+fn continuity_start(
+    bases: &[Base],
+    archived: &[Archived],
+    history: &[Span],
+    size: SegmentSize,
+) -> Option<u64> {
+    let on_path = |file: WalFile| {
+        let name = file.segment()?;
+        let n = name.number(size).ok()?;
+        (segment_timeline_in(history, n, size) == name.timeline).then_some(n)
+    };
+    bases
+        .iter()
+        .filter(|b| history.iter().any(|s| s.timeline == b.timeline))
+        .map(|b| b.start.0 / size.bytes())
+        .min()
+        .or_else(|| archived.iter().filter_map(|a| on_path(a.file)).min())
+}
+
+impl From<&continuity::Window> for WalWindow {
+    fn from(w: &continuity::Window) -> WalWindow {
+        WalWindow {
+            base: w.base.clone(),
+            earliest: w.earliest.at,
+            earliest_lsn: w.earliest.lsn.to_string(),
+            latest: w.latest.at,
+            latest_lsn: w.latest.lsn.to_string(),
+        }
+    }
 }
 
 /// The archive's files as continuity reads them: from the listing (the record's write time
