@@ -240,3 +240,74 @@ fn status_of_a_wal_target_without_wal_exits_8_saying_so() {
     );
     assert!(!metrics.contains("dr_wal_last_archived"), "{metrics}");
 }
+
+/// A `dr daemon` child, killed when the test ends.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET /metrics over loopback: the body, or `None` while nothing answers.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// `dr daemon` assesses WAL targets at start (then every minute) and serves their series.
+#[test]
+fn the_daemon_serves_the_wal_series_of_a_wal_target() {
+    let ws = Workspace::new();
+    let port = free_port();
+    let repo = ws.path().join("repo");
+    let (_, recipient) = ws.keygen();
+    let cfg = ws.write(
+        "dr.toml",
+        &dir_config_text(
+            &repo,
+            &recipient,
+            None,
+            "postgres://nobody@127.0.0.1:1/app",
+            &format!(
+                "[targets.wal]\nmode = \"stream\"\nmax_lag = \"2m\"\n[retention]\ndaily = 7\n\
+                 [daemon]\nmetrics_address = \"127.0.0.1:{port}\"\n"
+            ),
+        ),
+    );
+    // A job that never runs during the test: the daemon wants one.
+    ws.write(
+        "schedules/yearly.toml",
+        "name = \"yearly\"\ncron = \"0 0 1 1 *\"\njob = \"prune\"\ntargets = [\"app\"]\n",
+    );
+    let log = ws.path().join("daemon.stderr");
+    let mut cmd = ws.dr_command(&cfg, &["daemon"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let mut daemon = Daemon(cmd.spawn().expect("start dr daemon"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut body = String::new();
+    while !body.contains("dr_wal_gap{target=\"app\"} 0\n") {
+        let exited = daemon.0.try_wait().expect("try_wait");
+        assert!(
+            std::time::Instant::now() < deadline && exited.is_none(),
+            "no dr_wal_gap at /metrics ({exited:?}):\n{body}\n--- daemon ---\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        body = scrape(port).unwrap_or_default();
+    }
+    assert!(
+        body.contains("dr_wal_max_lag_seconds{target=\"app\"} 120\n"),
+        "{body}"
+    );
+}
