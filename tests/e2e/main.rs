@@ -34,5 +34,6 @@ mod signals;
 mod signing;
 mod streaming;
 mod verify;
-mod wal_fetch;
 mod wal;
+mod wal_fetch;
+mod wal_status;

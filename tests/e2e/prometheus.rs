@@ -48,7 +48,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         .current_dir(&dir));
     assert_success(&out);
     assert!(
-        stdout(&out).contains("SUCCESS: 5 rules found"),
+        stdout(&out).contains("SUCCESS: 7 rules found"),
         "{}",
         stdout(&out)
     );

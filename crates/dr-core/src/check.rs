@@ -7,6 +7,9 @@ use crate::repo::Catalog;
 use crate::undelete::DeletedBackup;
 use crate::{Context, Error, Kind, Result};
 
+mod wal;
+pub use wal::archive_command;
+
 /// One line of the report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckLine {
@@ -92,6 +95,9 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
     }
     for t in targets {
         for (check, r) in server_lines(ctx, t).await {
+            push(check, r);
+        }
+        for (check, r) in wal::lines(ctx, t).await {
             push(check, r);
         }
     }

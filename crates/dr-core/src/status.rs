@@ -17,6 +17,8 @@ use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
 use crate::{Context, Result};
 use dr_config::jobs::Job;
 
+pub mod wal;
+
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
@@ -51,6 +53,9 @@ pub struct TargetStatus {
     pub target: String,
     /// Backups of this target not signed by a key this host trusts (never the newest).
     pub untrusted: Vec<UntrustedRow>,
+    /// Targets with `[targets.wal]`: the archived WAL ([`wal::WalStatus`]). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<wal::WalStatus>,
 }
 
 /// An element of `untrusted` in a [`TargetStatus`].
@@ -201,6 +206,7 @@ fn assess_target(
                 reason: e.trust.reason(),
             })
             .collect(),
+        wal: None,
     }
 }
 
@@ -256,6 +262,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             members::server_of(&r.target).and_then(|s| dr_catalog::beacon::seen(&beacons, s, now))
         });
     }
+    wal::attach(ctx, &mut rows, now).await;
     Ok(rows)
 }
 

@@ -43,6 +43,7 @@ pub use tokio_util::sync::CancellationToken;
 
 mod beacon;
 mod dispatch;
+mod wal_metrics;
 pub use dr_config::jobs::{self, load_jobs, preflight, verify_jobs_without_identity, Job};
 
 use dr_core::{Context, Error, Kind, Result};
@@ -133,6 +134,12 @@ pub async fn run(
         })
     };
 
+    // The `dr_wal_*` series for targets with `[targets.wal]`.
+    let wal = {
+        let (ctx, metrics, stop) = (Arc::clone(&ctx), Arc::clone(&metrics), beat_stop.clone());
+        tokio::spawn(async move { wal_metrics::keep(&ctx, metrics, stop).await })
+    };
+
     let start = Utc::now();
     catch_up(&shared, &mut tasks, &jobs, &metrics, start).await;
     schedule(&shared, &mut tasks, &jobs, start).await;
@@ -140,6 +147,7 @@ pub async fn run(
     server_stop.cancel();
     beat_stop.cancel();
     let _ = beat.await;
+    let _ = wal.await;
     if let Some(s) = server {
         let _ = s.await;
     }

@@ -11,6 +11,15 @@
 //! | `dr_last_backup_bytes` | target | stored size of the last successful backup |
 //! | `dr_last_verification_passed` | target | 1 if the last verification passed, else 0 |
 //! | `dr_last_verification_timestamp_seconds` | target | when the last verification ran |
+//! | `dr_wal_last_archived_timestamp_seconds` | target | when the newest archived WAL was pushed |
+//! | `dr_wal_rpo_seconds` | target | its age when last assessed: the RPO then |
+//! | `dr_wal_gap` | target | 1 if a WAL segment is missing before a later one, else 0 |
+//! | `dr_wal_max_lag_seconds` | target | `[targets.wal] max_lag`, for the lag alert |
+//!
+//! The WAL series exist for targets with `[targets.wal]`, refreshed every minute by `dr
+//! daemon` from what `dr status` reads ([`Metrics::record_wal`]). Alert on
+//! `time() - dr_wal_last_archived_timestamp_seconds > dr_wal_max_lag_seconds` (not on the RPO
+//! gauge alone: it is only as fresh as its last assessment) and on `dr_wal_gap == 1`.
 //!
 //! The run's kind is the `operation` label (backup, verify, prune), not `job`: Prometheus
 //! owns `job` and would rename ours to `exported_job` on scrape. Textfiles written with `job`
@@ -103,6 +112,30 @@ const FAMILIES: &[Family] = &[
         name: "dr_last_verification_timestamp_seconds",
         kind: "gauge",
         help: "Unix time of the last restore verification.",
+        labels: &["target"],
+    },
+    Family {
+        name: "dr_wal_last_archived_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time the newest archived WAL file was pushed.",
+        labels: &["target"],
+    },
+    Family {
+        name: "dr_wal_rpo_seconds",
+        kind: "gauge",
+        help: "Age of the newest archived WAL when last assessed: the commits a loss of the server would cost.",
+        labels: &["target"],
+    },
+    Family {
+        name: "dr_wal_gap",
+        kind: "gauge",
+        help: "1 if a WAL segment is missing before a later archived one (no restore passes it), else 0.",
+        labels: &["target"],
+    },
+    Family {
+        name: "dr_wal_max_lag_seconds",
+        kind: "gauge",
+        help: "The configured max_lag of the target's WAL archiving.",
         labels: &["target"],
     },
 ];
@@ -230,6 +263,26 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// The WAL of `target` as `dr status` assessed it. Nothing archived yet leaves the time
+    /// and RPO series out (there is no time to report), gap and max_lag in.
+    pub fn record_wal(&self, target: &str, w: &dr_core::status::wal::WalStatus) {
+        let mut s = self.lock();
+        let t = [target];
+        if let Some(at) = w.last_archived_at {
+            Metrics::set(&mut s, "dr_wal_last_archived_timestamp_seconds", &t, ts(at));
+        }
+        if let Some(rpo) = w.rpo_seconds {
+            Metrics::set(&mut s, "dr_wal_rpo_seconds", &t, rpo as f64);
+        }
+        Metrics::set(&mut s, "dr_wal_gap", &t, f64::from(u8::from(w.gap())));
+        Metrics::set(
+            &mut s,
+            "dr_wal_max_lag_seconds",
+            &t,
+            w.max_lag_seconds as f64,
+        );
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -474,6 +527,45 @@ mod tests {
         }
         assert!(!text
             .contains("dr_last_success_timestamp_seconds{target=\"app\",operation=\"verify\"}"));
+    }
+
+    #[test]
+    fn wal_series_from_the_status() {
+        let m = Metrics::default();
+        let mut w = dr_core::status::wal::WalStatus {
+            mode: "archive".into(),
+            timeline: 1,
+            files: 4,
+            newest: Some("000000010000000000000004".into()),
+            newest_partial: false,
+            last_archived_at: chrono::DateTime::from_timestamp(1_796_000_000, 0),
+            rpo_seconds: Some(42),
+            max_lag_seconds: 300,
+            continuous_from: Some("000000010000000000000001".into()),
+            first_missing: Some("000000010000000000000003".into()),
+            windows: vec![],
+        };
+        m.record_wal("app", &w);
+        let text = m.render();
+        for line in [
+            "dr_wal_last_archived_timestamp_seconds{target=\"app\"} 1796000000",
+            "dr_wal_rpo_seconds{target=\"app\"} 42",
+            "dr_wal_gap{target=\"app\"} 1",
+            "dr_wal_max_lag_seconds{target=\"app\"} 300",
+            "# TYPE dr_wal_gap gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        w.first_missing = None;
+        m.record_wal("app", &w);
+        assert!(m.render().contains("dr_wal_gap{target=\"app\"} 0\n"));
+        // The textfile keeps them across one-shot runs.
+        let again = Metrics::default();
+        again.load_text(&m.render());
+        assert_eq!(again.render(), m.render());
     }
 
     #[test]

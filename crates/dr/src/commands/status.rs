@@ -8,17 +8,47 @@ use dr_core::{Context, Result};
 /// has a damaged backup or a future-dated one (clock skew).
 pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
     let rows = status::run(ctx).await?;
+    write_wal_metrics(ctx, &rows);
     if as_json {
         crate::commands::print_json(&rows)?;
     } else {
         print_daemon(&rows);
-        rows.iter().for_each(print_row);
+        for r in &rows {
+            print_row(r);
+            if let Some(w) = &r.wal {
+                print_wal(w);
+            }
+        }
     }
     Ok(if rows.iter().any(|r| !r.ok) {
         ExitCode::from(crate::exit::STALE)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// With `notify.textfile_path`, the `dr_wal_*` series of the WAL targets go to the textfile
+/// (what else it holds is kept), so a timer running `dr status` feeds node-exporter where no
+/// daemon serves `/metrics`. A failed write is logged: status itself is not affected.
+fn write_wal_metrics(ctx: &Context, rows: &[TargetStatus]) {
+    let Some(path) = &ctx.config.notify.textfile_path else {
+        return;
+    };
+    if rows.iter().all(|r| r.wal.is_none()) {
+        return;
+    }
+    let metrics = dr_observe::metrics::Metrics::default();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        metrics.load_text(&text);
+    }
+    for r in rows {
+        if let Some(w) = &r.wal {
+            metrics.record_wal(&r.target, w);
+        }
+    }
+    if let Err(e) = metrics.write_textfile(path) {
+        tracing::warn!("cannot write metrics textfile {}: {e}", path.display());
+    }
 }
 
 /// `daemon: running on HOST (last seen 30 s ago)`, or that none was seen, so `next` is not
@@ -80,4 +110,44 @@ fn print_row(r: &TargetStatus) {
             format!("  ({})", r.problems.join("; "))
         }
     );
+}
+
+/// The WAL line under a target with `[targets.wal]`: the newest archived WAL, its age (the RPO
+/// now), continuity, and the recoverable window once base backups exist.
+fn print_wal(w: &dr_core::status::wal::WalStatus) {
+    let newest = match (&w.newest, w.rpo_seconds) {
+        (Some(n), Some(rpo)) => format!(
+            "newest {n} RPO {} (max_lag {}s)",
+            age(rpo),
+            w.max_lag_seconds
+        ),
+        _ => "nothing archived".to_string(),
+    };
+    let continuity = match (&w.first_missing, &w.continuous_from) {
+        (Some(m), _) => format!("GAP: {m} missing"),
+        (None, Some(from)) => format!("continuous from {from}"),
+        (None, None) => String::new(),
+    };
+    let windows: Vec<String> = w
+        .windows
+        .iter()
+        .map(|x| {
+            format!(
+                "recoverable {} to {} (base {})",
+                dr_core::time::format(x.earliest),
+                dr_core::time::format(x.latest),
+                x.base
+            )
+        })
+        .collect();
+    let parts: Vec<String> = [
+        format!("wal {} timeline {}", w.mode, w.timeline),
+        newest,
+        continuity,
+        windows.join("; "),
+    ]
+    .into_iter()
+    .filter(|p| !p.is_empty())
+    .collect();
+    out!("     {}", parts.join("  "));
 }
