@@ -190,10 +190,11 @@ fn verdict(m: &Manifest, report: VerifyReport) -> Result<VerifyReport> {
         return Err(Error::new(
             Kind::Integrity,
             format!(
-                "verification of backup {} of `{}`: the backup is DAMAGED (recorded as a failed verification): {}\nhint: keep older backups (do not prune), restore from an older one if needed, and find out what changed the repository",
+                "verification of backup {} of `{}`: the backup is DAMAGED (recorded as a failed verification): {}",
                 m.id, m.target, damage.actual
             ),
-        ));
+        )
+        .with_hint("keep older backups (do not prune), restore from an older one if needed, and find out what changed the repository"));
     }
     if !report.record.passed() {
         let lines: Vec<String> = report
@@ -205,14 +206,15 @@ fn verdict(m: &Manifest, report: VerifyReport) -> Result<VerifyReport> {
         return Err(Error::new(
             Kind::VerificationFailed,
             format!(
-                "verification of backup {} of `{}` FAILED ({} of {} checks):\n{}\nhint: this backup does not restore faithfully; keep older backups (do not prune) and investigate",
+                "verification of backup {} of `{}` FAILED ({} of {} checks):\n{}",
                 m.id,
                 m.target,
                 report.record.checks_failed,
                 report.record.checks_total,
                 lines.join("\n")
             ),
-        ));
+        )
+        .with_hint("this backup does not restore faithfully; keep older backups (do not prune) and investigate"));
     }
     Ok(report)
 }
