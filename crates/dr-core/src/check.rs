@@ -15,60 +15,93 @@ pub use wal::archive_command;
 pub struct CheckLine {
     pub check: String,
     pub ok: bool,
+    /// What passed, or what failed and the next step, as printed (`hint:` lines included).
     pub detail: String,
+    /// Why a failed line failed; [`failure`] gathers their hints into the report's.
+    #[serde(skip)]
+    errors: Vec<Error>,
+}
+
+/// Why a line failed: its errors (one per database that refuses connections, say), each
+/// with its own next step.
+struct Failure(Vec<Error>);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure(vec![e])
+    }
+}
+
+/// A line from its check and outcome: a failure is printed as its errors say themselves.
+fn line(check: impl Into<String>, r: std::result::Result<String, impl Into<Failure>>) -> CheckLine {
+    let check = check.into();
+    match r.map_err(Into::into) {
+        Ok(detail) => CheckLine {
+            check,
+            ok: true,
+            detail,
+            errors: Vec::new(),
+        },
+        Err(Failure(errors)) => CheckLine {
+            check,
+            ok: false,
+            detail: errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            errors,
+        },
+    }
+}
+
+/// A failed line's error from what it says.
+fn fail(text: impl Into<String>) -> Error {
+    Error::new(Kind::Failed, text)
 }
 
 /// Run every check; never stops at the first failure so the operator sees them all. The
 /// lines are returned whether they pass or not: see [`failure`] for the exit status.
 pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> {
     let mut out = Vec::new();
-    let mut push = |check: String, r: std::result::Result<String, String>| {
-        let (ok, detail) = match r {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
-        };
-        out.push(CheckLine { check, ok, detail });
-    };
-    push(
-        "config".into(),
-        Ok(ctx
-            .config
-            .source
-            .as_ref()
-            .map(|p| format!("{} is valid", p.display()))
-            .unwrap_or_else(|| "valid".into())),
-    );
-    push(
-        "recipients".into(),
+    out.push(line(
+        "config",
+        Ok::<_, Error>(
+            ctx.config
+                .source
+                .as_ref()
+                .map(|p| format!("{} is valid", p.display()))
+                .unwrap_or_else(|| "valid".into()),
+        ),
+    ));
+    out.push(line(
+        "recipients",
         ctx.recipients()
-            .map(|r| format!("{} age recipient(s)", r.to_strings().len()))
-            .map_err(|e| e.to_string()),
-    );
+            .map(|r| format!("{} age recipient(s)", r.to_strings().len())),
+    ));
     if ctx.config.encryption.identity_file.is_some() {
-        push(
-            "identity".into(),
-            ctx.identities().map_err(|e| e.to_string()).and_then(|ids| {
+        out.push(line(
+            "identity",
+            ctx.identities().and_then(|ids| {
                 let recips = ctx.config.recipients().unwrap_or_default();
                 if ids.publics().iter().any(|p| recips.contains(p)) {
                     Ok("matches a configured recipient".into())
                 } else {
-                    Err("the identity matches none of encryption.recipients: backups could not be restored with it".into())
+                    Err(fail("the identity matches none of encryption.recipients: backups could not be restored with it"))
                 }
             }),
-        );
+        ));
     }
-    for (check, r) in schedules_lines(&ctx.config) {
-        push(check, r);
-    }
-    push(
+    out.extend(schedules_lines(&ctx.config));
+    out.push(line(
         format!("repository {}", ctx.store.location()),
         dr_store::probe_writable(ctx.store.as_ref())
             .await
             .map(|_| "writable".into())
-            .map_err(|e| Error::from(e).to_string()),
-    );
-    push("object lock".into(), lock_line(ctx).await);
-    push("signing".into(), signing_line(&ctx.signing));
+            .map_err(Error::from),
+    ));
+    out.push(line("object lock", lock_line(ctx).await));
+    out.push(line("signing", signing_line(&ctx.signing)));
     let targets = ctx.config.select_targets(target).map_err(Error::from)?;
     // What the repository already holds: a future-dated backup means a clock is wrong (the
     // backup host's then, or this host's now), a damaged one needs the operator.
@@ -85,42 +118,37 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
         } else {
             Vec::new()
         };
-        push(
+        out.push(line(
             format!("backups {}", t.name),
             match &catalog {
                 Ok(c) => backups_line(c, &overwritten, &t.name, now),
-                Err(e) => Err(format!("cannot list the backups: {e}")),
+                Err(e) => Err(e.clone().context("cannot list the backups")),
             },
-        );
+        ));
     }
     for t in targets {
-        for (check, r) in server_lines(ctx, t).await {
-            push(check, r);
-        }
+        out.extend(server_lines(ctx, t).await);
         for (check, r) in wal::lines(ctx, t).await {
-            push(check, r);
+            out.push(line(check, r));
         }
     }
     Ok(out)
 }
 
-/// A line's check and its outcome (`Err`: the failure's detail).
-type Line = (String, std::result::Result<String, String>);
-
 /// The `schedules` line (and `verify jobs` when there are some): the jobs `dr daemon` would
 /// run, loaded as it loads them.
-fn schedules_lines(config: &dr_config::Config) -> Vec<Line> {
+fn schedules_lines(config: &dr_config::Config) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     // The schedules `dr daemon` would run: a bad one (cron, zone, target, a file that does
     // not parse) fails here, not when the daemon starts. None is fine (cron or a timer may
     // run dr). Verify jobs that exist need the identity, or they fail at their time.
     match dr_config::jobs::load_schedules(config) {
-        Err(e) => lines.push(("schedules".into(), Err(Error::from(e).to_string()))),
+        Err(e) => lines.push(line("schedules", Err(Error::from(e)))),
         Ok(jobs) if jobs.is_empty() => {}
         Ok(jobs) => {
-            lines.push((
-                "schedules".into(),
-                Ok(format!(
+            lines.push(line(
+                "schedules",
+                Ok::<_, Error>(format!(
                     "{} job(s), every cron expression valid",
                     jobs.len()
                 )),
@@ -129,11 +157,11 @@ fn schedules_lines(config: &dr_config::Config) -> Vec<Line> {
                 .iter()
                 .any(|j| matches!(j.kind, dr_config::JobKind::Verify))
             {
-                lines.push((
-                    "verify jobs".into(),
+                lines.push(line(
+                    "verify jobs",
                     dr_config::jobs::verify_jobs_without_identity(config, &jobs)
                         .map(|()| "the identity they need is configured".into())
-                        .map_err(|e| Error::from(e).to_string()),
+                        .map_err(Error::from),
                 ));
             }
         }
@@ -142,24 +170,18 @@ fn schedules_lines(config: &dr_config::Config) -> Vec<Line> {
 }
 
 /// The `target`, `tools`, and when the server answers `databases` and `locks` lines of `t`.
-async fn server_lines(ctx: &Context, t: &dr_config::TargetConfig) -> Vec<Line> {
+async fn server_lines(ctx: &Context, t: &dr_config::TargetConfig) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     // The database and the tools are separate lines: with the database down the tools
     // line still says what is (not) known, instead of both vanishing behind one error.
-    let conn = ConnInfo::parse(&t.url).map_err(|e| Error::from(e).to_string());
-    let version: std::result::Result<(ServerVersion, String), String> = async {
-        let conn = conn.clone()?;
-        let client = conn
-            .connect()
-            .await
-            .map_err(|e| Error::from(e).to_string())?;
-        let v = ServerVersion::query(&client)
-            .await
-            .map_err(|e| Error::from(e).to_string())?;
+    let version: Result<(ServerVersion, String)> = async {
+        let conn = ConnInfo::parse(&t.url)?;
+        let client = conn.connect().await?;
+        let v = ServerVersion::query(&client).await?;
         Ok((v, conn.user().to_string()))
     }
     .await;
-    lines.push((
+    lines.push(line(
         format!("target {}", t.name),
         version
             .as_ref()
@@ -170,21 +192,23 @@ async fn server_lines(ctx: &Context, t: &dr_config::TargetConfig) -> Vec<Line> {
         .pg_bin_dir
         .as_deref()
         .or(ctx.config.backup.pg_bin_dir.as_deref());
-    lines.push((
+    lines.push(line(
         format!("tools {}", t.name),
         match &version {
             Ok((v, _)) => tools_line(v.major, bin),
-            Err(_) => Err(
-                "not checked: which pg_dump fits depends on the server's version, unknown until the database answers"
-                    .into(),
-            ),
+            Err(_) => Err(fail(
+                "not checked: which pg_dump fits depends on the server's version, unknown until the database answers",
+            )),
         },
     ));
     if version.is_ok() {
         if t.is_server() {
-            lines.push((format!("databases {}", t.name), databases_line(t).await));
+            lines.push(line(
+                format!("databases {}", t.name),
+                databases_line(t).await,
+            ));
         }
-        lines.push((format!("locks {}", t.name), locks_line(t).await));
+        lines.push(line(format!("locks {}", t.name), locks_line(t).await));
     }
     lines
 }
@@ -192,17 +216,16 @@ async fn server_lines(ctx: &Context, t: &dr_config::TargetConfig) -> Vec<Line> {
 /// The `databases TARGET` line of a `databases = "all"` target: what a backup covers; fails
 /// naming each database that refuses connections (`datallowconn = false`) and is not in
 /// `exclude_databases`: a backup would skip it.
-async fn databases_line(t: &dr_config::TargetConfig) -> std::result::Result<String, String> {
-    let listed = crate::backup::server_databases(t)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn databases_line(t: &dr_config::TargetConfig) -> std::result::Result<String, Failure> {
+    let listed = crate::backup::server_databases(t).await?;
     let closed = listed.closed_included(t);
     if !closed.is_empty() {
-        return Err(closed
-            .iter()
-            .map(|d| crate::backup::closed_database(&t.name, d))
-            .collect::<Vec<_>>()
-            .join("\n"));
+        return Err(Failure(
+            closed
+                .iter()
+                .map(|d| crate::backup::closed_database(&t.name, d))
+                .collect(),
+        ));
     }
     let included = t.included_databases(&listed.databases);
     Ok(format!(
@@ -215,12 +238,10 @@ async fn databases_line(t: &dr_config::TargetConfig) -> std::result::Result<Stri
 /// The `locks TARGET` line: whether the server's lock table holds what a backup locks (each
 /// table of the largest database, twice at once). For a `databases = "all"` target every
 /// database it backs up is counted.
-async fn locks_line(t: &dr_config::TargetConfig) -> std::result::Result<String, String> {
-    let conn = ConnInfo::parse(&t.url).map_err(|e| Error::from(e).to_string())?;
+async fn locks_line(t: &dr_config::TargetConfig) -> Result<String> {
+    let conn = ConnInfo::parse(&t.url)?;
     let databases = if t.is_server() {
-        let listed = crate::backup::server_databases(t)
-            .await
-            .map_err(|e| e.to_string())?;
+        let listed = crate::backup::server_databases(t).await?;
         t.included_databases(&listed.databases)
     } else {
         vec![conn.dbname().to_string()]
@@ -228,21 +249,11 @@ async fn locks_line(t: &dr_config::TargetConfig) -> std::result::Result<String, 
     let mut table: Option<dr_pg::LockTable> = None;
     let mut largest: (u64, String) = (0, String::new());
     for db in databases {
-        let client = conn
-            .with_dbname(&db)
-            .connect()
-            .await
-            .map_err(|e| Error::from(e).to_string())?;
+        let client = conn.with_dbname(&db).connect().await?;
         if table.is_none() {
-            table = Some(
-                dr_pg::LockTable::query(&client)
-                    .await
-                    .map_err(|e| Error::from(e).to_string())?,
-            );
+            table = Some(dr_pg::LockTable::query(&client).await?);
         }
-        let n = dr_pg::dumped_table_count(&client)
-            .await
-            .map_err(|e| Error::from(e).to_string())?;
+        let n = dr_pg::dumped_table_count(&client).await?;
         if n >= largest.0 {
             largest = (n, db);
         }
@@ -255,11 +266,7 @@ async fn locks_line(t: &dr_config::TargetConfig) -> std::result::Result<String, 
 
 /// Whether `tables` (of `database`) fit the server's lock table: a backup holds a lock on
 /// every table in the row counting's transaction and in pg_dump's, at once. Pure.
-pub fn lock_verdict(
-    tables: u64,
-    database: &str,
-    table: &dr_pg::LockTable,
-) -> std::result::Result<String, String> {
+pub fn lock_verdict(tables: u64, database: &str, table: &dr_pg::LockTable) -> Result<String> {
     let need = tables.saturating_mul(2);
     if need <= table.slots() {
         return Ok(format!(
@@ -270,15 +277,18 @@ pub fn lock_verdict(
     // Rounded up, plus room for everyone else's locks.
     let connections = (table.max_connections + table.max_prepared_transactions).max(1);
     let enough = (need.saturating_mul(2)).div_ceil(connections).max(64);
-    Err(format!(
-        "{tables} tables in `{database}`: a backup holds about {need} table locks at once (the row counting and pg_dump each lock every table in one transaction), more than the server's lock table ({table}); the backup would fail with \"out of shared memory\"\nhint: raise max_locks_per_transaction to {enough} or more in postgresql.conf (it takes a server restart)"
+    Err(fail(format!(
+        "{tables} tables in `{database}`: a backup holds about {need} table locks at once (the row counting and pg_dump each lock every table in one transaction), more than the server's lock table ({table}); the backup would fail with \"out of shared memory\""
     ))
+    .with_hint(format!(
+        "raise max_locks_per_transaction to {enough} or more in postgresql.conf (it takes a server restart)"
+    )))
 }
 
 /// The `object lock` line: the bucket's versioning and Object Lock state, its default
 /// retention, and what dr does with it. Fails when `[repository.object_lock]` is configured
 /// and the bucket cannot lock objects (a backup would fail the same way).
-async fn lock_line(ctx: &Context) -> std::result::Result<String, String> {
+async fn lock_line(ctx: &Context) -> Result<String> {
     let configured = ctx.store.location().object_lock();
     if matches!(ctx.store.location(), dr_store::Location::Directory { .. }) {
         return Ok("not available on a directory repository: whoever can write the directory can delete backups".into());
@@ -286,9 +296,7 @@ async fn lock_line(ctx: &Context) -> std::result::Result<String, String> {
     // An error here is a FAIL line, never folded into an ok one (a missing bucket, say;
     // refused reads are not errors: the state records them).
     let state = ctx.store.lock_state().await.map_err(|e| {
-        Error::from(e)
-            .context("cannot read the bucket's versioning and Object Lock configuration")
-            .to_string()
+        Error::from(e).context("cannot read the bucket's versioning and Object Lock configuration")
     })?;
     lock_summary(&state, configured.as_ref())
 }
@@ -326,7 +334,7 @@ fn denied_note(
 pub fn lock_summary(
     state: &dr_store::BucketLockState,
     configured: Option<&dr_store::ObjectLock>,
-) -> std::result::Result<String, String> {
+) -> Result<String> {
     let described = match &state.unknown {
         Some(why) => format!("versioning and Object Lock unknown ({why})"),
         None if !state.denied.is_empty() => format!(
@@ -360,10 +368,10 @@ pub fn lock_summary(
                 "{described}; dr locks every backup object ({} {} days from the backup's start)",
                 lock.mode, lock.days
             )),
-            Err(reason) => Err(format!(
-                "{described}: [repository.object_lock] is configured, but {reason}\nhint: {}",
-                crate::immutable::NO_LOCK_HINT
-            )),
+            Err(reason) => Err(fail(format!(
+                "{described}: [repository.object_lock] is configured, but {reason}"
+            ))
+            .with_hint(crate::immutable::NO_LOCK_HINT)),
         },
         None if state.object_lock => Ok(format!(
             "{described}; [repository.object_lock] is not set: dr writes no retention of its own"
@@ -374,10 +382,9 @@ pub fn lock_summary(
     }
 }
 
-fn tools_line(major: u32, bin: Option<&std::path::Path>) -> std::result::Result<String, String> {
-    let dump = dr_pg::find_tool("pg_dump", major, bin).map_err(|e| Error::from(e).to_string())?;
-    let all =
-        dr_pg::find_tool("pg_dumpall", dump.major, bin).map_err(|e| Error::from(e).to_string())?;
+fn tools_line(major: u32, bin: Option<&std::path::Path>) -> Result<String> {
+    let dump = dr_pg::find_tool("pg_dump", major, bin)?;
+    let all = dr_pg::find_tool("pg_dumpall", dump.major, bin)?;
     Ok(format!(
         "{} at {}; pg_dumpall at {}",
         dump.version,
@@ -388,32 +395,56 @@ fn tools_line(major: u32, bin: Option<&std::path::Path>) -> std::result::Result<
 
 /// The error for a report with failed lines (exit 3), naming each; `None` when all passed.
 pub fn failure(lines: &[CheckLine]) -> Option<Error> {
-    let failed: Vec<String> = lines
+    let failed: Vec<&CheckLine> = lines.iter().filter(|l| !l.ok).collect();
+    if failed.is_empty() {
+        return None;
+    }
+    // Each failed line as printed but for its hints, which become the error's one hint.
+    let said: Vec<String> = failed
         .iter()
-        .filter(|l| !l.ok)
-        .map(|l| format!("{}: {}", l.check, l.detail))
+        .map(|l| {
+            let without_hints: Vec<String> = l
+                .errors
+                .iter()
+                .map(|e| {
+                    Error {
+                        hint: None,
+                        ..e.clone()
+                    }
+                    .to_string()
+                })
+                .collect();
+            format!("{}: {}", l.check, without_hints.join("\n"))
+        })
         .collect();
-    (!failed.is_empty()).then(|| {
-        Error::new(
-            Kind::Unavailable,
-            format!(
-                "check failed: {} of {} checks\n{}",
-                failed.len(),
-                lines.len(),
-                failed.join("\n")
-            ),
-        )
-    })
+    let error = Error::new(
+        Kind::Unavailable,
+        format!(
+            "check failed: {} of {} checks\n{}",
+            failed.len(),
+            lines.len(),
+            said.join("\n")
+        ),
+    );
+    let hints = failed
+        .iter()
+        .flat_map(|l| &l.errors)
+        .filter_map(|e| e.hint.clone());
+    Some(hints.fold(error, Error::with_hint))
 }
 
 /// Whether this host signs (backups, verification records) and whom it trusts. A host that
 /// neither signs nor trusts anything fails: it can make no backup and use none.
-pub fn signing_line(signing: &crate::trust::Signing) -> std::result::Result<String, String> {
+pub fn signing_line(signing: &crate::trust::Signing) -> Result<String> {
     if !signing.configured {
-        return Err(format!(
-            "no [signing] section: this host cannot make backups and trusts none\nhint: on the backup host run `dr keygen --signing --output /etc/dr/signing.key` and set [signing] key_file; elsewhere {}",
-            crate::trust::NOT_CONFIGURED_HINT
-        ));
+        return Err(
+            fail("no [signing] section: this host cannot make backups and trusts none").with_hint(
+                format!(
+                    "on the backup host run `dr keygen --signing --output /etc/dr/signing.key` and set [signing] key_file; elsewhere {}",
+                    crate::trust::NOT_CONFIGURED_HINT
+                ),
+            ),
+        );
     }
     let signs = match signing.public_key() {
         Some(k) => format!("signs with {} (key_file)", k.fingerprint()),
@@ -436,7 +467,7 @@ pub fn backups_line(
     overwritten: &[DeletedBackup],
     target: &str,
     now: DateTime<Utc>,
-) -> std::result::Result<String, String> {
+) -> Result<String> {
     let future: Vec<String> = catalog
         .future_dated(now)
         .filter(|e| e.manifest.target == target)
@@ -497,11 +528,7 @@ pub fn backups_line(
     }
     if !hints.is_empty() {
         let problems = [untrusted, future, overwritten_lines, damaged].concat();
-        return Err(format!(
-            "{}\nhint: {}",
-            problems.join("; "),
-            hints.join("; ")
-        ));
+        return Err(fail(problems.join("; ")).with_hint(hints.join("; ")));
     }
     let mine: Vec<_> = catalog
         .current(now)
@@ -553,6 +580,32 @@ mod tests {
         assert!(line.contains("prune cannot tell"), "{line}");
     }
 
+    /// The report's error: each failed line as printed but for its hints, which follow in
+    /// order as one `hint:` line (as `dr check` has always said it).
+    #[test]
+    fn failure_gathers_the_failed_lines_hints_into_one() {
+        let lines = vec![
+            line("config", Ok::<_, Error>("valid".into())),
+            line("x", Err(fail("a").with_hint("ha"))),
+            line(
+                "y",
+                Err(Failure(vec![
+                    fail("b1").with_hint("hb1"),
+                    fail("b2").with_hint("hb2"),
+                ])),
+            ),
+            line("z", Err(fail("c\nc detail"))),
+        ];
+        assert_eq!(lines[2].detail, "b1\nhint: hb1\nb2\nhint: hb2");
+        let e = failure(&lines).expect("failed");
+        assert_eq!(e.kind, Kind::Unavailable);
+        assert_eq!(
+            e.to_string(),
+            "check failed: 3 of 4 checks\nx: a\ny: b1\nb2\nz: c\nc detail\nhint: ha; hb1; hb2"
+        );
+        assert!(failure(&lines[..1]).is_none());
+    }
+
     #[test]
     fn lock_verdict_fails_when_a_backup_needs_more_locks_than_the_server_has() {
         let table = dr_pg::LockTable {
@@ -565,7 +618,9 @@ mod tests {
             ok.contains("3000 tables in `app`") && ok.contains("6400"),
             "{ok}"
         );
-        let e = lock_verdict(20_000, "app", &table).expect_err("too many");
+        let e = lock_verdict(20_000, "app", &table)
+            .expect_err("too many")
+            .to_string();
         assert!(e.contains("out of shared memory"), "{e}");
         assert!(e.contains("max_locks_per_transaction 64"), "{e}");
         assert!(
@@ -583,7 +638,9 @@ mod tests {
             ],
             damaged: vec![],
         };
-        let e = backups_line(&c, &[], "app", now()).expect_err("skew");
+        let e = backups_line(&c, &[], "app", now())
+            .expect_err("skew")
+            .to_string();
         assert!(e.contains("clock skew"), "{e}");
         assert!(e.contains("20261222T030000Z"), "{e}");
         assert!(e.contains("dated 30d 0h after"), "{e}");
@@ -607,7 +664,9 @@ mod tests {
         let mut bad = good.clone();
         bad.damaged
             .push(damaged("app", "20261101T030000Z", "not valid JSON (EOF)"));
-        let e = backups_line(&bad, &[], "app", now()).expect_err("damaged");
+        let e = backups_line(&bad, &[], "app", now())
+            .expect_err("damaged")
+            .to_string();
         assert!(e.contains("damaged") && e.contains("EOF"), "{e}");
         assert!(backups_line(&bad, &[], "db", now()).is_ok());
     }
@@ -644,7 +703,9 @@ mod tests {
             restored: vec![],
         };
         let found = [over("20261120T030000Z"), over("20261121T030000Z")];
-        let e = backups_line(&c, &found, "app", now()).expect_err("overwritten");
+        let e = backups_line(&c, &found, "app", now())
+            .expect_err("overwritten")
+            .to_string();
         assert!(e.contains("dr undelete 20261120T030000Z"), "{e}");
         assert!(e.contains("dr undelete 20261121T030000Z"), "{e}");
         assert!(!e.contains("prune"), "{e}");

@@ -72,33 +72,18 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Error {
-    /// An error from text: the first line is the message, other lines the details.
-    ///
-    /// Transitional: `hint: …` lines (or a trailing `. hint: …`) still become the hint, for
-    /// the call sites not yet converted to [`Error::with_hint`] (restore, backup, verify,
-    /// daemon, check, status). Remove the parsing once none is left.
+    /// An error from text: the first line is the message, other lines the details (blank
+    /// ones dropped). The text is never searched for a hint: give it with [`Error::with_hint`].
     pub fn new(kind: Kind, text: impl Into<String>) -> Error {
         let text = text.into();
-        let mut lines: Vec<String> = Vec::new();
-        let mut hints: Vec<String> = Vec::new();
-        for line in text.lines() {
-            if let Some(h) = line.strip_prefix("hint: ") {
-                hints.push(h.to_string());
-            } else if let Some((before, h)) = line.split_once(". hint: ") {
-                lines.push(before.to_string());
-                hints.push(h.to_string());
-            } else {
-                lines.push(line.to_string());
-            }
-        }
-        let mut lines = lines.into_iter();
+        let mut lines = text.lines().map(str::to_owned);
         let message = lines.next().unwrap_or_default();
         Error {
             kind,
             message,
             details: lines.filter(|l| !l.trim().is_empty()).collect(),
             causes: Vec::new(),
-            hint: (!hints.is_empty()).then(|| hints.join("; ")),
+            hint: None,
             retryable: false,
         }
     }
@@ -272,11 +257,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_splits_into_message_details_and_hint() {
+    fn text_splits_into_message_and_details_and_the_hint_is_given_apart() {
         let e = Error::new(
             Kind::Failed,
-            "pg_dump failed (exit status 1)\npg_dump: error: connection lost\n\nhint: check the network",
-        );
+            "pg_dump failed (exit status 1)\npg_dump: error: connection lost\n\n",
+        )
+        .with_hint("check the network");
         assert_eq!(e.message, "pg_dump failed (exit status 1)");
         assert_eq!(e.details, vec!["pg_dump: error: connection lost"]);
         assert_eq!(e.hint.as_deref(), Some("check the network"));
@@ -284,18 +270,28 @@ mod tests {
             e.to_string(),
             "pg_dump failed (exit status 1)\npg_dump: error: connection lost\nhint: check the network"
         );
-        let inline = Error::new(
-            Kind::Config,
-            "invalid repository url `x`: no bucket. hint: write s3://B/P",
+    }
+
+    /// Hints are structured: text that looks like one (a child's stderr, a server's message)
+    /// stays where it was said.
+    #[test]
+    fn text_is_never_parsed_for_a_hint() {
+        let e = Error::new(
+            Kind::Failed,
+            "pg_restore failed. hint: not ours\nhint: not ours either",
         );
-        assert_eq!(inline.message, "invalid repository url `x`: no bucket");
-        assert_eq!(inline.hint.as_deref(), Some("write s3://B/P"));
+        assert_eq!(e.message, "pg_restore failed. hint: not ours");
+        assert_eq!(e.details, vec!["hint: not ours either"]);
+        assert_eq!(e.hint, None);
     }
 
     #[test]
     fn context_prefixes_the_message_only() {
-        let e = Error::new(Kind::Failed, "boom\nhint: h").context("backup of `app`");
+        let e = Error::new(Kind::Failed, "boom\nline")
+            .with_hint("h")
+            .context("backup of `app`");
         assert_eq!(e.message, "backup of `app`: boom");
+        assert_eq!(e.details, vec!["line"]);
         assert_eq!(e.hint.as_deref(), Some("h"));
     }
 
@@ -445,10 +441,7 @@ mod tests {
             .with_hint("first")
             .with_hint("second");
         assert_eq!(built.hint.as_deref(), Some("first; second"));
-        assert_eq!(
-            built.to_string(),
-            Error::new(Kind::Failed, "boom\nhint: first\nhint: second").to_string()
-        );
+        assert_eq!(built.to_string(), "boom\nhint: first; second");
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl Context {
 pub async fn check_target_name(ctx: &Context, name: &str) -> Result<()> {
     let configured: Vec<&str> = ctx.config.targets.iter().map(|t| t.name.as_str()).collect();
     let hint = format!(
-        "hint: configured targets: {}",
+        "configured targets: {}",
         if configured.is_empty() {
             "none".to_string()
         } else {
@@ -155,8 +155,9 @@ pub async fn check_target_name(ctx: &Context, name: &str) -> Result<()> {
     );
     if !dr_catalog::members::valid_target_name(name) {
         return Err(Error::config(format!(
-            "`{name}` is not a target name (1-64 letters, digits, `-` or `_`)\n{hint}"
-        )));
+            "`{name}` is not a target name (1-64 letters, digits, `-` or `_`)"
+        ))
+        .with_hint(hint));
     }
     if configured.contains(&name) {
         return Ok(());
@@ -168,8 +169,9 @@ pub async fn check_target_name(ctx: &Context, name: &str) -> Result<()> {
         .map_err(|e| Error::from(e).context("listing the repository"))?;
     if stored.is_empty() {
         return Err(Error::config(format!(
-            "no target named `{name}` is configured, and the repository holds nothing of it\n{hint}"
-        )));
+            "no target named `{name}` is configured, and the repository holds nothing of it"
+        ))
+        .with_hint(hint));
     }
     Ok(())
 }

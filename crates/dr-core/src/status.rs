@@ -14,7 +14,7 @@ use dr_catalog::beacon::Beacon;
 use dr_catalog::keys;
 
 use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
-use crate::{Context, Result};
+use crate::{Context, Error, Result};
 use dr_config::jobs::Job;
 
 pub mod wal;
@@ -221,7 +221,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
     // problem of every target, not a silent "unscheduled".
     let (jobs, schedules_problem) = match dr_config::jobs::load_schedules(&ctx.config) {
         Ok(j) => (j, None),
-        Err(e) => (Vec::new(), Some(schedules_problem(&e))),
+        Err(e) => (Vec::new(), Some(schedules_problem(e))),
     };
     let mut targets: Vec<String> = Vec::new();
     let mut gone: BTreeMap<String, String> = BTreeMap::new();
@@ -281,13 +281,10 @@ pub async fn beacons(ctx: &Context) -> Result<Vec<Beacon>> {
     Ok(beacons)
 }
 
-/// The problem line of schedules `dr daemon` would refuse: what is wrong, where, on one line.
-fn schedules_problem(e: &dr_config::ConfigError) -> String {
-    let mut line = format!("{e}").replace('\n', "; ");
-    if let Some(hint) = e.hint() {
-        line.push_str(&format!("; hint: {hint}"));
-    }
-    line + "; dr daemon would not start"
+/// The problem line of schedules `dr daemon` would refuse: what is wrong, where, and the
+/// next step, rendered as `dr check` renders them, on one line.
+fn schedules_problem(e: dr_config::ConfigError) -> String {
+    Error::from(e).to_string().replace('\n', "; ") + "; dr daemon would not start"
 }
 
 /// The databases of a server target for `dr status`: those the server has now (not
@@ -312,7 +309,9 @@ async fn server_members(
     match crate::backup::server_databases(t).await {
         Ok(listed) => {
             for d in listed.closed_included(t) {
-                let problem = crate::backup::closed_database(&t.name, &d).replace('\n', "; ");
+                let problem = crate::backup::closed_database(&t.name, &d)
+                    .to_string()
+                    .replace('\n', "; ");
                 closed.insert(member(&d), problem);
                 members.insert(member(&d));
             }
@@ -348,6 +347,20 @@ mod tests {
     use super::*;
     use crate::testing::{damaged, entry, now, verified};
     use dr_catalog::schedule::Schedule;
+
+    /// One rendering for `dr status` and `dr check`: the message, then its hint, on one line.
+    #[test]
+    fn a_schedule_the_daemon_would_refuse_reads_as_dr_check_says_it() {
+        let bad = || dr_config::ConfigError::Invalid {
+            path: Some("/etc/dr/schedules/nightly.toml".into()),
+            message: "schedule `nightly`: unknown target `nope`".into(),
+            hint: "name a target of dr.toml".into(),
+        };
+        assert_eq!(
+            schedules_problem(bad()),
+            "invalid config /etc/dr/schedules/nightly.toml: schedule `nightly`: unknown target `nope`; hint: name a target of dr.toml; dr daemon would not start"
+        );
+    }
 
     fn one(catalog: &Catalog, jobs: &[Job]) -> TargetStatus {
         let mut rows = assess(catalog, &["app"], jobs, Duration::hours(26), now());

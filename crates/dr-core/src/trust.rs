@@ -172,7 +172,10 @@ pub fn require_signing_key(ctx: &crate::Context) -> Result<()> {
         return Ok(());
     }
     Err(Error::config(
-        "this host has no signing key ([signing] key_file): backups are signed so that restore hosts can tell them from forgeries, and an unsigned backup would not be restorable\nhint: run `dr keygen --signing --output /etc/dr/signing.key` (mode 0600, keep it off the bucket), set `[signing] key_file = \"/etc/dr/signing.key\"` (or DR_SIGNING_KEY_FILE) here, and add the public key it prints to `[signing] trusted` on every host that restores, verifies or runs `dr status` (docs/CONFIGURATION.md, \"Signing\")",
+        "this host has no signing key ([signing] key_file): backups are signed so that restore hosts can tell them from forgeries, and an unsigned backup would not be restorable",
+    )
+    .with_hint(
+        "run `dr keygen --signing --output /etc/dr/signing.key` (mode 0600, keep it off the bucket), set `[signing] key_file = \"/etc/dr/signing.key\"` (or DR_SIGNING_KEY_FILE) here, and add the public key it prints to `[signing] trusted` on every host that restores, verifies or runs `dr status` (docs/CONFIGURATION.md, \"Signing\")",
     ))
 }
 
@@ -234,10 +237,11 @@ pub fn require_trusted(
             Err(Error::new(
                 Kind::Integrity,
                 format!(
-                    "backup {id} of `{target}` is untrusted ({}): refusing to use it\nhint: {hint}",
+                    "backup {id} of `{target}` is untrusted ({}): refusing to use it",
                     t.reason()
                 ),
-            ))
+            )
+            .with_hint(hint))
         }
     }
 }

@@ -82,7 +82,9 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
         details: &details,
         identities: &identities,
     };
-    let outcome = check_in_sandbox(ctx, &backup, &url, opts, &mut timings).await;
+    // The errors behind checks that failed with one (the restore's), by check.
+    let mut errors = BTreeMap::new();
+    let outcome = check_in_sandbox(ctx, &backup, &url, opts, &mut timings, &mut errors).await;
     let clock = Instant::now();
     if let Err(e) = sandbox.destroy().await {
         tracing::error!("could not remove the sandbox ({description}): {e}");
@@ -99,6 +101,7 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
             checks,
             sandbox: description,
         },
+        &errors,
     )
 }
 
@@ -180,38 +183,68 @@ async fn write_record(
 }
 
 /// The report of a verification that passed; a damaged backup (exit 4) or a failed
-/// verification (exit 5) as an error listing the failed checks.
-fn verdict(m: &Manifest, report: VerifyReport) -> Result<VerifyReport> {
+/// verification (exit 5) as an error listing the failed checks. A check that failed with an
+/// error (`errors`, by check: the restore's) is said as the error, its hint joining the
+/// verification's.
+fn verdict(
+    m: &Manifest,
+    report: VerifyReport,
+    errors: &BTreeMap<String, Error>,
+) -> Result<VerifyReport> {
+    let said = |c: &CheckOutcome| match errors.get(&c.check) {
+        Some(e) => Error {
+            hint: None,
+            ..e.clone()
+        }
+        .to_string(),
+        None => c.actual.clone(),
+    };
+    let with_hints = |e: Error, failed: &[&CheckOutcome], last: &str| {
+        failed
+            .iter()
+            .filter_map(|c| errors.get(&c.check)?.hint.as_deref())
+            .fold(e, Error::with_hint)
+            .with_hint(last)
+    };
     if let Some(damage) = report
         .checks
         .iter()
         .find(|c| !c.passed && c.check == INTEGRITY_CHECK)
     {
-        return Err(Error::new(
-            Kind::Integrity,
-            format!(
-                "verification of backup {} of `{}`: the backup is DAMAGED (recorded as a failed verification): {}\nhint: keep older backups (do not prune), restore from an older one if needed, and find out what changed the repository",
-                m.id, m.target, damage.actual
+        return Err(with_hints(
+            Error::new(
+                Kind::Integrity,
+                format!(
+                    "verification of backup {} of `{}`: the backup is DAMAGED (recorded as a failed verification): {}",
+                    m.id,
+                    m.target,
+                    said(damage)
+                ),
             ),
+            &[damage],
+            "keep older backups (do not prune), restore from an older one if needed, and find out what changed the repository",
         ));
     }
     if !report.record.passed() {
-        let lines: Vec<String> = report
-            .checks
+        let failed: Vec<&CheckOutcome> = report.checks.iter().filter(|c| !c.passed).collect();
+        let lines: Vec<String> = failed
             .iter()
-            .filter(|c| !c.passed)
-            .map(|c| format!("  {}: expected {}, got {}", c.check, c.expected, c.actual))
+            .map(|c| format!("  {}: expected {}, got {}", c.check, c.expected, said(c)))
             .collect();
-        return Err(Error::new(
-            Kind::VerificationFailed,
-            format!(
-                "verification of backup {} of `{}` FAILED ({} of {} checks):\n{}\nhint: this backup does not restore faithfully; keep older backups (do not prune) and investigate",
-                m.id,
-                m.target,
-                report.record.checks_failed,
-                report.record.checks_total,
-                lines.join("\n")
+        return Err(with_hints(
+            Error::new(
+                Kind::VerificationFailed,
+                format!(
+                    "verification of backup {} of `{}` FAILED ({} of {} checks):\n{}",
+                    m.id,
+                    m.target,
+                    report.record.checks_failed,
+                    report.record.checks_total,
+                    lines.join("\n")
+                ),
             ),
+            &failed,
+            "this backup does not restore faithfully; keep older backups (do not prune) and investigate",
         ));
     }
     Ok(report)
@@ -219,6 +252,8 @@ fn verdict(m: &Manifest, report: VerifyReport) -> Result<VerifyReport> {
 
 /// The check that fails when stored objects do not match the manifest or do not decrypt.
 const INTEGRITY_CHECK: &str = "backup integrity";
+/// The check a restore that failed (not for damage) fails.
+const RESTORE_CHECK: &str = "restore";
 
 /// Where the local sandbox looks first for `initdb`/`pg_ctl`/`postgres`: `verify.pg_bin_dir`;
 /// else the backup's target's `pg_bin_dir` (where its `pg_dump` came from) when it holds the
@@ -249,6 +284,7 @@ async fn check_in_sandbox(
     sandbox_url: &str,
     opts: &VerifyOptions,
     timings: &mut BTreeMap<String, f64>,
+    errors: &mut BTreeMap<String, Error>,
 ) -> Result<Vec<CheckOutcome>> {
     let details = backup.details;
     let db = if details.database.is_empty() {
@@ -258,7 +294,7 @@ async fn check_in_sandbox(
     };
     let conn = ConnInfo::parse(sandbox_url)?.with_dbname(db);
     let mut checks = Vec::new();
-    let counted = restore_checked(ctx, backup, &conn, opts, timings, &mut checks).await?;
+    let counted = restore_checked(ctx, backup, &conn, opts, timings, &mut checks, errors).await?;
     let clock = Instant::now();
     let client = match conn.connect().await {
         Ok(c) => c,
@@ -313,6 +349,7 @@ async fn restore_checked(
     opts: &VerifyOptions,
     timings: &mut BTreeMap<String, f64>,
     checks: &mut Vec<CheckOutcome>,
+    errors: &mut BTreeMap<String, Error>,
 ) -> Result<Option<BTreeMap<String, i64>>> {
     let ropts = RestoreOptions {
         jobs: opts.jobs,
@@ -350,14 +387,16 @@ async fn restore_checked(
                 expected: "every object matches the manifest and decrypts".into(),
                 actual: e.to_string(),
             });
+            errors.insert(INTEGRITY_CHECK.into(), e);
         }
         Err(e) if e.kind == Kind::Failed => {
             checks.push(CheckOutcome {
-                check: "restore".into(),
+                check: RESTORE_CHECK.into(),
                 passed: false,
                 expected: "a clean restore".into(),
                 actual: e.to_string(),
             });
+            errors.insert(RESTORE_CHECK.into(), e);
         }
         Err(e) => return Err(e),
     }
@@ -404,4 +443,70 @@ async fn sequence_checks(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{entry, now};
+
+    fn report(checks: Vec<CheckOutcome>) -> VerifyReport {
+        let failed = checks.iter().filter(|c| !c.passed).count();
+        VerifyReport {
+            record: VerificationRecord {
+                format: 1,
+                backup_id: "20261122T030000Z".parse().expect("id"),
+                target: "app".into(),
+                verified_at: now(),
+                result: if failed > 0 { "failed" } else { "passed" }.into(),
+                checks_total: u32::try_from(checks.len()).unwrap_or(0),
+                checks_failed: u32::try_from(failed).unwrap_or(0),
+                timings: BTreeMap::new(),
+                sandbox: "local".into(),
+                dr_version: "x".into(),
+                summary: None,
+            },
+            checks,
+            sandbox: "local".into(),
+        }
+    }
+
+    /// A check that failed with an error is said as the error, its hint joining the
+    /// verification's on the one `hint:` line; the recorded check keeps the whole error.
+    #[test]
+    fn a_failed_restore_is_said_once_with_its_hint_first() {
+        let m = entry("app", "20261122T030000Z").manifest;
+        let e = Error::new(Kind::Failed, "pg_restore failed\n  error: x").with_hint("fix x");
+        let restore = CheckOutcome {
+            check: RESTORE_CHECK.into(),
+            passed: false,
+            expected: "a clean restore".into(),
+            actual: e.to_string(),
+        };
+        let rows = check("rows of public.t", 3, 3);
+        let errors = BTreeMap::from([(RESTORE_CHECK.to_string(), e)]);
+        let got = verdict(&m, report(vec![restore, rows]), &errors).expect_err("failed");
+        assert_eq!(got.kind, Kind::VerificationFailed);
+        assert_eq!(
+            got.to_string(),
+            "verification of backup 20261122T030000Z of `app` FAILED (1 of 2 checks):\n  restore: expected a clean restore, got pg_restore failed\n  error: x\nhint: fix x; this backup does not restore faithfully; keep older backups (do not prune) and investigate"
+        );
+
+        let damage =
+            Error::new(Kind::Integrity, "`k` is corrupt").with_hint("restore an older one");
+        let integrity = CheckOutcome {
+            check: INTEGRITY_CHECK.into(),
+            passed: false,
+            expected: "every object matches the manifest and decrypts".into(),
+            actual: damage.to_string(),
+        };
+        let errors = BTreeMap::from([(INTEGRITY_CHECK.to_string(), damage)]);
+        let got = verdict(&m, report(vec![integrity]), &errors).expect_err("damaged");
+        assert_eq!(got.kind, Kind::Integrity);
+        assert_eq!(got.details, Vec::<String>::new());
+        assert_eq!(
+            got.hint.as_deref(),
+            Some("restore an older one; keep older backups (do not prune), restore from an older one if needed, and find out what changed the repository")
+        );
+    }
 }

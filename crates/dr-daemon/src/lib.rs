@@ -170,8 +170,9 @@ async fn serve_metrics(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Error::new(
             Kind::Unavailable,
-            format!("cannot listen on daemon.metrics_address {addr}: {e}\nhint: pick a free port, or remove metrics_address"),
+            format!("cannot listen on daemon.metrics_address {addr}: {e}"),
         )
+        .with_hint("pick a free port, or remove metrics_address")
     })?;
     tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
     Ok(Some(tokio::spawn(dr_observe::metrics::serve(

@@ -64,6 +64,7 @@ async fn call<T>(
         Ok(Err(e)) => Err(SandboxError::Docker {
             action: action(),
             detail: e.to_string(),
+            hint: None,
         }),
         Err(_) => Err(SandboxError::Docker {
             action: action(),
@@ -71,6 +72,7 @@ async fn call<T>(
                 "no answer from the Docker engine within {}s",
                 API_TIMEOUT.as_secs()
             ),
+            hint: None,
         }),
     }
 }
@@ -213,6 +215,7 @@ async fn published_port(docker: &Docker, id: &str, name: &str) -> Result<u16, Sa
         .ok_or_else(|| SandboxError::Docker {
             action: action(),
             detail: format!("no 127.0.0.1 binding for {PG_PORT} (bindings: {bindings:?})"),
+            hint: None,
         })
 }
 
@@ -453,9 +456,10 @@ impl Sandbox for DockerSandbox {
         )
         .await
         .map_err(|e| match e {
-            SandboxError::Docker { action, detail } => SandboxError::Docker {
+            SandboxError::Docker { action, detail, .. } => SandboxError::Docker {
                 action,
-                detail: format!("{detail}\nhint: docker rm -f {id}"),
+                detail,
+                hint: Some(format!("docker rm -f {id}")),
             },
             other => other,
         })?;

@@ -54,7 +54,12 @@ pub enum SandboxError {
         wanted: u32,
     },
     #[error("docker: {action} failed: {detail}")]
-    Docker { action: String, detail: String },
+    Docker {
+        action: String,
+        detail: String,
+        /// The next step, when there is one (how to remove a container left behind).
+        hint: Option<String>,
+    },
     #[error("sandbox did not accept connections within {secs}s ({what}){}", log_tail(.log))]
     NotReady {
         secs: u64,
@@ -103,7 +108,8 @@ impl SandboxError {
             | SandboxError::Local { hint, .. } => Some(hint.clone()),
             SandboxError::NoPostgresUser => Some("create one (e.g. `useradd --system postgres`), run dr as a non-root user, or use a docker sandbox".into()),
             SandboxError::NoServer(e) => e.hint(),
-            SandboxError::Docker { .. } | SandboxError::Io { .. } => None,
+            SandboxError::Docker { hint, .. } => hint.clone(),
+            SandboxError::Io { .. } => None,
         }
     }
 

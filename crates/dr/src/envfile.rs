@@ -6,6 +6,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use dr_core::Error;
+
 /// The flag's name on the command line, and the variable naming the file.
 pub const FLAG: &str = "--env-file";
 pub const VAR: &str = "DR_ENV_FILE";
@@ -66,29 +68,27 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
 
 /// Load `path` into the environment; variables already set keep their value. Must run before
 /// any thread starts (it calls `std::env::set_var`). Returns a warning to log once logging is
-/// up, when the file is readable by group or others (it usually holds passwords). The error
-/// is the whole message, `hint:` line included.
-pub fn load(path: &Path) -> Result<Option<String>, String> {
+/// up, when the file is readable by group or others (it usually holds passwords). An error
+/// is a config error (exit 2) with its hint.
+pub fn load(path: &Path) -> Result<Option<String>, Error> {
     use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "the env file {} does not exist\nhint: check the path given to {FLAG} (or {VAR}); it is read relative to the current directory",
-            path.display()
-        ),
-        std::io::ErrorKind::PermissionDenied => format!(
-            "cannot read the env file {}: {e}\nhint: run dr as a user that can read it (it should be mode 600, owned by that user)",
-            path.display()
-        ),
-        _ => format!(
-            "cannot read the env file {}: {e}\nhint: {FLAG} (or {VAR}) names a file of KEY=value lines",
-            path.display()
-        ),
+        std::io::ErrorKind::NotFound => {
+            Error::config(format!("the env file {} does not exist", path.display())).with_hint(
+                format!("check the path given to {FLAG} (or {VAR}); it is read relative to the current directory"),
+            )
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            Error::config(format!("cannot read the env file {}: {e}", path.display())).with_hint(
+                "run dr as a user that can read it (it should be mode 600, owned by that user)",
+            )
+        }
+        _ => Error::config(format!("cannot read the env file {}: {e}", path.display()))
+            .with_hint(format!("{FLAG} (or {VAR}) names a file of KEY=value lines")),
     })?;
     let vars = parse(&text).map_err(|e| {
-        format!(
-            "env file {}: {e}\nhint: lines are KEY=value, `#` comments, optional `export ` and quotes",
-            path.display()
-        )
+        Error::config(format!("env file {}: {e}", path.display()))
+            .with_hint("lines are KEY=value, `#` comments, optional `export ` and quotes")
     })?;
     for (k, v) in vars {
         if std::env::var_os(&k).is_none_or(|old| old.is_empty()) {
@@ -144,10 +144,12 @@ mod tests {
     fn a_missing_env_file_says_it_does_not_exist() {
         let path = std::env::temp_dir().join(format!("dr-no-such-env-{}", std::process::id()));
         let e = load(&path).expect_err("no such file");
-        assert!(e.contains("does not exist"), "{e}");
-        assert!(e.contains(&path.display().to_string()), "{e}");
-        assert!(e.contains("hint:"), "{e}");
-        assert!(!e.contains("KEY=value"), "a hint about line syntax: {e}");
+        assert_eq!(e.kind, dr_core::Kind::Config);
+        assert!(e.message.contains("does not exist"), "{e}");
+        assert!(e.message.contains(&path.display().to_string()), "{e}");
+        let hint = e.hint.as_deref().unwrap_or_default();
+        assert!(hint.contains(FLAG), "{e}");
+        assert!(!hint.contains("KEY=value"), "a hint about line syntax: {e}");
     }
 
     #[test]
@@ -156,8 +158,14 @@ mod tests {
         std::fs::write(&path, "not a variable line\n").expect("write");
         let e = load(&path).expect_err("bad line");
         let _ = std::fs::remove_file(&path);
-        assert!(e.contains("line 1"), "{e}");
-        assert!(e.contains("hint: lines are KEY=value"), "{e}");
+        assert!(e.message.contains("line 1"), "{e}");
+        assert!(
+            e.hint
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("lines are KEY=value"),
+            "{e}"
+        );
     }
 
     #[test]

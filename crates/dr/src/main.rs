@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             Ok(w) => w,
             Err(e) => {
                 logging::json_requested_early(&args);
-                output::print_error(&dr_core::Error::config(e));
+                output::print_error(&e);
                 return exit::code(dr_core::Kind::Config);
             }
         },

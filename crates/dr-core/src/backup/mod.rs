@@ -74,9 +74,10 @@ pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
         Err(e) if e.kind == Kind::Interrupted && timed_out.load(Ordering::SeqCst) => Err(Error::new(
             Kind::Failed,
             format!(
-                "it ran longer than backup.max_duration ({limit}) and was stopped; the upload was aborted and nothing was committed\nhint: look for what made it slow (a lock: see the log; the network; a much larger database) or raise backup.max_duration"
+                "it ran longer than backup.max_duration ({limit}) and was stopped; the upload was aborted and nothing was committed"
             ),
-        )),
+        )
+        .with_hint("look for what made it slow (a lock: see the log; the network; a much larger database) or raise backup.max_duration")),
         other => other,
     };
     result.map_err(|e| e.context(format!("backup of target `{}` failed", target.name)))

@@ -3,7 +3,7 @@
 use dr_config::{SharedGlobals, TargetConfig};
 use dr_pg::ConnInfo;
 
-use crate::{Error, Result};
+use crate::{Error, Kind, Result};
 
 /// What a server target's server holds now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,11 +29,17 @@ impl ServerDatabases {
 }
 
 /// What backup, check and status say about a database that refuses connections.
-pub fn closed_database(server: &str, database: &str) -> String {
-    format!(
-        "database `{database}` of target `{server}` does not accept connections (datallowconn = false): it is not backed up\nhint: `ALTER DATABASE {} WITH ALLOW_CONNECTIONS true` to back it up, or add it to exclude_databases to skip it knowingly",
-        dr_pg::quote_ident(database)
+pub fn closed_database(server: &str, database: &str) -> Error {
+    Error::new(
+        Kind::Failed,
+        format!(
+            "database `{database}` of target `{server}` does not accept connections (datallowconn = false): it is not backed up"
+        ),
     )
+    .with_hint(format!(
+        "`ALTER DATABASE {} WITH ALLOW_CONNECTIONS true` to back it up, or add it to exclude_databases to skip it knowingly",
+        dr_pg::quote_ident(database)
+    ))
 }
 
 /// The targets one configured target stands for now: itself, or, for a `databases = "all"`
@@ -47,7 +53,12 @@ pub async fn expand(target: &TargetConfig) -> Result<Vec<TargetConfig>> {
     }
     let listed = server_databases(target).await?;
     for d in listed.closed_included(target) {
-        tracing::warn!("{}", closed_database(&target.name, &d).replace('\n', "; "));
+        tracing::warn!(
+            "{}",
+            closed_database(&target.name, &d)
+                .to_string()
+                .replace('\n', "; ")
+        );
     }
     let all = listed.databases;
     let included = target.included_databases(&all);

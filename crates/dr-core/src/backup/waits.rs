@@ -143,10 +143,11 @@ pub(super) async fn explain_lock_timeout(e: Error, conn: &ConnInfo, ctx: &Contex
     Error::new(
         Kind::Failed,
         format!(
-            "{}\nwaited {secs} s (backup.lock_wait_timeout_secs) for a table lock; sessions holding exclusive locks:\n{holders}\nhint: let that session finish (or end it: SELECT pg_terminate_backend(PID)), then run the backup again; long migrations are better scheduled away from the backup window",
+            "{}\nwaited {secs} s (backup.lock_wait_timeout_secs) for a table lock; sessions holding exclusive locks:\n{holders}",
             e.summary()
         ),
     )
+    .with_hint("let that session finish (or end it: SELECT pg_terminate_backend(PID)), then run the backup again; long migrations are better scheduled away from the backup window")
     // The holder may be done by the next try.
     .retryable(true)
 }

@@ -12,8 +12,14 @@ use dr_config::{TargetConfig, WalMode};
 use dr_pg::replication::{self, Archiver, Capture, Slot, WalSettings};
 use dr_pg::{ConnInfo, ServerVersion};
 
-use super::Line;
-use crate::{Context, Error};
+use crate::{Context, Error, Kind};
+
+/// One `dr check` line: its name and what it found, or why it failed (with the fix as hint).
+pub type Line = (String, Result<String, Error>);
+
+fn failed(what: impl Into<String>) -> Error {
+    Error::new(Kind::Failed, what)
+}
 
 /// The `wal …` lines of `t` (none without `[targets.wal]`).
 pub(super) async fn lines(ctx: &Context, t: &TargetConfig) -> Vec<Line> {
@@ -23,7 +29,7 @@ pub(super) async fn lines(ctx: &Context, t: &TargetConfig) -> Vec<Line> {
     let name = &t.name;
     let server = match read_server(t, wal.mode()).await {
         Ok(s) => s,
-        Err(e) => return vec![(format!("wal {name}"), Err(format!("not checked: {e}")))],
+        Err(e) => return vec![(format!("wal {name}"), Err(e.context("not checked")))],
     };
     let command = archive_command(
         std::env::current_exe().ok().as_deref(),
@@ -67,18 +73,18 @@ struct Server {
     slot: Option<Slot>,
 }
 
-async fn read_server(t: &TargetConfig, mode: WalMode) -> Result<Server, String> {
-    let text = |e: dr_pg::PgError| Error::from(e).to_string();
+async fn read_server(t: &TargetConfig, mode: WalMode) -> Result<Server, Error> {
+    let text = Error::from;
     // The `target` line already says why the server does not answer, with its hint.
     let client = ConnInfo::parse(&t.url)
         .map_err(text)?
         .connect()
         .await
         .map_err(|_| {
-            format!(
+            failed(format!(
                 "the server does not answer (see the `target {}` line)",
                 t.name
-            )
+            ))
         })?;
     let major = ServerVersion::query(&client).await.map_err(text)?.major;
     let settings = replication::wal_settings(&client).await.map_err(text)?;
@@ -103,21 +109,24 @@ async fn read_server(t: &TargetConfig, mode: WalMode) -> Result<Server, String> 
 }
 
 /// `{target}/wal/identity.json`, `None` when nothing was archived yet.
-async fn read_identity(ctx: &Context, target: &str) -> Result<Option<WalIdentity>, String> {
+async fn read_identity(ctx: &Context, target: &str) -> Result<Option<WalIdentity>, Error> {
     let key = keys::identity(target);
     match ctx.store.head(&key).await {
         Ok(None) => return Ok(None),
         Ok(Some(_)) => {}
-        Err(e) => return Err(format!("cannot read `{key}`: {}", Error::from(e))),
+        Err(e) => return Err(Error::from(e).context(format!("reading `{key}`"))),
     }
     let body = ctx
         .store
         .get(&key)
         .await
-        .map_err(|e| format!("cannot read `{key}`: {}", Error::from(e)))?;
+        .map_err(|e| Error::from(e).context(format!("reading `{key}`")))?;
     serde_json::from_slice(&body)
         .map(Some)
-        .map_err(|e| format!("`{key}` is not a WAL identity ({e}): the repository is damaged\nhint: compare it with `SELECT system_identifier FROM pg_control_system();` on the server"))
+        .map_err(|e| {
+            failed(format!("`{key}` is not a WAL identity ({e}): the repository is damaged"))
+                .with_hint("compare it with `SELECT system_identifier FROM pg_control_system();` on the server")
+        })
 }
 
 /// The `archive_command` that runs this dr with this config: `EXE --config CONFIG wal push
@@ -181,25 +190,26 @@ pub fn settings_lines(
     }
     findings
         .into_iter()
-        .map(|f| (check.clone(), Err(format!("{}\nhint: {}", f.what, f.fix))))
+        .map(|f| (check.clone(), Err(failed(f.what).with_hint(f.fix))))
         .collect()
 }
 
 /// `pg_stat_archiver`: fails when the last attempt failed (a failure newer than the last
 /// success), naming the segment and the time. Pure.
-pub fn archiver_line(a: &Archiver) -> Result<String, String> {
+pub fn archiver_line(a: &Archiver) -> Result<String, Error> {
     let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map_or_else(|| "never".to_string(), crate::time::format)
     };
     if a.failing() {
-        return Err(format!(
-            "PostgreSQL's archiver failed to archive {} at {} ({} failure(s); last success: {} at {})\nhint: see the server log for dr's error",
+        return Err(failed(format!(
+            "PostgreSQL's archiver failed to archive {} at {} ({} failure(s); last success: {} at {})",
             a.last_failed_wal.as_deref().unwrap_or("a segment"),
             at(a.last_failed_time),
             a.failed_count,
             a.last_archived_wal.as_deref().unwrap_or("none"),
             at(a.last_archived_time),
-        ));
+        ))
+        .with_hint("see the server log for dr's error"));
     }
     Ok(match &a.last_archived_wal {
         Some(wal) => format!(
@@ -214,19 +224,22 @@ pub fn archiver_line(a: &Archiver) -> Result<String, String> {
 
 /// The replication slot of a stream-mode target: it exists and still holds the WAL it
 /// reserved. Pure.
-pub fn slot_line(target: &str, name: &str, slot: Option<&Slot>) -> Result<String, String> {
+pub fn slot_line(target: &str, name: &str, slot: Option<&Slot>) -> Result<String, Error> {
     let Some(slot) = slot else {
-        return Err(format!(
-            "replication slot {name} does not exist: the server keeps no WAL for dr's stream\nhint: run `dr wal stream --target {target}` to create it"
-        ));
+        return Err(failed(format!(
+            "replication slot {name} does not exist: the server keeps no WAL for dr's stream"
+        ))
+        .with_hint(format!("run `dr wal stream --target {target}` to create it")));
     };
     match slot.wal_status.as_deref() {
-        Some("lost") => Err(format!(
-            "replication slot {name} is lost: the server removed WAL the stream had not received, so the archive has a gap\nhint: take `dr backup --physical --target {target}` now; a stream restarted from here begins a new recoverable window"
-        )),
-        Some("unreserved") => Err(format!(
-            "replication slot {name} is unreserved: the stream is more than max_slot_wal_keep_size behind and the server is about to remove WAL it needs\nhint: make sure `dr wal stream --target {target}` is running and keeping up"
-        )),
+        Some("lost") => Err(failed(format!(
+            "replication slot {name} is lost: the server removed WAL the stream had not received, so the archive has a gap"
+        ))
+        .with_hint(format!("take `dr backup --physical --target {target}` now; a stream restarted from here begins a new recoverable window"))),
+        Some("unreserved") => Err(failed(format!(
+            "replication slot {name} is unreserved: the stream is more than max_slot_wal_keep_size behind and the server is about to remove WAL it needs"
+        ))
+        .with_hint(format!("make sure `dr wal stream --target {target}` is running and keeping up"))),
         status => Ok(format!(
             "replication slot {name} {} ({}{})",
             if slot.active { "active" } else { "exists, not active" },
@@ -243,7 +256,7 @@ pub fn identity_line(
     target: &str,
     system_identifier: &str,
     archived: Option<&WalIdentity>,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     match archived {
         None => Ok(format!(
             "no WAL archived yet: the first push records system {system_identifier}"
@@ -252,10 +265,11 @@ pub fn identity_line(
             "system {system_identifier} (PostgreSQL {}), as archived",
             i.server_major
         )),
-        Some(i) => Err(format!(
-            "the server's system identifier is {system_identifier}, but the WAL archived under target {target} is of system {} (PostgreSQL {}): this server is not the cluster archived under target {target}\nhint: point target {target}'s url at the archived cluster, or archive this cluster under a new target name",
+        Some(i) => Err(failed(format!(
+            "the server's system identifier is {system_identifier}, but the WAL archived under target {target} is of system {} (PostgreSQL {}): this server is not the cluster archived under target {target}",
             i.system_identifier, i.server_major
-        )),
+        ))
+        .with_hint(format!("point target {target}'s url at the archived cluster, or archive this cluster under a new target name"))),
     }
 }
 
@@ -264,14 +278,14 @@ fn tools_line(
     major: u32,
     mode: WalMode,
     bin: Option<&Path>,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, Error> {
     let mut names = vec!["pg_basebackup"];
     if mode == WalMode::Stream {
         names.push("pg_receivewal");
     }
     let mut found = Vec::new();
     for name in names {
-        let tool = dr_pg::find_tool(name, major, bin).map_err(|e| Error::from(e).to_string())?;
+        let tool = dr_pg::find_tool(name, major, bin).map_err(Error::from)?;
         found.push(format!("{name} {} at {}", tool.major, tool.path.display()));
     }
     Ok(found.join("; "))
@@ -318,10 +332,10 @@ mod tests {
         let lines = settings_lines("app", WalMode::Archive, &settings(), command, 300);
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert!(lines.iter().all(|(c, r)| c == "wal app" && r.is_err()));
-        let details: Vec<&str> = lines
+        let details: Vec<String> = lines
             .iter()
             .filter_map(|(_, r)| r.as_ref().err())
-            .map(String::as_str)
+            .map(ToString::to_string)
             .collect();
         assert_eq!(
             details[0],
@@ -343,7 +357,11 @@ mod tests {
         good.archive_mode = "on".into();
         good.archive_command = command.into();
         good.archive_timeout_secs = 60;
-        let lines = settings_lines("app", WalMode::Archive, &good, command, 300);
+        let lines: Vec<(String, Result<String, String>)> =
+            settings_lines("app", WalMode::Archive, &good, command, 300)
+                .into_iter()
+                .map(|(c, r)| (c, r.map_err(|e| e.to_string())))
+                .collect();
         assert_eq!(
             lines,
             [(
@@ -354,7 +372,7 @@ mod tests {
         // Stream mode asks for other things.
         let lines = settings_lines("app", WalMode::Stream, &settings(), command, 300);
         assert_eq!(lines.len(), 1, "{lines:?}");
-        let e = lines[0].1.as_ref().expect_err("unlimited keep size");
+        let e = lines[0].1.as_ref().expect_err("unlimited keep size").to_string();
         assert!(e.contains("max_slot_wal_keep_size = '10GB'"), "{e}");
     }
 
@@ -369,7 +387,7 @@ mod tests {
             last_failed_wal: Some("000000010000000000000007".into()),
             last_failed_time: t(60),
         };
-        let e = archiver_line(&a).expect_err("failing");
+        let e = archiver_line(&a).expect_err("failing").to_string();
         assert!(
             e.starts_with("PostgreSQL's archiver failed to archive 000000010000000000000007 at 2026-11-30T00:54:20Z"),
             "{e}"
@@ -392,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_slot_must_exist_and_keep_its_wal() {
-        let e = slot_line("app", "dr_app", None).expect_err("missing");
+        let e = slot_line("app", "dr_app", None).expect_err("missing").to_string();
         assert!(
             e.ends_with("hint: run `dr wal stream --target app` to create it"),
             "{e}"
@@ -402,7 +420,7 @@ mod tests {
             restart_lsn: "0/3000000".parse().ok(),
             wal_status: Some(status.into()),
         };
-        let e = slot_line("app", "dr_app", Some(&slot("lost"))).expect_err("lost");
+        let e = slot_line("app", "dr_app", Some(&slot("lost"))).expect_err("lost").to_string();
         assert!(
             e.contains("gap") && e.contains("dr backup --physical"),
             "{e}"
@@ -426,7 +444,7 @@ mod tests {
         };
         assert!(identity_line("app", "7301234567890123456", Some(&archived)).is_ok());
         assert!(identity_line("app", "1", None).is_ok());
-        let e = identity_line("app", "7399999999999999999", Some(&archived)).expect_err("other");
+        let e = identity_line("app", "7399999999999999999", Some(&archived)).expect_err("other").to_string();
         assert!(
             e.contains("this server is not the cluster archived under target app"),
             "{e}"

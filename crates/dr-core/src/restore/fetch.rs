@@ -76,10 +76,11 @@ fn cross_check(m: &Manifest, details: &BackupDetails) -> Result<()> {
         Error::new(
             Kind::Integrity,
             format!(
-                "backup {}: the manifest does not match the backup's encrypted details: {e}; nothing was changed\nhint: the manifest was edited or damaged after the backup was made (by someone with write access to the repository?): do not restore it; restore an older backup (`dr list`) and find out who changed the repository",
+                "backup {}: the manifest does not match the backup's encrypted details: {e}; nothing was changed",
                 m.id
             ),
         )
+        .with_hint("the manifest was edited or damaged after the backup was made (by someone with write access to the repository?): do not restore it; restore an older backup (`dr list`) and find out who changed the repository")
     })
 }
 
@@ -141,15 +142,7 @@ pub async fn fetch_archive(
         .get_reader(&dump.key)
         .await
         .map_err(|e| Error::from(e).context(format!("fetching {}", dump.key)))?;
-    if size != dump.bytes {
-        return Err(Error::new(
-            Kind::Integrity,
-            format!(
-                "`{}` is {} bytes but the manifest records {}: the object is truncated or was replaced\nhint: restore an older backup (`dr list`) and investigate the repository",
-                dump.key, size, dump.bytes
-            ),
-        ));
-    }
+    check_size(dump, size)?;
     // Decrypted data: readable by the owner only, like the identity.
     let file = private_file(path)
         .map_err(|e| Error::new(Kind::Failed, format!("creating {}: {e}", path.display())))?;
@@ -215,10 +208,11 @@ fn check_size(rec: &ObjectRecord, size: u64) -> Result<()> {
         return Err(Error::new(
             Kind::Integrity,
             format!(
-                "`{}` is {} bytes but the manifest records {}: the object is truncated or was replaced\nhint: restore an older backup (`dr list`) and investigate the repository",
+                "`{}` is {} bytes but the manifest records {}: the object is truncated or was replaced",
                 rec.key, size, rec.bytes
             ),
-        ));
+        )
+        .with_hint("restore an older backup (`dr list`) and investigate the repository"));
     }
     Ok(())
 }

@@ -31,8 +31,7 @@ pub(super) async fn leave_target(
     e.details.push(format!(
         "the database {db} is PARTIALLY restored: the restore stopped part-way through"
     ));
-    add_hint(&mut e, format!("to restore it again: {}", retry_command(l)));
-    e
+    e.with_hint(format!("to restore it again: {}", retry_command(l)))
 }
 
 /// After a failed restore into a database it created: drop it, or, when the server cannot be
@@ -61,25 +60,15 @@ pub(super) async fn drop_created(
                 "once the server {} is back, run: {sql}",
                 conn.host_display()
             ));
-            add_hint(
-                &mut e,
-                format!(
+            e = e.with_hint(format!(
                     "drop the half-restored database when the server is back: psql -h {} -p {} -U {} -d postgres -c '{sql}'",
                     conn.host_display().rsplit_once(':').map_or(conn.host_display(), |(h, _)| h.to_string()),
                     conn.port(),
                     conn.user()
-                ),
-            );
+            ));
         }
     }
     e
-}
-
-fn add_hint(e: &mut Error, more: String) {
-    e.hint = Some(match e.hint.take() {
-        Some(h) => format!("{h}; {more}"),
-        None => more,
-    });
 }
 
 /// The `dr restore` that restores the same backup over the partial one: exactly what the

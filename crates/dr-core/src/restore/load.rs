@@ -119,17 +119,17 @@ pub(super) async fn restore_into(
         if let Some(why) = gave_up {
             return Err(Error::new(
                 Kind::Failed,
-                format!(
-                    "the restore into {conn} was stopped: {why}\nhint: the database is partially restored; stop the application's connections to the target (or restore into a new database name), then restore again with --clean"
-                ),
-            ));
+                format!("the restore into {conn} was stopped: {why}"),
+            )
+            .with_hint("the database is partially restored; stop the application's connections to the target (or restore into a new database name), then restore again with --clean"));
         }
         return Err(Error::new(
             Kind::Interrupted,
             format!(
-                "the restore into {conn} was interrupted by a signal; pg_restore and its workers were stopped\nhint: the database is partially restored: restore again with --clean (or drop it and restore into a new name)"
+                "the restore into {conn} was interrupted by a signal; pg_restore and its workers were stopped"
             ),
-        ));
+        )
+        .with_hint("the database is partially restored: restore again with --clean (or drop it and restore into a new name)"));
     };
     match finished {
         Ok(f) => errors.extend(f.errors),
@@ -231,8 +231,9 @@ pub(super) async fn count_and_compare(
             let _ = dr_pg::end_sessions(conn, session_name, Duration::from_secs(10)).await;
             return Err(Error::new(
                 Kind::Failed,
-                format!("counting the restored rows in {conn} was stopped: {why}\nhint: the data is restored but not checked: stop the application's connections to the target, then compare the counts (`dr show` lists the backup's)"),
-            ));
+                format!("counting the restored rows in {conn} was stopped: {why}"),
+            )
+            .with_hint("the data is restored but not checked: stop the application's connections to the target, then compare the counts (`dr show` lists the backup's)"));
         }
     };
     let actual: BTreeMap<String, i64> = counted
@@ -287,9 +288,15 @@ async fn selective_list(
     let out = dr_pg::select_entries(&list, &script, &selection(opts)?);
     if out.list.is_empty() {
         return Err(Error::config(format!(
-            "nothing in the backup matches {}\nhint: `dr show latest` lists the tables (names are SCHEMA.TABLE)",
-            opts.tables.iter().chain(opts.schemas.iter()).cloned().collect::<Vec<_>>().join(", ")
-        )));
+            "nothing in the backup matches {}",
+            opts.tables
+                .iter()
+                .chain(opts.schemas.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .with_hint("`dr show latest` lists the tables (names are SCHEMA.TABLE)"));
     }
     Ok(out)
 }

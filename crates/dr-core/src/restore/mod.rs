@@ -279,10 +279,11 @@ fn layout_of(m: &Manifest) -> Result<Layout<'_>> {
         Error::new(
             Kind::Integrity,
             format!(
-                "backup {} lists no archive objects (no dump, or not every section)\nhint: restore an older backup (`dr list`) and investigate the repository",
+                "backup {} lists no archive objects (no dump, or not every section)",
                 m.id
             ),
         )
+        .with_hint("restore an older backup (`dr list`) and investigate the repository")
     })
 }
 
@@ -452,8 +453,7 @@ pub(super) fn finished_with_errors(
     for mm in mismatches {
         msg.push_str(&format!("\n  {mm}"));
     }
-    msg.push_str(&failure_hint(errors, opts, created));
-    Error::new(Kind::Failed, msg)
+    Error::new(Kind::Failed, msg).with_hint(failure_hint(errors, opts, created))
 }
 
 /// The next step after a restore with errors, from what the errors say: a missing role or
@@ -467,9 +467,9 @@ fn failure_hint(errors: &[String], opts: &RestoreOptions, created: bool) -> Stri
         "drop the database and restore into it again"
     };
     let mut hint = String::from(if created {
-        "\nhint: "
+        ""
     } else {
-        "\nhint: the database is partially restored; "
+        "the database is partially restored; "
     });
     if errors
         .iter()

@@ -154,9 +154,9 @@ impl std::fmt::Display for Plan {
 /// (`schema.table`) or quoted like psql (`"Sales Data"."Order Items"`).
 pub(super) fn selection(opts: &RestoreOptions) -> Result<dr_pg::Selection> {
     let bad = |e: String| {
-        Error::config(format!(
-            "{e}; nothing was changed\nhint: write a table as SCHEMA.TABLE, as `dr show` prints it, or quoted: '\"Sales Data\".\"Order Items\"'"
-        ))
+        Error::config(format!("{e}; nothing was changed")).with_hint(
+            "write a table as SCHEMA.TABLE, as `dr show` prints it, or quoted: '\"Sales Data\".\"Order Items\"'",
+        )
     };
     Ok(dr_pg::Selection {
         schemas: opts
@@ -184,8 +184,9 @@ pub(super) fn check_selection(
     let selection = selection(opts)?;
     if opts.clean && (!selection.tables.is_empty() || !selection.schemas.is_empty()) {
         return Err(Error::config(
-            "--clean cannot be combined with --table or --schema: a selective restore recreates every schema, type, function and table definition of the backup, and --clean would drop them all first; nothing was changed\nhint: restore the selection into a new database (`--to` with a new name) and copy from there",
-        ));
+            "--clean cannot be combined with --table or --schema: a selective restore recreates every schema, type, function and table definition of the backup, and --clean would drop them all first; nothing was changed",
+        )
+        .with_hint("restore the selection into a new database (`--to` with a new name) and copy from there"));
     }
     let mut unknown = Vec::new();
     for (t, (s, n)) in opts.tables.iter().zip(&selection.tables) {
@@ -208,12 +209,14 @@ pub(super) fn check_selection(
         return Ok(());
     }
     Err(Error::config(format!(
-        "backup {} of `{}` holds no {}; nothing was changed\nhint: `dr show {} --target {}` lists its tables as SCHEMA.TABLE",
+        "backup {} of `{}` holds no {}; nothing was changed",
         m.id,
         m.target,
-        unknown.join(", "),
-        m.id,
-        m.target
+        unknown.join(", ")
+    ))
+    .with_hint(format!(
+        "`dr show {} --target {}` lists its tables as SCHEMA.TABLE",
+        m.id, m.target
     )))
 }
 

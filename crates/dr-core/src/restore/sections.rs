@@ -89,11 +89,9 @@ async fn stage(
         .map_err(|e| {
             Error::new(
                 Kind::Failed,
-                format!(
-                    "cannot create a temp dir in {}: {e}\nhint: pass --temp-dir DIR",
-                    l.temp_dir.display()
-                ),
+                format!("cannot create a temp dir in {}: {e}", l.temp_dir.display()),
             )
+            .with_hint("pass --temp-dir DIR")
         })?;
     let dir = staging.path().to_path_buf();
     if l.check_first {
@@ -301,10 +299,13 @@ async fn load(
                 (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
             )
             .await;
-            stopper.fail(Error::new(
-                Kind::Failed,
-                format!("the restore into {conn} was stopped: {why}\nhint: stop the application's connections to the target (or restore into a new database name), then restore again"),
-            ));
+            stopper.fail(
+                Error::new(
+                    Kind::Failed,
+                    format!("the restore into {conn} was stopped: {why}"),
+                )
+                .with_hint("stop the application's connections to the target (or restore into a new database name), then restore again"),
+            );
         })
     };
     if l.opts.clean {

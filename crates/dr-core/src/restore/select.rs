@@ -45,9 +45,15 @@ pub(super) async fn select_lists(
     any |= !chosen.list.is_empty();
     if !any {
         return Err(Error::config(format!(
-            "nothing in the backup matches {}\nhint: `dr show latest` lists the tables (names are SCHEMA.TABLE)",
-            opts.tables.iter().chain(opts.schemas.iter()).cloned().collect::<Vec<_>>().join(", ")
-        )));
+            "nothing in the backup matches {}",
+            opts.tables
+                .iter()
+                .chain(opts.schemas.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .with_hint("`dr show latest` lists the tables (names are SCHEMA.TABLE)"));
     }
     for fk in &chosen.skipped_foreign_keys {
         tracing::warn!("foreign key {fk} skipped: the table it references is not restored");

@@ -95,11 +95,9 @@ async fn fetch_single(
                 .map_err(|e| {
                     Error::new(
                         Kind::Failed,
-                        format!(
-                            "cannot create a temp file in {}: {e}\nhint: pass --temp-dir DIR",
-                            temp_dir.display()
-                        ),
+                        format!("cannot create a temp file in {}: {e}", temp_dir.display()),
                     )
+                    .with_hint("pass --temp-dir DIR")
                 })?;
             let path = tmp.path().to_path_buf();
             fetch_archive(r.ctx, dump, r.identities, &path, false).await?;

@@ -25,19 +25,24 @@ impl TargetState {
             return Err(Error::new(
                 Kind::Refused,
                 format!(
-                    "the target server is PostgreSQL {} but the backup comes from PostgreSQL {}\nhint: restore into a server of major {} or newer",
-                    self.major, m.server_major, m.server_major
+                    "the target server is PostgreSQL {} but the backup comes from PostgreSQL {}",
+                    self.major, m.server_major
                 ),
-            ));
+            )
+            .with_hint(format!(
+                "restore into a server of major {} or newer",
+                m.server_major
+            )));
         }
         if self.exists && self.user_objects > 0 && !opts.clean && !opts.force && !opts.dry_run {
             return Err(Error::new(
                 Kind::Refused,
                 format!(
-                    "refusing to restore into {}: it already holds {} user objects\nhint: restore into a new database name (it is created for you), or pass --clean to drop and recreate the objects the backup contains, or --force to restore on top",
+                    "refusing to restore into {}: it already holds {} user objects",
                     self.conn, self.user_objects
                 ),
-            ));
+            )
+            .with_hint("restore into a new database name (it is created for you), or pass --clean to drop and recreate the objects the backup contains, or --force to restore on top"));
         }
         Ok(())
     }
@@ -61,10 +66,11 @@ impl TargetState {
             return Err(Error::new(
                 Kind::Refused,
                 format!(
-                    "the backup's objects are owned by roles the target server lacks: {}\nhint: pass --with-globals to create the missing roles from the backup (existing roles are never altered), or --no-owner to make the restoring user own everything",
+                    "the backup's objects are owned by roles the target server lacks: {}",
                     missing.join(", ")
                 ),
-            ));
+            )
+            .with_hint("pass --with-globals to create the missing roles from the backup (existing roles are never altered), or --no-owner to make the restoring user own everything"));
         }
         Ok(())
     }
@@ -102,21 +108,22 @@ pub(super) fn check_space(dir: &Path, needed: u64) -> Result<()> {
                 return Err(Error::new(
                     Kind::Failed,
                     format!(
-                        "not enough space in {}: the decrypted archive needs {}, {} is free\nhint: pass --temp-dir DIR on a larger file system (or set restore.temp_dir)",
+                        "not enough space in {}: the decrypted archive needs {}, {} is free",
                         dir.display(),
                         human_bytes(needed),
                         human_bytes(avail)
                     ),
+                )
+                .with_hint(
+                    "pass --temp-dir DIR on a larger file system (or set restore.temp_dir)",
                 ));
             }
             Ok(())
         }
         Err(e) => Err(Error::new(
             Kind::Failed,
-            format!(
-                "cannot use temp dir {}: {e}\nhint: pass --temp-dir DIR",
-                dir.display()
-            ),
-        )),
+            format!("cannot use temp dir {}: {e}", dir.display()),
+        )
+        .with_hint("pass --temp-dir DIR")),
     }
 }

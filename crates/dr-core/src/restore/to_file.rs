@@ -16,17 +16,19 @@ pub(super) fn check_output_dir(dir: &Path) -> Result<()> {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(Error::config(format!(
-                    "--to-file {}: the directory is not empty; nothing was changed\nhint: a backup in sections is written as one file per section into a directory: name a new or empty one",
+                    "--to-file {}: the directory is not empty; nothing was changed",
                     dir.display()
-                )));
+                ))
+                .with_hint("a backup in sections is written as one file per section into a directory: name a new or empty one"));
             }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::config(format!(
-            "--to-file {}: {e}; nothing was changed\nhint: a backup in sections is written into a directory: name a new or empty one",
+            "--to-file {}: {e}; nothing was changed",
             dir.display()
-        ))),
+        ))
+        .with_hint("a backup in sections is written into a directory: name a new or empty one")),
     }
 }
 

@@ -10,7 +10,10 @@ pub fn set_jobs(ctx: &mut Context, jobs: Option<u32>) -> Result<()> {
     if let Some(n) = jobs {
         if !(1..=dr_config::MAX_BACKUP_JOBS).contains(&n) {
             return Err(Error::config(format!(
-                "--jobs {n} is out of range; nothing was backed up\nhint: use 1 to {} data streams",
+                "--jobs {n} is out of range; nothing was backed up"
+            ))
+            .with_hint(format!(
+                "use 1 to {} data streams",
                 dr_config::MAX_BACKUP_JOBS
             )));
         }

@@ -105,8 +105,9 @@ fn write_private(output: &Path, contents: &str, replace: bool, exists_hint: &str
         };
         Error::new(
             Kind::Failed,
-            format!("cannot create {}: {e}\nhint: {hint}", output.display()),
+            format!("cannot create {}: {e}", output.display()),
         )
+        .with_hint(hint)
     })?;
     f.write_all(contents.as_bytes())
         .and_then(|()| f.sync_all())

@@ -171,7 +171,10 @@ async fn refuse_server(ctx: &Context, target: Option<&str>) -> Result<()> {
     }
     let members = dr_core::repo::members(ctx, name).await?;
     Err(Error::config(format!(
-        "target `{name}` is every database of a server: its backups are kept per database, as targets `{name}.DATABASE`; nothing was done\nhint: pass --target {name}.DATABASE; with backups: {}",
+        "target `{name}` is every database of a server: its backups are kept per database, as targets `{name}.DATABASE`; nothing was done"
+    ))
+    .with_hint(format!(
+        "pass --target {name}.DATABASE; with backups: {}",
         if members.is_empty() {
             "none yet".to_string()
         } else {
@@ -183,10 +186,10 @@ async fn refuse_server(ctx: &Context, target: Option<&str>) -> Result<()> {
 /// `--to` must not carry a password: it would sit in shell history and in `ps` for everyone.
 fn refuse_password(url: Option<&str>) -> Result<()> {
     match url {
-        Some(u) if dr_config::url_holds_password(u) => Err(Error::config(format!(
-            "--to holds a password; nothing was done\nhint: {}",
-            dr_config::PASSWORD_HINT
-        ))),
+        Some(u) if dr_config::url_holds_password(u) => {
+            Err(Error::config("--to holds a password; nothing was done")
+                .with_hint(dr_config::PASSWORD_HINT))
+        }
         _ => Ok(()),
     }
 }

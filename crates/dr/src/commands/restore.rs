@@ -60,7 +60,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         Err(Error::new(
             Kind::Refused,
             format!(
-                "refusing to restore into {} without a yes: it changes {}, and there is no terminal to ask on (stdin or stderr is not a TTY); nothing was changed\n{plan}\nhint: check the plan above, then run the same command with --yes (or run it in a terminal to be asked)",
+                "refusing to restore into {} without a yes: it changes {}, and there is no terminal to ask on (stdin or stderr is not a TTY); nothing was changed\n{plan}",
                 plan.destination,
                 if plan.destination_state.starts_with("database does not exist") {
                     "the server's roles (--with-globals creates the missing ones)"
@@ -68,7 +68,8 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
                     "an existing database"
                 },
             ),
-        ))
+        )
+        .with_hint("check the plan above, then run the same command with --yes (or run it in a terminal to be asked)"))
     };
     let confirm: dr_core::restore::Confirm<'_> = match (args.yes, interactive) {
         (true, _) => None,

@@ -73,9 +73,8 @@ pub async fn run(
         (true, _) => Which::All,
         (false, None | Some("latest")) => Which::Latest,
         (false, Some(s)) => Which::Id(s.parse().map_err(|e: dr_catalog::BadBackupId| {
-            dr_core::Error::config(format!(
-                "{e}\nhint: give a backup id (`dr list --deleted` shows them), `latest` or --all"
-            ))
+            dr_core::Error::config(e)
+                .with_hint("give a backup id (`dr list --deleted` shows them), `latest` or --all")
         })?),
     };
     let back = dr_core::undelete::run(ctx, target, &which).await?;
