@@ -302,6 +302,55 @@ fn a_base_backup_is_committed_once_its_wal_is_archived_pg17() {
     backs_up_and_commits_after_its_wal(Postgres::start_with_bin_dir(&bin));
 }
 
+#[test]
+fn with_archive_mode_off_dr_waits_for_the_streamed_wal_then_commits() {
+    // Stream mode: the server does not wait for anything (archive_mode off); the WAL comes
+    // from a real pg_receivewal (as `dr wal stream` will run it) and the stand-in writes the
+    // record of each segment once pg_receivewal completes it (renames it from `.partial`).
+    let s = setup(Postgres::start());
+    let spool = s.ws.path().join("spool");
+    std::fs::create_dir(&spool).expect("mkdir");
+    let mut receiver = Command::new(s.pg.bin_dir().join("pg_receivewal"))
+        .args(["-D"])
+        .arg(&spool)
+        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-password", "-p"])
+        .arg(s.pg.port().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pg_receivewal");
+    // It starts at the beginning of the server's current segment.
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(&spool).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "pg_receivewal wrote nothing"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let mirror = RecordMirror::start(spool.clone(), s.repo.clone());
+    let o = s.ws.dr_env(
+        &s.config,
+        &["backup", "--physical"],
+        &[("DR_ARCHIVE_WAIT_SECS", "30")],
+    );
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let mirrored = mirror.finish();
+    assert_success(&o);
+    let m = the_manifest(&s.repo);
+    let stop = m["physical"]["stop_segment"].as_str().expect("stop");
+    assert!(
+        mirrored.iter().any(|n| n == stop),
+        "{stop} streamed: {mirrored:?}"
+    );
+    assert!(
+        stderr(&o).contains("archive_mode off"),
+        "dr said where the WAL must come from: {}",
+        stderr(&o)
+    );
+}
+
 /// Nothing but the (short) wait: no manifest, no objects left, exit 3 with the hint.
 fn assert_not_committed(s: &Setup, o: &Output) {
     assert_exit_code(o, 3);
