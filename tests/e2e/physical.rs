@@ -247,6 +247,8 @@ fn backs_up_and_commits_after_its_wal(pg: Postgres) {
         stderr(&verify)
     );
 
+    recovers_to_consistency(&s, &archive, &data, p);
+
     // list and show say what it is; logical restore and verify refuse it with the way.
     let list = s.ws.dr(&s.config, &["list"]);
     assert_success(&list);
@@ -285,6 +287,87 @@ fn backs_up_and_commits_after_its_wal(pg: Postgres) {
         stderr(&verify).contains("physical backup"),
         "{}",
         stderr(&verify)
+    );
+}
+
+/// The unpacked base backup, given only the WAL segments dr waited for (start..stop), starts
+/// and reaches consistency (`recovery_target = 'immediate'`), with the rows committed before
+/// the backup: the range dr commits on is the range PostgreSQL needs.
+fn recovers_to_consistency(s: &Setup, archive: &Path, data: &Path, p: &serde_json::Value) {
+    let (start, stop) = (
+        p["start_segment"].as_str().expect("start"),
+        p["stop_segment"].as_str().expect("stop"),
+    );
+    let needed = s.pg.server_owned_dir("needed");
+    for name in segment_names(archive) {
+        if name.as_str() >= start && name.as_str() <= stop {
+            std::fs::copy(archive.join(&name), needed.join(&name)).expect("copy segment");
+        }
+    }
+    give_to_postgres(&needed);
+    let restored = s.pg.server_owned_dir("restored");
+    sh(&format!(
+        "cp -a {}/. {}",
+        data.display(),
+        restored.display()
+    ));
+    std::fs::create_dir_all(restored.join("pg_wal")).expect("pg_wal");
+    std::fs::write(restored.join("recovery.signal"), b"").expect("recovery.signal");
+    let mut auto =
+        std::fs::read_to_string(restored.join("postgresql.auto.conf")).unwrap_or_default();
+    auto.push_str(&format!(
+        "\nrestore_command = 'cp {}/%f %p'\nrecovery_target = 'immediate'\nrecovery_target_action = 'promote'\narchive_mode = 'off'\n",
+        needed.display()
+    ));
+    std::fs::write(restored.join("postgresql.auto.conf"), auto).expect("auto.conf");
+    sh(&format!("chmod 0700 {}", restored.display()));
+    give_to_postgres(&restored);
+    let port = free_port();
+    let log = s.pg.socket_dir().join("restored.log");
+    let started = run_with_timeout(
+        as_postgres(&s.pg.bin_dir().join("pg_ctl"))
+            .args(["start", "-w", "-t", "60", "-D"])
+            .arg(&restored)
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(format!("-p {port}")),
+        None,
+        Duration::from_secs(90),
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        started.status.success(),
+        "the restored copy did not start:\n{log_text}"
+    );
+    let rows = Command::new(s.pg.bin_dir().join("psql"))
+        .args(["-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(port.to_string())
+        .args([
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT count(*) >= 5000 FROM marker",
+        ])
+        .output()
+        .expect("psql");
+    let _ = run_with_timeout(
+        as_postgres(&s.pg.bin_dir().join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(&restored),
+        None,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        stdout(&rows).trim(),
+        "t",
+        "{}{}\n{log_text}",
+        stdout(&rows),
+        stderr(&rows)
+    );
+    assert!(
+        log_text.contains("consistent recovery state reached"),
+        "{log_text}"
     );
 }
 

@@ -119,9 +119,22 @@ fn is_root() -> bool {
     })
 }
 
+/// Give `path` (recursively) to the `postgres` OS user when we are root (a data directory
+/// unpacked by the test, for `postgres` to start on); nothing otherwise.
+pub fn give_to_postgres(path: &Path) {
+    if is_root() {
+        run_ok(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path),
+            "chown -R postgres",
+        );
+    }
+}
+
 /// A command that runs as the `postgres` OS user when we are root (initdb and postgres
 /// refuse to run as root), as ourselves otherwise.
-fn as_postgres(program: &Path) -> Command {
+pub fn as_postgres(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
