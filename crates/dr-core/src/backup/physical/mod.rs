@@ -230,7 +230,7 @@ async fn write_objects(
     )
     .await?;
     let (tar, findings, stderr) = streamed;
-    let range = read_range(&findings, &stderr, cluster)?;
+    let range = read_range(&findings, &stderr, &cluster.identity.system_identifier)?;
     let pg_manifest = findings.backup_manifest.unwrap_or_default();
     let manifest_key = keys::object(&target.name, id, keys::BACKUP_MANIFEST);
     written.keys.push(manifest_key.clone());
@@ -285,7 +285,7 @@ struct Range {
     label: String,
 }
 
-fn read_range(findings: &TarFindings, stderr: &[String], cluster: &Cluster) -> Result<Range> {
+fn read_range(findings: &TarFindings, stderr: &[String], system_identifier: &str) -> Result<Range> {
     let bad = |what: String| {
         Error::new(
             Kind::Failed,
@@ -335,10 +335,10 @@ fn read_range(findings: &TarFindings, stderr: &[String], cluster: &Cluster) -> R
         }
     }
     if let Some(sysid) = summary.system_identifier {
-        if sysid.to_string() != cluster.identity.system_identifier {
+        if sysid.to_string() != system_identifier {
             return Err(bad(format!(
                 "its backup_manifest is of system {sysid}, the server said {}",
-                cluster.identity.system_identifier
+                system_identifier
             )));
         }
     }
@@ -356,6 +356,66 @@ fn read_range(findings: &TarFindings, stderr: &[String], cluster: &Cluster) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LABEL: &str = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
+        CHECKPOINT LOCATION: 0/2000080\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n\
+        START TIME: 2026-12-04 02:11:37 UTC\nLABEL: dr 20261204T021137Z\nSTART TIMELINE: 1\n";
+    const SYSID: &str = "7715265767638906800";
+
+    fn pg_manifest(start: &str, ranges: &str) -> Vec<u8> {
+        format!(
+            r#"{{ "PostgreSQL-Backup-Manifest-Version": 2, "System-Identifier": {SYSID}, "Files": [],
+            "WAL-Ranges": [ {{ "Timeline": 1, "Start-LSN": "{start}", "End-LSN": "0/2000120" }}{ranges} ] }}"#
+        )
+        .into_bytes()
+    }
+
+    fn findings(label: &str, manifest: Vec<u8>) -> TarFindings {
+        TarFindings {
+            backup_label: Some(label.as_bytes().to_vec()),
+            backup_manifest: Some(manifest),
+            members: 3,
+            ended: true,
+        }
+    }
+
+    fn refused(f: &TarFindings, stderr: &[String], sysid: &str) -> String {
+        match read_range(f, stderr, sysid) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_wal_range_comes_from_backup_manifest_checked_against_the_rest() {
+        let good = findings(LABEL, pg_manifest("0/2000028", ""));
+        let r = read_range(&good, &[], SYSID).expect("range");
+        assert_eq!(
+            (r.start.to_string(), r.stop.to_string()),
+            ("0/2000028".into(), "0/2000120".into())
+        );
+        assert_eq!(
+            (r.timeline, r.checkpoint.to_string()),
+            (1, "0/2000080".into())
+        );
+        // Each disagreement fails the backup rather than committing a wrong range.
+        let e = refused(&findings(LABEL, pg_manifest("0/3000028", "")), &[], SYSID);
+        assert!(e.contains("backup_label starts at 0/2000028"), "{e}");
+        let two = r#", { "Timeline": 2, "Start-LSN": "0/2000120", "End-LSN": "0/2000200" }"#;
+        let e = refused(&findings(LABEL, pg_manifest("0/2000028", two)), &[], SYSID);
+        assert!(e.contains("2 timelines"), "{e}");
+        let e = refused(&good, &[], "1234");
+        assert!(e.contains("system 7715265767638906800"), "{e}");
+        let said = vec!["pg_basebackup: write-ahead log end point: 0/2000200".to_string()];
+        let e = refused(&good, &said, SYSID);
+        assert!(e.contains("stopped at 0/2000200"), "{e}");
+        let mut cut = good.clone();
+        cut.ended = false;
+        assert!(refused(&cut, &[], SYSID).contains("ended early"));
+        let mut no_manifest = good;
+        no_manifest.backup_manifest = None;
+        assert!(refused(&no_manifest, &[], SYSID).contains("no backup_manifest"));
+    }
 
     #[test]
     fn logical_operations_refuse_a_physical_backup() {
