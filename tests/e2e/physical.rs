@@ -519,3 +519,46 @@ fn a_role_without_replication_gets_the_line_to_change() {
     );
     assert!(manifests(&s.repo).is_empty());
 }
+
+#[test]
+fn sigterm_while_the_server_waits_for_archiving_stops_everything_and_exits_130() {
+    // pg_basebackup blocked in pg_backup_stop (a failing archive_command, a long wait): a
+    // signal stops dr, its pg_basebackup and that walsender, and leaves nothing behind.
+    let s = setup(Postgres::start());
+    archive_with(&s.pg, "false");
+    let mut cmd = s.ws.dr_command(&s.config, &["backup", "--physical"]);
+    cmd.env("DR_ARCHIVE_WAIT_SECS", "600")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawn");
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dr-basebackup-%' \
+                   AND wait_event = 'BackupWaitWalArchive'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while s.pg.psql("postgres", waiting) != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never waited for archiving"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(manifests(&s.repo).is_empty());
+    assert!(
+        files_under(&s.repo.join(".dr-uploads")).is_empty(),
+        "upload not aborted"
+    );
+    assert!(
+        files_under(&s.repo.join("app")).is_empty(),
+        "objects left behind"
+    );
+    let left =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dr-basebackup-%'";
+    assert_eq!(s.pg.psql("postgres", left), "0", "the walsender was ended");
+}
