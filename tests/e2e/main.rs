@@ -26,6 +26,7 @@ mod harness;
 mod image;
 mod matrix;
 mod object_lock;
+mod physical;
 mod prometheus;
 mod prune;
 mod restore;

@@ -43,6 +43,8 @@ pub struct ListRow {
     /// Damaged backups only: the manifest's key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// `logical` (a dump) or `physical` (a base backup); `None` for damaged backups.
+    pub kind: Option<String>,
     /// Seconds its newest verification took to restore it (fetch+decrypt and restore, see
     /// [`crate::rto`]); `None` when never verified or that verification failed.
     pub measured_restore_seconds: Option<f64>,
@@ -68,6 +70,27 @@ pub struct ListRow {
     /// signature checked against this host's trusted keys); `None` for damaged backups.
     pub trust: Option<String>,
     pub verification: Option<RowVerification>,
+    /// Physical backups only: the WAL they need, `START..STOP` on `timeline`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<RowWal>,
+}
+
+/// `wal` of a [`ListRow`]: the WAL range a physical backup needs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowWal {
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+}
+
+impl std::fmt::Display for RowWal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}..{} timeline {}",
+            self.start_lsn, self.stop_lsn, self.timeline
+        )
+    }
 }
 
 /// `verification` of a [`ListRow`]: the newest one.
@@ -171,6 +194,7 @@ fn complete_row(
         finished_at: Some(m.finished_at),
         id: m.id,
         key: None,
+        kind: Some(m.kind.as_str().to_string()),
         measured_restore_seconds: e
             .verification
             .as_ref()
@@ -197,6 +221,11 @@ fn complete_row(
             }),
             (None, None) => None,
         },
+        wal: m.physical.as_ref().map(|p| RowWal {
+            timeline: p.timeline,
+            start_lsn: p.start_lsn.to_string(),
+            stop_lsn: p.stop_lsn.to_string(),
+        }),
     }
 }
 
@@ -206,6 +235,7 @@ fn damaged_row(d: &DamagedBackup) -> ListRow {
         finished_at: None,
         id: d.id,
         key: Some(d.key.clone()),
+        kind: None,
         measured_restore_seconds: None,
         problem: Some(format!("damaged: {}", d.reason)),
         raw_bytes: None,
@@ -219,6 +249,7 @@ fn damaged_row(d: &DamagedBackup) -> ListRow {
         trust: None,
         signed_by: None,
         verification: None,
+        wal: None,
     }
 }
 
@@ -443,6 +474,7 @@ mod tests {
                 "measured_restore_seconds": null,
                 "trust": "trusted",
                 "signed_by": "SHA256:test",
+                "kind": "logical",
             })
         );
         let bad = serde_json::to_value(&rows[4]).expect("json");
@@ -466,6 +498,7 @@ mod tests {
                 "measured_restore_seconds": null,
                 "trust": null,
                 "signed_by": null,
+                "kind": null,
             })
         );
         // Keys in the order `dr list --json` always printed them (alphabetical).

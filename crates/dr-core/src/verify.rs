@@ -67,6 +67,10 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
         &ctx.signing,
         opts.trust_unsigned,
     )?;
+    crate::backup::physical::require_logical(
+        &entry.manifest,
+        "verification (a restore into a sandbox)",
+    )?;
     let m = entry.manifest;
     let identities = ctx.identities()?;
     let details = restore::fetch_details(ctx, &m, &identities).await?;

@@ -239,6 +239,20 @@ pub async fn extra_tablespaces(client: &tokio_postgres::Client) -> Result<Vec<St
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The size of every database of the cluster (what a base backup roughly holds, without WAL
+/// and server files), to size upload parts.
+pub async fn cluster_size(client: &tokio_postgres::Client) -> Result<u64, PgError> {
+    let row = client
+        .query_one(
+            "select coalesce(sum(pg_database_size(oid)), 0)::bigint from pg_database where datallowconn",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::query("reading the cluster's size", e))?;
+    let bytes: i64 = row.get(0);
+    Ok(u64::try_from(bytes).unwrap_or(0))
+}
+
 /// The cluster as a physical backup records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterIdentity {

@@ -69,6 +69,10 @@ pub enum Command {
         /// Data streams dumped at once (1-32) [default: backup.jobs, else the host's CPUs, at most 4].
         #[arg(long, value_name = "N")]
         jobs: Option<u32>,
+        /// A physical base backup of the whole cluster (pg_basebackup), committed once its
+        /// WAL is in the repository; restores with `dr restore --at … --to-dir`.
+        #[arg(long, conflicts_with = "jobs")]
+        physical: bool,
     },
     /// List backups, newest first; damaged, future-dated (clock skew) and (with Object Lock)
     /// overwritten ones are marked.

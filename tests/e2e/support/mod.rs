@@ -119,6 +119,19 @@ pub fn is_root() -> bool {
     })
 }
 
+/// Give `path` (recursively) to the `postgres` OS user when we are root (a data directory
+/// unpacked by the test, for `postgres` to start on); nothing otherwise.
+pub fn give_to_postgres(path: &Path) {
+    if is_root() {
+        run_ok(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path),
+            "chown -R postgres",
+        );
+    }
+}
+
 /// A command that runs as the `postgres` OS user when we are root (initdb and postgres
 /// refuse to run as root), as ourselves otherwise.
 pub fn as_postgres(program: &Path) -> Command {

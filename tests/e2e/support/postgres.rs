@@ -160,6 +160,20 @@ impl Postgres {
         self.dir.path()
     }
 
+    /// A new empty directory `name` under [`Postgres::socket_dir`], owned by the server's OS
+    /// user: for a tablespace, or what an `archive_command` writes into.
+    pub fn server_owned_dir(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        if is_root() {
+            run_ok(
+                Command::new("chown").arg("postgres:postgres").arg(&path),
+                "chown postgres",
+            );
+        }
+        path
+    }
+
     /// `postgres://postgres@127.0.0.1:{port}/{db}` (no password: trust on loopback).
     pub fn url(&self, db: &str) -> String {
         format!(

@@ -16,6 +16,9 @@
 //! is written just before the manifest, which stays the commit point. A host without a
 //! signing key makes no backups (no restore host would trust them).
 //!
+//! A physical base backup (`--physical`, manifest format 3) is [`physical`]: the same run
+//! lock, max_duration, ids and commit.
+//!
 //! Here: the run (lock, max_duration, ids, the commit). `write`: the objects before the
 //! manifest (globals, the sections with their counts, details). `sections`: the
 //! pg_dump streams and their uploads. `server`: what a `databases = "all"` target stands for.
@@ -35,6 +38,7 @@ use crate::lock::RunLock;
 use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
 
 mod fresh_id;
+pub mod physical;
 mod sections;
 mod server;
 mod waits;
@@ -46,6 +50,22 @@ pub use server::{closed_database, expand, server_databases, ServerDatabases};
 /// stopped like an interrupted one (upload aborted, nothing committed, lock released) and
 /// fails: a hung run must not hold the target's lock forever.
 pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
+    run_as(ctx, target, Method::Dump).await
+}
+
+/// A physical base backup of the target's cluster (`dr backup --physical`, see
+/// [`physical`]), under the same lock and `backup.max_duration` as a dump.
+pub async fn run_physical(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
+    run_as(ctx, target, Method::Physical).await
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Dump,
+    Physical,
+}
+
+async fn run_as(ctx: &Context, target: &TargetConfig, method: Method) -> Result<Manifest> {
     crate::trust::require_signing_key(ctx)?;
     let limit = ctx.config.backup.max_duration;
     let run_ctx = ctx.with_cancel(ctx.cancel.child_token());
@@ -64,7 +84,10 @@ pub async fn run(ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
     };
     let result = async {
         let lock = RunLock::acquire_for(&run_ctx, &target.name, "backup").await?;
-        let result = run_locked(&run_ctx, target, &lock, deadline).await;
+        let result = match method {
+            Method::Dump => run_locked(&run_ctx, target, &lock, deadline).await,
+            Method::Physical => physical::run_locked(&run_ctx, target, &lock).await,
+        };
         lock.release().await;
         result
     }

@@ -137,6 +137,7 @@ pub async fn run(
         &ctx.signing,
         opts.trust_unsigned,
     )?;
+    crate::backup::physical::require_logical(&entry.manifest, "a restore into a database or file")?;
     let m = entry.manifest;
     let measured = crate::rto::newest(&entries, &m.target);
     let identities = ctx.identities()?;

@@ -83,3 +83,54 @@ pub async fn run(ctx: &Context, reporter: &Reporter, target: Option<&str>) -> Re
         None => Ok(ExitCode::SUCCESS),
     }
 }
+
+/// `dr backup --physical`: a base backup of each selected target's cluster, one after the
+/// other; every target is attempted, the exit code reflects the first failure. A
+/// `databases = "all"` target is backed up once, as the server it names.
+pub async fn run_physical(ctx: &Context, target: Option<&str>) -> Result<ExitCode> {
+    let selected: Vec<TargetConfig> = ctx
+        .config
+        .select_targets(target)
+        .map_err(Error::from)?
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut first_error: Option<Error> = None;
+    for t in &selected {
+        if ctx.cancel.is_cancelled() {
+            break;
+        }
+        match dr_core::backup::run_physical(ctx, t).await {
+            Ok(m) => {
+                if !crate::logging::quiet() {
+                    out!("{}\t{}", m.target, m.id);
+                }
+                let wal = m
+                    .physical
+                    .as_ref()
+                    .map(|p| {
+                        format!(
+                            ", WAL {}..{} on timeline {}",
+                            p.start_lsn, p.stop_lsn, p.timeline
+                        )
+                    })
+                    .unwrap_or_default();
+                crate::note!(
+                    "physical backup {} of `{}` complete: {} stored ({} raw){wal}",
+                    m.id,
+                    m.target,
+                    human_bytes(m.stored_bytes()),
+                    human_bytes(m.raw_bytes())
+                );
+            }
+            Err(e) => {
+                crate::output::print_error(&e);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Ok(crate::exit::code(e.kind)),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -61,11 +61,14 @@ pub async fn list(ctx: &Context, target: Option<&str>, as_json: bool) -> Result<
 }
 
 fn print_row(r: &ListRow) {
-    let note = r
-        .problem
-        .as_ref()
-        .map(|p| format!("! {p}"))
-        .unwrap_or_default();
+    // A physical backup says so, with the WAL it needs, before any problem.
+    let kind = r.wal.as_ref().map(|w| format!("physical {w}"));
+    let problem = r.problem.as_ref().map(|p| format!("! {p}"));
+    let note = [kind, problem]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
     let started = r.started_at.unwrap_or_else(|| r.id.time());
     let (size, pg, verified, retention) = match r.state {
         State::Damaged => ("-".into(), "-".into(), "-".into(), "kept (damaged)"),

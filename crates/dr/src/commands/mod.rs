@@ -51,8 +51,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             check_target(&ctx, Some(&target)).await?;
             keygen::resign(&ctx, &target, &ids, &old_key, &stored_before, dry_run).await
         }
-        Command::Backup { target, jobs } => {
+        Command::Backup {
+            target,
+            jobs,
+            physical,
+        } => {
             let mut ctx = context(&cli.global).await?;
+            if physical {
+                return backup::run_physical(&ctx, target.as_deref()).await;
+            }
             backup::set_jobs(&mut ctx, jobs)?;
             let reporter = Reporter::from_config(&ctx.config)?;
             backup::run(&ctx, &reporter, target.as_deref()).await

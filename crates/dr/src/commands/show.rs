@@ -22,8 +22,28 @@ pub async fn run(ctx: &Context, id: &str, target: Option<&str>, as_json: bool) -
         (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
     );
     out!("server      PostgreSQL {}", m.server_version);
-    out!("pg_dump     {}", m.pg_dump_version);
-    out!("database    {} on disk", human_bytes(m.database_bytes));
+    match &m.physical {
+        Some(p) => {
+            out!("kind        physical (base backup; restores with the WAL archive)");
+            out!("pg_basebackup {}", p.pg_basebackup_version);
+            out!(
+                "wal         {}..{} on timeline {} (segments {}..{}, {} each)",
+                p.start_lsn,
+                p.stop_lsn,
+                p.timeline,
+                p.start_segment,
+                p.stop_segment,
+                human_bytes(p.segment_bytes)
+            );
+            out!("system      {}", p.system_identifier);
+            out!("cluster     {} copied", human_bytes(m.database_bytes));
+        }
+        None => {
+            out!("kind        logical (pg_dump)");
+            out!("pg_dump     {}", m.pg_dump_version);
+            out!("database    {} on disk", human_bytes(m.database_bytes));
+        }
+    }
     out!(
         "stored      {} ({} raw, {} + {})",
         human_bytes(m.stored_bytes()),
@@ -42,6 +62,7 @@ pub async fn run(ctx: &Context, id: &str, target: Option<&str>, as_json: bool) -
                 data.len(),
                 if data.len() == 1 { "" } else { "s" }
             ),
+            None if m.physical.is_some() => ": pg_basebackup's tar and its backup_manifest".into(),
             _ => ": one archive".into(),
         }
     );
@@ -102,6 +123,6 @@ fn role_label(role: dr_catalog::ObjectRole) -> &'static str {
         ObjectRole::Globals => "globals",
         ObjectRole::Details => "details",
         ObjectRole::BaseTar => "base tar",
-        ObjectRole::BackupManifest => "backup_manifest",
+        ObjectRole::BackupManifest => "manifest",
     }
 }
