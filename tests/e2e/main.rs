@@ -27,6 +27,7 @@ mod image;
 mod matrix;
 mod object_lock;
 mod physical;
+mod pitr;
 mod prometheus;
 mod prune;
 mod restore;

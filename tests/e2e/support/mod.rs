@@ -70,7 +70,7 @@ pub fn assert_exit_code(o: &Output, code: i32) {
     }
 }
 
-fn describe(o: &Output) -> String {
+pub fn describe(o: &Output) -> String {
     format!(
         "--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
         stdout(o),

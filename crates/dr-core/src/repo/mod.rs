@@ -97,13 +97,20 @@ impl Selector {
     }
 }
 
-/// RFC 3339, `YYYY-MM-DD HH:MM[:SS]` (UTC) or a date (end of that day, UTC).
+/// RFC 3339, PostgreSQL's own `timestamptz` output (`2026-12-03 14:05:32.123456+00`, as
+/// `select now()` prints it), `YYYY-MM-DD HH:MM[:SS]` (UTC) or a date (end of that day, UTC).
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
+    // PostgreSQL prints the zone as +HH, +HH:MM or +HH:MM:SS; chrono's %#z reads +HH and +HH:MM.
+    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, f) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
     for f in [
-        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%d %H:%M",
         "%Y-%m-%dT%H:%M:%S",
         "%Y-%m-%dT%H:%M",
@@ -122,7 +129,7 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
     }
     Err(Error::config(format!(
         "`{s}` is not a time"
-    )).with_hint("write RFC 3339 (2026-11-22T03:00:00Z), `2026-11-22 03:00` (UTC) or a date (2026-11-22 = end of that day)"))
+    )).with_hint("write RFC 3339 (2026-11-22T03:00:00Z), PostgreSQL's `2026-11-22 03:00:00.5+00`, `2026-11-22 03:00` (UTC) or a date (2026-11-22 = end of that day)"))
 }
 
 /// Every complete backup, newest first; `target` filters. Damaged backups are left out (see
@@ -508,6 +515,12 @@ mod tests {
         assert!(parse_time("2026-11-22T03:00:00Z").is_ok());
         assert!(parse_time("2026-11-22T03:00:00+01:00").is_ok());
         assert!(parse_time("2026-11-22 03:00").is_ok());
+        // As PostgreSQL prints a timestamptz (what an operator copies from psql).
+        let pg = parse_time("2026-12-04 03:19:30.276005+00").expect("postgres output");
+        assert_eq!(pg.to_rfc3339(), "2026-12-04T03:19:30.276005+00:00");
+        let east = parse_time("2026-12-04 04:19:30+01").expect("offset hours");
+        assert_eq!(east.to_rfc3339(), "2026-12-04T03:19:30+00:00");
+        assert!(parse_time("2026-12-04 03:19:30.5").is_ok());
         let d = parse_time("2026-11-22").expect("date");
         assert_eq!(d.to_rfc3339(), "2026-11-22T23:59:59+00:00");
         assert!(parse_time("yesterday").is_err());

@@ -57,57 +57,96 @@ pub async fn recover(
         )
         .with_hint("start it with the printed command; or give --at with the newest time `dr status` shows"));
     }
-    let postgres = dr_pg::find_tool("postgres", major, bin_dir).map_err(Error::from)?;
+    let pg_ctl = dr_pg::find_tool("pg_ctl", major, bin_dir).map_err(Error::from)?;
     let socket = tempfile::Builder::new()
         .prefix("dr-recovery-")
         .tempdir()
         .map_err(|e| Error::new(Kind::Failed, format!("creating a socket directory: {e}")))?;
-    let owner = run_as(dir, socket.path())?;
-    let log_path = dir.join(LOG);
-    let log = std::fs::File::create(&log_path).map_err(|e| {
-        Error::new(
-            Kind::Failed,
-            format!("creating {}: {e}", log_path.display()),
-        )
-    })?;
-    let mut cmd = match &owner {
-        Some(user) => {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", user, "--"]).arg(&postgres.path);
-            c
-        }
-        None => std::process::Command::new(&postgres.path),
+    let server = Server {
+        pg_ctl: pg_ctl.path,
+        dir: dir.to_path_buf(),
+        owner: run_as(dir, socket.path())?,
     };
-    cmd.arg("-D").arg(dir).args([
-        "-c",
-        "listen_addresses=",
-        "-c",
-        "archive_mode=off",
-        "-c",
-        "hot_standby=on",
-        "-c",
-        "lc_messages=C",
-        "-c",
-        "log_line_prefix=%m [%p] ",
-        "-c",
-        "logging_collector=off",
-        "-c",
-        "recovery_target_action=pause",
-        "-c",
-    ]);
-    cmd.arg(format!(
-        "unix_socket_directories={}",
+    let log_path = dir.join(LOG);
+    // pg_ctl runs the server through the shell: the socket path is quoted for it.
+    let options = format!(
+        "-c listen_addresses='' -c unix_socket_directories='{}' -c archive_mode=off -c hot_standby=on -c lc_messages=C -c logging_collector=off -c recovery_target_action=pause",
         socket.path().display()
-    ));
-    cmd.stdout(std::process::Stdio::null());
+    );
     let began = std::time::Instant::now();
-    let child = dr_pg::ChildProcess::spawn_command(cmd, std::process::Stdio::null(), log.into())
-        .map_err(Error::from)?;
-    let outcome = watch(ctx, &log_path, child, began).await;
+    server
+        .run(
+            &["start", "-W", "-D"],
+            &[&log_path_arg(&log_path), "-o", &options],
+        )
+        .await?;
+    let outcome = watch(ctx, &log_path, &server, began).await;
     outcome.map(|stopped| Reached {
         stopped,
         seconds: began.elapsed().as_secs_f64(),
     })
+}
+
+fn log_path_arg(p: &Path) -> String {
+    format!("--log={}", p.display())
+}
+
+/// The recovered server, driven through `pg_ctl` (as `postgres` when dr is root).
+struct Server {
+    pg_ctl: PathBuf,
+    dir: PathBuf,
+    owner: Option<String>,
+}
+
+impl Server {
+    /// The server gets a clean environment: dr's own (credentials, `DR_*`) must not leak
+    /// into it; its `restore_command` reads what it needs from the config and env file.
+    fn command(&self) -> std::process::Command {
+        let mut c = match &self.owner {
+            Some(user) => {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&self.pg_ctl);
+                c
+            }
+            None => std::process::Command::new(&self.pg_ctl),
+        };
+        c.env_clear();
+        for keep in ["PATH", "LANG", "TZ"] {
+            if let Some(v) = std::env::var_os(keep) {
+                c.env(keep, v);
+            }
+        }
+        c
+    }
+
+    /// `pg_ctl ARGS… DIR REST…`; its exit status.
+    async fn run(&self, args: &[&str], rest: &[&str]) -> Result<std::process::ExitStatus> {
+        let mut cmd = self.command();
+        cmd.args(args).arg(&self.dir).args(rest);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        tokio::process::Command::from(cmd)
+            .status()
+            .await
+            .map_err(|e| {
+                Error::new(
+                    Kind::Failed,
+                    format!("running {}: {e}", self.pg_ctl.display()),
+                )
+            })
+    }
+
+    /// `pg_ctl status`: 3 means no server runs in the directory.
+    async fn running(&self) -> bool {
+        self.run(&["status", "-D"], &[])
+            .await
+            .is_ok_and(|s| s.success())
+    }
+
+    async fn stop(&self, mode: &str) {
+        let _ = self.run(&["stop", "-w", "-m", mode, "-D"], &[]).await;
+    }
 }
 
 /// When dr is root, the server runs as `postgres` (it refuses root): DIR and the socket
@@ -146,7 +185,7 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
 async fn watch(
     ctx: &Context,
     log_path: &Path,
-    mut child: dr_pg::ChildProcess,
+    server: &Server,
     began: std::time::Instant,
 ) -> Result<String> {
     let mut last_note = began;
@@ -154,19 +193,20 @@ async fn watch(
         let text = std::fs::read_to_string(log_path).unwrap_or_default();
         let log = parse_log(&text);
         if log.ended_early || !log.fatal.is_empty() {
-            child.kill();
-            let _ = child.wait().await;
-            return Err(ended_early(&text, log_path));
-        }
-        if child.exited() {
+            server.stop("immediate").await;
             return Err(ended_early(&text, log_path));
         }
         if text.contains("recovery has paused") || text.contains("pausing at the end of recovery") {
             let stopped = log
                 .stopped_at
                 .unwrap_or_else(|| "recovery paused at the target".into());
-            child.stop().await;
+            server.stop("fast").await;
             return Ok(stopped);
+        }
+        // Checked every few seconds: a server that exited without a FATAL line still ends here.
+        if began.elapsed() > Duration::from_secs(2) && !server.running().await {
+            let text = std::fs::read_to_string(log_path).unwrap_or_default();
+            return Err(ended_early(&text, log_path));
         }
         if last_note.elapsed() > Duration::from_secs(30) {
             last_note = std::time::Instant::now();
@@ -178,8 +218,7 @@ async fn watch(
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(300)) => {}
             () = ctx.cancel.cancelled() => {
-                child.kill();
-                let _ = child.wait().await;
+                server.stop("immediate").await;
                 return Err(Error::new(Kind::Interrupted, "recovery interrupted; the server was stopped"));
             }
         }
@@ -187,11 +226,15 @@ async fn watch(
 }
 
 fn ended_early(text: &str, log_path: &Path) -> Error {
-    let fetch: Vec<&str> = text
+    let mut fetch: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("error:") || l.contains("FATAL:") || l.contains("could not restore"))
         .take(6)
         .collect();
+    if fetch.is_empty() {
+        let lines: Vec<&str> = text.lines().collect();
+        fetch = lines[lines.len().saturating_sub(8)..].to_vec();
+    }
     let mut e = Error::new(
         Kind::Integrity,
         format!(

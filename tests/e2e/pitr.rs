@@ -1,0 +1,317 @@
+//! End-to-end point-in-time recovery on real servers: PostgreSQL archives with `dr wal push`,
+//! `dr backup --physical` takes a base backup while rows are written, and `dr restore --at …
+//! --to-dir DIR --start` recovers a copy that holds exactly the rows committed before the
+//! chosen time (or LSN). What the server runs (`dr wal push`, `dr wal fetch`) runs as its OS
+//! user, with the config, env file and identity in a directory that user owns.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::*;
+
+struct Pitr {
+    ws: Workspace,
+    pg: Postgres,
+    home: PathBuf,
+    cfg: PathBuf,
+    env_file: PathBuf,
+}
+
+fn give_to_server(path: &Path) {
+    if is_root() {
+        run_ok(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path),
+            "chown",
+        );
+    }
+}
+
+fn setup(pg: Postgres) -> Pitr {
+    let ws = Workspace::new();
+    let home = pg.socket_dir().join("dr");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let (identity, recipient) = ws.keygen();
+    let id_copy = home.join("identity.txt");
+    std::fs::copy(&identity, &id_copy).expect("copy identity");
+    let key = home.join("signing.key");
+    std::fs::copy(ws.signing_key(), &key).expect("copy the signing key");
+    let env_file = home.join("dr.env");
+    std::fs::write(
+        &env_file,
+        format!("DR_SIGNING_KEY_FILE={}\n", key.display()),
+    )
+    .expect("env file");
+    let cfg = home.join("dr.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository]\nurl = \"file://{}/repo\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\npg_bin_dir = \"{}\"\n[targets.wal]\nmode = \"archive\"\n",
+            home.display(),
+            id_copy.display(),
+            pg.url("postgres"),
+            pg.bin_dir().display()
+        ),
+    )
+    .expect("config");
+    // The server's user writes the WAL archive; `dr backup` (root here) the backups beside it.
+    std::fs::create_dir_all(home.join("repo/app/wal")).expect("mkdir repo");
+    std::fs::set_permissions(
+        &env_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    give_to_server(&home);
+    let command = format!(
+        "{} --config {} --env-file {} wal push %p",
+        dr_bin().display(),
+        cfg.display(),
+        env_file.display()
+    );
+    pg.psql(
+        "postgres",
+        &format!("ALTER SYSTEM SET archive_mode = 'on';\nALTER SYSTEM SET archive_command = '{command}';"),
+    );
+    pg.restart();
+    pg.psql(
+        "postgres",
+        "create table marks (n int primary key, at timestamptz not null default clock_timestamp());\n\
+         create table ticks (t int);\n\
+         create table \"Quoted Orders\" (id serial primary key, note text);",
+    );
+    Pitr {
+        ws,
+        pg,
+        home,
+        cfg,
+        env_file,
+    }
+}
+
+impl Pitr {
+    fn dr(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--env-file", self.env_file.to_str().expect("utf-8")];
+        all.extend_from_slice(args);
+        self.ws.dr(&self.cfg, &all)
+    }
+
+    fn mark(&self, n: i32) -> String {
+        self.pg.psql(
+            "postgres",
+            &format!("insert into marks (n) values ({n}) returning at::text;"),
+        )
+    }
+
+    /// Switch to a new segment and wait until the server archived it.
+    fn switch_and_wait(&self) {
+        // A switch with no WAL since the last one switches nothing: write a little first.
+        self.pg.psql("postgres", "insert into ticks values (1);");
+        let segment = self
+            .pg
+            .psql("postgres", "select pg_walfile_name(pg_switch_wal());");
+        let archived = wait_until(Duration::from_secs(120), || {
+            self.pg.psql(
+                "postgres",
+                "select coalesce(last_archived_wal, '') from pg_stat_archiver;",
+            ) >= segment
+        });
+        assert!(
+            archived,
+            "{segment} was not archived\n{}",
+            tail(&self.pg.socket_dir().join("postgres.log"), 4000)
+        );
+    }
+}
+
+/// Start the recovered copy in `dir` as the operator would (its own port and socket), let
+/// it finish recovery, and return the marks it holds.
+fn marks_of_copy(pg: &Postgres, dir: &Path) -> String {
+    let port = free_port();
+    let socket = dir.parent().expect("parent").join(format!("sock-{port}"));
+    std::fs::create_dir_all(&socket).expect("socket dir");
+    give_to_server(&socket);
+    let log = dir
+        .parent()
+        .expect("parent")
+        .join(format!("copy-{port}.log"));
+    let o = run_with_timeout(
+        as_postgres(&pg.bin_dir().join("pg_ctl"))
+            .args(["start", "-w", "-t", "120", "-D"])
+            .arg(dir)
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -c unix_socket_directories={} -c archive_mode=off",
+                socket.display()
+            )),
+        None,
+        Duration::from_secs(150),
+    );
+    assert!(
+        o.status.success(),
+        "the copy did not start: {}\n{}",
+        describe(&o),
+        tail(&log, 4000)
+    );
+    let promoted = wait_until(Duration::from_secs(60), || {
+        let mut c = as_postgres(&pg.bin_dir().join("psql"));
+        c.args(["-h"]).arg(&socket).args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-At",
+            "-c",
+            "select pg_is_in_recovery()",
+            "postgres",
+        ]);
+        run_with_timeout(&mut c, None, Duration::from_secs(30)).stdout == b"f\n"
+    });
+    assert!(
+        promoted,
+        "the copy did not finish recovery\n{}",
+        tail(&log, 4000)
+    );
+    let mut c = as_postgres(&pg.bin_dir().join("psql"));
+    c.args(["-h"]).arg(&socket).args([
+        "-p",
+        &port.to_string(),
+        "-U",
+        "postgres",
+        "-At",
+        "-c",
+        "select string_agg(n::text, ',' order by n) from marks",
+        "postgres",
+    ]);
+    let out = run_with_timeout(&mut c, None, Duration::from_secs(30));
+    let marks = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let _ = run_with_timeout(
+        as_postgres(&pg.bin_dir().join("pg_ctl"))
+            .args(["stop", "-m", "fast", "-D"])
+            .arg(dir),
+        None,
+        Duration::from_secs(60),
+    );
+    marks
+}
+
+fn recovers_to_a_time_and_an_lsn(pg: Postgres) {
+    let _heavy = one_heavy_test_at_a_time();
+    let s = setup(pg);
+    s.mark(1);
+    // Writes while the base backup runs.
+    s.pg.psql(
+        "postgres",
+        "insert into \"Quoted Orders\" (note) select 'n' || g from generate_series(1, 5000) g;",
+    );
+    let o = s.dr(&["backup", "--physical"]);
+    assert!(
+        o.status.success(),
+        "{}\n--- server log ---\n{}",
+        describe(&o),
+        tail(&s.pg.socket_dir().join("postgres.log"), 3000)
+    );
+    s.mark(2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let between = s.pg.psql("postgres", "select clock_timestamp()::text;");
+    let lsn_after_3 = {
+        std::thread::sleep(Duration::from_millis(1500));
+        s.mark(3);
+        s.pg.psql("postgres", "select pg_current_wal_insert_lsn()::text;")
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    s.mark(4);
+    s.switch_and_wait();
+    s.switch_and_wait();
+
+    // The plan, without writing anything.
+    let dir = s.pg.socket_dir().join("restored");
+    let o = s.dr(&[
+        "restore",
+        "--at",
+        &between,
+        "--to-dir",
+        dir.to_str().expect("utf-8"),
+        "--dry-run",
+    ]);
+    assert_success(&o);
+    let plan = stdout(&o);
+    assert!(
+        plan.contains("base backup") && plan.contains("timeline      1"),
+        "{plan}"
+    );
+    assert!(!dir.exists(), "--dry-run wrote {}", dir.display());
+
+    // A time between marks 2 and 3: exactly 1 and 2, proven by --start.
+    let o = s.dr(&[
+        "restore",
+        "--at",
+        &between,
+        "--to-dir",
+        dir.to_str().expect("utf-8"),
+        "--start",
+    ]);
+    assert_success(&o);
+    let err = stderr(&o);
+    assert!(err.contains("recovery reached the target"), "{err}");
+    assert!(stdout(&o).contains("start it with:"), "{}", stdout(&o));
+    let conf = std::fs::read_to_string(dir.join("postgresql.auto.conf")).expect("auto.conf");
+    assert!(conf.contains("recovery_target_timeline = '1'"), "{conf}");
+    assert!(
+        !conf.contains("DR_SIGNING") && !conf.contains("AGE-SECRET"),
+        "{conf}"
+    );
+    assert_eq!(marks_of_copy(&s.pg, &dir), "1,2");
+
+    // A non-empty directory is refused; nothing in it changes.
+    let o = s.dr(&[
+        "restore",
+        "--at",
+        &between,
+        "--to-dir",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert_exit_code(&o, 7);
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+
+    // An LSN just after mark 3: 1, 2 and 3.
+    let dir2 = s.pg.socket_dir().join("restored-lsn");
+    let o = s.dr(&[
+        "restore",
+        "--at",
+        &lsn_after_3,
+        "--to-dir",
+        dir2.to_str().expect("utf-8"),
+        "--start",
+    ]);
+    assert_success(&o);
+    assert_eq!(marks_of_copy(&s.pg, &dir2), "1,2,3");
+
+    // Before the base backup: outside the window, and it says the window.
+    let o = s.dr(&[
+        "restore",
+        "--at",
+        "2001-01-01T00:00:00Z",
+        "--to-dir",
+        s.home.join("x").to_str().expect("utf-8"),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("recoverable from"), "{}", stderr(&o));
+}
+
+#[test]
+fn postgres_15_recovers_to_a_time_and_an_lsn() {
+    recovers_to_a_time_and_an_lsn(Postgres::start());
+}
+
+#[test]
+fn postgres_17_recovers_to_a_time_and_an_lsn() {
+    let Some(bin) = pg_bin_dir(17) else {
+        eprintln!("skipped: no PostgreSQL 17 binaries (ci/setup.sh installs them)");
+        return;
+    };
+    recovers_to_a_time_and_an_lsn(Postgres::start_with_bin_dir(&bin));
+}
