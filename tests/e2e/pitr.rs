@@ -227,6 +227,15 @@ fn recovers_to_a_time_and_an_lsn(pg: Postgres) {
     s.switch_and_wait();
     s.switch_and_wait();
 
+    // `dr status` shows the window the base backup opens.
+    let o = s.dr(&["status"]);
+    let shown = stdout(&o);
+    assert!(
+        shown.contains("recoverable ") && shown.contains("continuous from"),
+        "{shown}\n{}",
+        stderr(&o)
+    );
+
     // The plan, without writing anything.
     let dir = s.pg.socket_dir().join("restored");
     let o = s.dr(&[

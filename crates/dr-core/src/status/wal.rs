@@ -12,7 +12,7 @@ use serde::{Serialize, Serializer};
 use dr_catalog::wal::continuity::{self, Archive, Archived, Base};
 use dr_catalog::wal::history::{segment_timeline_in, Span, Timelines};
 use dr_catalog::wal::{keys, split, SegmentSize, WalFile, WalIdentity};
-use dr_config::{TargetConfig, WalConfig, WalMode};
+use dr_config::{WalConfig, WalMode};
 
 use crate::{Context, Error, Result};
 
@@ -405,8 +405,7 @@ async fn record(
 }
 
 /// The WAL status of every configured target with `[targets.wal]`, at `now` (for `dr status`
-/// and the daemon's metrics). `bases` of each target: none yet (physical backups are not
-/// read here until manifest format 3 exists).
+/// and the daemon's metrics), with the windows its trusted physical base backups open.
 pub async fn all(
     ctx: &Context,
     now: DateTime<Utc>,
@@ -414,7 +413,13 @@ pub async fn all(
     let mut out = Vec::new();
     for t in &ctx.config.targets {
         if let Some(wal) = &t.wal {
-            let bases = physical_bases(ctx, t);
+            let bases = match physical_bases(ctx, &t.name).await {
+                Ok(b) => b,
+                Err(e) => {
+                    out.push((t.name.clone(), Err(e)));
+                    continue;
+                }
+            };
             let status = read(ctx, &t.name)
                 .await
                 .map(|r| assess(&t.name, wal, &r, &bases, now));
@@ -450,11 +455,11 @@ pub async fn attach(ctx: &Context, rows: &mut [super::TargetStatus], now: DateTi
     }
 }
 
-/// HOOK for physical base backups (manifest format 3, `dr backup --physical`): the trusted
-/// bases of `t` that open recoverable windows. Empty until that lands; [`assess`] already
-/// computes and prints windows from whatever this returns.
-fn physical_bases(_ctx: &Context, _t: &TargetConfig) -> Vec<Base> {
-    Vec::new()
+/// The physical base backups of `target` (manifest format 3, `dr backup --physical`) that
+/// can open recoverable windows; [`assess`] uses only the trusted ones.
+async fn physical_bases(ctx: &Context, target: &str) -> Result<Vec<Base>> {
+    let entries = crate::repo::list(ctx.store.as_ref(), Some(target), &ctx.signing).await?;
+    Ok(crate::wal::catalog::bases(&entries))
 }
 
 #[cfg(test)]
