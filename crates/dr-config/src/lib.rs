@@ -46,7 +46,9 @@ pub use schedule::{JobKind, ScheduleConfig};
 pub use signing::SigningConfig;
 pub use targets::{Databases, Expansion, SharedGlobals, TargetConfig};
 pub use values::{url_holds_password, Duration, PASSWORD_HINT};
-pub use wal::{WalConfig, WalMode, DEFAULT_MAX_LAG, DEFAULT_PARTIAL_UPLOAD_SECS};
+pub use wal::{
+    WalConfig, WalMode, DEFAULT_ARCHIVE_WAIT, DEFAULT_MAX_LAG, DEFAULT_PARTIAL_UPLOAD_SECS,
+};
 
 /// Default location of the configuration file when neither `--config` nor `DR_CONFIG` is set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/dr/dr.toml";

@@ -10,6 +10,8 @@ use crate::Duration;
 pub const DEFAULT_PARTIAL_UPLOAD_SECS: u64 = 30;
 /// `max_lag` unless set.
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(300);
+/// `archive_wait` unless set: pgBackRest's `archive-timeout` default.
+pub const DEFAULT_ARCHIVE_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +26,10 @@ pub struct WalConfig {
     /// `dr status` exits 8 when the newest stored WAL is older than this.
     #[serde(default = "default_max_lag")]
     pub max_lag: Duration,
+    /// `dr backup --physical` waits this long for the WAL from its start to its stop to be
+    /// archived before it gives up (no manifest, exit 3).
+    #[serde(default = "default_archive_wait")]
+    pub archive_wait: Duration,
 }
 
 /// `[targets.wal] mode`.
@@ -42,6 +48,10 @@ fn default_partial_upload_secs() -> u64 {
 
 fn default_max_lag() -> Duration {
     DEFAULT_MAX_LAG
+}
+
+fn default_archive_wait() -> Duration {
+    DEFAULT_ARCHIVE_WAIT
 }
 
 impl WalConfig {
@@ -69,6 +79,17 @@ impl WalConfig {
                 format!(
                     "use 1 to 3600 seconds (the default is {DEFAULT_PARTIAL_UPLOAD_SECS}): \
                      it bounds how much committed WAL a dead host can lose"
+                ),
+            ));
+        }
+        if !(5..=86_400).contains(&self.archive_wait.as_secs()) {
+            return Err((
+                format!(
+                    "target `{target}`: wal.archive_wait = {} is out of range",
+                    self.archive_wait
+                ),
+                format!(
+                    "use \"5s\" to \"24h\" (the default is \"{DEFAULT_ARCHIVE_WAIT}\"): how long a base backup waits for its WAL"
                 ),
             ));
         }
@@ -105,6 +126,7 @@ mod tests {
         assert_eq!(wal.mode(), WalMode::Archive);
         assert_eq!(wal.partial_upload_secs, 30);
         assert_eq!(wal.max_lag, Duration::from_secs(300));
+        assert_eq!(wal.archive_wait, Duration::from_secs(60));
         let none = Config::from_toml_str(MIN, None).expect("parses");
         assert!(none.targets[0].wal.is_none());
     }

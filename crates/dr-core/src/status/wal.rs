@@ -478,6 +478,7 @@ mod tests {
             mode: Some(WalMode::Archive),
             partial_upload_secs: 30,
             max_lag: dr_config::Duration::from_secs(300),
+            archive_wait: dr_config::DEFAULT_ARCHIVE_WAIT,
         }
     }
 

@@ -77,14 +77,20 @@ impl<'a> Request<'a> {
     }
 }
 
-/// The target whose archive `dr wal fetch` reads: `--target`, else the only configured
-/// target. (Once `[targets.wal]` exists: the only target with WAL configured.)
+/// The target whose WAL archive is read (`dr wal fetch`, `dr restore --to-dir`): `--target`,
+/// else the only target with `[targets.wal]`, else the only configured target.
 pub async fn target(ctx: &Context, flag: Option<&str>) -> Result<String> {
     if let Some(name) = flag {
         crate::check_target_name(ctx, name).await?;
         return Ok(name.to_string());
     }
-    match ctx.config.targets.as_slice() {
+    let with_wal = super::wal_targets(ctx);
+    let candidates: Vec<&dr_config::TargetConfig> = if with_wal.is_empty() {
+        ctx.config.targets.iter().collect()
+    } else {
+        with_wal
+    };
+    match candidates.as_slice() {
         [only] => Ok(only.name.clone()),
         targets => {
             let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();

@@ -37,18 +37,23 @@ use super::{cleanup, commit, Written};
 use crate::lock::RunLock;
 use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
 
-/// How long a base backup waits for its WAL to be archived (pgBackRest's `archive-timeout`
-/// default). Becomes `[targets.wal] archive_wait`.
-pub const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
-
-/// Overrides [`ARCHIVE_WAIT`] in seconds (tests; undocumented until `[targets.wal]`).
+/// Overrides `[targets.wal] archive_wait` in seconds (tests that need a short wait on a
+/// target without `[targets.wal]`).
 pub const ARCHIVE_WAIT_ENV: &str = "DR_ARCHIVE_WAIT_SECS";
 
-fn archive_wait() -> Duration {
-    std::env::var(ARCHIVE_WAIT_ENV)
+/// How long a base backup of `target` waits for its WAL to be archived.
+fn archive_wait(target: &TargetConfig) -> Duration {
+    if let Some(secs) = std::env::var(ARCHIVE_WAIT_ENV)
         .ok()
         .and_then(|s| s.parse().ok())
-        .map_or(ARCHIVE_WAIT, Duration::from_secs)
+    {
+        return Duration::from_secs(secs);
+    }
+    let wait = target
+        .wal
+        .as_ref()
+        .map_or(dr_config::DEFAULT_ARCHIVE_WAIT, |w| w.archive_wait);
+    Duration::from_secs(wait.as_secs())
 }
 
 /// Logical operations (restore into a database, verify) refuse a physical backup: exit 2.
@@ -217,7 +222,7 @@ async fn write_objects(
 ) -> Result<(Vec<ObjectRecord>, Physical)> {
     let tar_key = keys::object(&target.name, id, keys::BASE_TAR);
     written.keys.push(tar_key.clone());
-    let wait = archive_wait();
+    let wait = archive_wait(target);
     let streamed = stream::stream_base(
         ctx,
         &cluster.pg_basebackup,
