@@ -121,12 +121,14 @@ async fn read_identity(ctx: &Context, target: &str) -> Result<Option<WalIdentity
         .get(&key)
         .await
         .map_err(|e| Error::from(e).context(format!("reading `{key}`")))?;
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| {
-            failed(format!("`{key}` is not a WAL identity ({e}): the repository is damaged"))
-                .with_hint("compare it with `SELECT system_identifier FROM pg_control_system();` on the server")
-        })
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        failed(format!(
+            "`{key}` is not a WAL identity ({e}): the repository is damaged"
+        ))
+        .with_hint(
+            "compare it with `SELECT system_identifier FROM pg_control_system();` on the server",
+        )
+    })
 }
 
 /// The `archive_command` that runs this dr with this config: `EXE --config CONFIG wal push
@@ -229,7 +231,9 @@ pub fn slot_line(target: &str, name: &str, slot: Option<&Slot>) -> Result<String
         return Err(failed(format!(
             "replication slot {name} does not exist: the server keeps no WAL for dr's stream"
         ))
-        .with_hint(format!("run `dr wal stream --target {target}` to create it")));
+        .with_hint(format!(
+            "run `dr wal stream --target {target}` to create it"
+        )));
     };
     match slot.wal_status.as_deref() {
         Some("lost") => Err(failed(format!(
@@ -274,11 +278,7 @@ pub fn identity_line(
 }
 
 /// `pg_basebackup` (and `pg_receivewal` in stream mode) of the server's major.
-fn tools_line(
-    major: u32,
-    mode: WalMode,
-    bin: Option<&Path>,
-) -> std::result::Result<String, Error> {
+fn tools_line(major: u32, mode: WalMode, bin: Option<&Path>) -> std::result::Result<String, Error> {
     let mut names = vec!["pg_basebackup"];
     if mode == WalMode::Stream {
         names.push("pg_receivewal");
@@ -372,7 +372,11 @@ mod tests {
         // Stream mode asks for other things.
         let lines = settings_lines("app", WalMode::Stream, &settings(), command, 300);
         assert_eq!(lines.len(), 1, "{lines:?}");
-        let e = lines[0].1.as_ref().expect_err("unlimited keep size").to_string();
+        let e = lines[0]
+            .1
+            .as_ref()
+            .expect_err("unlimited keep size")
+            .to_string();
         assert!(e.contains("max_slot_wal_keep_size = '10GB'"), "{e}");
     }
 
@@ -410,7 +414,9 @@ mod tests {
 
     #[test]
     fn the_slot_must_exist_and_keep_its_wal() {
-        let e = slot_line("app", "dr_app", None).expect_err("missing").to_string();
+        let e = slot_line("app", "dr_app", None)
+            .expect_err("missing")
+            .to_string();
         assert!(
             e.ends_with("hint: run `dr wal stream --target app` to create it"),
             "{e}"
@@ -420,7 +426,9 @@ mod tests {
             restart_lsn: "0/3000000".parse().ok(),
             wal_status: Some(status.into()),
         };
-        let e = slot_line("app", "dr_app", Some(&slot("lost"))).expect_err("lost").to_string();
+        let e = slot_line("app", "dr_app", Some(&slot("lost")))
+            .expect_err("lost")
+            .to_string();
         assert!(
             e.contains("gap") && e.contains("dr backup --physical"),
             "{e}"
@@ -444,7 +452,9 @@ mod tests {
         };
         assert!(identity_line("app", "7301234567890123456", Some(&archived)).is_ok());
         assert!(identity_line("app", "1", None).is_ok());
-        let e = identity_line("app", "7399999999999999999", Some(&archived)).expect_err("other").to_string();
+        let e = identity_line("app", "7399999999999999999", Some(&archived))
+            .expect_err("other")
+            .to_string();
         assert!(
             e.contains("this server is not the cluster archived under target app"),
             "{e}"
