@@ -298,3 +298,43 @@ pub(super) async fn apply(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{entry, physical};
+
+    fn ids(bases: &[Base]) -> Vec<&str> {
+        bases.iter().map(|b| b.id.as_str()).collect()
+    }
+
+    fn kept(list: &[&str]) -> BTreeSet<BackupId> {
+        list.iter().map(|i| i.parse().expect("id")).collect()
+    }
+
+    #[test]
+    fn the_retained_bases_and_the_newest_one_count() {
+        let mut untrusted = physical("app", "20261122T020000Z", "0/9000028", "0/9000100");
+        untrusted.trust = crate::trust::Trust::Unsigned;
+        let entries = vec![
+            physical("app", "20261120T020000Z", "0/3000028", "0/3000100"),
+            physical("app", "20261121T020000Z", "0/8000028", "0/8000100"),
+            entry("app", "20261121T030000Z"),
+            untrusted,
+            physical("db", "20261121T040000Z", "0/9000028", "0/9000100"),
+        ];
+        // The policy keeps the older base and the logical backup, not the newest base: its
+        // range is kept all the same. An unsigned base and another target's count for nothing.
+        let b = bases(
+            &entries,
+            "app",
+            &kept(&["20261120T020000Z", "20261121T030000Z", "20261122T020000Z"]),
+        );
+        assert_eq!(ids(&b), ["20261120T020000Z", "20261121T020000Z"]);
+        // Only the newest base retained: only it.
+        let b = bases(&entries, "app", &kept(&["20261121T020000Z"]));
+        assert_eq!(ids(&b), ["20261121T020000Z"]);
+        // No physical base retained: none at all (nothing of the WAL is deleted).
+        assert!(bases(&entries, "app", &kept(&["20261121T030000Z"])).is_empty());
+    }
+}
