@@ -23,6 +23,11 @@ const NEWER: &str = "20261121T020000Z";
 const NOW: &str = "20261121T120000Z";
 
 fn context(store: &MemoryStore, signing: Signing) -> Context {
+    context_with(store, signing, "")
+}
+
+/// `extra`: more keys of target `app`.
+fn context_with(store: &MemoryStore, signing: Signing, extra: &str) -> Context {
     let config = dr_config::Config::from_toml_str(
         &format!(
             r#"
@@ -35,6 +40,7 @@ daily = 1
 [[targets]]
 name = "app"
 url = "postgres://u@127.0.0.1:1/app"
+{extra}
 [targets.wal]
 mode = "archive"
 "#
@@ -383,4 +389,23 @@ async fn a_locked_wal_file_is_kept_whole_and_reported() {
         versions.iter().all(|v| kept.contains(&v.key)),
         "{versions:?}"
     );
+}
+
+#[tokio::test]
+async fn prune_of_a_server_target_prunes_its_own_wal_too() {
+    // `databases = "all"`: its databases are targets of their own, its physical bases and
+    // WAL are the server's.
+    let store = MemoryStore::new();
+    let s = signing();
+    repository(&store, &s, |_| None).await;
+    let ctx = context_with(&store, s, "databases = \"all\"");
+    let report = dr_core::prune::run(&ctx, Some("app"), false, false, at(NOW))
+        .await
+        .expect("prune");
+    let own = report
+        .iter()
+        .find(|r| r.target == "app")
+        .expect("the server's own");
+    assert_eq!(own.wal.as_ref().map(|w| w.files), Some(7));
+    assert_eq!(wal_keys_left(&store).await, expected(8..=12));
 }

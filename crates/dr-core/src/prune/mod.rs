@@ -90,11 +90,24 @@ pub async fn run(
         {
             let mut out = Vec::new();
             for m in crate::repo::members(ctx, name).await? {
-                out.extend(Box::pin(run(ctx, Some(&m), dry_run, force, now)).await?);
+                out.extend(selected(ctx, Some(&m), dry_run, force, now).await?);
             }
+            // The server's own: its physical base backups and its WAL archive.
+            out.extend(selected(ctx, Some(name), dry_run, force, now).await?);
             return Ok(out);
         }
     }
+    selected(ctx, target, dry_run, force, now).await
+}
+
+/// [`run`] for one target named in the repository (or all of them).
+async fn selected(
+    ctx: &Context,
+    target: Option<&str>,
+    dry_run: bool,
+    force: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<TargetPrune>> {
     let policy = policy(ctx)?;
     let store = ctx.store.as_ref();
     let catalog = crate::repo::catalog(store, target, &ctx.signing).await?;
