@@ -1,7 +1,8 @@
 //! End-to-end: `dr prune` of a WAL archive (docs/design/PITR.md §7). A real PostgreSQL 15
-//! archives with `dr wal push`; two `dr backup --physical`, retention keeping one: prune
-//! deletes exactly the WAL before the second base's start segment, records and data objects,
-//! and keeps the rest. `--dry-run` prints the range and deletes nothing.
+//! (and 17 when installed) archives with `dr wal push`; two `dr backup --physical`,
+//! retention keeping one: prune deletes exactly the WAL before the second base's start
+//! segment, records and data objects, and keeps the rest. `--dry-run` prints the range and
+//! deletes nothing.
 
 use std::time::Duration;
 
@@ -60,7 +61,20 @@ fn data_segments(a: &Archiving) -> Vec<String> {
 
 #[test]
 fn prune_keeps_exactly_the_wal_of_the_retained_base_pg15() {
-    let a = directory_archive(Postgres::start());
+    keeps_exactly_the_wal_of_the_retained_base(Postgres::start());
+}
+
+#[test]
+fn prune_keeps_exactly_the_wal_of_the_retained_base_pg17() {
+    let Some(bin) = pg_bin_dir(17) else {
+        eprintln!("skipped: no PostgreSQL 17 (bash ci/setup.sh)");
+        return;
+    };
+    keeps_exactly_the_wal_of_the_retained_base(Postgres::start_with_bin_dir(&bin));
+}
+
+fn keeps_exactly_the_wal_of_the_retained_base(pg: Postgres) {
+    let a = directory_archive(pg);
     // The config as the server's archive_command reads it, with retention and the binaries.
     let text = std::fs::read_to_string(&a.cfg).expect("config");
     let text = text.replace(
