@@ -38,4 +38,5 @@ mod streaming;
 mod verify;
 mod wal;
 mod wal_fetch;
+mod wal_prune;
 mod wal_status;

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// Where the archived WAL is, as the test reads it back (not through dr).
-enum Repo {
+pub(crate) enum Repo {
     Dir(PathBuf),
     S3 { weed: SeaweedFs, bucket: String },
 }
 
 impl Repo {
     /// Keys relative to the repository prefix (`dr/` in the bucket).
-    fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         match self {
             Repo::Dir(root) => files_under(root)
                 .into_iter()
@@ -50,13 +50,13 @@ impl Repo {
 
 /// A server archiving with `dr wal push` into `repo`.
 #[allow(dead_code)] // ws: kept alive for the test's length
-struct Archiving {
-    ws: Workspace,
-    pg: Postgres,
-    repo: Repo,
+pub(crate) struct Archiving {
+    pub(crate) ws: Workspace,
+    pub(crate) pg: Postgres,
+    pub(crate) repo: Repo,
     /// Owned by the server's OS user: config, env file, signing key (and a directory repository).
-    home: PathBuf,
-    cfg: PathBuf,
+    pub(crate) home: PathBuf,
+    pub(crate) cfg: PathBuf,
     env_file: PathBuf,
 }
 
@@ -166,7 +166,7 @@ impl Archiving {
     }
 
     /// Wait until the archiver reports `segment` archived; (archived_count, failed_count).
-    fn wait_archived(&self, segment: &str) -> (u64, u64) {
+    pub(crate) fn wait_archived(&self, segment: &str) -> (u64, u64) {
         let deadline = Instant::now() + Duration::from_secs(240);
         loop {
             let row = self.pg.psql(
@@ -196,7 +196,7 @@ fn server_log(pg: &Postgres) -> String {
 }
 
 /// Names of the segments with a record on timeline 1, sorted.
-fn recorded_segments(repo: &Repo) -> Vec<String> {
+pub(crate) fn recorded_segments(repo: &Repo) -> Vec<String> {
     let mut names: Vec<String> = repo
         .keys()
         .into_iter()
@@ -293,7 +293,7 @@ fn archive_under_pgbench(a: &Archiving) {
     assert_eq!(a.repo.read(&record_key), record);
 }
 
-fn directory_archive(pg: Postgres) -> Archiving {
+pub(crate) fn directory_archive(pg: Postgres) -> Archiving {
     archiving(
         pg,
         "[repository]\nurl = \"file://{home}/repo\"",

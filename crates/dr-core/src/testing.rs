@@ -46,6 +46,28 @@ pub(crate) fn entry(target: &str, id: &str) -> BackupEntry {
     }
 }
 
+/// A complete physical backup of `target` with id `id` on timeline 1, its WAL range
+/// `start..stop` (`X/Y`).
+pub(crate) fn physical(target: &str, id: &str, start: &str, stop: &str) -> BackupEntry {
+    let mut e = entry(target, id);
+    let m = &mut e.manifest;
+    m.format = dr_catalog::MANIFEST_FORMAT_PHYSICAL;
+    m.kind = dr_catalog::BackupKind::Physical;
+    m.physical = Some(dr_catalog::Physical {
+        system_identifier: "7301234567890123456".into(),
+        timeline: 1,
+        start_lsn: start.parse().expect("lsn"),
+        stop_lsn: stop.parse().expect("lsn"),
+        start_segment: String::new(),
+        stop_segment: String::new(),
+        segment_bytes: 16 << 20,
+        checkpoint_lsn: start.parse().expect("lsn"),
+        pg_basebackup_version: "pg_basebackup (PostgreSQL) 17.2".into(),
+        backup_label: String::new(),
+    });
+    e
+}
+
 /// `e` with a verification record: `result` is "passed" or "failed".
 pub(crate) fn verified(mut e: BackupEntry, result: &str, at: DateTime<Utc>) -> BackupEntry {
     e.verification = Some(VerificationRecord {

@@ -119,6 +119,16 @@ impl WalPrune {
             .collect()
     }
 
+    /// Keep every file one of whose objects is in `locked` (Object Lock): such a file stays
+    /// whole, record and data, and a later prune deletes it. The ranges are recomputed.
+    pub fn hold(&mut self, target: &str, locked: &BTreeSet<String>, size: SegmentSize) {
+        let free = |d: &Deletion| !locked.contains(&d.record) && !locked.contains(&d.data);
+        self.expired.retain(free);
+        self.superseded.retain(free);
+        self.orphans.retain(|o| !locked.contains(&o.key));
+        self.ranges = ranges(target, &self.expired, size);
+    }
+
     /// Bytes of stored objects deleted.
     pub fn bytes(&self) -> u64 {
         let files: u64 = self
@@ -403,6 +413,22 @@ mod tests {
         // A base taken on timeline 2 alone does not need it.
         let p = run(&[base_b()], &records);
         assert!(files(&p.expired).contains(&"000000010000000B00000002".to_string()));
+    }
+
+    #[test]
+    fn a_locked_file_is_kept_whole_and_splits_its_range() {
+        let mut p = run(&[base_a()], &archive());
+        let locked: BTreeSet<String> = [p.expired[5].data.clone()].into();
+        p.hold("app", &locked, SIZE);
+        assert_eq!(p.expired.len(), 12);
+        assert!(!p
+            .keys()
+            .iter()
+            .any(|k| k.contains("000000010000000A000000F5")));
+        assert_eq!(
+            p.ranges.iter().map(|r| r.segments).collect::<Vec<_>>(),
+            [5, 7]
+        );
     }
 
     #[test]

@@ -35,11 +35,13 @@ use crate::{Context, Error, Result};
 
 mod object_lock;
 mod plan;
+mod wal;
 
 pub use self::object_lock::lock_horizon;
 use self::object_lock::{extend_locks, hold_locked, purge_backup, versioned};
 use self::plan::{damaged_plan, leftovers, ObjectsByBackup};
 pub use self::plan::{DamagedPrune, LockExtended, LockedPrune, TargetPrune};
+pub use self::wal::{WalLocked, WalPruneReport, WalRange};
 
 /// Objects of a backup without a manifest younger than this may belong to a running backup.
 pub const LEFTOVER_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -88,11 +90,24 @@ pub async fn run(
         {
             let mut out = Vec::new();
             for m in crate::repo::members(ctx, name).await? {
-                out.extend(Box::pin(run(ctx, Some(&m), dry_run, force, now)).await?);
+                out.extend(selected(ctx, Some(&m), dry_run, force, now).await?);
             }
+            // The server's own: its physical base backups and its WAL archive.
+            out.extend(selected(ctx, Some(name), dry_run, force, now).await?);
             return Ok(out);
         }
     }
+    selected(ctx, target, dry_run, force, now).await
+}
+
+/// [`run`] for one target named in the repository (or all of them).
+async fn selected(
+    ctx: &Context,
+    target: Option<&str>,
+    dry_run: bool,
+    force: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<TargetPrune>> {
     let policy = policy(ctx)?;
     let store = ctx.store.as_ref();
     let catalog = crate::repo::catalog(store, target, &ctx.signing).await?;
@@ -111,6 +126,11 @@ pub async fn run(
                 .entry((t.to_string(), id))
                 .or_default()
                 .push((o.key.clone(), o.last_modified));
+        } else if let Some((t, rest)) = o.key.split_once('/') {
+            // A target with WAL and no backup yet: its archive is looked at too.
+            if rest.starts_with("wal/") {
+                targets.insert(t.to_string());
+            }
         }
     }
     let versioned = versioned(ctx).await;
@@ -149,13 +169,27 @@ pub async fn run(
             damaged,
             locked: Vec::new(),
             lock_extended: Vec::new(),
+            wal: None,
         };
         if versioned {
             hold_locked(ctx, &t, &mut report, now).await?;
         }
+        // The WAL the bases that remain (kept by the policy or by a lock) need.
+        let kept: BTreeSet<BackupId> = report
+            .decisions
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id)
+            .collect();
+        report.wal = wal::plan(ctx, &t, entries, &kept, versioned, now).await?;
         if !dry_run {
             let lock = RunLock::acquire_for(ctx, &t, "prune").await?;
             let r = apply(ctx, &t, &mut report, &by_backup, &stale, versioned).await;
+            // After the backups: a base deleted first never outlives its WAL.
+            let r = match (r, &report.wal) {
+                (Ok(()), Some(w)) => wal::apply(ctx, &t, w, versioned).await,
+                (r, _) => r,
+            };
             let r = match (r, ctx.store.location().object_lock()) {
                 (Ok(()), Some(lock)) => {
                     extend_locks(ctx, &t, &mut report, &policy, &lock, now).await

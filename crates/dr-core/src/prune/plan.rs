@@ -27,6 +27,8 @@ pub struct TargetPrune {
     pub locked: Vec<LockedPrune>,
     /// Kept backups whose lock was extended (with `[repository.object_lock]`).
     pub lock_extended: Vec<LockExtended>,
+    /// The target's WAL archive; `None` when the repository holds no WAL for it.
+    pub wal: Option<super::wal::WalPruneReport>,
 }
 
 /// A backup, damaged backup or leftover that is locked: kept for now.

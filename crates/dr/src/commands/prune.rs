@@ -123,6 +123,45 @@ async fn report(
                 if dry_run { "would abort" } else { "aborted" }
             );
         }
+        if let Some(w) = &r.wal {
+            print_wal(&r.target, w, dry_run);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The WAL lines: `wal app tl1 A..B 13 segments 49.6 MiB\twould delete`, then what else
+/// goes and what is kept.
+fn print_wal(target: &str, w: &dr_core::prune::WalPruneReport, dry_run: bool) {
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    if w.bases.is_empty() {
+        out!("wal {target}\tkeep\tno retained physical base backup: the WAL archive is kept whole");
+        return;
+    }
+    for range in &w.ranges {
+        out!("{}\t{verb}", range.text);
+    }
+    if w.superseded + w.orphans > 0 {
+        out!(
+            "wal {target}\t{verb}\t{} superseded partial segments, {} data objects without a record",
+            w.superseded,
+            w.orphans
+        );
+    }
+    if let Some(until) = w.locked.iter().map(|l| l.until).max() {
+        out!(
+            "wal {target}\tkeep\t{} objects locked until {} at the latest: a later prune removes them",
+            w.locked.len(),
+            until.to_rfc3339()
+        );
+    }
+    if !w.unreadable.is_empty() {
+        out!(
+            "wal {target}\tkeep\t{} data objects whose record cannot be read or trusted",
+            w.unreadable.len()
+        );
+    }
+    for t in &w.unknown_timelines {
+        out!("wal {target}\tkeep\ttimeline {t}: its history record is missing");
+    }
 }
