@@ -45,6 +45,15 @@ pub(super) async fn lines(ctx: &Context, t: &TargetConfig) -> Vec<Line> {
             format!("wal slot {name}"),
             slot_line(name, &server.slot_name, server.slot.as_ref()),
         ));
+        // Said plainly rather than letting a stream target look configured: nothing
+        // receives its WAL until `dr wal stream` exists (docs/design/PITR.md §4).
+        out.push((
+            format!("wal capture {name}"),
+            Err(failed(
+                "mode = \"stream\" needs `dr wal stream`, which this version of dr does not have yet: no WAL of this target reaches the repository",
+            )
+            .with_hint(format!("use mode = \"archive\" with archive_command = '{command}' until stream mode ships"))),
+        ));
     }
     let identity = read_identity(ctx, name).await;
     out.push((
