@@ -135,23 +135,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = context(&cli.global).await?;
             status::run(&ctx, json).await
         }
-        Command::Wal(WalCommand::Push { path, target }) => {
-            let ctx = context(&cli.global).await?;
-            wal::push(&ctx, &path, target.as_deref()).await
-        }
-        Command::Wal(WalCommand::Fetch { name, dest, target }) => {
-            let ctx = context(&cli.global).await?;
-            wal_fetch::run(&ctx, target.as_deref(), &name, &dest).await
-        }
+        Command::Wal(command) => run_wal(&cli.global, command).await,
         Command::Daemon { dry_run, count } => daemon::run(&cli.global, dry_run, count).await,
-        Command::Restore(args) => {
-            let ctx = context(&cli.global).await?;
-            check_target(&ctx, args.target.as_deref()).await?;
-            refuse_server(&ctx, args.target.as_deref()).await?;
-            if args.to_dir.is_some() {
-                return restore_pitr::run(&ctx, &cli.global, args).await;
-            }
-            restore::run(&ctx, args).await
+        Command::Restore(args) => run_restore(&cli.global, args).await,
+    }
+}
+
+/// `dr restore`: into a database or files, or (`--to-dir`) point-in-time recovery.
+async fn run_restore(global: &Global, args: crate::cli::RestoreArgs) -> Result<ExitCode> {
+    let ctx = context(global).await?;
+    check_target(&ctx, args.target.as_deref()).await?;
+    refuse_server(&ctx, args.target.as_deref()).await?;
+    if args.to_dir.is_some() {
+        return restore_pitr::run(&ctx, global, args).await;
+    }
+    restore::run(&ctx, args).await
+}
+
+/// `dr wal …`: what PostgreSQL's archive_command and restore_command run.
+async fn run_wal(global: &Global, command: WalCommand) -> Result<ExitCode> {
+    let ctx = context(global).await?;
+    match command {
+        WalCommand::Push { path, target } => wal::push(&ctx, &path, target.as_deref()).await,
+        WalCommand::Fetch { name, dest, target } => {
+            wal_fetch::run(&ctx, target.as_deref(), &name, &dest).await
         }
     }
 }
