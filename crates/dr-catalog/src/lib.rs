@@ -36,6 +36,22 @@ pub mod time;
 pub mod wal;
 
 pub use crosscheck::cross_check;
+
+/// Human byte sizes for messages (`1.5 MiB`): the one rendering dr uses everywhere.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
 pub use manifest::{
     BackupDetails, BackupKind, CheckOutcome, Layout, Manifest, ObjectRecord, ObjectRole, Physical,
     SequenceValue, TableCount, VerificationRecord, MANIFEST_FORMAT, MANIFEST_FORMAT_PHYSICAL,

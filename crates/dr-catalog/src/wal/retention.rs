@@ -69,23 +69,8 @@ impl fmt::Display for Range {
             self.last,
             self.segments,
             if self.segments == 1 { "" } else { "s" },
-            human_bytes(self.bytes)
+            crate::human_bytes(self.bytes)
         )
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

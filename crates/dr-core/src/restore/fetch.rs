@@ -184,7 +184,9 @@ pub async fn fetch_archive(
     Ok(())
 }
 
-pub(super) fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+/// A new file only the owner can read (it holds the database's data), truncated if left
+/// over from an earlier try.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)

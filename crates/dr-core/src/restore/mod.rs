@@ -45,6 +45,7 @@ use serde::Serialize;
 use crate::repo::{self, Selector};
 use crate::{Context, Error, Kind, Result};
 
+pub(crate) use fetch::private_file;
 pub use fetch::{fetch_archive, fetch_details};
 pub use globals::apply_globals;
 pub use plan::Plan;

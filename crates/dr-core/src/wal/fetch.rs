@@ -490,7 +490,7 @@ async fn decode_to(
         )
         .with_hint(damaged_hint(found.file)));
     }
-    let file = create_private(path).map_err(|e| {
+    let file = crate::restore::private_file(path).map_err(|e| {
         Error::new(Kind::Failed, format!("creating {}: {e}", path.display())).with_hint(
             "restore_command writes into the server's pg_wal: run dr as the server's OS user",
         )
@@ -537,18 +537,6 @@ async fn decode_to(
             None => err,
         }
     })
-}
-
-/// A new file only the owner can read (WAL holds the database's data), truncated if left
-/// over from an earlier try.
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
 }
 
 #[cfg(test)]
