@@ -299,6 +299,38 @@ fn recovers_to_a_time_and_an_lsn(pg: Postgres) {
     assert_success(&o);
     assert_eq!(marks_of_copy(&s.pg, &dir2), "1,2,3");
 
+    // A base backup of another cluster under this target is refused before anything is
+    // uploaded: its WAL could never recover it.
+    let other = Postgres::start_with_bin_dir(s.pg.bin_dir());
+    let text = std::fs::read_to_string(&s.cfg).expect("config");
+    let other_cfg = s.home.join("other.toml");
+    std::fs::write(
+        &other_cfg,
+        text.replace(&s.pg.url("postgres"), &other.url("postgres")),
+    )
+    .expect("config");
+    let before = files_under(&s.home.join("repo")).len();
+    let o = s.ws.dr(
+        &other_cfg,
+        &[
+            "--env-file",
+            s.env_file.to_str().expect("utf-8"),
+            "backup",
+            "--physical",
+        ],
+    );
+    assert_exit_code(&o, 7);
+    assert!(
+        stderr(&o).contains("another cluster") || stderr(&o).contains("system"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        files_under(&s.home.join("repo")).len(),
+        before,
+        "a refused base backup wrote objects"
+    );
+
     // Before the base backup: outside the window, and it says the window.
     let o = s.dr(&[
         "restore",

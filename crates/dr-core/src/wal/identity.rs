@@ -114,7 +114,7 @@ pub async fn ensure(ctx: &Context, target: &str, cluster: &Cluster) -> Result<Wa
     Ok(identity)
 }
 
-fn check(target: &str, cluster: &Cluster, found: WalIdentity) -> Result<WalIdentity> {
+pub(crate) fn check(target: &str, cluster: &Cluster, found: WalIdentity) -> Result<WalIdentity> {
     if cluster.owns(&found) {
         Ok(found)
     } else {

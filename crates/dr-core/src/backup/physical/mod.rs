@@ -140,6 +140,28 @@ pub(super) async fn run_locked(
     let started_at = Utc::now();
     let recipients = Arc::new(ctx.recipients()?);
     let cluster = inspect(ctx, target).await?;
+    // A base backup is only useful with WAL of the same cluster: another cluster's archive
+    // is refused (exit 7) before anything is uploaded; a new one is recorded at the commit.
+    let wal_cluster = crate::wal::identity::Cluster {
+        system_identifier: cluster
+            .identity
+            .system_identifier
+            .parse::<u64>()
+            .map_err(|e| {
+                Error::new(
+                    Kind::Failed,
+                    format!(
+                        "the server's system identifier `{}`: {e}",
+                        cluster.identity.system_identifier
+                    ),
+                )
+            })?,
+        major: cluster.version.major,
+        segment_bytes: cluster.segment.bytes(),
+    };
+    if let Some(found) = crate::wal::identity::read(ctx, &target.name).await? {
+        crate::wal::identity::check(&target.name, &wal_cluster, found)?;
+    }
     let (started_at, id) = super::fresh_id::choose(ctx, &target.name, started_at).await?;
     let part_size = ctx
         .store
@@ -196,6 +218,10 @@ pub(super) async fn run_locked(
             Kind::Failed,
             format!("the manifest dr built is invalid: {reason}"),
         ));
+    }
+    if let Err(e) = crate::wal::identity::ensure(ctx, &target.name, &wal_cluster).await {
+        cleanup(ctx.store.as_ref(), &manifest_key, &written).await;
+        return Err(e);
     }
     commit(ctx, lock, &manifest, &mut written).await?;
     let p = manifest.physical.as_ref();
