@@ -125,76 +125,100 @@ impl Pitr {
     }
 }
 
-/// Start the recovered copy in `dir` as the operator would (its own port and socket), let
-/// it finish recovery, and return the marks it holds.
-fn marks_of_copy(pg: &Postgres, dir: &Path) -> String {
-    let port = free_port();
-    let socket = dir.parent().expect("parent").join(format!("sock-{port}"));
-    std::fs::create_dir_all(&socket).expect("socket dir");
-    give_to_server(&socket);
-    let log = dir
-        .parent()
-        .expect("parent")
-        .join(format!("copy-{port}.log"));
-    let o = run_with_timeout(
-        as_postgres(&pg.bin_dir().join("pg_ctl"))
-            .args(["start", "-w", "-t", "120", "-D"])
-            .arg(dir)
-            .arg("-l")
-            .arg(&log)
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -c unix_socket_directories={} -c archive_mode=off",
-                socket.display()
-            )),
-        None,
-        Duration::from_secs(150),
-    );
-    assert!(
-        o.status.success(),
-        "the copy did not start: {}\n{}",
-        describe(&o),
-        tail(&log, 4000)
-    );
-    let promoted = wait_until(Duration::from_secs(60), || {
-        let mut c = as_postgres(&pg.bin_dir().join("psql"));
-        c.args(["-h"]).arg(&socket).args([
+/// A recovered copy started as the operator would: its own port and socket.
+struct Copy<'a> {
+    pg: &'a Postgres,
+    dir: PathBuf,
+    port: u16,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl<'a> Copy<'a> {
+    /// Start the copy in `dir` (archiving as its config says when `archive`), wait until
+    /// recovery is over and it is promoted.
+    fn start(pg: &'a Postgres, dir: &Path, archive: bool) -> Copy<'a> {
+        let port = free_port();
+        let parent = dir.parent().expect("parent");
+        let socket = parent.join(format!("sock-{port}"));
+        std::fs::create_dir_all(&socket).expect("socket dir");
+        give_to_server(&socket);
+        let log = parent.join(format!("copy-{port}.log"));
+        let archive_mode = if archive { "" } else { " -c archive_mode=off" };
+        let o = run_with_timeout(
+            as_postgres(&pg.bin_dir().join("pg_ctl"))
+                .args(["start", "-w", "-t", "120", "-D"])
+                .arg(dir)
+                .arg("-l")
+                .arg(&log)
+                .arg("-o")
+                .arg(format!(
+                    "-p {port} -c unix_socket_directories={}{archive_mode}",
+                    socket.display()
+                )),
+            None,
+            Duration::from_secs(150),
+        );
+        assert!(
+            o.status.success(),
+            "the copy did not start: {}\n{}",
+            describe(&o),
+            tail(&log, 4000)
+        );
+        let copy = Copy {
+            pg,
+            dir: dir.to_path_buf(),
+            port,
+            socket,
+            log,
+        };
+        let promoted = wait_until(Duration::from_secs(60), || {
+            copy.psql("select pg_is_in_recovery()") == "f"
+        });
+        assert!(
+            promoted,
+            "the copy did not finish recovery\n{}",
+            tail(&copy.log, 4000)
+        );
+        copy
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        let mut c = as_postgres(&self.pg.bin_dir().join("psql"));
+        c.args(["-h"]).arg(&self.socket).args([
             "-p",
-            &port.to_string(),
+            &self.port.to_string(),
             "-U",
             "postgres",
             "-At",
             "-c",
-            "select pg_is_in_recovery()",
+            sql,
             "postgres",
         ]);
-        run_with_timeout(&mut c, None, Duration::from_secs(30)).stdout == b"f\n"
-    });
-    assert!(
-        promoted,
-        "the copy did not finish recovery\n{}",
-        tail(&log, 4000)
-    );
-    let mut c = as_postgres(&pg.bin_dir().join("psql"));
-    c.args(["-h"]).arg(&socket).args([
-        "-p",
-        &port.to_string(),
-        "-U",
-        "postgres",
-        "-At",
-        "-c",
-        "select string_agg(n::text, ',' order by n) from marks",
-        "postgres",
-    ]);
-    let out = run_with_timeout(&mut c, None, Duration::from_secs(30));
-    let marks = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let _ = run_with_timeout(
-        as_postgres(&pg.bin_dir().join("pg_ctl"))
-            .args(["stop", "-m", "fast", "-D"])
-            .arg(dir),
-        None,
-        Duration::from_secs(60),
-    );
+        let out = run_with_timeout(&mut c, None, Duration::from_secs(30));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn marks(&self) -> String {
+        self.psql("select string_agg(n::text, ',' order by n) from marks")
+    }
+
+    fn stop(self) {
+        let _ = run_with_timeout(
+            as_postgres(&self.pg.bin_dir().join("pg_ctl"))
+                .args(["stop", "-m", "fast", "-D"])
+                .arg(&self.dir),
+            None,
+            Duration::from_secs(60),
+        );
+    }
+}
+
+/// Start the recovered copy in `dir`, let it finish recovery, and return the marks it holds.
+fn marks_of_copy(pg: &Postgres, dir: &Path) -> String {
+    let copy = Copy::start(pg, dir, false);
+    let marks = copy.marks();
+    copy.stop();
     marks
 }
 
@@ -355,4 +379,65 @@ fn postgres_17_recovers_to_a_time_and_an_lsn() {
         return;
     };
     recovers_to_a_time_and_an_lsn(Postgres::start_with_bin_dir(&bin));
+}
+
+/// A recovered copy promoted with archiving on writes timeline 2 into the same target (its
+/// history file first); recovery to a point on timeline 2 follows the switch: the rows of
+/// timeline 1 before the switch, then the copy's own.
+#[test]
+fn postgres_15_recovers_onto_a_promoted_copys_timeline() {
+    let _heavy = one_heavy_test_at_a_time();
+    let s = setup(Postgres::start());
+    s.mark(1);
+    let o = s.dr(&["backup", "--physical"]);
+    assert_success(&o);
+    s.mark(2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let between = s.pg.psql("postgres", "select clock_timestamp()::text;");
+    std::thread::sleep(Duration::from_millis(1500));
+    s.mark(3);
+    s.switch_and_wait();
+
+    let first = s.pg.socket_dir().join("first");
+    let o = s.dr(&[
+        "restore",
+        "--at",
+        &between,
+        "--to-dir",
+        first.to_str().expect("utf-8"),
+    ]);
+    assert_success(&o);
+    // The copy archives like the original (archive_command came with the base backup).
+    let copy = Copy::start(&s.pg, &first, true);
+    assert_eq!(copy.marks(), "1,2");
+    assert_eq!(
+        copy.psql("select timeline_id from pg_control_checkpoint()"),
+        "2"
+    );
+    copy.psql("insert into marks (n) values (10);");
+    let lsn = copy.psql("select pg_current_wal_insert_lsn()::text;");
+    copy.psql("insert into ticks values (1);");
+    let segment = copy.psql("select pg_walfile_name(pg_switch_wal());");
+    let archived = wait_until(Duration::from_secs(120), || {
+        copy.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver;") >= segment
+    });
+    assert!(
+        archived,
+        "{segment} not archived by the copy\n{}",
+        tail(&copy.log, 4000)
+    );
+    copy.stop();
+
+    let second = s.pg.socket_dir().join("second");
+    let o = s.dr(&[
+        "restore",
+        "--at",
+        &lsn,
+        "--to-dir",
+        second.to_str().expect("utf-8"),
+        "--start",
+    ]);
+    assert_success(&o);
+    assert!(stderr(&o).contains("timeline      2"), "{}", stderr(&o));
+    assert_eq!(marks_of_copy(&s.pg, &second), "1,2,10");
 }

@@ -152,6 +152,12 @@ pub async fn run(ctx: &Context, opts: &PitrOptions) -> Result<PitrReport> {
         }
     };
     write_settings(&opts.dir, &target, &chosen, opts)?;
+    if let Some(user) = start::hand_over(&opts.dir)? {
+        tracing::info!(
+            "{} now belongs to {user}, who runs the server",
+            opts.dir.display()
+        );
+    }
     let bin = crate::restore::target_pg_bin_dir(&ctx.config, &target);
     let start_command = start::command(bin, &opts.dir);
     let reached = if opts.start {

@@ -29,16 +29,44 @@ pub struct Reached {
     pub seconds: f64,
 }
 
-/// The command that starts the recovered server as the operator would.
+/// The command that starts the recovered server as the operator would (as `postgres` when
+/// dr ran as root and handed DIR over).
 pub fn command(bin_dir: Option<&Path>, dir: &Path) -> String {
     let pg_ctl = bin_dir
         .map(|b| b.join("pg_ctl").display().to_string())
         .unwrap_or_else(|| "pg_ctl".into());
+    let as_user = if dr_sandbox::is_root() {
+        "runuser -u postgres -- "
+    } else {
+        ""
+    };
     format!(
-        "{pg_ctl} -D {} -l {}/postgresql.log start",
+        "{as_user}{pg_ctl} -D {} -l {}/postgresql.log start",
         dir.display(),
         dir.display()
     )
+}
+
+/// When dr runs as root, DIR becomes the `postgres` user's: PostgreSQL refuses to run as root
+/// and refuses a data directory it does not own. Returns that user.
+pub fn hand_over(dir: &Path) -> Result<Option<String>> {
+    if !dr_sandbox::is_root() {
+        return Ok(None);
+    }
+    let (uid, gid) = dr_sandbox::lookup_user("postgres").ok_or_else(|| {
+        Error::new(
+            Kind::Failed,
+            format!(
+                "dr runs as root and there is no `postgres` user to own {}",
+                dir.display()
+            ),
+        )
+        .with_hint(
+            "run `dr restore --to-dir` as the database's OS user, or create the postgres user",
+        )
+    })?;
+    chown_tree(dir, uid, gid)?;
+    Ok(Some("postgres".into()))
 }
 
 /// Run the server in `dir` until it pauses at the plan's target, then stop it.
@@ -155,16 +183,11 @@ fn run_as(dir: &Path, socket: &Path) -> Result<Option<String>> {
     if !dr_sandbox::is_root() {
         return Ok(None);
     }
-    let (uid, gid) = dr_sandbox::lookup_user("postgres").ok_or_else(|| {
-        Error::new(
-            Kind::Failed,
-            "dr runs as root and there is no `postgres` user to run the server as",
-        )
-        .with_hint("run `dr restore --start` as the database's OS user")
-    })?;
-    chown_tree(dir, uid, gid)?;
-    chown_tree(socket, uid, gid)?;
-    Ok(Some("postgres".into()))
+    let owner = hand_over(dir)?;
+    if let Some((uid, gid)) = dr_sandbox::lookup_user("postgres") {
+        chown_tree(socket, uid, gid)?;
+    }
+    Ok(owner)
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
