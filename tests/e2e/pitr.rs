@@ -441,3 +441,59 @@ fn postgres_15_recovers_onto_a_promoted_copys_timeline() {
     assert!(stderr(&o).contains("timeline      2"), "{}", stderr(&o));
     assert_eq!(marks_of_copy(&s.pg, &second), "1,2,10");
 }
+
+/// `runbooks/point-in-time.md`, verbatim: status, plan, recovery with `--start`, then the
+/// copy started by hand holds exactly the rows before the point.
+#[test]
+fn the_point_in_time_runbook_runs_verbatim() {
+    let _heavy = one_heavy_test_at_a_time();
+    let s = setup(Postgres::start());
+    s.mark(1);
+    assert_success(&s.dr(&["backup", "--physical"]));
+    s.mark(2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let at = s.pg.psql("postgres", "select clock_timestamp()::text;");
+    std::thread::sleep(Duration::from_millis(1500));
+    s.mark(3);
+    s.switch_and_wait();
+    let dir = s.pg.socket_dir().join("runbook-restore");
+    let port = free_port();
+    let path = format!(
+        "{}:{}:{}",
+        s.pg.bin_dir().display(),
+        dr_bin()
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = crate::runbooks::run_script(
+        &s.ws,
+        "point-in-time.sh",
+        &crate::runbooks::script("point-in-time.md", ""),
+        &[
+            ("DR_CONFIG", s.cfg.display().to_string()),
+            ("DR_ENV_FILE", s.env_file.display().to_string()),
+            ("TARGET", "app".into()),
+            ("AT", at),
+            ("DIR", dir.display().to_string()),
+            ("PORT", port.to_string()),
+            ("PATH", path),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n--- copy log ---\n{}",
+        describe(&out),
+        tail(&dir.join("postgresql.log"), 3000)
+    );
+    let copy = Copy {
+        pg: &s.pg,
+        dir: dir.clone(),
+        port,
+        socket: s.pg.socket_dir().to_path_buf(),
+        log: dir.join("postgresql.log"),
+    };
+    assert_eq!(copy.marks(), "1,2");
+    copy.stop();
+}

@@ -246,7 +246,7 @@ fn a_real_prometheus_scrapes_the_daemon_and_evaluates_the_rules_and_dashboard() 
                 .flatten()
                 .flat_map(|g| g["rules"].as_array().into_iter().flatten())
                 .collect();
-            all.len() == 5 && all.iter().all(|r| r["health"] == "ok")
+            all.len() == 7 && all.iter().all(|r| r["health"] == "ok")
         }),
         "rules not all loaded and healthy: {rules}\n{}",
         prom.log()

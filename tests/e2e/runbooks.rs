@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::support::*;
 
 /// The bash blocks of `runbook` for `scenario` ("" = untagged blocks only), joined.
-fn script(runbook: &str, scenario: &str) -> String {
+pub(crate) fn script(runbook: &str, scenario: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("runbooks")
         .join(runbook);
@@ -38,7 +38,7 @@ fn script(runbook: &str, scenario: &str) -> String {
     out
 }
 
-fn run_script(
+pub(crate) fn run_script(
     ws: &Workspace,
     name: &str,
     script: &str,

@@ -35,10 +35,12 @@ pub fn command(bin_dir: Option<&Path>, dir: &Path) -> String {
     let pg_ctl = bin_dir
         .map(|b| b.join("pg_ctl").display().to_string())
         .unwrap_or_else(|| "pg_ctl".into());
+    // A clean environment, as systemd gives the server: the caller's variables (a DR_… of
+    // another setup, AWS keys) must not reach restore_command.
     let as_user = if dr_sandbox::is_root() {
-        "runuser -u postgres -- "
+        "runuser -u postgres -- env -i PATH=/usr/bin:/bin "
     } else {
-        ""
+        "env -i PATH=/usr/bin:/bin "
     };
     format!(
         "{as_user}{pg_ctl} -D {} -l {}/postgresql.log start",
