@@ -193,7 +193,7 @@ fn report(
 ) -> PitrReport {
     let w = written.unwrap_or_default();
     PitrReport {
-        restored: written_any(&w),
+        restored: w.files > 0,
         plan,
         files: w.files,
         bytes: w.bytes,
@@ -201,10 +201,6 @@ fn report(
         reached,
         seconds: began.elapsed().as_secs_f64(),
     }
-}
-
-fn written_any(w: &unpack::Written) -> bool {
-    w.files > 0
 }
 
 /// The plan from the catalog's physical backups and WAL records; errors say the window or
@@ -261,7 +257,6 @@ fn plan_restore<'a>(
 }
 
 fn summarize(target: &str, chosen: &Plan, manifest: &Manifest, opts: &PitrOptions) -> PitrPlan {
-    let base = manifest.physical.as_ref();
     PitrPlan {
         target: target.to_string(),
         recovery_target: chosen.target.to_string(),
@@ -297,9 +292,7 @@ fn summarize(target: &str, chosen: &Plan, manifest: &Manifest, opts: &PitrOption
             .map(|o| o.raw_bytes)
             .unwrap_or_default(),
         dir: opts.dir.clone(),
-        server_major: base
-            .map(|_| manifest.server_major)
-            .unwrap_or(manifest.server_major),
+        server_major: manifest.server_major,
     }
 }
 
