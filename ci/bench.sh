@@ -237,6 +237,8 @@ log "database: $((db_bytes / 1048576)) MiB (documents: $((docs_bytes / 1048576))
 
 # --- dr config --------------------------------------------------------------------------------
 recipient=$("$dr" keygen --output "$work/identity.txt" 2>/dev/null)
+# Backups are signed (and restores and verifies check the signature): the bench host's key.
+"$dr" keygen --signing --output "$work/signing.key" >/dev/null 2>&1
 cat >"$work/dr.toml" <<EOF
 [repository]
 url = "s3://bench/dr"
@@ -247,6 +249,9 @@ path_style = true
 [encryption]
 recipients = ["$recipient"]
 identity_file = "$work/identity.txt"
+
+[signing]
+key_file = "$work/signing.key"
 
 [backup]
 pg_bin_dir = "$pg_bin"
