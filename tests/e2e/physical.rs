@@ -412,11 +412,26 @@ fn with_archive_mode_off_dr_waits_for_the_streamed_wal_then_commits() {
         thread::sleep(Duration::from_millis(100));
     }
     let mirror = RecordMirror::start(spool.clone(), s.repo.clone());
-    let o = s.ws.dr_env(
-        &s.config,
-        &["backup", "--physical"],
-        &[("DR_ARCHIVE_WAIT_SECS", "30")],
-    );
+    // A busy server keeps WAL flowing; an idle one under a loaded machine has been seen to
+    // leave the stop segment open in pg_receivewal for 30 s. Writes every 2 s, as a real
+    // workload would, so the segment after the stop begins and the stop segment completes.
+    s.pg.psql("postgres", "create table if not exists kick (i int);");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let o = thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                thread::sleep(Duration::from_secs(2));
+                s.pg.psql("postgres", "insert into kick values (1);");
+            }
+        });
+        let o = s.ws.dr_env(
+            &s.config,
+            &["backup", "--physical"],
+            &[("DR_ARCHIVE_WAIT_SECS", "30")],
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        o
+    });
     let _ = receiver.kill();
     let _ = receiver.wait();
     let mirrored = mirror.finish();
