@@ -287,16 +287,7 @@ async fn selective_list(
     .await?;
     let out = dr_pg::select_entries(&list, &script, &selection(opts)?);
     if out.list.is_empty() {
-        return Err(Error::config(format!(
-            "nothing in the backup matches {}",
-            opts.tables
-                .iter()
-                .chain(opts.schemas.iter())
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .with_hint("`dr show latest` lists the tables (names are SCHEMA.TABLE)"));
+        return Err(super::select::nothing_matches(opts));
     }
     Ok(out)
 }

@@ -44,16 +44,7 @@ pub(super) async fn select_lists(
     let chosen = dr_pg::select_entries(&list, &schema, &sel);
     any |= !chosen.list.is_empty();
     if !any {
-        return Err(Error::config(format!(
-            "nothing in the backup matches {}",
-            opts.tables
-                .iter()
-                .chain(opts.schemas.iter())
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .with_hint("`dr show latest` lists the tables (names are SCHEMA.TABLE)"));
+        return Err(nothing_matches(opts));
     }
     for fk in &chosen.skipped_foreign_keys {
         tracing::warn!("foreign key {fk} skipped: the table it references is not restored");
@@ -61,4 +52,18 @@ pub(super) async fn select_lists(
     post.list = Some(chosen.list);
     pre.list = None;
     Ok(chosen.skipped_foreign_keys)
+}
+
+/// `--table`/`--schema` matched nothing in the backup (said once, for both restore paths).
+pub(super) fn nothing_matches(opts: &super::RestoreOptions) -> Error {
+    Error::config(format!(
+        "nothing in the backup matches {}",
+        opts.tables
+            .iter()
+            .chain(opts.schemas.iter())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .with_hint("`dr show latest` lists the tables (names are SCHEMA.TABLE)")
 }
