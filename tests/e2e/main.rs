@@ -40,3 +40,4 @@ mod wal;
 mod wal_fetch;
 mod wal_prune;
 mod wal_status;
+mod wal_stream;

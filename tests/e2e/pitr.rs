@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use crate::support::*;
 
-struct Pitr {
-    ws: Workspace,
-    pg: Postgres,
-    home: PathBuf,
-    cfg: PathBuf,
-    env_file: PathBuf,
+pub(crate) struct Pitr {
+    pub(crate) ws: Workspace,
+    pub(crate) pg: Postgres,
+    pub(crate) home: PathBuf,
+    pub(crate) cfg: PathBuf,
+    pub(crate) env_file: PathBuf,
 }
 
-fn give_to_server(path: &Path) {
+pub(crate) fn give_to_server(path: &Path) {
     if is_root() {
         run_ok(
             Command::new("chown")
@@ -29,7 +29,20 @@ fn give_to_server(path: &Path) {
     }
 }
 
+/// How the test server's WAL reaches the repository.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capture {
+    /// `archive_command = 'dr wal push %p'`.
+    Archive,
+    /// `dr wal stream` (the test starts it): partials every 2 s, the spool under the home.
+    Stream,
+}
+
 fn setup(pg: Postgres) -> Pitr {
+    setup_with(pg, Capture::Archive)
+}
+
+pub(crate) fn setup_with(pg: Postgres, capture: Capture) -> Pitr {
     let ws = Workspace::new();
     let home = pg.socket_dir().join("dr");
     std::fs::create_dir_all(&home).expect("mkdir");
@@ -48,11 +61,18 @@ fn setup(pg: Postgres) -> Pitr {
     std::fs::write(
         &cfg,
         format!(
-            "[repository]\nurl = \"file://{}/repo\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\npg_bin_dir = \"{}\"\n[targets.wal]\nmode = \"archive\"\n",
+            "[repository]\nurl = \"file://{}/repo\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\npg_bin_dir = \"{}\"\n[targets.wal]\n{}",
             home.display(),
             id_copy.display(),
             pg.url("postgres"),
-            pg.bin_dir().display()
+            pg.bin_dir().display(),
+            match capture {
+                Capture::Archive => "mode = \"archive\"\n".to_string(),
+                Capture::Stream => format!(
+                    "mode = \"stream\"\npartial_upload_secs = 2\nspool_dir = \"{}\"\n",
+                    home.join("spool").display()
+                ),
+            }
         ),
     )
     .expect("config");
@@ -70,11 +90,13 @@ fn setup(pg: Postgres) -> Pitr {
         cfg.display(),
         env_file.display()
     );
-    pg.psql(
-        "postgres",
-        &format!("ALTER SYSTEM SET archive_mode = 'on';\nALTER SYSTEM SET archive_command = '{command}';"),
-    );
-    pg.restart();
+    if capture == Capture::Archive {
+        pg.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET archive_mode = 'on';\nALTER SYSTEM SET archive_command = '{command}';"),
+        );
+        pg.restart();
+    }
     pg.psql(
         "postgres",
         "create table marks (n int primary key, at timestamptz not null default clock_timestamp());\n\
@@ -91,13 +113,13 @@ fn setup(pg: Postgres) -> Pitr {
 }
 
 impl Pitr {
-    fn dr(&self, args: &[&str]) -> Output {
+    pub(crate) fn dr(&self, args: &[&str]) -> Output {
         let mut all = vec!["--env-file", self.env_file.to_str().expect("utf-8")];
         all.extend_from_slice(args);
         self.ws.dr(&self.cfg, &all)
     }
 
-    fn mark(&self, n: i32) -> String {
+    pub(crate) fn mark(&self, n: i32) -> String {
         self.pg.psql(
             "postgres",
             &format!("insert into marks (n) values ({n}) returning at::text;"),
@@ -215,7 +237,7 @@ impl<'a> Copy<'a> {
 }
 
 /// Start the recovered copy in `dir`, let it finish recovery, and return the marks it holds.
-fn marks_of_copy(pg: &Postgres, dir: &Path) -> String {
+pub(crate) fn marks_of_copy(pg: &Postgres, dir: &Path) -> String {
     let copy = Copy::start(pg, dir, false);
     let marks = copy.marks();
     copy.stop();

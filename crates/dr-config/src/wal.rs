@@ -30,6 +30,10 @@ pub struct WalConfig {
     /// archived before it gives up (no manifest, exit 3).
     #[serde(default = "default_archive_wait")]
     pub archive_wait: Duration,
+    /// Stream mode: where pg_receivewal writes before dr uploads. The replication slot
+    /// advances with what lands here, so it must survive a restart (a volume, not tmpfs).
+    #[serde(default)]
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 /// `[targets.wal] mode`.
@@ -54,7 +58,18 @@ fn default_archive_wait() -> Duration {
     DEFAULT_ARCHIVE_WAIT
 }
 
+/// Where `spool_dir` is unless set: `/var/lib/dr/wal/{target}` (systemd's
+/// `StateDirectory=dr`, the image's volume).
+pub const DEFAULT_SPOOL_ROOT: &str = "/var/lib/dr/wal";
+
 impl WalConfig {
+    /// Stream mode's spool of target `target`.
+    pub fn spool_dir(&self, target: &str) -> std::path::PathBuf {
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| std::path::Path::new(DEFAULT_SPOOL_ROOT).join(target))
+    }
+
     /// The mode (validation guarantees it is set).
     pub fn mode(&self) -> WalMode {
         self.mode.unwrap_or(WalMode::Archive)

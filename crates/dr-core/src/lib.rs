@@ -92,6 +92,19 @@ impl Context {
         })
     }
 
+    /// The same config, repository and keys with a cancellation of its own: for work that
+    /// must finish after a stop signal (the WAL stream's last upload of what it received).
+    pub fn detached(&self) -> Context {
+        Context {
+            config: self.config.clone(),
+            store: Arc::clone(&self.store),
+            cancel: CancellationToken::new(),
+            progress: false,
+            scheduled: self.scheduled,
+            signing: Arc::clone(&self.signing),
+        }
+    }
+
     /// A context over `store`, opened elsewhere (an in-memory store in tests): not cancelled,
     /// no progress bars, not a scheduled run.
     pub fn with_store(

@@ -26,6 +26,8 @@
 //!   [`Context::cancel`] (a backup aborts its upload and writes no manifest).
 //! - **Beacon.** `daemon/{host}.json` in the repository is rewritten every minute and
 //!   removed on a clean stop ([`dr_catalog::beacon`]); `dr status` reads it.
+//! - **WAL streams.** Each target with `[targets.wal] mode = "stream"` is streamed for as long
+//!   as the daemon runs (`dr wal stream`, restarted a minute after it fails).
 //! - **Alerts and metrics** come from [`Reporter`]; `/metrics` is served on
 //!   `daemon.metrics_address`.
 
@@ -44,6 +46,7 @@ pub use tokio_util::sync::CancellationToken;
 mod beacon;
 mod dispatch;
 mod wal_metrics;
+mod wal_stream;
 pub use dr_config::jobs::{self, load_jobs, preflight, verify_jobs_without_identity, Job};
 
 use dr_core::{Context, Error, Kind, Result};
@@ -140,10 +143,23 @@ pub async fn run(
         tokio::spawn(async move { wal_metrics::keep(&ctx, metrics, stop).await })
     };
 
+    // `mode = "stream"` targets: their WAL streams for as long as the daemon runs.
+    let streams_stop = CancellationToken::new();
+    let mut streams = JoinSet::new();
+    for target in wal_stream::targets(&ctx) {
+        streams.spawn(wal_stream::keep(
+            Arc::clone(&ctx),
+            target,
+            streams_stop.clone(),
+        ));
+    }
+
     let start = Utc::now();
     catch_up(&shared, &mut tasks, &jobs, &metrics, start).await;
     schedule(&shared, &mut tasks, &jobs, start).await;
     let cancelled = drain(&shared, &mut tasks, grace).await;
+    streams_stop.cancel();
+    while streams.join_next().await.is_some() {}
     server_stop.cancel();
     beat_stop.cancel();
     let _ = beat.await;

@@ -110,6 +110,41 @@ impl WalHeader {
     }
 }
 
+impl WalHeader {
+    /// Whether `page` (at least the 16 bytes of a short page header) is the page this
+    /// segment holds at byte `offset`: the same magic, and its own address.
+    pub fn holds_page(&self, page: &[u8], offset: u64) -> bool {
+        let Some(h) = page.get(..16) else {
+            return false;
+        };
+        let magic = u16::from_le_bytes([h[0], h[1]]);
+        let mut addr = [0u8; 8];
+        addr.copy_from_slice(&h[8..16]);
+        magic == self.magic && u64::from_le_bytes(addr) == self.page_address + offset
+    }
+
+    /// The end of the valid WAL in the segment file at `path` while it is being written (a
+    /// `.partial` of pg_receivewal, which zero-fills a new file): the address of the first
+    /// page that is not this segment's, or the segment's end. The last valid page may be
+    /// written only in part; recovery stops at its last whole record.
+    pub fn written_end(&self, path: &std::path::Path) -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path)?;
+        let block = u64::from(self.block_size.max(512));
+        let size = u64::from(self.segment_size);
+        let mut page = [0u8; 16];
+        let mut offset = 0;
+        while offset < size {
+            let read = file.read_at(&mut page, offset)?;
+            if read < page.len() || !self.holds_page(&page, offset) {
+                break;
+            }
+            offset += block;
+        }
+        Ok(self.page_address + offset)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +234,45 @@ mod tests {
         short_header[2] = 0x01; // a page in the middle of a segment
         let e = WalHeader::parse(&short_header).expect_err("not the first page");
         assert_eq!(e, WalHeaderError::NotLong { info: 1 });
+    }
+    #[test]
+    fn the_written_end_is_the_first_page_that_is_not_the_segments() {
+        let h = WalHeader::parse(&bytes(FIXTURES[2].1)).expect("valid");
+        let page = |addr: u64| {
+            let mut p = vec![0u8; 8192];
+            p[..2].copy_from_slice(&h.magic.to_le_bytes());
+            p[2] = 0x05;
+            p[8..16].copy_from_slice(&addr.to_le_bytes());
+            p
+        };
+        let mut file = bytes(FIXTURES[2].1);
+        file.resize(8192, 0);
+        file.extend(page(h.page_address + 8192));
+        file.extend(page(h.page_address + 2 * 8192));
+        // A stale page from elsewhere, then zeros to the segment's size.
+        file.extend(page(h.page_address + 99 * 8192));
+        file.resize(16 << 20, 0);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("000000010000000000000001.partial");
+        std::fs::write(&path, &file).expect("write");
+        assert_eq!(
+            h.written_end(&path).expect("read"),
+            h.page_address + 3 * 8192
+        );
+        assert!(!h.holds_page(&[0u8; 16], 0));
+        assert!(
+            !h.holds_page(&page(h.page_address), 8192),
+            "its own address only"
+        );
+
+        // Every page written: the segment's end.
+        let whole: Vec<u8> = (0..2048u64)
+            .flat_map(|i| page(h.page_address + i * 8192))
+            .collect();
+        std::fs::write(&path, &whole).expect("write");
+        assert_eq!(
+            h.written_end(&path).expect("read"),
+            h.page_address + (16 << 20)
+        );
     }
 }

@@ -235,6 +235,14 @@ pub enum WalCommand {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Receive WAL over replication (pg_receivewal, slot dr_TARGET, created if missing) and
+    /// store each segment, and the growing one every partial_upload_secs, until stopped.
+    /// For servers whose archive_command dr cannot set (`mode = "stream"`).
+    Stream {
+        /// The target to stream [default: the only target with mode = "stream"].
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

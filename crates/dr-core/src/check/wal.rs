@@ -45,14 +45,9 @@ pub(super) async fn lines(ctx: &Context, t: &TargetConfig) -> Vec<Line> {
             format!("wal slot {name}"),
             slot_line(name, &server.slot_name, server.slot.as_ref()),
         ));
-        // Said plainly rather than letting a stream target look configured: nothing
-        // receives its WAL until `dr wal stream` exists (docs/design/PITR.md §4).
         out.push((
-            format!("wal capture {name}"),
-            Err(failed(
-                "mode = \"stream\" needs `dr wal stream`, which this version of dr does not have yet: no WAL of this target reaches the repository",
-            )
-            .with_hint(format!("use mode = \"archive\" with archive_command = '{command}' until stream mode ships"))),
+            format!("wal spool {name}"),
+            spool_line(&wal.spool_dir(name)),
         ));
     }
     let identity = read_identity(ctx, name).await;
@@ -69,6 +64,28 @@ pub(super) async fn lines(ctx: &Context, t: &TargetConfig) -> Vec<Line> {
         tools_line(server.major, wal.mode(), bin),
     ));
     out
+}
+
+/// Stream mode's spool: a directory dr can write (it is created when missing).
+fn spool_line(dir: &std::path::Path) -> Result<String, Error> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let probe = dir.join(".dr-check");
+            std::fs::write(&probe, b"")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map(|()| format!("{} is writable", dir.display()))
+                .map_err(|e| {
+                    failed(format!("cannot write the WAL spool {}: {e}", dir.display()))
+                        .with_hint("give dr's user the spool directory, or set [targets.wal] spool_dir to one it owns")
+                })
+        }
+        Ok(_) => Err(failed(format!("the WAL spool {} is not a directory", dir.display()))
+            .with_hint("set [targets.wal] spool_dir to a directory")),
+        Err(_) => Ok(format!(
+            "{} does not exist yet: `dr wal stream` creates it (on a volume that survives restarts)",
+            dir.display()
+        )),
+    }
 }
 
 /// What [`lines`] reads from the server.

@@ -479,6 +479,7 @@ mod tests {
             partial_upload_secs: 30,
             max_lag: dr_config::Duration::from_secs(300),
             archive_wait: dr_config::DEFAULT_ARCHIVE_WAIT,
+            spool_dir: None,
         }
     }
 

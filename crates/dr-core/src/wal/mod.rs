@@ -3,6 +3,8 @@
 //! signed record created only if absent as its commit point ([`push`]); which cluster a
 //! target's archive belongs to is its [`identity`].
 //!
+//! `dr wal stream` receives it over replication instead ([`stream`]).
+//!
 //! `restore_command` reads it back ([`fetch`]); the restore plan, status and prune read every
 //! record at once ([`catalog`]).
 //!
@@ -13,6 +15,7 @@ pub mod catalog;
 pub mod fetch;
 pub mod identity;
 pub mod push;
+pub mod stream;
 mod upload;
 
 use std::future::Future;

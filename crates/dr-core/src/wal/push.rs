@@ -53,24 +53,83 @@ pub struct Pushed {
 /// Push the WAL file at `path` (relative paths are read from the current directory, which
 /// is the data directory when PostgreSQL runs `archive_command`).
 pub async fn push(ctx: &Context, path: &Path, target: Option<&str>) -> Result<Pushed> {
+    push_as(ctx, path, target, Source::Archive).await
+}
+
+/// Who pushed a file: the `source` of its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// PostgreSQL's `archive_command`.
+    Archive,
+    /// `dr wal stream` (pg_receivewal).
+    Stream,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Archive => "archive",
+            Source::Stream => "stream",
+        }
+    }
+}
+
+/// [`push`], recording who pushed it.
+pub(crate) async fn push_as(
+    ctx: &Context,
+    path: &Path,
+    target: Option<&str>,
+    source: Source,
+) -> Result<Pushed> {
     let file = classify(path)?;
     require_signing_key(ctx)?;
-    let recipients = Arc::new(ctx.recipients()?);
     let header = match file {
         WalFile::Segment(_) | WalFile::Partial(_) => Some(read_header(path, file).await?),
         WalFile::History(_) | WalFile::Backup(..) => None,
     };
-    let raw_bytes = file_size(path, file, header.as_ref()).await?;
     let target = choose_target(ctx, file, header.as_ref(), target).await?;
     if let Some(h) = &header {
         identity::ensure(ctx, &target, &Cluster::from(h)).await?;
     }
+    let piece = Piece {
+        path,
+        file,
+        header,
+        target: &target,
+        source,
+        // PostgreSQL archives a `.partial` only for a timeline's end (promotion), and the
+        // stream pushes one only then: it never grows again.
+        end_lsn: None,
+        r#final: matches!(file, WalFile::Partial(_)),
+    };
+    let record = store(ctx, &piece).await?;
+    commit(ctx, &target, file, record).await
+}
+
+/// One WAL file to store: what it is, whose it is, and what its record says beyond that.
+pub(crate) struct Piece<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) file: WalFile,
+    /// Segments and partials: their first page (read and checked by [`read_header`]).
+    pub(crate) header: Option<WalHeader>,
+    pub(crate) target: &'a str,
+    pub(crate) source: Source,
+    /// A growing partial: the end of the valid WAL in it.
+    pub(crate) end_lsn: Option<Lsn>,
+    pub(crate) r#final: bool,
+}
+
+/// Upload `piece` as a new data object and return the record that would vouch for it (not
+/// yet written: the caller commits it). Nothing is left behind on failure.
+pub(crate) async fn store(ctx: &Context, piece: &Piece<'_>) -> Result<WalRecord> {
+    let (path, file, header) = (piece.path, piece.file, piece.header);
+    let recipients = Arc::new(ctx.recipients()?);
+    let raw_bytes = file_size(path, file, header.as_ref()).await?;
     let switches = match file {
         WalFile::History(_) => history_switches(path).await?,
         _ => Vec::new(),
     };
-
-    let data_key = keys::data(&target, file, &nonce());
+    let data_key = keys::data(piece.target, file, &nonce());
     let stored = retrying(ctx, &format!("uploading {data_key}"), || {
         upload(ctx, path, &data_key, &recipients)
     })
@@ -91,7 +150,7 @@ pub async fn push(ctx: &Context, path: &Path, target: Option<&str>) -> Result<Pu
         discard(ctx, &data_key).await;
         return Err(Error::interrupted("the WAL push"));
     }
-    let record = WalRecord {
+    Ok(WalRecord {
         format: RECORD_FORMAT,
         kind: WalKind::of(file),
         name: file.to_string(),
@@ -102,10 +161,8 @@ pub async fn push(ctx: &Context, path: &Path, target: Option<&str>) -> Result<Pu
         server_major: header.map(|h| h.major),
         timeline: file.timeline(),
         start_lsn: header.and_then(|h| start_of(file, &h)),
-        end_lsn: None,
-        // PostgreSQL archives a `.partial` only for a timeline's end (promotion): it never
-        // grows again.
-        r#final: matches!(file, WalFile::Partial(_)),
+        end_lsn: piece.end_lsn,
+        r#final: piece.r#final,
         segment_bytes: header.map(|h| u64::from(h.segment_size)),
         raw_sha256: stored.raw_sha256,
         raw_bytes: stored.raw_bytes,
@@ -116,9 +173,8 @@ pub async fn push(ctx: &Context, path: &Path, target: Option<&str>) -> Result<Pu
         pushed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
         pushed_by: crate::host::host_name(),
         dr_version: DR_VERSION.to_string(),
-        source: "archive".into(),
-    };
-    commit(ctx, &target, file, record).await
+        source: piece.source.as_str().into(),
+    })
 }
 
 /// What PostgreSQL's file name says the file is; anything else is a usage error.
@@ -137,7 +193,7 @@ fn classify(path: &Path) -> Result<WalFile> {
 }
 
 /// Every record is signed: a restore host trusts WAL only from a key it knows.
-fn require_signing_key(ctx: &Context) -> Result<()> {
+pub(crate) fn require_signing_key(ctx: &Context) -> Result<()> {
     if ctx.signing.can_sign() {
         return Ok(());
     }
@@ -158,7 +214,7 @@ pub(crate) fn read_error(path: &Path, e: &std::io::Error) -> Error {
 }
 
 /// The long page header of a segment or partial segment, checked against its name.
-async fn read_header(path: &Path, file: WalFile) -> Result<WalHeader> {
+pub(crate) async fn read_header(path: &Path, file: WalFile) -> Result<WalHeader> {
     use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::open(path)
         .await
@@ -189,7 +245,7 @@ async fn read_header(path: &Path, file: WalFile) -> Result<WalHeader> {
 }
 
 /// The first position of a segment or partial (by its name and the header's segment size).
-fn start_of(file: WalFile, header: &WalHeader) -> Option<Lsn> {
+pub(crate) fn start_of(file: WalFile, header: &WalHeader) -> Option<Lsn> {
     let size = SegmentSize::new(u64::from(header.segment_size)).ok()?;
     file.segment()?.start(size).ok()
 }
@@ -444,7 +500,7 @@ async fn settle(
 
 /// Remove a data object of ours that no record names; a failure leaves an orphan that prune
 /// removes, so it is only logged.
-async fn discard(ctx: &Context, key: &str) {
+pub(crate) async fn discard(ctx: &Context, key: &str) {
     let deleted = retrying(ctx, &format!("deleting {key}"), || async {
         ctx.store.delete(key).await.map_err(Error::from)
     })

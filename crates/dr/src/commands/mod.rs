@@ -160,6 +160,7 @@ async fn run_wal(global: &Global, command: WalCommand) -> Result<ExitCode> {
         WalCommand::Fetch { name, dest, target } => {
             wal_fetch::run(&ctx, target.as_deref(), &name, &dest).await
         }
+        WalCommand::Stream { target } => wal::stream(&ctx, target.as_deref()).await,
     }
 }
 

@@ -1,5 +1,8 @@
 //! `dr wal push`: PostgreSQL's `archive_command`. Nothing on stdout (the server's log gets
 //! stderr): one line per archived file, a warning for a file archived before.
+//!
+//! `dr wal stream`: runs until SIGTERM/SIGINT; the log says what went up, and the last line
+//! what it did in all.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,5 +21,19 @@ pub async fn push(ctx: &Context, path: &Path, target: Option<&str>) -> Result<Ex
             pushed.record
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stream(ctx: &Context, target: Option<&str>) -> Result<ExitCode> {
+    let target = dr_core::wal::stream::target(ctx, target)?;
+    let done = dr_core::wal::stream::run(ctx, target, &ctx.cancel).await?;
+    tracing::info!(
+        "stopped streaming `{}`: {} segments and {} partial uploads, WAL up to {} stored, pg_receivewal restarted {} times",
+        done.target,
+        done.segments,
+        done.partials,
+        done.uploaded.map_or_else(|| "nothing new".to_string(), |l| l.to_string()),
+        done.restarts
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -110,6 +110,21 @@ async fn inspect(ctx: &Context, target: &TargetConfig) -> Result<Cluster> {
     }
     let segment = SegmentSize::new(identity.segment_bytes)
         .map_err(|e| Error::new(Kind::Failed, format!("the server's wal_segment_size: {e}")))?;
+    // Stream mode: the slot must hold the WAL from this backup's start until the stream
+    // has it, whether or not the stream runs yet.
+    if target
+        .wal
+        .as_ref()
+        .is_some_and(|w| w.mode() == dr_config::WalMode::Stream)
+    {
+        let slot = dr_pg::replication::slot_name(&target.name);
+        if dr_pg::replication::create_slot(&client, &slot).await? {
+            tracing::warn!(
+                "created replication slot {slot}: no `dr wal stream` has streamed `{}` yet; this backup commits only once the stream stores its WAL",
+                target.name
+            );
+        }
+    }
     let size = basebackup::cluster_size(&client).await.unwrap_or_else(|e| {
         tracing::warn!("cannot read the cluster's size ({e}); upload parts get the default size");
         0
