@@ -175,12 +175,19 @@ fn streams_and_recovers_a_killed_servers_last_commit(pg: Postgres) {
         "latest",
         "--to-dir",
         dir.to_str().expect("utf-8"),
+        "--start",
     ]);
     assert!(
         o.status.success(),
         "{}\n--- stream ---\n{}",
         describe(&o),
         tail(&log2, 3000)
+    );
+    // `latest` with --start: replayed to the end of the archive (the partial), promoted.
+    assert!(
+        stderr(&o).contains("replayed the archive to its end"),
+        "{}",
+        stderr(&o)
     );
     assert_eq!(
         marks_of_copy(&s.pg, &dir),

@@ -5,7 +5,9 @@
 //! write into the archive), no TCP listener, a private socket directory, and messages in C
 //! so the log can be read. Once recovery pauses at the target, dr reports the last commit it
 //! replayed and stops the server cleanly; the next start (the printed command) replays to the
-//! same point and does what `--then` said. A recovery that ends early — a missing segment, a
+//! same point and does what `--then` said. With `latest` there is no point to pause at: the
+//! server replays the archive to its end and promotes (PostgreSQL's rule without a target),
+//! which counts only once the plan's last segment was restored. A recovery that ends early — a missing segment, a
 //! fetch failure — is an error naming what the log and `dr wal fetch` said.
 
 use std::path::{Path, PathBuf};
@@ -80,13 +82,12 @@ pub async fn recover(
     chosen: &Plan,
     _then: Then,
 ) -> Result<Reached> {
-    if chosen.target == Target::Latest {
-        return Err(Error::new(
-            Kind::Config,
-            "--start needs a recovery target (--at TIME or LSN): with `latest` the server ends recovery and promotes by itself",
-        )
-        .with_hint("start it with the printed command; or give --at with the newest time `dr status` shows"));
-    }
+    // `latest` has no target to pause at: the server replays to the end of the archive and
+    // promotes; success is that end reached with the plan's last segment replayed.
+    let until_end = match chosen.target {
+        Target::Latest => chosen.segments.last().map(ToString::to_string),
+        _ => None,
+    };
     let pg_ctl = dr_pg::find_tool("pg_ctl", major, bin_dir).map_err(Error::from)?;
     let socket = tempfile::Builder::new()
         .prefix("dr-recovery-")
@@ -110,7 +111,7 @@ pub async fn recover(
             &[&log_path_arg(&log_path), "-o", &options],
         )
         .await?;
-    let outcome = watch(ctx, &log_path, &server, began).await;
+    let outcome = watch(ctx, &log_path, &server, began, until_end.as_deref()).await;
     outcome.map(|stopped| Reached {
         stopped,
         seconds: began.elapsed().as_secs_f64(),
@@ -206,12 +207,15 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
     Ok(())
 }
 
-/// Read the log until recovery pauses (then stop the server) or ends otherwise.
+/// Read the log until recovery pauses (then stop the server) or ends otherwise; with
+/// `until_end` (the plan's last segment, for `latest`), until recovery completes having
+/// replayed it.
 async fn watch(
     ctx: &Context,
     log_path: &Path,
     server: &Server,
     began: std::time::Instant,
+    until_end: Option<&str>,
 ) -> Result<String> {
     let mut last_note = began;
     loop {
@@ -220,6 +224,16 @@ async fn watch(
         if log.ended_early || !log.fatal.is_empty() {
             server.stop("immediate").await;
             return Err(ended_early(&text, log_path));
+        }
+        if let Some(last) = until_end {
+            if text.contains("archive recovery complete") {
+                if !text.contains(&format!("restored log file \"{last}\"")) {
+                    server.stop("immediate").await;
+                    return Err(ended_early(&text, log_path));
+                }
+                server.stop("fast").await;
+                return Ok(end_reached(&text, last));
+            }
         }
         if text.contains("recovery has paused") || text.contains("pausing at the end of recovery") {
             let stopped = log
@@ -247,6 +261,18 @@ async fn watch(
                 return Err(Error::new(Kind::Interrupted, "recovery interrupted; the server was stopped"));
             }
         }
+    }
+}
+
+/// What `latest` reached: the last commit PostgreSQL replayed, and that it promoted.
+fn end_reached(text: &str, last: &str) -> String {
+    let commit = text.lines().rev().find_map(|l| {
+        l.find("last completed transaction was at log time ")
+            .map(|i| l[i..].trim().to_string())
+    });
+    match commit {
+        Some(c) => format!("recovery replayed the archive to its end ({last}) and promoted; {c}"),
+        None => format!("recovery replayed the archive to its end ({last}) and promoted"),
     }
 }
 
