@@ -99,6 +99,9 @@ cat >"$ctx/Dockerfile" <<EOF
 FROM $base
 COPY dr /usr/local/bin/dr
 ENV DR_CONFIG=/etc/dr/dr.toml TMPDIR=/tmp HOME=/var/lib/dr
+# /restore: where \`dr restore --to-dir\` writes a recovered data directory; a new volume
+# mounted there starts out owned by dr (deploy/compose: the recover service).
+RUN mkdir -m 700 /restore && chown $uid:$uid /restore
 WORKDIR /var/lib/dr
 USER $uid:$uid
 # Healthy = \`dr status\` exits 0: every target has a backup younger than

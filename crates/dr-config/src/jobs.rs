@@ -45,7 +45,13 @@ impl Job {
             source: source_,
         })?;
         let targets = if s.targets.is_empty() {
-            config.targets.iter().map(|t| t.name.clone()).collect()
+            // Base backups: every target whose WAL is archived (validated: at least one).
+            config
+                .targets
+                .iter()
+                .filter(|t| s.job != JobKind::BaseBackup || t.wal.is_some())
+                .map(|t| t.name.clone())
+                .collect()
         } else {
             s.targets.clone()
         };

@@ -372,6 +372,12 @@ prune_after = true
             "{MIN}\n[[schedules]]\nname = \"n\"\ncron = \"0 3 * * *\"\njob = \"vacuum\"\n"
         ));
         assert!(e.contains("vacuum"), "{e}");
+        // Base backups need archived WAL.
+        let base = "\n[[schedules]]\nname = \"b\"\ncron = \"0 2 * * *\"\njob = \"base-backup\"\n";
+        let e = err(&format!("{MIN}{base}"));
+        assert!(e.contains("no target has [targets.wal]"), "{e}");
+        let e = err(&format!("{MIN}{base}targets = [\"app\"]\n"));
+        assert!(e.contains("`app` has no [targets.wal]"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,11 @@ use crate::{Config, ConfigError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
+    /// A logical backup (`dr backup`).
     Backup,
+    /// A physical base backup (`dr backup --physical`) of a target with `[targets.wal]`.
+    #[serde(rename = "base-backup")]
+    BaseBackup,
     Verify,
     Prune,
 }
@@ -19,6 +23,7 @@ impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Backup => "backup",
+            JobKind::BaseBackup => "base-backup",
             JobKind::Verify => "verify",
             JobKind::Prune => "prune",
         }
@@ -105,10 +110,36 @@ impl ScheduleConfig {
                 ));
             }
         }
-        if self.prune_after && self.job != JobKind::Backup {
+        if self.job == JobKind::BaseBackup {
+            let with_wal = |name: &str| {
+                config
+                    .targets
+                    .iter()
+                    .any(|c| c.name == name && c.wal.is_some())
+            };
+            if let Some(t) = self.targets.iter().find(|t| !with_wal(t)) {
+                return Err(invalid(
+                    format!(
+                        "schedule `{}`: target `{t}` has no [targets.wal], and a base backup without archived WAL recovers nothing",
+                        self.name
+                    ),
+                    "add [targets.wal] to the target (docs/CONFIGURATION.md), or schedule job = \"backup\" for it",
+                ));
+            }
+            if self.targets.is_empty() && !config.targets.iter().any(|c| c.wal.is_some()) {
+                return Err(invalid(
+                    format!(
+                        "schedule `{}` takes base backups, but no target has [targets.wal]",
+                        self.name
+                    ),
+                    "add [targets.wal] to a target (docs/CONFIGURATION.md), or remove the schedule",
+                ));
+            }
+        }
+        if self.prune_after && !matches!(self.job, JobKind::Backup | JobKind::BaseBackup) {
             return Err(invalid(
                 format!(
-                    "schedule `{}`: prune_after applies only to job = \"backup\"",
+                    "schedule `{}`: prune_after applies only to job = \"backup\" or \"base-backup\"",
                     self.name
                 ),
                 "remove prune_after, or schedule a separate job = \"prune\"",

@@ -140,8 +140,9 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
         tracing::error!("job `{}`: target `{target}` is not configured", job.name);
         return;
     };
-    if !t.is_server() || job.kind == JobKind::Prune {
-        // Prune knows a server target: each of its databases in the repository.
+    if !t.is_server() || matches!(job.kind, JobKind::Prune | JobKind::BaseBackup) {
+        // Prune knows a server target: each of its databases in the repository; a base
+        // backup is of the whole cluster.
         return run_one(shared, job, target, t).await;
     }
     // Every database of a server, one after the other in this run's slot: the ones it has
@@ -184,10 +185,11 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
     let r = &shared.reporter;
     tracing::info!("job `{}`: {} of `{target}` starting", job.name, job.kind);
     let result: Result<String> = match job.kind {
-        JobKind::Backup => match r.backup(ctx, t).await {
+        JobKind::Backup | JobKind::BaseBackup => match backup(r, ctx, t, job.kind).await {
             Ok(m) => {
                 let mut msg = format!(
-                    "backup {} complete, {} stored",
+                    "{} {} complete, {} stored",
+                    job.kind,
                     m.id,
                     dr_core::human_bytes(m.stored_bytes())
                 );
@@ -252,5 +254,18 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
                 e
             );
         }
+    }
+}
+
+/// A logical or a base backup, reported.
+async fn backup(
+    r: &dr_observe::report::Reporter,
+    ctx: &dr_core::Context,
+    t: &dr_config::TargetConfig,
+    kind: JobKind,
+) -> Result<dr_catalog::manifest::Manifest> {
+    match kind {
+        JobKind::BaseBackup => r.base_backup(ctx, t).await,
+        _ => r.backup(ctx, t).await,
     }
 }

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use dr_catalog::manifest::BackupKind;
 use dr_config::JobKind;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -80,7 +81,14 @@ fn last_run(
         .iter()
         .filter(|e| dr_catalog::members::belongs_to(&e.manifest.target, target));
     match kind {
-        JobKind::Backup => Some(mine.map(|e| e.manifest.started_at).max()),
+        JobKind::Backup | JobKind::BaseBackup => {
+            let physical = kind == JobKind::BaseBackup;
+            Some(
+                mine.filter(|e| (e.manifest.kind == BackupKind::Physical) == physical)
+                    .map(|e| e.manifest.started_at)
+                    .max(),
+            )
+        }
         JobKind::Verify => {
             let mine: Vec<_> = mine.collect();
             if mine.is_empty() {
@@ -347,6 +355,7 @@ mod tests {
     #[test]
     fn last_runs_per_kind() {
         assert_eq!(last_run(JobKind::Backup, "app", &[]), Some(None));
+        assert_eq!(last_run(JobKind::BaseBackup, "app", &[]), Some(None));
         assert_eq!(last_run(JobKind::Verify, "app", &[]), None);
         assert_eq!(last_run(JobKind::Prune, "app", &[]), None);
     }

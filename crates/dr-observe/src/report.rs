@@ -195,6 +195,34 @@ impl Reporter {
         result
     }
 
+    /// [`dr_core::backup::run_physical`], reported.
+    pub async fn base_backup(&self, ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
+        let (started_at, clock) = self.start(&target.name, JobKind::BaseBackup).await;
+        let what = format!("base backup of `{}`", target.name);
+        let result = self
+            .attempt(&ctx.cancel, &what, || {
+                dr_core::backup::run_physical(ctx, target)
+            })
+            .await;
+        let (backup_id, backup_bytes, error) = match &result {
+            Ok(m) => (Some(m.id.to_string()), Some(m.stored_bytes()), None),
+            Err(e) => (None, None, Some(e.clone())),
+        };
+        self.finish(Finished {
+            target: target.name.clone(),
+            job: JobKind::BaseBackup,
+            backup_id,
+            error,
+            started_at,
+            clock,
+            backup_bytes,
+            verification_passed: None,
+            metric_targets: None,
+        })
+        .await;
+        result
+    }
+
     /// [`dr_core::verify::run`], reported.
     pub async fn verify(&self, ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
         let planned = opts

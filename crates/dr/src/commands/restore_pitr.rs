@@ -89,7 +89,10 @@ fn parse_target(at: Option<&str>) -> Result<Target> {
 }
 
 /// The server runs `dr wal fetch` in its own environment: this binary and the same config and
-/// env file, by absolute path (secrets stay in the env file, never in the settings).
+/// env file, by absolute path (secrets stay in the env file, never in the settings). The
+/// settings dr took from its environment that are not secrets (the identity file's path, the
+/// repository) go along as `env NAME=VALUE`, or the server's fetch would read another
+/// repository or find no identity (a compose or k8s setup sets them so).
 fn fetch_argv(global: &Global) -> Result<Vec<String>> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::config(format!("cannot tell where this dr binary is: {e}")))?;
@@ -97,18 +100,102 @@ fn fetch_argv(global: &Global) -> Result<Vec<String>> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(dr_config::DEFAULT_CONFIG_PATH));
-    let mut argv = vec![
+    let env_file = match &global.env_file {
+        Some(env) => Some(absolute(env)?),
+        None => None,
+    };
+    if env_file.is_none() {
+        let secrets: Vec<&str> = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ]
+        .into_iter()
+        .filter(|k| std::env::var_os(k).is_some())
+        .collect();
+        if !secrets.is_empty() {
+            tracing::warn!(
+                "{} come from this environment, which the recovered server's restore_command does not see: pass --env-file FILE holding them (the server reads that file, never the values)",
+                secrets.join(", ")
+            );
+        }
+    }
+    Ok(argv_for(
+        &exe,
+        &absolute(&config)?,
+        env_file.as_deref(),
+        |k| std::env::var(k).ok(),
+    ))
+}
+
+/// The non-secret settings of dr's environment `dr wal fetch` needs as well.
+const CARRIED: [&str; 5] = [
+    dr_config::env::IDENTITY_FILE,
+    // The keys this host trusts include its own signing key's public half.
+    dr_config::env::SIGNING_KEY_FILE,
+    dr_config::env::REPOSITORY_URL,
+    dr_config::env::REPOSITORY_ENDPOINT,
+    dr_config::env::PG_BIN_DIR,
+];
+
+fn argv_for(
+    exe: &Path,
+    config: &Path,
+    env_file: Option<&Path>,
+    get: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let carried: Vec<String> = CARRIED
+        .iter()
+        .filter_map(|k| get(k).filter(|v| !v.is_empty()).map(|v| format!("{k}={v}")))
+        .collect();
+    let mut argv = Vec::new();
+    if !carried.is_empty() {
+        argv.push("env".to_string());
+        argv.extend(carried);
+    }
+    argv.extend([
         exe.display().to_string(),
         "--config".into(),
-        absolute(&config)?.display().to_string(),
-    ];
-    if let Some(env) = &global.env_file {
+        config.display().to_string(),
+    ]);
+    if let Some(env) = env_file {
         argv.push("--env-file".into());
-        argv.push(absolute(env)?.display().to_string());
+        argv.push(env.display().to_string());
     }
-    Ok(argv)
+    argv
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fetch_command_carries_the_settings_dr_took_from_its_environment() {
+        let plain = argv_for(
+            Path::new("/bin/dr"),
+            Path::new("/etc/dr/dr.toml"),
+            None,
+            |_| None,
+        );
+        assert_eq!(plain.join(" "), "/bin/dr --config /etc/dr/dr.toml");
+        let carried = argv_for(
+            Path::new("/bin/dr"),
+            Path::new("/etc/dr/dr.toml"),
+            Some(Path::new("/etc/dr/dr.env")),
+            |k| match k {
+                "DR_IDENTITY_FILE" => Some("/run/dr/identity.txt".into()),
+                "DR_REPOSITORY_URL" => Some(String::new()),
+                "DR_WEBHOOK_URL" => Some("https://secret".into()),
+                _ => None,
+            },
+        );
+        assert_eq!(
+            carried.join(" "),
+            "env DR_IDENTITY_FILE=/run/dr/identity.txt /bin/dr --config /etc/dr/dr.toml --env-file /etc/dr/dr.env"
+        );
+    }
 }

@@ -218,6 +218,17 @@ fn plan_restore<'a>(
         )
         .with_hint(format!("take one with `dr backup --physical --target {target}` (WAL must be archived: `dr check`)")));
     }
+    if wal.is_empty() && !wal.refused.is_empty() {
+        let (key, why) = &wal.refused[0];
+        return Err(Error::new(
+            Kind::Integrity,
+            format!(
+                "`{target}` has no usable WAL: all {} records in the repository are refused (`{key}`: {why})",
+                wal.refused.len()
+            ),
+        )
+        .with_hint("a restore host trusts WAL only from a key it knows: add the public key of the host that streams or archives it to `[signing] trusted` (or set DR_SIGNING_KEY_FILE to that host's key), then run this again"));
+    }
     if wal.is_empty() {
         return Err(Error::new(
             Kind::Integrity,
