@@ -72,7 +72,15 @@ impl Archive {
     }
 
     /// Store `raw` as `name` of target `app`, as `dr wal push` does; the data object's path.
+    /// The first push writes the archive's identity, as `dr wal push` does.
     fn push(&self, name: &str, raw: &[u8]) -> PathBuf {
+        let identity = keys::identity("app");
+        if !self.repo.join(&identity).exists() {
+            self.write(
+                &identity,
+                br#"{"format":1,"system_identifier":"7301234567890123456","server_major":17,"segment_bytes":16777216,"created_at":"2026-12-04T01:02:03Z","created_by":"db1"}"#,
+            );
+        }
         let file: WalFile = name.parse().expect("WAL file name");
         let recipients =
             dr_stream::Recipients::parse(std::slice::from_ref(&self.recipient)).expect("recipient");
@@ -477,5 +485,58 @@ fn replays_and_stops_at_a_gap(pg: Postgres) {
     assert!(
         !gap.data.join("pg_wal/00000002.history").exists(),
         "promoted: {log}"
+    );
+}
+
+/// `--spool DIR` (what `dr restore --to-dir` writes): after serving a segment a worker
+/// fetches the next ones, verified, into DIR; they are served from there, even once the
+/// repository is gone; the worker stops at the end of the archive.
+#[test]
+fn with_a_spool_the_next_segments_are_fetched_ahead_and_served_from_it() {
+    let ws = Workspace::new();
+    let a = Archive::new(&ws);
+    let names: Vec<String> = (1..=6)
+        .map(|n| format!("0000000100000000000000{n:02X}"))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        a.push(n, &wal_bytes(i as u32 + 10, 1 << 20));
+    }
+    let pg_wal = ws.path().join("pg_wal");
+    fs::create_dir_all(&pg_wal).expect("mkdir");
+    let spool = pg_wal.join(".dr-fetch");
+    let spool_arg = spool.to_str().expect("utf-8");
+    let dest = pg_wal.join("RECOVERYXLOG");
+    assert_success(&a.fetch(&ws, &names[0], &dest, &["--spool", spool_arg]));
+    assert_eq!(fs::read(&dest).expect("DEST"), wal_bytes(10, 1 << 20));
+    fs::remove_file(&dest).expect("rm");
+
+    let ahead = wait_until(Duration::from_secs(60), || {
+        names[1..].iter().all(|n| spool.join(n).exists())
+    });
+    assert!(
+        ahead,
+        "prefetched: {:?}",
+        fs::read_dir(&spool).map(|d| d.count())
+    );
+    assert!(
+        !spool.join("000000010000000000000007").exists(),
+        "not archived"
+    );
+
+    // The repository goes away: what was fetched ahead is still served, once.
+    fs::rename(&a.repo, ws.path().join("repo-gone")).expect("mv repo");
+    let out = a.fetch(&ws, &names[1], &dest, &["--spool", spool_arg]);
+    assert_success(&out);
+    assert_eq!(fs::read(&dest).expect("DEST"), wal_bytes(11, 1 << 20));
+    assert!(!spool.join(&names[1]).exists(), "moved, not copied");
+    // Without the spool the same request needs the repository: a repository that is not
+    // there is never "not in the archive" (exit 1 would end recovery early).
+    fs::remove_file(&dest).expect("rm");
+    let out = a.fetch(&ws, &names[2], &dest, &[]);
+    assert_exit_code(&out, 203);
+    assert!(
+        stderr(&out).contains("holds no WAL archive"),
+        "{}",
+        stderr(&out)
     );
 }

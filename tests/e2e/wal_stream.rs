@@ -121,6 +121,8 @@ fn streams_and_recovers_a_killed_servers_last_commit(pg: Postgres) {
         describe(&o),
         tail(&log, 3000)
     );
+    // The server waits for nothing (archive_mode off): dr said where the WAL comes from.
+    assert!(stderr(&o).contains("archive_mode off"), "{}", stderr(&o));
     s.mark(2);
     // Complete segments, and the growing one (between a segment's completion and the next
     // upload there may be no partial for a moment).

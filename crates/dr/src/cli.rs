@@ -234,6 +234,21 @@ pub enum WalCommand {
         /// The target whose archive to read [default: the only configured target].
         #[arg(long)]
         target: Option<String>,
+        /// Prefetch: serve NAME from this directory when a background worker already
+        /// downloaded it, and start one for the segments after NAME (in pg_wal, e.g.
+        /// `pg_wal/.dr-fetch`: serving is then a rename). `dr restore --to-dir` sets it.
+        #[arg(long, value_name = "DIR")]
+        spool: Option<PathBuf>,
+    },
+    /// The prefetch worker `dr wal fetch --spool` starts (not for direct use).
+    #[command(hide = true)]
+    Prefetch {
+        /// The segment served last: the worker fetches the ones after it.
+        after: String,
+        #[arg(long, value_name = "DIR")]
+        spool: PathBuf,
+        #[arg(long)]
+        target: String,
     },
     /// Receive WAL over replication (pg_receivewal, slot dr_TARGET, created if missing) and
     /// store each segment, and the growing one every partial_upload_secs, until stopped.

@@ -126,6 +126,7 @@ pub async fn fetch(ctx: &Context, req: &Request<'_>) -> Result<Fetched> {
     let identities = ctx.identities()?;
     let work = async {
         let Some(found) = find(ctx, req, file).await? else {
+            require_archive(ctx, req.target).await?;
             tracing::debug!(
                 "{file} is not in the archive of `{}` (no record, not a gap)",
                 req.target
@@ -159,6 +160,24 @@ pub async fn fetch(ctx: &Context, req: &Request<'_>) -> Result<Fetched> {
         Err(_) if ctx.cancel.is_cancelled() => Err(interrupted()),
         r => r.map_err(|e| unavailable_hint(e, file)),
     }
+}
+
+/// "Not in the archive" ends recovery: it is said only of an archive that exists. A
+/// repository that is not there (an unmounted directory reads as an empty one) or a target
+/// with no archive in it is an error, never the end of the WAL.
+async fn require_archive(ctx: &Context, target: &str) -> Result<()> {
+    if super::identity::read(ctx, target).await?.is_some() {
+        return Ok(());
+    }
+    Err(Error::new(
+        Kind::Unavailable,
+        format!(
+            "the repository at {} holds no WAL archive of `{target}` ({} is missing): not answering \"not in the archive\", which would end recovery early",
+            ctx.store.location(),
+            keys::identity(target)
+        ),
+    )
+    .with_hint("check that the repository is mounted or reachable and that restore_command names the right config and --target"))
 }
 
 /// A fetch that failed because the store could not be reached: say what PostgreSQL did.

@@ -141,6 +141,14 @@ impl Archive {
             source: "archive".into(),
         };
         edit(&mut record);
+        // The first push writes the archive's identity, as `dr wal push` does.
+        self.store
+            .put_if_absent(
+                &keys::identity("app"),
+                Bytes::from_static(br#"{"format":1,"system_identifier":"7301234567890123456","server_major":17,"segment_bytes":16777216,"created_at":"2026-12-04T01:02:03Z","created_by":"db1"}"#),
+            )
+            .await
+            .expect("put identity");
         self.store
             .put(&key, Bytes::from(sealed))
             .await
@@ -398,6 +406,17 @@ async fn an_unreachable_store_is_unavailable_after_the_retries() {
     assert_eq!(e.kind, Kind::Unavailable, "{e}");
     a.store.heal();
     assert_eq!(a.fetch(SEG2).await.expect("fetch"), Fetched::NotFound);
+}
+
+#[tokio::test]
+async fn an_archive_that_is_not_there_is_never_not_found() {
+    // An unmounted directory repository reads as an empty one: "not in the archive" would
+    // end recovery early, so it is an error.
+    let a = Archive::new();
+    let e = a.fetch(SEG1).await.expect_err("no archive");
+    assert_eq!(e.kind, Kind::Unavailable, "{e}");
+    assert!(e.message.contains("holds no WAL archive"), "{e}");
+    assert_eq!(a.written(), None);
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@
 pub mod catalog;
 pub mod fetch;
 pub mod identity;
+pub mod prefetch;
 pub mod push;
 pub mod stream;
 mod upload;

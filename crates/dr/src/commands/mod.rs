@@ -157,9 +157,27 @@ async fn run_wal(global: &Global, command: WalCommand) -> Result<ExitCode> {
     let ctx = context(global).await?;
     match command {
         WalCommand::Push { path, target } => wal::push(&ctx, &path, target.as_deref()).await,
-        WalCommand::Fetch { name, dest, target } => {
-            wal_fetch::run(&ctx, target.as_deref(), &name, &dest).await
+        WalCommand::Fetch {
+            name,
+            dest,
+            target,
+            spool,
+        } => {
+            wal_fetch::run(
+                &ctx,
+                global,
+                target.as_deref(),
+                &name,
+                &dest,
+                spool.as_deref(),
+            )
+            .await
         }
+        WalCommand::Prefetch {
+            after,
+            spool,
+            target,
+        } => wal_fetch::prefetch(&ctx, &target, &spool, &after).await,
         WalCommand::Stream { target } => wal::stream(&ctx, target.as_deref()).await,
     }
 }

@@ -91,8 +91,8 @@ fn parse_target(at: Option<&str>) -> Result<Target> {
 /// The server runs `dr wal fetch` in its own environment: this binary and the same config and
 /// env file, by absolute path (secrets stay in the env file, never in the settings). The
 /// settings dr took from its environment that are not secrets (the identity file's path, the
-/// repository) go along as `env NAME=VALUE`, or the server's fetch would read another
-/// repository or find no identity (a compose or k8s setup sets them so).
+/// repository) go along as `env NAME=VALUE` when there is no env file, or the server's fetch
+/// would read another repository or find no identity (a compose or k8s setup sets them so).
 fn fetch_argv(global: &Global) -> Result<Vec<String>> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::config(format!("cannot tell where this dr binary is: {e}")))?;
@@ -144,10 +144,15 @@ fn argv_for(
     env_file: Option<&Path>,
     get: impl Fn(&str) -> Option<String>,
 ) -> Vec<String> {
-    let carried: Vec<String> = CARRIED
-        .iter()
-        .filter_map(|k| get(k).filter(|v| !v.is_empty()).map(|v| format!("{k}={v}")))
-        .collect();
+    // With an env file, that file is the server's environment (its values may differ from
+    // this shell's: a key the server's user can read); without one, dr's own settings go.
+    let carried: Vec<String> = match env_file {
+        Some(_) => Vec::new(),
+        None => CARRIED
+            .iter()
+            .filter_map(|k| get(k).filter(|v| !v.is_empty()).map(|v| format!("{k}={v}")))
+            .collect(),
+    };
     let mut argv = Vec::new();
     if !carried.is_empty() {
         argv.push("env".to_string());
@@ -182,7 +187,24 @@ mod tests {
             |_| None,
         );
         assert_eq!(plain.join(" "), "/bin/dr --config /etc/dr/dr.toml");
+        let get = |k: &str| match k {
+            "DR_IDENTITY_FILE" => Some("/run/dr/identity.txt".to_string()),
+            "DR_REPOSITORY_URL" => Some(String::new()),
+            "DR_WEBHOOK_URL" => Some("https://secret".into()),
+            _ => None,
+        };
         let carried = argv_for(
+            Path::new("/bin/dr"),
+            Path::new("/etc/dr/dr.toml"),
+            None,
+            get,
+        );
+        assert_eq!(
+            carried.join(" "),
+            "env DR_IDENTITY_FILE=/run/dr/identity.txt /bin/dr --config /etc/dr/dr.toml"
+        );
+        // An env file is the server's environment: nothing of this shell's goes along.
+        let with_file = argv_for(
             Path::new("/bin/dr"),
             Path::new("/etc/dr/dr.toml"),
             Some(Path::new("/etc/dr/dr.env")),
@@ -194,8 +216,8 @@ mod tests {
             },
         );
         assert_eq!(
-            carried.join(" "),
-            "env DR_IDENTITY_FILE=/run/dr/identity.txt /bin/dr --config /etc/dr/dr.toml --env-file /etc/dr/dr.env"
+            with_file.join(" "),
+            "/bin/dr --config /etc/dr/dr.toml --env-file /etc/dr/dr.env"
         );
     }
 }

@@ -374,10 +374,22 @@ fn remove_contents(dir: &Path) {
     }
 }
 
+/// Where the recovered server's `dr wal fetch` keeps prefetched segments (relative to the
+/// data directory, where PostgreSQL runs `restore_command`).
+pub const PREFETCH_SPOOL: &str = "pg_wal/.dr-fetch";
+
 /// `recovery.signal` and the settings in `postgresql.auto.conf` (read last, so they win).
 fn write_settings(dir: &Path, target: &str, chosen: &Plan, opts: &PitrOptions) -> Result<()> {
     let mut argv: Vec<&str> = opts.fetch_argv.iter().map(String::as_str).collect();
-    argv.extend(["wal", "fetch", "--target", target]);
+    // The prefetch spool in pg_wal: serving a prefetched segment is a rename.
+    argv.extend([
+        "wal",
+        "fetch",
+        "--target",
+        target,
+        "--spool",
+        PREFETCH_SPOOL,
+    ]);
     let command = dr_pg::recovery::restore_command(&argv).map_err(|e| {
         Error::new(Kind::Config, e.to_string())
             .with_hint("move the config or env file to a path without line breaks")

@@ -41,6 +41,8 @@ use crate::{Context, Error, Kind, Result};
 const TICK: Duration = Duration::from_secs(1);
 /// The longest wait before pg_receivewal is started again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// An unchanged growing segment is uploaded again this often (see [`Uploader::partial`]).
+const HEARTBEAT: Duration = Duration::from_secs(30);
 /// Up this long, a receiver that exits is restarted after the shortest wait again.
 const STEADY: Duration = Duration::from_secs(300);
 
@@ -481,8 +483,12 @@ impl Uploader<'_> {
                     format!("cannot read {}: {err}", e.path.display()),
                 )
             })?;
-        // A commit can land in the page the last upload ended in: the page's bytes tell.
+        // A commit can land in the page the last upload ended in: the page's bytes tell. An
+        // unchanged partial still goes up every HEARTBEAT: its record's time is the RPO
+        // `dr status` reads, and an idle server has lost nothing.
+        let fresh = self.last_sent.is_some_and(|t| t.elapsed() < HEARTBEAT);
         if !ended
+            && fresh
             && self.sent.as_ref().is_some_and(|(s, t)| {
                 Some(s.segment) == e.file.segment() && s.end == end && *t == tail
             })
