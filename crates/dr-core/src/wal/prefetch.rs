@@ -28,7 +28,7 @@ pub const JOBS: usize = 4;
 
 /// `spool/NAME`, if the worker has it: moved to `dest`. `None` when it is not there.
 pub fn take(spool: &Path, name: &str, dest: &Path) -> Option<u64> {
-    if name.parse::<WalFile>().ok()?.segment().is_none() {
+    if !matches!(name.parse::<WalFile>(), Ok(WalFile::Segment(_))) {
         return None;
     }
     let from = spool.join(name);
