@@ -124,8 +124,7 @@ pub fn tiers(
     let mut out = BTreeMap::new();
     let targets: BTreeSet<&str> = entries.iter().map(|e| e.manifest.target.as_str()).collect();
     for t in targets {
-        let backups = crate::repo::retention_inputs(entries, t);
-        for d in dr_catalog::retention_plan(&backups, policy, now) {
+        for d in crate::prune::plan::decisions(entries, t, policy, now) {
             let kept = if d.keep {
                 // The JSON spelling (`newest_verified`), the same as `dr prune --json`.
                 d.tiers

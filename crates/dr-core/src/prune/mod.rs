@@ -28,13 +28,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dr_catalog::{keys, retention_plan, BackupId, Policy, Tier};
+use dr_catalog::{keys, BackupId, Policy, Tier};
 
 use crate::lock::RunLock;
 use crate::{Context, Error, Result};
 
 mod object_lock;
-mod plan;
+pub(crate) mod plan;
 mod wal;
 
 pub use self::object_lock::lock_horizon;
@@ -145,8 +145,7 @@ async fn selected(
                 continue;
             }
         }
-        let complete = crate::repo::retention_inputs(entries, &t);
-        let decisions = retention_plan(&complete, &policy, now);
+        let decisions = plan::decisions(entries, &t, &policy, now);
         for d in decisions.iter().filter(|d| d.tiers.contains(&Tier::Future)) {
             tracing::warn!(
                 "backup {} of `{t}` is dated in the future (clock skew on the host that took it?): kept, and not counted as the newest",

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use dr_catalog::manifest::BackupKind;
 use dr_catalog::{keys, BackupId, Decision};
 use serde::Serialize;
 
@@ -59,6 +60,36 @@ pub struct DamagedPrune {
     pub reason: String,
     /// False only with `--force`: then its manifest and every object under it are deleted.
     pub keep: bool,
+}
+
+/// The retention decisions for `target`'s trusted complete backups (untrusted ones never hold
+/// a tier, so they never shadow a trusted backup), one policy per kind:
+/// logical backups and physical base backups each get every tier (and each kind's newest is
+/// kept). Together, a nightly dump would take the daily slot of the base backup taken the
+/// same night, and with it the recoverable window. Newest first.
+pub(crate) fn decisions(
+    entries: &[crate::repo::BackupEntry],
+    target: &str,
+    policy: &dr_catalog::Policy,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Decision> {
+    let mut out = Vec::new();
+    for physical in [false, true] {
+        let of_kind: Vec<(dr_catalog::BackupId, bool)> = entries
+            .iter()
+            .filter(|e| e.manifest.target == target && e.trust.is_trusted())
+            .filter(|e| (e.manifest.kind == BackupKind::Physical) == physical)
+            .map(|e| {
+                (
+                    e.manifest.id,
+                    e.verification.as_ref().is_some_and(|v| v.passed()),
+                )
+            })
+            .collect();
+        out.extend(dr_catalog::retention_plan(&of_kind, policy, now));
+    }
+    out.sort_by_key(|d| std::cmp::Reverse(d.id));
+    out
 }
 
 /// Damaged backups of `target`: kept (and reported) unless `force`.
@@ -174,5 +205,41 @@ mod tests {
         assert!(kept[0].keep);
         let forced = damaged_plan(&d, "app", true);
         assert!(!forced[0].keep);
+    }
+    #[test]
+    fn logical_and_physical_backups_are_kept_by_tiers_of_their_own() {
+        use crate::testing::{entry, now, physical};
+        // Every night a base backup at 02:30 and a dump at 03:00; daily = 2.
+        let mut entries = Vec::new();
+        for day in ["20261119", "20261120", "20261121"] {
+            entries.push(physical(
+                "app",
+                &format!("{day}T023000Z"),
+                "0/3000028",
+                "0/3000100",
+            ));
+            entries.push(entry("app", &format!("{day}T030000Z")));
+        }
+        let policy = dr_catalog::Policy {
+            daily: 2,
+            weekly: 0,
+            monthly: 0,
+            yearly: 0,
+            timezone: chrono_tz::UTC,
+        };
+        let kept: Vec<String> = decisions(&entries, "app", &policy, now())
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.to_string())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "20261121T030000Z",
+                "20261121T023000Z",
+                "20261120T030000Z",
+                "20261120T023000Z"
+            ]
+        );
     }
 }

@@ -209,21 +209,6 @@ pub async fn members(ctx: &crate::Context, server: &str) -> Result<Vec<String>> 
     Ok(names.into_iter().collect())
 }
 
-/// Untrusted backups are left out: they never hold a tier (never shadow a trusted backup).
-/// One target's backups as retention sees them: `(id, its newest verification passed)`.
-pub fn retention_inputs(entries: &[BackupEntry], target: &str) -> Vec<(BackupId, bool)> {
-    entries
-        .iter()
-        .filter(|e| e.manifest.target == target && e.trust.is_trusted())
-        .map(|e| {
-            (
-                e.manifest.id,
-                e.verification.as_ref().is_some_and(|v| v.passed()),
-            )
-        })
-        .collect()
-}
-
 /// The manifest stored at `key`, or why it cannot be used (the backup is damaged). Pure.
 pub fn parse_manifest(key: &str, bytes: &[u8]) -> std::result::Result<Manifest, String> {
     let m = Manifest::from_json(bytes)?;
