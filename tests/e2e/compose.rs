@@ -321,6 +321,22 @@ fn loses_the_server_and_recovers_every_commit(
         stdout(&psql("app", q)),
         stdout(&p.compose(&["logs", "--tail", "40", "db"]))
     );
+
+    // The recovered server is on timeline 2, and the daemon streams it on.
+    let o = psql(
+        "app",
+        "insert into orders values (2000, 'after'); select pg_switch_wal();",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let streamed = wait_until(Duration::from_secs(120), || {
+        let o = p.compose(&["exec", "-T", "dr", "ls", "/repo/app/wal"]);
+        stdout(&o).lines().any(|l| l.starts_with("00000002"))
+    });
+    assert!(
+        streamed,
+        "no WAL of timeline 2 streamed\n{}",
+        stdout(&p.compose(&["logs", "--tail", "60", "dr"]))
+    );
 }
 
 /// The README's recipient lines fail loudly when there is no recipient to read (an identity
