@@ -232,3 +232,51 @@ fn a_target_that_archives_is_not_streamed() {
     assert_exit_code(&o, 2);
     assert!(stderr(&o).contains("mode = \"stream\""), "{}", stderr(&o));
 }
+
+/// A slot the server invalidated (the stream down past `max_slot_wal_keep_size`) is a gap:
+/// `dr wal stream` refuses to go on as if nothing was lost, names the slot and says how to
+/// start over; `dr check` fails its slot line.
+#[test]
+fn a_lost_slot_is_refused_with_the_way_out() {
+    let s = setup_with(Postgres::start(), Capture::Stream);
+    s.pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB';",
+    );
+    s.pg.restart();
+    let log = s.ws.path().join("stream.log");
+    let stream = start_stream(&s, &log);
+    let active = wait_until(Duration::from_secs(60), || {
+        s.pg.psql(
+            "postgres",
+            "select count(*) from pg_replication_slots where slot_name = 'dr_app' and active",
+        ) == "1"
+    });
+    assert!(active, "{}", tail(&log, 3000));
+    assert_eq!(stop_stream(stream), Some(0), "{}", tail(&log, 3000));
+    // WAL the slot would need, past the limit; a checkpoint invalidates the slot.
+    let lost = wait_until(Duration::from_secs(60), || {
+        s.pg.psql(
+            "postgres",
+            "insert into ticks select generate_series(1, 20000); select pg_switch_wal(); checkpoint;",
+        );
+        s.pg.psql(
+            "postgres",
+            "select wal_status from pg_replication_slots where slot_name = 'dr_app'",
+        ) == "lost"
+    });
+    assert!(lost, "the slot was not invalidated");
+    let o = s.dr(&["wal", "stream"]);
+    assert_exit_code(&o, 4);
+    let err = stderr(&o);
+    assert!(err.contains("dr_app is lost"), "{err}");
+    assert!(err.contains("pg_drop_replication_slot('dr_app')"), "{err}");
+    let o = s.dr(&["check"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("dr_app is lost") || stderr(&o).contains("dr_app is lost"),
+        "{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
