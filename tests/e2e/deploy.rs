@@ -390,10 +390,11 @@ fn systemd_analyze() -> Option<PathBuf> {
     found
 }
 
-const SERVICES: [&str; 3] = [
+const SERVICES: [&str; 4] = [
     "dr-backup.service",
     "dr-verify.service",
     "dr-daemon.service",
+    "dr-wal.service",
 ];
 const TIMERS: [&str; 2] = ["dr-backup.timer", "dr-verify.timer"];
 
