@@ -44,6 +44,17 @@ pub async fn run(g: &Global, dry_run: bool, count: usize) -> Result<ExitCode> {
                 );
             }
         }
+        // The WAL streams are not scheduled: they run as long as the daemon does.
+        for t in config.targets.iter().filter(|t| {
+            t.wal
+                .as_ref()
+                .is_some_and(|w| w.mode() == dr_config::WalMode::Stream)
+        }) {
+            crate::note!(
+                "WAL of `{}` streamed for as long as the daemon runs (mode = \"stream\")",
+                t.name
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
