@@ -171,37 +171,34 @@ impl Reporter {
 
     /// [`dr_core::backup::run`], reported.
     pub async fn backup(&self, ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
-        let (started_at, clock) = self.start(&target.name, JobKind::Backup).await;
-        let what = format!("backup of `{}`", target.name);
-        let result = self
-            .attempt(&ctx.cancel, &what, || dr_core::backup::run(ctx, target))
-            .await;
-        let (backup_id, backup_bytes, error) = match &result {
-            Ok(m) => (Some(m.id.to_string()), Some(m.stored_bytes()), None),
-            Err(e) => (None, None, Some(e.clone())),
-        };
-        self.finish(Finished {
-            target: target.name.clone(),
-            job: JobKind::Backup,
-            backup_id,
-            error,
-            started_at,
-            clock,
-            backup_bytes,
-            verification_passed: None,
-            metric_targets: None,
-        })
-        .await;
-        result
+        self.backup_as(ctx, target, JobKind::Backup).await
     }
 
     /// [`dr_core::backup::run_physical`], reported.
     pub async fn base_backup(&self, ctx: &Context, target: &TargetConfig) -> Result<Manifest> {
-        let (started_at, clock) = self.start(&target.name, JobKind::BaseBackup).await;
-        let what = format!("base backup of `{}`", target.name);
+        self.backup_as(ctx, target, JobKind::BaseBackup).await
+    }
+
+    async fn backup_as(
+        &self,
+        ctx: &Context,
+        target: &TargetConfig,
+        job: JobKind,
+    ) -> Result<Manifest> {
+        let (started_at, clock) = self.start(&target.name, job).await;
+        let physical = job == JobKind::BaseBackup;
+        let what = format!(
+            "{} of `{}`",
+            if physical { "base backup" } else { "backup" },
+            target.name
+        );
         let result = self
-            .attempt(&ctx.cancel, &what, || {
-                dr_core::backup::run_physical(ctx, target)
+            .attempt(&ctx.cancel, &what, || async move {
+                if physical {
+                    dr_core::backup::run_physical(ctx, target).await
+                } else {
+                    dr_core::backup::run(ctx, target).await
+                }
             })
             .await;
         let (backup_id, backup_bytes, error) = match &result {
@@ -210,7 +207,7 @@ impl Reporter {
         };
         self.finish(Finished {
             target: target.name.clone(),
-            job: JobKind::BaseBackup,
+            job,
             backup_id,
             error,
             started_at,

@@ -394,6 +394,16 @@ impl ConnInfo {
         }
     }
 
+    /// Connect to the cluster, whatever database: the URL's, else the maintenance database
+    /// (a `databases = "all"` target's URL may name none that exists). For what concerns
+    /// the whole cluster: base backups, the WAL stream. The URL's error is the one reported.
+    pub async fn connect_cluster(&self) -> Result<tokio_postgres::Client, PgError> {
+        match self.connect().await {
+            Ok(c) => Ok(c),
+            Err(first) => self.connect_admin().await.map_err(|_| first),
+        }
+    }
+
     /// Connect; the connection task runs on the current runtime.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
         let connected = if self.config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {

@@ -84,12 +84,8 @@ struct Cluster {
 /// yet (a standby), find pg_basebackup of the server's major.
 async fn inspect(ctx: &Context, target: &TargetConfig) -> Result<Cluster> {
     let conn = ConnInfo::parse(&target.url)?;
-    // Any database will do (a base backup copies them all): the URL's, else the maintenance
-    // database (a `databases = "all"` target's URL may name none that exists).
-    let client = match conn.connect().await {
-        Ok(c) => c,
-        Err(first) => conn.connect_admin().await.map_err(|_| first)?,
-    };
+    // Any database will do: a base backup copies them all.
+    let client = conn.connect_cluster().await?;
     let version = ServerVersion::query(&client).await?;
     let identity = ClusterIdentity::query(&client).await?;
     if identity.in_recovery {

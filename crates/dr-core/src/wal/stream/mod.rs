@@ -181,10 +181,7 @@ struct Server {
 /// pg_receivewal of the server's major.
 async fn prepare(ctx: &Context, target: &TargetConfig) -> Result<Server> {
     let conn = ConnInfo::parse(&target.url)?;
-    let client = match conn.connect().await {
-        Ok(c) => c,
-        Err(first) => conn.connect_admin().await.map_err(|_| first)?,
-    };
+    let client = conn.connect_cluster().await?;
     let version = ServerVersion::query(&client).await?;
     let cluster = dr_pg::basebackup::ClusterIdentity::query(&client).await?;
     let system_identifier = cluster.system_identifier.parse::<u64>().map_err(|_| {
