@@ -15,6 +15,7 @@ mod support;
 
 mod all_databases;
 mod backup;
+mod break_glass;
 mod compat;
 mod compose;
 mod daemon;

@@ -127,7 +127,7 @@ impl Pitr {
     }
 
     /// Switch to a new segment and wait until the server archived it.
-    fn switch_and_wait(&self) {
+    pub(crate) fn switch_and_wait(&self) {
         // A switch with no WAL since the last one switches nothing: write a little first.
         self.pg.psql("postgres", "insert into ticks values (1);");
         let segment = self
