@@ -3,8 +3,10 @@
 //! A WAL data object is `age(zstd(raw))` under a random name; the record, created only if
 //! absent, names the one data object it vouches for and the digests of both forms. The
 //! record is one object: line 1 the exact JSON that was signed, then the SSHSIG armour of
-//! that line (namespace `dr-backup@v1`, as manifests), so a shell can check it:
-//! `head -1 X.rec > r.json; sed 1d X.rec > r.sig; ssh-keygen -Y verify … -s r.sig < r.json`.
+//! that line (namespace `dr-backup@v1`, as manifests), so a shell can check it (the signed
+//! line has no newline; runbooks/break-glass-pitr.md):
+//! `printf %s "$(head -n 1 X.rec)" > r.json; sed 1d X.rec > r.sig;
+//! ssh-keygen -Y verify … -s r.sig < r.json`.
 
 use serde::{Deserialize, Serialize};
 

@@ -168,7 +168,7 @@ pub async fn run(ctx: &Context, opts: &PitrOptions) -> Result<PitrReport> {
                 manifest.server_major,
                 bin,
                 &chosen,
-                opts.then,
+                start::promotes(ctx, &target, opts.then),
             )
             .await?,
         )
@@ -414,6 +414,19 @@ fn write_settings(dir: &Path, target: &str, chosen: &Plan, opts: &PitrOptions) -
         f.flush().ok();
         Ok(())
     };
+    // A server whose configuration lives outside its data directory (Debian's
+    // /etc/postgresql/MAJOR/main) leaves none in the base backup: PostgreSQL will not start
+    // without the files. Its defaults, and the local socket for the OS user of the same name.
+    for (name, text) in [
+        ("postgresql.conf", "# dr restore --to-dir: the base backup held no postgresql.conf (the server kept it outside its data directory); PostgreSQL's defaults apply. Copy the settings production needs here.\n"),
+        ("pg_hba.conf", "# dr restore --to-dir: the base backup held no pg_hba.conf; only local connections of the OS user of the same name.\nlocal all all peer\n"),
+        ("pg_ident.conf", ""),
+    ] {
+        if !dir.join(name).exists() {
+            tracing::warn!("the base backup holds no {name} (the server kept it outside its data directory): wrote a minimal one into {}", dir.display());
+            write(name, false, text)?;
+        }
+    }
     write("postgresql.auto.conf", true, &settings)?;
     write("recovery.signal", false, "")?;
     Ok(())

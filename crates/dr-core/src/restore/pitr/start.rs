@@ -5,9 +5,11 @@
 //! write into the archive), no TCP listener, a private socket directory, and messages in C
 //! so the log can be read. Once recovery pauses at the target, dr reports the last commit it
 //! replayed and stops the server cleanly; the next start (the printed command) replays to the
-//! same point and does what `--then` said. With `latest` there is no point to pause at: the
-//! server replays the archive to its end and promotes (PostgreSQL's rule without a target),
-//! which counts only once the plan's last segment was restored. A recovery that ends early — a missing segment, a
+//! same point and does what `--then` said. A stream-mode target's copy with `--then
+//! promote` is promoted by this run instead ([`promotes`]), and only then `latest` is allowed:
+//! there is no point to pause at, the server replays the archive to its end and promotes
+//! (PostgreSQL's rule without a target), which counts only once the plan's last segment was
+//! restored. A recovery that ends early — a missing segment, a
 //! fetch failure — is an error naming what the log and `dr wal fetch` said.
 
 use std::path::{Path, PathBuf};
@@ -73,19 +75,42 @@ pub fn hand_over(dir: &Path) -> Result<Option<String>> {
     Ok(Some("postgres".into()))
 }
 
-/// Run the server in `dir` until it pauses at the plan's target, then stop it.
+/// Whether `--start` ends with the copy promoted: `--then promote` of a stream-mode target.
+/// Its new timeline reaches the archive through the stream (the --start run has archive_mode
+/// off), and the server it becomes may have no dr to replay with again (a stock image). In
+/// archive mode the copy stops at the point and its next start promotes with the server's
+/// own archive_command, which archives the new timeline from its first file.
+pub fn promotes(ctx: &Context, target: &str, then: Then) -> bool {
+    then == Then::Promote
+        && ctx.config.targets.iter().any(|t| {
+            t.name == target
+                && t.wal
+                    .as_ref()
+                    .is_some_and(|w| w.mode() == dr_config::WalMode::Stream)
+        })
+}
+
+/// Run the server in `dir` until it pauses at the plan's target (or, promoting, until it
+/// has), then stop it.
 pub async fn recover(
     ctx: &Context,
     dir: &Path,
     major: u32,
     bin_dir: Option<&Path>,
     chosen: &Plan,
-    _then: Then,
+    promote: bool,
 ) -> Result<Reached> {
-    // `latest` has no target to pause at: the server replays to the end of the archive and
+    // `latest` has no target to pause at: the server replays the archive to its end and
     // promotes; success is that end reached with the plan's last segment replayed.
     let until_end = match chosen.target {
-        Target::Latest => chosen.segments.last().map(ToString::to_string),
+        Target::Latest if promote => chosen.segments.last().map(ToString::to_string),
+        Target::Latest => {
+            return Err(Error::new(
+                Kind::Config,
+                "--start with `latest` promotes the copy, which only a stream-mode target's does here: this target archives with archive_command, and a copy promoted with archive_mode off would leave its new timeline's first WAL out of the archive",
+            )
+            .with_hint("start it with the printed command (it replays to the end and promotes with the server's own archiving); or give --at with the newest time `dr status` shows"));
+        }
         _ => None,
     };
     let pg_ctl = dr_pg::find_tool("pg_ctl", major, bin_dir).map_err(Error::from)?;
@@ -111,7 +136,15 @@ pub async fn recover(
             &[&log_path_arg(&log_path), "-o", &options],
         )
         .await?;
-    let outcome = watch(ctx, &log_path, &server, began, until_end.as_deref()).await;
+    let outcome = watch(
+        ctx,
+        &log_path,
+        &server,
+        began,
+        until_end.as_deref(),
+        promote,
+    )
+    .await;
     outcome.map(|stopped| Reached {
         stopped,
         seconds: began.elapsed().as_secs_f64(),
@@ -216,6 +249,7 @@ async fn watch(
     server: &Server,
     began: std::time::Instant,
     until_end: Option<&str>,
+    promote: bool,
 ) -> Result<String> {
     let mut last_note = began;
     loop {
@@ -239,6 +273,19 @@ async fn watch(
             let stopped = log
                 .stopped_at
                 .unwrap_or_else(|| "recovery paused at the target".into());
+            if promote {
+                // Paused at the target: promotion ends recovery there.
+                let promoted = server.run(&["promote", "-w", "-t", "120", "-D"], &[]).await;
+                server.stop("fast").await;
+                return match promoted {
+                    Ok(s) if s.success() => Ok(format!("{stopped}; promoted")),
+                    _ => Err(Error::new(
+                        Kind::Failed,
+                        format!("recovery reached the target ({stopped}) but the promotion failed (log: {})", log_path.display()),
+                    )
+                    .with_hint("start it with the printed command: it replays to the same point and promotes")),
+                };
+            }
             server.stop("fast").await;
             return Ok(stopped);
         }

@@ -13,7 +13,8 @@
 //!   `.partial` uploaded when it changed and `partial_upload_secs` passed since the last
 //!   upload ([`partial`]), so a commit is off the host within that bound even if the server
 //!   dies and never switches segments.
-//! - **One stream per target**: the run lock `locks/{target}.wal-stream.json`.
+//! - **One stream per target**: the run lock `locks/{target}.wal-stream.json`, refreshed every
+//!   20 s; the lock of a stream that died is waited out (a minute) and taken over.
 //! - **Stop** (SIGTERM, the daemon's shutdown): pg_receivewal is stopped, then one last pass
 //!   uploads what it received, partial included, whatever the interval.
 
@@ -37,6 +38,10 @@ use super::push::{push_as, require_signing_key, Source};
 use crate::lock::RunLock;
 use crate::{Context, Error, Kind, Result};
 
+/// The stream's lock expires this long after its last refresh (every third of it): a stream
+/// killed without a word (a pod evicted, a host lost) holds up its successor, which waits
+/// the lock out, at most this long. A live stream's refreshes make a second one exit 6.
+const LOCK_TTL: Duration = Duration::from_secs(60);
 /// How often the spool is read.
 const TICK: Duration = Duration::from_secs(1);
 /// The longest wait before pg_receivewal is started again.
@@ -135,9 +140,9 @@ pub async fn run(
         Arc::clone(&ctx.store),
         &format!("{}.wal-stream", target.name),
         "wal stream",
-        Duration::from_secs(ctx.config.lock.ttl_secs),
+        LOCK_TTL,
         Duration::ZERO,
-        false,
+        true,
         stop,
     )
     .await
