@@ -5,7 +5,8 @@
 //!   against Kubernetes 1.27, the first with CronJob `timeZone` GA, and 1.37), and every pod
 //!   template meets the "restricted" Pod Security Standard and dr's own rules (no shell, a
 //!   read-only root filesystem with an emptyDir at /tmp, a deadline on every Job, no overlap,
-//!   resources, the identity only where verify runs and readable by the pod's uid 65532).
+//!   resources, the identity only where verify and recovery run and readable by the pod's uid
+//!   65532; the WAL stream one replica, recreated, its spool a PVC where dr.toml puts it).
 //!   The YAML is parsed by python3 (PyYAML, a dependency of kubernetes-validate).
 //! - systemd (`deploy/*.service`, `*.timer`): `systemd-analyze verify` passes without a
 //!   warning (on copies whose ExecStart= is the `dr` built for this test), and
@@ -88,8 +89,12 @@ fn k8s_manifests_pass_the_kubernetes_schemas() {
         let text = stdout(&out) + &stderr(&out);
         for name in [
             "dr-backup",
+            "dr-base-backup",
             "dr-prune",
             "dr-verify",
+            "dr-recover",
+            "dr-wal-stream",
+            "dr-wal-spool",
             "dr-config",
             "dr-secrets",
             "dr-identity",
@@ -116,21 +121,57 @@ fn k8s_manifests_pass_the_kubernetes_schemas() {
 }
 
 #[test]
-fn kustomization_lists_every_object_but_the_example_secrets() {
+fn kustomization_lists_every_object_but_the_examples() {
     let text = std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).expect("read");
-    for f in ["configmap.yaml", "backup.yaml", "prune.yaml", "verify.yaml"] {
+    for f in [
+        "configmap.yaml",
+        "backup.yaml",
+        "base-backup.yaml",
+        "prune.yaml",
+        "verify.yaml",
+        "wal-stream.yaml",
+    ] {
         assert!(
             text.contains(&format!("- {f}")),
             "{f} not in kustomization.yaml"
         );
     }
     assert!(!text.contains("- secrets.example.yaml"));
+    // Run by hand after losing the server, never by `apply -k`.
+    assert!(!text.contains("- recover.example.yaml"));
 }
 
-/// The pod spec of a CronJob.
-fn pod_spec(cronjob: &Value) -> &Value {
-    &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+/// The pod spec of a workload: a CronJob's job template's, a Job's or a Deployment's.
+fn pod_spec(workload: &Value) -> &Value {
+    if workload["kind"] == "CronJob" {
+        &workload["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    } else {
+        &workload["spec"]["template"]["spec"]
+    }
 }
+
+/// What each workload runs after `dr --config /etc/dr/dr.toml`.
+const COMMANDS: [(&str, &[&str]); 6] = [
+    ("dr-backup", &["backup"]),
+    ("dr-base-backup", &["backup", "--physical"]),
+    ("dr-prune", &["prune"]),
+    ("dr-verify", &["verify", "latest", "--sandbox", "local"]),
+    (
+        "dr-recover",
+        &[
+            "restore",
+            "--at",
+            "latest",
+            "--to-dir",
+            "/restore/pgdata",
+            "--start",
+        ],
+    ),
+    ("dr-wal-stream", &["wal", "stream"]),
+];
+
+/// The workloads that may mount the private identity: verification and recovery read backups.
+const WITH_IDENTITY: [&str; 2] = ["dr-verify", "dr-recover"];
 
 /// The "restricted" Pod Security Standard (Kubernetes docs, "Pod Security Standards"), for
 /// one pod spec: `Err` names every violation.
@@ -220,14 +261,17 @@ fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
     let Some(python) = python_with_kubernetes_validate() else {
         return;
     };
-    let mut cronjobs = Vec::new();
+    let mut workloads = Vec::new();
+    let mut claims = Vec::new();
     let mut secrets = Vec::new();
+    let mut dr_toml = String::new();
     for f in k8s_manifests() {
         for doc in yaml_documents(python, &f) {
             // Namespace-free: the namespace comes from kubectl -n or kustomize.
             assert!(doc["metadata"]["namespace"].is_null(), "{}", f.display());
             match doc["kind"].as_str() {
-                Some("CronJob") => cronjobs.push(doc),
+                Some("CronJob" | "Job" | "Deployment") => workloads.push(doc),
+                Some("PersistentVolumeClaim") => claims.push(doc),
                 Some("Secret") => secrets.push(doc),
                 Some("ConfigMap") => {
                     let toml = doc["data"]["dr.toml"].as_str().expect("dr.toml");
@@ -236,30 +280,56 @@ fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
                         !toml.contains("AGE-SECRET-KEY"),
                         "a private key in the ConfigMap"
                     );
+                    dr_toml = toml.to_string();
                 }
                 other => panic!("unexpected kind {other:?} in {}", f.display()),
             }
         }
     }
-    let names: Vec<&str> = cronjobs
-        .iter()
-        .map(|c| c["metadata"]["name"].as_str().expect("name"))
-        .collect();
-    assert_eq!(names, ["dr-backup", "dr-prune", "dr-verify"]);
+    let names = |kind: &str| -> Vec<&str> {
+        workloads
+            .iter()
+            .filter(|w| w["kind"] == kind)
+            .map(|w| w["metadata"]["name"].as_str().expect("name"))
+            .collect()
+    };
+    assert_eq!(
+        names("CronJob"),
+        ["dr-backup", "dr-base-backup", "dr-prune", "dr-verify"]
+    );
+    assert_eq!(names("Deployment"), ["dr-wal-stream"]);
+    assert_eq!(names("Job"), ["dr-recover"]);
 
-    for cj in &cronjobs {
-        let name = cj["metadata"]["name"].as_str().expect("name");
-        let violations = restricted_violations(pod_spec(cj));
+    for w in &workloads {
+        let name = w["metadata"]["name"].as_str().expect("name");
+        let pod = pod_spec(w);
+        let violations = restricted_violations(pod);
         assert!(violations.is_empty(), "{name}: {violations:?}");
 
-        assert_eq!(cj["spec"]["concurrencyPolicy"], "Forbid", "{name}");
-        let job = &cj["spec"]["jobTemplate"]["spec"];
-        assert!(
-            job["activeDeadlineSeconds"].as_u64().is_some_and(|s| s > 0),
-            "{name}: no activeDeadlineSeconds"
-        );
-        let pod = pod_spec(cj);
-        assert_eq!(pod["restartPolicy"], "Never", "{name}");
+        match w["kind"].as_str() {
+            Some("CronJob") => {
+                assert_eq!(w["spec"]["concurrencyPolicy"], "Forbid", "{name}");
+                let job = &w["spec"]["jobTemplate"]["spec"];
+                assert!(
+                    job["activeDeadlineSeconds"].as_u64().is_some_and(|s| s > 0),
+                    "{name}: no activeDeadlineSeconds"
+                );
+                assert_eq!(pod["restartPolicy"], "Never", "{name}");
+            }
+            Some("Job") => {
+                assert!(
+                    w["spec"]["activeDeadlineSeconds"]
+                        .as_u64()
+                        .is_some_and(|s| s > 0),
+                    "{name}: no activeDeadlineSeconds"
+                );
+                // A recovery that failed is read, not run again over its own leftovers.
+                assert_eq!(w["spec"]["backoffLimit"], 0, "{name}");
+                assert_eq!(pod["restartPolicy"], "Never", "{name}");
+            }
+            // A Deployment: the WAL stream.
+            _ => assert_the_stream_runs_once_with_a_persistent_spool(w, &claims, &dr_toml),
+        }
         assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
         assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{name}");
         assert_eq!(pod["securityContext"]["fsGroup"], 65532, "{name}");
@@ -279,9 +349,23 @@ fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
             ["dr", "--config", "/etc/dr/dr.toml"],
             "{name}"
         );
-        let job_kind = name.trim_start_matches("dr-");
-        assert_eq!(command[3], job_kind, "{name}");
+        let expected = COMMANDS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name}: not in COMMANDS"))
+            .1;
+        assert_eq!(command[3..], *expected, "{name}");
         assert!(c["args"].is_null(), "{name}: args besides command");
+        // A probe runs dr's own command line too, never a shell.
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            for a in c[probe]["exec"]["command"].as_array().into_iter().flatten() {
+                let a = a.as_str().unwrap_or("");
+                assert!(
+                    !["sh", "bash", "-c", "/bin/sh"].contains(&a),
+                    "{name}: {probe}"
+                );
+            }
+        }
         assert!(
             !command
                 .iter()
@@ -330,15 +414,15 @@ fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
                 "{name}: {var} inline"
             );
         }
-        // The private identity: only the verify job mounts it, readable by the pod's group.
+        // The private identity: only verify and recovery mount it, readable by the pod's group.
         let identity_vols: Vec<&Value> = pod["volumes"]
             .as_array()
             .expect("volumes")
             .iter()
             .filter(|v| v["secret"]["secretName"] == "dr-identity")
             .collect();
-        if name == "dr-verify" {
-            assert_eq!(identity_vols.len(), 1);
+        if WITH_IDENTITY.contains(&name) {
+            assert_eq!(identity_vols.len(), 1, "{name}");
             // 0440 (YAML octal) = 288: owner root, group fsGroup 65532 (the pod's user's group).
             assert_eq!(identity_vols[0]["secret"]["defaultMode"], 0o440);
             let env = c["env"].as_array().expect("env");
@@ -349,8 +433,8 @@ fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
         } else {
             assert!(identity_vols.is_empty(), "{name} mounts the identity");
         }
-        // The signing key: every job signs (backup, verify) or counts only signed backups
-        // (prune), from the Secret dr-signing.
+        // The signing key: every workload signs (backup, base backup, verify, the stream) or
+        // trusts only what it signed (prune, recovery), from the Secret dr-signing.
         assert!(
             pod["volumes"]
                 .as_array()
@@ -376,6 +460,81 @@ fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
             assert!(v.contains("CHANGE-ME"), "{k} is not a placeholder: {v:?}");
         }
     }
+}
+
+/// The WAL stream: one at a time (one replica, the old pod gone before the new one starts), time
+/// to upload on SIGTERM, and its spool where dr.toml puts it, on a ReadWriteOnce PVC of the
+/// manifests: the slot advances with what lands there, so it must outlive the pod.
+fn assert_the_stream_runs_once_with_a_persistent_spool(
+    deployment: &Value,
+    claims: &[Value],
+    dr_toml: &str,
+) {
+    let name = deployment["metadata"]["name"].as_str().expect("name");
+    let spec = &deployment["spec"];
+    assert_eq!(spec["replicas"], 1, "{name}");
+    assert_eq!(spec["strategy"]["type"], "Recreate", "{name}");
+    let labels = &spec["template"]["metadata"]["labels"];
+    for (k, v) in spec["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector.matchLabels")
+    {
+        assert_eq!(
+            &labels[k], v,
+            "{name}: the selector does not select the template"
+        );
+    }
+    let pod = pod_spec(deployment);
+    assert!(
+        pod["restartPolicy"].is_null() || pod["restartPolicy"] == "Always",
+        "{name}"
+    );
+    assert!(
+        pod["terminationGracePeriodSeconds"]
+            .as_u64()
+            .is_some_and(|s| s >= 60),
+        "{name}: too short a grace period for the last upload"
+    );
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts");
+    let spool = mounts
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/dr/wal")
+        .unwrap_or_else(|| panic!("{name}: nothing mounted at /var/lib/dr/wal"));
+    assert_ne!(spool["readOnly"], true, "{name}");
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == spool["name"])
+        .expect("the spool volume");
+    let claim = volume["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: the spool is not a PersistentVolumeClaim"));
+    let pvc = claims
+        .iter()
+        .find(|c| c["metadata"]["name"] == claim)
+        .unwrap_or_else(|| panic!("{name}: no PersistentVolumeClaim {claim} in deploy/k8s"));
+    assert_eq!(
+        pvc["spec"]["accessModes"],
+        serde_json::json!(["ReadWriteOnce"])
+    );
+    assert!(
+        pvc["spec"]["resources"]["requests"]["storage"].is_string(),
+        "{claim}: no size"
+    );
+    // dr.toml streams a target, into the default spool_dir /var/lib/dr/wal/{target}.
+    assert!(
+        dr_toml.contains("[targets.wal]") && dr_toml.contains("mode = \"stream\""),
+        "{dr_toml}"
+    );
+    assert!(
+        !dr_toml
+            .lines()
+            .any(|l| l.trim_start().starts_with("spool_dir")),
+        "a spool_dir elsewhere than the volume: {dr_toml}"
+    );
 }
 
 /// `systemd-analyze`, or `None` with a message.
@@ -540,4 +699,34 @@ fn the_k8s_readme_names_the_majors_the_image_holds() {
         flat.contains("PostgreSQL 18 tools are not in the image") && flat.contains("pg_bin_dir"),
         "the image section does not say what an 18 server needs: {flat}"
     );
+}
+
+/// The k8s README says what the WAL stream needs from the server and how to recover, where an
+/// operator setting up `dr-wal-stream` reads.
+#[test]
+fn the_k8s_readme_says_what_the_wal_stream_needs_and_how_to_recover() {
+    let readme = std::fs::read_to_string(k8s_dir().join("README.md")).expect("k8s README");
+    let section = readme
+        .split("## Continuous WAL")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a `## Continuous WAL` section in deploy/k8s/README.md");
+    for needed in [
+        "REPLICATION",
+        "host  replication",
+        "max_slot_wal_keep_size",
+        "dr-wal-spool",
+        "Recreate",
+        "dr status",
+        "--to-dir",
+        "--start",
+        "recover.example.yaml",
+        "runbooks/point-in-time.md",
+    ] {
+        assert!(
+            section.contains(needed),
+            "the Continuous WAL section does not mention {needed}"
+        );
+    }
+    assert!(std::path::Path::new(&repo_root().join("runbooks/point-in-time.md")).is_file());
 }
