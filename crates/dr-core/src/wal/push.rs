@@ -87,6 +87,8 @@ pub(crate) async fn push_as(
         WalFile::Segment(_) | WalFile::Partial(_) => Some(read_header(path, file).await?),
         WalFile::History(_) | WalFile::Backup(..) => None,
     };
+    // A truncated segment is refused before anything is written (the identity included).
+    file_size(path, file, header.as_ref()).await?;
     let target = choose_target(ctx, file, header.as_ref(), target).await?;
     if let Some(h) = &header {
         identity::ensure(ctx, &target, &Cluster::from(h)).await?;
