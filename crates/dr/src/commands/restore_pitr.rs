@@ -59,10 +59,14 @@ pub async fn run(ctx: &Context, global: &Global, args: RestoreArgs) -> Result<Ex
             r.seconds,
             r.stopped
         );
-        crate::note!(
-            "the server was stopped; the next start replays to the same point, then: {}",
-            opts.then.as_str()
-        );
+        if r.stopped.contains("promoted") {
+            crate::note!("the copy is promoted and stopped; its next start needs no WAL");
+        } else {
+            crate::note!(
+                "the server was stopped; the next start replays to the same point, then: {}",
+                opts.then.as_str()
+            );
+        }
     }
     out!("start it with: {}", report.start_command);
     Ok(ExitCode::SUCCESS)
