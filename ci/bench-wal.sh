@@ -1,0 +1,548 @@
+#!/usr/bin/env bash
+# dr's WAL side against the stock tools, in one run on one machine (issue 19):
+# `bash ci/bench-wal.sh [--scale N] [--wal-secs S]`, or `bash ci/bench.sh --wal-only`.
+#
+#   base backup: pg_basebackup -Ft -D - -X none -c fast > /dev/null     (the floor)
+#                dr backup --physical (to SeaweedFS S3 on 127.0.0.1); its log says when the
+#                base was streamed and when the WAL it needs was in the repository: the wait
+#   archiving:   pgbench -c 8 -j 2 -T S (saturated) with archive_command = dr wal push, then
+#                again with dr wal stream (archive_mode off); the lag sampled every 3 s
+#   recovery:    the newest base + all WAL archived after it (>= --min-wal-mib), replayed to
+#                its end: floor = the same base tar (decrypted beforehand) untarred from local
+#                disk, restore_command = 'cp DIR/%f %p' on the same segments (fetched
+#                beforehand with dr wal fetch: that loop measures fetch); dr = dr restore
+#                --at latest --to-dir DIR --start from S3
+#   memory:      peak RSS of every dr wal push (archive_command wrapped in /usr/bin/time),
+#                dr wal fetch (the exact restore_command dr wrote, run once per segment), the
+#                prefetch workers it starts (detached: their VmHWM polled every 50 ms) and
+#                dr wal stream (/usr/bin/time -v; includes its pg_receivewal child)
+#
+# Goals (issue 19): base backup <= 1.05x pg_basebackup; archive lag <= 2 segments in both
+# modes; recovery <= 1.15x the floor; dr wal push/fetch/stream peak RSS <= 64 MiB.
+#
+# Lag is counted in completed segments not yet stored: archive mode, the current WAL file
+# (pg_walfile_name(pg_current_wal_lsn())) minus pg_stat_archiver.last_archived_wal minus 1;
+# stream mode, the current WAL file minus the newest segment record in the repository (listed
+# through the SeaweedFS filer) minus 1. 0 = everything but the segment being written is stored.
+#
+#   --scale N          pgbench scale of the cluster (default 60, ~0.9 GB; 5 for a quick check)
+#   --runs N           runs of each base backup (default 3; median time, largest RSS)
+#   --recovery-runs N  runs of each recovery (default 1)
+#   --wal-secs S       seconds of pgbench per archiving mode (default 300; 30 for a check)
+#   --min-wal-mib M    WAL the recovery replays at least (default 2048): pgbench goes on in
+#                      archive mode until the archive holds that much after the base
+#   --keep             leave the work directory behind
+#   DR_BENCH_DIR       work directory (default /tmp/dr-bench-wal; emptied at the start)
+#   DR_PG_BIN_DIR      PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
+#   DR_BENCH_BIN       a dr binary to measure instead of building target/release/dr
+#
+# PostgreSQL as in ci/bench.sh (fsync=off, synchronous_commit=off: the disk is out of it,
+# WAL comes as fast as the CPUs make it) but with full_page_writes on, as dr check requires.
+# A measurement that fails is "failed" in the tables and the script exits 1 at the end.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+scale=60
+runs=3
+recovery_runs=1
+wal_secs=300
+min_wal_mib=2048
+keep=0
+while (($#)); do
+    case $1 in
+        --scale | --runs | --recovery-runs | --wal-secs | --min-wal-mib)
+            declare "$(tr - _ <<<"${1#--}")=$2"; shift 2 ;;
+        --scale=* | --runs=* | --recovery-runs=* | --wal-secs=* | --min-wal-mib=*)
+            v=${1#--}; declare "$(tr - _ <<<"${v%%=*}")=${1#*=}"; shift ;;
+        --keep) keep=1; shift ;;
+        -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
+        *) echo "bench-wal: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+for n in scale runs recovery_runs wal_secs min_wal_mib; do
+    [[ ${!n} =~ ^[0-9]+$ && ${!n} -gt 0 ]] || { echo "bench-wal: --${n//_/-} needs a positive integer" >&2; exit 2; }
+done
+
+work=${DR_BENCH_DIR:-/tmp/dr-bench-wal}
+pg_bin=${DR_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
+export PATH="$pg_bin:$PATH"
+# shellcheck source=ci/bench-lib.sh
+source ci/bench-lib.sh
+bench_tools
+pgdata=$work/pgdata
+home=$work/drhome # config, keys, env file, time logs, spool: the postgres user's
+sampler_pid=
+procmax_pid=
+stream_pid=
+stream_dr_pid=
+stop_extra() {
+    for p in $sampler_pid $procmax_pid $stream_dr_pid $stream_pid; do
+        if kill -0 "$p" 2>/dev/null; then kill "$p" 2>/dev/null || true; fi
+    done
+    for d in "$work"/rec-*; do
+        [[ -f $d/postmaster.pid ]] || continue
+        "${as_pg[@]}" "$pg_bin/pg_ctl" stop -D "$d" -m immediate -w -t 30 >/dev/null 2>&1 || true
+    done
+}
+bench_workdir
+swap_before=$(awk '/^pswpin|^pswpout/ {s += $2} END {print s}' /proc/vmstat)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$SECONDS
+
+# --- SeaweedFS, dr's files, PostgreSQL archiving through dr wal push --------------------------
+start_weed
+filer_wal="http://127.0.0.1:$filer/buckets/bench/dr"
+read -r port <<<"$(free_ports 1)"
+pg_port=$port
+mkdir -p "$home/spool"
+recipient=$("$dr" keygen --output "$home/identity.txt" 2>/dev/null)
+"$dr" keygen --signing --output "$home/signing.key" >/dev/null 2>&1
+cat >"$home/dr.env" <<EOF
+AWS_ACCESS_KEY_ID=bench
+AWS_SECRET_ACCESS_KEY=bench
+AWS_REGION=us-east-1
+EOF
+cat >"$home/dr.toml" <<EOF
+[repository]
+url = "s3://bench/dr"
+endpoint = "http://127.0.0.1:$s3"
+region = "us-east-1"
+path_style = true
+
+[encryption]
+recipients = ["$recipient"]
+identity_file = "$home/identity.txt"
+
+[signing]
+key_file = "$home/signing.key"
+
+[backup]
+pg_bin_dir = "$pg_bin"
+
+# One cluster, two WAL targets: archive mode first, then stream mode.
+[[targets]]
+name = "wala"
+url = "$(url postgres)"
+[targets.wal]
+mode = "archive"
+
+[[targets]]
+name = "wals"
+url = "$(url postgres)"
+[targets.wal]
+mode = "stream"
+spool_dir = "$home/spool"
+EOF
+chmod 600 "$home/dr.env"
+chmod 700 "$home"
+[[ $(id -u) != 0 ]] || chown -R postgres:postgres "$home"
+drc() { "$dr" --config "$home/dr.toml" --env-file "$home/dr.env" "$@"; }
+time_fmt='%%e %%M %%x' # wall seconds, peak RSS KiB, exit status (%% is PostgreSQL's %)
+start_postgres "$pg_port" <<EOF
+wal_level = replica
+archive_mode = on
+archive_command = '/usr/bin/time -f "$time_fmt" -a -o $home/push.times $dr --config $home/dr.toml --env-file $home/dr.env wal push --target wala %p'
+max_slot_wal_keep_size = 20GB
+log_line_prefix = '%m [%p] '
+EOF
+[[ $(psql_in postgres -c 'SHOW wal_segment_size') == 16MB ]] || { log "this script counts 16 MiB segments"; exit 3; }
+
+log "pgbench -i -s $scale"
+pgbench -i -q -s "$scale" "$(url postgres)" >"$work/pgbench-init.log" 2>&1
+db_bytes=$(psql_in postgres -c "SELECT sum(pg_database_size(oid)) FROM pg_database")
+
+# Segment numbers (16 MiB segments): of a 24-hex WAL file name, of an LSN X/Y, and back.
+segno() { echo $((16#${1:8:8} * 256 + 16#${1:16:8})); }
+lsn_bytes() { local h=${1%/*} l=${1#*/}; echo $((16#$h * 4294967296 + 16#$l)); }
+seg_name() { printf '%08X%08X%08X' "$1" $(($2 / 256)) $(($2 % 256)); }
+push_lines() { [[ -f $home/push.times ]] && wc -l <"$home/push.times" || echo 0; }
+
+# --- base backup -------------------------------------------------------------------------------
+# Before each run (untimed) a checkpoint, so that the base backup's own one finds as little to
+# do for either.
+before_pg_basebackup() { psql_in postgres -c CHECKPOINT; }
+before_dr_base() { sleep 1; psql_in postgres -c CHECKPOINT; } # backup ids are whole seconds
+after_dr_base() { cp "$work/dr-base.log" "$work/dr-base.$run_no.log"; }
+measure pg_basebackup bash -c "pg_basebackup -d '$(url postgres)' -Ft -D - -X none -c fast > /dev/null 2>> '$work/pg_basebackup.log'"
+measure dr_base bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' --log-format json backup --physical --target wala > /dev/null 2> '$work/dr-base.log'"
+# From the JSON log: seconds from start to "base backup streamed" and from there to "complete".
+read -r base_stream_s base_wait_s <<<"$(python3 - "$work"/dr-base.[0-9]*.log <<'PY'
+import json, statistics, sys
+from datetime import datetime
+stream, wait = [], []
+for path in sys.argv[1:]:
+    at = {}
+    for line in open(path):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        msg = r.get("fields", {}).get("message", "")
+        t = datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")[:26] + "+00:00")
+        for key, text in (("start", "physical backup started"), ("streamed", "base backup streamed"), ("done", "physical backup complete")):
+            if msg.startswith(text):
+                at[key] = t
+    if len(at) == 3:
+        stream.append((at["streamed"] - at["start"]).total_seconds())
+        wait.append((at["done"] - at["streamed"]).total_seconds())
+f = lambda v: f"{statistics.median(v):.2f}" if v else "n/a"
+print(f(stream), f(wait))
+PY
+)"
+base_manifest=$(drc show latest --target wala --json 2>/dev/null || echo '{}')
+read -r base_id base_start base_tar_key base_stored base_raw <<<"$(python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+if not m.get("physical"):
+    print("none 0 none 0 0"); sys.exit()
+t = [o for o in m["objects"] if o["role"] == "base_tar"][0]
+print(m["id"], m["physical"]["start_lsn"], t["key"], t["bytes"], t["raw_bytes"])' <<<"$base_manifest")"
+
+# --- archiving under pgbench -c 8 ----------------------------------------------------------------
+cat >"$work/sampler.py" <<'PY'
+# sampler.py MODE URL OUT FILER_WAL SPOOL INTERVAL: one line per sample until SIGTERM:
+# epoch, current WAL file, newest stored segment, lag (completed segments not stored), LSN
+# in bytes, 1-minute load average, files in the spool.
+import json, os, re, signal, subprocess, sys, time, urllib.parse, urllib.request
+mode, url, out, filer, spool, interval = sys.argv[1:7]
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+seg = lambda n: int(n[8:16], 16) * 256 + int(n[16:24], 16)
+def ls(path):
+    names, last = [], ""
+    while True:
+        q = urllib.parse.urlencode({"limit": 1000, "lastFileName": last})
+        req = urllib.request.Request(f"{filer}/{path}?{q}", headers={"Accept": "application/json"})
+        try:
+            d = json.load(urllib.request.urlopen(req, timeout=5))
+        except Exception:
+            return names
+        es = d.get("Entries") or []
+        names += [e["FullPath"].rsplit("/", 1)[1] for e in es]
+        if not d.get("ShouldDisplayLoadMore") or not es:
+            return names
+        last = names[-1]
+def newest_record():
+    for d in sorted((n for n in ls("wals/wal/") if re.fullmatch("[0-9A-F]{16}", n)), reverse=True):
+        recs = [n[:24] for n in ls(f"wals/wal/{d}/") if re.fullmatch(r"[0-9A-F]{24}\.rec", n)]
+        if recs:
+            return max(recs)
+    return ""
+with open(out, "a", buffering=1) as f:
+    while True:
+        t = time.time()
+        q = "SELECT pg_walfile_name(pg_current_wal_lsn()), coalesce(last_archived_wal, ''), pg_current_wal_lsn() FROM pg_stat_archiver"
+        r = subprocess.run(["psql", "-X", "-At", "-F", " ", "-d", url, "-c", q], capture_output=True, text=True)
+        parts = r.stdout.split()
+        if len(parts) == 3 or (len(parts) == 2 and mode == "stream"):
+            current, lsn = parts[0], parts[-1]
+            stored = parts[1][:24] if mode == "archive" and len(parts) == 3 else newest_record()
+            hi, lo = lsn.split("/")
+            lag = max(0, seg(current) - seg(stored) - 1) if stored else -1
+            spooled = len(os.listdir(spool)) if mode == "stream" else 0
+            load = open("/proc/loadavg").read().split()[0]
+            f.write(f"{t:.2f} {current} {stored or '-'} {lag} {int(hi, 16) * 2**32 + int(lo, 16)} {load} {spooled}\n")
+        time.sleep(max(0.0, float(interval) - (time.time() - t)))
+PY
+
+# load MODE: pgbench -c 8 for --wal-secs with the sampler running, then the drain: until the
+# lag is 0 (at most 120 s). Sets t0, t1 (pgbench start/end, epoch) and drain_s.
+load() {
+    local mode=$1 samples=$work/samples.$1
+    : >"$samples"
+    python3 "$work/sampler.py" "$mode" "$(url postgres)" "$samples" "$filer_wal" "$home/spool" 3 &
+    sampler_pid=$!
+    sleep 1
+    t0=$(date +%s.%N)
+    log "$mode mode: pgbench -c 8 -j 2 -T $wal_secs"
+    pgbench -c 8 -j 2 -T "$wal_secs" -n "$(url postgres)" >"$work/pgbench.$mode.log" 2>&1 ||
+        { tail -n 20 "$work/pgbench.$mode.log" >&2; failed+=("pgbench in $mode mode"); }
+    t1=$(date +%s.%N)
+    drain_s=">120"
+    for _ in $(seq 1 120); do
+        if awk -v t="$t1" '$1 > t && $4 == 0 {found = 1} END {exit !found}' "$samples"; then
+            drain_s=$(awk -v t="$t1" '$1 > t && $4 == 0 {printf "%.0f", $1 - t; exit}' "$samples")
+            break
+        fi
+        sleep 1
+    done
+    kill "$sampler_pid" 2>/dev/null || true
+    wait "$sampler_pid" 2>/dev/null || true
+    sampler_pid=
+}
+# lag_stats MODE: of the samples taken while pgbench ran: "samples max_lag median_lag
+# stored_segments_per_s wal_mib_per_s mean_load1 max_spool_files tps".
+lag_stats() {
+    python3 - "$work/samples.$1" "$t0" "$t1" "$work/pgbench.$1.log" <<'PY2'
+import re, statistics, sys
+path, a, b, log = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+seg = lambda n: int(n[8:16], 16) * 256 + int(n[16:24], 16)
+rows = [l.split() for l in open(path)]
+rows = [r for r in rows if len(r) == 7 and a <= float(r[0]) <= b and int(r[3]) >= 0]
+m = re.search(r"^tps = ([0-9.]+)", open(log).read(), re.M)
+tps = f"{float(m.group(1)):.0f}" if m else "n/a"
+if len(rows) < 2:
+    print("0 n/a n/a n/a n/a n/a n/a", tps)
+    sys.exit()
+lag = [int(r[3]) for r in rows]
+d = float(rows[-1][0]) - float(rows[0][0])
+print(len(rows), max(lag), f"{statistics.median(lag):g}",
+      f"{(seg(rows[-1][2]) - seg(rows[0][2])) / d:.2f}",
+      f"{(int(rows[-1][4]) - int(rows[0][4])) / d / 1048576:.1f}",
+      f"{statistics.mean(float(r[5]) for r in rows):.2f}", max(int(r[6]) for r in rows), tps)
+PY2
+}
+# time_stats FILE FROM: the "%e %M %x" lines of /usr/bin/time after line FROM: "count
+# median_s p90_s max_s max_rss_mib failures".
+time_stats() {
+    tail -n +"$(($2 + 1))" "$1" | python3 -c '
+import statistics, sys
+rows = [l.split() for l in sys.stdin]
+rows = [r for r in rows if len(r) == 3 and r[0].replace(".", "", 1).isdigit()]
+if not rows:
+    print("0 n/a n/a n/a n/a 0")
+    sys.exit()
+e = sorted(float(r[0]) for r in rows)
+print(len(rows), f"{statistics.median(e):.2f}", f"{e[min(len(e) - 1, int(len(e) * 0.9))]:.2f}", f"{e[-1]:.2f}",
+      f"{max(int(r[1]) for r in rows) / 1024:.1f}", sum(r[2] != "0" for r in rows))'
+}
+
+archive_from=$(push_lines)
+load archive
+read -r a_n a_max a_med a_rate a_mibs a_load a_spool a_tps <<<"$(lag_stats archive)"
+a_drain=$drain_s
+read -r p_n p_med p_p90 p_max p_rss p_bad <<<"$(time_stats "$home/push.times" "$archive_from")"
+
+# The recovery replays at least --min-wal-mib after the base: more pgbench if the run made less.
+base_start_bytes=$(lsn_bytes "${base_start/none/0/0}")
+wal_after_base() { echo $((($(lsn_bytes "$(psql_in postgres -c 'SELECT pg_current_wal_lsn()')") - base_start_bytes) / 1048576)); }
+topup_s=0
+while (($(wal_after_base) < min_wal_mib + 32)); do
+    log "WAL after the base: $(wal_after_base) MiB, not above $min_wal_mib MiB: 30 s more pgbench (archive mode)"
+    pgbench -c 8 -j 2 -T 30 -n "$(url postgres)" >>"$work/pgbench.topup.log" 2>&1
+    topup_s=$((topup_s + 30))
+done
+last=$(psql_in postgres -c "SELECT pg_walfile_name(pg_switch_wal())")
+for _ in $(seq 1 300); do
+    [[ $(psql_in postgres -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < "$last" ]] || break
+    sleep 1
+done
+read -r all_n _ _ _ all_rss all_bad <<<"$(time_stats "$home/push.times" 0)"
+
+# --- stream mode ---------------------------------------------------------------------------------
+log "archive_mode off, restart; dr wal stream --target wals"
+psql_in postgres -c "ALTER SYSTEM SET archive_mode = off"
+"${as_pg[@]}" "$pg_bin/pg_ctl" restart -w -t 120 -D "$pgdata" -m fast -l "$work/postgres.log" \
+    -o "-p $pg_port" >/dev/null
+/usr/bin/time -v -o "$work/time.stream" "$dr" --config "$home/dr.toml" --env-file "$home/dr.env" \
+    wal stream --target wals 2>"$work/stream.log" &
+stream_pid=$!
+for _ in $(seq 1 60); do
+    stream_dr_pid=$(pgrep -P "$stream_pid" || true)
+    [[ $(psql_in postgres -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'dr_wals' AND active") == 1 ]] && break
+    sleep 1
+done
+# Primed: a segment switch the stream stores before the run, so that every sample has a newest
+# stored segment.
+psql_in postgres -c "CREATE TABLE IF NOT EXISTS ticks (t int); INSERT INTO ticks VALUES (1)"
+primed=$(psql_in postgres -c "SELECT pg_walfile_name(pg_switch_wal())")
+for _ in $(seq 1 120); do
+    newest=$(curl -fsS -H 'Accept: application/json' "$filer_wal/wals/wal/${primed:0:16}/?limit=1000" 2>/dev/null |
+        grep -o "\"[0-9A-F]\{24\}\.rec\"" | sort | tail -n 1 | tr -d '"' || true)
+    [[ ${newest:0:24} < $primed ]] || break
+    sleep 1
+done
+load stream
+read -r s_n s_max s_med s_rate s_mibs s_load s_spool s_tps <<<"$(lag_stats stream)"
+s_drain=$drain_s
+[[ -n $stream_dr_pid ]] && kill -TERM "$stream_dr_pid" 2>/dev/null || true
+stream_rc=0
+wait "$stream_pid" || stream_rc=$?
+stream_pid=
+stream_dr_pid=
+stream_rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$work/time.stream")
+((stream_rc == 0)) || { failed+=("dr wal stream (exit $stream_rc)"); tail -n 20 "$work/stream.log" >&2; }
+psql_in postgres -c "SELECT pg_drop_replication_slot('dr_wals')" >/dev/null || true
+"${as_pg[@]}" "$pg_bin/pg_ctl" stop -w -D "$pgdata" -m fast >/dev/null # the recoveries get the CPUs
+
+# --- recovery ---------------------------------------------------------------------------------------
+# The fetches run as the server runs restore_command: in a data directory (here one holding only
+# pg_wal, which is the floor's local WAL directory), %p = pg_wal/NAME.
+fetch_dd=$work/fetch-data
+waldir=$fetch_dd/pg_wal
+mkdir -p "$waldir"
+[[ $(id -u) != 0 ]] || chown -R postgres:postgres "$fetch_dd"
+restore_command=
+# The end a recovery reached: "redo done at LSN" and the last segment it restored.
+recovery_end() {
+    echo "$(grep -o 'redo done at [0-9A-F/]*' "$1" | tail -n 1 | awk '{print $4}') $(grep -o 'restored log file "[0-9A-F]*"' "$1" | tail -n 1 | tr -d '"' | awk '{print $4}')"
+}
+before_dr_recovery() { rm -rf "$work/rec-dr"; }
+after_dr_recovery() {
+    cp "$work/rec-dr/dr-recovery.log" "$work/recovery-dr.$run_no.log" 2>/dev/null || true
+    if [[ -z $restore_command ]]; then
+        restore_command=$(python3 -c '
+import re, sys
+lines = [l for l in open(sys.argv[1]) if re.match(r"\s*restore_command\s*=", l)]
+v = lines[-1].split("=", 1)[1].strip() if lines else ""
+print(v[1:-1].replace("\x27\x27", "\x27") if v.startswith("\x27") else v)' "$work/rec-dr/postgresql.auto.conf" 2>/dev/null || true)
+    fi
+    rm -rf "$work/rec-dr"
+}
+runs_saved=$runs
+runs=$recovery_runs
+measure dr_recovery bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' restore --at latest --target wala --to-dir '$work/rec-dr' --start > '$work/dr-recovery.out' 2>&1"
+read -r dr_redo dr_last <<<"$(recovery_end "$work/recovery-dr.1.log")"
+dr_replay_s=$(grep -o 'recovery reached the target in [0-9.]* s' "$work/dr-recovery.out" | awk '{print $6}' || true)
+
+# Not timed: every segment from the base's start, fetched with the restore_command dr wrote
+# (as the server runs it: sh -c, the postgres user, a clean environment), each in
+# /usr/bin/time: that is the fetch measurement; and the base tar, decrypted.
+# The prefetch workers that fetch starts (detached `dr wal prefetch`, in their own process
+# group: /usr/bin/time of the fetch does not see them) are polled for their VmHWM.
+cat >"$work/procmax.py" <<'PY'
+# procmax.py EXE OUT: until SIGTERM, every 50 ms, the largest VmHWM (KiB) of the processes of
+# EXE running `wal prefetch`; then "peak_kib workers_seen" into OUT.
+import os, signal, sys, time
+exe, out = sys.argv[1], sys.argv[2]
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+peak, seen = 0, set()
+while not stop:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            if b"prefetch" not in args or b"wal" not in args or os.path.realpath(f"/proc/{pid}/exe") != exe:
+                continue
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+                    seen.add(pid)
+        except OSError:
+            pass
+    time.sleep(0.05)
+open(out, "w").write(f"{peak} {len(seen)}\n")
+PY
+python3 "$work/procmax.py" "$dr" "$work/prefetch.rss" &
+procmax_pid=$!
+log "fetching the WAL with the restore_command dr wrote, one segment at a time: $restore_command"
+fetch_start=$(date +%s.%N)
+n=$((base_start_bytes / 16777216))
+wal_segments=0
+while [[ -n $restore_command ]]; do
+    name=$(seg_name 1 "$n")
+    cmd=${restore_command//%f/$name}
+    cmd=${cmd//%p/pg_wal/$name}
+    rc=0
+    (cd "$fetch_dd" && "${as_pg[@]}" env -i PATH=/usr/bin:/bin sh -c "/usr/bin/time -f '%e %M %x' -a -o '$home/fetch.times' $cmd") 2>>"$work/fetch.log" || rc=$?
+    ((rc == 0)) || break
+    wal_segments=$((wal_segments + 1))
+    n=$((n + 1))
+done
+fetch_s=$(awk -v a="$fetch_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+sleep 2 # the last worker stops at the first segment not archived
+kill "$procmax_pid" 2>/dev/null || true
+wait "$procmax_pid" 2>/dev/null || true
+procmax_pid=
+read -r prefetch_kib prefetch_workers <"$work/prefetch.rss" || { prefetch_kib=0; prefetch_workers=0; }
+prefetch_rss=$(mib "$prefetch_kib")
+[[ ${rc:-1} == 1 ]] || { failed+=("dr wal fetch of $name (exit $rc)"); tail -n 5 "$work/fetch.log" >&2; }
+read -r f_n f_med f_p90 f_max f_rss f_bad <<<"$(time_stats "$home/fetch.times" 0)"
+((rc != 1 || f_bad == 0)) || f_bad=$((f_bad - 1)) # the last call: not archived, the end
+wal_segments_files=$(find "$waldir" -maxdepth 1 -name '[0-9A-F]*' -type f | wc -l)
+((wal_segments_files == wal_segments)) || failed+=("fetched $wal_segments segments, $wal_segments_files files in $waldir")
+wal_bytes=$((wal_segments * 16777216))
+curl -fsS "$filer_wal/$base_tar_key" | age -d -i "$home/identity.txt" | zstd -dq >"$work/base.tar"
+chmod 644 "$work/base.tar"
+
+# The floor: untar, recovery settings (restore_command cp), start as dr --start does, wait for
+# the end of recovery, stop.
+cat >"$work/floor.conf" <<EOF
+restore_command = 'cp $waldir/%f %p'
+recovery_target_timeline = '1'
+EOF
+chmod 644 "$work/floor.conf"
+cat >"$work/floor.sh" <<EOF
+set -e
+d=$work/rec-floor
+mkdir -m 700 "\$d" "\$d.sock"
+${as_pg[*]:+chown postgres:postgres "\$d" "\$d.sock"}
+${as_pg[*]} tar -xf "$work/base.tar" -C "\$d"
+${as_pg[*]} sh -c 'cat "\$1" >> "\$2/postgresql.auto.conf" && touch "\$2/recovery.signal"' _ "$work/floor.conf" "\$d"
+${as_pg[*]} "$pg_bin/pg_ctl" start -W -D "\$d" -l "\$d/recovery.log" -o "-c listen_addresses='' -c unix_socket_directories='\$d.sock' -c archive_mode=off -c hot_standby=on -c lc_messages=C -c logging_collector=off -c recovery_target_action=pause" >/dev/null
+until grep -qs 'archive recovery complete' "\$d/recovery.log"; do
+    if grep -qs 'FATAL' "\$d/recovery.log"; then tail -n 5 "\$d/recovery.log" >&2; exit 1; fi
+    sleep 0.3
+done
+${as_pg[*]} "$pg_bin/pg_ctl" stop -w -m fast -D "\$d" >/dev/null
+EOF
+before_floor_recovery() { rm -rf "$work/rec-floor" "$work/rec-floor.sock"; }
+after_floor_recovery() {
+    cp "$work/rec-floor/recovery.log" "$work/recovery-floor.$run_no.log" 2>/dev/null || true
+    rm -rf "$work/rec-floor" "$work/rec-floor.sock"
+}
+measure floor_recovery bash "$work/floor.sh"
+runs=$runs_saved
+read -r floor_redo floor_last <<<"$(recovery_end "$work/recovery-floor.1.log")"
+same_end=no
+[[ -n $dr_redo && $dr_redo == "$floor_redo" && $dr_last == "$floor_last" ]] && same_end=yes
+[[ $same_end == yes ]] || failed+=("recoveries ended at different points (dr $dr_redo $dr_last, floor $floor_redo $floor_last)")
+
+swap_after=$(awk '/^pswpin|^pswpout/ {s += $2} END {print s}' /proc/vmstat)
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- report ------------------------------------------------------------------------------------------
+b_ratio=$(ratio "${secs[dr_base]}" "${secs[pg_basebackup]}")
+r_ratio=$(ratio "${secs[dr_recovery]}" "${secs[floor_recovery]}")
+wal_mib=$(bytes_mib "$wal_bytes")
+fetch_rate=$(awk -v b="$wal_bytes" -v s="$fetch_s" 'BEGIN { if (s > 0) printf "%.0f", b / 1048576 / s; else print "n/a" }')
+swap_total=$(awk '/SwapTotal/ {printf "%.0f MiB", $2 / 1024}' /proc/meminfo)
+
+cat <<EOF
+
+## dr WAL benchmark, scale $scale, ${wal_secs} s per mode ($(date -u +%Y-%m-%dT%H:%MZ))
+
+Command: \`bash ci/bench-wal.sh --scale $scale --runs $runs --wal-secs $wal_secs --min-wal-mib $min_wal_mib --recovery-runs $recovery_runs\` (= \`bash ci/bench.sh --wal-only\` with these flags) $(commit_note). Whole run: $(((SECONDS - started) / 60)) min.
+
+$(machine_line)
+Load average (1, 5, 15 min): $load_before before the run, $load_after after it; means of the 1-min value while pgbench ran: archive mode $a_load, stream mode $s_load. Swap: $swap_total configured, $((swap_after - swap_before)) pages swapped in or out during the run.
+Cluster: $(bytes_mib "$db_bytes") MiB (pgbench scale $scale), PostgreSQL tuned as ci/bench.sh but \`full_page_writes = on\`. Base tar $(bytes_mib "$base_raw") MiB raw, $(bytes_mib "$base_stored") MiB stored. Recovery: base $base_id + $wal_segments segments ($wal_mib MiB) of WAL after its start.
+
+| run | wall (s) | peak RSS (MiB) |
+| --- | ---: | ---: |
+| \`pg_basebackup -Ft -D - -X none -c fast > /dev/null\` | ${secs[pg_basebackup]} | $(rss_mib pg_basebackup) |
+| \`dr backup --physical\` (zstd + age, to S3; waits for its WAL) | ${secs[dr_base]} | $(rss_mib dr_base) |
+| floor recovery: untar the base from local disk, \`restore_command = 'cp DIR/%f %p'\` | ${secs[floor_recovery]} | $(rss_mib floor_recovery) |
+| \`dr restore --at latest --to-dir DIR --start\` (from S3) | ${secs[dr_recovery]} | $(rss_mib dr_recovery) |
+
+Waits: with \`-X none\` the server itself waits for the stop segment and the backup history file to be archived (two \`dr wal push\` calls; it checks once a second) before either client ends: both rows include that. dr's log (medians): $base_stream_s s from its start to "base backup streamed" (its pg_basebackup done, that wait included), then $base_wait_s s "waiting for its WAL in the repository" and the commit: dr's own wait.
+\`dr restore --start\`: $dr_replay_s s of it from starting the server to the end of recovery (dr's report), the rest is planning and unpacking the base.
+Both recoveries replayed to the same end: $same_end (dr: redo done at $dr_redo, last segment $dr_last; floor: $floor_redo, $floor_last).
+
+| archiving, \`pgbench -c 8 -j 2 -T $wal_secs\` | tps | WAL MiB/s | segments stored/s | lag max | lag median | samples | drained after pgbench (s) |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| archive: \`archive_command = dr wal push\` | $a_tps | $a_mibs | $a_rate | $a_max | $a_med | $a_n | $a_drain |
+| stream: \`dr wal stream\` (partials every 30 s) | $s_tps | $s_mibs | $s_rate | $s_max | $s_med | $s_n | $s_drain |
+
+Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_archiver; stream: the newest segment record in the repository). Stream mode: at most $s_spool files in the spool at a sample.
+\`dr wal push\` during the archive run: $p_n calls, wall median $p_med s, p90 $p_p90 s, max $p_max s, $p_bad failed; all $all_n calls of the run: peak RSS $all_rss MiB, $all_bad failed.
+\`dr wal fetch\` (the restore_command dr wrote, with its prefetch spool, one segment after another as PostgreSQL calls it but with no replay in between): $f_n calls, wall median $f_med s, p90 $f_p90 s, max $f_max s, $f_bad failed besides the final "not archived"; $wal_segments segments in $fetch_s s ($fetch_rate MiB/s).
+
+| goal | measured | target | |
+| --- | ---: | ---: | --- |
+| base backup time / \`pg_basebackup -Ft -D - -X none\` | $(x "$b_ratio") | <= 1.05x | $(verdict "$b_ratio" 1.05) |
+| archive mode lag, max over the run | $(with_unit "$a_max" segments) | <= 2 | $(verdict "$a_max" 2) |
+| stream mode lag, max over the run | $(with_unit "$s_max" segments) | <= 2 | $(verdict "$s_max" 2) |
+| recovery time / floor ($wal_mib MiB of WAL) | $(x "$r_ratio") | <= 1.15x | $(verdict "$r_ratio" 1.15) |
+| \`dr wal push\` peak RSS (max of $all_n) | $(with_unit "$all_rss" MiB) | <= 64 MiB | $(verdict "$all_rss" 64) |
+| \`dr wal fetch\` peak RSS (max of $f_n) | $(with_unit "$f_rss" MiB) | <= 64 MiB | $(verdict "$f_rss" 64) |
+| its prefetch workers (\`dr wal prefetch\`, polled, $prefetch_workers seen) | $(with_unit "$prefetch_rss" MiB) | <= 64 MiB | $(verdict "$prefetch_rss" 64) |
+| \`dr wal stream\` peak RSS (with pg_receivewal) | $(with_unit "$stream_rss" MiB) | <= 64 MiB | $(verdict "$stream_rss" 64) |
+
+All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; dr backup --physical ${all_secs[dr_base]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}.
+EOF
+
+if ((${#failed[@]})); then
+    log "failed: ${failed[*]}"
+    exit 1
+fi
