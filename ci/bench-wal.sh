@@ -27,7 +27,7 @@
 #
 #   --scale N          pgbench scale of the cluster (default 60, ~0.9 GB; 5 for a quick check)
 #   --runs N           runs of each base backup (default 3; median time, largest RSS)
-#   --recovery-runs N  runs of each recovery (default 1)
+#   --recovery-runs N  runs of each recovery, dr and the floor taking turns (default 2)
 #   --wal-secs S       seconds of pgbench per archiving mode (default 300; 30 for a check)
 #   --min-wal-mib M    WAL the recovery replays at least (default 2048): pgbench goes on in
 #                      archive mode until the archive holds that much after the base
@@ -37,7 +37,8 @@
 #   DR_BENCH_BIN       a dr binary to measure instead of building target/release/dr
 #
 # PostgreSQL as in ci/bench.sh (fsync=off, synchronous_commit=off: the disk is out of it,
-# WAL comes as fast as the CPUs make it) but with full_page_writes on, as dr check requires.
+# WAL comes as fast as the CPUs make it) but with full_page_writes on, as dr check requires,
+# and checkpoint_timeout 5min (both PostgreSQL's defaults).
 # A measurement that fails is "failed" in the tables and the script exits 1 at the end.
 set -euo pipefail
 
@@ -45,7 +46,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 scale=60
 runs=3
-recovery_runs=1
+recovery_runs=2
 wal_secs=300
 min_wal_mib=2048
 keep=0
@@ -144,6 +145,7 @@ wal_level = replica
 archive_mode = on
 archive_command = '/usr/bin/time -f "$time_fmt" -a -o $home/push.times $dr --config $home/dr.toml --env-file $home/dr.env wal push --target wala %p'
 max_slot_wal_keep_size = 20GB
+checkpoint_timeout = 5min
 log_line_prefix = '%m [%p] '
 EOF
 [[ $(psql_in postgres -c 'SHOW wal_segment_size') == 16MB ]] || { log "this script counts 16 MiB segments"; exit 3; }
@@ -165,92 +167,25 @@ before_pg_basebackup() { psql_in postgres -c CHECKPOINT; }
 before_dr_base() { sleep 1; psql_in postgres -c CHECKPOINT; } # backup ids are whole seconds
 after_dr_base() { cp "$work/dr-base.log" "$work/dr-base.$run_no.log"; }
 measure pg_basebackup bash -c "pg_basebackup -d '$(url postgres)' -Ft -D - -X none -c fast > /dev/null 2>> '$work/pg_basebackup.log'"
+# zstd level 1 (the design's fallback when level 3 cannot keep up on 2 cores), before the
+# default level: the newest base, the one the recovery uses, is of the default config.
+sed 's/^\[backup\]$/[backup]\nzstd_level = 1/' "$home/dr.toml" >"$home/dr-z1.toml"
+[[ $(id -u) != 0 ]] || chown postgres:postgres "$home/dr-z1.toml"
+before_dr_base_z1() { sleep 1; psql_in postgres -c CHECKPOINT; }
+measure dr_base_z1 bash -c "'$dr' --config '$home/dr-z1.toml' --env-file '$home/dr.env' backup --physical --target wala > /dev/null 2>> '$work/dr-base-z1.log'"
 measure dr_base bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' --log-format json backup --physical --target wala > /dev/null 2> '$work/dr-base.log'"
 # From the JSON log: seconds from start to "base backup streamed" and from there to "complete".
-read -r base_stream_s base_wait_s <<<"$(python3 - "$work"/dr-base.[0-9]*.log <<'PY'
-import json, statistics, sys
-from datetime import datetime
-stream, wait = [], []
-for path in sys.argv[1:]:
-    at = {}
-    for line in open(path):
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        msg = r.get("fields", {}).get("message", "")
-        t = datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")[:26] + "+00:00")
-        for key, text in (("start", "physical backup started"), ("streamed", "base backup streamed"), ("done", "physical backup complete")):
-            if msg.startswith(text):
-                at[key] = t
-    if len(at) == 3:
-        stream.append((at["streamed"] - at["start"]).total_seconds())
-        wait.append((at["done"] - at["streamed"]).total_seconds())
-f = lambda v: f"{statistics.median(v):.2f}" if v else "n/a"
-print(f(stream), f(wait))
-PY
-)"
-base_manifest=$(drc show latest --target wala --json 2>/dev/null || echo '{}')
-read -r base_id base_start base_tar_key base_stored base_raw <<<"$(python3 -c '
-import json, sys
-m = json.load(sys.stdin)
-if not m.get("physical"):
-    print("none 0 none 0 0"); sys.exit()
-t = [o for o in m["objects"] if o["role"] == "base_tar"][0]
-print(m["id"], m["physical"]["start_lsn"], t["key"], t["bytes"], t["raw_bytes"])' <<<"$base_manifest")"
+read -r base_stream_s base_wait_s <<<"$(python3 ci/bench_wal.py base-phases "$work"/dr-base.[0-9]*.log)"
+read -r base_id base_start base_tar_key base_stored base_raw <<<"$(drc show latest --target wala --json 2>/dev/null | python3 ci/bench_wal.py base-manifest)"
 
 # --- archiving under pgbench -c 8 ----------------------------------------------------------------
-cat >"$work/sampler.py" <<'PY'
-# sampler.py MODE URL OUT FILER_WAL SPOOL INTERVAL: one line per sample until SIGTERM:
-# epoch, current WAL file, newest stored segment, lag (completed segments not stored), LSN
-# in bytes, 1-minute load average, files in the spool.
-import json, os, re, signal, subprocess, sys, time, urllib.parse, urllib.request
-mode, url, out, filer, spool, interval = sys.argv[1:7]
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-seg = lambda n: int(n[8:16], 16) * 256 + int(n[16:24], 16)
-def ls(path):
-    names, last = [], ""
-    while True:
-        q = urllib.parse.urlencode({"limit": 1000, "lastFileName": last})
-        req = urllib.request.Request(f"{filer}/{path}?{q}", headers={"Accept": "application/json"})
-        try:
-            d = json.load(urllib.request.urlopen(req, timeout=5))
-        except Exception:
-            return names
-        es = d.get("Entries") or []
-        names += [e["FullPath"].rsplit("/", 1)[1] for e in es]
-        if not d.get("ShouldDisplayLoadMore") or not es:
-            return names
-        last = names[-1]
-def newest_record():
-    for d in sorted((n for n in ls("wals/wal/") if re.fullmatch("[0-9A-F]{16}", n)), reverse=True):
-        recs = [n[:24] for n in ls(f"wals/wal/{d}/") if re.fullmatch(r"[0-9A-F]{24}\.rec", n)]
-        if recs:
-            return max(recs)
-    return ""
-with open(out, "a", buffering=1) as f:
-    while True:
-        t = time.time()
-        q = "SELECT pg_walfile_name(pg_current_wal_lsn()), coalesce(last_archived_wal, ''), pg_current_wal_lsn() FROM pg_stat_archiver"
-        r = subprocess.run(["psql", "-X", "-At", "-F", " ", "-d", url, "-c", q], capture_output=True, text=True)
-        parts = r.stdout.split()
-        if len(parts) == 3 or (len(parts) == 2 and mode == "stream"):
-            current, lsn = parts[0], parts[-1]
-            stored = parts[1][:24] if mode == "archive" and len(parts) == 3 else newest_record()
-            hi, lo = lsn.split("/")
-            lag = max(0, seg(current) - seg(stored) - 1) if stored else -1
-            spooled = len(os.listdir(spool)) if mode == "stream" else 0
-            load = open("/proc/loadavg").read().split()[0]
-            f.write(f"{t:.2f} {current} {stored or '-'} {lag} {int(hi, 16) * 2**32 + int(lo, 16)} {load} {spooled}\n")
-        time.sleep(max(0.0, float(interval) - (time.time() - t)))
-PY
-
 # load MODE: pgbench -c 8 for --wal-secs with the sampler running, then the drain: until the
 # lag is 0 (at most 120 s). Sets t0, t1 (pgbench start/end, epoch) and drain_s.
 load() {
     local mode=$1 samples=$work/samples.$1
     : >"$samples"
-    python3 "$work/sampler.py" "$mode" "$(url postgres)" "$samples" "$filer_wal" "$home/spool" 3 &
+    python3 ci/bench_wal.py sample "$mode" "$(url postgres)" "$samples" "$filer_wal" "$home/spool" 3 \
+        "$pgdata" "$$,$weed_pid" "$dr" &
     sampler_pid=$!
     sleep 1
     t0=$(date +%s.%N)
@@ -271,45 +206,15 @@ load() {
     sampler_pid=
 }
 # lag_stats MODE: of the samples taken while pgbench ran: "samples max_lag median_lag
-# stored_segments_per_s wal_mib_per_s mean_load1 max_spool_files tps".
-lag_stats() {
-    python3 - "$work/samples.$1" "$t0" "$t1" "$work/pgbench.$1.log" <<'PY2'
-import re, statistics, sys
-path, a, b, log = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-seg = lambda n: int(n[8:16], 16) * 256 + int(n[16:24], 16)
-rows = [l.split() for l in open(path)]
-rows = [r for r in rows if len(r) == 7 and a <= float(r[0]) <= b and int(r[3]) >= 0]
-m = re.search(r"^tps = ([0-9.]+)", open(log).read(), re.M)
-tps = f"{float(m.group(1)):.0f}" if m else "n/a"
-if len(rows) < 2:
-    print("0 n/a n/a n/a n/a n/a n/a", tps)
-    sys.exit()
-lag = [int(r[3]) for r in rows]
-d = float(rows[-1][0]) - float(rows[0][0])
-print(len(rows), max(lag), f"{statistics.median(lag):g}",
-      f"{(seg(rows[-1][2]) - seg(rows[0][2])) / d:.2f}",
-      f"{(int(rows[-1][4]) - int(rows[0][4])) / d / 1048576:.1f}",
-      f"{statistics.mean(float(r[5]) for r in rows):.2f}", max(int(r[6]) for r in rows), tps)
-PY2
-}
+# stored_segments_per_s wal_mib_per_s mean_load1 max_spool_files tps mean_busy% mean_other%".
+lag_stats() { python3 ci/bench_wal.py lag-stats "$work/samples.$1" "$t0" "$t1" "$work/pgbench.$1.log"; }
 # time_stats FILE FROM: the "%e %M %x" lines of /usr/bin/time after line FROM: "count
 # median_s p90_s max_s max_rss_mib failures".
-time_stats() {
-    tail -n +"$(($2 + 1))" "$1" | python3 -c '
-import statistics, sys
-rows = [l.split() for l in sys.stdin]
-rows = [r for r in rows if len(r) == 3 and r[0].replace(".", "", 1).isdigit()]
-if not rows:
-    print("0 n/a n/a n/a n/a 0")
-    sys.exit()
-e = sorted(float(r[0]) for r in rows)
-print(len(rows), f"{statistics.median(e):.2f}", f"{e[min(len(e) - 1, int(len(e) * 0.9))]:.2f}", f"{e[-1]:.2f}",
-      f"{max(int(r[1]) for r in rows) / 1024:.1f}", sum(r[2] != "0" for r in rows))'
-}
+time_stats() { tail -n +"$(($2 + 1))" "$1" | python3 ci/bench_wal.py time-stats; }
 
 archive_from=$(push_lines)
 load archive
-read -r a_n a_max a_med a_rate a_mibs a_load a_spool a_tps <<<"$(lag_stats archive)"
+read -r a_n a_max a_med a_rate a_mibs a_load a_spool a_tps a_busy a_other <<<"$(lag_stats archive)"
 a_drain=$drain_s
 read -r p_n p_med p_p90 p_max p_rss p_bad <<<"$(time_stats "$home/push.times" "$archive_from")"
 
@@ -317,9 +222,14 @@ read -r p_n p_med p_p90 p_max p_rss p_bad <<<"$(time_stats "$home/push.times" "$
 base_start_bytes=$(lsn_bytes "${base_start/none/0/0}")
 wal_after_base() { echo $((($(lsn_bytes "$(psql_in postgres -c 'SELECT pg_current_wal_lsn()')") - base_start_bytes) / 1048576)); }
 topup_s=0
+# A checkpoint every 5 s meanwhile: the first change of each page after one is written whole
+# (full_page_writes), which makes WAL several times faster than pgbench alone.
 while (($(wal_after_base) < min_wal_mib + 32)); do
-    log "WAL after the base: $(wal_after_base) MiB, not above $min_wal_mib MiB: 30 s more pgbench (archive mode)"
-    pgbench -c 8 -j 2 -T 30 -n "$(url postgres)" >>"$work/pgbench.topup.log" 2>&1
+    log "WAL after the base: $(wal_after_base) MiB, not above $min_wal_mib MiB: 30 s more pgbench with checkpoints (archive mode)"
+    pgbench -c 8 -j 2 -T 30 -n "$(url postgres)" >>"$work/pgbench.topup.log" 2>&1 &
+    topup_pid=$!
+    for _ in 1 2 3 4 5 6; do sleep 5; psql_in postgres -c CHECKPOINT; done
+    wait "$topup_pid"
     topup_s=$((topup_s + 30))
 done
 last=$(psql_in postgres -c "SELECT pg_walfile_name(pg_switch_wal())")
@@ -353,7 +263,7 @@ for _ in $(seq 1 120); do
     sleep 1
 done
 load stream
-read -r s_n s_max s_med s_rate s_mibs s_load s_spool s_tps <<<"$(lag_stats stream)"
+read -r s_n s_max s_med s_rate s_mibs s_load s_spool s_tps s_busy s_other <<<"$(lag_stats stream)"
 s_drain=$drain_s
 [[ -n $stream_dr_pid ]] && kill -TERM "$stream_dr_pid" 2>/dev/null || true
 stream_rc=0
@@ -377,53 +287,64 @@ restore_command=
 recovery_end() {
     echo "$(grep -o 'redo done at [0-9A-F/]*' "$1" | tail -n 1 | awk '{print $4}') $(grep -o 'restored log file "[0-9A-F]*"' "$1" | tail -n 1 | tr -d '"' | awk '{print $4}')"
 }
+# Seconds from the first to the last "restored log file" line of a recovery log (the base's
+# log_line_prefix = '%m [%p] ' gives the time): the replay, without start and stop.
+replay_span() { python3 ci/bench_wal.py replay-span "$1"; }
+# CPU while one recovery runs: the sampler in cpu mode, once a second.
+cpu_start() {
+    cpu_samples=$work/cpu.$1.$rec_i.samples
+    : >"$cpu_samples"
+    python3 ci/bench_wal.py sample cpu - "$cpu_samples" - - 1 \
+        "$work/rec-dr,$work/rec-floor" "$$,$weed_pid" "$dr" &
+    sampler_pid=$!
+}
+# cpu_stop: sets cpu_last to "busy/other" (means, % of all cores).
+cpu_stop() {
+    kill "$sampler_pid" 2>/dev/null || true
+    wait "$sampler_pid" 2>/dev/null || true
+    sampler_pid=
+    cpu_last=$(awk 'NR > 1 { n++; b += $8; o += $9 } END { if (n) printf "%.0f/%.0f", b / n, o / n; else print "n/a" }' "$cpu_samples")
+}
+rec_i=0
 before_dr_recovery() { rm -rf "$work/rec-dr"; }
 after_dr_recovery() {
-    cp "$work/rec-dr/dr-recovery.log" "$work/recovery-dr.$run_no.log" 2>/dev/null || true
-    if [[ -z $restore_command ]]; then
-        restore_command=$(python3 -c '
-import re, sys
-lines = [l for l in open(sys.argv[1]) if re.match(r"\s*restore_command\s*=", l)]
-v = lines[-1].split("=", 1)[1].strip() if lines else ""
-print(v[1:-1].replace("\x27\x27", "\x27") if v.startswith("\x27") else v)' "$work/rec-dr/postgresql.auto.conf" 2>/dev/null || true)
-    fi
+    cp "$work/rec-dr/dr-recovery.log" "$work/recovery-dr.$rec_i.log" 2>/dev/null || true
+    cp "$work/dr-recovery.out" "$work/dr-recovery.$rec_i.out"
+    [[ -n $restore_command ]] || restore_command=$(python3 ci/bench_wal.py restore-command "$work/rec-dr/postgresql.auto.conf")
     rm -rf "$work/rec-dr"
 }
-runs_saved=$runs
-runs=$recovery_runs
-measure dr_recovery bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' restore --at latest --target wala --to-dir '$work/rec-dr' --start > '$work/dr-recovery.out' 2>&1"
-read -r dr_redo dr_last <<<"$(recovery_end "$work/recovery-dr.1.log")"
-dr_replay_s=$(grep -o 'recovery reached the target in [0-9.]* s' "$work/dr-recovery.out" | awk '{print $6}' || true)
+before_floor_recovery() { rm -rf "$work/rec-floor" "$work/rec-floor.sock"; }
+after_floor_recovery() {
+    cp "$work/rec-floor/recovery.log" "$work/recovery-floor.$rec_i.log" 2>/dev/null || true
+    rm -rf "$work/rec-floor" "$work/rec-floor.sock"
+}
+# recover NAME CMD...: one timed run (measure, with the CPU sampled), its time, RSS and CPU
+# added to rec_secs[NAME], rec_rss[NAME], rec_cpu[NAME].
+declare -A rec_secs rec_rss rec_cpu
+recover() {
+    local name=$1
+    shift
+    cpu_start "$name"
+    runs=1 measure "$name" "$@"
+    cpu_stop
+    rec_cpu[$name]+="$cpu_last "
+    rec_secs[$name]+="${secs[$name]} "
+    if ((${rss[$name]} > ${rec_rss[$name]:-0})); then rec_rss[$name]=${rss[$name]}; fi
+}
+recover_dr() {
+    recover dr_recovery bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' restore --at latest --target wala --to-dir '$work/rec-dr' --start > '$work/dr-recovery.out' 2>&1"
+}
+
+# Run 1 of dr first: the floor's WAL is fetched with the restore_command it wrote.
+rec_i=1
+recover_dr
 
 # Not timed: every segment from the base's start, fetched with the restore_command dr wrote
 # (as the server runs it: sh -c, the postgres user, a clean environment), each in
 # /usr/bin/time: that is the fetch measurement; and the base tar, decrypted.
 # The prefetch workers that fetch starts (detached `dr wal prefetch`, in their own process
 # group: /usr/bin/time of the fetch does not see them) are polled for their VmHWM.
-cat >"$work/procmax.py" <<'PY'
-# procmax.py EXE OUT: until SIGTERM, every 50 ms, the largest VmHWM (KiB) of the processes of
-# EXE running `wal prefetch`; then "peak_kib workers_seen" into OUT.
-import os, signal, sys, time
-exe, out = sys.argv[1], sys.argv[2]
-stop = []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-peak, seen = 0, set()
-while not stop:
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            if b"prefetch" not in args or b"wal" not in args or os.path.realpath(f"/proc/{pid}/exe") != exe:
-                continue
-            for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-                    seen.add(pid)
-        except OSError:
-            pass
-    time.sleep(0.05)
-open(out, "w").write(f"{peak} {len(seen)}\n")
-PY
-python3 "$work/procmax.py" "$dr" "$work/prefetch.rss" &
+python3 ci/bench_wal.py procmax "$dr" "$work/prefetch.rss" &
 procmax_pid=$!
 log "fetching the WAL with the restore_command dr wrote, one segment at a time: $restore_command"
 fetch_start=$(date +%s.%N)
@@ -476,23 +397,31 @@ until grep -qs 'archive recovery complete' "\$d/recovery.log"; do
 done
 ${as_pg[*]} "$pg_bin/pg_ctl" stop -w -m fast -D "\$d" >/dev/null
 EOF
-before_floor_recovery() { rm -rf "$work/rec-floor" "$work/rec-floor.sock"; }
-after_floor_recovery() {
-    cp "$work/rec-floor/recovery.log" "$work/recovery-floor.$run_no.log" 2>/dev/null || true
-    rm -rf "$work/rec-floor" "$work/rec-floor.sock"
-}
-measure floor_recovery bash "$work/floor.sh"
-runs=$runs_saved
+recover floor_recovery bash "$work/floor.sh"
+for ((rec_i = 2; rec_i <= recovery_runs; rec_i++)); do
+    recover_dr
+    recover floor_recovery bash "$work/floor.sh"
+done
+for name in dr_recovery floor_recovery; do
+    all_secs[$name]=${rec_secs[$name]% }
+    rss[$name]=${rec_rss[$name]:-0}
+    if [[ ${rec_secs[$name]} == *failed* ]]; then secs[$name]=failed; else secs[$name]=$(tr ' ' '\n' <<<"${all_secs[$name]}" | median); fi
+done
+read -r dr_redo dr_last <<<"$(recovery_end "$work/recovery-dr.1.log")"
 read -r floor_redo floor_last <<<"$(recovery_end "$work/recovery-floor.1.log")"
 same_end=no
 [[ -n $dr_redo && $dr_redo == "$floor_redo" && $dr_last == "$floor_last" ]] && same_end=yes
 [[ $same_end == yes ]] || failed+=("recoveries ended at different points (dr $dr_redo $dr_last, floor $floor_redo $floor_last)")
+dr_replay_s=$(grep -ho 'recovery reached the target in [0-9.]* s' "$work"/dr-recovery.[0-9]*.out | awk '{print $6}' | median)
+dr_span=$(for f in "$work"/recovery-dr.[0-9]*.log; do replay_span "$f"; done | grep -v n/a | median)
+floor_span=$(for f in "$work"/recovery-floor.[0-9]*.log; do replay_span "$f"; done | grep -v n/a | median)
 
 swap_after=$(awk '/^pswpin|^pswpout/ {s += $2} END {print s}' /proc/vmstat)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report ------------------------------------------------------------------------------------------
 b_ratio=$(ratio "${secs[dr_base]}" "${secs[pg_basebackup]}")
+b1_ratio=$(ratio "${secs[dr_base_z1]}" "${secs[pg_basebackup]}")
 r_ratio=$(ratio "${secs[dr_recovery]}" "${secs[floor_recovery]}")
 wal_mib=$(bytes_mib "$wal_bytes")
 fetch_rate=$(awk -v b="$wal_bytes" -v s="$fetch_s" 'BEGIN { if (s > 0) printf "%.0f", b / 1048576 / s; else print "n/a" }')
@@ -505,18 +434,19 @@ cat <<EOF
 Command: \`bash ci/bench-wal.sh --scale $scale --runs $runs --wal-secs $wal_secs --min-wal-mib $min_wal_mib --recovery-runs $recovery_runs\` (= \`bash ci/bench.sh --wal-only\` with these flags) $(commit_note). Whole run: $(((SECONDS - started) / 60)) min.
 
 $(machine_line)
-Load average (1, 5, 15 min): $load_before before the run, $load_after after it; means of the 1-min value while pgbench ran: archive mode $a_load, stream mode $s_load. Swap: $swap_total configured, $((swap_after - swap_before)) pages swapped in or out during the run.
-Cluster: $(bytes_mib "$db_bytes") MiB (pgbench scale $scale), PostgreSQL tuned as ci/bench.sh but \`full_page_writes = on\`. Base tar $(bytes_mib "$base_raw") MiB raw, $(bytes_mib "$base_stored") MiB stored. Recovery: base $base_id + $wal_segments segments ($wal_mib MiB) of WAL after its start.
+Load average (1, 5, 15 min): $load_before before the run, $load_after after it; means of the 1-min value while pgbench ran (its 8 clients and their 8 backends included): archive mode $a_load, stream mode $s_load. CPU while pgbench ran (both cores = 100%): archive mode $a_busy% busy, of it at least $a_other% other work than this benchmark; stream mode $s_busy%, at least $s_other% other. Swap: $swap_total configured, $((swap_after - swap_before)) pages swapped in or out during the run.
+Cluster: $(bytes_mib "$db_bytes") MiB (pgbench scale $scale), PostgreSQL tuned as ci/bench.sh but with \`full_page_writes = on\` and \`checkpoint_timeout = 5min\` (the defaults). Base tar $(bytes_mib "$base_raw") MiB raw, $(bytes_mib "$base_stored") MiB stored. Recovery: base $base_id + $wal_segments segments ($wal_mib MiB) of WAL after its start: the archive-mode run, then $topup_s s more pgbench with a checkpoint every 5 s (archive mode, not sampled) to reach --min-wal-mib.
 
 | run | wall (s) | peak RSS (MiB) |
 | --- | ---: | ---: |
 | \`pg_basebackup -Ft -D - -X none -c fast > /dev/null\` | ${secs[pg_basebackup]} | $(rss_mib pg_basebackup) |
 | \`dr backup --physical\` (zstd + age, to S3; waits for its WAL) | ${secs[dr_base]} | $(rss_mib dr_base) |
+| the same with \`zstd_level = 1\` | ${secs[dr_base_z1]} | $(rss_mib dr_base_z1) |
 | floor recovery: untar the base from local disk, \`restore_command = 'cp DIR/%f %p'\` | ${secs[floor_recovery]} | $(rss_mib floor_recovery) |
 | \`dr restore --at latest --to-dir DIR --start\` (from S3) | ${secs[dr_recovery]} | $(rss_mib dr_recovery) |
 
 Waits: with \`-X none\` the server itself waits for the stop segment and the backup history file to be archived (two \`dr wal push\` calls; it checks once a second) before either client ends: both rows include that. dr's log (medians): $base_stream_s s from its start to "base backup streamed" (its pg_basebackup done, that wait included), then $base_wait_s s "waiting for its WAL in the repository" and the commit: dr's own wait.
-\`dr restore --start\`: $dr_replay_s s of it from starting the server to the end of recovery (dr's report), the rest is planning and unpacking the base.
+Recovery (medians of $recovery_runs runs each, dr and the floor taking turns): \`dr restore --start\` spent $dr_replay_s s from starting the server to the end of recovery (its report), the rest planning and unpacking the base; from the first to the last restored segment (server logs) dr took $dr_span s, the floor $floor_span s. CPU busy/of it other work, % of both cores, per run: dr ${rec_cpu[dr_recovery]% }; floor ${rec_cpu[floor_recovery]% }.
 Both recoveries replayed to the same end: $same_end (dr: redo done at $dr_redo, last segment $dr_last; floor: $floor_redo, $floor_last).
 
 | archiving, \`pgbench -c 8 -j 2 -T $wal_secs\` | tps | WAL MiB/s | segments stored/s | lag max | lag median | samples | drained after pgbench (s) |
@@ -531,6 +461,7 @@ Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_arch
 | goal | measured | target | |
 | --- | ---: | ---: | --- |
 | base backup time / \`pg_basebackup -Ft -D - -X none\` | $(x "$b_ratio") | <= 1.05x | $(verdict "$b_ratio" 1.05) |
+| the same with \`zstd_level = 1\` | $(x "$b1_ratio") | <= 1.05x | $(verdict "$b1_ratio" 1.05) |
 | archive mode lag, max over the run | $(with_unit "$a_max" segments) | <= 2 | $(verdict "$a_max" 2) |
 | stream mode lag, max over the run | $(with_unit "$s_max" segments) | <= 2 | $(verdict "$s_max" 2) |
 | recovery time / floor ($wal_mib MiB of WAL) | $(x "$r_ratio") | <= 1.15x | $(verdict "$r_ratio" 1.15) |
@@ -539,7 +470,7 @@ Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_arch
 | its prefetch workers (\`dr wal prefetch\`, polled, $prefetch_workers seen) | $(with_unit "$prefetch_rss" MiB) | <= 64 MiB | $(verdict "$prefetch_rss" 64) |
 | \`dr wal stream\` peak RSS (with pg_receivewal) | $(with_unit "$stream_rss" MiB) | <= 64 MiB | $(verdict "$stream_rss" 64) |
 
-All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; dr backup --physical ${all_secs[dr_base]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}.
+All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}.
 EOF
 
 if ((${#failed[@]})); then

@@ -31,7 +31,8 @@
 #   --no-wal        only the logical part
 #   --wal-only      only the WAL part (ci/bench-wal.sh, given the other arguments)
 #   --wal-secs N    seconds of pgbench per archiving mode in the WAL part (default 300)
-#   --recovery-runs N  runs of each recovery in the WAL part (default 1)
+#   --recovery-runs N  runs of each recovery in the WAL part (default 2)
+#   --min-wal-mib M WAL the WAL part's recovery replays at least (default 2048)
 #   DR_BENCH_DIR    work directory (default /tmp/dr-bench; emptied at the start); the WAL part
 #                   uses DR_BENCH_DIR-wal after this one is removed (with --wal-only: DR_BENCH_DIR
 #                   itself, default /tmp/dr-bench-wal)
@@ -66,8 +67,8 @@ while (($#)); do
         --keep) keep=1; shift ;;
         --no-wal) wal=0; shift ;;
         --wal-only) wal_only=1; shift ;;
-        --wal-secs | --recovery-runs) wal_args+=("$1" "$2"); shift 2 ;;
-        --wal-secs=* | --recovery-runs=*) wal_args+=("$1"); shift ;;
+        --wal-secs | --recovery-runs | --min-wal-mib) wal_args+=("$1" "$2"); shift 2 ;;
+        --wal-secs=* | --recovery-runs=* | --min-wal-mib=*) wal_args+=("$1"); shift ;;
         -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "bench: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
