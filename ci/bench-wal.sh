@@ -160,20 +160,47 @@ lsn_bytes() { local h=${1%/*} l=${1#*/}; echo $((16#$h * 4294967296 + 16#$l)); }
 seg_name() { printf '%08X%08X%08X' "$1" $(($2 / 256)) $(($2 % 256)); }
 push_lines() { [[ -f $home/push.times ]] && wc -l <"$home/push.times" || echo 0; }
 
+# CPU while a measurement runs: the sampler in cpu mode, twice a second, into cpu.TAG.samples.
+cpu_start() {
+    cpu_samples=$work/cpu.$1.samples
+    : >"$cpu_samples"
+    python3 ci/bench_wal.py sample cpu - "$cpu_samples" - - 0.5 \
+        "$pgdata,$work/rec-dr,$work/rec-floor" "$$,$weed_pid" "$dr" &
+    sampler_pid=$!
+}
+# cpu_stop: sets cpu_last to "busy/other" (means, % of all cores).
+cpu_stop() {
+    kill "$sampler_pid" 2>/dev/null || true
+    wait "$sampler_pid" 2>/dev/null || true
+    sampler_pid=
+    cpu_last=$(awk 'NR > 1 { n++; b += $8; o += $9 } END { if (n) printf "%.0f/%.0f", b / n, o / n; else print "n/a" }' "$cpu_samples")
+}
+# with_cpu NAME measure NAME CMD...: cpu_of[NAME] = the CPU while all its runs ran.
+declare -A cpu_of
+with_cpu() {
+    cpu_start "$1"
+    "${@:2}"
+    cpu_stop
+    cpu_of[$1]=$cpu_last
+}
+
 # --- base backup -------------------------------------------------------------------------------
 # Before each run (untimed) a checkpoint, so that the base backup's own one finds as little to
 # do for either.
 before_pg_basebackup() { psql_in postgres -c CHECKPOINT; }
 before_dr_base() { sleep 1; psql_in postgres -c CHECKPOINT; } # backup ids are whole seconds
 after_dr_base() { cp "$work/dr-base.log" "$work/dr-base.$run_no.log"; }
-measure pg_basebackup bash -c "pg_basebackup -d '$(url postgres)' -Ft -D - -X none -c fast > /dev/null 2>> '$work/pg_basebackup.log'"
+with_cpu pg_basebackup measure pg_basebackup bash -c "pg_basebackup -d '$(url postgres)' -Ft -D - -X none -c fast > /dev/null 2>> '$work/pg_basebackup.log'"
+# The same compression and encryption with the stock tools, for scale (not a goal).
+before_stock_base() { psql_in postgres -c CHECKPOINT; }
+with_cpu stock_base measure stock_base bash -o pipefail -c "pg_basebackup -d '$(url postgres)' -Ft -D - -X none -c fast 2>> '$work/pg_basebackup.log' | zstd -3 -q | age -r '$recipient' > /dev/null"
 # zstd level 1 (the design's fallback when level 3 cannot keep up on 2 cores), before the
 # default level: the newest base, the one the recovery uses, is of the default config.
 sed 's/^\[backup\]$/[backup]\nzstd_level = 1/' "$home/dr.toml" >"$home/dr-z1.toml"
 [[ $(id -u) != 0 ]] || chown postgres:postgres "$home/dr-z1.toml"
 before_dr_base_z1() { sleep 1; psql_in postgres -c CHECKPOINT; }
-measure dr_base_z1 bash -c "'$dr' --config '$home/dr-z1.toml' --env-file '$home/dr.env' backup --physical --target wala > /dev/null 2>> '$work/dr-base-z1.log'"
-measure dr_base bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' --log-format json backup --physical --target wala > /dev/null 2> '$work/dr-base.log'"
+with_cpu dr_base_z1 measure dr_base_z1 bash -c "'$dr' --config '$home/dr-z1.toml' --env-file '$home/dr.env' backup --physical --target wala > /dev/null 2>> '$work/dr-base-z1.log'"
+with_cpu dr_base measure dr_base bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' --log-format json backup --physical --target wala > /dev/null 2> '$work/dr-base.log'"
 # From the JSON log: seconds from start to "base backup streamed" and from there to "complete".
 read -r base_stream_s base_wait_s <<<"$(python3 ci/bench_wal.py base-phases "$work"/dr-base.[0-9]*.log)"
 read -r base_id base_start base_tar_key base_stored base_raw <<<"$(drc show latest --target wala --json 2>/dev/null | python3 ci/bench_wal.py base-manifest)"
@@ -290,21 +317,6 @@ recovery_end() {
 # Seconds from the first to the last "restored log file" line of a recovery log (the base's
 # log_line_prefix = '%m [%p] ' gives the time): the replay, without start and stop.
 replay_span() { python3 ci/bench_wal.py replay-span "$1"; }
-# CPU while one recovery runs: the sampler in cpu mode, once a second.
-cpu_start() {
-    cpu_samples=$work/cpu.$1.$rec_i.samples
-    : >"$cpu_samples"
-    python3 ci/bench_wal.py sample cpu - "$cpu_samples" - - 1 \
-        "$work/rec-dr,$work/rec-floor" "$$,$weed_pid" "$dr" &
-    sampler_pid=$!
-}
-# cpu_stop: sets cpu_last to "busy/other" (means, % of all cores).
-cpu_stop() {
-    kill "$sampler_pid" 2>/dev/null || true
-    wait "$sampler_pid" 2>/dev/null || true
-    sampler_pid=
-    cpu_last=$(awk 'NR > 1 { n++; b += $8; o += $9 } END { if (n) printf "%.0f/%.0f", b / n, o / n; else print "n/a" }' "$cpu_samples")
-}
 rec_i=0
 before_dr_recovery() { rm -rf "$work/rec-dr"; }
 after_dr_recovery() {
@@ -324,7 +336,7 @@ declare -A rec_secs rec_rss rec_cpu
 recover() {
     local name=$1
     shift
-    cpu_start "$name"
+    cpu_start "$name.$rec_i"
     runs=1 measure "$name" "$@"
     cpu_stop
     rec_cpu[$name]+="$cpu_last "
@@ -437,16 +449,19 @@ $(machine_line)
 Load average (1, 5, 15 min): $load_before before the run, $load_after after it; means of the 1-min value while pgbench ran (its 8 clients and their 8 backends included): archive mode $a_load, stream mode $s_load. CPU while pgbench ran (both cores = 100%): archive mode $a_busy% busy, of it at least $a_other% other work than this benchmark; stream mode $s_busy%, at least $s_other% other. Swap: $swap_total configured, $((swap_after - swap_before)) pages swapped in or out during the run.
 Cluster: $(bytes_mib "$db_bytes") MiB (pgbench scale $scale), PostgreSQL tuned as ci/bench.sh but with \`full_page_writes = on\` and \`checkpoint_timeout = 5min\` (the defaults). Base tar $(bytes_mib "$base_raw") MiB raw, $(bytes_mib "$base_stored") MiB stored. Recovery: base $base_id + $wal_segments segments ($wal_mib MiB) of WAL after its start: the archive-mode run, then $topup_s s more pgbench with a checkpoint every 5 s (archive mode, not sampled) to reach --min-wal-mib.
 
-| run | wall (s) | peak RSS (MiB) |
-| --- | ---: | ---: |
-| \`pg_basebackup -Ft -D - -X none -c fast > /dev/null\` | ${secs[pg_basebackup]} | $(rss_mib pg_basebackup) |
-| \`dr backup --physical\` (zstd + age, to S3; waits for its WAL) | ${secs[dr_base]} | $(rss_mib dr_base) |
-| the same with \`zstd_level = 1\` | ${secs[dr_base_z1]} | $(rss_mib dr_base_z1) |
-| floor recovery: untar the base from local disk, \`restore_command = 'cp DIR/%f %p'\` | ${secs[floor_recovery]} | $(rss_mib floor_recovery) |
-| \`dr restore --at latest --to-dir DIR --start\` (from S3) | ${secs[dr_recovery]} | $(rss_mib dr_recovery) |
+| run | wall (s) | peak RSS (MiB) | CPU busy / other work (%) |
+| --- | ---: | ---: | ---: |
+| \`pg_basebackup -Ft -D - -X none -c fast > /dev/null\` | ${secs[pg_basebackup]} | $(rss_mib pg_basebackup) | ${cpu_of[pg_basebackup]} |
+| \`pg_basebackup … \| zstd -3 \| age > /dev/null\` (stock tools, for scale) | ${secs[stock_base]} | $(rss_mib stock_base) | ${cpu_of[stock_base]} |
+| \`dr backup --physical\` (zstd + age, to S3; waits for its WAL) | ${secs[dr_base]} | $(rss_mib dr_base) | ${cpu_of[dr_base]} |
+| the same with \`zstd_level = 1\` | ${secs[dr_base_z1]} | $(rss_mib dr_base_z1) | ${cpu_of[dr_base_z1]} |
+| floor recovery: untar the base from local disk, \`restore_command = 'cp DIR/%f %p'\` | ${secs[floor_recovery]} | $(rss_mib floor_recovery) | ${rec_cpu[floor_recovery]% } |
+| \`dr restore --at latest --to-dir DIR --start\` (from S3) | ${secs[dr_recovery]} | $(rss_mib dr_recovery) | ${rec_cpu[dr_recovery]% } |
+
+CPU: the mean over half-second samples while the row's runs ran (recoveries: per run), both cores = 100%; "other work" is what processes outside this benchmark used (at least).
 
 Waits: with \`-X none\` the server itself waits for the stop segment and the backup history file to be archived (two \`dr wal push\` calls; it checks once a second) before either client ends: both rows include that. dr's log (medians): $base_stream_s s from its start to "base backup streamed" (its pg_basebackup done, that wait included), then $base_wait_s s "waiting for its WAL in the repository" and the commit: dr's own wait.
-Recovery (medians of $recovery_runs runs each, dr and the floor taking turns): \`dr restore --start\` spent $dr_replay_s s from starting the server to the end of recovery (its report), the rest planning and unpacking the base; from the first to the last restored segment (server logs) dr took $dr_span s, the floor $floor_span s. CPU busy/of it other work, % of both cores, per run: dr ${rec_cpu[dr_recovery]% }; floor ${rec_cpu[floor_recovery]% }.
+Recovery (medians of $recovery_runs runs each, dr and the floor taking turns): \`dr restore --start\` spent $dr_replay_s s from starting the server to the end of recovery (its report), the rest planning and unpacking the base; from the first to the last restored segment (server logs) dr took $dr_span s, the floor $floor_span s.
 Both recoveries replayed to the same end: $same_end (dr: redo done at $dr_redo, last segment $dr_last; floor: $floor_redo, $floor_last).
 
 | archiving, \`pgbench -c 8 -j 2 -T $wal_secs\` | tps | WAL MiB/s | segments stored/s | lag max | lag median | samples | drained after pgbench (s) |
@@ -470,7 +485,7 @@ Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_arch
 | its prefetch workers (\`dr wal prefetch\`, polled, $prefetch_workers seen) | $(with_unit "$prefetch_rss" MiB) | <= 64 MiB | $(verdict "$prefetch_rss" 64) |
 | \`dr wal stream\` peak RSS (with pg_receivewal) | $(with_unit "$stream_rss" MiB) | <= 64 MiB | $(verdict "$stream_rss" 64) |
 
-All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}.
+All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; stock pipeline ${all_secs[stock_base]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}.
 EOF
 
 if ((${#failed[@]})); then
