@@ -139,7 +139,7 @@ chmod 600 "$home/dr.env"
 chmod 700 "$home"
 [[ $(id -u) != 0 ]] || chown -R postgres:postgres "$home"
 drc() { "$dr" --config "$home/dr.toml" --env-file "$home/dr.env" "$@"; }
-time_fmt='%%e %%M %%x' # wall seconds, peak RSS KiB, exit status (%% is PostgreSQL's %)
+time_fmt='%%e %%M %%x %%U %%S' # wall s, peak RSS KiB, exit status, user and system CPU s (%% is PostgreSQL's %)
 start_postgres "$pg_port" <<EOF
 wal_level = replica
 archive_mode = on
@@ -235,15 +235,15 @@ load() {
 # lag_stats MODE: of the samples taken while pgbench ran: "samples max_lag median_lag
 # stored_segments_per_s wal_mib_per_s mean_load1 max_spool_files tps mean_busy% mean_other%".
 lag_stats() { python3 ci/bench_wal.py lag-stats "$work/samples.$1" "$t0" "$t1" "$work/pgbench.$1.log"; }
-# time_stats FILE FROM: the "%e %M %x" lines of /usr/bin/time after line FROM: "count
-# median_s p90_s max_s max_rss_mib failures".
+# time_stats FILE FROM: the "%e %M %x %U %S" lines of /usr/bin/time after line FROM: "count
+# median_s p90_s max_s max_rss_mib failures median_cpu_s total_cpu_s".
 time_stats() { tail -n +"$(($2 + 1))" "$1" | python3 ci/bench_wal.py time-stats; }
 
 archive_from=$(push_lines)
 load archive
 read -r a_n a_max a_med a_rate a_mibs a_load a_spool a_tps a_busy a_other <<<"$(lag_stats archive)"
 a_drain=$drain_s
-read -r p_n p_med p_p90 p_max p_rss p_bad <<<"$(time_stats "$home/push.times" "$archive_from")"
+read -r p_n p_med p_p90 p_max p_rss p_bad p_cpu _ <<<"$(time_stats "$home/push.times" "$archive_from")"
 
 # The recovery replays at least --min-wal-mib after the base: more pgbench if the run made less.
 base_start_bytes=$(lsn_bytes "${base_start/none/0/0}")
@@ -264,7 +264,7 @@ for _ in $(seq 1 300); do
     [[ $(psql_in postgres -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < "$last" ]] || break
     sleep 1
 done
-read -r all_n _ _ _ all_rss all_bad <<<"$(time_stats "$home/push.times" 0)"
+read -r all_n _ _ _ all_rss all_bad _ _ <<<"$(time_stats "$home/push.times" 0)"
 
 # --- stream mode ---------------------------------------------------------------------------------
 log "archive_mode off, restart; dr wal stream --target wals"
@@ -367,7 +367,7 @@ while [[ -n $restore_command ]]; do
     cmd=${restore_command//%f/$name}
     cmd=${cmd//%p/pg_wal/$name}
     rc=0
-    (cd "$fetch_dd" && "${as_pg[@]}" env -i PATH=/usr/bin:/bin sh -c "/usr/bin/time -f '%e %M %x' -a -o '$home/fetch.times' $cmd") 2>>"$work/fetch.log" || rc=$?
+    (cd "$fetch_dd" && "${as_pg[@]}" env -i PATH=/usr/bin:/bin sh -c "/usr/bin/time -f '%e %M %x %U %S' -a -o '$home/fetch.times' $cmd") 2>>"$work/fetch.log" || rc=$?
     ((rc == 0)) || break
     wal_segments=$((wal_segments + 1))
     n=$((n + 1))
@@ -377,10 +377,10 @@ sleep 2 # the last worker stops at the first segment not archived
 kill "$procmax_pid" 2>/dev/null || true
 wait "$procmax_pid" 2>/dev/null || true
 procmax_pid=
-read -r prefetch_kib prefetch_workers <"$work/prefetch.rss" || { prefetch_kib=0; prefetch_workers=0; }
+read -r prefetch_kib prefetch_workers prefetch_cpu <"$work/prefetch.rss" || { prefetch_kib=0; prefetch_workers=0; prefetch_cpu=n/a; }
 prefetch_rss=$(mib "$prefetch_kib")
 [[ ${rc:-1} == 1 ]] || { failed+=("dr wal fetch of $name (exit $rc)"); tail -n 5 "$work/fetch.log" >&2; }
-read -r f_n f_med f_p90 f_max f_rss f_bad <<<"$(time_stats "$home/fetch.times" 0)"
+read -r f_n f_med f_p90 f_max f_rss f_bad f_cpu f_cpu_total <<<"$(time_stats "$home/fetch.times" 0)"
 ((rc != 1 || f_bad == 0)) || f_bad=$((f_bad - 1)) # the last call: not archived, the end
 wal_segments_files=$(find "$waldir" -maxdepth 1 -name '[0-9A-F]*' -type f | wc -l)
 ((wal_segments_files == wal_segments)) || failed+=("fetched $wal_segments segments, $wal_segments_files files in $waldir")
@@ -470,8 +470,8 @@ Both recoveries replayed to the same end: $same_end (dr: redo done at $dr_redo, 
 | stream: \`dr wal stream\` (partials every 30 s) | $s_tps | $s_mibs | $s_rate | $s_max | $s_med | $s_n | $s_drain |
 
 Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_archiver; stream: the newest segment record in the repository). Stream mode: at most $s_spool files in the spool at a sample.
-\`dr wal push\` during the archive run: $p_n calls, wall median $p_med s, p90 $p_p90 s, max $p_max s, $p_bad failed; all $all_n calls of the run: peak RSS $all_rss MiB, $all_bad failed.
-\`dr wal fetch\` (the restore_command dr wrote, with its prefetch spool, one segment after another as PostgreSQL calls it but with no replay in between): $f_n calls, wall median $f_med s, p90 $f_p90 s, max $f_max s, $f_bad failed besides the final "not archived"; $wal_segments segments in $fetch_s s ($fetch_rate MiB/s).
+\`dr wal push\` during the archive run: $p_n calls, wall median $p_med s, p90 $p_p90 s, max $p_max s, CPU (user + system) median $p_cpu s, $p_bad failed; all $all_n calls of the run: peak RSS $all_rss MiB, $all_bad failed.
+\`dr wal fetch\` (the restore_command dr wrote, with its prefetch spool, one segment after another as PostgreSQL calls it but with no replay in between): $f_n calls, wall median $f_med s, p90 $f_p90 s, max $f_max s, CPU median $f_cpu s ($f_cpu_total s in all), $f_bad failed besides the final "not archived"; $wal_segments segments in $fetch_s s ($fetch_rate MiB/s); the $prefetch_workers prefetch workers used $prefetch_cpu s of CPU (as last seen every 50 ms).
 
 | goal | measured | target | |
 | --- | ---: | ---: | --- |

@@ -14,12 +14,13 @@
       the most CPU since the start ("rustc 40 s, cc1 3 s").
   procmax EXE OUT
       until SIGTERM, every 50 ms, the largest VmHWM (KiB) of the processes of EXE running
-      `wal prefetch`; then "peak_kib workers_seen" into OUT.
+      `wal prefetch`, and their CPU time as last seen; then "peak_kib workers_seen cpu_s"
+      into OUT.
   lag-stats SAMPLES T0 T1 PGBENCH_LOG
       of the samples between T0 and T1: "samples max_lag median_lag segments_per_s
       wal_mib_per_s mean_load1 max_spool tps mean_busy mean_other".
-  time-stats  (stdin: /usr/bin/time -f '%e %M %x' lines)
-      "count median_s p90_s max_s max_rss_mib failures".
+  time-stats  (stdin: /usr/bin/time -f '%e %M %x %U %S' lines)
+      "count median_s p90_s max_s max_rss_mib failures median_cpu_s total_cpu_s".
   base-phases LOG...  (dr --log-format json backup --physical)
       median seconds from "physical backup started" to "base backup streamed", and from
       there to "physical backup complete".
@@ -179,7 +180,7 @@ def sample(mode, url, out, filer, spool, interval, pgdatas, roots, exes=""):
 def procmax(exe, out):
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    peak, seen = 0, set()
+    peak, ticks = 0, {}
     while not stop:
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -189,12 +190,14 @@ def procmax(exe, out):
                 for line in open(f"/proc/{pid}/status"):
                     if line.startswith("VmHWM:"):
                         peak = max(peak, int(line.split()[1]))
-                        seen.add(pid)
+                st = open(f"/proc/{pid}/stat").read()
+                f = st[st.rfind(")") + 2 :].split()
+                ticks[pid] = int(f[11]) + int(f[12])
             except OSError:
                 pass
         time.sleep(0.05)
     with open(out, "w") as f:
-        f.write(f"{peak} {len(seen)}\n")
+        f.write(f"{peak} {len(ticks)} {sum(ticks.values()) / os.sysconf('SC_CLK_TCK'):.1f}\n")
 
 
 def lag_stats(path, a, b, log):
@@ -224,11 +227,12 @@ def lag_stats(path, a, b, log):
 
 def time_stats():
     rows = [line.split() for line in sys.stdin]
-    rows = [r for r in rows if len(r) == 3 and r[0].replace(".", "", 1).isdigit()]
+    rows = [r for r in rows if len(r) == 5 and r[0].replace(".", "", 1).isdigit()]
     if not rows:
-        print("0 n/a n/a n/a n/a 0")
+        print("0 n/a n/a n/a n/a 0 n/a n/a")
         return
     e = sorted(float(r[0]) for r in rows)
+    cpu = [float(r[3]) + float(r[4]) for r in rows]
     print(
         len(rows),
         f"{statistics.median(e):.2f}",
@@ -236,6 +240,8 @@ def time_stats():
         f"{e[-1]:.2f}",
         f"{max(int(r[1]) for r in rows) / 1024:.1f}",
         sum(r[2] != "0" for r in rows),
+        f"{statistics.median(cpu):.2f}",
+        f"{sum(cpu):.1f}",
     )
 
 
