@@ -8,10 +8,11 @@
 #   archiving:   pgbench -c 8 -j 2 -T S (saturated) with archive_command = dr wal push, then
 #                again with dr wal stream (archive_mode off); the lag sampled every 3 s
 #   recovery:    the newest base + all WAL archived after it (>= --min-wal-mib), replayed to
-#                its end: floor = the same base tar (decrypted beforehand) untarred from local
-#                disk, restore_command = 'cp DIR/%f %p' on the same segments (fetched
-#                beforehand with dr wal fetch: that loop measures fetch); dr = dr restore
-#                --at latest --to-dir DIR --start from S3
+#                an LSN in the last segment (both pause there): floor = the same base tar
+#                (decrypted beforehand) untarred from local disk, restore_command = 'cp DIR/%f
+#                %p' on the same segments (fetched beforehand with dr wal fetch: that loop
+#                measures fetch); dr = dr restore --at LSN --to-dir DIR --start from S3 (an
+#                archive-mode copy is never promoted by --start: `latest` is refused there)
 #   memory:      peak RSS of every dr wal push (archive_command wrapped in /usr/bin/time),
 #                dr wal fetch (the exact restore_command dr wrote, run once per segment), the
 #                prefetch workers it starts (detached: their VmHWM polled every 50 ms) and
@@ -259,6 +260,10 @@ while (($(wal_after_base) < min_wal_mib + 32)); do
     wait "$topup_pid"
     topup_s=$((topup_s + 30))
 done
+# The recovery target: the first record at or after this LSN (a row inserted after it), in the
+# last segment archived.
+target_lsn=$(psql_in postgres -c "SELECT pg_current_wal_lsn()")
+psql_in postgres -c "CREATE TABLE IF NOT EXISTS bench_end (t timestamptz); INSERT INTO bench_end VALUES (now())" >/dev/null
 last=$(psql_in postgres -c "SELECT pg_walfile_name(pg_switch_wal())")
 for _ in $(seq 1 300); do
     [[ $(psql_in postgres -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < "$last" ]] || break
@@ -310,9 +315,10 @@ waldir=$fetch_dd/pg_wal
 mkdir -p "$waldir"
 [[ $(id -u) != 0 ]] || chown -R postgres:postgres "$fetch_dd"
 restore_command=
-# The end a recovery reached: "redo done at LSN" and the last segment it restored.
+# The end a recovery reached: where it stopped ("recovery stopping after WAL location (LSN)
+# "X"", or the record it names) and the last segment it restored.
 recovery_end() {
-    echo "$(grep -o 'redo done at [0-9A-F/]*' "$1" | tail -n 1 | awk '{print $4}') $(grep -o 'restored log file "[0-9A-F]*"' "$1" | tail -n 1 | tr -d '"' | awk '{print $4}')"
+    echo "$(grep -o 'recovery stopping [^,]*' "$1" | tail -n 1 | grep -o '[0-9A-F]*/[0-9A-F]*' | tail -n 1) $(grep -o 'restored log file "[0-9A-F]*"' "$1" | tail -n 1 | tr -d '"' | awk '{print $4}')"
 }
 # Seconds from the first to the last "restored log file" line of a recovery log (the base's
 # log_line_prefix = '%m [%p] ' gives the time): the replay, without start and stop.
@@ -344,7 +350,7 @@ recover() {
     if ((${rss[$name]} > ${rec_rss[$name]:-0})); then rec_rss[$name]=${rss[$name]}; fi
 }
 recover_dr() {
-    recover dr_recovery bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' restore --at latest --target wala --to-dir '$work/rec-dr' --start > '$work/dr-recovery.out' 2>&1"
+    recover dr_recovery bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' restore --at '$target_lsn' --target wala --to-dir '$work/rec-dr' --start > '$work/dr-recovery.out' 2>&1"
 }
 
 # Run 1 of dr first: the floor's WAL is fetched with the restore_command it wrote.
@@ -388,11 +394,12 @@ wal_bytes=$((wal_segments * 16777216))
 curl -fsS "$filer_wal/$base_tar_key" | age -d -i "$home/identity.txt" | zstd -dq >"$work/base.tar"
 chmod 644 "$work/base.tar"
 
-# The floor: untar, recovery settings (restore_command cp), start as dr --start does, wait for
-# the end of recovery, stop.
+# The floor: untar, recovery settings (restore_command cp, the same target), start as dr
+# --start does, wait until it pauses at the target, stop.
 cat >"$work/floor.conf" <<EOF
 restore_command = 'cp $waldir/%f %p'
 recovery_target_timeline = '1'
+recovery_target_lsn = '$target_lsn'
 EOF
 chmod 644 "$work/floor.conf"
 cat >"$work/floor.sh" <<EOF
@@ -403,7 +410,7 @@ ${as_pg[*]:+chown postgres:postgres "\$d" "\$d.sock"}
 ${as_pg[*]} tar -xf "$work/base.tar" -C "\$d"
 ${as_pg[*]} sh -c 'cat "\$1" >> "\$2/postgresql.auto.conf" && touch "\$2/recovery.signal"' _ "$work/floor.conf" "\$d"
 ${as_pg[*]} "$pg_bin/pg_ctl" start -W -D "\$d" -l "\$d/recovery.log" -o "-c listen_addresses='' -c unix_socket_directories='\$d.sock' -c archive_mode=off -c hot_standby=on -c lc_messages=C -c logging_collector=off -c recovery_target_action=pause" >/dev/null
-until grep -qs 'archive recovery complete' "\$d/recovery.log"; do
+until grep -qs 'pausing at the end of recovery' "\$d/recovery.log"; do
     if grep -qs 'FATAL' "\$d/recovery.log"; then tail -n 5 "\$d/recovery.log" >&2; exit 1; fi
     sleep 0.3
 done
@@ -456,13 +463,13 @@ Cluster: $(bytes_mib "$db_bytes") MiB (pgbench scale $scale), PostgreSQL tuned a
 | \`dr backup --physical\` (zstd + age, to S3; waits for its WAL) | ${secs[dr_base]} | $(rss_mib dr_base) | ${cpu_of[dr_base]} |
 | the same with \`zstd_level = 1\` | ${secs[dr_base_z1]} | $(rss_mib dr_base_z1) | ${cpu_of[dr_base_z1]} |
 | floor recovery: untar the base from local disk, \`restore_command = 'cp DIR/%f %p'\` | ${secs[floor_recovery]} | $(rss_mib floor_recovery) | ${rec_cpu[floor_recovery]% } |
-| \`dr restore --at latest --to-dir DIR --start\` (from S3) | ${secs[dr_recovery]} | $(rss_mib dr_recovery) | ${rec_cpu[dr_recovery]% } |
+| \`dr restore --at LSN --to-dir DIR --start\` (from S3) | ${secs[dr_recovery]} | $(rss_mib dr_recovery) | ${rec_cpu[dr_recovery]% } |
 
 CPU: the mean over half-second samples while the row's runs ran (recoveries: per run), both cores = 100%; "other work" is what processes outside this benchmark used (at least).
 
 Waits: with \`-X none\` the server itself waits for the stop segment and the backup history file to be archived (two \`dr wal push\` calls; it checks once a second) before either client ends: both rows include that. dr's log (medians): $base_stream_s s from its start to "base backup streamed" (its pg_basebackup done, that wait included), then $base_wait_s s "waiting for its WAL in the repository" and the commit: dr's own wait.
 Recovery (medians of $recovery_runs runs each, dr and the floor taking turns): \`dr restore --start\` spent $dr_replay_s s from starting the server to the end of recovery (its report), the rest planning and unpacking the base; from the first to the last restored segment (server logs) dr took $dr_span s, the floor $floor_span s.
-Both recoveries replayed to the same end: $same_end (dr: redo done at $dr_redo, last segment $dr_last; floor: $floor_redo, $floor_last).
+Both recoveries stopped at the same point (target LSN $target_lsn): $same_end (dr: stopped at $dr_redo, last segment $dr_last; floor: $floor_redo, $floor_last).
 
 | archiving, \`pgbench -c 8 -j 2 -T $wal_secs\` | tps | WAL MiB/s | segments stored/s | lag max | lag median | samples | drained after pgbench (s) |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |

@@ -24,7 +24,9 @@ pub fn stop_segment(timeline: u32, start: Lsn, stop: Lsn, size: SegmentSize) -> 
 
 /// Wait until the record of every segment from `first` to `last` (same timeline) is in the
 /// repository: the commit point of each archived segment (`dr wal push` / `dr wal stream`).
-/// Polls once a second up to `wait`; a timeout is exit 3 naming the first missing segment.
+/// Polls up to `wait`, first every 100 ms then less often, up to once a second (in stream
+/// mode the stop segment lands a moment after pg_basebackup ends: a whole second would be
+/// most of a small backup's time); a timeout is exit 3 naming the first missing segment.
 pub async fn wait_for_wal(
     store: &dyn ObjectStore,
     target: &str,
@@ -36,6 +38,7 @@ pub async fn wait_for_wal(
 ) -> Result<()> {
     let deadline = Instant::now() + wait;
     let mut next = first;
+    let mut every = Duration::from_millis(100);
     loop {
         // Segments before `next` are there; records are never removed while a backup runs.
         loop {
@@ -58,7 +61,8 @@ pub async fn wait_for_wal(
         if now >= deadline {
             return Err(not_archived(target, first, last, next, wait));
         }
-        let pause = (deadline - now).min(Duration::from_secs(1));
+        let pause = (deadline - now).min(every);
+        every = (every * 2).min(Duration::from_secs(1));
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = cancel.cancelled() => return Err(Error::interrupted("the backup")),
