@@ -31,6 +31,7 @@ use dr_catalog::wal::Lsn;
 use dr_config::{TargetConfig, WalMode};
 use dr_pg::replication;
 use dr_pg::{ChildProcess, ConnInfo, ServerVersion};
+use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::identity::{self, Cluster};
@@ -44,6 +45,10 @@ use crate::{Context, Error, Kind, Result};
 const LOCK_TTL: Duration = Duration::from_secs(60);
 /// How often the spool is read.
 const TICK: Duration = Duration::from_secs(1);
+/// Complete segments archived at once: a checkpoint's full-page writes make several
+/// segments a second for a while, more than one upload after another keeps up with; more
+/// at once would only add memory (each holds up to a part of its object).
+const PUSHES: usize = 3;
 /// The longest wait before pg_receivewal is started again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// An unchanged growing segment is uploaded again this often (see [`Uploader::partial`]).
@@ -409,9 +414,7 @@ impl Uploader<'_> {
                 self.done.insert(name);
             }
         }
-        for (e, delete) in &plan.segments {
-            self.segment(ctx, e, *delete).await?;
-        }
+        self.segments(ctx, &plan.segments).await?;
         for path in &plan.stale {
             let _ = std::fs::remove_file(path);
         }
@@ -431,12 +434,44 @@ impl Uploader<'_> {
         Ok(())
     }
 
-    /// A complete segment: archived (a re-push of the same bytes is fine), its partial
-    /// retired, its local file deleted unless pg_receivewal resumes after it.
-    async fn segment(&mut self, ctx: &Context, e: &spool::Entry, delete: bool) -> Result<()> {
+    /// The complete segments, oldest first: up to [`PUSHES`] archived at once (a re-push
+    /// of the same bytes is fine), each then retired in order ([`Uploader::segment`]). The
+    /// first failure ends the pass; the segments after it are tried again on the next one.
+    async fn segments(&mut self, ctx: &Context, segments: &[(spool::Entry, bool)]) -> Result<()> {
+        let todo: Vec<_> = segments
+            .iter()
+            .map(|(e, _)| {
+                let path = (!self.done.contains(&e.file.to_string())).then(|| e.path.clone());
+                push_segment(ctx, path, self.target.to_string())
+            })
+            .collect();
+        let mut pushes = stream::iter(todo).buffered(PUSHES);
+        let mut results = Vec::with_capacity(segments.len());
+        while let Some(r) = pushes.next().await {
+            let failed = r.is_err();
+            results.push(r);
+            if failed {
+                break; // the pushes under way are dropped: nothing commits half-way
+            }
+        }
+        drop(pushes);
+        for ((e, delete), pushed) in segments.iter().zip(results) {
+            self.segment(ctx, e, *delete, pushed?).await?;
+        }
+        Ok(())
+    }
+
+    /// A complete segment, archived now (`pushed`) or before: its partial retired, its
+    /// local file deleted unless pg_receivewal resumes after it.
+    async fn segment(
+        &mut self,
+        ctx: &Context,
+        e: &spool::Entry,
+        delete: bool,
+        pushed: Option<super::push::Pushed>,
+    ) -> Result<()> {
         let name = e.file.to_string();
-        if !self.done.contains(&name) {
-            let pushed = push_as(ctx, &e.path, Some(self.target), Source::Stream).await?;
+        if let Some(pushed) = pushed {
             self.streamed.segments += 1;
             if let (Some(s), Ok(h)) = (
                 e.file.segment(),
@@ -506,6 +541,20 @@ impl Uploader<'_> {
             self.last_sent = Some(Instant::now());
         }
         Ok(())
+    }
+}
+
+/// One complete segment archived from the spool; `None`: archived by this stream already.
+async fn push_segment(
+    ctx: &Context,
+    path: Option<PathBuf>,
+    target: String,
+) -> Result<Option<super::push::Pushed>> {
+    match path {
+        Some(p) => push_as(ctx, &p, Some(&target), Source::Stream)
+            .await
+            .map(Some),
+        None => Ok(None),
     }
 }
 
