@@ -519,3 +519,11 @@ fn the_point_in_time_runbook_runs_verbatim() {
     assert_eq!(copy.marks(), "1,2");
     copy.stop();
 }
+
+/// Start the recovered copy in `dir` (recovery ends with promotion), run `sql` in it, stop it.
+pub(crate) fn query_copy(pg: &Postgres, dir: &Path, sql: &str) -> String {
+    let copy = Copy::start(pg, dir, false);
+    let out = copy.psql(sql);
+    copy.stop();
+    out
+}

@@ -404,6 +404,11 @@ pub struct BackupDetails {
     /// before a restore ([`crate::cross_check`]). Empty in backups made before dr recorded it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjectRecord>,
+    /// The WAL position the dump's snapshot corresponds to (the consistent point of the
+    /// temporary logical slot that exported it): a recovery replaying exactly the WAL
+    /// before it holds these counts. Only for targets with WAL on `wal_level = logical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_lsn: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]

@@ -30,6 +30,7 @@ mod process;
 pub mod recovery;
 pub mod replication;
 mod server;
+pub mod slot_snapshot;
 mod snapshot;
 pub mod source;
 mod split;

@@ -125,14 +125,21 @@ pub fn quote_ident(s: &str) -> String {
 impl Snapshot {
     /// Connect, open the transaction and export its snapshot. Counting waits at most
     /// `lock_wait` for a table lock (0: forever), like `pg_dump --lock-wait-timeout`.
+    /// With `import`, the transaction runs in that exported snapshot (a replication slot's,
+    /// [`crate::slot_snapshot`]) and exports it again: held here, it outlives its exporter.
     pub async fn begin(
         conn: &ConnInfo,
         lock_wait: std::time::Duration,
+        import: Option<&str>,
     ) -> Result<Snapshot, PgError> {
         let client = conn.connect().await?;
+        // SET TRANSACTION SNAPSHOT must come before the transaction's first query.
+        let imported = import
+            .map(|id| format!("; set transaction snapshot '{}'", id.replace('\'', "''")))
+            .unwrap_or_default();
         client
             .batch_execute(&format!(
-                "begin isolation level repeatable read read only; set local lock_timeout = {}",
+                "begin isolation level repeatable read read only{imported}; set local lock_timeout = {}",
                 lock_wait.as_millis()
             ))
             .await

@@ -121,6 +121,9 @@ struct Source {
     /// The server's lock table: max_locks_per_transaction x (max_connections +
     /// max_prepared_transactions) table locks in all, shared by every session.
     lock_slots: Option<usize>,
+    /// `psql`, when the dump's snapshot is to come with its exact WAL position
+    /// ([`dr_pg::slot_snapshot`]): a target with WAL on a server with `wal_level = logical`.
+    exact_position: Option<Tool>,
 }
 
 /// `deadline`: when `backup.max_duration` stops the run (said in lock wait reports).
@@ -218,6 +221,7 @@ async fn inspect_source(ctx: &Context, target: &TargetConfig) -> Result<Source> 
         .await
         .ok()
         .and_then(|t| usize::try_from(t.slots()).ok());
+    let exact_position = exact_position(target, &client, version.major, bin_dir).await;
     drop(client);
     Ok(Source {
         conn,
@@ -227,7 +231,35 @@ async fn inspect_source(ctx: &Context, target: &TargetConfig) -> Result<Source> 
         database_bytes,
         superuser,
         lock_slots,
+        exact_position,
     })
+}
+
+/// `psql` for a snapshot with its exact WAL position, where one can be had and is of use:
+/// a drill recovers to that position and must then find the dump's counts exactly. Without
+/// it the dump is as good; only that proof is lost, so its absence is said, not fatal.
+async fn exact_position(
+    target: &TargetConfig,
+    client: &dr_pg::Client,
+    major: u32,
+    bin_dir: Option<&std::path::Path>,
+) -> Option<Tool> {
+    target.wal.as_ref()?;
+    match dr_pg::slot_snapshot::wal_level(client).await {
+        Ok(level) if level == "logical" => {}
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!("cannot read wal_level ({e}): the dump's WAL position is not recorded");
+            return None;
+        }
+    }
+    match dr_pg::find_tool("psql", major, bin_dir) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("{e}: the dump's exact WAL position is not recorded (it needs psql)");
+            None
+        }
+    }
 }
 
 /// Sign and write the manifest: the commit point. On any failure the backup's objects are

@@ -54,7 +54,12 @@ pub(super) async fn write_objects(
     let globals = write_globals(w, &session, written).await?;
 
     let lock_wait = Duration::from_secs(ctx.config.backup.lock_wait_timeout_secs);
-    let snapshot = Snapshot::begin(&conn.with_application_name(&snapshot_name), lock_wait).await?;
+    let (snapshot, snapshot_lsn) = begin_snapshot(
+        w.source,
+        &conn.with_application_name(&snapshot_name),
+        lock_wait,
+    )
+    .await?;
     let split = match plan_streams(ctx, &snapshot).await {
         Ok(split) => split,
         Err(e) => {
@@ -83,8 +88,43 @@ pub(super) async fn write_objects(
         Some(d) => d?,
         None => return Err(Error::interrupted("the backup")),
     };
-    let details = write_details(w, inventory, &split, &dump, &globals, written).await?;
+    let details =
+        write_details(w, inventory, snapshot_lsn, &split, &dump, &globals, written).await?;
     Ok((dump, globals, details))
+}
+
+/// How long creating the snapshot's replication slot may wait for the transactions running
+/// when it starts; past it the dump goes on without its WAL position.
+const SLOT_WAIT: Duration = Duration::from_secs(60);
+
+/// The dump's snapshot and, where the source can give it, the WAL position it corresponds
+/// to: a temporary logical slot exports the snapshot, this run's transaction imports it
+/// (and holds it from then on), the slot goes. A slot that cannot be had (no REPLICATION
+/// attribute, no free slot, a long transaction) costs only the position: said, not fatal.
+async fn begin_snapshot(
+    source: &Source,
+    conn: &ConnInfo,
+    lock_wait: Duration,
+) -> Result<(Snapshot, Option<String>)> {
+    static SLOTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    if let Some(psql) = &source.exact_position {
+        let n = SLOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = dr_pg::slot_snapshot::slot_name(n);
+        match dr_pg::slot_snapshot::SlotSnapshot::create(psql, conn, &slot, SLOT_WAIT).await {
+            Ok(exported) => {
+                let snapshot = Snapshot::begin(conn, lock_wait, Some(&exported.id)).await;
+                let lsn = exported.lsn.clone();
+                exported.release().await;
+                tracing::info!(%lsn, "the dump's snapshot is the WAL position {lsn} (temporary slot {slot})");
+                return Ok((snapshot?, Some(lsn)));
+            }
+            Err(e) => tracing::warn!(
+                "{}: the dump goes on without its exact WAL position (a drill cannot prove its counts)",
+                Error::from(e).context("creating a temporary logical replication slot for the dump's snapshot").summary()
+            ),
+        }
+    }
+    Ok((Snapshot::begin(conn, lock_wait, None).await?, None))
 }
 
 /// The roles and tablespaces (`pg_dumpall --globals-only`), stored. One dump per server and
@@ -238,6 +278,7 @@ async fn dump_and_count(
 async fn write_details(
     w: &Objects<'_>,
     inventory: Inventory,
+    snapshot_lsn: Option<String>,
     split: &DataSplit,
     dump: &[ObjectRecord],
     globals: &ObjectRecord,
@@ -271,6 +312,7 @@ async fn write_details(
         owners: inventory.owners,
         // What the manifest must list besides the details: a restore cross-checks it.
         objects: dump.iter().chain([globals]).cloned().collect(),
+        snapshot_lsn,
     };
     let details_json = serde_json::to_vec(&details)
         .map_err(|e| Error::new(Kind::Failed, format!("encoding details: {e}")))?;

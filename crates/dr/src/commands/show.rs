@@ -98,6 +98,9 @@ pub async fn run(ctx: &Context, id: &str, target: Option<&str>, as_json: bool) -
             if !d.extensions.is_empty() {
                 out!("extensions  {}", d.extensions.join(", "));
             }
+            if let Some(lsn) = &d.snapshot_lsn {
+                out!("snapshot    at WAL position {lsn} (a recovery to just before it holds exactly these rows)");
+            }
             for t in &d.tables {
                 match t.stream {
                     Some(k) => out!("  {:<50} {:>12}  data-{k}", t.qualified(), t.rows),
