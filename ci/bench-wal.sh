@@ -195,6 +195,9 @@ with_cpu pg_basebackup measure pg_basebackup bash -c "pg_basebackup -d '$(url po
 # The same compression and encryption with the stock tools, for scale (not a goal).
 before_stock_base() { psql_in postgres -c CHECKPOINT; }
 with_cpu stock_base measure stock_base bash -o pipefail -c "pg_basebackup -d '$(url postgres)' -Ft -D - -X none -c fast 2>> '$work/pg_basebackup.log' | zstd -3 -q | age -r '$recipient' > /dev/null"
+# The fastest stock level: what any compression costs beside pg_basebackup on these cores.
+before_stock_base_z1() { psql_in postgres -c CHECKPOINT; }
+with_cpu stock_base_z1 measure stock_base_z1 bash -o pipefail -c "pg_basebackup -d '$(url postgres)' -Ft -D - -X none -c fast 2>> '$work/pg_basebackup.log' | zstd -1 -q | age -r '$recipient' > /dev/null"
 # zstd level 1 (the design's fallback when level 3 cannot keep up on 2 cores), before the
 # default level: the newest base, the one the recovery uses, is of the default config.
 sed 's/^\[backup\]$/[backup]\nzstd_level = 1/' "$home/dr.toml" >"$home/dr-z1.toml"
@@ -441,6 +444,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- report ------------------------------------------------------------------------------------------
 b_ratio=$(ratio "${secs[dr_base]}" "${secs[pg_basebackup]}")
 b1_ratio=$(ratio "${secs[dr_base_z1]}" "${secs[pg_basebackup]}")
+s1_ratio=$(ratio "${secs[stock_base_z1]}" "${secs[pg_basebackup]}")
 r_ratio=$(ratio "${secs[dr_recovery]}" "${secs[floor_recovery]}")
 wal_mib=$(bytes_mib "$wal_bytes")
 fetch_rate=$(awk -v b="$wal_bytes" -v s="$fetch_s" 'BEGIN { if (s > 0) printf "%.0f", b / 1048576 / s; else print "n/a" }')
@@ -460,6 +464,7 @@ Cluster: $(bytes_mib "$db_bytes") MiB (pgbench scale $scale), PostgreSQL tuned a
 | --- | ---: | ---: | ---: |
 | \`pg_basebackup -Ft -D - -X none -c fast > /dev/null\` | ${secs[pg_basebackup]} | $(rss_mib pg_basebackup) | ${cpu_of[pg_basebackup]} |
 | \`pg_basebackup … \| zstd -3 \| age > /dev/null\` (stock tools, for scale) | ${secs[stock_base]} | $(rss_mib stock_base) | ${cpu_of[stock_base]} |
+| the same with \`zstd -1\` | ${secs[stock_base_z1]} | $(rss_mib stock_base_z1) | ${cpu_of[stock_base_z1]} |
 | \`dr backup --physical\` (zstd + age, to S3; waits for its WAL) | ${secs[dr_base]} | $(rss_mib dr_base) | ${cpu_of[dr_base]} |
 | the same with \`zstd_level = 1\` | ${secs[dr_base_z1]} | $(rss_mib dr_base_z1) | ${cpu_of[dr_base_z1]} |
 | floor recovery: untar the base from local disk, \`restore_command = 'cp DIR/%f %p'\` | ${secs[floor_recovery]} | $(rss_mib floor_recovery) | ${rec_cpu[floor_recovery]% } |
@@ -484,6 +489,7 @@ Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_arch
 | --- | ---: | ---: | --- |
 | base backup time / \`pg_basebackup -Ft -D - -X none\` | $(x "$b_ratio") | <= 1.05x | $(verdict "$b_ratio" 1.05) |
 | the same with \`zstd_level = 1\` | $(x "$b1_ratio") | <= 1.05x | $(verdict "$b1_ratio" 1.05) |
+| (for scale: stock \`pg_basebackup \| zstd -1 \| age\`) | $(x "$s1_ratio") | | |
 | archive mode lag, max over the run | $(with_unit "$a_max" segments) | <= 2 | $(verdict "$a_max" 2) |
 | stream mode lag, max over the run | $(with_unit "$s_max" segments) | <= 2 | $(verdict "$s_max" 2) |
 | recovery time / floor ($wal_mib MiB of WAL) | $(x "$r_ratio") | <= 1.15x | $(verdict "$r_ratio" 1.15) |
@@ -492,7 +498,7 @@ Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_arch
 | its prefetch workers (\`dr wal prefetch\`, polled, $prefetch_workers seen) | $(with_unit "$prefetch_rss" MiB) | <= 64 MiB | $(verdict "$prefetch_rss" 64) |
 | \`dr wal stream\` peak RSS (with pg_receivewal) | $(with_unit "$stream_rss" MiB) | <= 64 MiB | $(verdict "$stream_rss" 64) |
 
-All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; stock pipeline ${all_secs[stock_base]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}.
+All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; stock pipeline ${all_secs[stock_base]}; with zstd -1 ${all_secs[stock_base_z1]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}.
 EOF
 
 if ((${#failed[@]})); then

@@ -45,10 +45,12 @@ use crate::{Context, Error, Kind, Result};
 const LOCK_TTL: Duration = Duration::from_secs(60);
 /// How often the spool is read.
 const TICK: Duration = Duration::from_secs(1);
-/// Complete segments archived at once: a checkpoint's full-page writes make several
-/// segments a second for a while, more than one upload after another keeps up with; more
-/// at once would only add memory (each holds up to a part of its object).
-const PUSHES: usize = 3;
+/// Complete segments archived at once. A checkpoint's full-page writes make several
+/// segments a second for a while: what kept up with them (lag 4 measured before) was not
+/// uploading at once but starting the next pass at once after one that archived something
+/// ([`Uploader::pause`]); two or three at once measured 65-67 MiB of peak RSS (each holds up
+/// to a part of its object, on threads of its own), over the 64 MiB budget, for no lag won.
+const PUSHES: usize = 1;
 /// The longest wait before pg_receivewal is started again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// An unchanged growing segment is uploaded again this often (see [`Uploader::partial`]).
@@ -166,6 +168,7 @@ pub async fn run(
         sent: None,
         last_sent: None,
         failing: false,
+        busy: false,
         streamed: Streamed {
             target: target.name.clone(),
             ..Streamed::default()
@@ -298,7 +301,7 @@ async fn receive(
         let started = Instant::now();
         loop {
             tokio::select! {
-                () = tokio::time::sleep(TICK) => {}
+                () = tokio::time::sleep(up.pause()) => {}
                 () = stop.cancelled() => {
                     child.stop().await;
                     return Ok(());
@@ -372,10 +375,22 @@ struct Uploader<'a> {
     last_sent: Option<Instant>,
     /// The last pass failed (logged once until one succeeds).
     failing: bool,
+    /// The last pass archived segments: more may be complete already (a burst).
+    busy: bool,
     streamed: Streamed,
 }
 
 impl Uploader<'_> {
+    /// How long to wait before the next pass: none to speak of in a burst (the segments
+    /// that completed while the last pass uploaded), else [`TICK`].
+    fn pause(&self) -> Duration {
+        if self.busy {
+            Duration::from_millis(20)
+        } else {
+            TICK
+        }
+    }
+
     /// One pass over the spool; with `force`, the growing partial goes up whatever the
     /// interval. Failures are logged and tried again on the next pass.
     async fn pass(&mut self, ctx: &Context, force: bool) {
@@ -438,6 +453,10 @@ impl Uploader<'_> {
     /// of the same bytes is fine), each then retired in order ([`Uploader::segment`]). The
     /// first failure ends the pass; the segments after it are tried again on the next one.
     async fn segments(&mut self, ctx: &Context, segments: &[(spool::Entry, bool)]) -> Result<()> {
+        self.busy = false;
+        let fresh = segments
+            .iter()
+            .any(|(e, _)| !self.done.contains(&e.file.to_string()));
         let todo: Vec<_> = segments
             .iter()
             .map(|(e, _)| {
@@ -458,6 +477,8 @@ impl Uploader<'_> {
         for ((e, delete), pushed) in segments.iter().zip(results) {
             self.segment(ctx, e, *delete, pushed?).await?;
         }
+        // Not after a failure: a store that is away is tried again at the usual pace.
+        self.busy = fresh;
         Ok(())
     }
 
