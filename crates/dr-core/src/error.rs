@@ -177,8 +177,8 @@ impl From<dr_store::StoreError> for Error {
         use dr_store::StoreError as S;
         let kind = match &e {
             // Every object dr reads is named by a manifest (or was just listed): one that is
-            // gone means the backup is damaged.
-            S::NotFound { .. } => Kind::Integrity,
+            // gone, or replaced while it was read, means the backup is damaged.
+            S::NotFound { .. } | S::Changed { .. } => Kind::Integrity,
             S::Io { source, .. } if disk_full(source) => Kind::Failed,
             S::Io { .. } => Kind::Unavailable,
             S::InvalidLocation { .. }
@@ -186,7 +186,7 @@ impl From<dr_store::StoreError> for Error {
             | S::InvalidKey { .. }
             | S::Unsupported { .. }
             | S::ObjectLockUnavailable { .. } => Kind::Config,
-            S::S3 { .. } | S::Mismatch { .. } => Kind::Unavailable,
+            S::S3 { .. } | S::Mismatch { .. } | S::ReadBroken { .. } => Kind::Unavailable,
         };
         let mut err = Error::from_leaf(kind, &e, e.hint().map(str::to_owned), e.is_transient());
         if e.is_not_found() {
