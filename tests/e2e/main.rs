@@ -23,6 +23,7 @@ mod damaged;
 mod deploy;
 mod exit_codes;
 mod faults;
+mod flaky;
 mod harness;
 mod image;
 mod matrix;
