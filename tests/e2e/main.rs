@@ -24,6 +24,7 @@ mod deploy;
 mod exact_position;
 mod exit_codes;
 mod faults;
+mod flaky;
 mod harness;
 mod image;
 mod matrix;

@@ -174,11 +174,17 @@ impl Error {
 
 impl From<dr_store::StoreError> for Error {
     fn from(e: dr_store::StoreError) -> Self {
+        Error::from_store(&e)
+    }
+}
+
+impl Error {
+    fn from_store(e: &dr_store::StoreError) -> Error {
         use dr_store::StoreError as S;
-        let kind = match &e {
+        let kind = match e {
             // Every object dr reads is named by a manifest (or was just listed): one that is
-            // gone means the backup is damaged.
-            S::NotFound { .. } => Kind::Integrity,
+            // gone, or replaced while it was read, means the backup is damaged.
+            S::NotFound { .. } | S::Changed { .. } => Kind::Integrity,
             S::Io { source, .. } if disk_full(source) => Kind::Failed,
             S::Io { .. } => Kind::Unavailable,
             S::InvalidLocation { .. }
@@ -186,9 +192,9 @@ impl From<dr_store::StoreError> for Error {
             | S::InvalidKey { .. }
             | S::Unsupported { .. }
             | S::ObjectLockUnavailable { .. } => Kind::Config,
-            S::S3 { .. } | S::Mismatch { .. } => Kind::Unavailable,
+            S::S3 { .. } | S::Mismatch { .. } | S::ReadBroken { .. } => Kind::Unavailable,
         };
-        let mut err = Error::from_leaf(kind, &e, e.hint().map(str::to_owned), e.is_transient());
+        let mut err = Error::from_leaf(kind, e, e.hint().map(str::to_owned), e.is_transient());
         if e.is_not_found() {
             err.message.push_str(": the backup is damaged");
             err.hint = Some(
@@ -214,6 +220,16 @@ impl From<dr_pg::PgError> for Error {
 impl From<dr_stream::StreamError> for Error {
     fn from(e: dr_stream::StreamError) -> Self {
         use dr_stream::StreamError as S;
+        // A read the store gave up on (a download that could not be resumed, an object
+        // replaced mid-read): the store's error says what, where and what to do.
+        if let S::Io { source, .. } = &e {
+            let store = source
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<dr_store::StoreError>());
+            if let Some(store) = store {
+                return Error::from_store(store);
+            }
+        }
         let kind = match &e {
             S::Corrupt { .. } | S::DigestMismatch { .. } | S::WrongIdentity { .. } => {
                 Kind::Integrity
@@ -404,6 +420,49 @@ mod tests {
         };
         let e = Error::from(reset);
         assert_eq!((e.kind, e.retryable), (Kind::Unavailable, true));
+    }
+
+    /// A download the store could not resume reaches the decoder as an I/O error; its
+    /// message, hint and kind are still the store's.
+    #[test]
+    fn a_read_the_store_gave_up_on_keeps_its_kind_and_hint() {
+        let broken = dr_store::StoreError::ReadBroken {
+            key: "app/1/data-1.zst.age".into(),
+            location: "s3://b/dr".into(),
+            offset: 10,
+            size: 20,
+            attempts: 3,
+            secs: 4,
+            cause: "connection reset by peer".into(),
+        };
+        let e = Error::from(dr_stream::StreamError::Io {
+            stage: "reading `app/1/data-1.zst.age`".into(),
+            source: std::io::Error::other(broken),
+        });
+        assert_eq!((e.kind, e.retryable), (Kind::Unavailable, true));
+        assert!(
+            e.message.starts_with(
+                "reading `app/1/data-1.zst.age` from s3://b/dr broke off at byte 10 of 20"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.hint
+                .as_deref()
+                .is_some_and(|h| h.contains("DR_READ_RESUME_SECS")),
+            "{e}"
+        );
+        let changed = dr_store::StoreError::Changed {
+            key: "k".into(),
+            location: "s3://b/dr".into(),
+            offset: 10,
+            detail: "its ETag was \"a\" and is now \"b\"".into(),
+        };
+        let e = Error::from(dr_stream::StreamError::Io {
+            stage: "reading `k`".into(),
+            source: std::io::Error::other(changed),
+        });
+        assert_eq!((e.kind, e.retryable), (Kind::Integrity, false));
     }
 
     /// Hints come from the leaf errors' `hint()`, rendered as before: one `hint:` line.

@@ -29,6 +29,10 @@ pub struct Policy {
     pub deadline: Option<Duration>,
     /// The retries are expected (waiting for a server to start): logged at debug, not warn.
     pub polling: bool,
+    /// The first retry starts at once and the backoff applies from the second: for a
+    /// transfer that broke after progress, where one dropped connection should cost nothing
+    /// and only a retry that fails too means the other side is away.
+    pub first_at_once: bool,
 }
 
 impl Policy {
@@ -43,6 +47,7 @@ impl Policy {
             max_backoff,
             deadline: None,
             polling: false,
+            first_at_once: false,
         }
     }
 
@@ -65,8 +70,19 @@ impl Policy {
         self
     }
 
+    /// The same policy, its first retry at once (see [`Policy::first_at_once`]).
+    pub const fn with_first_at_once(mut self) -> Policy {
+        self.first_at_once = true;
+        self
+    }
+
     /// The wait before retry `n` (the first retry is 1).
     pub fn backoff(&self, n: u32) -> Duration {
+        let n = match (self.first_at_once, n) {
+            (true, 0 | 1) => return Duration::ZERO,
+            (true, n) => n - 1,
+            (false, n) => n,
+        };
         let doublings = n.saturating_sub(1).min(31);
         self.first_backoff
             .saturating_mul(1u32 << doublings)
@@ -172,9 +188,72 @@ impl Policy {
     }
 }
 
+/// The failures of one operation that cannot be a closure for [`Policy::run`]: a download
+/// resumed where it broke, inside a reader's `poll_read`. Each failure asks for the wait
+/// before the next try (`None`: the policy is spent); progress in between starts a new count
+/// and a new deadline, so a transfer of hours survives any number of short outages.
+#[derive(Debug)]
+pub struct Retries {
+    policy: Policy,
+    what: String,
+    failures: u32,
+    since: Option<std::time::Instant>,
+}
+
+impl Retries {
+    /// `what` names the operation in the retry log lines, e.g. "reading `app/…/data-1.zst.age`".
+    pub fn new(policy: Policy, what: impl Into<String>) -> Retries {
+        Retries {
+            policy,
+            what: what.into(),
+            failures: 0,
+            since: None,
+        }
+    }
+
+    /// A try failed with `e` (a transient failure: the caller decides): the wait before the
+    /// next one, logged once, or `None` when the attempts or the deadline are spent.
+    pub fn failed(&mut self, e: &dyn Display) -> Option<Duration> {
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        self.failures += 1;
+        let wait = self.policy.allows(self.failures, since.elapsed())?;
+        self.policy.log(&self.what, self.failures, wait, e);
+        Some(wait)
+    }
+
+    /// The operation moved on: the next failure starts a new outage.
+    pub fn progressed(&mut self) {
+        self.failures = 0;
+        self.since = None;
+    }
+
+    /// Tries that failed in this outage.
+    pub fn attempts(&self) -> u32 {
+        self.failures
+    }
+
+    /// Since the first failure of this outage (zero when there is none).
+    pub fn elapsed(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
 /// Every request to S3: the AWS SDK's standard retry carries it out (it adds jitter and knows
 /// which answers are transient: 5xx, throttling, timeouts, the network), with these numbers.
 pub const S3_REQUEST: Policy = Policy::new(5, ms(500), Duration::from_secs(10));
+
+/// A download from S3 that broke off mid-body (a reset, a stall, a 5xx): asked again with a
+/// `Range` from the byte where it stopped — at once, then 1, 2, 4 … 30 s apart, until the
+/// store has been away for 5 minutes (20 tries at most); a byte received starts the count
+/// again. Each request inside has its own retries ([`S3_REQUEST`]). `DR_READ_RESUME_SECS`
+/// sets the deadline.
+pub const S3_READ_RESUME: Policy = Policy::new(20, Duration::from_secs(1), Duration::from_secs(30))
+    .with_deadline(Duration::from_secs(300))
+    .with_first_at_once();
 
 /// A conditional create (`If-None-Match: *`) that AWS answers with 409: a concurrent
 /// conditional write to the same key is in progress. Waits 200, 400, 600 ms.
@@ -320,6 +399,32 @@ mod tests {
     }
 
     #[test]
+    fn retries_count_one_outage_and_start_again_after_progress() {
+        let mut r = Retries::new(Policy::new(3, MS, 4 * MS), "reading `k`");
+        assert_eq!(r.failed(&"reset"), Some(MS));
+        assert_eq!(r.failed(&"reset"), Some(2 * MS));
+        assert_eq!(r.attempts(), 2);
+        assert_eq!(
+            r.failed(&"reset"),
+            None,
+            "the third failure spends 3 attempts"
+        );
+        assert_eq!(r.attempts(), 3);
+        r.progressed();
+        assert_eq!((r.attempts(), r.elapsed()), (0, Duration::ZERO));
+        assert_eq!(
+            r.failed(&"reset"),
+            Some(MS),
+            "a new outage waits from the start"
+        );
+        // The deadline counts from the outage's first failure.
+        let mut r = Retries::new(Policy::fixed(100, 10 * MS).with_deadline(15 * MS), "x");
+        assert!(r.failed(&"reset").is_some());
+        std::thread::sleep(10 * MS);
+        assert_eq!(r.failed(&"reset"), None);
+    }
+
+    #[test]
     fn backoff_doubles_up_to_the_cap() {
         let p = Policy::new(10, Duration::from_millis(200), Duration::from_millis(600));
         let waits: Vec<u128> = (1..=4).map(|n| p.backoff(n).as_millis()).collect();
@@ -329,6 +434,9 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(Policy::fixed(3, Duration::ZERO).backoff(2), Duration::ZERO);
+        let at_once = p.with_first_at_once();
+        let waits: Vec<u128> = (1..=5).map(|n| at_once.backoff(n).as_millis()).collect();
+        assert_eq!(waits, [0, 200, 400, 600, 600]);
     }
 
     #[test]

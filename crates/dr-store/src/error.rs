@@ -79,6 +79,35 @@ pub enum StoreError {
         hint: String,
     },
 
+    /// A download broke off mid-body and could not be resumed: the store stayed away past
+    /// the read policy's deadline or attempts (`dr_retry::S3_READ_RESUME`), or answered a
+    /// resumed request with other bytes than asked for.
+    #[error("reading `{key}` from {location} broke off at byte {offset} of {size} and could not be resumed ({attempts} attempts over {secs} s): {cause}")]
+    ReadBroken {
+        key: String,
+        location: String,
+        /// The bytes the reader had passed on.
+        offset: u64,
+        size: u64,
+        /// Tries that failed since the last byte arrived.
+        attempts: u32,
+        secs: u64,
+        /// The last failure.
+        cause: String,
+    },
+
+    /// The object was replaced between two requests of one read: the rest of a download is
+    /// never taken from another object.
+    #[error(
+        "object `{key}` in {location} changed while it was being read (at byte {offset}): {detail}"
+    )]
+    Changed {
+        key: String,
+        location: String,
+        offset: u64,
+        detail: String,
+    },
+
     /// What was read back is not what was written (probe, multipart size check).
     #[error("object `{key}` in {location} does not match what was written: {detail}")]
     Mismatch {
@@ -101,6 +130,8 @@ impl StoreError {
             StoreError::InvalidOption { hint, .. } => Some(hint),
             StoreError::ObjectLockUnavailable { hint, .. } => Some(hint),
             StoreError::S3 { hint, .. } | StoreError::Io { hint, .. } => hint.as_deref(),
+            StoreError::ReadBroken { .. } => Some("the repository stopped serving the object mid-download and did not come back in time: check the network to the endpoint and the provider's status, then run the command again; DR_READ_RESUME_SECS=SECONDS (default 300) waits out a longer outage"),
+            StoreError::Changed { .. } => Some("a backup object never changes once written: find out what replaced it (the bucket's access log), then run the command again; what is read is still checked against the manifest's digest"),
             StoreError::Unsupported { .. } => Some("Object Lock and object versions need an S3 bucket that supports them (see [repository.object_lock] in docs/CONFIGURATION.md)"),
             StoreError::NotFound { .. } | StoreError::InvalidKey { .. } | StoreError::Mismatch { .. } => None,
         }
@@ -135,8 +166,10 @@ impl StoreError {
                 };
                 transient || throttled
             }
-            StoreError::Mismatch { .. } => true,
+            // The network again, only longer than the policy waited.
+            StoreError::Mismatch { .. } | StoreError::ReadBroken { .. } => true,
             StoreError::NotFound { .. }
+            | StoreError::Changed { .. }
             | StoreError::InvalidLocation { .. }
             | StoreError::InvalidOption { .. }
             | StoreError::InvalidKey { .. }

@@ -6,7 +6,8 @@
 //!
 //! - atomic whole-object writes ([`ObjectStore::put`]) and conditional creates
 //!   ([`ObjectStore::put_if_absent`], used for locks),
-//! - streaming reads ([`ObjectStore::get_reader`]) that tolerate a slow consumer,
+//! - streaming reads ([`ObjectStore::get_reader`]) that tolerate a slow consumer and, from
+//!   S3, resume a download that broke off where it stopped (`resume`),
 //! - multipart uploads ([`ObjectStore::start_multipart`]) for dumps of any size, and the
 //!   listing/abort of uploads left behind by a crash,
 //! - complete listings (paginated; an error rather than a partial answer),
@@ -47,6 +48,7 @@ mod lock;
 #[cfg(feature = "testing")]
 mod memory;
 mod parts;
+mod resume;
 mod s3;
 
 use std::sync::Arc;
@@ -60,6 +62,7 @@ pub use lock::{
 #[cfg(feature = "testing")]
 pub use memory::MemoryStore;
 pub use parts::PartLimits;
+pub use resume::READ_RESUME_ENV;
 pub use s3::S3Options;
 
 /// Every backend dr can store to, registered here at the root that owns both (the URL parser

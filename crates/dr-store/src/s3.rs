@@ -5,10 +5,10 @@
 //! stalled-stream protection with a 120 s grace period in both directions (downloads are decoded
 //! into a local file at full speed, never paced by `pg_restore`).
 //!
-//! This file owns the store's object operations (put, get, head, list, delete, multipart
+//! This file owns the store's object operations (put, head, list, delete, multipart
 //! listing); the client's construction is in `client`, error shaping in `errors`, Object Lock
 //! and versions in `lock`, one multipart upload in `multipart`, the location and options in
-//! `options`.
+//! `options`, reads that resume where a download broke off in `read`.
 
 use std::sync::Arc;
 
@@ -30,8 +30,9 @@ mod errors;
 mod lock;
 mod multipart;
 mod options;
+mod read;
 
-use errors::{error_chain, is_not_found};
+use errors::is_not_found;
 use lock::{content_md5, to_smithy};
 use multipart::{abort_upload, S3Upload};
 pub use options::S3Options;
@@ -84,6 +85,8 @@ fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> Option<chrono::DateTime<
 pub(crate) struct S3Store {
     location: Location,
     shared: Arc<Shared>,
+    /// How a download that broke off is resumed (`read`).
+    read_policy: dr_retry::Policy,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -210,31 +213,6 @@ impl S3Store {
             finished: false,
         }))
     }
-
-    /// GetObject with a missing key mapped to `NotFound` (for `get` and `get_reader`).
-    async fn get_object(
-        &self,
-        key: &str,
-    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
-        validate_key(key)?;
-        let s = &self.shared;
-        let full = s.full_key(key);
-        s.client
-            .get_object()
-            .bucket(&s.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    StoreError::NotFound {
-                        key: key.to_owned(),
-                    }
-                } else {
-                    s.error("GetObject", &full, &e)
-                }
-            })
-    }
 }
 
 #[async_trait::async_trait]
@@ -325,33 +303,15 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let s = &self.shared;
-        let full = s.full_key(key);
-        let out = self.get_object(key).await?;
-        let body = out.body.collect().await.map_err(|e| {
-            s.protocol_error(
-                "GetObject",
-                &full,
-                format!("reading the body failed: {}", error_chain(&e)),
-            )
-        })?;
-        Ok(body.into_bytes())
+        self.read_all(key).await
     }
 
     async fn get_reader(
         &self,
         key: &str,
     ) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>), StoreError> {
-        let s = &self.shared;
-        let full = s.full_key(key);
-        let out = self.get_object(key).await?;
-        let size = out
-            .content_length()
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| {
-                s.protocol_error("GetObject", &full, "the answer has no Content-Length")
-            })?;
-        Ok((size, Box::new(Box::pin(out.body.into_async_read()))))
+        let reader = self.reader(key).await?;
+        Ok((reader.size(), Box::new(reader)))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {

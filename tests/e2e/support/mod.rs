@@ -11,8 +11,9 @@
 //! `DR_TEST_WEED` (the `weed` binary), `DR_TEST_TIMEOUT_SECS` (per `dr` run, default 600).
 //!
 //! Use it from a test module with `use crate::support::*;`. One module per real
-//! part: [`postgres`] (clusters, hard-case data), [`s3`] (SeaweedFS), [`workspace`] (a temp
-//! dir and the `dr` binary); this file holds the process helpers they share.
+//! part: [`postgres`] (clusters, hard-case data), [`s3`] (SeaweedFS), [`proxy`] (a flaky
+//! network between dr and SeaweedFS), [`workspace`] (a temp dir and the `dr` binary); this
+//! file holds the process helpers they share.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -28,10 +29,12 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod postgres;
+mod proxy;
 mod s3;
 mod workspace;
 
 pub use postgres::*;
+pub use proxy::*;
 pub use s3::*;
 pub use workspace::*;
 

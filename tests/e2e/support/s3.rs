@@ -163,6 +163,11 @@ impl SeaweedFs {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
+    /// The S3 port on 127.0.0.1 (for a [`Proxy`] in front of it).
+    pub fn s3_port(&self) -> u16 {
+        self.s3_port
+    }
+
     /// The server's log so far (for debugging a failing test).
     #[allow(dead_code)] // no test calls it until one fails and needs it
     pub fn log(&self) -> String {

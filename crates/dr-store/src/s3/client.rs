@@ -117,6 +117,7 @@ impl S3Store {
         Ok(S3Store {
             location,
             shared: Arc::new(shared),
+            read_policy: crate::resume::read_policy(|k| std::env::var(k).ok())?,
         })
     }
 }

@@ -160,7 +160,7 @@ fn is_credentials_failure(message: &str) -> bool {
 }
 
 /// `outer: inner: innermost`, skipping links that repeat the previous one.
-pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {
