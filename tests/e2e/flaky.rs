@@ -68,6 +68,19 @@ impl Env {
         self.ws.dr_env(&self.cfg, args, &all)
     }
 
+    /// `dr restore --jobs 3` of the latest backup into a new database `copy` of `other`,
+    /// through `proxy`: it must succeed.
+    fn restore_via(&self, proxy: &Proxy, other: &Postgres) -> Output {
+        let url = other.url("copy");
+        let out = self.dr_via(
+            proxy,
+            &["restore", "--to", &url, "--jobs", "3", "--yes"],
+            &[],
+        );
+        assert_success(&out);
+        out
+    }
+
     fn backup(&self) {
         assert_success(&self.ws.dr(&self.cfg, &["backup", "--jobs", "3"]));
     }
@@ -116,19 +129,7 @@ fn a_restore_whose_every_download_is_reset_once_mid_body_is_exact() {
     let objects = e.objects();
     let proxy = Proxy::start(e.weed.s3_port(), reset_each_get_once());
     let other = Postgres::start();
-    let out = e.dr_via(
-        &proxy,
-        &[
-            "restore",
-            "--to",
-            &other.url("copy"),
-            "--jobs",
-            "3",
-            "--yes",
-        ],
-        &[],
-    );
-    assert_success(&out);
+    let out = e.restore_via(&proxy, &other);
     assert_eq!(e.pg.row_counts("app"), other.row_counts("copy"));
     assert_eq!(e.pg.table_digests("app"), other.table_digests("copy"));
     let stats = proxy.stats();
@@ -307,19 +308,7 @@ fn slow_down_on_a_fifth_of_all_requests_is_absorbed_by_backup_list_restore_and_p
     let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("list json");
     assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
     let other = Postgres::start();
-    let out = e.dr_via(
-        &proxy,
-        &[
-            "restore",
-            "--to",
-            &other.url("copy"),
-            "--jobs",
-            "3",
-            "--yes",
-        ],
-        &[],
-    );
-    assert_success(&out);
+    let _ = e.restore_via(&proxy, &other);
     assert_eq!(e.pg.table_digests("app"), other.table_digests("copy"));
     let text = std::fs::read_to_string(&e.cfg).expect("cfg") + "[retention]\ndaily = 1\n";
     std::fs::write(&e.cfg, text).expect("write cfg");
