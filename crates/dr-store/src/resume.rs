@@ -523,18 +523,23 @@ mod tests {
         assert!(read_all(fake, QUICK).await.expect("read") == data);
     }
 
-    #[tokio::test]
-    async fn a_changed_object_is_refused_never_spliced() {
-        // S3 answers the If-Match of the resumed request with 412.
-        let fake = Fake::new(object(8000), &[Answer::ResetAfter(3000), Answer::Whole]);
-        let mut r = ResumingReader::open(
-            Arc::clone(&fake) as Arc<dyn RangeSource>,
+    /// A reader of `fake`'s object under [`QUICK`].
+    async fn open_quick(fake: &Arc<Fake>) -> ResumingReader {
+        ResumingReader::open(
+            Arc::clone(fake) as Arc<dyn RangeSource>,
             "k",
             "fake".into(),
             QUICK,
         )
         .await
-        .expect("open");
+        .expect("open")
+    }
+
+    #[tokio::test]
+    async fn a_changed_object_is_refused_never_spliced() {
+        // S3 answers the If-Match of the resumed request with 412.
+        let fake = Fake::new(object(8000), &[Answer::ResetAfter(3000), Answer::Whole]);
+        let mut r = open_quick(&fake).await;
         let mut first = vec![0u8; 3000];
         r.read_exact(&mut first).await.expect("first part");
         fake.replace(object(8000).into_iter().rev().collect(), "\"v2\"");
@@ -551,14 +556,7 @@ mod tests {
         Arc::get_mut(&mut careless)
             .expect("one owner")
             .honours_if_match = false;
-        let mut r = ResumingReader::open(
-            Arc::clone(&careless) as Arc<dyn RangeSource>,
-            "k",
-            "fake".into(),
-            QUICK,
-        )
-        .await
-        .expect("open");
+        let mut r = open_quick(&careless).await;
         r.read_exact(&mut first).await.expect("first part");
         careless.replace(object(8000).into_iter().rev().collect(), "\"v2\"");
         let e = r.read_to_end(&mut Vec::new()).await.expect_err("refused");
@@ -576,14 +574,7 @@ mod tests {
 
         // Same ETag, another size (a service without ETags would look like this).
         let fake = Fake::new(object(8000), &[Answer::ResetAfter(3000), Answer::Whole]);
-        let mut r = ResumingReader::open(
-            Arc::clone(&fake) as Arc<dyn RangeSource>,
-            "k",
-            "fake".into(),
-            QUICK,
-        )
-        .await
-        .expect("open");
+        let mut r = open_quick(&fake).await;
         r.read_exact(&mut first).await.expect("first part");
         fake.replace(object(9000), "\"v1\"");
         let e = r.read_to_end(&mut Vec::new()).await.expect_err("refused");
