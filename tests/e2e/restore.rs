@@ -631,3 +631,46 @@ fn without_a_terminal_a_restore_changes_no_existing_database_without_yes() {
     assert_success(&out);
     assert_eq!(e.pg.psql("fresh", "select count(*) from big"), "10000");
 }
+
+/// PostgreSQL 17's pg_dump creates large objects in the data section (BLOB METADATA), not
+/// the pre-data: `--clean` over a copy holding them must drop them there, or their creation
+/// collides ("duplicate key ... pg_largeobject_metadata_oid_index").
+#[test]
+fn clean_replaces_the_large_objects_of_a_postgres_17_backup() {
+    let Some(bin) = pg_bin_dir(17) else {
+        eprintln!("skipped: no PostgreSQL 17 binaries (ci/setup.sh installs them)");
+        return;
+    };
+    let ws = Workspace::new();
+    let pg = Postgres::start_with_bin_dir(&bin);
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "create table t (n int primary key); insert into t values (1); select lo_from_bytea(0, 'hello');",
+    );
+    let (identity, recipient) = ws.keygen();
+    let cfg = ws.write(
+        "dr.toml",
+        &dir_config_text(
+            &ws.path().join("repo"),
+            &recipient,
+            Some(&identity),
+            &pg.url("app"),
+            &format!("pg_bin_dir = \"{}\"\n", bin.display()),
+        ),
+    );
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    assert_success(&ws.dr(&cfg, &["restore", "--to", &pg.url("copy")]));
+    let out = ws.dr(
+        &cfg,
+        &["restore", "--to", &pg.url("copy"), "--clean", "--yes"],
+    );
+    assert_success(&out);
+    assert_eq!(
+        pg.psql(
+            "copy",
+            "select string_agg(convert_from(lo_get(oid), 'UTF8'), ',') from pg_largeobject_metadata"
+        ),
+        "hello"
+    );
+}

@@ -161,7 +161,9 @@ async fn plan_steps<'a>(
             },
             list: None,
             jobs: 1,
-            clean: false,
+            // From PostgreSQL 17 on, large objects are created in the data section (BLOB
+            // METADATA, in stream 1): --clean drops them there, or they collide.
+            clean: opts.clean,
         })
         .collect();
     let mut post = Section {
