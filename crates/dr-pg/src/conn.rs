@@ -277,6 +277,37 @@ impl ConnInfo {
         Ok(info)
     }
 
+    /// A server dr runs itself on a Unix socket in `dir` (a private directory): `user` on
+    /// `dbname`, no password, no TLS. Shown as `postgresql:///DB?host=DIR&port=PORT&user=USER`.
+    pub fn unix_socket(dir: &Path, port: u16, user: &str, dbname: &str) -> ConnInfo {
+        let limits = NetworkLimits::default();
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(dir)
+            .port(port)
+            .user(user)
+            .dbname(dbname)
+            .application_name("dr")
+            .ssl_mode(tokio_postgres::config::SslMode::Disable)
+            .connect_timeout(limits.connect_timeout)
+            .options(limits.server_options());
+        let mut shown = url::Url::parse("postgresql:///").expect("a constant URL");
+        shown.set_path(&format!("/{dbname}"));
+        shown
+            .query_pairs_mut()
+            .append_pair("host", &dir.display().to_string())
+            .append_pair("port", &port.to_string())
+            .append_pair("user", user);
+        ConnInfo {
+            config,
+            redacted: shown.to_string(),
+            ssl_mode: "disable".into(),
+            verify: crate::tls::Verify::None,
+            root_cert: None,
+            limits,
+        }
+    }
+
     fn pgpass_lookup(&self, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
         let path = env("PGPASSFILE")
             .map(PathBuf::from)
@@ -550,6 +581,24 @@ fn pgpass_match(text: &str, host: &str, port: &str, db: &str, user: &str) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unix_socket_connection_names_its_directory_and_carries_no_password() {
+        let c = ConnInfo::unix_socket(Path::new("/tmp/dr-sandbox-x"), 5432, "app user", "Sales ü");
+        assert_eq!(c.dbname(), "Sales ü");
+        assert_eq!(c.user(), "app user");
+        assert_eq!(c.host_display(), "/tmp/dr-sandbox-x port 5432");
+        let shown = c.to_string();
+        assert!(
+            shown.starts_with("postgresql:///Sales%20%C3%BC?host=%2Ftmp%2Fdr-sandbox-x"),
+            "{shown}"
+        );
+        let env = c.child_env();
+        assert!(env.contains(&("PGHOST".into(), "/tmp/dr-sandbox-x".into())));
+        assert!(env.contains(&("PGSSLMODE".into(), "disable".into())));
+        assert!(!env.iter().any(|(k, _)| k == "PGPASSWORD"));
+        assert_eq!(c.with_dbname("postgres").dbname(), "postgres");
+    }
 
     #[test]
     fn libpq_ssl_modes_are_understood() {

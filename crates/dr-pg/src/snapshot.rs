@@ -169,12 +169,51 @@ impl Snapshot {
 
     /// Exact counts and the rest of the inventory, in the snapshot.
     pub async fn inventory(&self) -> Result<Inventory, PgError> {
-        let c = &self.client;
-        let database: String = c
+        let mut inventory = Inventory {
+            database: self.database().await?,
+            tables: self.count_rows().await?,
+            ..Inventory::default()
+        };
+        self.add_the_rest(&mut inventory).await?;
+        Ok(inventory)
+    }
+
+    async fn database(&self) -> Result<String, PgError> {
+        Ok(self
+            .client
             .query_one("select current_database()::text", &[])
             .await
             .map_err(|e| PgError::query("reading the database name", e))?
-            .get(0);
+            .get(0))
+    }
+
+    /// The inventory without the counting (every table's `rows` is 0): what a restore
+    /// checks before it starts, the counts following with [`Snapshot::count_rows`].
+    pub async fn outline(&self) -> Result<Inventory, PgError> {
+        let database = self.database().await?;
+        let mut tables: Vec<TableRows> = list_tables(&self.client)
+            .await?
+            .into_iter()
+            .map(|(schema, name)| TableRows {
+                schema,
+                name,
+                rows: 0,
+            })
+            .collect();
+        tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        let mut inventory = Inventory {
+            database,
+            tables,
+            ..Inventory::default()
+        };
+        self.add_the_rest(&mut inventory).await?;
+        Ok(inventory)
+    }
+
+    /// Exact `count(*) FROM ONLY` of every table pg_dump copies, in the snapshot, in name
+    /// order.
+    pub async fn count_rows(&self) -> Result<Vec<TableRows>, PgError> {
+        let c = &self.client;
         let names = list_tables(c).await?;
         let mut tables = Vec::with_capacity(names.len());
         // Batches keep statements short while avoiding one round trip per table.
@@ -210,6 +249,13 @@ impl Snapshot {
                 });
             }
         }
+        tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        Ok(tables)
+    }
+
+    /// Sequences with their values, large objects, extensions, owners.
+    async fn add_the_rest(&self, inventory: &mut Inventory) -> Result<(), PgError> {
+        let c = &self.client;
         let seqs: Vec<(String, String)> = c
             .query(SEQUENCES_SQL, &[])
             .await
@@ -258,15 +304,11 @@ impl Snapshot {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
-        Ok(Inventory {
-            database,
-            tables,
-            sequences,
-            large_objects: u64::try_from(large_objects).unwrap_or(0),
-            extensions,
-            owners,
-        })
+        inventory.sequences = sequences;
+        inventory.large_objects = u64::try_from(large_objects).unwrap_or(0);
+        inventory.extensions = extensions;
+        inventory.owners = owners;
+        Ok(())
     }
 
     /// End the transaction (after pg_dump exited).
