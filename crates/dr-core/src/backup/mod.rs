@@ -39,10 +39,10 @@ use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
 
 mod fresh_id;
 pub mod physical;
-mod sections;
+pub(crate) mod sections;
 mod server;
 mod waits;
-mod write;
+pub(crate) mod write;
 
 pub use server::{closed_database, expand, server_databases, ServerDatabases};
 

@@ -282,25 +282,12 @@ fn spawn_pg_dump(
     snapshot: &str,
     job: &SectionJob,
 ) -> Result<(ChildProcess, std::fs::File)> {
-    let mut args = vec![
-        "--format=custom".to_string(),
-        "--compress=0".to_string(),
-        "--no-password".to_string(),
-        format!("--snapshot={snapshot}"),
-        format!("--dbname={}", conn.dbname_arg()),
-        // dr reads names as UTF-8 and passes them as -t/-T patterns: pg_dump must speak
-        // UTF-8 too, or in a LATIN1 database a name like `café` would match nothing.
-        "--encoding=UTF8".to_string(),
-    ];
-    args.extend(job.args.iter().cloned());
-    // The same wait bound as the counting in the snapshot (0: wait as long as it takes).
-    let lock_wait = ctx.config.backup.lock_wait_timeout_secs;
-    if lock_wait > 0 {
-        args.push(format!(
-            "--lock-wait-timeout={}",
-            lock_wait.saturating_mul(1000)
-        ));
-    }
+    let args = pg_dump_args(
+        conn,
+        snapshot,
+        &job.args,
+        ctx.config.backup.lock_wait_timeout_secs,
+    );
     let mut child = ChildProcess::spawn(
         &pg_dump.path,
         &args,
@@ -314,6 +301,36 @@ fn spawn_pg_dump(
         .into_owned_fd()
         .map_err(|e| Error::new(Kind::Failed, format!("pg_dump stdout: {e}")))?;
     Ok((child, std::fs::File::from(stdout)))
+}
+
+/// `pg_dump` of one section (`section`: `--section=…` and its tables) in `snapshot`, as a
+/// custom-format archive on stdout: what a backup stores and a point-in-time restore pipes
+/// from its sandbox. `lock_wait`: seconds a table lock is waited for (0: as long as it takes).
+pub(crate) fn pg_dump_args(
+    conn: &ConnInfo,
+    snapshot: &str,
+    section: &[String],
+    lock_wait: u64,
+) -> Vec<String> {
+    let mut args = vec![
+        "--format=custom".to_string(),
+        "--compress=0".to_string(),
+        "--no-password".to_string(),
+        format!("--snapshot={snapshot}"),
+        format!("--dbname={}", conn.dbname_arg()),
+        // dr reads names as UTF-8 and passes them as -t/-T patterns: pg_dump must speak
+        // UTF-8 too, or in a LATIN1 database a name like `café` would match nothing.
+        "--encoding=UTF8".to_string(),
+    ];
+    args.extend(section.iter().cloned());
+    // The same wait bound as the counting in the snapshot.
+    if lock_wait > 0 {
+        args.push(format!(
+            "--lock-wait-timeout={}",
+            lock_wait.saturating_mul(1000)
+        ));
+    }
+    args
 }
 
 /// zstd → age on a blocking thread, cutting the archive into parts of `part_size` for the

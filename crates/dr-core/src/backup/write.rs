@@ -284,7 +284,39 @@ async fn write_details(
     globals: &ObjectRecord,
     written: &mut Written,
 ) -> Result<ObjectRecord> {
-    let details = BackupDetails {
+    let objects = dump.iter().chain([globals]).cloned().collect();
+    let details = details_of(inventory, snapshot_lsn, split, objects);
+    let details_json = serde_json::to_vec(&details)
+        .map_err(|e| Error::new(Kind::Failed, format!("encoding details: {e}")))?;
+    let details_key = keys::object(&w.target.name, w.id, keys::DETAILS);
+    let details_rec = put_sealed(
+        w.ctx.store.as_ref(),
+        &details_key,
+        &details_json,
+        w.recipients,
+        w.ctx.config.backup.zstd_level,
+        ObjectRole::Details,
+    )
+    .await?;
+    written.keys.push(details_key);
+    tracing::info!(
+        tables = details.tables.len(),
+        rows = details.total_rows(),
+        "row counts recorded (encrypted)"
+    );
+    Ok(details_rec)
+}
+
+/// The details of a dump: the snapshot's inventory and WAL position (when known), each table
+/// with its data stream, and `objects` (what the manifest must list besides the details: a
+/// restore cross-checks it).
+pub(crate) fn details_of(
+    inventory: Inventory,
+    snapshot_lsn: Option<String>,
+    split: &DataSplit,
+    objects: Vec<ObjectRecord>,
+) -> BackupDetails {
+    BackupDetails {
         format: 2,
         database: inventory.database,
         tables: inventory
@@ -310,29 +342,9 @@ async fn write_details(
         large_objects: inventory.large_objects,
         extensions: inventory.extensions,
         owners: inventory.owners,
-        // What the manifest must list besides the details: a restore cross-checks it.
-        objects: dump.iter().chain([globals]).cloned().collect(),
+        objects,
         snapshot_lsn,
-    };
-    let details_json = serde_json::to_vec(&details)
-        .map_err(|e| Error::new(Kind::Failed, format!("encoding details: {e}")))?;
-    let details_key = keys::object(&w.target.name, w.id, keys::DETAILS);
-    let details_rec = put_sealed(
-        w.ctx.store.as_ref(),
-        &details_key,
-        &details_json,
-        w.recipients,
-        w.ctx.config.backup.zstd_level,
-        ObjectRole::Details,
-    )
-    .await?;
-    written.keys.push(details_key);
-    tracing::info!(
-        tables = details.tables.len(),
-        rows = details.total_rows(),
-        "row counts recorded (encrypted)"
-    );
-    Ok(details_rec)
+    }
 }
 
 pub(super) async fn put_sealed(
@@ -360,7 +372,9 @@ pub(super) async fn put_sealed(
     Ok(record)
 }
 
-async fn dump_globals(
+/// `pg_dumpall --globals-only` of the server of `conn`: the roles and tablespaces script
+/// (without passwords unless `superuser`).
+pub(crate) async fn dump_globals(
     pg_dumpall: &Tool,
     conn: &ConnInfo,
     superuser: bool,

@@ -21,10 +21,12 @@ pub(super) async fn powerful_roles(conn: &ConnInfo, sql: &[u8]) -> Result<Vec<Po
 
 /// Refuses (exit 7) when a role with powers is not named by `--allow-role`: nothing has been
 /// changed yet.
+/// `from`: where the globals come from, "backup ID" (the hint then says how to read them) or
+/// "the sandbox of `app` as of TIME".
 pub(super) fn check_allowed(
     roles: &[PowerfulRole],
     opts: &RestoreOptions,
-    backup: &str,
+    from: &str,
 ) -> Result<()> {
     if opts.allow_any_role {
         return Ok(());
@@ -49,12 +51,16 @@ pub(super) fn check_allowed(
     Err(Error::new(
         Kind::Refused,
         format!(
-            "--with-globals would create {} role(s) with powers from backup {backup}: {names}; nothing was changed",
+            "--with-globals would create {} role(s) with powers from {from}: {names}; nothing was changed",
             refused.len()
         ),
     )
     .with_hint(format!(
-        "read them first (`dr restore {backup} --globals-to-file FILE`); if the backup is yours and they are expected, name each to create it as the backup has it: {flags} (--yes is not enough); or restore without --with-globals"
+        "{}if the backup is yours and they are expected, name each to create it as the backup has it: {flags} (--yes is not enough); or restore without --with-globals",
+        // A stored backup's globals can be read before anything is restored.
+        from.strip_prefix("backup ").map_or(String::new(), |id| format!(
+            "read them first (`dr restore {id} --globals-to-file FILE`); "
+        ))
     )))
 }
 
@@ -79,12 +85,12 @@ pub async fn apply_globals(
     conn: &ConnInfo,
     sql: &[u8],
     opts: &RestoreOptions,
-    backup: &str,
+    from: &str,
 ) -> Result<Vec<String>> {
     let admin = conn.connect_admin().await?;
     let target = TargetGlobals::read(&admin).await?;
     let plan = plan_globals(&String::from_utf8_lossy(sql), &target);
-    check_allowed(&plan.powerful, opts, backup)?;
+    check_allowed(&plan.powerful, opts, from)?;
     for s in &plan.skipped {
         // Never written by pg_dumpall in this form: not run, and said.
         tracing::warn!("globals: skipped a statement dr cannot read safely (in: {s})");
@@ -114,7 +120,7 @@ mod tests {
             with_globals: true,
             ..RestoreOptions::default()
         };
-        let e = check_allowed(&[evil()], &opts, "20261122T030000Z").expect_err("refused");
+        let e = check_allowed(&[evil()], &opts, "backup 20261122T030000Z").expect_err("refused");
         assert_eq!(e.kind, Kind::Refused);
         let msg = e.to_string();
         assert!(msg.contains("evil (SUPERUSER, a password)"), "{msg}");

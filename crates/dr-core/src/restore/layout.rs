@@ -83,10 +83,40 @@ pub(super) fn temp_needed(s: &Sections<'_>, details: &BackupDetails, opts: &Rest
     n
 }
 
+/// What a restore brings, for the tools it picks and what it says (a stored backup).
+pub(super) struct Origin {
+    /// For messages: "backup 20261122T020000Z", "`app` as of 2026-12-03 14:05:32Z".
+    pub what: String,
+    /// Whose backups: the configured target whose `pg_bin_dir` has the tools.
+    pub target: String,
+    /// The major of the pg_dump that wrote the archive: pg_restore must be at least as new.
+    pub archive_major: u32,
+    /// The `dr restore` arguments that restore the same again (before `--to`): "ID --target
+    /// T", "--at 'TIME' --target T".
+    pub again: String,
+    /// A stored backup's id: the retry may name an older one instead.
+    pub backup_id: Option<String>,
+}
+
+impl Origin {
+    /// A stored backup.
+    pub(super) fn backup(m: &Manifest) -> Origin {
+        Origin {
+            what: format!("backup {}", m.id),
+            target: m.target.clone(),
+            archive_major: dr_pg::parse_version_output(&m.pg_dump_version)
+                .unwrap_or(m.server_major)
+                .max(m.server_major),
+            again: format!("{} --target {}", m.id, m.target),
+            backup_id: Some(m.id.to_string()),
+        }
+    }
+}
+
 /// Everything a sectioned restore needs.
 pub(super) struct Load<'a> {
     pub ctx: &'a Context,
-    pub m: &'a Manifest,
+    pub origin: &'a Origin,
     pub details: &'a BackupDetails,
     pub identities: &'a Identities,
     pub target: &'a TargetState,

@@ -77,10 +77,7 @@ pub(super) async fn drop_created(
 fn retry_command(l: &Load<'_>) -> String {
     let o = l.opts;
     let selective = !o.tables.is_empty() || !o.schemas.is_empty();
-    let mut cmd = format!(
-        "dr restore {} --target {} --to '{}'",
-        l.m.id, l.m.target, l.target.conn
-    );
+    let mut cmd = format!("dr restore {} --to '{}'", l.origin.again, l.target.conn);
     for t in &o.tables {
         cmd.push_str(&format!(" --table '{t}'"));
     }
@@ -104,9 +101,11 @@ fn retry_command(l: &Load<'_>) -> String {
     if selective {
         cmd.push_str(" (a selective restore over a partial one may leave rows twice: restoring the selection into a new database and copying from there is safer)");
     }
-    cmd.push_str(" (or, for an older backup, its id from `dr list` in place of ");
-    cmd.push_str(&l.m.id.to_string());
-    cmd.push(')');
+    if let Some(id) = &l.origin.backup_id {
+        cmd.push_str(" (or, for an older backup, its id from `dr list` in place of ");
+        cmd.push_str(id);
+        cmd.push(')');
+    }
     cmd
 }
 

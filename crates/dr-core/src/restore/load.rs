@@ -11,6 +11,7 @@ use dr_catalog::{BackupDetails, Manifest};
 use dr_pg::{ChildProcess, ConnInfo};
 
 use super::globals::apply_globals;
+use super::layout::Origin;
 use super::plan::{selected_counts, selection};
 use super::target::TargetState;
 use super::RestoreOptions;
@@ -38,10 +39,10 @@ pub(super) async fn restore_into(
     created: &mut bool,
 ) -> Result<Outcome> {
     let conn = &target.conn;
-    let pg_restore = find_pg_restore(ctx, m, target)?;
+    let pg_restore = find_pg_restore(ctx, &Origin::backup(m), target)?;
     let mut errors = Vec::new();
     if let Some(sql) = globals {
-        errors.extend(apply_globals(conn, sql, opts, &m.id.to_string()).await?);
+        errors.extend(apply_globals(conn, sql, opts, &format!("backup {}", m.id)).await?);
     }
     if !target.exists {
         create_database(conn).await?;
@@ -166,14 +167,12 @@ pub(crate) fn target_pg_bin_dir<'a>(
 /// The archive's format is the dumping pg_dump's (which may be newer than its server).
 pub(super) fn find_pg_restore(
     ctx: &Context,
-    m: &Manifest,
+    origin: &Origin,
     target: &TargetState,
 ) -> Result<dr_pg::Tool> {
     let bin_dir =
-        target_pg_bin_dir(&ctx.config, &m.target).or(ctx.config.backup.pg_bin_dir.as_deref());
-    let archive_major = dr_pg::parse_version_output(&m.pg_dump_version)
-        .unwrap_or(m.server_major)
-        .max(m.server_major);
+        target_pg_bin_dir(&ctx.config, &origin.target).or(ctx.config.backup.pg_bin_dir.as_deref());
+    let archive_major = origin.archive_major;
     match dr_pg::find_tool("pg_restore", target.major.max(archive_major), bin_dir) {
         Ok(t) => Ok(t),
         Err(_) => Ok(dr_pg::find_tool("pg_restore", archive_major, bin_dir)?),

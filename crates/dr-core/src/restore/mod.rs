@@ -29,6 +29,7 @@ mod plan;
 mod sections;
 mod select;
 mod single;
+mod step;
 mod stop;
 mod target;
 mod to_file;
@@ -242,7 +243,7 @@ async fn restore(
     let plan = plan::build(&r, sections.as_ref(), target.as_ref(), measured, roles);
     let seconds = BTreeMap::new();
     if let Some(t) = &target {
-        t.check_accepts(r.m, opts)?;
+        t.check_accepts(r.m.server_major, opts)?;
         // Ownership the target cannot satisfy: say so before anything is touched.
         if !opts.with_globals && !opts.no_owner {
             t.check_owners(r.details).await?;
@@ -253,7 +254,7 @@ async fn restore(
     }
     // Roles with powers need their own flag: refused before anything is changed.
     if let Some((_, roles)) = &early_globals {
-        globals::check_allowed(roles, opts, &r.m.id.to_string())?;
+        globals::check_allowed(roles, opts, &format!("backup {}", r.m.id))?;
     }
     if let Some(ask) = confirm {
         ask(&plan)?;
@@ -318,19 +319,8 @@ fn check_request<'a>(
     if let (Some(dir), true) = (&opts.to_file, in_sections) {
         to_file::check_output_dir(dir)?;
     }
-    if opts.jobs == Some(0) {
-        return Err(Error::config("--jobs must be at least 1"));
-    }
-    let jobs = opts.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| u32::try_from(n.get()).unwrap_or(2))
-            .unwrap_or(2)
-    });
-    let temp_dir = opts
-        .temp_dir
-        .clone()
-        .or_else(|| ctx.config.restore.temp_dir.clone())
-        .unwrap_or_else(std::env::temp_dir);
+    let jobs = jobs_of(opts)?;
+    let temp_dir = temp_dir_of(ctx, opts);
     Ok(Request {
         ctx,
         m,
@@ -340,6 +330,26 @@ fn check_request<'a>(
         jobs,
         temp_dir,
     })
+}
+
+/// `--jobs`, default the host's CPUs.
+fn jobs_of(opts: &RestoreOptions) -> Result<u32> {
+    if opts.jobs == Some(0) {
+        return Err(Error::config("--jobs must be at least 1"));
+    }
+    Ok(opts.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(2))
+            .unwrap_or(2)
+    }))
+}
+
+/// `--temp-dir`, else `restore.temp_dir`, else the system's.
+fn temp_dir_of(ctx: &Context, opts: &RestoreOptions) -> PathBuf {
+    opts.temp_dir
+        .clone()
+        .or_else(|| ctx.config.restore.temp_dir.clone())
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// The globals script: to a file (`--globals-to-file`), or to memory for `--with-globals`
@@ -379,9 +389,10 @@ async fn restore_in_sections(
         seconds.insert("total".into(), started.elapsed().as_secs_f64());
         return Ok(RestoreReport::not_restored(plan, seconds));
     };
+    let origin = layout::Origin::backup(r.m);
     let load = layout::Load {
         ctx: r.ctx,
-        m: r.m,
+        origin: &origin,
         details: r.details,
         identities: r.identities,
         target: &target,
@@ -393,7 +404,16 @@ async fn restore_in_sections(
         check_first: plan.check_first,
     };
     let outcome = sections::restore_sections(&load, s, &mut seconds).await?;
-    finish(plan, &target, outcome, seconds, started, r.m, opts, false)
+    finish(
+        plan,
+        &target,
+        outcome,
+        seconds,
+        started,
+        &origin.what,
+        opts,
+        false,
+    )
 }
 
 /// The report of a restore that reached the end, or the error listing what went wrong.
@@ -404,7 +424,7 @@ fn finish(
     outcome: load::Outcome,
     mut seconds: BTreeMap<String, f64>,
     started: Instant,
-    m: &Manifest,
+    what: &str,
     opts: &RestoreOptions,
     created: bool,
 ) -> Result<RestoreReport> {
@@ -420,7 +440,7 @@ fn finish(
     };
     if !report.errors.is_empty() || !report.mismatches.is_empty() {
         return Err(finished_with_errors(
-            m,
+            what,
             &target.conn,
             &report.errors,
             &report.mismatches,
@@ -431,21 +451,18 @@ fn finish(
     Ok(report)
 }
 
-/// A restore that ran to the end with `pg_restore` errors or counts that differ: what went
-/// wrong and the next step. `created`: the database was created by this restore (and is
-/// dropped: the hint is then to restore again as before).
+/// A restore of `what` ("backup ID") that ran to the end with `pg_restore` errors or counts
+/// that differ: what went wrong and the next step. `created`: the database was created by
+/// this restore (and is dropped: the hint is then to restore again as before).
 pub(super) fn finished_with_errors(
-    m: &Manifest,
+    what: &str,
     conn: &ConnInfo,
     errors: &[String],
     mismatches: &[String],
     opts: &RestoreOptions,
     created: bool,
 ) -> Error {
-    let mut msg = format!(
-        "restore of backup {} into {} finished with errors:",
-        m.id, conn
-    );
+    let mut msg = format!("restore of {what} into {conn} finished with errors:");
     for e in errors.iter().take(50) {
         msg.push_str(&format!("\n  {e}"));
     }

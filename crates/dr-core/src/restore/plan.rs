@@ -113,10 +113,23 @@ impl std::fmt::Display for Plan {
         for r in &self.powerful_roles {
             writeln!(f, "  new role     {r}")?;
         }
+        self.fmt_estimate(f, "estimated")?;
+        write!(
+            f,
+            "  temp disk    {} in {}",
+            human_bytes(self.temp_bytes_needed),
+            self.temp_dir
+        )
+    }
+}
+
+impl Plan {
+    /// The estimate line, under `label` ("estimated").
+    fn fmt_estimate(&self, f: &mut std::fmt::Formatter<'_>, label: &str) -> std::fmt::Result {
         match &self.estimated_restore {
             Some(e) => writeln!(
                 f,
-                "  estimated    ~{} (an estimate: fetch+decrypt+restore took {} when `dr verify` restored backup {} at {}{})",
+                "  {label:<12} ~{} (an estimate: fetch+decrypt+restore took {} when `dr verify` restored backup {} at {}{})",
                 crate::rto::human_seconds(e.seconds),
                 crate::rto::human_seconds(e.measured_seconds),
                 e.measured_backup_id,
@@ -137,16 +150,11 @@ impl std::fmt::Display for Plan {
             )?,
             None => writeln!(
                 f,
-                "  estimated    unknown: no verification yet: run `dr verify --target {}`",
+                "  {label:<12} unknown: no verification yet: run `dr verify --target {}`",
                 self.target
             )?,
         }
-        write!(
-            f,
-            "  temp disk    {} in {}",
-            human_bytes(self.temp_bytes_needed),
-            self.temp_dir
-        )
+        Ok(())
     }
 }
 
@@ -174,6 +182,17 @@ pub(super) fn selection(opts: &RestoreOptions) -> Result<dr_pg::Selection> {
     })
 }
 
+/// `--clean` with `--table`/`--schema` is refused, before anything happens.
+pub(super) fn check_clean(opts: &RestoreOptions) -> Result<()> {
+    if opts.clean && (!opts.tables.is_empty() || !opts.schemas.is_empty()) {
+        return Err(Error::config(
+            "--clean cannot be combined with --table or --schema: a selective restore recreates every schema, type, function and table definition of the backup, and --clean would drop them all first; nothing was changed",
+        )
+        .with_hint("restore the selection into a new database (`--to` with a new name) and copy from there"));
+    }
+    Ok(())
+}
+
 /// Every `--table` names a table of the backup and every `--schema` a schema holding one:
 /// a typo must fail before a database is created or anything is fetched.
 pub(super) fn check_selection(
@@ -181,13 +200,27 @@ pub(super) fn check_selection(
     opts: &RestoreOptions,
     m: &Manifest,
 ) -> Result<()> {
+    check_names(
+        details,
+        opts,
+        &format!("backup {} of `{}`", m.id, m.target),
+        &format!(
+            "`dr show {} --target {}` lists its tables as SCHEMA.TABLE",
+            m.id, m.target
+        ),
+    )
+}
+
+/// Every `--table` and `--schema` names something `details` holds; else an error saying
+/// which are not in `what` ("backup ID of `app`"), with `hint`.
+pub(super) fn check_names(
+    details: &BackupDetails,
+    opts: &RestoreOptions,
+    what: &str,
+    hint: &str,
+) -> Result<()> {
     let selection = selection(opts)?;
-    if opts.clean && (!selection.tables.is_empty() || !selection.schemas.is_empty()) {
-        return Err(Error::config(
-            "--clean cannot be combined with --table or --schema: a selective restore recreates every schema, type, function and table definition of the backup, and --clean would drop them all first; nothing was changed",
-        )
-        .with_hint("restore the selection into a new database (`--to` with a new name) and copy from there"));
-    }
+    check_clean(opts)?;
     let mut unknown = Vec::new();
     for (t, (s, n)) in opts.tables.iter().zip(&selection.tables) {
         if !details
@@ -209,15 +242,10 @@ pub(super) fn check_selection(
         return Ok(());
     }
     Err(Error::config(format!(
-        "backup {} of `{}` holds no {}; nothing was changed",
-        m.id,
-        m.target,
+        "{what} holds no {}; nothing was changed",
         unknown.join(", ")
     ))
-    .with_hint(format!(
-        "`dr show {} --target {}` lists its tables as SCHEMA.TABLE",
-        m.id, m.target
-    )))
+    .with_hint(hint.to_string()))
 }
 
 /// The tables whose rows a restore brings (all of them without a selection) with the row
@@ -308,7 +336,7 @@ pub(super) fn build(
 }
 
 /// What the destination holds, for the plan.
-fn destination_state(target: Option<&TargetState>, opts: &RestoreOptions) -> String {
+pub(super) fn destination_state(target: Option<&TargetState>, opts: &RestoreOptions) -> String {
     match target {
         Some(t) if !t.exists => "database does not exist: it will be created".into(),
         Some(t) if t.user_objects == 0 => "empty database".into(),

@@ -16,19 +16,19 @@
 //! then dropped; an existing one is reported as partially restored with the command to retry.
 //!
 //! The section objects, what a restore reads of them and the types shared with the siblings
-//! (`to_file`, `select`, `leave`) are in `layout`.
+//! (`to_file`, `select`, `leave`) are in `layout`; one section's pg_restore is `step`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use dr_catalog::ObjectRecord;
-use dr_pg::{ChildProcess, ConnInfo};
+use dr_catalog::{BackupDetails, ObjectRecord};
 use futures::StreamExt;
 
 use super::clean::drop_foreign_keys_to_replaced;
-use super::fetch::{check_objects, decode_into, fetch_files, width};
+use super::fetch::{check_objects, fetch_files, width};
 use super::globals::apply_globals;
 use super::layout::{
     data_file, is_selective, selected_streams, temp_needed, Load, Section, Sections, Source,
@@ -36,12 +36,14 @@ use super::layout::{
 };
 use super::leave::leave_target;
 use super::load::{
-    count_and_compare, create_database, error_lines, find_pg_restore, pg_restore_output,
-    restore_session_name, watch_lock_waits, Outcome,
+    count_and_compare, create_database, find_pg_restore, pg_restore_output, restore_session_name,
+    watch_lock_waits, Outcome,
 };
 use super::select::select_lists;
+use super::step::Run;
 use super::stop::Stopper;
 use super::target::check_space;
+use super::RestoreOptions;
 use crate::{Error, Kind, Result};
 
 /// Restore a format-2 backup into `l.target`: staging and checks first, then the three
@@ -53,7 +55,7 @@ pub(super) async fn restore_sections(
 ) -> Result<Outcome> {
     let selective = is_selective(l.opts);
     let streams = selected_streams(l.details, l.opts, s.data.len());
-    let pg_restore = find_pg_restore(l.ctx, l.m, l.target)?;
+    let pg_restore = find_pg_restore(l.ctx, l.origin, l.target)?;
 
     // Before the target is touched: check (--check-first) and stage what is read from files.
     let fetch_clock = Instant::now();
@@ -63,7 +65,16 @@ pub(super) async fn restore_sections(
     seconds.insert("fetch_decrypt".into(), fetch_clock.elapsed().as_secs_f64());
 
     let restore_clock = Instant::now();
-    let outcome = into_target(l, &pg_restore.path, &dir, steps, restore_clock, seconds).await?;
+    let outcome = into_target(
+        l,
+        &pg_restore.path,
+        &dir,
+        steps,
+        None,
+        restore_clock,
+        seconds,
+    )
+    .await?;
     Ok(Outcome {
         skipped_foreign_keys,
         ..outcome
@@ -82,7 +93,11 @@ async fn stage(
     if let Some(d) = l.files_in {
         return Ok((d.to_path_buf(), None));
     }
-    check_space(l.temp_dir, temp_needed(s, l.details, l.opts))?;
+    check_space(
+        l.temp_dir,
+        temp_needed(s, l.details, l.opts),
+        "the staged sections",
+    )?;
     let staging = tempfile::Builder::new()
         .prefix("dr-restore-")
         .tempdir_in(l.temp_dir)
@@ -103,8 +118,8 @@ async fn stage(
         };
         tracing::info!(
             objects = piped.len() + 1,
-            "checking every object of backup {} before touching the target",
-            l.m.id
+            "checking every object of {} before touching the target",
+            l.origin.what
         );
         check_objects(l.ctx, &piped, l.identities, l.jobs).await?;
     }
@@ -139,7 +154,7 @@ async fn plan_steps<'a>(
 ) -> Result<(Vec<Vec<Section<'a>>>, Vec<String>)> {
     let opts = l.opts;
     let from_files = l.files_in.is_some() || selective;
-    let mut pre = Section {
+    let pre = Section {
         label: "pre-data".into(),
         source: if from_files {
             Source::File(dir.join(PRE_FILE))
@@ -150,7 +165,7 @@ async fn plan_steps<'a>(
         jobs: 1,
         clean: opts.clean,
     };
-    let mut data: Vec<Section<'a>> = streams
+    let data: Vec<Section<'a>> = streams
         .iter()
         .map(|&i| Section {
             label: format!("data-{}", i + 1),
@@ -166,13 +181,29 @@ async fn plan_steps<'a>(
             clean: opts.clean,
         })
         .collect();
-    let mut post = Section {
+    let post = Section {
         label: "post-data".into(),
         source: Source::File(dir.join(POST_FILE)),
         list: None,
         jobs: l.jobs,
         clean: false,
     };
+    order_steps(opts, pg_restore, dir, pre, data, post, selective).await
+}
+
+/// The steps in order: pre-data, the data streams, post-data without its foreign keys, then
+/// the foreign keys alone; with a selection, each section with its selective list. The
+/// post-data archive is read from `dir` ([`POST_FILE`]). Returns them with the foreign keys
+/// a selection leaves out.
+pub(super) async fn order_steps<'a>(
+    opts: &RestoreOptions,
+    pg_restore: &Path,
+    dir: &Path,
+    mut pre: Section<'a>,
+    mut data: Vec<Section<'a>>,
+    mut post: Section<'a>,
+    selective: bool,
+) -> Result<(Vec<Vec<Section<'a>>>, Vec<String>)> {
     let mut skipped_foreign_keys = Vec::new();
     if selective {
         skipped_foreign_keys =
@@ -213,13 +244,19 @@ async fn plan_steps<'a>(
     Ok((steps, skipped_foreign_keys))
 }
 
-/// The target: globals, the database created when missing, the steps, then the counts. A
-/// database this restore created is dropped on any failure, to the end.
-async fn into_target(
+/// The counts a restore is compared with when they are still being taken as it runs (a
+/// live source counts in its snapshot meanwhile): awaited once the steps are done.
+pub(super) type Counted<'a> = Pin<Box<dyn Future<Output = Result<BackupDetails>> + Send + 'a>>;
+
+/// The target: globals, the database created when missing, the steps, then the counts
+/// (`l.details`', or `counted`'s once it is ready). A database this restore created is
+/// dropped on any failure, to the end.
+pub(super) async fn into_target(
     l: &Load<'_>,
     pg_restore: &Path,
     dir: &Path,
     steps: Vec<Vec<Section<'_>>>,
+    counted: Option<Counted<'_>>,
     restore_clock: Instant,
     seconds: &mut BTreeMap<String, f64>,
 ) -> Result<Outcome> {
@@ -227,7 +264,7 @@ async fn into_target(
     let conn = &l.target.conn;
     let mut errors = Vec::new();
     if let Some(sql) = l.globals {
-        errors.extend(apply_globals(conn, sql, l.opts, &l.m.id.to_string()).await?);
+        errors.extend(apply_globals(conn, sql, l.opts, &l.origin.what).await?);
     }
     let created = !l.target.exists;
     if created {
@@ -249,14 +286,26 @@ async fn into_target(
     }
     seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
     // A database this restore created is dropped on any failure, to the end.
-    let counted = count_and_compare(ctx, conn, &session_name, l.details, opts, l.jobs).await;
+    let live;
+    let details = match counted {
+        None => l.details,
+        Some(counting) => match counting.await {
+            Ok(d) => {
+                live = d;
+                &live
+            }
+            Err(e) if created => return Err(leave_target(l, created, &session_name, e).await),
+            Err(e) => return Err(e),
+        },
+    };
+    let counted = count_and_compare(ctx, conn, &session_name, details, opts, l.jobs).await;
     let (tables, mismatches) = match counted {
         Ok(c) => c,
         Err(e) if created => return Err(leave_target(l, created, &session_name, e).await),
         Err(e) => return Err(e),
     };
     if created && (!errors.is_empty() || !mismatches.is_empty()) {
-        let e = super::finished_with_errors(l.m, conn, &errors, &mismatches, opts, true);
+        let e = super::finished_with_errors(&l.origin.what, conn, &errors, &mismatches, opts, true);
         return Err(leave_target(l, created, &session_name, e).await);
     }
     Ok(Outcome {
@@ -354,159 +403,5 @@ async fn load(
             Err(e)
         }
         None => Ok(errors),
-    }
-}
-
-struct Run<'r> {
-    l: &'r Load<'r>,
-    pg_restore: &'r Path,
-    dir: &'r Path,
-    base: &'r [String],
-    child_conn: &'r ConnInfo,
-    stop: &'r Stopper,
-}
-
-impl Run<'_> {
-    /// One section's pg_restore: its errors, each prefixed by the section; a failure stops
-    /// every stream (recorded in the stopper) and returns none.
-    async fn section(&self, s: &Section<'_>) -> Vec<String> {
-        if self.stop.token.is_cancelled() {
-            return Vec::new();
-        }
-        match self.section_inner(s).await {
-            Ok(errors) => errors
-                .into_iter()
-                .map(|e| format!("{}: {e}", s.label))
-                .collect(),
-            Err(e) => {
-                self.stop.fail(e);
-                Vec::new()
-            }
-        }
-    }
-
-    async fn section_inner(&self, s: &Section<'_>) -> Result<Vec<String>> {
-        let mut args = self.base.to_vec();
-        if s.clean {
-            args.push("--clean".into());
-            args.push("--if-exists".into());
-        }
-        if s.jobs > 1 {
-            args.push(format!("--jobs={}", s.jobs));
-        }
-        // A list for a section read from a file goes through pg_restore's stdin: it takes no
-        // temp disk, so the plan's temp bound (the staged sections) holds.
-        let _list_file;
-        let mut list_in = None;
-        if let Some(list) = &s.list {
-            if matches!(s.source, Source::File(_)) {
-                args.push("--use-list=/dev/stdin".into());
-                list_in = Some(list.clone());
-            } else {
-                let mut f = tempfile::Builder::new()
-                    .prefix("list-")
-                    .tempfile_in(self.dir)
-                    .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
-                f.write_all(list.as_bytes())
-                    .map_err(|e| Error::new(Kind::Failed, format!("temp list file: {e}")))?;
-                args.push(format!("--use-list={}", f.path().display()));
-                _list_file = f;
-            }
-        }
-        tracing::info!(section = %s.label, "pg_restore started");
-        match &s.source {
-            Source::File(p) => {
-                args.push(p.display().to_string());
-                let mut child = ChildProcess::spawn(
-                    self.pg_restore,
-                    &args,
-                    Some(self.child_conn),
-                    if list_in.is_some() {
-                        std::process::Stdio::piped()
-                    } else {
-                        std::process::Stdio::null()
-                    },
-                    std::process::Stdio::null(),
-                )?;
-                if let (Some(list), Some(mut stdin)) = (list_in, child.stdin()) {
-                    // Closed when written: pg_restore reads the list to its end first.
-                    tokio::spawn(async move {
-                        use tokio::io::AsyncWriteExt;
-                        let _ = stdin.write_all(list.as_bytes()).await;
-                    });
-                }
-                self.finish(child, &s.label).await
-            }
-            Source::Pipe(rec) => {
-                let mut child = ChildProcess::spawn(
-                    self.pg_restore,
-                    &args,
-                    Some(self.child_conn),
-                    std::process::Stdio::piped(),
-                    std::process::Stdio::null(),
-                )?;
-                let stdin = child.stdin().ok_or_else(|| {
-                    Error::new(Kind::Failed, "pg_restore was started without a stdin pipe")
-                })?;
-                let pipe = std::fs::File::from(stdin.into_owned_fd().map_err(|e| {
-                    Error::new(Kind::Failed, format!("pg_restore's stdin pipe: {e}"))
-                })?);
-                let stopper = self.stop.clone();
-                let feed = decode_into(
-                    self.l.ctx,
-                    rec,
-                    self.l.identities,
-                    pipe,
-                    self.stop.token.clone(),
-                    move |e| stopper.fail(e.clone()),
-                );
-                // A pg_restore that failed stops every stream now: its object need not be
-                // read to the end (that is only for one that exited 0, to check the digest).
-                let finish = async {
-                    let r = self.finish(child, &s.label).await;
-                    if let Err(e) = &r {
-                        self.stop.fail(e.clone());
-                    }
-                    r
-                };
-                let (fed, done) = tokio::join!(feed, finish);
-                if let Err(e) = fed {
-                    // Already recorded, unless the thread itself failed.
-                    if !self.stop.token.is_cancelled() {
-                        self.stop.fail(e);
-                    }
-                }
-                done
-            }
-        }
-    }
-
-    /// Wait for a section's pg_restore, or stop it (as a group) when any stream fails.
-    /// pg_restore goes on after SQL errors and reports them at the end ("errors ignored on
-    /// restore"): those are collected. Any other exit is a failure of the stream.
-    async fn finish(&self, child: ChildProcess, label: &str) -> Result<Vec<String>> {
-        match child.wait_or_stop(self.stop.token.cancelled()).await {
-            None => Ok(Vec::new()),
-            Some(Ok(f)) => {
-                tracing::info!(section = %label, "pg_restore finished");
-                Ok(f.errors)
-            }
-            Some(Err(dr_pg::PgError::Failed(pf)))
-                if pf.stderr.contains("errors ignored on restore") =>
-            {
-                Ok(error_lines(&pf))
-            }
-            Some(Err(dr_pg::PgError::Failed(pf))) => Err(Error::new(
-                Kind::Failed,
-                format!(
-                    "pg_restore of the {label} section failed ({})\n{}",
-                    pf.status,
-                    error_lines(&pf).join("\n")
-                ),
-            )),
-            Some(Err(e)) => {
-                Err(Error::from(e).context(format!("pg_restore of the {label} section")))
-            }
-        }
     }
 }

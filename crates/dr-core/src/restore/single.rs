@@ -55,8 +55,9 @@ pub(super) async fn restore_single(
     .await;
     seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
     drop(archive);
+    let what = format!("backup {}", r.m.id);
     let result =
-        outcome.and_then(|o| finish(plan, &target, o, seconds, started, r.m, opts, created));
+        outcome.and_then(|o| finish(plan, &target, o, seconds, started, &what, opts, created));
     match result {
         // A database this restore created is dropped on any failure, as with sections.
         Err(e) if created => {
@@ -87,7 +88,7 @@ async fn fetch_single(
         }
         _ => {
             let temp_dir = &r.temp_dir;
-            check_space(temp_dir, dump.raw_bytes)?;
+            check_space(temp_dir, dump.raw_bytes, "the decrypted archive")?;
             let tmp = tempfile::Builder::new()
                 .prefix("dr-restore-")
                 .suffix(".dump")

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use dr_catalog::{BackupDetails, Manifest};
+use dr_catalog::BackupDetails;
 use dr_pg::{ConnInfo, ServerVersion};
 
 use super::RestoreOptions;
@@ -20,18 +20,17 @@ pub(super) struct TargetState {
 impl TargetState {
     /// The target can take this backup as asked: a server at least as new, and an empty
     /// database unless `--clean`/`--force` (a dry run only reports).
-    pub(super) fn check_accepts(&self, m: &Manifest, opts: &RestoreOptions) -> Result<()> {
-        if self.major < m.server_major {
+    pub(super) fn check_accepts(&self, server_major: u32, opts: &RestoreOptions) -> Result<()> {
+        if self.major < server_major {
             return Err(Error::new(
                 Kind::Refused,
                 format!(
-                    "the target server is PostgreSQL {} but the backup comes from PostgreSQL {}",
-                    self.major, m.server_major
+                    "the target server is PostgreSQL {} but the backup comes from PostgreSQL {server_major}",
+                    self.major
                 ),
             )
             .with_hint(format!(
-                "restore into a server of major {} or newer",
-                m.server_major
+                "restore into a server of major {server_major} or newer"
             )));
         }
         if self.exists && self.user_objects > 0 && !opts.clean && !opts.force && !opts.dry_run {
@@ -98,7 +97,8 @@ pub(super) async fn inspect_target(conn: ConnInfo) -> Result<TargetState> {
     })
 }
 
-pub(super) fn check_space(dir: &Path, needed: u64) -> Result<()> {
+/// Room for `needed` bytes of `what` ("the decrypted archive") in `dir`.
+pub(super) fn check_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
             let avail = s.blocks_available().saturating_mul(s.fragment_size());
@@ -108,7 +108,7 @@ pub(super) fn check_space(dir: &Path, needed: u64) -> Result<()> {
                 return Err(Error::new(
                     Kind::Failed,
                     format!(
-                        "not enough space in {}: the decrypted archive needs {}, {} is free",
+                        "not enough space in {}: {} is needed for {what}, {} is free",
                         dir.display(),
                         human_bytes(needed),
                         human_bytes(avail)
