@@ -31,6 +31,7 @@ mod matrix;
 mod object_lock;
 mod physical;
 mod pitr;
+mod pitr_into_db;
 mod prometheus;
 mod prune;
 mod restore;

@@ -266,8 +266,10 @@ pub struct RestoreArgs {
     pub id: Option<String>,
     #[arg(long)]
     pub target: Option<String>,
-    /// The newest backup at or before this time (RFC 3339, `YYYY-MM-DD HH:MM` UTC, or a date).
-    /// With --to-dir: the point recovery stops at — a time, an LSN (`0/3000028`) or `latest`.
+    /// The point to restore (RFC 3339, `YYYY-MM-DD HH:MM` UTC, or a date). For a target with
+    /// [targets.wal] and a base backup: that second, recovered in a throwaway sandbox and
+    /// streamed into --to (or --to-dir) — also an LSN (`0/3000028`) or `latest`. Otherwise the
+    /// newest backup at or before it (dr says how much later the time is).
     #[arg(long)]
     pub at: Option<String>,
     /// Database URL to restore into (password via PGPASSWORD/PGPASSFILE). Created if missing.
@@ -284,8 +286,9 @@ pub struct RestoreArgs {
     /// With --to-dir: what the server does at the target.
     #[arg(long, value_enum, default_value = "promote", requires = "to_dir")]
     pub then: ThenArg,
-    /// With --to-dir: recover onto this timeline [default: the one current at --at].
-    #[arg(long, requires = "to_dir")]
+    /// With --at of a target with WAL: recover onto this timeline [default: the one current
+    /// at --at].
+    #[arg(long, requires = "at")]
     pub timeline: Option<u32>,
     /// Write the decrypted archive here instead of restoring: one file for an older backup;
     /// for a backup in sections a new or empty directory, one file per section and a
@@ -329,8 +332,9 @@ pub struct RestoreArgs {
     #[arg(long, short)]
     pub yes: bool,
     /// Directory for what is staged: the post-data section (and, for --table/--schema, the
-    /// sections filtered), or an older backup's whole archive [default: restore.temp_dir or
-    /// the system temp dir].
+    /// sections filtered), or an older backup's whole archive; with --at of a target with
+    /// WAL also the sandbox (room for the base backup) [default: restore.temp_dir or the
+    /// system temp dir].
     #[arg(long)]
     pub temp_dir: Option<PathBuf>,
     /// Download and check every object (digest, decryption) before touching the target

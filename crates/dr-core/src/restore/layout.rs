@@ -83,7 +83,8 @@ pub(super) fn temp_needed(s: &Sections<'_>, details: &BackupDetails, opts: &Rest
     n
 }
 
-/// What a restore brings, for the tools it picks and what it says (a stored backup).
+/// What a restore brings, for the tools it picks and what it says: a stored backup, or a
+/// database recovered to a point in a sandbox (`pitr::into_db`).
 pub(super) struct Origin {
     /// For messages: "backup 20261122T020000Z", "`app` as of 2026-12-03 14:05:32Z".
     pub what: String,
@@ -130,10 +131,20 @@ pub(super) struct Load<'a> {
     pub check_first: bool,
 }
 
-/// Where a section's pg_restore reads: the store through a pipe, or a file.
+/// Where a section's pg_restore reads: the store through a pipe, a file, or a pg_dump of a
+/// live server (the sandbox of a point-in-time restore) through a pipe.
 pub(super) enum Source<'a> {
     Pipe(&'a ObjectRecord),
     File(PathBuf),
+    Dump(Box<DumpCommand>),
+}
+
+/// A `pg_dump` whose archive goes straight into a section's pg_restore.
+pub(super) struct DumpCommand {
+    pub pg_dump: PathBuf,
+    pub conn: dr_pg::ConnInfo,
+    /// Everything after `pg_dump`: format, snapshot, `--dbname`, section, tables.
+    pub args: Vec<String>,
 }
 
 pub(super) struct Section<'a> {

@@ -23,6 +23,7 @@ mod fetch;
 mod globals;
 mod layout;
 mod leave;
+mod live;
 mod load;
 pub mod pitr;
 mod plan;
@@ -98,6 +99,9 @@ pub struct RestoreReport {
     /// restored: "constraint (on schema.table, to schema.referenced)".
     pub skipped_foreign_keys: Vec<String>,
     pub seconds: BTreeMap<String, f64>,
+    /// `--at` of a target with WAL: where recovery in the sandbox stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<pitr::Reached>,
 }
 
 impl RestoreReport {
@@ -111,6 +115,7 @@ impl RestoreReport {
             errors: Vec::new(),
             skipped_foreign_keys: Vec::new(),
             seconds,
+            recovered: None,
         }
     }
 }
@@ -241,6 +246,9 @@ async fn restore(
     };
     let roles = early_globals.as_ref().map(|(_, roles)| roles.as_slice());
     let plan = plan::build(&r, sections.as_ref(), target.as_ref(), measured, roles);
+    if let Some(gap) = &plan.at_gap {
+        tracing::warn!("{gap}");
+    }
     let seconds = BTreeMap::new();
     if let Some(t) = &target {
         t.check_accepts(r.m.server_major, opts)?;
@@ -437,6 +445,7 @@ fn finish(
         errors: outcome.errors,
         skipped_foreign_keys: outcome.skipped_foreign_keys,
         seconds,
+        recovered: None,
     };
     if !report.errors.is_empty() || !report.mismatches.is_empty() {
         return Err(finished_with_errors(

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use dr_catalog::{BackupDetails, Manifest};
 use serde::Serialize;
 
@@ -43,6 +44,58 @@ pub struct Plan {
     /// whether `--allow-role` names it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub powerful_roles: Vec<String>,
+    /// `--at` of a target with WAL: the point is recovered in a sandbox first, and the
+    /// database streamed from there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryPlan>,
+    /// `--at` answered with a logical backup: how much later the time asked for is than the
+    /// backup (what was written in between is not in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_gap: Option<AtGap>,
+}
+
+/// The sandbox of a point-in-time restore into a database: which base backup and WAL
+/// recover it, where, and the disk it takes.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryPlan {
+    /// Base backup, timeline, WAL and window, as `dr restore --to-dir --dry-run` says them
+    /// (`dir` is the temp dir the sandbox is made in).
+    pub pitr: super::pitr::PitrPlan,
+    /// Disk the sandbox needs: the base backup's raw size and the WAL it replays.
+    pub sandbox_bytes_needed: u64,
+    /// The database dumped from the sandbox.
+    pub database: String,
+}
+
+/// `--at TIME` answered with the newest logical backup before it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AtGap {
+    pub at: String,
+    pub backup_taken: String,
+    /// How much later TIME is than the backup, in seconds.
+    pub later_seconds: i64,
+}
+
+impl AtGap {
+    pub(super) fn new(at: DateTime<Utc>, taken: DateTime<Utc>) -> AtGap {
+        AtGap {
+            at: crate::time::format(at),
+            backup_taken: crate::time::format(taken),
+            later_seconds: (at - taken).num_seconds().max(0),
+        }
+    }
+}
+
+impl std::fmt::Display for AtGap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--at {} is {} later than this backup ({}): what was written in between is not in it (recovery to any second needs [targets.wal] and a base backup: `dr backup --physical`)",
+            self.at,
+            crate::rto::human_seconds(self.later_seconds as f64),
+            self.backup_taken
+        )
+    }
 }
 
 /// The plan's lines for roles with powers.
@@ -65,6 +118,9 @@ pub(super) fn powerful_roles(roles: &[dr_pg::PowerfulRole], opts: &RestoreOption
 
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(r) = &self.recovery {
+            return self.fmt_recovery(r, f);
+        }
         writeln!(f, "restore plan")?;
         writeln!(
             f,
@@ -113,6 +169,9 @@ impl std::fmt::Display for Plan {
         for r in &self.powerful_roles {
             writeln!(f, "  new role     {r}")?;
         }
+        if let Some(gap) = &self.at_gap {
+            writeln!(f, "  missing      {gap}")?;
+        }
         self.fmt_estimate(f, "estimated")?;
         write!(
             f,
@@ -155,6 +214,78 @@ impl Plan {
             )?,
         }
         Ok(())
+    }
+
+    /// The plan of a point-in-time restore into a database: the recovery, then the restore.
+    fn fmt_recovery(&self, r: &RecoveryPlan, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &r.pitr;
+        writeln!(f, "restore plan")?;
+        writeln!(
+            f,
+            "  point        `{}` as of {} (database {})",
+            self.target, p.recovery_target, r.database
+        )?;
+        writeln!(
+            f,
+            "  base backup  {} (PostgreSQL {}, WAL {}..{}, ended {}), {} raw",
+            p.base_id,
+            p.server_major,
+            p.base_start_lsn,
+            p.base_stop_lsn,
+            p.base_stopped_at,
+            human_bytes(p.base_bytes)
+        )?;
+        writeln!(
+            f,
+            "  WAL          {} segments on timeline {} ({}), {}..{}, {} stored",
+            p.segments,
+            p.timeline,
+            p.timeline_reason,
+            p.first_segment,
+            p.last_segment,
+            human_bytes(p.wal_bytes)
+        )?;
+        writeln!(f, "  window       {}", p.window)?;
+        writeln!(
+            f,
+            "  sandbox      recovered in {} (needs {}: the base backup and the WAL it replays), a local PostgreSQL {} on a private socket, promoted at the point, stopped and removed afterwards",
+            p.dir.display(),
+            human_bytes(r.sandbox_bytes_needed),
+            p.server_major
+        )?;
+        writeln!(
+            f,
+            "  into         {} ({})",
+            self.destination, self.destination_state
+        )?;
+        if !self.selection.is_empty() {
+            writeln!(f, "  only         {}", self.selection.join(", "))?;
+        }
+        writeln!(f, "  jobs         {}", self.jobs)?;
+        writeln!(
+            f,
+            "  streams      from the sandbox in one snapshot: pre-data piped, up to {} data stream(s) piped, post-data from a temp file; row counts taken in the snapshot and compared",
+            self.jobs
+        )?;
+        for role in &self.powerful_roles {
+            writeln!(f, "  new role     {role}")?;
+        }
+        writeln!(
+            f,
+            "  estimated    the recovery: not measured yet (no drill of this target has run); then the restore from the sandbox, as a logical restore takes:"
+        )?;
+        self.fmt_estimate(f, "restore")?;
+        write!(
+            f,
+            "  temp disk    {} for the sandbox in {}, plus the post-data section{}",
+            human_bytes(r.sandbox_bytes_needed),
+            self.temp_dir,
+            if self.selection.is_empty() {
+                ""
+            } else {
+                " and the data streams holding the selection"
+            }
+        )
     }
 }
 
@@ -332,6 +463,11 @@ pub(super) fn build(
         powerful_roles: roles
             .map(|roles| powerful_roles(roles, opts))
             .unwrap_or_default(),
+        recovery: None,
+        at_gap: match &opts.selector {
+            Some(crate::repo::Selector::At(at)) => Some(AtGap::new(*at, m.started_at)),
+            _ => None,
+        },
     }
 }
 
@@ -380,6 +516,8 @@ mod tests {
             selection: vec![],
             estimated_restore,
             powerful_roles: vec![],
+            recovery: None,
+            at_gap: None,
         }
     }
 

@@ -16,7 +16,9 @@
 //! then dropped; an existing one is reported as partially restored with the command to retry.
 //!
 //! The section objects, what a restore reads of them and the types shared with the siblings
-//! (`to_file`, `select`, `leave`) are in `layout`; one section's pg_restore is `step`.
+//! (`to_file`, `select`, `leave`) are in `layout`; one section's pg_restore is `step`. The
+//! order of the steps ([`order_steps`]) and the target's part ([`into_target`]) serve
+//! `live` too: sections dumped from the sandbox of a point-in-time restore.
 
 use std::collections::BTreeMap;
 use std::future::Future;

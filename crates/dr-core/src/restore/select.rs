@@ -19,9 +19,11 @@ pub(super) async fn select_lists(
     data: &mut Vec<Section<'_>>,
     post: &mut Section<'_>,
 ) -> Result<Vec<String>> {
+    // Staged sections (files) only: a list is read before the section is restored.
     let path_of = |s: &Section<'_>| match &s.source {
         Source::File(p) => p.display().to_string(),
         Source::Pipe(r) => r.key.clone(),
+        Source::Dump(_) => String::new(),
     };
     let script = |p: String| {
         pg_restore_output(

@@ -1,5 +1,6 @@
 //! One step of a sectioned restore: a section's `pg_restore`, fed through a pipe from the
-//! store (SHA-256, age, zstd on a blocking thread) or from a staged file. Any failure stops
+//! store (SHA-256, age, zstd on a blocking thread), from a staged file, or straight from a
+//! `pg_dump` of a live server (the sandbox of a point-in-time restore). Any failure stops
 //! every stream ([`Stopper`]) and is returned as the cause.
 
 use std::io::Write;
@@ -8,7 +9,7 @@ use std::path::Path;
 use dr_pg::{ChildProcess, ConnInfo};
 
 use super::fetch::decode_into;
-use super::layout::{Load, Section, Source};
+use super::layout::{DumpCommand, Load, Section, Source};
 use super::load::error_lines;
 use super::stop::Stopper;
 use crate::{Error, Kind, Result};
@@ -136,7 +137,71 @@ impl Run<'_> {
                 }
                 done
             }
+            Source::Dump(d) => self.dumped_into(d, &args, &s.label).await,
         }
+    }
+
+    /// `pg_dump … | pg_restore …`: the dump's stdout is the restore's stdin, nothing between.
+    /// The cause of a failure is the dump's, unless the dump only died of the restore's
+    /// exit (a broken pipe); it stops every stream.
+    async fn dumped_into(
+        &self,
+        d: &DumpCommand,
+        args: &[String],
+        label: &str,
+    ) -> Result<Vec<String>> {
+        use std::process::Stdio;
+        let mut dump = ChildProcess::spawn(
+            &d.pg_dump,
+            &d.args,
+            Some(&d.conn),
+            Stdio::null(),
+            Stdio::piped(),
+        )?;
+        let out = dump
+            .stdout()
+            .ok_or_else(|| Error::new(Kind::Failed, "pg_dump was started without a stdout pipe"))
+            .and_then(|o| {
+                o.into_owned_fd()
+                    .map_err(|e| Error::new(Kind::Failed, format!("pg_dump's stdout pipe: {e}")))
+            });
+        let restore = out.and_then(|out| {
+            ChildProcess::spawn(
+                self.pg_restore,
+                args,
+                Some(self.child_conn),
+                Stdio::from(out),
+                Stdio::null(),
+            )
+            .map_err(Error::from)
+        });
+        let restore = match restore {
+            Ok(r) => r,
+            Err(e) => {
+                dump.stop().await;
+                self.stop.fail(e.clone());
+                return Err(e);
+            }
+        };
+        let (dumped, restored) = tokio::join!(
+            dump.wait_or_stop(self.stop.token.cancelled()),
+            self.finish(restore, label)
+        );
+        let dump_failed = match dumped {
+            Some(Err(e)) => Some(
+                Error::from(e).context(format!("pg_dump of the {label} section from {}", d.conn)),
+            ),
+            _ => None,
+        };
+        let cause = match (dump_failed, restored) {
+            (Some(dump), Err(restore)) if broken_pipe(&dump) => Err(restore),
+            (Some(dump), _) => Err(dump),
+            (None, r) => r,
+        };
+        if let Err(e) = &cause {
+            self.stop.fail(e.clone());
+        }
+        cause
     }
 
     /// Wait for a section's pg_restore, or stop it (as a group) when any stream fails.
@@ -167,4 +232,11 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// A pg_dump that died because its reader (pg_restore) was gone: its own failure is not
+/// the cause.
+fn broken_pipe(e: &Error) -> bool {
+    let text = e.to_string();
+    text.contains("Broken pipe") || text.contains("signal: 13") || text.contains("SIGPIPE")
 }

@@ -149,7 +149,7 @@ async fn run_restore(global: &Global, args: crate::cli::RestoreArgs) -> Result<E
     if args.to_dir.is_some() {
         return restore_pitr::run(&ctx, global, args).await;
     }
-    restore::run(&ctx, args).await
+    restore::run(&ctx, global, args).await
 }
 
 /// `dr wal …`: what PostgreSQL's archive_command and restore_command run.

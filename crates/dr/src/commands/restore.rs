@@ -2,15 +2,17 @@ use crate::out;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
+use dr_catalog::wal::plan::Target;
 use dr_core::repo::Selector;
-use dr_core::restore::{Plan, RestoreOptions};
+use dr_core::restore::pitr::into_db::{self, AtOptions};
+use dr_core::restore::{Plan, RestoreOptions, RestoreReport};
 use dr_core::{human_bytes, Context, Error, Kind, Result};
 
-use crate::cli::RestoreArgs;
+use crate::cli::{Global, RestoreArgs};
 
-pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
-    let opts = RestoreOptions {
-        selector: Some(Selector::parse(args.id.as_deref(), args.at.as_deref())?),
+pub async fn run(ctx: &Context, global: &Global, args: RestoreArgs) -> Result<ExitCode> {
+    let mut opts = RestoreOptions {
+        selector: None,
         target: args.target,
         to: args.to,
         to_file: args.to_file,
@@ -77,12 +79,40 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         (false, true) => Some(&ask),
         (false, false) => Some(&refuse_unasked),
     };
+    // --at into a database: a target with WAL recovers that second in a sandbox; any other
+    // picks the newest logical backup before it.
+    if let (Some(at), None, Some(_)) = (args.at.as_deref(), &args.id, &opts.to) {
+        let point = crate::commands::restore_pitr::parse_target(Some(at))?;
+        if into_db::recovers_with_wal(ctx, opts.target.as_deref()) {
+            let at_opts = AtOptions {
+                at: point,
+                timeline: args.timeline,
+                fetch_argv: crate::commands::restore_pitr::fetch_argv(global)?,
+            };
+            if let Some(report) = into_db::run(ctx, &opts, &at_opts, confirm).await? {
+                return print(&report, args.json, args.dry_run);
+            }
+        }
+        if !matches!(point, Target::Time(_)) || args.timeline.is_some() {
+            return Err(Error::config(format!(
+                "--at {at}{} needs a target with a WAL archive ([targets.wal]) and a base backup in the repository; nothing was done",
+                if args.timeline.is_some() { " with --timeline" } else { "" }
+            ))
+            .with_hint("give --at a time to restore the newest logical backup before it, or take a base backup (`dr backup --physical`)"));
+        }
+    }
+    opts.selector = Some(Selector::parse(args.id.as_deref(), args.at.as_deref())?);
     let report = dr_core::restore::run(ctx, &opts, confirm).await?;
-    if args.json {
-        crate::commands::print_json(&report)?;
+    print(&report, args.json, args.dry_run)
+}
+
+/// The report: JSON, the plan (`--dry-run`), or the summary on stderr.
+fn print(report: &RestoreReport, json: bool, dry_run: bool) -> Result<ExitCode> {
+    if json {
+        crate::commands::print_json(report)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if args.dry_run {
+    if dry_run {
         out!("{}", report.plan);
         return Ok(ExitCode::SUCCESS);
     }
@@ -95,14 +125,35 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let rows: i64 = report.tables.values().map(|(_, a)| a).sum();
-    crate::note!(
-        "restored backup {} of `{}` into {}: {} tables, {} rows, all counts match the backup",
-        report.plan.backup_id,
-        report.plan.target,
-        report.plan.destination,
-        report.tables.len(),
-        rows
-    );
+    match (&report.plan.recovery, &report.recovered) {
+        (Some(r), Some(reached)) => {
+            crate::note!(
+                "restored `{}` as of {} into {}: {} tables, {} rows, all counts match the recovered database",
+                report.plan.target,
+                r.pitr.recovery_target,
+                report.plan.destination,
+                report.tables.len(),
+                rows
+            );
+            crate::note!(
+                "  from base backup {} and {} WAL segments; {}",
+                r.pitr.base_id,
+                r.pitr.segments,
+                reached.stopped
+            );
+        }
+        _ => crate::note!(
+            "restored backup {} of `{}` into {}: {} tables, {} rows, all counts match the backup",
+            report.plan.backup_id,
+            report.plan.target,
+            report.plan.destination,
+            report.tables.len(),
+            rows
+        ),
+    }
+    if let Some(gap) = &report.plan.at_gap {
+        crate::note!("  missing: {gap}");
+    }
     for fk in &report.skipped_foreign_keys {
         eprintln!("  skipped foreign key {fk}: the table it references was not restored");
     }

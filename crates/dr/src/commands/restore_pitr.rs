@@ -73,7 +73,7 @@ pub async fn run(ctx: &Context, global: &Global, args: RestoreArgs) -> Result<Ex
 }
 
 /// `--at` for recovery: `latest`, an LSN `X/Y`, or a time as `dr restore --at` reads it.
-fn parse_target(at: Option<&str>) -> Result<Target> {
+pub(crate) fn parse_target(at: Option<&str>) -> Result<Target> {
     let Some(at) = at.map(str::trim) else {
         return Err(
             Error::config("--to-dir needs --at: a time, an LSN (0/3000028) or `latest`")
@@ -97,7 +97,7 @@ fn parse_target(at: Option<&str>) -> Result<Target> {
 /// settings dr took from its environment that are not secrets (the identity file's path, the
 /// repository) go along as `env NAME=VALUE` when there is no env file, or the server's fetch
 /// would read another repository or find no identity (a compose or k8s setup sets them so).
-fn fetch_argv(global: &Global) -> Result<Vec<String>> {
+pub(crate) fn fetch_argv(global: &Global) -> Result<Vec<String>> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::config(format!("cannot tell where this dr binary is: {e}")))?;
     let config = global

@@ -6,7 +6,12 @@
 //! before anything is written); check DIR (absent or empty); stream the base backup into it
 //! (`unpack`); write the recovery settings; with `--start`, run the server and prove where
 //! recovery stopped (`start`).
+//!
+//! `--at … --to URL` for a target with WAL (`into_db`) does the same into a throwaway
+//! `sandbox` under the temp dir, then streams the database from there.
 
+pub mod into_db;
+mod sandbox;
 mod start;
 mod unpack;
 
@@ -124,18 +129,14 @@ pub struct PitrReport {
 /// Plan, and unless `--dry-run`, restore.
 pub async fn run(ctx: &Context, opts: &PitrOptions) -> Result<PitrReport> {
     let began = Instant::now();
-    let target = crate::wal::fetch::target(ctx, opts.target.as_deref()).await?;
-    let entries = repo::list(ctx.store.as_ref(), Some(&target), &ctx.signing).await?;
-    let physical: Vec<&repo::BackupEntry> = entries
-        .iter()
-        .filter(|e| e.manifest.kind == BackupKind::Physical)
-        .collect();
-    let wal = catalog::load(ctx, &target).await?;
-    for (key, why) in &wal.refused {
-        tracing::warn!("WAL record `{key}` is not used: {why}");
-    }
-    let (chosen, manifest) = plan_restore(&target, &physical, &wal, opts)?;
-    let summary = summarize(&target, &chosen, manifest, opts);
+    let Planned {
+        target,
+        chosen,
+        manifest,
+        ..
+    } = plan(ctx, opts.target.as_deref(), opts.at, opts.timeline).await?;
+    let manifest = &manifest;
+    let summary = summarize(&target, &chosen, manifest, &opts.dir);
     if opts.dry_run {
         return Ok(report(summary, None, String::new(), None, began));
     }
@@ -151,7 +152,7 @@ pub async fn run(ctx: &Context, opts: &PitrOptions) -> Result<PitrReport> {
             )));
         }
     };
-    write_settings(&opts.dir, &target, &chosen, opts)?;
+    write_settings(&opts.dir, &target, &chosen, &opts.fetch_argv, opts.then)?;
     if let Some(user) = start::hand_over(&opts.dir)? {
         tracing::info!(
             "{} now belongs to {user}, who runs the server",
@@ -203,13 +204,65 @@ fn report(
     }
 }
 
+/// A recovery planned: whose, the plan, the chosen base backup's manifest, the size of a WAL
+/// segment, and the target's backups as listed.
+pub(crate) struct Planned {
+    pub(crate) target: String,
+    pub(crate) chosen: Plan,
+    pub(crate) manifest: Manifest,
+    pub(crate) segment_bytes: u64,
+    pub(crate) entries: Vec<repo::BackupEntry>,
+}
+
+/// The plan to recover `target` (`--target`, else the only target with WAL) to `at`: from
+/// the trusted physical backups and WAL records in the repository. Errors say the window or
+/// name the missing segment; nothing is written.
+pub(crate) async fn plan(
+    ctx: &Context,
+    target: Option<&str>,
+    at: Target,
+    timeline: Option<u32>,
+) -> Result<Planned> {
+    let target = crate::wal::fetch::target(ctx, target).await?;
+    let entries = repo::list(ctx.store.as_ref(), Some(&target), &ctx.signing).await?;
+    plan_with(ctx, target, entries, at, timeline).await
+}
+
+/// [`plan`] for a target whose backups were listed (`entries`).
+pub(crate) async fn plan_with(
+    ctx: &Context,
+    target: String,
+    entries: Vec<repo::BackupEntry>,
+    at: Target,
+    timeline: Option<u32>,
+) -> Result<Planned> {
+    let physical: Vec<&repo::BackupEntry> = entries
+        .iter()
+        .filter(|e| e.manifest.kind == BackupKind::Physical)
+        .collect();
+    let wal = catalog::load(ctx, &target).await?;
+    for (key, why) in &wal.refused {
+        tracing::warn!("WAL record `{key}` is not used: {why}");
+    }
+    let (chosen, manifest) = plan_restore(&target, &physical, &wal, at, timeline)?;
+    let manifest = manifest.clone();
+    Ok(Planned {
+        target,
+        chosen,
+        manifest,
+        segment_bytes: wal.segment_size().bytes(),
+        entries,
+    })
+}
+
 /// The plan from the catalog's physical backups and WAL records; errors say the window or
 /// name the missing segment.
 fn plan_restore<'a>(
     target: &str,
     physical: &[&'a repo::BackupEntry],
     wal: &WalCatalog,
-    opts: &PitrOptions,
+    at: Target,
+    timeline: Option<u32>,
 ) -> Result<(Plan, &'a Manifest)> {
     if physical.is_empty() {
         return Err(Error::new(
@@ -243,8 +296,8 @@ fn plan_restore<'a>(
         &wal.archived,
         &wal.timelines,
         wal.segment_size(),
-        opts.at,
-        opts.timeline,
+        at,
+        timeline,
     )
     .map_err(|e| {
         let kind = match e {
@@ -267,7 +320,7 @@ fn plan_restore<'a>(
     Ok((chosen, manifest))
 }
 
-fn summarize(target: &str, chosen: &Plan, manifest: &Manifest, opts: &PitrOptions) -> PitrPlan {
+fn summarize(target: &str, chosen: &Plan, manifest: &Manifest, dir: &Path) -> PitrPlan {
     PitrPlan {
         target: target.to_string(),
         recovery_target: chosen.target.to_string(),
@@ -302,7 +355,7 @@ fn summarize(target: &str, chosen: &Plan, manifest: &Manifest, opts: &PitrOption
             .object(ObjectRole::BaseTar)
             .map(|o| o.raw_bytes)
             .unwrap_or_default(),
-        dir: opts.dir.clone(),
+        dir: dir.to_path_buf(),
         server_major: manifest.server_major,
     }
 }
@@ -379,8 +432,14 @@ fn remove_contents(dir: &Path) {
 pub const PREFETCH_SPOOL: &str = "pg_wal/.dr-fetch";
 
 /// `recovery.signal` and the settings in `postgresql.auto.conf` (read last, so they win).
-fn write_settings(dir: &Path, target: &str, chosen: &Plan, opts: &PitrOptions) -> Result<()> {
-    let mut argv: Vec<&str> = opts.fetch_argv.iter().map(String::as_str).collect();
+fn write_settings(
+    dir: &Path,
+    target: &str,
+    chosen: &Plan,
+    fetch_argv: &[String],
+    then: Then,
+) -> Result<()> {
+    let mut argv: Vec<&str> = fetch_argv.iter().map(String::as_str).collect();
     // The prefetch spool in pg_wal: serving a prefetched segment is a rename.
     argv.extend([
         "wal",
@@ -399,7 +458,7 @@ fn write_settings(dir: &Path, target: &str, chosen: &Plan, opts: &PitrOptions) -
         Target::Lsn(l) => dr_pg::recovery::Target::Lsn(l),
         Target::Latest => dr_pg::recovery::Target::Latest,
     };
-    let settings = dr_pg::recovery::settings(&command, &at, chosen.timeline, opts.then);
+    let settings = dr_pg::recovery::settings(&command, &at, chosen.timeline, then);
     let write = |name: &str, append: bool, text: &str| -> Result<()> {
         use std::io::Write;
         let path = dir.join(name);

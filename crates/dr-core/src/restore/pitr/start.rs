@@ -11,6 +11,9 @@
 //! (PostgreSQL's rule without a target), which counts only once the plan's last segment was
 //! restored. A recovery that ends early — a missing segment, a
 //! fetch failure — is an error naming what the log and `dr wal fetch` said.
+//!
+//! The sandbox of `dr restore --at … --to URL` runs the same way, promoted at the target and
+//! left running for the dump ([`recover_and_keep`], [`Started`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -100,19 +103,63 @@ pub async fn recover(
     chosen: &Plan,
     promote: bool,
 ) -> Result<Reached> {
-    // `latest` has no target to pause at: the server replays the archive to its end and
-    // promotes; success is that end reached with the plan's last segment replayed.
-    let until_end = match chosen.target {
-        Target::Latest if promote => chosen.segments.last().map(ToString::to_string),
-        Target::Latest => {
-            return Err(Error::new(
-                Kind::Config,
-                "--start with `latest` promotes the copy, which only a stream-mode target's does here: this target archives with archive_command, and a copy promoted with archive_mode off would leave its new timeline's first WAL out of the archive",
-            )
-            .with_hint("start it with the printed command (it replays to the end and promotes with the server's own archiving); or give --at with the newest time `dr status` shows"));
+    let until_end = until_end(chosen, promote)?;
+    let started = start(dir, major, bin_dir, "").await?;
+    match watch(ctx, &started, until_end.as_deref(), promote).await {
+        Ok(stopped) => {
+            let seconds = started.began.elapsed().as_secs_f64();
+            started.stop("fast").await;
+            Ok(Reached { stopped, seconds })
         }
-        _ => None,
-    };
+        Err(e) => {
+            started.stop("immediate").await;
+            Err(e)
+        }
+    }
+}
+
+/// Run the server in `dir` until recovery reached the plan's target and it is promoted, and
+/// leave it running (a throwaway sandbox with `extra` options: see `sandbox`). On failure
+/// it is stopped.
+pub(crate) async fn recover_and_keep(
+    ctx: &Context,
+    dir: &Path,
+    major: u32,
+    bin_dir: Option<&Path>,
+    chosen: &Plan,
+    extra: &str,
+) -> Result<(Started, Reached)> {
+    let until_end = until_end(chosen, true)?;
+    let started = start(dir, major, bin_dir, extra).await?;
+    match watch(ctx, &started, until_end.as_deref(), true).await {
+        Ok(stopped) => {
+            let seconds = started.began.elapsed().as_secs_f64();
+            Ok((started, Reached { stopped, seconds }))
+        }
+        Err(e) => {
+            started.stop("immediate").await;
+            Err(e)
+        }
+    }
+}
+
+/// `latest` has no target to pause at: the server replays the archive to its end and
+/// promotes; success is that end reached with the plan's last segment replayed (returned).
+fn until_end(chosen: &Plan, promote: bool) -> Result<Option<String>> {
+    match chosen.target {
+        Target::Latest if promote => Ok(chosen.segments.last().map(ToString::to_string)),
+        Target::Latest => Err(Error::new(
+            Kind::Config,
+            "--start with `latest` promotes the copy, which only a stream-mode target's does here: this target archives with archive_command, and a copy promoted with archive_mode off would leave its new timeline's first WAL out of the archive",
+        )
+        .with_hint("start it with the printed command (it replays to the end and promotes with the server's own archiving); or give --at with the newest time `dr status` shows")),
+        _ => Ok(None),
+    }
+}
+
+/// Start the server in `dir` for recovery: no TCP listener, a private socket directory,
+/// archive_mode off, paused at the target; `extra` options after dr's own.
+async fn start(dir: &Path, major: u32, bin_dir: Option<&Path>, extra: &str) -> Result<Started> {
     let pg_ctl = dr_pg::find_tool("pg_ctl", major, bin_dir).map_err(Error::from)?;
     let socket = tempfile::Builder::new()
         .prefix("dr-recovery-")
@@ -123,32 +170,64 @@ pub async fn recover(
         dir: dir.to_path_buf(),
         owner: run_as(dir, socket.path())?,
     };
-    let log_path = dir.join(LOG);
+    let log = dir.join(LOG);
     // pg_ctl runs the server through the shell: the socket path is quoted for it.
     let options = format!(
-        "-c listen_addresses='' -c unix_socket_directories='{}' -c archive_mode=off -c hot_standby=on -c lc_messages=C -c logging_collector=off -c recovery_target_action=pause",
+        "-c listen_addresses='' -c unix_socket_directories='{}' -c archive_mode=off -c hot_standby=on -c lc_messages=C -c logging_collector=off -c recovery_target_action=pause {extra}",
         socket.path().display()
     );
     let began = std::time::Instant::now();
     server
         .run(
             &["start", "-W", "-D"],
-            &[&log_path_arg(&log_path), "-o", &options],
+            &[&log_path_arg(&log), "-o", options.trim_end()],
         )
         .await?;
-    let outcome = watch(
-        ctx,
-        &log_path,
-        &server,
+    Ok(Started {
+        server,
+        socket,
+        log,
         began,
-        until_end.as_deref(),
-        promote,
-    )
-    .await;
-    outcome.map(|stopped| Reached {
-        stopped,
-        seconds: began.elapsed().as_secs_f64(),
+        running: true,
     })
+}
+
+/// A server dr started in a data directory, listening only on a Unix socket in a private
+/// directory. Stopped by [`Started::stop`]; one dropped while running (an early return, a
+/// panic) is stopped at once (`pg_ctl stop -m immediate`), so no server outlives dr's run.
+pub(crate) struct Started {
+    server: Server,
+    socket: tempfile::TempDir,
+    log: PathBuf,
+    began: std::time::Instant,
+    running: bool,
+}
+
+impl Started {
+    /// The directory of its Unix socket.
+    pub(crate) fn socket_dir(&self) -> &Path {
+        self.socket.path()
+    }
+
+    /// `pg_ctl stop -m MODE`, waited for.
+    pub(crate) async fn stop(mut self, mode: &str) {
+        self.server.stop(mode).await;
+        self.running = false;
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.running {
+            let mut c = self.server.command();
+            c.args(["stop", "-w", "-m", "immediate", "-D"])
+                .arg(&self.server.dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            let _ = c.status();
+        }
+    }
 }
 
 fn log_path_arg(p: &Path) -> String {
@@ -240,32 +319,28 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
     Ok(())
 }
 
-/// Read the log until recovery pauses (then stop the server) or ends otherwise; with
-/// `until_end` (the plan's last segment, for `latest`), until recovery completes having
-/// replayed it.
+/// Read the log until recovery pauses (and, with `promote`, promote there) or ends
+/// otherwise; with `until_end` (the plan's last segment, for `latest`), until recovery
+/// completes having replayed it. The caller stops the server, whatever the outcome.
 async fn watch(
     ctx: &Context,
-    log_path: &Path,
-    server: &Server,
-    began: std::time::Instant,
+    started: &Started,
     until_end: Option<&str>,
     promote: bool,
 ) -> Result<String> {
+    let (log_path, server, began) = (started.log.as_path(), &started.server, started.began);
     let mut last_note = began;
     loop {
         let text = std::fs::read_to_string(log_path).unwrap_or_default();
         let log = parse_log(&text);
         if log.ended_early || !log.fatal.is_empty() {
-            server.stop("immediate").await;
             return Err(ended_early(&text, log_path));
         }
         if let Some(last) = until_end {
             if text.contains("archive recovery complete") {
                 if !text.contains(&format!("restored log file \"{last}\"")) {
-                    server.stop("immediate").await;
                     return Err(ended_early(&text, log_path));
                 }
-                server.stop("fast").await;
                 return Ok(end_reached(&text, last));
             }
         }
@@ -276,7 +351,6 @@ async fn watch(
             if promote {
                 // Paused at the target: promotion ends recovery there.
                 let promoted = server.run(&["promote", "-w", "-t", "120", "-D"], &[]).await;
-                server.stop("fast").await;
                 return match promoted {
                     Ok(s) if s.success() => Ok(format!("{stopped}; promoted")),
                     _ => Err(Error::new(
@@ -286,7 +360,6 @@ async fn watch(
                     .with_hint("start it with the printed command: it replays to the same point and promotes")),
                 };
             }
-            server.stop("fast").await;
             return Ok(stopped);
         }
         // Checked every few seconds: a server that exited without a FATAL line still ends here.
@@ -304,7 +377,6 @@ async fn watch(
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(300)) => {}
             () = ctx.cancel.cancelled() => {
-                server.stop("immediate").await;
                 return Err(Error::new(Kind::Interrupted, "recovery interrupted; the server was stopped"));
             }
         }
