@@ -70,6 +70,29 @@ pub(super) fn bytes_read(s: &Sections<'_>, details: &BackupDetails, opts: &Resto
 }
 
 /// Free temp disk a restore into a database needs: the post-data archive, and what a
+/// A private directory under `temp_dir` for what a restore stages (removed when dropped).
+pub(super) fn staging_dir(temp_dir: &std::path::Path) -> crate::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("dr-restore-")
+        .tempdir_in(temp_dir)
+        .map_err(|e| {
+            crate::Error::new(
+                crate::Kind::Failed,
+                format!("cannot create a temp dir in {}: {e}", temp_dir.display()),
+            )
+            .with_hint("pass --temp-dir DIR")
+        })
+}
+
+/// What `opts` selects, as the plan says it: `schema S`, `table T`.
+pub(super) fn described_selection(opts: &RestoreOptions) -> Vec<String> {
+    opts.schemas
+        .iter()
+        .map(|s| format!("schema {s}"))
+        .chain(opts.tables.iter().map(|t| format!("table {t}")))
+        .collect()
+}
+
 /// selective restore stages (the pre-data and the selected data streams).
 pub(super) fn temp_needed(s: &Sections<'_>, details: &BackupDetails, opts: &RestoreOptions) -> u64 {
     let mut n = s.post.raw_bytes;

@@ -85,16 +85,7 @@ pub(super) async fn restore(
     };
 
     let clock = Instant::now();
-    let staging = tempfile::Builder::new()
-        .prefix("dr-restore-")
-        .tempdir_in(l.temp_dir)
-        .map_err(|e| {
-            Error::new(
-                Kind::Failed,
-                format!("cannot create a temp dir in {}: {e}", l.temp_dir.display()),
-            )
-            .with_hint("pass --temp-dir DIR")
-        })?;
+    let staging = super::layout::staging_dir(l.temp_dir)?;
     let dir = staging.path();
     let selective = is_selective(l.opts);
     let streams = selected_streams(&details, l.opts, split.streams.len());

@@ -444,12 +444,7 @@ pub(super) fn build(
             (Some(s), Some(_)) => temp_needed(s, details, opts),
             (None, Some(_)) => archive_bytes,
         },
-        selection: opts
-            .schemas
-            .iter()
-            .map(|s| format!("schema {s}"))
-            .chain(opts.tables.iter().map(|t| format!("table {t}")))
-            .collect(),
+        selection: super::layout::described_selection(opts),
         // A selection reads only its sections (format 2): scaled to what it reads.
         estimated_restore: measured.map(|x| {
             crate::rto::estimate(

@@ -100,16 +100,7 @@ async fn stage(
         temp_needed(s, l.details, l.opts),
         "the staged sections",
     )?;
-    let staging = tempfile::Builder::new()
-        .prefix("dr-restore-")
-        .tempdir_in(l.temp_dir)
-        .map_err(|e| {
-            Error::new(
-                Kind::Failed,
-                format!("cannot create a temp dir in {}: {e}", l.temp_dir.display()),
-            )
-            .with_hint("pass --temp-dir DIR")
-        })?;
+    let staging = super::layout::staging_dir(l.temp_dir)?;
     let dir = staging.path().to_path_buf();
     if l.check_first {
         // The staged objects are checked as they are staged.

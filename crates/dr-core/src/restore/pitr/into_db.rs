@@ -287,12 +287,7 @@ fn plan_of(
         jobs,
         temp_dir: temp_dir.display().to_string(),
         temp_bytes_needed: needed,
-        selection: opts
-            .schemas
-            .iter()
-            .map(|s| format!("schema {s}"))
-            .chain(opts.tables.iter().map(|t| format!("table {t}")))
-            .collect(),
+        selection: crate::restore::layout::described_selection(opts),
         estimated_restore: measured.map(|x| crate::rto::estimate(&x, logical_bytes)),
         powerful_roles: Vec::new(),
         recovery: Some(RecoveryPlan {
