@@ -21,6 +21,7 @@ mod compose;
 mod daemon;
 mod damaged;
 mod deploy;
+mod drill;
 mod exact_position;
 mod exit_codes;
 mod faults;

@@ -15,6 +15,10 @@ use dr_sandbox::{SandboxKind, SandboxSpec};
 pub use dr_sandbox::SandboxChoice;
 use serde::Serialize;
 
+mod drill;
+
+pub use drill::Drill;
+
 use crate::repo::{self, Selector};
 use crate::restore::{self, RestoreOptions};
 use crate::{Context, Error, Kind, Result, DR_VERSION};
@@ -29,6 +33,8 @@ pub struct VerifyOptions {
     pub jobs: Option<u32>,
     /// Verify an unsigned backup (made before signing existed); see [`crate::trust`].
     pub trust_unsigned: bool,
+    /// `--pitr`: a drill of a base backup and its WAL instead (see [`drill`]).
+    pub pitr: Option<Drill>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +56,9 @@ async fn pick_kind(ctx: &Context, opts: &VerifyOptions) -> SandboxKind {
 /// Verify one backup. `Ok` means it ran: look at `record.passed()`. A failed verification is
 /// recorded and returned as `Err` of kind `VerificationFailed`.
 pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
+    if let Some(d) = &opts.pitr {
+        return drill::run(ctx, opts, d).await;
+    }
     let total = Instant::now();
     let selector = opts.selector.clone().unwrap_or(Selector::Latest);
     let entry = repo::resolve(
@@ -97,7 +106,7 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
     // Could not run (interrupted, a bug of ours): nothing to record.
     let checks = outcome?;
     timings.insert("total".to_string(), total.elapsed().as_secs_f64());
-    let record = write_record(ctx, &m, &checks, timings, &description).await?;
+    let record = write_record(ctx, &m, &checks, timings, &description, None).await?;
     verdict(
         &m,
         VerifyReport {
@@ -141,6 +150,7 @@ async fn write_record(
     checks: &[CheckOutcome],
     timings: BTreeMap<String, f64>,
     description: &str,
+    drill: Option<dr_catalog::DrillFacts>,
 ) -> Result<VerificationRecord> {
     let failed = checks.iter().filter(|c| !c.passed).count();
     let record = VerificationRecord {
@@ -155,6 +165,7 @@ async fn write_record(
         sandbox: description.to_string(),
         dr_version: DR_VERSION.into(),
         summary: (failed > 0).then(|| format!("{} of {} checks failed", failed, checks.len())),
+        drill,
     };
     let at = record.verified_at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let recipients = ctx.recipients()?;
@@ -469,6 +480,7 @@ mod tests {
                 sandbox: "local".into(),
                 dr_version: "x".into(),
                 summary: None,
+                drill: None,
             },
             checks,
             sandbox: "local".into(),

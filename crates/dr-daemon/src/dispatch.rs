@@ -140,7 +140,12 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
         tracing::error!("job `{}`: target `{target}` is not configured", job.name);
         return;
     };
-    if !t.is_server() || matches!(job.kind, JobKind::Prune | JobKind::BaseBackup) {
+    if !t.is_server()
+        || matches!(
+            job.kind,
+            JobKind::Prune | JobKind::BaseBackup | JobKind::Drill
+        )
+    {
         // Prune knows a server target: each of its databases in the repository; a base
         // backup is of the whole cluster.
         return run_one(shared, job, target, t).await;
@@ -224,6 +229,20 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
             r.verify(ctx, &opts).await.map(|rep| {
                 format!(
                     "backup {} verified: {} checks passed",
+                    rep.record.backup_id, rep.record.checks_total
+                )
+            })
+        }
+        JobKind::Drill => {
+            let opts = VerifyOptions {
+                target: Some(target.to_string()),
+                pitr: Some(dr_core::verify::Drill::default()),
+                ..VerifyOptions::default()
+            };
+            r.verify(ctx, &opts).await.map(|rep| {
+                let point = rep.record.drill.as_ref().map_or("", |d| d.point.as_str());
+                format!(
+                    "base backup {} drilled to {point}: {} checks passed",
                     rep.record.backup_id, rep.record.checks_total
                 )
             })

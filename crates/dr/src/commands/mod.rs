@@ -104,12 +104,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             image,
             jobs,
             trust_unsigned,
+            pitr,
+            at,
+            timeline,
+            temp_dir,
             json,
         } => {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
-            refuse_server(&ctx, target.as_deref()).await?;
+            if !pitr {
+                refuse_server(&ctx, target.as_deref()).await?;
+            }
             let reporter = Reporter::from_config(&ctx.config)?;
+            let drill = match pitr {
+                true => Some(dr_core::verify::Drill {
+                    at: match at.as_deref() {
+                        Some(a) => Some(restore_pitr::parse_target(Some(a))?),
+                        None => None,
+                    },
+                    timeline,
+                    fetch_argv: restore_pitr::fetch_argv(&cli.global)?,
+                    temp_dir,
+                }),
+                false => None,
+            };
             let opts = dr_core::verify::VerifyOptions {
                 selector: Some(dr_core::repo::Selector::parse(id.as_deref(), None)?),
                 target,
@@ -117,6 +135,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 image,
                 jobs,
                 trust_unsigned,
+                pitr: drill,
             };
             verify::run(&ctx, &reporter, &opts, json).await
         }

@@ -140,6 +140,7 @@ async fn restore(
         database,
         users,
         bytes_needed,
+        exclusive: false,
     };
     let clock = Instant::now();
     let sandbox = Sandbox::recover(ctx, &recipe).await?;
@@ -226,7 +227,7 @@ fn refuse_unsupported(opts: &RestoreOptions) -> Result<()> {
 
 /// The database the target backs up, and the roles to connect to it as in the sandbox: the
 /// target's user first, then `postgres` (the sandbox trusts its private socket).
-fn source_database(ctx: &Context, target: &str) -> Result<(String, Vec<String>)> {
+pub(crate) fn source_database(ctx: &Context, target: &str) -> Result<(String, Vec<String>)> {
     let config = ctx
         .config
         .targets
