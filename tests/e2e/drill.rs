@@ -156,6 +156,28 @@ fn drills_prove_the_window_and_fail_on_damage_naming_it() {
     assert!(text.contains("a random point"), "{text}");
     assert!(text.contains("not proven     exact row counts"), "{text}");
     assert!(text.contains("proven window"), "{text}");
+    let text = stdout(&s.dr(&["status"]));
+    assert!(
+        text.contains("drill ")
+            && text.contains(&format!("of base {base_id}"))
+            && text.contains("proven "),
+        "{text}"
+    );
+    // The recovery of a restore into a database is estimated from the drill.
+    let o = s.dr(&[
+        "restore",
+        "--at",
+        "latest",
+        "--to",
+        &s.pg.url("drilled_copy"),
+        "--dry-run",
+    ]);
+    assert_success(&o);
+    assert!(
+        stdout(&o).contains(&format!("the drill of base {base_id}")),
+        "{}",
+        describe(&o)
+    );
 
     // A flipped byte in the stored base backup: damaged, recorded, exit 4.
     let tar = s.home.join(format!("repo/app/{base_id}/base.tar.zst.age"));
@@ -181,4 +203,11 @@ fn drills_prove_the_window_and_fail_on_damage_naming_it() {
     assert!(stderr(&o).contains(gone.as_str()), "{}", describe(&o));
     let o = s.dr(&["list", "--json"]);
     assert!(stdout(&o).contains("failed"), "{}", describe(&o));
+    let o = s.dr(&["status"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("FAILED") && text.contains(gone.as_str()),
+        "{}",
+        describe(&o)
+    );
 }

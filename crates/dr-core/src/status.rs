@@ -17,6 +17,7 @@ use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
 use crate::{Context, Error, Result};
 use dr_config::jobs::Job;
 
+pub mod drill;
 pub mod wal;
 
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
@@ -29,6 +30,10 @@ pub struct TargetStatus {
     pub damaged: Vec<DamagedRow>,
     /// Ids of future-dated backups of this target.
     pub future_dated: Vec<String>,
+    /// Targets with WAL: the newest drill of a base backup (`dr verify --pitr`) and the
+    /// window it proved. Absent when none ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<drill::LastDrill>,
     /// The newest verification of a backup that is not future-dated.
     pub last_verification: Option<LastVerification>,
     /// The restore time measured by the newest verification that has one (the measured RTO,
@@ -138,6 +143,21 @@ fn assess_target(
             problems.push(format!("last verification of {} failed", v.backup_id));
         }
     }
+    let last_drill = drill::newest(mine.iter().copied());
+    if let Some(d) = last_drill.as_ref().filter(|d| d.result != "passed") {
+        let said = format!(
+            "last drill (base backup {}, {}) failed{}",
+            d.backup_id,
+            d.point,
+            d.summary
+                .as_deref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        );
+        if !problems.iter().any(|p| p.contains(&d.backup_id)) {
+            problems.push(said);
+        }
+    }
     for e in &future {
         problems.push(format!(
             "backup {} is dated {} in the future: clock skew on the host that took it (or this host's clock is behind); `latest` skips it",
@@ -186,6 +206,7 @@ fn assess_target(
             })
             .collect(),
         future_dated: future.iter().map(|e| e.manifest.id.to_string()).collect(),
+        last_drill,
         last_verification: verified.map(|v| LastVerification {
             backup_id: v.backup_id.to_string(),
             result: v.result.clone(),

@@ -264,6 +264,7 @@ fn plan_of(
     // The restore from the sandbox is a logical restore: the newest one `dr verify` measured,
     // scaled to the newest logical backup's size (the database's size near enough).
     let measured = crate::rto::newest(&planned.entries, &planned.target);
+    let drilled = crate::rto::newest_drill(&planned.entries, &planned.target);
     let logical_bytes = planned
         .entries
         .iter()
@@ -295,6 +296,14 @@ fn plan_of(
             pitr: summarize(&planned.target, chosen, m, temp_dir),
             sandbox_bytes_needed: needed,
             database: database.to_string(),
+            estimated_recovery_seconds: drilled.as_ref().map(|d| {
+                crate::rto::estimate_recovery(
+                    d,
+                    base_raw,
+                    (chosen.segments.len() as u64).saturating_mul(planned.segment_bytes),
+                )
+            }),
+            measured_by: drilled,
         }),
         at_gap: None,
     }
