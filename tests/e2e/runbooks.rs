@@ -1,7 +1,8 @@
 //! The runbooks cannot rot: every ```bash block in `runbooks/*.md` is run here, verbatim, in
 //! document order, against real servers, and the result is compared with the source.
 //!
-//! Blocks tagged ```bash <scenario> run only for that scenario; ```text/```sql are prose.
+//! Blocks tagged ```bash <scenario> (or ```bash <scenario> <scenario> …, a block several
+//! scenarios share) run only for those scenarios; ```text/```sql are prose.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,8 +26,10 @@ pub(crate) fn script(runbook: &str, scenario: &str) -> String {
             }
             let info = info.trim();
             on = info == "bash"
-                || (info.strip_prefix("bash ").map(str::trim) == Some(scenario)
-                    && !scenario.is_empty());
+                || (!scenario.is_empty()
+                    && info
+                        .strip_prefix("bash ")
+                        .is_some_and(|tags| tags.split_whitespace().any(|t| t == scenario)));
             continue;
         }
         if on {
