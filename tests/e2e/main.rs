@@ -37,6 +37,7 @@ mod prometheus;
 mod prune;
 mod restore;
 mod runbooks;
+mod runbooks_wal;
 mod signals;
 mod signing;
 mod streaming;

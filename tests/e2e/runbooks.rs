@@ -313,7 +313,7 @@ fn database_lost_runbook_restores_into_a_new_server() {
     let out = run_script(
         &s.ws,
         "database-lost.sh",
-        &script("database-lost.md", ""),
+        &script("database-lost.md", "dump"),
         &[
             ("DR_CONFIG", s.cfg.display().to_string()),
             ("TARGET", "app".into()),
