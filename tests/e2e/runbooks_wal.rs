@@ -1,6 +1,8 @@
 //! The runbooks of a target with WAL, verbatim (see [`crate::runbooks`]), on a server archiving
 //! with `dr wal push`: `database-lost.md` recovers the last archived commit into a new server;
-//! `bad-migration.md` brings one table back as of the moment before a migration. The table is a hard case (a quoted schema and
+//! `bad-migration.md` brings one table back as of the moment before a migration;
+//! `which-second.md` finds the bad statement's commit in the server log or with `pg_waldump`
+//! and recovers to the record just before it. The table is a hard case (a quoted schema and
 //! name, an enum, a foreign key, 4000 rows, half of them replayed from WAL); "exactly as of
 //! the point" is its digest taken between a row committed just before the bad statement and
 //! one committed just after.
@@ -182,4 +184,95 @@ fn bad_migration_runbook_with_wal_brings_back_the_table_as_of_the_moment_before(
     assert_eq!(count(&s.pg, "postgres"), "4002");
     s.pg.psql("postgres", &format!("DELETE FROM {TABLE} WHERE id = 4501;"));
     assert_eq!(digest(&s.pg, "postgres"), before);
+}
+
+/// The three ways of `which-second.md` on one server, one after the other: rows deleted found
+/// with pg_waldump, rows deleted found in the server log, a dropped table found with
+/// pg_waldump. Each restores the table as of just before the statement, copies it back, and
+/// production's table is then exactly as it was before the statement.
+fn which_second(pg: Postgres) {
+    let _heavy = one_heavy_test_at_a_time();
+    let s = billing(pg);
+    let vars = |scenario: &str| {
+        vec![
+            ("PGURL", s.pg.url("postgres")),
+            ("SIDE_URL", s.pg.url(&format!("side_{scenario}"))),
+            ("TABLE", TABLE.to_string()),
+            ("WORK", work(&s, scenario).display().to_string()),
+            ("SEGMENTS", "8".to_string()),
+            (
+                "SERVER_LOG",
+                s.pg.socket_dir().join("postgres.log").display().to_string(),
+            ),
+        ]
+    };
+
+    // Rows deleted, found in the WAL: the line committed just before is back, the one after
+    // is not in the side table.
+    insert_line(&s, 4500);
+    let before = digest(&s.pg, "postgres");
+    s.pg.psql(
+        "postgres",
+        &format!("DELETE FROM {TABLE} WHERE id % 7 = 0;"),
+    );
+    insert_line(&s, 4501);
+    let out = run(&s, "which-second.md", "rows", &vars("rows"));
+    assert!(out.contains("recover to LSN"), "{out}");
+    assert!(out.contains("recovery stopping"), "{out}");
+    assert_eq!(count(&s.pg, "postgres"), "4002");
+    s.pg.psql("postgres", &format!("DELETE FROM {TABLE} WHERE id = 4501;"));
+    assert_eq!(digest(&s.pg, "postgres"), before);
+
+    // Rows deleted, found in the server log (statements logged from now on).
+    s.pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET log_statement = 'mod'; SELECT pg_reload_conf();",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    insert_line(&s, 4600);
+    let before = digest(&s.pg, "postgres");
+    std::thread::sleep(Duration::from_millis(50));
+    s.pg.psql(
+        "postgres",
+        &format!("DELETE FROM {TABLE} WHERE customer_id = 7 OR id % 5 = 0;"),
+    );
+    insert_line(&s, 4601);
+    let out = run(&s, "which-second.md", "log", &vars("log"));
+    assert!(out.contains("the statement started at"), "{out}");
+    s.pg.psql("postgres", &format!("DELETE FROM {TABLE} WHERE id = 4601;"));
+    assert_eq!(digest(&s.pg, "postgres"), before);
+
+    // A dropped table, found in the WAL by the files its commit removed.
+    insert_line(&s, 4700);
+    let before = digest(&s.pg, "postgres");
+    s.pg.psql("postgres", &format!("DROP TABLE {TABLE};"));
+    s.pg.psql(
+        "postgres",
+        "INSERT INTO \"Billing Ω\".customers VALUES (51, 'after the drop');",
+    );
+    let out = run(&s, "which-second.md", "dropped", &vars("dropped"));
+    assert!(out.contains("rels: ") || out.contains("base/"), "{out}");
+    assert_eq!(digest(&s.pg, "postgres"), before);
+    assert_eq!(
+        s.pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'side%'"
+        ),
+        "0",
+        "the side databases outlived the runbook"
+    );
+}
+
+#[test]
+fn postgres_15_which_second_runbook_recovers_to_just_before_the_statement() {
+    which_second(Postgres::start());
+}
+
+#[test]
+fn postgres_17_which_second_runbook_recovers_to_just_before_the_statement() {
+    let Some(bin) = pg_bin_dir(17) else {
+        eprintln!("skipped: no PostgreSQL 17 binaries (ci/setup.sh installs them)");
+        return;
+    };
+    which_second(Postgres::start_with_bin_dir(&bin));
 }
