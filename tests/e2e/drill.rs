@@ -211,3 +211,51 @@ fn drills_prove_the_window_and_fail_on_damage_naming_it() {
         describe(&o)
     );
 }
+
+/// `verify.prove_within`: each `dr verify` without an id proves the retained backup whose
+/// last proof is oldest (a base backup by a drill), so after as many runs as backups every
+/// one is proven; `dr list` marks the unproven meanwhile, `dr status` counts them.
+#[test]
+fn every_retained_backup_is_proven_in_turn() {
+    let s = setup_with(Postgres::start(), Capture::Archive);
+    let mut cfg = std::fs::read_to_string(&s.cfg).expect("config");
+    cfg.push_str("[verify]\nsandbox = \"local\"\nprove_within = \"30d\"\n");
+    std::fs::write(&s.cfg, cfg).expect("config");
+    assert_success(&s.dr(&["backup"]));
+    assert_success(&s.dr(&["backup", "--physical"]));
+    s.mark(1);
+    s.switch_and_wait();
+    assert_success(&s.dr(&["backup"]));
+    s.switch_and_wait();
+    let unproven = |s: &Pitr| {
+        let list = json(&s.dr(&["list", "--json"]));
+        list.as_array()
+            .expect("rows")
+            .iter()
+            .filter(|r| r["proven"] == false)
+            .count()
+    };
+    assert_eq!(unproven(&s), 3);
+    assert!(stdout(&s.dr(&["list"])).contains("unproven"));
+    let mut proved = Vec::new();
+    for left in [2, 1, 0] {
+        let o = s.dr(&["verify", "--json"]);
+        assert_success(&o);
+        proved.push(
+            json(&o)["record"]["backup_id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+        assert_eq!(unproven(&s), left, "after proving {proved:?}");
+    }
+    proved.sort();
+    proved.dedup();
+    assert_eq!(proved.len(), 3, "{proved:?}");
+    let o = s.dr(&["status"]);
+    assert!(
+        stdout(&o).contains("proven 3 of 3 retained backups within 30d"),
+        "{}",
+        describe(&o)
+    );
+}

@@ -31,6 +31,7 @@ pub mod immutable;
 pub mod list;
 pub mod lock;
 pub mod progress;
+pub mod proof;
 pub mod prune;
 pub mod repo;
 pub mod resign;
@@ -70,6 +71,10 @@ pub struct Context {
     pub scheduled: bool,
     /// `[signing]`: this host's signing key and the keys it trusts (see [`trust`]).
     pub signing: Arc<trust::Signing>,
+    /// How a server dr starts for recovery (a drill's or a restore's sandbox) runs
+    /// `dr wal fetch`: this binary with this run's config and env file. Empty: this binary
+    /// with the config file dr read.
+    pub fetch_argv: Vec<String>,
 }
 
 impl Context {
@@ -89,6 +94,7 @@ impl Context {
             progress: false,
             scheduled: false,
             signing,
+            fetch_argv: Vec::new(),
         })
     }
 
@@ -102,6 +108,7 @@ impl Context {
             progress: false,
             scheduled: self.scheduled,
             signing: Arc::clone(&self.signing),
+            fetch_argv: self.fetch_argv.clone(),
         }
     }
 
@@ -119,6 +126,7 @@ impl Context {
             progress: false,
             scheduled: false,
             signing: Arc::new(signing),
+            fetch_argv: Vec::new(),
         }
     }
 
@@ -132,6 +140,7 @@ impl Context {
             progress: self.progress,
             scheduled: self.scheduled,
             signing: Arc::clone(&self.signing),
+            fetch_argv: self.fetch_argv.clone(),
         }
     }
 

@@ -52,6 +52,10 @@ pub struct TargetStatus {
     pub note: Option<String>,
     /// False when any problem is listed.
     pub ok: bool,
+    /// With `verify.prove_within`: how many retained backups are proven within it, and those
+    /// unproven longer than that since they were made (a problem). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proven: Option<crate::proof::Proven>,
     /// One line per problem: stale, no backup, failed verification, future-dated, damaged;
     /// a database of a server target that refuses connections (not backed up).
     pub problems: Vec<String>,
@@ -218,6 +222,7 @@ fn assess_target(
         next_backup: next_backup.map(crate::time::format),
         note: None,
         ok: problems.is_empty(),
+        proven: None,
         problems,
         target: target.to_string(),
         untrusted: untrusted
@@ -279,12 +284,38 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             r.problems.push(problem.clone());
             r.ok = false;
         }
+        if let Some(within) = ctx.config.verify.prove_within {
+            attach_proven(&catalog, r, within, now);
+        }
         r.daemon = dr_catalog::beacon::seen(&beacons, &r.target, now).or_else(|| {
             members::server_of(&r.target).and_then(|s| dr_catalog::beacon::seen(&beacons, s, now))
         });
     }
     wal::attach(ctx, &mut rows, now).await;
     Ok(rows)
+}
+
+/// `proven` of a row, and its overdue backups as a problem.
+fn attach_proven(
+    catalog: &Catalog,
+    r: &mut TargetStatus,
+    within: dr_config::Duration,
+    now: DateTime<Utc>,
+) {
+    let window = Duration::seconds(i64::try_from(within.as_secs()).unwrap_or(i64::MAX));
+    let retained = crate::proof::retained(&catalog.entries, &r.target, now);
+    let p = crate::proof::summarize(&retained, now, window, &within.to_string());
+    if !p.overdue.is_empty() {
+        r.problems.push(format!(
+            "{} of {} retained backups not proven within {}: {} (`dr verify` proves the one whose last proof is oldest; run it more often)",
+            p.overdue.len(),
+            p.retained,
+            p.within,
+            p.overdue.join(", ")
+        ));
+        r.ok = false;
+    }
+    r.proven = Some(p);
 }
 
 /// Every daemon's beacon in the repository; unreadable ones are skipped (logged at debug).

@@ -56,6 +56,9 @@ async fn pick_kind(ctx: &Context, opts: &VerifyOptions) -> SandboxKind {
 /// Verify one backup. `Ok` means it ran: look at `record.passed()`. A failed verification is
 /// recorded and returned as `Err` of kind `VerificationFailed`.
 pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
+    if let Some(picked) = rotated(ctx, opts).await? {
+        return Box::pin(run(ctx, &picked)).await;
+    }
     if let Some(d) = &opts.pitr {
         return drill::run(ctx, opts, d).await;
     }
@@ -116,6 +119,44 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
         },
         &errors,
     )
+}
+
+/// `[verify] prove_within` and no backup named: the retained backup of the target whose last
+/// proof is oldest (see [`crate::proof`]) — a base backup is drilled. None: as asked.
+async fn rotated(ctx: &Context, opts: &VerifyOptions) -> Result<Option<VerifyOptions>> {
+    let Some(within) = ctx.config.verify.prove_within else {
+        return Ok(None);
+    };
+    if opts.selector.is_some() || opts.pitr.is_some() {
+        return Ok(None);
+    }
+    let target = match (&opts.target, ctx.config.targets.as_slice()) {
+        (Some(t), _) => t.clone(),
+        (None, [only]) => only.name.clone(),
+        _ => return Ok(None),
+    };
+    let entries = repo::list(ctx.store.as_ref(), Some(&target), &ctx.signing).await?;
+    let retained = crate::proof::retained(&entries, &target, Utc::now());
+    let Some(next) = crate::proof::pick(&retained) else {
+        return Ok(None);
+    };
+    let drilled = next.manifest.kind == dr_catalog::BackupKind::Physical;
+    tracing::info!(
+        "verify.prove_within = {within}: proving {} {} of `{target}`, the one whose last proof is oldest{}",
+        if drilled { "base backup" } else { "backup" },
+        next.manifest.id,
+        match &next.verification {
+            Some(v) => format!(" ({} {})", v.result, crate::time::format(v.verified_at)),
+            None => " (never proven)".into(),
+        }
+    );
+    let mut picked = opts.clone();
+    picked.selector = Some(Selector::Id(next.manifest.id));
+    picked.target = Some(next.manifest.target.clone());
+    if drilled {
+        picked.pitr = Some(Drill::default());
+    }
+    Ok(Some(picked))
 }
 
 /// The throwaway PostgreSQL of the backup's major: `--sandbox`/`verify.sandbox`, the image

@@ -336,11 +336,14 @@ fn temp_dir(ctx: &Context, drill: &Drill) -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
-/// How the sandbox's server runs `dr wal fetch`: as given, else this binary with dr's config
-/// file (the server inherits dr's environment).
+/// How the sandbox's server runs `dr wal fetch`: as given, else as this run's context says
+/// (the binary sets it: config and env file), else this binary with dr's config file.
 fn fetch_argv(ctx: &Context, drill: &Drill) -> Result<Vec<String>> {
     if !drill.fetch_argv.is_empty() {
         return Ok(drill.fetch_argv.clone());
+    }
+    if !ctx.fetch_argv.is_empty() {
+        return Ok(ctx.fetch_argv.clone());
     }
     let exe = std::env::current_exe()
         .map_err(|e| Error::config(format!("cannot tell where this dr binary is: {e}")))?;

@@ -129,7 +129,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 false => None,
             };
             let opts = dr_core::verify::VerifyOptions {
-                selector: Some(dr_core::repo::Selector::parse(id.as_deref(), None)?),
+                // No id: the newest backup, or with `verify.prove_within` the one whose last
+                // proof is oldest.
+                selector: match id.as_deref() {
+                    Some(id) => Some(dr_core::repo::Selector::parse(Some(id), None)?),
+                    None => None,
+                },
                 target,
                 sandbox,
                 image,
@@ -259,6 +264,8 @@ pub async fn context(g: &Global) -> Result<Context> {
     let config = load_config(g)?;
     let mut ctx = Context::open(config).await?;
     ctx.progress = crate::logging::progress_enabled(g);
+    // For a drill the daemon or `dr verify` turns into (verify.prove_within picked a base).
+    ctx.fetch_argv = restore_pitr::fetch_argv_quiet(g).unwrap_or_default();
     ctx.cancel = crate::signals::first();
     if ctx.cancel.is_cancelled() {
         return Err(Error::new(

@@ -21,6 +21,19 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
             if let Some(d) = &r.last_drill {
                 print_drill(d);
             }
+            if let Some(p) = &r.proven {
+                out!(
+                    "     proven {} of {} retained backups within {}{}",
+                    p.proven,
+                    p.retained,
+                    p.within,
+                    if p.overdue.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (OVERDUE: {})", p.overdue.join(", "))
+                    }
+                );
+            }
         }
     }
     Ok(if rows.iter().any(|r| !r.ok) {
