@@ -462,6 +462,27 @@ fn postgres_15_recovers_onto_a_promoted_copys_timeline() {
     assert_success(&o);
     assert!(stderr(&o).contains("timeline      2"), "{}", stderr(&o));
     assert_eq!(marks_of_copy(&s.pg, &second), "1,2,10");
+
+    // A drill to a time of timeline 1 after the fork (timeline 2 exists by then in the
+    // archive) recovers timeline 1 — mark 3 included — and says so; it does not follow
+    // timeline 2 to a point that never held mark 3.
+    let after3 = s.pg.psql(
+        "postgres",
+        "select (at + interval '1 millisecond')::text from marks where n = 3;",
+    );
+    let o = s.dr(&["verify", "--pitr", "--at", &after3, "--json"]);
+    assert_success(&o);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let drill = &report["record"]["drill"];
+    assert_eq!(drill["timeline"], 1, "{report}");
+    let mark3 = s.pg.psql(
+        "postgres",
+        "select to_char(at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') from marks where n = 3;",
+    );
+    assert!(
+        drill["to"].as_str().is_some_and(|t| t >= mark3.as_str()),
+        "the drill stopped before mark 3 ({mark3}): {report}"
+    );
 }
 
 /// `runbooks/point-in-time.md`, verbatim: status, plan, recovery with `--start`, then the
