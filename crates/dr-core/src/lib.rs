@@ -26,6 +26,7 @@ pub use error::{Error, Kind};
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod host;
 pub mod immutable;
 pub mod list;
@@ -77,7 +78,9 @@ impl Context {
         // Before the network: a broken [signing] is a config error (exit 2).
         let signing = Arc::new(trust::Signing::from_config(&config)?);
         let location = repository_location(&config)?;
-        let mut store = dr_store::open(&location).await?;
+        // A copy's own credentials (`DR_COPY_<NAME>_…`), else the AWS chain.
+        let credentials = copy::credentials(&config.repository, |k| std::env::var(k).ok())?;
+        let mut store = dr_store::open_with(&location, &credentials).await?;
         // [repository.object_lock]: every backup object is written locked (see `immutable`).
         if let Some(lock) = location.object_lock() {
             store = Arc::new(immutable::LockingStore::new(store, lock));
