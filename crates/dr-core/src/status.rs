@@ -17,11 +17,16 @@ use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
 use crate::{Context, Error, Result};
 use dr_config::jobs::Job;
 
+pub mod copies;
 pub mod wal;
 
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
+    /// Each `[[copies]]` repository's view of this target ([`copies::CopyStatus`]); absent
+    /// without copies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<copies::CopyStatus>,
     /// The freshest `dr daemon` beacon of a daemon with jobs for this target; `None` when
     /// no daemon was seen (then `next_backup` is only what the schedule says).
     pub daemon: Option<dr_catalog::beacon::DaemonSeen>,
@@ -176,6 +181,7 @@ fn assess_target(
         .filter_map(|j| j.schedule.next_after(now).ok())
         .min();
     TargetStatus {
+        copies: Vec::new(),
         daemon: None,
         damaged: damaged
             .iter()
@@ -263,6 +269,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
         });
     }
     wal::attach(ctx, &mut rows, now).await;
+    copies::attach(ctx, &catalog, &mut rows, max_age, now).await;
     Ok(rows)
 }
 

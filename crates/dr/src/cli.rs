@@ -74,11 +74,30 @@ pub enum Command {
         #[arg(long, conflicts_with = "jobs")]
         physical: bool,
     },
+    /// Copy every complete, trusted backup the copy repositories ([[copies]]) lack: the
+    /// stored objects as they are (no identity needed), streamed and checked, the manifest
+    /// last; a backup already there is skipped.
+    Copy {
+        /// Only this copy [default: every [[copies]]].
+        #[arg(long, value_name = "NAME")]
+        to: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// Copy backups that have no signature (made before signing existed) too. Never a
+        /// badly signed one.
+        #[arg(long)]
+        trust_unsigned: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// List backups, newest first; damaged, future-dated (clock skew) and (with Object Lock)
     /// overwritten ones are marked.
     List {
         #[arg(long)]
         target: Option<String>,
+        /// List copy NAME ([[copies]]) instead of the primary.
+        #[arg(long, value_name = "NAME")]
+        copy: Option<String>,
         /// Stable JSON array on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
@@ -108,6 +127,9 @@ pub enum Command {
         id: String,
         #[arg(long)]
         target: Option<String>,
+        /// Read copy NAME ([[copies]]) instead of the primary.
+        #[arg(long, value_name = "NAME")]
+        copy: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -119,6 +141,9 @@ pub enum Command {
         id: Option<String>,
         #[arg(long)]
         target: Option<String>,
+        /// Verify a backup read from copy NAME ([[copies]]); the record is written there.
+        #[arg(long, value_name = "NAME")]
+        copy: Option<String>,
         /// Where to restore: auto is docker when an engine answers, else local [default: verify.sandbox or auto].
         #[arg(long, value_parser = sandbox_choice())]
         sandbox: Option<dr_core::verify::SandboxChoice>,
@@ -157,6 +182,9 @@ pub enum Command {
     Prune {
         #[arg(long)]
         target: Option<String>,
+        /// Prune copy NAME ([[copies]]) with its own [copies.retention] (else [retention]).
+        #[arg(long, value_name = "NAME")]
+        copy: Option<String>,
         /// Print what would be kept and deleted, and why; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -266,6 +294,10 @@ pub struct RestoreArgs {
     pub id: Option<String>,
     #[arg(long)]
     pub target: Option<String>,
+    /// Read everything (backup, WAL) from copy NAME ([[copies]]) instead of the primary:
+    /// when the primary repository is gone (runbooks/database-lost.md).
+    #[arg(long, value_name = "NAME")]
+    pub from_copy: Option<String>,
     /// The point to restore (RFC 3339, `YYYY-MM-DD HH:MM` UTC, or a date). For a target with
     /// [targets.wal] and a base backup: that second, recovered in a throwaway sandbox and
     /// streamed into --to (or --to-dir) — also an LSN (`0/3000028`) or `latest`. Otherwise the

@@ -1,0 +1,166 @@
+//! End-to-end: `[[copies]]` with two SeaweedFS servers, the primary and a copy that takes
+//! its own credentials (`DR_COPY_OFFSITE_AWS_*`): copy, verify the copy, kill the primary,
+//! restore from the copy exactly.
+
+use crate::support::*;
+
+const PRIMARY: &str = "primary";
+const COPY: &str = "offsite";
+
+fn copy_keys(weed: &SeaweedFs) -> Vec<String> {
+    let out = weed.aws(&["list-objects-v2", "--bucket", COPY]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
+    v["Contents"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o["Key"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_backup_copied_to_a_second_repository_verifies_there_and_restores_exactly_when_the_primary_is_gone(
+) {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.load_hard_cases("app");
+    let primary = SeaweedFs::start();
+    primary.create_bucket(PRIMARY);
+    // The copy accepts the limited key, signed: wrong credentials are refused.
+    let copy = SeaweedFs::start_with_limited_key();
+    assert_success(&copy.aws(&["create-bucket", "--bucket", COPY]));
+    let (identity, recipient) = ws.keygen();
+    let cfg = ws.write(
+        "dr.toml",
+        &format!(
+            "[repository]\nurl = \"s3://{PRIMARY}/dr\"\n[repository.s3]\nendpoint = \"{}\"\npath_style = true\n\
+             [encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\
+             [[targets]]\nname = \"app\"\nurl = \"{}\"\n\
+             [[copies]]\nname = \"offsite\"\nurl = \"s3://{COPY}/dr\"\n[copies.s3]\nendpoint = \"{}\"\npath_style = true\n",
+            primary.endpoint(),
+            identity.display(),
+            pg.url("app"),
+            copy.endpoint(),
+        ),
+    );
+    let creds = [
+        ("DR_COPY_OFFSITE_AWS_ACCESS_KEY_ID", LIMITED_KEY.0),
+        ("DR_COPY_OFFSITE_AWS_SECRET_ACCESS_KEY", LIMITED_KEY.1),
+    ];
+    let backup = ws.dr(&cfg, &["backup"]);
+    assert_success(&backup);
+    let id = stdout(&backup)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+
+    // Wrong credentials for the copy: refused, nothing committed there, what to do said.
+    let wrong = ws.dr_env(
+        &cfg,
+        &["copy"],
+        &[
+            ("DR_COPY_OFFSITE_AWS_ACCESS_KEY_ID", LIMITED_KEY.0),
+            ("DR_COPY_OFFSITE_AWS_SECRET_ACCESS_KEY", "wrong"),
+        ],
+    );
+    assert!(!wrong.status.success(), "{}", describe(&wrong));
+    assert!(stderr(&wrong).contains("hint:"), "{}", describe(&wrong));
+    assert!(
+        !copy_keys(&copy)
+            .iter()
+            .any(|k| k.ends_with("manifest.json")),
+        "{:?}",
+        copy_keys(&copy)
+    );
+
+    let out = ws.dr_env(&cfg, &["copy", "--json"], &creds);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v[0]["copy"], "offsite");
+    assert_eq!(v[0]["copied"][0]["id"], id.as_str(), "{v}");
+    let keys = copy_keys(&copy);
+    for k in [
+        format!("dr/app/{id}/manifest.json"),
+        format!("dr/app/{id}/manifest.json.sig"),
+    ] {
+        assert!(keys.contains(&k), "{k} not in {keys:?}");
+    }
+    // The copy's objects are the primary's, byte for byte.
+    for k in keys.iter().filter(|k| k.contains(&id)) {
+        let rel = k.strip_prefix("dr/").unwrap_or(k);
+        assert_eq!(
+            copy_object(&copy, k),
+            primary.fetch(PRIMARY, &format!("dr/{rel}")),
+            "{k}"
+        );
+    }
+    // Again: nothing to do.
+    let again = ws.dr_env(&cfg, &["copy", "--json"], &creds);
+    assert_success(&again);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&again)).expect("json");
+    assert_eq!(v[0]["present"], 1, "{v}");
+    assert_eq!(v[0]["copied"].as_array().map(Vec::len), Some(0), "{v}");
+
+    // Verified from the copy, the record written there.
+    let verify = ws.dr_env(
+        &cfg,
+        &["verify", "--copy", "offsite", "--sandbox", "local"],
+        &creds,
+    );
+    assert_success(&verify);
+    assert!(
+        copy_keys(&copy)
+            .iter()
+            .any(|k| k.contains(&format!("app/{id}/verify/"))),
+        "{:?}",
+        copy_keys(&copy)
+    );
+    let status = ws.dr_env(&cfg, &["status", "--json"], &creds);
+    let sv: serde_json::Value = serde_json::from_str(&stdout(&status)).expect("status json");
+    let c = &sv[0]["copies"][0];
+    assert_eq!(c["copy"], "offsite", "{sv}");
+    assert_eq!(c["newest_backup"], id.as_str(), "{sv}");
+    assert!(c["newest_proof"].is_string(), "{sv}");
+    assert_eq!(c["missing"], 0, "{sv}");
+    assert_eq!(c["lag_seconds"], 0, "{sv}");
+
+    // The primary is gone: restore from the copy, exactly.
+    drop(primary);
+    let restore = ws.dr_env(
+        &cfg,
+        &[
+            "restore",
+            "--from-copy",
+            "offsite",
+            "--to",
+            &pg.url("restored"),
+            "--yes",
+        ],
+        &creds,
+    );
+    assert_success(&restore);
+    assert_eq!(pg.table_digests("restored"), pg.table_digests("app"));
+    // And a plain restore says the primary cannot be reached.
+    let dead = ws.dr(&cfg, &["restore", "--to", &pg.url("nope"), "--yes"]);
+    assert!(!dead.status.success(), "{}", describe(&dead));
+}
+
+fn copy_object(weed: &SeaweedFs, key: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("object");
+    let out = weed.aws(&[
+        "get-object",
+        "--bucket",
+        COPY,
+        "--key",
+        key,
+        path.to_str().unwrap_or_default(),
+    ]);
+    assert_success(&out);
+    std::fs::read(&path).expect("read object")
+}
