@@ -244,4 +244,23 @@ daily = 3
             "DR_COPY_OFF_SITE_AWS_ACCESS_KEY_ID"
         );
     }
+
+    #[test]
+    fn copy_jobs_name_configured_copies() {
+        let job = "[[schedules]]\nname = \"offsite\"\ncron = \"0 5 * * *\"\njob = \"copy\"\n";
+        let c = Config::from_toml_str(&format!("{MIN}{COPY}{job}"), None).expect("parses");
+        let jobs = crate::jobs::load_schedules(&c).expect("jobs");
+        assert_eq!(jobs[0].copies, vec!["off-site".to_string()]);
+        let e = err(&format!("{MIN}{job}"));
+        assert!(e.contains("no [[copies]]"), "{e}");
+        let e = err(&format!("{MIN}{COPY}{job}copies = [\"nope\"]\n"));
+        assert!(e.contains("`nope`"), "{e}");
+        let verify = job.replace("\"copy\"", "\"verify\"") + "copies = [\"off-site\"]\n";
+        let c = Config::from_toml_str(&format!("{MIN}{COPY}{verify}"), None).expect("verify");
+        let jobs = crate::jobs::load_schedules(&c).expect("jobs");
+        assert_eq!(jobs[0].copies, vec!["off-site".to_string()]);
+        let backup = job.replace("\"copy\"", "\"backup\"") + "copies = [\"off-site\"]\n";
+        let e = err(&format!("{MIN}{COPY}{backup}"));
+        assert!(e.contains("copies applies only"), "{e}");
+    }
 }

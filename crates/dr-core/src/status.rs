@@ -527,6 +527,7 @@ mod tests {
             kind,
             targets: targets.iter().map(|t| t.to_string()).collect(),
             prune_after: false,
+            copies: Vec::new(),
         };
         let jobs = [
             job(JobKind::Backup, &["app"], "0 4 * * *"),

@@ -218,12 +218,13 @@ async fn copy_backup(ctx: &Context, to: &Context, m: &dr_catalog::Manifest) -> R
     let from: Arc<dyn ObjectStore> = Arc::clone(&ctx.store);
     let dest: Arc<dyn ObjectStore> = Arc::clone(&to.store);
     let limits = dest.part_limits();
-    let sizes: Vec<u64> = stream::iter(m.objects.iter())
-        .map(|o| {
-            let part = limits.part_size_for(o.bytes, ctx.config.backup.part_size_mib);
-            let (from, dest, cancel) = (Arc::clone(&from), Arc::clone(&dest), ctx.cancel.clone());
-            async move { object::copy_object(from.as_ref(), dest.as_ref(), o, part, &cancel).await }
-        })
+    let part_mib = ctx.config.backup.part_size_mib;
+    let copies = m.objects.iter().cloned().map(|o| {
+        let part = limits.part_size_for(o.bytes, part_mib);
+        let (from, dest, cancel) = (Arc::clone(&from), Arc::clone(&dest), ctx.cancel.clone());
+        async move { object::copy_object(from.as_ref(), dest.as_ref(), &o, part, &cancel).await }
+    });
+    let sizes: Vec<u64> = stream::iter(copies)
         .buffer_unordered(OBJECTS_AT_ONCE)
         .try_collect()
         .await?;
