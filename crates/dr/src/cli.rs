@@ -17,7 +17,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Configuration file [default: /etc/dr/dr.toml]
     #[arg(long, global = true, env = "DR_CONFIG")]
@@ -37,6 +37,10 @@ pub struct Global {
     /// More logs (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Run on copy NAME ([[copies]]) instead of the primary: what `restore --from-copy`
+    /// passes to the `dr wal fetch` of the server it recovers.
+    #[arg(long, global = true, hide = true, value_name = "NAME")]
+    pub repository_copy: Option<String>,
     /// Only warnings and errors; a successful backup, prune or verify prints nothing (JSON
     /// asked for with --json is still printed).
     #[arg(short, long, global = true)]

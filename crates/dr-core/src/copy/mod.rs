@@ -17,6 +17,9 @@
 //! --copy NAME` proves the copy on its own.
 
 mod object;
+mod wal;
+
+pub use wal::WalCopied;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +46,9 @@ pub struct CopyReport {
     pub present: usize,
     /// Backups not copied because this host does not trust them.
     pub refused: Vec<RefusedBackup>,
+    /// Per target with `[targets.wal]`: its WAL archive's files copied, already there,
+    /// refused (untrusted records).
+    pub wal: std::collections::BTreeMap<String, WalCopied>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +122,24 @@ pub async fn run(
         copy: name.to_string(),
         ..CopyReport::default()
     };
+    // The WAL first: a base backup committed in the copy has its WAL there, as in the primary.
+    for t in &ctx.config.targets {
+        if t.wal.is_none() || opts.target.as_deref().is_some_and(|only| only != t.name) {
+            continue;
+        }
+        let w = wal::copy_archive(ctx, to, name, &t.name).await?;
+        if w.copied > 0 {
+            tracing::info!(
+                "copied {} WAL file(s) of `{}` to `{name}`",
+                w.copied,
+                t.name
+            );
+        }
+        if w.refused > 0 {
+            tracing::warn!("{} WAL record(s) of `{}` are not trusted or not valid: not copied (`dr status` names them)", w.refused, t.name);
+        }
+        report.wal.insert(t.name.clone(), w);
+    }
     let catalog = crate::repo::catalog(ctx.store.as_ref(), opts.target.as_deref(), &ctx.signing)
         .await
         .map_err(|e| e.context("listing the primary"))?;

@@ -166,7 +166,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 
 /// `dr restore`: into a database or files, or (`--to-dir`) point-in-time recovery.
 async fn run_restore(global: &Global, args: crate::cli::RestoreArgs) -> Result<ExitCode> {
-    let ctx = context_in(global, args.from_copy.as_deref()).await?;
+    // From a copy: the recovered server's `dr wal fetch` reads that copy too.
+    let mut global = global.clone();
+    if args.from_copy.is_some() {
+        global.repository_copy.clone_from(&args.from_copy);
+    }
+    let global = &global;
+    let ctx = context(global).await?;
     check_target(&ctx, args.target.as_deref()).await?;
     refuse_server(&ctx, args.target.as_deref()).await?;
     if args.to_dir.is_some() {
@@ -260,14 +266,14 @@ pub fn load_config(g: &Global) -> Result<Config> {
 
 /// Load the config, open the repository; the operation is cancelled by SIGINT/SIGTERM.
 pub async fn context(g: &Global) -> Result<Context> {
-    context_of(g, load_config(g)?).await
+    context_in(g, None).await
 }
 
 /// [`context`] on copy `name` (`--from-copy`/`--copy NAME`), or on the primary: every
 /// read and write of the command goes to that repository.
 pub async fn context_in(g: &Global, copy: Option<&str>) -> Result<Context> {
     let config = load_config(g)?;
-    match copy {
+    match copy.or(g.repository_copy.as_deref()) {
         Some(name) => context_of(g, config.for_copy(name)?).await,
         None => context_of(g, config).await,
     }
