@@ -292,6 +292,7 @@ async fn on_copy(shared: &Shared, job: &Job, target: &str, name: &str) -> Result
             let opts = dr_core::copy::CopyOptions {
                 target: Some(target.to_string()),
                 trust_unsigned: false,
+                id: None,
             };
             let report = dr_core::copy::run(ctx, &copy_ctx, name, &opts).await?;
             if let Some(e) = dr_core::copy::refused_error(&report) {

@@ -82,6 +82,8 @@ pub enum Command {
     /// stored objects as they are (no identity needed), streamed and checked, the manifest
     /// last; a backup already there is skipped.
     Copy {
+        /// Only this backup id (no WAL) [default: every backup the copy lacks, and the WAL].
+        id: Option<String>,
         /// Only this copy [default: every [[copies]]].
         #[arg(long, value_name = "NAME")]
         to: Option<String>,
@@ -138,7 +140,7 @@ pub enum Command {
         json: bool,
     },
     /// Restore a backup into a database (or a file), integrity-checked before the target is touched.
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
     /// Restore a backup into a throwaway PostgreSQL, compare every table's row count, record the result.
     Verify {
         /// A backup id or `latest` [default: latest].

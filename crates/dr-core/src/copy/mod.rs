@@ -74,6 +74,8 @@ pub struct CopyOptions {
     pub target: Option<String>,
     /// Copy backups that have no signature (made before signing existed) too.
     pub trust_unsigned: bool,
+    /// Only this backup (and no WAL).
+    pub id: Option<BackupId>,
 }
 
 /// Where a repository's credentials come from: the copy's own variables
@@ -124,7 +126,10 @@ pub async fn run(
     };
     // The WAL first: a base backup committed in the copy has its WAL there, as in the primary.
     for t in &ctx.config.targets {
-        if t.wal.is_none() || opts.target.as_deref().is_some_and(|only| only != t.name) {
+        if t.wal.is_none()
+            || opts.id.is_some()
+            || opts.target.as_deref().is_some_and(|only| only != t.name)
+        {
             continue;
         }
         let w = wal::copy_archive(ctx, to, name, &t.name).await?;
@@ -156,6 +161,9 @@ pub async fn run(
             return Err(Error::interrupted("the copy"));
         }
         let m = &entry.manifest;
+        if opts.id.is_some_and(|only| only != m.id) {
+            continue;
+        }
         let manifest_key = keys::manifest(&m.target, &m.id);
         let bytes = ctx.store.get(&manifest_key).await.map_err(|e| {
             Error::from(e).context(format!("reading `{manifest_key}` from the primary"))
@@ -172,7 +180,7 @@ pub async fn run(
             tracing::error!("{}; not copied", e.message);
             report.refused.push(RefusedBackup {
                 target: m.target.clone(),
-                id: m.id.clone(),
+                id: m.id,
                 reason: trust.reason(),
             });
             continue;
@@ -227,7 +235,7 @@ pub async fn run(
         );
         report.copied.push(CopiedBackup {
             target: m.target.clone(),
-            id: m.id.clone(),
+            id: m.id,
             objects: m.objects.len(),
             bytes: copied,
             seconds,

@@ -66,6 +66,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             backup::run(&ctx, &reporter, target.as_deref()).await
         }
         Command::Copy {
+            id,
             to,
             target,
             trust_unsigned,
@@ -73,9 +74,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let ctx = context(&cli.global).await?;
             check_target(&ctx, target.as_deref()).await?;
+            let id = id
+                .map(|s| s.parse::<dr_catalog::BackupId>())
+                .transpose()
+                .map_err(|e| Error::config(e.to_string()))?;
             let opts = dr_core::copy::CopyOptions {
                 target,
                 trust_unsigned,
+                id,
             };
             copy::run(&ctx, &cli.global, to.as_deref(), &opts, json).await
         }
@@ -160,7 +166,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Wal(command) => run_wal(&cli.global, command).await,
         Command::Daemon { dry_run, count } => daemon::run(&cli.global, dry_run, count).await,
-        Command::Restore(args) => run_restore(&cli.global, args).await,
+        Command::Restore(args) => run_restore(&cli.global, *args).await,
     }
 }
 
