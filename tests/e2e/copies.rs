@@ -221,3 +221,88 @@ fn a_point_in_time_is_recovered_from_a_copy_when_the_primary_repository_is_gone(
     assert_success(&o);
     assert_eq!(marks_of_copy(&s.pg, &dir), "1,2");
 }
+
+/// A copy cut mid-object (every upload of the second part of an object reset by a proxy in
+/// front of the copy's SeaweedFS): exit non-zero with what to do, no manifest and no open
+/// upload in the copy; the next run copies the backup whole.
+#[test]
+fn a_copy_interrupted_mid_object_leaves_no_manifest_there_and_the_next_run_completes_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    // About 25 MB of hex: a data stream of several 5 MiB parts after zstd.
+    pg.psql(
+        "app",
+        "create table noise as select g, md5(random()::text) || md5(random()::text) as v from generate_series(1, 350000) g;",
+    );
+    let primary = SeaweedFs::start();
+    primary.create_bucket(PRIMARY);
+    let copy = SeaweedFs::start();
+    copy.create_bucket(COPY);
+    let broken = Arc::new(AtomicBool::new(true));
+    let cut = Arc::clone(&broken);
+    let proxy = Proxy::start(copy.s3_port(), move |r| {
+        if cut.load(Ordering::SeqCst) && r.method == "PUT" && r.target.contains("partNumber=2") {
+            Fault::ResetRequest(Cut::Half)
+        } else {
+            Fault::Pass
+        }
+    });
+    let (identity, recipient) = ws.keygen();
+    let cfg = ws.write(
+        "dr.toml",
+        &format!(
+            "[repository]\nurl = \"s3://{PRIMARY}/dr\"\n[repository.s3]\nendpoint = \"{}\"\npath_style = true\n\
+             [encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\
+             [backup]\npart_size_mib = 5\n\
+             [[targets]]\nname = \"app\"\nurl = \"{}\"\n\
+             [[copies]]\nname = \"offsite\"\nurl = \"s3://{COPY}/dr\"\n[copies.s3]\nendpoint = \"{}\"\npath_style = true\n\
+             [copies.retention]\ndaily = 3\n",
+            primary.endpoint(),
+            identity.display(),
+            pg.url("app"),
+            proxy.endpoint(),
+        ),
+    );
+    assert_success(&ws.dr(&cfg, &["backup", "--jobs", "1"]));
+
+    let cut_off = ws.dr(&cfg, &["copy"]);
+    assert!(!cut_off.status.success(), "{}", describe(&cut_off));
+    let err = stderr(&cut_off);
+    assert!(
+        err.contains("hint:") && err.contains("dr copy --to offsite"),
+        "{}",
+        describe(&cut_off)
+    );
+    assert!(
+        ProxyStats::count(&proxy.stats().request_resets) > 0,
+        "{:?}",
+        proxy.stats().faults()
+    );
+    let keys = copy.object_keys(COPY);
+    assert!(
+        !keys.iter().any(|k| k.ends_with("manifest.json")),
+        "{keys:?}"
+    );
+    assert!(
+        copy.open_uploads(COPY).is_empty(),
+        "{:?}",
+        copy.open_uploads(COPY)
+    );
+
+    broken.store(false, Ordering::SeqCst);
+    let out = ws.dr(&cfg, &["copy", "--json"]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v[0]["copied"].as_array().map(Vec::len), Some(1), "{v}");
+    let listed = ws.dr(&cfg, &["list", "--copy", "offsite", "--json"]);
+    assert_success(&listed);
+    let l: serde_json::Value = serde_json::from_str(&stdout(&listed)).expect("json");
+    assert_eq!(l.as_array().map(Vec::len), Some(1), "{l}");
+    assert_eq!(l[0]["state"], "ok", "{l}");
+    // The copy prunes with its own [copies.retention] (the primary has none: it refuses).
+    assert_success(&ws.dr(&cfg, &["prune", "--copy", "offsite", "--dry-run"]));
+    assert!(!ws.dr(&cfg, &["prune", "--dry-run"]).status.success());
+}

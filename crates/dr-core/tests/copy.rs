@@ -226,3 +226,43 @@ async fn an_object_that_is_not_what_the_manifest_says_is_not_copied() {
         .expect("uploads")
         .is_empty());
 }
+
+/// `[copies.object_lock]`: the copy's store is wrapped like the primary's, so every object
+/// dr copy writes there (multipart or not, the manifest and its signature) carries the copy's
+/// own retention on the write itself.
+#[tokio::test]
+async fn the_copys_own_object_lock_is_set_on_every_object_it_writes() {
+    let signing = Signing::with_key(dr_stream::signing::SigningKey::generate().expect("key"));
+    let primary = MemoryStore::new();
+    let lock = dr_store::ObjectLock {
+        mode: dr_store::LockMode::Governance,
+        days: 7,
+    };
+    let bucket = MemoryStore::object_lock().with_location(dr_store::Location::S3 {
+        bucket: "copy".into(),
+        prefix: String::new(),
+        endpoint: None,
+        region: None,
+        path_style: false,
+        object_lock: Some(lock),
+    });
+    let dest = dr_core::immutable::LockingStore::new(Arc::new(bucket.clone()), lock);
+    let from = Context::with_store(config(), Arc::new(primary.clone()), signing.clone());
+    let to = Context::with_store(config(), Arc::new(dest), signing.clone());
+    let id = BackupId::from_time(chrono::Utc::now() - chrono::Duration::hours(1));
+    let m = backup(&primary, &signing, &id.to_string(), (6 << 20) + 5).await;
+    copy::run(&from, &to, "off", &CopyOptions::default())
+        .await
+        .expect("copy");
+    let versions = bucket.list_versions("").await.expect("versions");
+    assert_eq!(versions.len(), m.objects.len() + 2, "{versions:?}");
+    for v in versions {
+        let r = bucket
+            .version_retention(&v.key, &v.version_id)
+            .await
+            .expect("retention")
+            .unwrap_or_else(|| panic!("{} is not locked", v.key));
+        assert_eq!(r.mode, dr_store::LockMode::Governance, "{}", v.key);
+        assert_eq!(r.until, id.time() + chrono::Duration::days(7), "{}", v.key);
+    }
+}

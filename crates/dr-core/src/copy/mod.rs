@@ -208,9 +208,13 @@ pub async fn run(
         let copied = copy_backup(ctx, to, m)
             .await
             .map_err(|e| e.context(format!("copying backup {} of `{}` to `{name}`", m.id, m.target)))
-            .map_err(|e| match e.hint {
-                Some(_) => e,
-                None => e.with_hint(format!("nothing of this backup counts in `{name}` (its manifest was not written); run `dr copy --to {name}` again to redo it, and `dr prune --copy {name}` removes what was left")),
+            .map_err(|mut e| {
+                let redo = format!("nothing of this backup counts in `{name}` (its manifest was not written): run `dr copy --to {name}` again to redo it; `dr prune --copy {name}` removes what was left");
+                e.hint = Some(match e.hint.take() {
+                    Some(h) => format!("{h}; then {redo}"),
+                    None => redo,
+                });
+                e
             })?;
         if let Some(sig) = signature {
             to.store
