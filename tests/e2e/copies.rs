@@ -306,3 +306,53 @@ fn a_copy_interrupted_mid_object_leaves_no_manifest_there_and_the_next_run_compl
     assert_success(&ws.dr(&cfg, &["prune", "--copy", "offsite", "--dry-run"]));
     assert!(!ws.dr(&cfg, &["prune", "--dry-run"]).status.success());
 }
+
+/// `job = "copy"` in the daemon: a backup taken by hand reaches the copy on the schedule.
+#[test]
+fn a_daemon_copy_job_copies_the_backups_the_copy_lacks() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "create table t (id int primary key); insert into t select generate_series(1, 100);",
+    );
+    let (identity, recipient) = ws.keygen();
+    let copy = ws.path().join("copy");
+    let cfg = ws.write(
+        "dr.toml",
+        &format!(
+            "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\
+             [[targets]]\nname = \"app\"\nurl = \"{}\"\n\
+             [[copies]]\nname = \"offsite\"\nurl = \"file://{}\"\n\
+             [[schedules]]\nname = \"to-offsite\"\ncron = \"* * * * * *\"\njob = \"copy\"\n",
+            ws.path().join("repo").display(),
+            identity.display(),
+            pg.url("app"),
+            copy.display(),
+        ),
+    );
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    let log = ws.path().join("daemon.stderr");
+    let mut daemon = ws
+        .dr_command(&cfg, &["daemon"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("dr daemon");
+    let copied = wait_until(std::time::Duration::from_secs(60), || {
+        manifests(&copy).len() == 1
+    });
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        copied,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("copy of `app` on copy `offsite` ok: 1 backup(s) copied"),
+        "{text}"
+    );
+}
