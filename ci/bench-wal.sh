@@ -429,6 +429,25 @@ for name in dr_recovery floor_recovery; do
     rss[$name]=${rec_rss[$name]:-0}
     if [[ ${rec_secs[$name]} == *failed* ]]; then secs[$name]=failed; else secs[$name]=$(tr ' ' '\n' <<<"${all_secs[$name]}" | median); fi
 done
+# --- drill (issue 20): dr verify --pitr to the same LSN, in a sandbox under its own temp dir ---
+# Its time (plan, base download + unpack, pg_verifybackup, recovery, pg_amcheck, checks) and
+# the sandbox's peak disk, sampled every 0.5 s with du.
+drill_tmp=$work/drill-tmp
+rm -rf "$drill_tmp" && mkdir -p "$drill_tmp" && chmod 0777 "$drill_tmp"
+(
+    peak=0
+    while sleep 0.5; do
+        b=$(du -sb "$drill_tmp" 2>/dev/null | cut -f1)
+        if ((${b:-0} > peak)); then peak=$b && echo "$peak" >"$work/drill.peak"; fi
+    done
+) &
+drill_sampler=$!
+runs=1 measure dr_drill bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' verify --pitr --target wala --at '$target_lsn' --temp-dir '$drill_tmp' > '$work/drill.out' 2>&1"
+kill "$drill_sampler" 2>/dev/null || true
+wait "$drill_sampler" 2>/dev/null || true
+drill_peak=$(bytes_mib "$(cat "$work/drill.peak" 2>/dev/null || echo 0)")
+drill_phases=$(grep -E '^  (base_fetch|pg_verifybackup|recover|checks) ' "$work/drill.out" | awk '{printf "%s %s, ", $1, $2}' | sed 's/, $//')
+
 read -r dr_redo dr_last <<<"$(recovery_end "$work/recovery-dr.1.log")"
 read -r floor_redo floor_last <<<"$(recovery_end "$work/recovery-floor.1.log")"
 same_end=no
@@ -469,11 +488,13 @@ Cluster: $(bytes_mib "$db_bytes") MiB (pgbench scale $scale), PostgreSQL tuned a
 | the same with \`zstd_level = 1\` | ${secs[dr_base_z1]} | $(rss_mib dr_base_z1) | ${cpu_of[dr_base_z1]} |
 | floor recovery: untar the base from local disk, \`restore_command = 'cp DIR/%f %p'\` | ${secs[floor_recovery]} | $(rss_mib floor_recovery) | ${rec_cpu[floor_recovery]% } |
 | \`dr restore --at LSN --to-dir DIR --start\` (from S3) | ${secs[dr_recovery]} | $(rss_mib dr_recovery) | ${rec_cpu[dr_recovery]% } |
+| \`dr verify --pitr --at LSN\` (a drill: sandbox from S3, pg_verifybackup, recovery, pg_amcheck) | ${secs[dr_drill]} | $(rss_mib dr_drill) | |
 
 CPU: the mean over half-second samples while the row's runs ran (recoveries: per run), both cores = 100%; "other work" is what processes outside this benchmark used (at least).
 
 Waits: with \`-X none\` the server itself waits for the stop segment and the backup history file to be archived (two \`dr wal push\` calls; it checks once a second) before either client ends: both rows include that. dr's log (medians): $base_stream_s s from its start to "base backup streamed" (its pg_basebackup done, that wait included), then $base_wait_s s "waiting for its WAL in the repository" and the commit: dr's own wait.
 Recovery (medians of $recovery_runs runs each, dr and the floor taking turns): \`dr restore --start\` spent $dr_replay_s s from starting the server to the end of recovery (its report), the rest planning and unpacking the base; from the first to the last restored segment (server logs) dr took $dr_span s, the floor $floor_span s.
+Drill: $drill_phases; the sandbox's peak disk $drill_peak MiB (the base tar is $(bytes_mib "$base_raw") MiB raw).
 Both recoveries stopped at the same point (target LSN $target_lsn): $same_end (dr: stopped at $dr_redo, last segment $dr_last; floor: $floor_redo, $floor_last).
 
 | archiving, \`pgbench -c 8 -j 2 -T $wal_secs\` | tps | WAL MiB/s | segments stored/s | lag max | lag median | samples | drained after pgbench (s) |
@@ -498,7 +519,7 @@ Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_arch
 | its prefetch workers (\`dr wal prefetch\`, polled, $prefetch_workers seen) | $(with_unit "$prefetch_rss" MiB) | <= 64 MiB | $(verdict "$prefetch_rss" 64) |
 | \`dr wal stream\` peak RSS (with pg_receivewal) | $(with_unit "$stream_rss" MiB) | <= 64 MiB | $(verdict "$stream_rss" 64) |
 
-All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; stock pipeline ${all_secs[stock_base]}; with zstd -1 ${all_secs[stock_base_z1]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}.
+All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; stock pipeline ${all_secs[stock_base]}; with zstd -1 ${all_secs[stock_base_z1]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}; drill ${secs[dr_drill]}.
 EOF
 
 if ((${#failed[@]})); then

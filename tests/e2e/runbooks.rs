@@ -1,7 +1,8 @@
 //! The runbooks cannot rot: every ```bash block in `runbooks/*.md` is run here, verbatim, in
 //! document order, against real servers, and the result is compared with the source.
 //!
-//! Blocks tagged ```bash <scenario> run only for that scenario; ```text/```sql are prose.
+//! Blocks tagged ```bash <scenario> (or ```bash <scenario> <scenario> …, a block several
+//! scenarios share) run only for those scenarios; ```text/```sql are prose.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,17 +12,20 @@ use crate::support::*;
 /// The bash blocks of `runbook` for `scenario` ("" = untagged blocks only), joined.
 pub(crate) fn script(runbook: &str, scenario: &str) -> String {
     blocks(runbook, |info| {
-        info == "bash"
-            || (info.strip_prefix("bash ").map(str::trim) == Some(scenario) && !scenario.is_empty())
+        info == "bash" || (!scenario.is_empty() && tagged(info, scenario))
     })
 }
 
 /// Only the blocks tagged ```bash <scenario> of `runbook`, joined: a scenario that replaces
 /// the main path rather than adding to it.
 pub(crate) fn scenario_only(runbook: &str, scenario: &str) -> String {
-    blocks(runbook, |info| {
-        info.strip_prefix("bash ").map(str::trim) == Some(scenario)
-    })
+    blocks(runbook, |info| tagged(info, scenario))
+}
+
+/// `info` is ```bash with `scenario` among its tags.
+fn tagged(info: &str, scenario: &str) -> bool {
+    info.strip_prefix("bash ")
+        .is_some_and(|tags| tags.split_whitespace().any(|t| t == scenario))
 }
 
 /// The fenced blocks of `runbook` whose info string `wanted` accepts, joined.
@@ -318,7 +322,7 @@ fn database_lost_runbook_restores_into_a_new_server() {
     let out = run_script(
         &s.ws,
         "database-lost.sh",
-        &script("database-lost.md", ""),
+        &script("database-lost.md", "dump"),
         &[
             ("DR_CONFIG", s.cfg.display().to_string()),
             ("TARGET", "app".into()),

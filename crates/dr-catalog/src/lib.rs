@@ -53,9 +53,10 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 pub use manifest::{
-    BackupDetails, BackupKind, CheckOutcome, Layout, Manifest, ObjectRecord, ObjectRole, Physical,
-    SequenceValue, TableCount, VerificationRecord, MANIFEST_FORMAT, MANIFEST_FORMAT_PHYSICAL,
-    MANIFEST_FORMAT_SINGLE, NEWEST_MANIFEST_FORMAT, STEP_DATA, STEP_POST_DATA, STEP_PRE_DATA,
+    BackupDetails, BackupKind, CheckOutcome, DrillFacts, Layout, Manifest, ObjectRecord,
+    ObjectRole, Physical, SequenceValue, TableCount, VerificationRecord, MANIFEST_FORMAT,
+    MANIFEST_FORMAT_PHYSICAL, MANIFEST_FORMAT_SINGLE, NEWEST_MANIFEST_FORMAT, STEP_DATA,
+    STEP_POST_DATA, STEP_PRE_DATA,
 };
 pub use retention::{plan as retention_plan, Decision, Policy, Tier};
 

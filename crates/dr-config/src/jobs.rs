@@ -52,7 +52,9 @@ impl Job {
             config
                 .targets
                 .iter()
-                .filter(|t| s.job != JobKind::BaseBackup || t.wal.is_some())
+                .filter(|t| {
+                    !matches!(s.job, JobKind::BaseBackup | JobKind::Drill) || t.wal.is_some()
+                })
                 .map(|t| t.name.clone())
                 .collect()
         } else {
@@ -165,7 +167,7 @@ pub fn verify_jobs_without_identity(config: &Config, jobs: &[Job]) -> Result<()>
     }
     let names: Vec<String> = jobs
         .iter()
-        .filter(|j| matches!(j.kind, JobKind::Verify))
+        .filter(|j| matches!(j.kind, JobKind::Verify | JobKind::Drill))
         .map(|j| format!("`{}` ({})", j.name, j.source.display()))
         .collect();
     if names.is_empty() {

@@ -308,6 +308,20 @@ url = "postgres://user@host:5432/app"
     }
 
     #[test]
+    fn prove_within_is_a_duration_of_at_least_an_hour() {
+        let c = Config::from_toml_str(&format!("{MIN}\n[verify]\nprove_within = \"30d\"\n"), None)
+            .expect("parses");
+        assert_eq!(
+            c.verify.prove_within.map(|d| d.as_secs()),
+            Some(30 * 86_400)
+        );
+        let e = err(&format!("{MIN}\n[verify]\nprove_within = \"10m\"\n"));
+        assert!(e.contains("verify.prove_within = 10m"), "{e}");
+        let e = err(&format!("{MIN}\n[verify]\nprove_within = \"soon\"\n"));
+        assert!(e.contains("soon"), "{e}");
+    }
+
+    #[test]
     fn a_typo_names_the_key() {
         let e = err(&MIN.replace("path_style", "path_styel"));
         assert!(e.contains("path_styel"), "{e}");

@@ -122,6 +122,11 @@ pub struct VerifyConfig {
     pub pg_bin_dir: Option<PathBuf>,
     /// Seconds to wait for the sandbox to accept connections. Default 120.
     pub ready_timeout_secs: Option<u64>,
+    /// Every retained backup proven within this long (`"30d"`): `dr verify` without an id
+    /// (and the daemon's verify job) proves the backup whose last attempt is oldest — a base
+    /// backup by a drill — and `dr status` fails once one went unproven this long. At
+    /// least 1h. Unset: `dr verify` proves the newest backup, as always.
+    pub prove_within: Option<Duration>,
     #[serde(default)]
     pub assert: Vec<VerifyAssert>,
 }

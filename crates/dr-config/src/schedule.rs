@@ -16,6 +16,9 @@ pub enum JobKind {
     #[serde(rename = "base-backup")]
     BaseBackup,
     Verify,
+    /// A drill (`dr verify --pitr`) of a target with `[targets.wal]`: its newest base backup
+    /// and WAL recovered in a sandbox and proven.
+    Drill,
     Prune,
     /// Copy new backups to the `[[copies]]` repositories (`dr copy`).
     Copy,
@@ -27,6 +30,7 @@ impl JobKind {
             JobKind::Backup => "backup",
             JobKind::BaseBackup => "base-backup",
             JobKind::Verify => "verify",
+            JobKind::Drill => "drill",
             JobKind::Prune => "prune",
             JobKind::Copy => "copy",
         }
@@ -117,7 +121,7 @@ impl ScheduleConfig {
                 ));
             }
         }
-        if self.job == JobKind::BaseBackup {
+        if matches!(self.job, JobKind::BaseBackup | JobKind::Drill) {
             let with_wal = |name: &str| {
                 config
                     .targets
@@ -127,8 +131,9 @@ impl ScheduleConfig {
             if let Some(t) = self.targets.iter().find(|t| !with_wal(t)) {
                 return Err(invalid(
                     format!(
-                        "schedule `{}`: target `{t}` has no [targets.wal], and a base backup without archived WAL recovers nothing",
-                        self.name
+                        "schedule `{}`: target `{t}` has no [targets.wal], and a {} without archived WAL recovers nothing",
+                        self.name,
+                        self.job
                     ),
                     "add [targets.wal] to the target (docs/CONFIGURATION.md), or schedule job = \"backup\" for it",
                 ));
@@ -136,8 +141,8 @@ impl ScheduleConfig {
             if self.targets.is_empty() && !config.targets.iter().any(|c| c.wal.is_some()) {
                 return Err(invalid(
                     format!(
-                        "schedule `{}` takes base backups, but no target has [targets.wal]",
-                        self.name
+                        "schedule `{}` runs {} jobs, but no target has [targets.wal]",
+                        self.name, self.job
                     ),
                     "add [targets.wal] to a target (docs/CONFIGURATION.md), or remove the schedule",
                 ));

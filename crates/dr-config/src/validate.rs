@@ -140,6 +140,14 @@ impl Config {
                 "use e.g. \"6h\" (the default is \"24h\")",
             ));
         }
+        if let Some(d) = self.verify.prove_within {
+            if d.as_secs() < 3600 {
+                return Err(self.invalid(
+                    format!("verify.prove_within = {d} is shorter than a verification takes to come round"),
+                    "use days, e.g. \"30d\" (at least \"1h\"), and schedule verify often enough to prove every retained backup in that time",
+                ));
+            }
+        }
         if let Some(tz) = &self.retention.timezone {
             if tz.parse::<chrono_tz::Tz>().is_err() {
                 return Err(self.invalid(

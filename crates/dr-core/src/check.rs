@@ -153,10 +153,12 @@ fn schedules_lines(config: &dr_config::Config) -> Vec<CheckLine> {
                     jobs.len()
                 )),
             ));
-            if jobs
-                .iter()
-                .any(|j| matches!(j.kind, dr_config::JobKind::Verify))
-            {
+            if jobs.iter().any(|j| {
+                matches!(
+                    j.kind,
+                    dr_config::JobKind::Verify | dr_config::JobKind::Drill
+                )
+            }) {
                 lines.push(line(
                     "verify jobs",
                     dr_config::jobs::verify_jobs_without_identity(config, &jobs)

@@ -32,6 +32,7 @@ pub mod immutable;
 pub mod list;
 pub mod lock;
 pub mod progress;
+pub mod proof;
 pub mod prune;
 pub mod repo;
 pub mod resign;
@@ -71,6 +72,10 @@ pub struct Context {
     pub scheduled: bool,
     /// `[signing]`: this host's signing key and the keys it trusts (see [`trust`]).
     pub signing: Arc<trust::Signing>,
+    /// How a server dr starts for recovery (a drill's or a restore's sandbox) runs
+    /// `dr wal fetch`: this binary with this run's config and env file. Empty: this binary
+    /// with the config file dr read.
+    pub fetch_argv: Vec<String>,
 }
 
 impl Context {
@@ -85,6 +90,7 @@ impl Context {
             progress: false,
             scheduled: false,
             signing,
+            fetch_argv: Vec::new(),
         })
     }
 
@@ -98,6 +104,7 @@ impl Context {
             progress: false,
             scheduled: self.scheduled,
             signing: Arc::clone(&self.signing),
+            fetch_argv: self.fetch_argv.clone(),
         }
     }
 
@@ -115,6 +122,7 @@ impl Context {
             progress: false,
             scheduled: false,
             signing: Arc::new(signing),
+            fetch_argv: Vec::new(),
         }
     }
 
@@ -128,6 +136,7 @@ impl Context {
             progress: self.progress,
             scheduled: self.scheduled,
             signing: Arc::clone(&self.signing),
+            fetch_argv: self.fetch_argv.clone(),
         }
     }
 

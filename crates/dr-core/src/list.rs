@@ -70,6 +70,10 @@ pub struct ListRow {
     /// signature checked against this host's trusted keys); `None` for damaged backups.
     pub trust: Option<String>,
     pub verification: Option<RowVerification>,
+    /// With `verify.prove_within`: whether a passed proof is no older than that (a base
+    /// backup's: a drill). Absent otherwise, and for damaged or untrusted backups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proven: Option<bool>,
     /// Physical backups only: the WAL they need, `START..STOP` on `timeline`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal: Option<RowWal>,
@@ -189,6 +193,7 @@ fn complete_row(
         Trust::UnknownKey { key } => ("unknown_key", Some(key.clone())),
     };
     ListRow {
+        proven: None,
         bytes: Some(m.stored_bytes()),
         finished_at: Some(m.finished_at),
         id: m.id,
@@ -248,6 +253,7 @@ fn damaged_row(d: &DamagedBackup) -> ListRow {
         trust: None,
         signed_by: None,
         verification: None,
+        proven: None,
         wal: None,
     }
 }
@@ -278,7 +284,20 @@ pub fn flag_overwritten(rows: &mut [ListRow], found: &[crate::undelete::DeletedB
 pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<ListRow>> {
     let catalog = repo::catalog(ctx.store.as_ref(), target, &ctx.signing).await?;
     let policy = crate::prune::policy(ctx).ok();
-    let mut rows = rows(&catalog, policy.as_ref(), Utc::now());
+    let now = Utc::now();
+    let mut rows = rows(&catalog, policy.as_ref(), now);
+    if let Some(within) = ctx.config.verify.prove_within {
+        let window = chrono::Duration::seconds(i64::try_from(within.as_secs()).unwrap_or(i64::MAX));
+        for r in &mut rows {
+            let entry = catalog
+                .entries
+                .iter()
+                .find(|e| e.manifest.id == r.id && e.manifest.target == r.target);
+            r.proven = entry
+                .filter(|e| e.trust.is_trusted())
+                .map(|e| crate::proof::proven(e, now, window));
+        }
+    }
     if ctx.store.location().object_lock().is_some() {
         let targets: BTreeSet<&str> = rows.iter().map(|r| r.target.as_str()).collect();
         let mut found = Vec::new();

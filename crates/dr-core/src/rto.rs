@@ -73,6 +73,60 @@ pub fn newest<'a>(
         .max_by_key(|m| (m.verified_at, m.backup_id))
 }
 
+/// What the newest passed drill of a target measured (`dr verify --pitr`): how fast its base
+/// backup came down and unpacked, and how fast WAL replayed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrillMeasured {
+    /// The base backup drilled.
+    pub backup_id: BackupId,
+    #[serde(serialize_with = "rfc3339")]
+    pub verified_at: DateTime<Utc>,
+    pub base_bytes_per_second: f64,
+    /// None when the drill replayed no whole segment's worth of WAL to measure.
+    pub replay_bytes_per_second: Option<f64>,
+    /// The recovery of that drill, from the server's start to the point.
+    pub recover_seconds: f64,
+}
+
+/// The newest passed drill of `target` with its timings.
+pub fn newest_drill<'a>(
+    entries: impl IntoIterator<Item = &'a BackupEntry>,
+    target: &str,
+) -> Option<DrillMeasured> {
+    entries
+        .into_iter()
+        .filter(|e| e.manifest.target == target)
+        .filter_map(|e| {
+            let v = e.verification.as_ref().filter(|v| v.passed())?;
+            let d = v.drill.as_ref()?;
+            let fetch = *v.timings.get("base_fetch")?;
+            let recover = *v.timings.get("recover")?;
+            let base = e
+                .manifest
+                .object(dr_catalog::ObjectRole::BaseTar)
+                .map(|o| o.raw_bytes)?;
+            (fetch > 0.0 && recover.is_finite()).then(|| DrillMeasured {
+                backup_id: e.manifest.id,
+                verified_at: v.verified_at,
+                base_bytes_per_second: base as f64 / fetch,
+                replay_bytes_per_second: d.replay_bytes_per_second(&v.timings),
+                recover_seconds: recover,
+            })
+        })
+        .max_by_key(|m| (m.verified_at, m.backup_id))
+}
+
+/// Seconds a sandbox recovery of `base_bytes` and `wal_bytes` of WAL should take, at the
+/// rates `m` measured (the drill's whole recovery time when it measured no replay rate).
+pub fn estimate_recovery(m: &DrillMeasured, base_bytes: u64, wal_bytes: u64) -> f64 {
+    let base = base_bytes as f64 / m.base_bytes_per_second;
+    let replay = match m.replay_bytes_per_second {
+        Some(r) if r > 0.0 => wal_bytes as f64 / r,
+        _ => m.recover_seconds,
+    };
+    base + replay
+}
+
 /// What `dr restore` expects a restore to take: a measurement, scaled to the size of the
 /// archive about to be restored when the measured one differs.
 #[derive(Debug, Clone, PartialEq, Serialize)]

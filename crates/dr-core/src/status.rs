@@ -18,6 +18,7 @@ use crate::{Context, Error, Result};
 use dr_config::jobs::Job;
 
 pub mod copies;
+pub mod drill;
 pub mod wal;
 
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
@@ -34,6 +35,10 @@ pub struct TargetStatus {
     pub damaged: Vec<DamagedRow>,
     /// Ids of future-dated backups of this target.
     pub future_dated: Vec<String>,
+    /// Targets with WAL: the newest drill of a base backup (`dr verify --pitr`) and the
+    /// window it proved. Absent when none ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<drill::LastDrill>,
     /// The newest verification of a backup that is not future-dated.
     pub last_verification: Option<LastVerification>,
     /// The restore time measured by the newest verification that has one (the measured RTO,
@@ -52,6 +57,10 @@ pub struct TargetStatus {
     pub note: Option<String>,
     /// False when any problem is listed.
     pub ok: bool,
+    /// With `verify.prove_within`: how many retained backups are proven within it, and those
+    /// unproven longer than that since they were made (a problem). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proven: Option<crate::proof::Proven>,
     /// One line per problem: stale, no backup, failed verification, future-dated, damaged;
     /// a database of a server target that refuses connections (not backed up).
     pub problems: Vec<String>,
@@ -143,6 +152,21 @@ fn assess_target(
             problems.push(format!("last verification of {} failed", v.backup_id));
         }
     }
+    let last_drill = drill::newest(mine.iter().copied());
+    if let Some(d) = last_drill.as_ref().filter(|d| d.result != "passed") {
+        let said = format!(
+            "last drill (base backup {}, {}) failed{}",
+            d.backup_id,
+            d.point,
+            d.summary
+                .as_deref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        );
+        if !problems.iter().any(|p| p.contains(&d.backup_id)) {
+            problems.push(said);
+        }
+    }
     for e in &future {
         problems.push(format!(
             "backup {} is dated {} in the future: clock skew on the host that took it (or this host's clock is behind); `latest` skips it",
@@ -192,6 +216,7 @@ fn assess_target(
             })
             .collect(),
         future_dated: future.iter().map(|e| e.manifest.id.to_string()).collect(),
+        last_drill,
         last_verification: verified.map(|v| LastVerification {
             backup_id: v.backup_id.to_string(),
             result: v.result.clone(),
@@ -203,6 +228,7 @@ fn assess_target(
         next_backup: next_backup.map(crate::time::format),
         note: None,
         ok: problems.is_empty(),
+        proven: None,
         problems,
         target: target.to_string(),
         untrusted: untrusted
@@ -264,6 +290,9 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
             r.problems.push(problem.clone());
             r.ok = false;
         }
+        if let Some(within) = ctx.config.verify.prove_within {
+            attach_proven(&catalog, r, within, now);
+        }
         r.daemon = dr_catalog::beacon::seen(&beacons, &r.target, now).or_else(|| {
             members::server_of(&r.target).and_then(|s| dr_catalog::beacon::seen(&beacons, s, now))
         });
@@ -271,6 +300,29 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
     wal::attach(ctx, &mut rows, now).await;
     copies::attach(ctx, &catalog, &mut rows, max_age, now).await;
     Ok(rows)
+}
+
+/// `proven` of a row, and its overdue backups as a problem.
+fn attach_proven(
+    catalog: &Catalog,
+    r: &mut TargetStatus,
+    within: dr_config::Duration,
+    now: DateTime<Utc>,
+) {
+    let window = Duration::seconds(i64::try_from(within.as_secs()).unwrap_or(i64::MAX));
+    let retained = crate::proof::retained(&catalog.entries, &r.target, now);
+    let p = crate::proof::summarize(&retained, now, window, &within.to_string());
+    if !p.overdue.is_empty() {
+        r.problems.push(format!(
+            "{} of {} retained backups not proven within {}: {} (`dr verify` proves the one whose last proof is oldest; run it more often)",
+            p.overdue.len(),
+            p.retained,
+            p.within,
+            p.overdue.join(", ")
+        ));
+        r.ok = false;
+    }
+    r.proven = Some(p);
 }
 
 /// Every daemon's beacon in the repository; unreadable ones are skipped (logged at debug).

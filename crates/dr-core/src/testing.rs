@@ -82,6 +82,7 @@ pub(crate) fn verified(mut e: BackupEntry, result: &str, at: DateTime<Utc>) -> B
         sandbox: "local".into(),
         dr_version: "0.1.0".into(),
         summary: None,
+        drill: None,
     });
     e
 }

@@ -15,6 +15,10 @@ use dr_sandbox::{SandboxKind, SandboxSpec};
 pub use dr_sandbox::SandboxChoice;
 use serde::Serialize;
 
+mod drill;
+
+pub use drill::Drill;
+
 use crate::repo::{self, Selector};
 use crate::restore::{self, RestoreOptions};
 use crate::{Context, Error, Kind, Result, DR_VERSION};
@@ -29,6 +33,8 @@ pub struct VerifyOptions {
     pub jobs: Option<u32>,
     /// Verify an unsigned backup (made before signing existed); see [`crate::trust`].
     pub trust_unsigned: bool,
+    /// `--pitr`: a drill of a base backup and its WAL instead (see [`drill`]).
+    pub pitr: Option<Drill>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +56,12 @@ async fn pick_kind(ctx: &Context, opts: &VerifyOptions) -> SandboxKind {
 /// Verify one backup. `Ok` means it ran: look at `record.passed()`. A failed verification is
 /// recorded and returned as `Err` of kind `VerificationFailed`.
 pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
+    if let Some(picked) = rotated(ctx, opts).await? {
+        return Box::pin(run(ctx, &picked)).await;
+    }
+    if let Some(d) = &opts.pitr {
+        return drill::run(ctx, opts, d).await;
+    }
     let total = Instant::now();
     let selector = opts.selector.clone().unwrap_or(Selector::Latest);
     let entry = repo::resolve(
@@ -97,7 +109,7 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
     // Could not run (interrupted, a bug of ours): nothing to record.
     let checks = outcome?;
     timings.insert("total".to_string(), total.elapsed().as_secs_f64());
-    let record = write_record(ctx, &m, &checks, timings, &description).await?;
+    let record = write_record(ctx, &m, &checks, timings, &description, None).await?;
     verdict(
         &m,
         VerifyReport {
@@ -107,6 +119,44 @@ pub async fn run(ctx: &Context, opts: &VerifyOptions) -> Result<VerifyReport> {
         },
         &errors,
     )
+}
+
+/// `[verify] prove_within` and no backup named: the retained backup of the target whose last
+/// proof is oldest (see [`crate::proof`]) — a base backup is drilled. None: as asked.
+async fn rotated(ctx: &Context, opts: &VerifyOptions) -> Result<Option<VerifyOptions>> {
+    let Some(within) = ctx.config.verify.prove_within else {
+        return Ok(None);
+    };
+    if opts.selector.is_some() || opts.pitr.is_some() {
+        return Ok(None);
+    }
+    let target = match (&opts.target, ctx.config.targets.as_slice()) {
+        (Some(t), _) => t.clone(),
+        (None, [only]) => only.name.clone(),
+        _ => return Ok(None),
+    };
+    let entries = repo::list(ctx.store.as_ref(), Some(&target), &ctx.signing).await?;
+    let retained = crate::proof::retained(&entries, &target, Utc::now());
+    let Some(next) = crate::proof::pick(&retained) else {
+        return Ok(None);
+    };
+    let drilled = next.manifest.kind == dr_catalog::BackupKind::Physical;
+    tracing::info!(
+        "verify.prove_within = {within}: proving {} {} of `{target}`, the one whose last proof is oldest{}",
+        if drilled { "base backup" } else { "backup" },
+        next.manifest.id,
+        match &next.verification {
+            Some(v) => format!(" ({} {})", v.result, crate::time::format(v.verified_at)),
+            None => " (never proven)".into(),
+        }
+    );
+    let mut picked = opts.clone();
+    picked.selector = Some(Selector::Id(next.manifest.id));
+    picked.target = Some(next.manifest.target.clone());
+    if drilled {
+        picked.pitr = Some(Drill::default());
+    }
+    Ok(Some(picked))
 }
 
 /// The throwaway PostgreSQL of the backup's major: `--sandbox`/`verify.sandbox`, the image
@@ -141,6 +191,7 @@ async fn write_record(
     checks: &[CheckOutcome],
     timings: BTreeMap<String, f64>,
     description: &str,
+    drill: Option<dr_catalog::DrillFacts>,
 ) -> Result<VerificationRecord> {
     let failed = checks.iter().filter(|c| !c.passed).count();
     let record = VerificationRecord {
@@ -155,6 +206,7 @@ async fn write_record(
         sandbox: description.to_string(),
         dr_version: DR_VERSION.into(),
         summary: (failed > 0).then(|| format!("{} of {} checks failed", failed, checks.len())),
+        drill,
     };
     let at = record.verified_at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let recipients = ctx.recipients()?;
@@ -469,6 +521,7 @@ mod tests {
                 sandbox: "local".into(),
                 dr_version: "x".into(),
                 summary: None,
+                drill: None,
             },
             checks,
             sandbox: "local".into(),

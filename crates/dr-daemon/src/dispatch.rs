@@ -143,7 +143,7 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
     if !t.is_server()
         || matches!(
             job.kind,
-            JobKind::Prune | JobKind::BaseBackup | JobKind::Copy
+            JobKind::Prune | JobKind::BaseBackup | JobKind::Drill | JobKind::Copy
         )
     {
         // Prune knows a server target: each of its databases in the repository; a base
@@ -245,6 +245,20 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
                 )
             })
         }
+        JobKind::Drill => {
+            let opts = VerifyOptions {
+                target: Some(target.to_string()),
+                pitr: Some(dr_core::verify::Drill::default()),
+                ..VerifyOptions::default()
+            };
+            r.verify(ctx, &opts).await.map(|rep| {
+                let point = rep.record.drill.as_ref().map_or("", |d| d.point.as_str());
+                format!(
+                    "base backup {} drilled to {point}: {} checks passed",
+                    rep.record.backup_id, rep.record.checks_total
+                )
+            })
+        }
         JobKind::Prune => r
             .prune(ctx, Some(target), false, Utc::now())
             .await
@@ -326,7 +340,8 @@ async fn on_copy(shared: &Shared, job: &Job, target: &str, name: &str) -> Result
                     .sum();
                 format!("pruned {deleted} backup(s)")
             }),
-        JobKind::Backup | JobKind::BaseBackup => Ok(String::new()),
+        // Refused with `copies` when the config is loaded.
+        JobKind::Backup | JobKind::BaseBackup | JobKind::Drill => Ok(String::new()),
     }
 }
 

@@ -89,6 +89,11 @@ fn last_run(
                     .max(),
             )
         }
+        JobKind::Drill => Some(
+            mine.filter(|e| e.manifest.kind == BackupKind::Physical)
+                .filter_map(|e| e.verification.as_ref().map(|v| v.verified_at))
+                .max(),
+        ),
         JobKind::Verify => {
             let mine: Vec<_> = mine.collect();
             if mine.is_empty() {

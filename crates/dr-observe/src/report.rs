@@ -230,7 +230,11 @@ impl Reporter {
                 _ => None,
             })
             .unwrap_or_else(|| "all".into());
-        let (started_at, clock) = self.start(&planned, JobKind::Verify).await;
+        let job = match opts.pitr {
+            Some(_) => JobKind::Drill,
+            None => JobKind::Verify,
+        };
+        let (started_at, clock) = self.start(&planned, job).await;
         let what = format!("verification of `{planned}`");
         let result = self
             .attempt(&ctx.cancel, &what, || dr_core::verify::run(ctx, opts))
@@ -251,7 +255,7 @@ impl Reporter {
         };
         self.finish(Finished {
             target,
-            job: JobKind::Verify,
+            job,
             backup_id,
             error,
             started_at,

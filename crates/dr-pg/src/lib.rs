@@ -27,6 +27,7 @@ mod conn;
 mod error;
 mod globals;
 mod process;
+pub mod proof;
 pub mod recovery;
 pub mod replication;
 mod server;

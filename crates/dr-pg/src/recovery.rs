@@ -18,6 +18,9 @@ pub enum Target {
     Time(chrono::DateTime<chrono::Utc>),
     /// Replay up to and including this position.
     Lsn(Lsn),
+    /// Replay every record before this position, none from it on: what a dump whose
+    /// snapshot was exported at this position saw (`recovery_target_inclusive = off`).
+    BeforeLsn(Lsn),
     /// Replay everything the archive has, then end recovery.
     Latest,
 }
@@ -94,11 +97,17 @@ pub fn settings(restore_command: &str, target: &Target, timeline: u32, then: The
             "recovery_target_time",
             &at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
         ),
-        Target::Lsn(lsn) => line("recovery_target_lsn", &lsn.to_string()),
+        Target::Lsn(lsn) | Target::BeforeLsn(lsn) => {
+            line("recovery_target_lsn", &lsn.to_string());
+        }
         Target::Latest => {}
     }
     if !matches!(target, Target::Latest) {
-        line("recovery_target_inclusive", "on");
+        let inclusive = !matches!(target, Target::BeforeLsn(_));
+        line(
+            "recovery_target_inclusive",
+            if inclusive { "on" } else { "off" },
+        );
         line("recovery_target_action", then.as_str());
     }
     line("recovery_target_timeline", &timeline.to_string());
@@ -219,6 +228,18 @@ mod tests {
         assert!(
             lsn.contains("recovery_target_lsn = 'A/42000028'\n"),
             "{lsn}"
+        );
+        assert!(lsn.contains("recovery_target_inclusive = 'on'\n"), "{lsn}");
+        let before = settings(
+            "x",
+            &Target::BeforeLsn(Lsn(0xA_4200_0028)),
+            1,
+            Then::Promote,
+        );
+        assert!(
+            before.contains("recovery_target_lsn = 'A/42000028'\n")
+                && before.contains("recovery_target_inclusive = 'off'\n"),
+            "{before}"
         );
         let latest = settings("x", &Target::Latest, 1, Then::Promote);
         assert!(!latest.contains("recovery_target_action"), "{latest}");

@@ -162,6 +162,22 @@ pub enum Command {
         /// Never a badly signed one.
         #[arg(long)]
         trust_unsigned: bool,
+        /// A drill: recover the newest base backup (or the id given) and its WAL in a
+        /// throwaway local server to a point of its window and prove it (pg_verifybackup,
+        /// recovery reaching the point, pg_amcheck, a dump's exact counts at its snapshot).
+        #[arg(long, conflicts_with_all = ["sandbox", "image", "jobs"])]
+        pitr: bool,
+        /// With --pitr: recover to this time (RFC 3339 or `YYYY-MM-DD HH:MM[:SS]` UTC), LSN or
+        /// `latest` [default: a dump's snapshot position in the window, else a random point].
+        #[arg(long, requires = "pitr", value_name = "TIME|LSN|latest")]
+        at: Option<String>,
+        /// With --pitr: recover onto this timeline [default: the one the point is on].
+        #[arg(long, requires = "pitr")]
+        timeline: Option<u32>,
+        /// With --pitr: where the sandbox's directory is made (room for the base backup)
+        /// [default: restore.temp_dir or the system temp dir].
+        #[arg(long, requires = "pitr")]
+        temp_dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },

@@ -44,7 +44,7 @@ pub enum Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Time(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%SZ")),
+            Target::Time(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.fZ")),
             Target::Lsn(l) => write!(f, "LSN {l}"),
             Target::Latest => f.write_str("latest"),
         }
@@ -559,5 +559,16 @@ mod tests {
         let lost = base("lost", 3, "C/0", "C/100", 9);
         let e = run(&[lost], &archive(), Target::Latest).expect_err("unknown");
         assert!(matches!(e, PlanError::Timeline(_)), "{e}");
+    }
+
+    /// A point found to the microsecond (the commit time `pg_waldump` prints, minus one) is
+    /// named with it: the plan and "restored … as of" must not round it to a second the
+    /// recovery does not stop at.
+    #[test]
+    fn a_time_target_is_named_to_the_microsecond() {
+        let t: DateTime<Utc> = "2026-12-04T14:05:32.117283Z".parse().expect("time");
+        assert_eq!(Target::Time(t).to_string(), "2026-12-04 14:05:32.117283Z");
+        let whole: DateTime<Utc> = "2026-12-04T14:05:32Z".parse().expect("time");
+        assert_eq!(Target::Time(whole).to_string(), "2026-12-04 14:05:32Z");
     }
 }

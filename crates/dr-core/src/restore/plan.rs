@@ -65,6 +65,11 @@ pub struct RecoveryPlan {
     pub sandbox_bytes_needed: u64,
     /// The database dumped from the sandbox.
     pub database: String,
+    /// Seconds the sandbox's recovery should take, at the rates the newest passed drill
+    /// measured; None before any drill.
+    pub estimated_recovery_seconds: Option<f64>,
+    /// That drill.
+    pub measured_by: Option<crate::rto::DrillMeasured>,
 }
 
 /// `--at TIME` answered with the newest logical backup before it.
@@ -270,10 +275,23 @@ impl Plan {
         for role in &self.powerful_roles {
             writeln!(f, "  new role     {role}")?;
         }
-        writeln!(
-            f,
-            "  estimated    the recovery: not measured yet (no drill of this target has run); then the restore from the sandbox, as a logical restore takes:"
-        )?;
+        match (&r.estimated_recovery_seconds, &r.measured_by) {
+            (Some(s), Some(m)) => writeln!(
+                f,
+                "  estimated    the recovery: {} (the drill of base {} on {}: base at {}/s{}); then the restore from the sandbox, as a logical restore takes:",
+                crate::rto::human_seconds(*s),
+                m.backup_id,
+                crate::time::format(m.verified_at),
+                human_bytes(m.base_bytes_per_second as u64),
+                m.replay_bytes_per_second
+                    .map(|r| format!(", WAL replayed at {}/s", human_bytes(r as u64)))
+                    .unwrap_or_default()
+            )?,
+            _ => writeln!(
+                f,
+                "  estimated    the recovery: not measured yet (no drill of this target has run: `dr verify --pitr`); then the restore from the sandbox, as a logical restore takes:"
+            )?,
+        }
         self.fmt_estimate(f, "restore")?;
         write!(
             f,

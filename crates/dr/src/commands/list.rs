@@ -64,7 +64,9 @@ fn print_row(r: &ListRow) {
     // A physical backup says so, with the WAL it needs, before any problem.
     let kind = r.wal.as_ref().map(|w| format!("physical {w}"));
     let problem = r.problem.as_ref().map(|p| format!("! {p}"));
-    let note = [kind, problem]
+    // `verify.prove_within`: no passed proof within it.
+    let unproven = (r.proven == Some(false)).then(|| "unproven".to_string());
+    let note = [kind, unproven, problem]
         .into_iter()
         .flatten()
         .collect::<Vec<_>>()

@@ -132,19 +132,43 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             image,
             jobs,
             trust_unsigned,
+            pitr,
+            at,
+            timeline,
+            temp_dir,
             json,
         } => {
             let ctx = context_in(&cli.global, copy.as_deref()).await?;
             check_target(&ctx, target.as_deref()).await?;
-            refuse_server(&ctx, target.as_deref()).await?;
+            if !pitr {
+                refuse_server(&ctx, target.as_deref()).await?;
+            }
             let reporter = Reporter::from_config(&ctx.config)?;
+            let drill = match pitr {
+                true => Some(dr_core::verify::Drill {
+                    at: match at.as_deref() {
+                        Some(a) => Some(restore_pitr::parse_target(Some(a))?),
+                        None => None,
+                    },
+                    timeline,
+                    fetch_argv: restore_pitr::fetch_argv(&cli.global)?,
+                    temp_dir,
+                }),
+                false => None,
+            };
             let opts = dr_core::verify::VerifyOptions {
-                selector: Some(dr_core::repo::Selector::parse(id.as_deref(), None)?),
+                // No id: the newest backup, or with `verify.prove_within` the one whose last
+                // proof is oldest.
+                selector: match id.as_deref() {
+                    Some(id) => Some(dr_core::repo::Selector::parse(Some(id), None)?),
+                    None => None,
+                },
                 target,
                 sandbox,
                 image,
                 jobs,
                 trust_unsigned,
+                pitr: drill,
             };
             verify::run(&ctx, &reporter, &opts, json).await
         }
@@ -289,6 +313,8 @@ pub async fn context_in(g: &Global, copy: Option<&str>) -> Result<Context> {
 pub async fn context_of(g: &Global, config: Config) -> Result<Context> {
     let mut ctx = Context::open(config).await?;
     ctx.progress = crate::logging::progress_enabled(g);
+    // For a drill the daemon or `dr verify` turns into (verify.prove_within picked a base).
+    ctx.fetch_argv = restore_pitr::fetch_argv_quiet(g).unwrap_or_default();
     ctx.cancel = crate::signals::first();
     if ctx.cancel.is_cancelled() {
         return Err(Error::new(

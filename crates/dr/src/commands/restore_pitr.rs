@@ -98,17 +98,7 @@ pub(crate) fn parse_target(at: Option<&str>) -> Result<Target> {
 /// repository) go along as `env NAME=VALUE` when there is no env file, or the server's fetch
 /// would read another repository or find no identity (a compose or k8s setup sets them so).
 pub(crate) fn fetch_argv(global: &Global) -> Result<Vec<String>> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::config(format!("cannot tell where this dr binary is: {e}")))?;
-    let config = global
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(dr_config::DEFAULT_CONFIG_PATH));
-    let env_file = match &global.env_file {
-        Some(env) => Some(absolute(env)?),
-        None => None,
-    };
-    if env_file.is_none() {
+    if global.env_file.is_none() {
         let mut names: Vec<String> = [
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
@@ -139,9 +129,25 @@ pub(crate) fn fetch_argv(global: &Global) -> Result<Vec<String>> {
             );
         }
     }
+    fetch_argv_quiet(global)
+}
+
+/// [`fetch_argv`] without its warning: for a context that may never start a server.
+pub(crate) fn fetch_argv_quiet(global: &Global) -> Result<Vec<String>> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::config(format!("cannot tell where this dr binary is: {e}")))?;
+    let config = global
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(dr_config::DEFAULT_CONFIG_PATH));
+    let env_file = match &global.env_file {
+        Some(env) => Some(absolute(env)?),
+        None => None,
+    };
     let mut argv = argv_for(&exe, &absolute(&config)?, env_file.as_deref(), |k| {
         std::env::var(k).ok()
     });
+    // `restore --from-copy`: the server's `dr wal fetch` reads that copy too.
     if let Some(copy) = &global.repository_copy {
         argv.extend(["--repository-copy".to_string(), copy.clone()]);
     }

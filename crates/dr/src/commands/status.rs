@@ -18,6 +18,22 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
             if let Some(w) = &r.wal {
                 print_wal(w);
             }
+            if let Some(d) = &r.last_drill {
+                print_drill(d);
+            }
+            if let Some(p) = &r.proven {
+                out!(
+                    "     proven {} of {} retained backups within {}{}",
+                    p.proven,
+                    p.retained,
+                    p.within,
+                    if p.overdue.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (OVERDUE: {})", p.overdue.join(", "))
+                    }
+                );
+            }
             for c in &r.copies {
                 print_copy(c);
             }
@@ -112,6 +128,32 @@ fn print_row(r: &TargetStatus) {
         } else {
             format!("  ({})", r.problems.join("; "))
         }
+    );
+}
+
+/// The drill line under a target with WAL: the newest drill and the window it proved.
+fn print_drill(d: &dr_core::status::drill::LastDrill) {
+    let proven = match (&d.proven_to, d.result.as_str()) {
+        (Some(to), "passed") => format!("proven {} to {to}", d.proven_from),
+        (None, "passed") => format!("proven from {}", d.proven_from),
+        _ => format!(
+            "FAILED{}",
+            d.summary
+                .as_deref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        ),
+    };
+    let exact = d
+        .exact_counts_of
+        .as_deref()
+        .map(|id| format!(", exact counts of dump {id}"))
+        .unwrap_or_default();
+    out!(
+        "     drill {} of base {} to {}{exact}: {proven}",
+        d.verified_at,
+        d.backup_id,
+        d.point
     );
 }
 

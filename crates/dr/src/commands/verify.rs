@@ -24,6 +24,29 @@ pub async fn run(
                     r.checks_total,
                     report.sandbox
                 );
+                if let Some(d) = &r.drill {
+                    out!("  recovered to   {} ({})", d.point, d.chosen);
+                    out!(
+                        "  proven window  {} .. {} on timeline {}",
+                        dr_core::time::format(d.from),
+                        d.to.map_or_else(|| "(no commit replayed)".into(), dr_core::time::format),
+                        d.timeline
+                    );
+                    if let Some(id) = d.counts_of {
+                        out!("  exact counts   every table as dump {id} counted it");
+                    }
+                    if let Some(rate) = d.replay_bytes_per_second(&r.timings) {
+                        out!(
+                            "  WAL replayed   {} in {} segments, {}/s",
+                            dr_core::human_bytes(d.wal_bytes),
+                            d.wal_segments,
+                            dr_core::human_bytes(rate as u64)
+                        );
+                    }
+                    for s in &d.skipped {
+                        out!("  not proven     {s}");
+                    }
+                }
                 for (phase, s) in &r.timings {
                     out!("  {phase:<16} {s:>8.1}s");
                 }

@@ -140,6 +140,7 @@ async fn restore(
         database,
         users,
         bytes_needed,
+        exclusive: false,
     };
     let clock = Instant::now();
     let sandbox = Sandbox::recover(ctx, &recipe).await?;
@@ -226,7 +227,7 @@ fn refuse_unsupported(opts: &RestoreOptions) -> Result<()> {
 
 /// The database the target backs up, and the roles to connect to it as in the sandbox: the
 /// target's user first, then `postgres` (the sandbox trusts its private socket).
-fn source_database(ctx: &Context, target: &str) -> Result<(String, Vec<String>)> {
+pub(crate) fn source_database(ctx: &Context, target: &str) -> Result<(String, Vec<String>)> {
     let config = ctx
         .config
         .targets
@@ -263,6 +264,7 @@ fn plan_of(
     // The restore from the sandbox is a logical restore: the newest one `dr verify` measured,
     // scaled to the newest logical backup's size (the database's size near enough).
     let measured = crate::rto::newest(&planned.entries, &planned.target);
+    let drilled = crate::rto::newest_drill(&planned.entries, &planned.target);
     let logical_bytes = planned
         .entries
         .iter()
@@ -294,6 +296,14 @@ fn plan_of(
             pitr: summarize(&planned.target, chosen, m, temp_dir),
             sandbox_bytes_needed: needed,
             database: database.to_string(),
+            estimated_recovery_seconds: drilled.as_ref().map(|d| {
+                crate::rto::estimate_recovery(
+                    d,
+                    base_raw,
+                    (chosen.segments.len() as u64).saturating_mul(planned.segment_bytes),
+                )
+            }),
+            measured_by: drilled,
         }),
         at_gap: None,
     }

@@ -11,7 +11,7 @@
 //! `sandbox` under the temp dir, then streams the database from there.
 
 pub mod into_db;
-mod sandbox;
+pub(crate) mod sandbox;
 mod start;
 mod unpack;
 
@@ -152,7 +152,14 @@ pub async fn run(ctx: &Context, opts: &PitrOptions) -> Result<PitrReport> {
             )));
         }
     };
-    write_settings(&opts.dir, &target, &chosen, &opts.fetch_argv, opts.then)?;
+    write_settings(
+        &opts.dir,
+        &target,
+        &chosen,
+        &opts.fetch_argv,
+        opts.then,
+        false,
+    )?;
     if let Some(user) = start::hand_over(&opts.dir)? {
         tracing::info!(
             "{} now belongs to {user}, who runs the server",
@@ -438,6 +445,7 @@ fn write_settings(
     chosen: &Plan,
     fetch_argv: &[String],
     then: Then,
+    exclusive: bool,
 ) -> Result<()> {
     let mut argv: Vec<&str> = fetch_argv.iter().map(String::as_str).collect();
     // The prefetch spool in pg_wal: serving a prefetched segment is a rename.
@@ -455,6 +463,7 @@ fn write_settings(
     })?;
     let at = match chosen.target {
         Target::Time(t) => dr_pg::recovery::Target::Time(t),
+        Target::Lsn(l) if exclusive => dr_pg::recovery::Target::BeforeLsn(l),
         Target::Lsn(l) => dr_pg::recovery::Target::Lsn(l),
         Target::Latest => dr_pg::recovery::Target::Latest,
     };

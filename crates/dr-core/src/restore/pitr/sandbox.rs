@@ -53,6 +53,22 @@ pub(crate) struct Recipe<'a> {
     pub(crate) users: &'a [String],
     /// Disk it needs: checked before anything is written.
     pub(crate) bytes_needed: u64,
+    /// An LSN target stops before the record at it, not after (a dump's snapshot position).
+    pub(crate) exclusive: bool,
+}
+
+/// A base backup unpacked into a sandbox's directory, not yet recovering. Dropped, the
+/// directory is removed.
+pub(crate) struct Unpacked {
+    dir: tempfile::TempDir,
+    /// How long the download and unpack took.
+    pub(crate) seconds: f64,
+}
+
+impl Unpacked {
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 impl Sandbox {
@@ -60,6 +76,14 @@ impl Sandbox {
     /// promotion, a connection. On failure nothing is left (the server stopped, the directory
     /// removed; its server log copied next to it when recovery failed, and named).
     pub(crate) async fn recover(ctx: &Context, r: &Recipe<'_>) -> Result<Sandbox> {
+        let unpacked = Self::unpack(ctx, r).await?;
+        Self::recover_from(ctx, r, unpacked).await
+    }
+
+    /// The first half of [`Sandbox::recover`]: room checked, the base backup unpacked into
+    /// the sandbox's directory (removed when the result is dropped). A drill checks the
+    /// files here, before recovery changes them.
+    pub(crate) async fn unpack(ctx: &Context, r: &Recipe<'_>) -> Result<Unpacked> {
         let p = r.planned;
         check_reachable(r.temp_dir)?;
         super::super::target::check_space(
@@ -91,6 +115,7 @@ impl Sandbox {
             ),
             path.display()
         );
+        let clock = Instant::now();
         unpack::base_into(ctx, &p.manifest, &path)
             .await
             .map_err(|e| {
@@ -99,7 +124,30 @@ impl Sandbox {
                     p.manifest.id
                 ))
             })?;
-        write_settings(&path, &p.target, &p.chosen, r.fetch_argv, Then::Promote)?;
+        Ok(Unpacked {
+            dir,
+            seconds: clock.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The second half of [`Sandbox::recover`]: recovery settings, the server started,
+    /// recovery to the point, promotion, a connection.
+    pub(crate) async fn recover_from(
+        ctx: &Context,
+        r: &Recipe<'_>,
+        unpacked: Unpacked,
+    ) -> Result<Sandbox> {
+        let p = r.planned;
+        let Unpacked { dir, .. } = unpacked;
+        let path = dir.path().to_path_buf();
+        write_settings(
+            &path,
+            &p.target,
+            &p.chosen,
+            r.fetch_argv,
+            Then::Promote,
+            r.exclusive,
+        )?;
         let hba = path.join(HBA);
         std::fs::write(
             &hba,

@@ -72,8 +72,11 @@ pub async fn base_into(ctx: &Context, manifest: &Manifest, dir: &Path) -> Result
         .await
         .map_err(|e| Error::new(Kind::Failed, format!("the unpacking thread failed: {e}")))?;
     // An archive that breaks the rules is the cause even if decoding then failed on the
-    // closed pipe; otherwise a decoding failure (digest, decryption) explains a short tar.
+    // closed pipe; otherwise a decoding failure (digest, decryption) explains a short tar —
+    // also when the short tar made the unpacker fail writing a file it could not finish.
+    let decoded = decoded.map_err(Error::from);
     match (decoded, unpacked) {
+        (Err(d), Err(UnpackError::Write { .. })) if d.kind == Kind::Integrity => Err(d),
         (
             _,
             Err(
@@ -94,7 +97,7 @@ pub async fn base_into(ctx: &Context, manifest: &Manifest, dir: &Path) -> Result
                 None => err,
             })
         }
-        (Err(e), _) => Err(Error::from(e)),
+        (Err(e), _) => Err(e),
         (Ok(_), Err(e)) => {
             let hint = e.hint();
             let err = Error::new(Kind::Integrity, e.to_string());
