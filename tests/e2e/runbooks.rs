@@ -16,13 +16,11 @@ pub(crate) fn script(runbook: &str, scenario: &str) -> String {
     })
 }
 
-/// Only the blocks tagged ```bash <scenario> of `runbook`, joined: a scenario that replaces
-/// the main path rather than adding to it.
+/// Only the ```bash <scenario> blocks of `runbook`: a scenario replacing the main path.
 pub(crate) fn scenario_only(runbook: &str, scenario: &str) -> String {
     blocks(runbook, |info| tagged(info, scenario))
 }
 
-/// `info` is ```bash with `scenario` among its tags.
 fn tagged(info: &str, scenario: &str) -> bool {
     info.strip_prefix("bash ")
         .is_some_and(|tags| tags.split_whitespace().any(|t| t == scenario))
