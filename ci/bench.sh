@@ -12,6 +12,9 @@
 #            dr restore --jobs 2 --temp-dir TMPFS of the --jobs 2 backup, from SeaweedFS into a
 #            fresh database, TMPFS a 64 MiB tmpfs mounted for the run (its peak use is polled)
 #            dr verify --sandbox local --jobs 2 of that backup
+#   copy:    dr copy of the --jobs 2 backup into a second bucket ([[copies]]), against a plain
+#            SDK streaming copy of the same objects (ci/bench-copy.py: botocore GET piped into
+#            a multipart upload, two objects at a time); goal (issue 22): <= 1.10x
 #
 # Builds the release binary, starts a tuned PostgreSQL 15 (shared_buffers=256MB) and a
 # SeaweedFS server on free ports, builds the database (pgbench -i -s N plus a jsonb table of
@@ -296,12 +299,40 @@ measure dr_restore "$dr" --quiet restore "$restore_id" --target bench --yes --jo
 # sandbox's cluster lives in TMPDIR: keep it under the work dir (checked for free space).
 measure dr_verify env TMPDIR="$work" "$dr" --quiet verify "$restore_id" --target bench --sandbox local --jobs 2
 
+# Copy: the --jobs 2 backup (its objects, signature and manifest) into a second bucket of the
+# same SeaweedFS, each run under a prefix of its own; the floor copies the same keys.
+curl -fsS -X PUT "http://127.0.0.1:$s3/copy" >/dev/null || log "could not create the copy bucket"
+cat >>"$work/dr.toml" <<EOF
+
+[[copies]]
+name = "bench-copy"
+url = "s3://copy/unused"
+[copies.s3]
+endpoint = "http://127.0.0.1:$s3"
+path_style = true
+EOF
+copy_keys=()
+if [[ -n ${id_2:-} ]]; then
+    mapfile -t copy_keys < <("$dr" show "$id_2" --target bench --json | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+for o in m["objects"]:
+    print("dr/" + o["key"])
+print("dr/bench/%s/manifest.json.sig" % m["id"])
+print("dr/bench/%s/manifest.json" % m["id"])')
+fi
+measure sdk_copy bash -c 'python3 ci/bench-copy.py "http://127.0.0.1:'"$s3"'" bench copy "plain-$RANDOM$RANDOM" "$@" >/dev/null' _ "${copy_keys[@]}"
+before_dr_copy() { export DR_COPY_BENCH_COPY_URL="s3://copy/dr-$run_no"; }
+measure dr_copy "$dr" --quiet copy "$id_2" --target bench
+unset DR_COPY_BENCH_COPY_URL
+
 # --- report ----------------------------------------------------------------------------------
 b1_dump=$(ratio "${secs[dr_backup_1]}" "${secs[pg_dump]}")
 b1_gzip=$(ratio "${secs[dr_backup_1]}" "${secs[pg_dump_gzip]}")
 b2_dir=$(ratio "${secs[dr_backup_2]}" "${secs[pg_dump_dir]}")
 size_ratio=$(ratio "$stored_1" "$gzip_bytes")
 r_ratio=$(ratio "${secs[dr_restore]}" "${secs[pg_restore]}")
+c_ratio=$(ratio "${secs[dr_copy]}" "${secs[sdk_copy]}")
 v_budget=$(is_num "${secs[pg_restore]}" && awk -v p="${secs[pg_restore]}" 'BEGIN { printf "%.2f", 1.25 * p + 5 }' || echo n/a)
 v_ratio=$(ratio "${secs[dr_verify]}" "$v_budget")
 rss_1=$(rss_mib dr_backup_1)
@@ -333,6 +364,8 @@ Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents
 | \`pg_restore -j 2\` (local archive) | ${secs[pg_restore]} | $(rss_mib pg_restore) | |
 | \`dr restore --jobs 2 --temp-dir\` (from S3) | ${secs[dr_restore]} | $(rss_mib dr_restore) | |
 | \`dr verify --sandbox local --jobs 2\` (from S3) | ${secs[dr_verify]} | $(rss_mib dr_verify) | |
+| SDK streaming copy of the \`--jobs 2\` backup (ci/bench-copy.py) | ${secs[sdk_copy]} | $(rss_mib sdk_copy) | $(bytes_mib "$stored_2") |
+| \`dr copy\` of the same backup (to a second bucket) | ${secs[dr_copy]} | $(rss_mib dr_copy) | $(bytes_mib "$stored_2") |
 
 | goal | measured | target | |
 | --- | ---: | ---: | --- |
@@ -345,9 +378,10 @@ Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents
 | restore \`--jobs 2\` time / \`pg_restore -j 2\` | $(x "$r_ratio") | <= 1.00x | $(verdict "$r_ratio" 1.00) |
 | restore temp dir peak / raw archive | $temp_measured | <= 5% | $(verdict "$temp_pct" 5) |
 | dr restore peak RSS | $(with_unit "$(rss_mib dr_restore)" MiB) | | |
+| \`dr copy\` time / SDK streaming copy | $(x "$c_ratio") | <= 1.10x | $(verdict "$c_ratio" 1.10) |
 | verify time / (1.25 x pg_restore -j 2 + 5 s) | $(x "$v_ratio") ($(with_unit "${secs[dr_verify]}" s) vs $(with_unit "$v_budget" s)) | <= 1.00x | $(verdict "$v_ratio" 1.00) |
 
-All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; pg_dump -Fd -j 2 ${all_secs[pg_dump_dir]}; dr backup --jobs 1 ${all_secs[dr_backup_1]}; --jobs 2 ${all_secs[dr_backup_2]}; --jobs 4 ${all_secs[dr_backup_4]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}; dr verify ${all_secs[dr_verify]}.
+All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; pg_dump -Fd -j 2 ${all_secs[pg_dump_dir]}; dr backup --jobs 1 ${all_secs[dr_backup_1]}; --jobs 2 ${all_secs[dr_backup_2]}; --jobs 4 ${all_secs[dr_backup_4]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}; dr verify ${all_secs[dr_verify]}; SDK copy ${all_secs[sdk_copy]}; dr copy ${all_secs[dr_copy]}.
 EOF
 
 status=0

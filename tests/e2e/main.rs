@@ -18,6 +18,7 @@ mod backup;
 mod break_glass;
 mod compat;
 mod compose;
+mod copies;
 mod daemon;
 mod damaged;
 mod deploy;

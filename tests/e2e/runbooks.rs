@@ -11,6 +11,23 @@ use crate::support::*;
 
 /// The bash blocks of `runbook` for `scenario` ("" = untagged blocks only), joined.
 pub(crate) fn script(runbook: &str, scenario: &str) -> String {
+    blocks(runbook, |info| {
+        info == "bash" || (!scenario.is_empty() && tagged(info, scenario))
+    })
+}
+
+/// Only the ```bash <scenario> blocks of `runbook`: a scenario replacing the main path.
+pub(crate) fn scenario_only(runbook: &str, scenario: &str) -> String {
+    blocks(runbook, |info| tagged(info, scenario))
+}
+
+fn tagged(info: &str, scenario: &str) -> bool {
+    info.strip_prefix("bash ")
+        .is_some_and(|tags| tags.split_whitespace().any(|t| t == scenario))
+}
+
+/// The fenced blocks of `runbook` whose info string `wanted` accepts, joined.
+fn blocks(runbook: &str, wanted: impl Fn(&str) -> bool) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("runbooks")
         .join(runbook);
@@ -18,18 +35,8 @@ pub(crate) fn script(runbook: &str, scenario: &str) -> String {
     let mut out = String::new();
     let mut on = false;
     for line in text.lines() {
-        let t = line.trim();
-        if let Some(info) = t.strip_prefix("```") {
-            if on {
-                on = false;
-                continue;
-            }
-            let info = info.trim();
-            on = info == "bash"
-                || (!scenario.is_empty()
-                    && info
-                        .strip_prefix("bash ")
-                        .is_some_and(|tags| tags.split_whitespace().any(|t| t == scenario)));
+        if let Some(info) = line.trim().strip_prefix("```") {
+            on = !on && wanted(info.trim());
             continue;
         }
         if on {
@@ -37,7 +44,7 @@ pub(crate) fn script(runbook: &str, scenario: &str) -> String {
             out.push('\n');
         }
     }
-    assert!(!out.is_empty(), "no bash blocks in {runbook}");
+    assert!(!out.is_empty(), "no wanted bash blocks in {runbook}");
     out
 }
 
@@ -322,6 +329,34 @@ fn database_lost_runbook_restores_into_a_new_server() {
     );
     assert_success(&out);
     assert_eq!(s.pg.row_counts("app"), other.row_counts("app"));
+    assert_eq!(s.pg.table_digests("app"), other.table_digests("app"));
+}
+
+#[test]
+fn database_lost_runbook_restores_from_a_copy_when_the_primary_repository_is_gone() {
+    let s = source();
+    let copy = s.ws.path().join("copy");
+    let mut text = std::fs::read_to_string(&s.cfg).expect("config");
+    text.push_str(&format!(
+        "[[copies]]\nname = \"offsite\"\nurl = \"file://{}\"\n",
+        copy.display()
+    ));
+    std::fs::write(&s.cfg, text).expect("config");
+    assert_success(&s.ws.dr(&s.cfg, &["copy"]));
+    std::fs::rename(&s.repo, s.ws.path().join("repo.gone")).expect("the primary is gone");
+    let other = Postgres::start();
+    let out = run_script(
+        &s.ws,
+        "database-lost-primary-gone.sh",
+        &scenario_only("database-lost.md", "primary-gone"),
+        &[
+            ("DR_CONFIG", s.cfg.display().to_string()),
+            ("TARGET", "app".into()),
+            ("COPY", "offsite".into()),
+            ("PGURL", other.url("app")),
+        ],
+    );
+    assert_success(&out);
     assert_eq!(s.pg.table_digests("app"), other.table_digests("app"));
 }
 

@@ -23,6 +23,30 @@ pub const WEBHOOK_URL: &str = "DR_WEBHOOK_URL";
 /// Overrides `notify.ping_url`.
 pub const PING_URL: &str = "DR_PING_URL";
 
+/// The prefix of copy `name`'s variables: `DR_COPY_<NAME>_`, the name in capitals, `-` as `_`.
+pub fn copy_prefix(name: &str) -> String {
+    format!("DR_COPY_{}_", name.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Copy `name`'s variable `suffix` (one of the `COPY_*` below), e.g.
+/// `DR_COPY_OFFSITE_AWS_ACCESS_KEY_ID`.
+pub fn copy_var(name: &str, suffix: &str) -> String {
+    format!("{}{suffix}", copy_prefix(name))
+}
+
+/// `DR_COPY_<NAME>_URL`: overrides the copy's `url`.
+pub const COPY_URL: &str = "URL";
+/// `DR_COPY_<NAME>_ENDPOINT`: overrides the copy's S3 endpoint.
+pub const COPY_ENDPOINT: &str = "ENDPOINT";
+/// `DR_COPY_<NAME>_AWS_ACCESS_KEY_ID` and `…_AWS_SECRET_ACCESS_KEY` (both, or neither):
+/// the copy's own credentials. Neither: the AWS chain the primary uses.
+pub const COPY_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const COPY_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+/// `DR_COPY_<NAME>_AWS_SESSION_TOKEN`: with temporary credentials.
+pub const COPY_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+/// `DR_COPY_<NAME>_AWS_PROFILE`: a profile of the shared AWS config files instead of keys.
+pub const COPY_PROFILE: &str = "AWS_PROFILE";
+
 impl Config {
     /// Apply the documented environment overrides; `get` is the environment.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -48,6 +72,15 @@ impl Config {
         }
         if let Some(v) = get(PING_URL).filter(|v| !v.is_empty()) {
             self.notify.ping_url = Some(v);
+        }
+        for copy in &mut self.copies {
+            let prefix = copy.env_prefix();
+            if let Some(v) = get(&format!("{prefix}{COPY_URL}")).filter(|v| !v.is_empty()) {
+                copy.repository.url = v;
+            }
+            if let Some(v) = get(&format!("{prefix}{COPY_ENDPOINT}")).filter(|v| !v.is_empty()) {
+                copy.repository.options.set_override("endpoint", &v);
+            }
         }
         self.validate()
     }

@@ -33,6 +33,9 @@ pub struct Job {
     /// Target names (already expanded: never empty).
     pub targets: Vec<String>,
     pub prune_after: bool,
+    /// `copy` jobs: the copies to copy to (already expanded: never empty). `verify` and
+    /// `prune` jobs: the copies to run on instead of the primary (empty: the primary).
+    pub copies: Vec<String>,
 }
 
 impl Job {
@@ -64,6 +67,11 @@ impl Job {
             kind: s.job,
             targets,
             prune_after: s.prune_after,
+            copies: if s.job == JobKind::Copy && s.copies.is_empty() {
+                config.copies.iter().map(|c| c.name.clone()).collect()
+            } else {
+                s.copies.clone()
+            },
         })
     }
 }

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod copies;
 mod daemon;
 pub mod env;
 pub mod jobs;
@@ -36,6 +37,7 @@ mod validate;
 mod values;
 mod wal;
 
+pub use copies::CopyConfig;
 pub use daemon::{DaemonConfig, NotifyConfig, StatusConfig};
 pub use operations::{
     default_backup_jobs, BackupConfig, LockConfig, RestoreConfig, RetentionConfig, VerifyAssert,
@@ -126,6 +128,9 @@ pub struct Config {
     /// `[signing]`: the key this host signs with, the keys it trusts. Absent: this host
     /// trusts no backup (restore/verify refuse) and cannot make one.
     pub signing: Option<SigningConfig>,
+    /// `[[copies]]`: second repositories `dr copy` copies backups to.
+    #[serde(default)]
+    pub copies: Vec<CopyConfig>,
     /// Jobs for `dr daemon`, besides those in `daemon.schedules_dir`.
     #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,

@@ -16,6 +16,11 @@ pub struct RepositoryConfig {
     /// an unknown key is refused there, by name.
     #[serde(flatten)]
     pub options: dr_store::RepositoryOptions,
+    /// Not in the file: the prefix of the environment variables that hold this repository's
+    /// own credentials (`DR_COPY_<NAME>_`, set by [`crate::Config::for_copy`]); `None` for
+    /// the primary, whose credentials come from the AWS chain.
+    #[serde(skip)]
+    pub credentials_env: Option<String>,
 }
 
 impl RepositoryConfig {

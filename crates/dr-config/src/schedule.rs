@@ -20,6 +20,8 @@ pub enum JobKind {
     /// and WAL recovered in a sandbox and proven.
     Drill,
     Prune,
+    /// Copy new backups to the `[[copies]]` repositories (`dr copy`).
+    Copy,
 }
 
 impl JobKind {
@@ -30,6 +32,7 @@ impl JobKind {
             JobKind::Verify => "verify",
             JobKind::Drill => "drill",
             JobKind::Prune => "prune",
+            JobKind::Copy => "copy",
         }
     }
 }
@@ -57,6 +60,10 @@ pub struct ScheduleConfig {
     /// `backup` jobs: apply `[retention]` to a target after its backup succeeds.
     #[serde(default)]
     pub prune_after: bool,
+    /// `copy` jobs: the `[[copies]]` to copy to (empty: every one). `verify` and `prune`
+    /// jobs: verify or prune these copies instead of the primary.
+    #[serde(default)]
+    pub copies: Vec<String>,
 }
 
 impl ScheduleConfig {
@@ -140,6 +147,34 @@ impl ScheduleConfig {
                     "add [targets.wal] to a target (docs/CONFIGURATION.md), or remove the schedule",
                 ));
             }
+        }
+        for c in &self.copies {
+            if !config.copies.iter().any(|k| &k.name == c) {
+                return Err(invalid(
+                    format!(
+                        "schedule `{}` names copy `{c}`, which is not configured",
+                        self.name
+                    ),
+                    "use a name from the [[copies]] in dr.toml",
+                ));
+            }
+        }
+        if !self.copies.is_empty()
+            && !matches!(self.job, JobKind::Copy | JobKind::Verify | JobKind::Prune)
+        {
+            return Err(invalid(
+                format!(
+                    "schedule `{}`: copies applies only to job = \"copy\", \"verify\" or \"prune\"",
+                    self.name
+                ),
+                "remove copies, or schedule a separate job = \"copy\"",
+            ));
+        }
+        if self.job == JobKind::Copy && config.copies.is_empty() {
+            return Err(invalid(
+                format!("schedule `{}` copies backups, but no [[copies]] is configured", self.name),
+                "add a [[copies]] section with name and url (docs/CONFIGURATION.md, \"Copies\"), or remove the schedule",
+            ));
         }
         if self.prune_after && !matches!(self.job, JobKind::Backup | JobKind::BaseBackup) {
             return Err(invalid(

@@ -13,6 +13,7 @@ impl Config {
     /// Checks that need no network: names, URLs, secrets, ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_repository()?;
+        self.validate_copies()?;
         self.validate_targets()?;
         self.validate_operations()?;
         self.validate_notify_and_daemon()?;

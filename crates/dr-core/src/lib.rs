@@ -26,6 +26,7 @@ pub use error::{Error, Kind};
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod host;
 pub mod immutable;
 pub mod list;
@@ -81,12 +82,7 @@ impl Context {
     pub async fn open(config: Config) -> Result<Context> {
         // Before the network: a broken [signing] is a config error (exit 2).
         let signing = Arc::new(trust::Signing::from_config(&config)?);
-        let location = repository_location(&config)?;
-        let mut store = dr_store::open(&location).await?;
-        // [repository.object_lock]: every backup object is written locked (see `immutable`).
-        if let Some(lock) = location.object_lock() {
-            store = Arc::new(immutable::LockingStore::new(store, lock));
-        }
+        let store = open_repository(&config).await?;
         Ok(Context {
             config,
             store,
@@ -196,6 +192,19 @@ pub async fn check_target_name(ctx: &Context, name: &str) -> Result<()> {
         .with_hint(hint));
     }
     Ok(())
+}
+
+/// The store of `config`'s `[repository]`: with its own credentials when it is a copy's
+/// (`DR_COPY_<NAME>_…`, see [`copy::credentials`]), else the AWS chain; wrapped so that
+/// every backup object is written under its `object_lock` (see [`immutable`]).
+pub async fn open_repository(config: &Config) -> Result<Arc<dyn ObjectStore>> {
+    let location = repository_location(config)?;
+    let credentials = copy::credentials(&config.repository, |k| std::env::var(k).ok())?;
+    let mut store = dr_store::open_with(&location, &credentials).await?;
+    if let Some(lock) = location.object_lock() {
+        store = Arc::new(immutable::LockingStore::new(store, lock));
+    }
+    Ok(store)
 }
 
 pub fn repository_location(config: &Config) -> Result<dr_store::Location> {

@@ -17,12 +17,17 @@ use crate::repo::{self, BackupEntry, Catalog, DamagedBackup};
 use crate::{Context, Error, Result};
 use dr_config::jobs::Job;
 
+pub mod copies;
 pub mod drill;
 pub mod wal;
 
 /// The health of one target: an element of `dr status --json` (docs/JSON.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
+    /// Each `[[copies]]` repository's view of this target ([`copies::CopyStatus`]); absent
+    /// without copies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<copies::CopyStatus>,
     /// The freshest `dr daemon` beacon of a daemon with jobs for this target; `None` when
     /// no daemon was seen (then `next_backup` is only what the schedule says).
     pub daemon: Option<dr_catalog::beacon::DaemonSeen>,
@@ -200,6 +205,7 @@ fn assess_target(
         .filter_map(|j| j.schedule.next_after(now).ok())
         .min();
     TargetStatus {
+        copies: Vec::new(),
         daemon: None,
         damaged: damaged
             .iter()
@@ -292,6 +298,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<TargetStatus>> {
         });
     }
     wal::attach(ctx, &mut rows, now).await;
+    copies::attach(ctx, &catalog, &mut rows, max_age, now).await;
     Ok(rows)
 }
 
@@ -572,6 +579,7 @@ mod tests {
             kind,
             targets: targets.iter().map(|t| t.to_string()).collect(),
             prune_after: false,
+            copies: Vec::new(),
         };
         let jobs = [
             job(JobKind::Backup, &["app"], "0 4 * * *"),

@@ -143,7 +143,7 @@ async fn run_target(shared: &Shared, job: &Job, target: &str) {
     if !t.is_server()
         || matches!(
             job.kind,
-            JobKind::Prune | JobKind::BaseBackup | JobKind::Drill
+            JobKind::Prune | JobKind::BaseBackup | JobKind::Drill | JobKind::Copy
         )
     {
         // Prune knows a server target: each of its databases in the repository; a base
@@ -189,7 +189,19 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
     let ctx = shared.ctx.as_ref();
     let r = &shared.reporter;
     tracing::info!("job `{}`: {} of `{target}` starting", job.name, job.kind);
+    if !job.copies.is_empty() {
+        // On copy repositories: `copy` copies to each; `verify` and `prune` run on each.
+        for name in &job.copies {
+            if ctx.cancel.is_cancelled() {
+                break;
+            }
+            let result = on_copy(shared, job, target, name).await;
+            finish(shared, job, &format!("{target}` on copy `{name}"), result);
+        }
+        return;
+    }
     let result: Result<String> = match job.kind {
+        JobKind::Copy => Ok("no copies configured".to_string()),
         JobKind::Backup | JobKind::BaseBackup => match backup(r, ctx, t, job.kind).await {
             Ok(m) => {
                 let mut msg = format!(
@@ -258,6 +270,11 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
                 format!("pruned {deleted} backup(s)")
             }),
     };
+    finish(shared, job, target, result);
+}
+
+/// Count and log one run's result.
+fn finish(shared: &Shared, job: &Job, target: &str, result: Result<String>) {
     shared.runs.fetch_add(1, Ordering::SeqCst);
     match result {
         Ok(msg) => tracing::info!("job `{}`: {} of `{target}` ok: {msg}", job.name, job.kind),
@@ -273,6 +290,58 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
                 e
             );
         }
+    }
+}
+
+/// One run of `job` for `target` on copy `name`: a copy to it, or a verify or prune of it.
+async fn on_copy(shared: &Shared, job: &Job, target: &str, name: &str) -> Result<String> {
+    let ctx = shared.ctx.as_ref();
+    let mut copy_ctx = dr_core::Context::open(ctx.config.for_copy(name)?)
+        .await?
+        .with_cancel(ctx.cancel.clone());
+    copy_ctx.scheduled = true;
+    let r = &shared.reporter;
+    match job.kind {
+        JobKind::Copy => {
+            let opts = dr_core::copy::CopyOptions {
+                target: Some(target.to_string()),
+                trust_unsigned: false,
+                id: None,
+            };
+            let report = dr_core::copy::run(ctx, &copy_ctx, name, &opts).await?;
+            if let Some(e) = dr_core::copy::refused_error(&report) {
+                return Err(e);
+            }
+            Ok(format!(
+                "{} backup(s) copied, {} already there",
+                report.copied.len(),
+                report.present
+            ))
+        }
+        JobKind::Verify => {
+            let opts = VerifyOptions {
+                target: Some(target.to_string()),
+                ..VerifyOptions::default()
+            };
+            r.verify(&copy_ctx, &opts).await.map(|rep| {
+                format!(
+                    "backup {} verified: {} checks passed",
+                    rep.record.backup_id, rep.record.checks_total
+                )
+            })
+        }
+        JobKind::Prune => r
+            .prune(&copy_ctx, Some(target), false, Utc::now())
+            .await
+            .map(|reports| {
+                let deleted: usize = reports
+                    .iter()
+                    .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
+                    .sum();
+                format!("pruned {deleted} backup(s)")
+            }),
+        // Refused with `copies` when the config is loaded.
+        JobKind::Backup | JobKind::BaseBackup | JobKind::Drill => Ok(String::new()),
     }
 }
 

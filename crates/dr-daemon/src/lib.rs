@@ -105,7 +105,7 @@ fn last_run(
                     .max(),
             )
         }
-        JobKind::Prune => None,
+        JobKind::Prune | JobKind::Copy => None,
     }
 }
 

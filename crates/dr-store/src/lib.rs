@@ -250,8 +250,67 @@ pub trait MultipartUpload: Send {
 ///
 /// A directory is created if missing.
 pub async fn open(location: &Location) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    open_with(location, &Credentials::Chain).await
+}
+
+/// Where an S3 store's credentials come from (a directory ignores them).
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// The AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profiles, ...).
+    #[default]
+    Chain,
+    /// A profile of the shared AWS config files.
+    Profile(String),
+    /// Keys given by the caller (read from the environment, never from a file dr owns).
+    Keys {
+        access_key_id: String,
+        secret_access_key: Secret,
+        session_token: Option<Secret>,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Chain => f.write_str("Chain"),
+            Credentials::Profile(p) => write!(f, "Profile({p})"),
+            Credentials::Keys { access_key_id, .. } => {
+                write!(f, "Keys({access_key_id}, <secret>)")
+            }
+        }
+    }
+}
+
+/// A secret string: never printed (Debug and Display say `<redacted>`).
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// [`open`] with the credentials taken from `credentials` rather than the AWS chain (a
+/// copy repository in another account).
+pub async fn open_with(
+    location: &Location,
+    credentials: &Credentials,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
     match location {
-        Location::S3 { .. } => Ok(Arc::new(s3::S3Store::open(location.clone()).await?)),
+        Location::S3 { .. } => Ok(Arc::new(
+            s3::S3Store::open(location.clone(), credentials).await?,
+        )),
         Location::Directory { .. } => Ok(Arc::new(dir::DirStore::open(location.clone()).await?)),
     }
 }

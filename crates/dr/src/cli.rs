@@ -17,7 +17,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Configuration file [default: /etc/dr/dr.toml]
     #[arg(long, global = true, env = "DR_CONFIG")]
@@ -37,6 +37,10 @@ pub struct Global {
     /// More logs (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Run on copy NAME ([[copies]]) instead of the primary: what `restore --from-copy`
+    /// passes to the `dr wal fetch` of the server it recovers.
+    #[arg(long, global = true, hide = true, value_name = "NAME")]
+    pub repository_copy: Option<String>,
     /// Only warnings and errors; a successful backup, prune or verify prints nothing (JSON
     /// asked for with --json is still printed).
     #[arg(short, long, global = true)]
@@ -74,11 +78,32 @@ pub enum Command {
         #[arg(long, conflicts_with = "jobs")]
         physical: bool,
     },
+    /// Copy every complete, trusted backup the copy repositories ([[copies]]) lack: the
+    /// stored objects as they are (no identity needed), streamed and checked, the manifest
+    /// last; a backup already there is skipped.
+    Copy {
+        /// Only this backup id (no WAL) [default: every backup the copy lacks, and the WAL].
+        id: Option<String>,
+        /// Only this copy [default: every [[copies]]].
+        #[arg(long, value_name = "NAME")]
+        to: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// Copy backups that have no signature (made before signing existed) too. Never a
+        /// badly signed one.
+        #[arg(long)]
+        trust_unsigned: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// List backups, newest first; damaged, future-dated (clock skew) and (with Object Lock)
     /// overwritten ones are marked.
     List {
         #[arg(long)]
         target: Option<String>,
+        /// List copy NAME ([[copies]]) instead of the primary.
+        #[arg(long, value_name = "NAME")]
+        copy: Option<String>,
         /// Stable JSON array on stdout (docs/JSON.md).
         #[arg(long)]
         json: bool,
@@ -108,17 +133,23 @@ pub enum Command {
         id: String,
         #[arg(long)]
         target: Option<String>,
+        /// Read copy NAME ([[copies]]) instead of the primary.
+        #[arg(long, value_name = "NAME")]
+        copy: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// Restore a backup into a database (or a file), integrity-checked before the target is touched.
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
     /// Restore a backup into a throwaway PostgreSQL, compare every table's row count, record the result.
     Verify {
         /// A backup id or `latest` [default: latest].
         id: Option<String>,
         #[arg(long)]
         target: Option<String>,
+        /// Verify a backup read from copy NAME ([[copies]]); the record is written there.
+        #[arg(long, value_name = "NAME")]
+        copy: Option<String>,
         /// Where to restore: auto is docker when an engine answers, else local [default: verify.sandbox or auto].
         #[arg(long, value_parser = sandbox_choice())]
         sandbox: Option<dr_core::verify::SandboxChoice>,
@@ -173,6 +204,9 @@ pub enum Command {
     Prune {
         #[arg(long)]
         target: Option<String>,
+        /// Prune copy NAME ([[copies]]) with its own [copies.retention] (else [retention]).
+        #[arg(long, value_name = "NAME")]
+        copy: Option<String>,
         /// Print what would be kept and deleted, and why; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -282,6 +316,10 @@ pub struct RestoreArgs {
     pub id: Option<String>,
     #[arg(long)]
     pub target: Option<String>,
+    /// Read everything (backup, WAL) from copy NAME ([[copies]]) instead of the primary:
+    /// when the primary repository is gone (runbooks/database-lost.md).
+    #[arg(long, value_name = "NAME")]
+    pub from_copy: Option<String>,
     /// The point to restore (RFC 3339, `YYYY-MM-DD HH:MM` UTC, or a date). For a target with
     /// [targets.wal] and a base backup: that second, recovered in a throwaway sandbox and
     /// streamed into --to (or --to-dir) — also an LSN (`0/3000028`) or `latest`. Otherwise the

@@ -92,7 +92,7 @@ pub fn one_shot_message(command: &crate::cli::Command) -> &'static str {
     match command {
         C::Restore(_) => "signal received: stopping the restore: pg_restore and its sessions are ended, temp files removed, a database this restore created is dropped (send again to exit at once)",
         C::Verify { .. } => "signal received: stopping the verification: the restore is stopped and the sandbox removed (send again to exit at once)",
-        C::Backup { .. } | C::Prune { .. } | C::Undelete { .. } => "signal received: stopping, aborting uploads and cleaning up (send again to exit at once)",
+        C::Backup { .. } | C::Copy { .. } | C::Prune { .. } | C::Undelete { .. } => "signal received: stopping, aborting uploads and cleaning up (send again to exit at once)",
         _ => "signal received: stopping (send again to exit at once)",
     }
 }

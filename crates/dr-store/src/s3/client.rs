@@ -36,7 +36,10 @@ pub(super) fn display_endpoint(endpoint: &str) -> String {
 }
 
 impl S3Store {
-    pub(crate) async fn open(location: Location) -> Result<Self, StoreError> {
+    pub(crate) async fn open(
+        location: Location,
+        credentials: &crate::Credentials,
+    ) -> Result<Self, StoreError> {
         let Location::S3 {
             bucket,
             prefix,
@@ -89,7 +92,25 @@ impl S3Store {
             .download_enabled(true)
             .grace_period(Duration::from_secs(120))
             .build();
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        match credentials {
+            crate::Credentials::Chain => {}
+            crate::Credentials::Profile(name) => loader = loader.profile_name(name),
+            crate::Credentials::Keys {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => {
+                loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    access_key_id,
+                    secret_access_key.expose(),
+                    session_token.as_ref().map(|t| t.expose().to_owned()),
+                    None,
+                    "dr",
+                ));
+            }
+        }
+        let sdk = loader
             .region(region)
             .retry_config(retry)
             .timeout_config(timeouts)

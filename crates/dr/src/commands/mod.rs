@@ -2,6 +2,7 @@
 
 mod backup;
 mod check;
+mod copy;
 mod daemon;
 mod keygen;
 mod list;
@@ -64,12 +65,33 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let reporter = Reporter::from_config(&ctx.config)?;
             backup::run(&ctx, &reporter, target.as_deref()).await
         }
+        Command::Copy {
+            id,
+            to,
+            target,
+            trust_unsigned,
+            json,
+        } => {
+            let ctx = context(&cli.global).await?;
+            check_target(&ctx, target.as_deref()).await?;
+            let id = id
+                .map(|s| s.parse::<dr_catalog::BackupId>())
+                .transpose()
+                .map_err(|e| Error::config(e.to_string()))?;
+            let opts = dr_core::copy::CopyOptions {
+                target,
+                trust_unsigned,
+                id,
+            };
+            copy::run(&ctx, &cli.global, to.as_deref(), &opts, json).await
+        }
         Command::List {
             target,
+            copy,
             json,
             deleted,
         } => {
-            let ctx = context(&cli.global).await?;
+            let ctx = context_in(&cli.global, copy.as_deref()).await?;
             if deleted {
                 return undelete::deleted(&ctx, target.as_deref(), json).await;
             }
@@ -86,8 +108,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = context(&cli.global).await?;
             undelete::run(&ctx, id.as_deref(), all, target.as_deref(), json).await
         }
-        Command::Show { id, target, json } => {
-            let ctx = context(&cli.global).await?;
+        Command::Show {
+            id,
+            target,
+            copy,
+            json,
+        } => {
+            let ctx = context_in(&cli.global, copy.as_deref()).await?;
             check_target(&ctx, target.as_deref()).await?;
             refuse_server(&ctx, target.as_deref()).await?;
             show::run(&ctx, &id, target.as_deref(), json).await
@@ -100,6 +127,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify {
             id,
             target,
+            copy,
             sandbox,
             image,
             jobs,
@@ -110,7 +138,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             temp_dir,
             json,
         } => {
-            let ctx = context(&cli.global).await?;
+            let ctx = context_in(&cli.global, copy.as_deref()).await?;
             check_target(&ctx, target.as_deref()).await?;
             if !pitr {
                 refuse_server(&ctx, target.as_deref()).await?;
@@ -146,11 +174,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Prune {
             target,
+            copy,
             dry_run,
             force,
             json,
         } => {
-            let ctx = context(&cli.global).await?;
+            let ctx = context_in(&cli.global, copy.as_deref()).await?;
             check_target(&ctx, target.as_deref()).await?;
             let reporter = Reporter::from_config(&ctx.config)?;
             prune::run(&ctx, &reporter, target.as_deref(), dry_run, force, json).await
@@ -161,12 +190,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Wal(command) => run_wal(&cli.global, command).await,
         Command::Daemon { dry_run, count } => daemon::run(&cli.global, dry_run, count).await,
-        Command::Restore(args) => run_restore(&cli.global, args).await,
+        Command::Restore(args) => run_restore(&cli.global, *args).await,
     }
 }
 
 /// `dr restore`: into a database or files, or (`--to-dir`) point-in-time recovery.
 async fn run_restore(global: &Global, args: crate::cli::RestoreArgs) -> Result<ExitCode> {
+    // From a copy: the recovered server's `dr wal fetch` reads that copy too.
+    let mut global = global.clone();
+    if args.from_copy.is_some() {
+        global.repository_copy.clone_from(&args.from_copy);
+    }
+    let global = &global;
     let ctx = context(global).await?;
     check_target(&ctx, args.target.as_deref()).await?;
     refuse_server(&ctx, args.target.as_deref()).await?;
@@ -261,7 +296,21 @@ pub fn load_config(g: &Global) -> Result<Config> {
 
 /// Load the config, open the repository; the operation is cancelled by SIGINT/SIGTERM.
 pub async fn context(g: &Global) -> Result<Context> {
+    context_in(g, None).await
+}
+
+/// [`context`] on copy `name` (`--from-copy`/`--copy NAME`), or on the primary: every
+/// read and write of the command goes to that repository.
+pub async fn context_in(g: &Global, copy: Option<&str>) -> Result<Context> {
     let config = load_config(g)?;
+    match copy.or(g.repository_copy.as_deref()) {
+        Some(name) => context_of(g, config.for_copy(name)?).await,
+        None => context_of(g, config).await,
+    }
+}
+
+/// [`context`] with a config already loaded.
+pub async fn context_of(g: &Global, config: Config) -> Result<Context> {
     let mut ctx = Context::open(config).await?;
     ctx.progress = crate::logging::progress_enabled(g);
     // For a drill the daemon or `dr verify` turns into (verify.prove_within picked a base).

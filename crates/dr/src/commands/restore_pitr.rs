@@ -99,14 +99,29 @@ pub(crate) fn parse_target(at: Option<&str>) -> Result<Target> {
 /// would read another repository or find no identity (a compose or k8s setup sets them so).
 pub(crate) fn fetch_argv(global: &Global) -> Result<Vec<String>> {
     if global.env_file.is_none() {
-        let secrets: Vec<&str> = [
+        let mut names: Vec<String> = [
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "AWS_SESSION_TOKEN",
         ]
-        .into_iter()
-        .filter(|k| std::env::var_os(k).is_some())
-        .collect();
+        .map(String::from)
+        .to_vec();
+        // A copy's own credentials (`--from-copy`).
+        if let Some(copy) = &global.repository_copy {
+            names.extend(
+                [
+                    dr_config::env::COPY_ACCESS_KEY_ID,
+                    dr_config::env::COPY_SECRET_ACCESS_KEY,
+                    dr_config::env::COPY_SESSION_TOKEN,
+                ]
+                .map(|s| dr_config::env::copy_var(copy, s)),
+            );
+        }
+        let secrets: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|k| std::env::var_os(k).is_some())
+            .collect();
         if !secrets.is_empty() {
             tracing::warn!(
                 "{} come from this environment, which the recovered server's restore_command does not see: pass --env-file FILE holding them (the server reads that file, never the values)",
@@ -129,12 +144,14 @@ pub(crate) fn fetch_argv_quiet(global: &Global) -> Result<Vec<String>> {
         Some(env) => Some(absolute(env)?),
         None => None,
     };
-    Ok(argv_for(
-        &exe,
-        &absolute(&config)?,
-        env_file.as_deref(),
-        |k| std::env::var(k).ok(),
-    ))
+    let mut argv = argv_for(&exe, &absolute(&config)?, env_file.as_deref(), |k| {
+        std::env::var(k).ok()
+    });
+    // `restore --from-copy`: the server's `dr wal fetch` reads that copy too.
+    if let Some(copy) = &global.repository_copy {
+        argv.extend(["--repository-copy".to_string(), copy.clone()]);
+    }
+    Ok(argv)
 }
 
 /// The non-secret settings of dr's environment `dr wal fetch` needs as well.

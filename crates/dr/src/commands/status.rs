@@ -34,6 +34,9 @@ pub async fn run(ctx: &Context, as_json: bool) -> Result<ExitCode> {
                     }
                 );
             }
+            for c in &r.copies {
+                print_copy(c);
+            }
         }
     }
     Ok(if rows.iter().any(|r| !r.ok) {
@@ -192,4 +195,23 @@ fn print_wal(w: &dr_core::status::wal::WalStatus) {
     .filter(|p| !p.is_empty())
     .collect();
     out!("     {}", parts.join("  "));
+}
+
+/// The line of one copy repository under a target: its newest backup, newest proof, lag.
+fn print_copy(c: &dr_core::status::copies::CopyStatus) {
+    if let Some(e) = &c.error {
+        out!("     copy {:<12} UNREADABLE: {e}", c.copy);
+        return;
+    }
+    out!(
+        "     copy {:<12} newest {:<18} age {:>8}  proof {:<20} missing {}  lag {}",
+        c.copy,
+        c.newest_backup.as_deref().unwrap_or("none"),
+        c.newest_backup_age_seconds
+            .map(age)
+            .unwrap_or_else(|| "-".into()),
+        c.newest_proof.as_deref().unwrap_or("never"),
+        c.missing,
+        c.lag_seconds.map(age).unwrap_or_else(|| "-".into()),
+    );
 }
