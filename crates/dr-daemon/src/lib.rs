@@ -89,11 +89,21 @@ fn last_run(
                     .max(),
             )
         }
-        JobKind::Drill => Some(
-            mine.filter(|e| e.manifest.kind == BackupKind::Physical)
-                .filter_map(|e| e.verification.as_ref().map(|v| v.verified_at))
-                .max(),
-        ),
+        JobKind::Drill => {
+            // Like verify: nothing to drill before the first base backup (skipped).
+            let bases: Vec<_> = mine
+                .filter(|e| e.manifest.kind == BackupKind::Physical)
+                .collect();
+            if bases.is_empty() {
+                return None;
+            }
+            Some(
+                bases
+                    .iter()
+                    .filter_map(|e| e.verification.as_ref().map(|v| v.verified_at))
+                    .max(),
+            )
+        }
         JobKind::Verify => {
             let mine: Vec<_> = mine.collect();
             if mine.is_empty() {
@@ -362,6 +372,9 @@ mod tests {
         assert_eq!(last_run(JobKind::Backup, "app", &[]), Some(None));
         assert_eq!(last_run(JobKind::BaseBackup, "app", &[]), Some(None));
         assert_eq!(last_run(JobKind::Verify, "app", &[]), None);
+        // Regression: a drill of a target without a base backup cannot run; catching it up
+        // at the daemon's first start failed the job (an alert on every new deployment).
+        assert_eq!(last_run(JobKind::Drill, "app", &[]), None);
         assert_eq!(last_run(JobKind::Prune, "app", &[]), None);
     }
 }
