@@ -117,12 +117,17 @@ log "building dr:$version and dr:latest from $bin"
 DOCKER_BUILDKIT=0 docker build -q -t "dr:$version" -t dr:latest "$ctx" >/dev/null 2>"$ctx/build.err" ||
     { grep -v -i deprecat "$ctx/build.err" >&2 || true; exit 1; }
 
-# Check: runs as 65532, finds its tools, age and zstd are there.
+# Check: runs as 65532, finds its tools, age and zstd are there; and what a drill
+# (`dr verify --pitr`) needs of 17: pg_ctl/postgres, pg_verifybackup, pg_amcheck and amcheck.
 docker run --rm --entrypoint /usr/bin/id dr:latest -u | grep -qx "$uid" || { log "not running as $uid"; exit 1; }
 docker run --rm dr:latest --version >/dev/null
 for t in age zstd /usr/lib/postgresql/15/bin/pg_dump /usr/lib/postgresql/17/bin/pg_dump \
-    /usr/lib/postgresql/17/bin/initdb; do
+    /usr/lib/postgresql/17/bin/initdb /usr/lib/postgresql/17/bin/pg_ctl \
+    /usr/lib/postgresql/17/bin/postgres /usr/lib/postgresql/17/bin/pg_verifybackup \
+    /usr/lib/postgresql/17/bin/pg_amcheck; do
     docker run --rm --entrypoint "$t" dr:latest --version >/dev/null 2>&1 || { log "$t does not run"; exit 1; }
 done
+docker run --rm --entrypoint /usr/bin/test dr:latest -f /usr/share/postgresql/17/extension/amcheck.control ||
+    { log "the amcheck extension of 17 is missing (a drill's pg_amcheck needs it)"; exit 1; }
 size=$(docker image inspect -f '{{.Size}}' dr:latest)
 log "built dr:$version and dr:latest ($((size / 1000000)) MB) in $((SECONDS - start)) s"

@@ -90,6 +90,7 @@ fn k8s_manifests_pass_the_kubernetes_schemas() {
         for name in [
             "dr-backup",
             "dr-base-backup",
+            "dr-drill",
             "dr-prune",
             "dr-verify",
             "dr-recover",
@@ -127,6 +128,7 @@ fn kustomization_lists_every_object_but_the_examples() {
         "configmap.yaml",
         "backup.yaml",
         "base-backup.yaml",
+        "drill.yaml",
         "prune.yaml",
         "verify.yaml",
         "wal-stream.yaml",
@@ -151,9 +153,10 @@ fn pod_spec(workload: &Value) -> &Value {
 }
 
 /// What each workload runs after `dr --config /etc/dr/dr.toml`.
-const COMMANDS: [(&str, &[&str]); 6] = [
+const COMMANDS: [(&str, &[&str]); 7] = [
     ("dr-backup", &["backup"]),
     ("dr-base-backup", &["backup", "--physical"]),
+    ("dr-drill", &["verify", "--pitr", "--temp-dir", "/tmp"]),
     ("dr-prune", &["prune"]),
     ("dr-verify", &["verify", "latest", "--sandbox", "local"]),
     (
@@ -170,8 +173,9 @@ const COMMANDS: [(&str, &[&str]); 6] = [
     ("dr-wal-stream", &["wal", "stream"]),
 ];
 
-/// The workloads that may mount the private identity: verification and recovery read backups.
-const WITH_IDENTITY: [&str; 2] = ["dr-verify", "dr-recover"];
+/// The workloads that may mount the private identity: verification, drills and recovery read
+/// backups.
+const WITH_IDENTITY: [&str; 3] = ["dr-verify", "dr-drill", "dr-recover"];
 
 /// The "restricted" Pod Security Standard (Kubernetes docs, "Pod Security Standards"), for
 /// one pod spec: `Err` names every violation.
@@ -295,7 +299,13 @@ fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
     };
     assert_eq!(
         names("CronJob"),
-        ["dr-backup", "dr-base-backup", "dr-prune", "dr-verify"]
+        [
+            "dr-backup",
+            "dr-base-backup",
+            "dr-drill",
+            "dr-prune",
+            "dr-verify"
+        ]
     );
     assert_eq!(names("Deployment"), ["dr-wal-stream"]);
     assert_eq!(names("Job"), ["dr-recover"]);
@@ -392,6 +402,26 @@ fn k8s_pod_templates_meet_the_restricted_pod_security_standard_and_drs_rules() {
             tmp_vol["emptyDir"].is_object(),
             "{name}: /tmp is not an emptyDir"
         );
+        // A drill's sandbox (the base backup unpacked, its WAL) goes where --temp-dir says: a
+        // writable emptyDir of this pod with a size limit.
+        if let Some(i) = command.iter().position(|a| *a == "--temp-dir") {
+            let dir = command.get(i + 1).expect("--temp-dir DIR");
+            let m = mounts
+                .iter()
+                .find(|m| m["mountPath"] == *dir)
+                .unwrap_or_else(|| panic!("{name}: nothing mounted at --temp-dir {dir}"));
+            assert_ne!(m["readOnly"], true, "{name}");
+            let v = pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .expect("the --temp-dir volume");
+            assert!(
+                v["emptyDir"]["sizeLimit"].is_string(),
+                "{name}: --temp-dir {dir} is not an emptyDir with a sizeLimit"
+            );
+        }
         for kind in ["requests", "limits"] {
             for r in ["cpu", "memory"] {
                 assert!(
@@ -549,13 +579,53 @@ fn systemd_analyze() -> Option<PathBuf> {
     found
 }
 
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "dr-backup.service",
     "dr-verify.service",
+    "dr-drill.service",
     "dr-daemon.service",
     "dr-wal.service",
 ];
-const TIMERS: [&str; 2] = ["dr-backup.timer", "dr-verify.timer"];
+const TIMERS: [&str; 3] = ["dr-backup.timer", "dr-verify.timer", "dr-drill.timer"];
+
+/// Every unit in deploy/ is checked here: a new one cannot be shipped unverified.
+#[test]
+fn every_unit_in_deploy_is_checked() {
+    let mut found: Vec<String> = std::fs::read_dir(repo_root().join("deploy"))
+        .expect("deploy/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".service") || n.ends_with(".timer"))
+        .collect();
+    found.sort();
+    let mut checked: Vec<String> = SERVICES
+        .iter()
+        .chain(TIMERS.iter())
+        .map(|s| s.to_string())
+        .collect();
+    checked.sort();
+    assert_eq!(found, checked);
+    // Each timer starts its own service.
+    for t in TIMERS {
+        assert!(
+            SERVICES.contains(&t.replace(".timer", ".service").as_str()),
+            "{t}"
+        );
+    }
+    // The drill's sandbox (the base backup unpacked) on a disk-backed private temp dir,
+    // not the tmpfs /tmp, unless [restore] temp_dir says otherwise.
+    let drill = std::fs::read_to_string(repo_root().join("deploy/dr-drill.service")).expect("read");
+    for line in [
+        "PrivateTmp=yes",
+        "Environment=TMPDIR=/var/tmp",
+        "ExecStart=/usr/local/bin/dr verify --pitr",
+        "LoadCredential=identity:/etc/dr/identity.txt",
+    ] {
+        assert!(
+            drill.lines().any(|l| l.trim() == line),
+            "dr-drill.service: no `{line}`"
+        );
+    }
+}
 
 /// Copies of the units in a temp dir, with ExecStart= on the `dr` built for this test (verify
 /// needs the binary to exist).
