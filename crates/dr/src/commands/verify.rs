@@ -29,7 +29,10 @@ pub async fn run(
                     out!(
                         "  proven window  {} .. {} on timeline {}",
                         dr_core::time::format(d.from),
-                        d.to.map_or_else(|| "(no commit replayed)".into(), dr_core::time::format),
+                        d.to.map_or_else(
+                            || "(no commit after the base backup replayed)".into(),
+                            dr_core::time::format
+                        ),
                         d.timeline
                     );
                     if let Some(id) = d.counts_of {
