@@ -335,6 +335,7 @@ fn manifest(id_text: &str) -> Manifest {
             raw_bytes: 4,
             part_bytes: None,
             restore_step: None,
+            chunks: Vec::new(),
         }],
         kind: dr_catalog::BackupKind::Logical,
         physical: None,
