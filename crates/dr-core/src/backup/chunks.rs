@@ -96,14 +96,15 @@ impl<'a> Chunks<'a> {
 
     /// If the current object is full, complete it and start the next one.
     pub(crate) async fn roll_over(&mut self) -> Result<()> {
-        match &self.current {
-            Some(c) if c.parts >= self.plan.parts_per_object => {
-                self.complete_current().await?;
-                self.begin().await
-            }
-            Some(_) => Ok(()),
-            None => self.begin().await,
+        let full = match &self.current {
+            Some(c) => c.parts >= self.plan.parts_per_object,
+            None => true,
+        };
+        if full {
+            self.complete_current().await?;
+            self.begin().await?;
         }
+        Ok(())
     }
 
     /// Upload one part into the current object ([`Chunks::roll_over`] first).
