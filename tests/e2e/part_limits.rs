@@ -60,17 +60,23 @@ fn a_stream_longer_than_max_parts_is_stored_as_several_objects_and_restores_exac
     let e = env();
     assert_success(&e.ws.dr(&e.cfg, &["backup"]));
     let keys = e.weed.object_keys(BUCKET);
-    let data: Vec<&String> = keys.iter().filter(|k| k.contains("/data-1.zst.age")).collect();
-    assert!(
-        data.len() >= 3,
-        "~30 MiB in objects of 10 MiB: {keys:?}"
-    );
+    let data: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("/data-1.zst.age"))
+        .collect();
+    assert!(data.len() >= 3, "~30 MiB in objects of 10 MiB: {keys:?}");
     assert!(data[0].ends_with("/data-1.zst.age"), "{data:?}");
     assert!(data[1].ends_with("/data-1.zst.age.0002"), "{data:?}");
-    assert!(e.weed.open_uploads(BUCKET).is_empty(), "no upload left open");
+    assert!(
+        e.weed.open_uploads(BUCKET).is_empty(),
+        "no upload left open"
+    );
     for k in &data {
         let size = e.weed.fetch(BUCKET, k).len();
-        assert!(size <= 10 * 1024 * 1024, "{k}: {size} bytes, more than 2 parts");
+        assert!(
+            size <= 10 * 1024 * 1024,
+            "{k}: {size} bytes, more than 2 parts"
+        );
     }
     let manifest_key = keys
         .iter()
@@ -83,10 +89,8 @@ fn a_stream_longer_than_max_parts_is_stored_as_several_objects_and_restores_exac
     assert!(shown.contains("data-1.zst.age.0002"), "{shown}");
 
     let other = Postgres::start();
-    let out = e.ws.dr(
-        &e.cfg,
-        &["restore", "--to", &other.url("copy"), "--yes"],
-    );
+    let out =
+        e.ws.dr(&e.cfg, &["restore", "--to", &other.url("copy"), "--yes"]);
     assert_success(&out);
     assert_eq!(e.pg.table_digests("app"), other.table_digests("copy"));
     // The archive as a file (the other read path) too.
@@ -125,7 +129,11 @@ fn a_failure_in_the_second_object_leaves_no_manifest_no_object_and_no_open_uploa
         describe(&out)
     );
     assert!(
-        proxy.stats().faults().iter().any(|f| f.contains("data-1.zst.age.0002")),
+        proxy
+            .stats()
+            .faults()
+            .iter()
+            .any(|f| f.contains("data-1.zst.age.0002")),
         "the second object was reached"
     );
     let keys = e.weed.object_keys(BUCKET);

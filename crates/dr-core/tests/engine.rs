@@ -667,6 +667,7 @@ fn locking(inner: MemoryStore, days: u32) -> (MemoryStore, Arc<dyn ObjectStore>)
         endpoint: None,
         region: None,
         path_style: false,
+        max_parts: 10_000,
         object_lock: Some(lock),
     });
     let store = dr_core::immutable::LockingStore::new(Arc::new(inner.clone()), lock);
