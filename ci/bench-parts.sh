@@ -17,7 +17,8 @@
 # unit test `a_terabyte_stream_is_planned_as_a_gigabyte_one_with_1000_parts` shows 1 TB gets
 # the same parts and buffers as 1 GB.
 #
-#   --sizes "A B"   stream sizes in GiB (default "2 8"); SeaweedFS needs that much disk
+#   --sizes "A B"   stream sizes in GiB (default "2 8"; "0.1" for a quick check of the
+#                   script); SeaweedFS needs that much disk
 #   --keep          leave the work directory behind
 #   DR_BENCH_DIR    work directory (default /tmp/dr-bench-parts; emptied at the start)
 #   DR_PG_BIN_DIR   PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
@@ -66,7 +67,7 @@ cat >"$fake/pg_dump" <<SH
 for a in "\$@"; do
     if [[ \$a == --section=data ]]; then
         openssl enc -aes-128-ctr -nosalt -pass pass:dr-bench -in /dev/zero 2>/dev/null |
-            head -c "\$((DR_BENCH_GIB * 1024 * 1024 * 1024))"
+            head -c "\$(awk -v g="\$DR_BENCH_GIB" 'BEGIN { printf "%d", g * 1073741824 }')"
         exit 0
     fi
 done
@@ -75,6 +76,7 @@ SH
 chmod 755 "$fake/pg_dump"
 
 age-keygen -o "$work/identity.txt" 2>/dev/null
+"$dr" keygen --signing --output "$work/signing.key" >/dev/null 2>&1
 recipient=$(awk '/public key:/ {print $NF}' "$work/identity.txt")
 cat >"$work/dr.toml" <<TOML
 [repository]
@@ -88,6 +90,8 @@ jobs = 1
 pg_bin_dir = "$fake"
 [encryption]
 recipients = ["$recipient"]
+[signing]
+key_file = "$work/signing.key"
 [[targets]]
 name = "gen"
 url = "$(url bench)"
