@@ -67,7 +67,7 @@ cat >"$fake/pg_dump" <<SH
 for a in "\$@"; do
     if [[ \$a == --section=data ]]; then
         openssl enc -aes-128-ctr -nosalt -pass pass:dr-bench -in /dev/zero 2>/dev/null |
-            head -c "\$(awk -v g="\$DR_BENCH_GIB" 'BEGIN { printf "%d", g * 1073741824 }')"
+            head -c "\$(awk -v g="\$DR_BENCH_GIB" 'BEGIN { printf "%.0f", g * 1073741824 }')"
         exit 0
     fi
 done
