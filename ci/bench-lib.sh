@@ -119,7 +119,7 @@ start_weed() {
     log "weed server (S3 on 127.0.0.1:$s3)"
     "$weed" server -dir="$work/weed" \
         -master.telemetry=false -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-        -master.volumeSizeLimitMB=64 -volume.max=100 \
+        -master.volumeSizeLimitMB=64 -volume.max="${weed_volume_max:-100}" \
         -filer -s3 -s3.port.iceberg=0 -s3.port.lance=0 -s3.autoCreateBucket=false \
         -master.port="$m" -master.port.grpc="$mg" -volume.port="$v" -volume.port.grpc="$vg" \
         -filer.port="$filer" -filer.port.grpc="$fg" -filer.localSocket="$work/weed/filer.sock" \

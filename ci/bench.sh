@@ -3,6 +3,8 @@
 # Two parts, each with its own PostgreSQL and SeaweedFS, one after the other: the logical one
 # below, then the WAL one (ci/bench-wal.sh: physical base backup, archiving under pgbench in
 # archive and stream mode, point-in-time recovery; its header says what it measures).
+# Part limits (issue 22): ci/bench-parts.sh, run on its own, measures peak RSS of a backup of a
+# generated data stream of increasing size with `[repository.s3] max_parts = 1000`.
 #
 #   backup:  pg_dump -Fc -Z0 > /dev/null                  (the single-stream floor)
 #            pg_dump -Fc -Z0 | gzip > file

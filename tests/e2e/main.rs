@@ -31,6 +31,7 @@ mod harness;
 mod image;
 mod matrix;
 mod object_lock;
+mod part_limits;
 mod physical;
 mod pitr;
 mod pitr_into_db;

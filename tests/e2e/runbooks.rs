@@ -89,7 +89,7 @@ pub(crate) fn run_script(
 }
 
 /// The public half of the workspace's signing key, as `[signing] trusted` lists it.
-fn signer(ws: &Workspace) -> String {
+pub(crate) fn signer(ws: &Workspace) -> String {
     let out = Command::new("ssh-keygen")
         .arg("-y")
         .arg("-f")

@@ -105,6 +105,7 @@ mod tests {
             raw_bytes: 20,
             part_bytes: None,
             restore_step: step,
+            chunks: Vec::new(),
         }
     }
 

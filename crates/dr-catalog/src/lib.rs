@@ -53,10 +53,10 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 pub use manifest::{
-    BackupDetails, BackupKind, CheckOutcome, DrillFacts, Layout, Manifest, ObjectRecord,
+    BackupDetails, BackupKind, CheckOutcome, Chunk, DrillFacts, Layout, Manifest, ObjectRecord,
     ObjectRole, Physical, SequenceValue, TableCount, VerificationRecord, MANIFEST_FORMAT,
-    MANIFEST_FORMAT_PHYSICAL, MANIFEST_FORMAT_SINGLE, NEWEST_MANIFEST_FORMAT, STEP_DATA,
-    STEP_POST_DATA, STEP_PRE_DATA,
+    MANIFEST_FORMAT_CHUNKED, MANIFEST_FORMAT_PHYSICAL, MANIFEST_FORMAT_SINGLE,
+    NEWEST_MANIFEST_FORMAT, STEP_DATA, STEP_POST_DATA, STEP_PRE_DATA,
 };
 pub use retention::{plan as retention_plan, Decision, Policy, Tier};
 
@@ -152,6 +152,12 @@ pub mod keys {
     }
     pub fn object(target: &str, id: &BackupId, name: &str) -> String {
         format!("{target}/{id}/{name}")
+    }
+    /// Object `n` (from 2) of a section stored as several: `data-1.zst.age.0002`. The
+    /// first keeps the section's own key, so `ls data-1.zst.age*` lists them in order
+    /// (up to 9,999 objects: 50 TB of one stream) and `cat` of them is the stream.
+    pub fn chunk(first: &str, n: u32) -> String {
+        format!("{first}.{n:04}")
     }
     pub fn manifest(target: &str, id: &BackupId) -> String {
         object(target, id, MANIFEST)

@@ -22,8 +22,15 @@ use crate::BackupId;
 ///   (`base.tar.zst.age`), PostgreSQL's `backup_manifest` beside it, and the WAL range it
 ///   needs ([`Physical`]). Restored with the WAL archive (`dr restore --at … --to-dir`).
 ///
-/// dr reads all three; it writes 2 for dumps and 3 for base backups. A dr that knows only
-/// up to 2 lists a format-3 manifest as damaged and never restores, verifies or misreads it.
+/// - 4: format 2 where a section is stored as several objects ([`ObjectRecord::chunks`]):
+///   a stream longer than the store's `max_parts` parts or than 5 GiB continues in the next
+///   object. Written only when a section has more than one object, so a backup of streams
+///   that each fit one object stays format 2, readable by an older dr; a dr that knows only
+///   up to 3 refuses format 4 ("upgrade dr") rather than restoring the first object alone.
+///
+/// dr reads all four; it writes 2 (or 4) for dumps and 3 for base backups. A dr that knows
+/// only up to 2 lists a format-3 manifest as damaged and never restores, verifies or misreads
+/// it.
 pub const MANIFEST_FORMAT: u32 = 2;
 
 /// The format of manifests written by dr before sections (still read).
@@ -32,8 +39,11 @@ pub const MANIFEST_FORMAT_SINGLE: u32 = 1;
 /// The format of physical base backups' manifests.
 pub const MANIFEST_FORMAT_PHYSICAL: u32 = 3;
 
+/// The format of sectioned dumps with a section stored as several objects.
+pub const MANIFEST_FORMAT_CHUNKED: u32 = 4;
+
 /// The newest format this dr reads: a newer one is refused ("upgrade dr").
-pub const NEWEST_MANIFEST_FORMAT: u32 = MANIFEST_FORMAT_PHYSICAL;
+pub const NEWEST_MANIFEST_FORMAT: u32 = MANIFEST_FORMAT_CHUNKED;
 
 /// What a backup is: a logical dump (`pg_dump`, formats 1 and 2) or a physical base backup
 /// (`pg_basebackup`, format 3).
@@ -155,6 +165,72 @@ pub struct ObjectRecord {
     /// object of the step before it is restored. 1 = pre-data, 2 = data, 3 = post-data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_step: Option<u32>,
+    /// Format 4, a section stored as several objects: each of them in stream order, the
+    /// first at `key`. Their concatenation is the stream: `bytes` and `sha256` above are the
+    /// whole stream's. Empty (and not written) for a stream in one object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<Chunk>,
+}
+
+/// One object of a section stored as several ([`ObjectRecord::chunks`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Chunk {
+    pub key: String,
+    /// Its stored size.
+    pub bytes: u64,
+    /// SHA-256 of its stored bytes, hex.
+    pub sha256: String,
+}
+
+impl ObjectRecord {
+    /// The stored objects of this record, in stream order, with their sizes: its chunks, or
+    /// its one object.
+    pub fn stored_objects(&self) -> Vec<(&str, u64)> {
+        if self.chunks.is_empty() {
+            vec![(self.key.as_str(), self.bytes)]
+        } else {
+            self.chunks
+                .iter()
+                .map(|c| (c.key.as_str(), c.bytes))
+                .collect()
+        }
+    }
+
+    /// Its chunks are well formed: under `prefix`, the first at `key`, each with a digest,
+    /// adding up to `bytes`.
+    fn check_chunks(&self, prefix: &str) -> Result<(), String> {
+        let Some(first) = self.chunks.first() else {
+            return Ok(());
+        };
+        if first.key != self.key {
+            return Err(format!(
+                "object `{}` is stored as several objects but the first is `{}`",
+                self.key, first.key
+            ));
+        }
+        for c in &self.chunks {
+            if !c.key.starts_with(prefix) {
+                return Err(format!("object key `{}` lies outside `{prefix}`", c.key));
+            }
+            if !is_sha256_hex(&c.sha256) {
+                return Err(format!("object `{}` has no valid sha256", c.key));
+            }
+        }
+        let total: u64 = self.chunks.iter().map(|c| c.bytes).sum();
+        if total != self.bytes {
+            return Err(format!(
+                "the {} objects of `{}` hold {total} bytes, the manifest records {}",
+                self.chunks.len(),
+                self.key,
+                self.bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The restore step of each section (see [`ObjectRecord::restore_step`]).
@@ -247,6 +323,16 @@ impl Manifest {
             _ => 1,
         }
     }
+    /// The format of a dump's manifest: 2, or 4 when a section is stored as several
+    /// objects.
+    pub fn dump_format(objects: &[ObjectRecord]) -> u32 {
+        if objects.iter().any(|o| !o.chunks.is_empty()) {
+            MANIFEST_FORMAT_CHUNKED
+        } else {
+            MANIFEST_FORMAT
+        }
+    }
+
     /// Stored bytes of all objects.
     pub fn stored_bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.bytes).sum()
@@ -265,9 +351,18 @@ impl Manifest {
             if !o.key.starts_with(&prefix) {
                 return Err(format!("object key `{}` lies outside `{prefix}`", o.key));
             }
-            if o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !is_sha256_hex(&o.sha256) {
                 return Err(format!("object `{}` has no valid sha256", o.key));
             }
+            o.check_chunks(&prefix)?;
+        }
+        let chunked = self.objects.iter().any(|o| !o.chunks.is_empty());
+        if chunked != (self.format == MANIFEST_FORMAT_CHUNKED) {
+            return Err(format!(
+                "a format {} manifest {} sections stored as several objects",
+                self.format,
+                if chunked { "cannot have" } else { "must have" }
+            ));
         }
         self.check_layout()
     }
@@ -276,7 +371,7 @@ impl Manifest {
     /// or more adjacent data streams and one post-data, each with its restore step; format
     /// 3 is a physical backup ([`Manifest::check_physical`]).
     fn check_layout(&self) -> Result<(), String> {
-        let physical = self.format >= MANIFEST_FORMAT_PHYSICAL
+        let physical = self.format == MANIFEST_FORMAT_PHYSICAL
             || self.kind == BackupKind::Physical
             || self.physical.is_some();
         if physical {
@@ -549,6 +644,7 @@ mod tests {
                 raw_bytes: 20,
                 part_bytes: None,
                 restore_step: None,
+                chunks: Vec::new(),
             }],
             kind: BackupKind::Logical,
             physical: None,
@@ -565,6 +661,7 @@ mod tests {
             raw_bytes: 20,
             part_bytes: None,
             restore_step: Some(step),
+            chunks: Vec::new(),
         };
         m.objects = vec![rec(
             ObjectRole::PreData,
@@ -607,6 +704,77 @@ mod tests {
         let keys: Vec<_> = m.archive_objects().iter().map(|o| o.key.clone()).collect();
         assert_eq!(keys.len(), 5);
         assert!(keys[0].ends_with("pre-data.zst.age") && keys[4].ends_with("post-data.zst.age"));
+    }
+
+    /// `data-1` stored as three objects of 4 + 4 + 2 bytes.
+    fn chunked() -> Manifest {
+        let mut m = sections(2);
+        m.format = MANIFEST_FORMAT_CHUNKED;
+        let first = m.objects[1].key.clone();
+        m.objects[1].chunks = [
+            (first.clone(), 4),
+            (crate::keys::chunk(&first, 2), 4),
+            (crate::keys::chunk(&first, 3), 2),
+        ]
+        .into_iter()
+        .map(|(key, bytes)| Chunk {
+            key,
+            bytes,
+            sha256: "c".repeat(64),
+        })
+        .collect();
+        m
+    }
+
+    #[test]
+    fn a_section_in_several_objects_is_format_4_and_lists_them_in_order() {
+        let m = chunked();
+        m.check().expect("valid");
+        assert_eq!(Manifest::dump_format(&m.objects), MANIFEST_FORMAT_CHUNKED);
+        assert_eq!(Manifest::dump_format(&sections(2).objects), MANIFEST_FORMAT);
+        let objects = m.objects[1].stored_objects();
+        assert_eq!(
+            objects,
+            [
+                ("app/20261122T030000Z/data-1.zst.age", 4),
+                ("app/20261122T030000Z/data-1.zst.age.0002", 4),
+                ("app/20261122T030000Z/data-1.zst.age.0003", 2)
+            ]
+        );
+        assert_eq!(
+            m.objects[2].stored_objects(),
+            [("app/20261122T030000Z/data-2.zst.age", 10)]
+        );
+        let json = serde_json::to_vec(&m).expect("json");
+        assert_eq!(Manifest::from_json(&json).expect("parse"), m);
+        // A stream in one object is written as before: no `chunks`, format 2.
+        let plain = serde_json::to_string(&sections(1)).expect("json");
+        assert!(!plain.contains("chunks"), "{plain}");
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        let mut m = chunked();
+        m.format = MANIFEST_FORMAT;
+        assert!(m.check().expect_err("format 2").contains("cannot have"));
+        let mut m = sections(1);
+        m.format = MANIFEST_FORMAT_CHUNKED;
+        assert!(m
+            .check()
+            .expect_err("nothing chunked")
+            .contains("must have"));
+        let mut m = chunked();
+        m.objects[1].chunks[2].bytes = 3;
+        assert!(m.check().expect_err("sizes").contains("hold 11 bytes"));
+        let mut m = chunked();
+        m.objects[1].chunks[1].key = "other/20261122T030000Z/x".into();
+        assert!(m.check().expect_err("outside").contains("lies outside"));
+        let mut m = chunked();
+        m.objects[1].chunks.swap(0, 1);
+        assert!(m.check().expect_err("first").contains("the first is"));
+        let mut m = chunked();
+        m.objects[1].chunks[0].sha256 = "x".into();
+        assert!(m.check().expect_err("digest").contains("no valid sha256"));
     }
 
     #[test]
@@ -677,6 +845,7 @@ mod tests {
             raw_bytes: 20,
             part_bytes: None,
             restore_step: None,
+            chunks: Vec::new(),
         };
         m.objects = vec![
             rec(ObjectRole::BaseTar, crate::keys::BASE_TAR),
@@ -758,11 +927,11 @@ mod tests {
     #[test]
     fn a_newer_format_is_refused_as_newer_not_as_bad_json() {
         // A future manifest with roles and fields this dr does not know.
-        let json = r#"{"format":4,"id":"20261122T030000Z","target":"app","kind":"incremental",
+        let json = r#"{"format":5,"id":"20261122T030000Z","target":"app","kind":"incremental",
             "objects":[{"role":"block_delta"}]}"#;
         let e = Manifest::from_json(json.as_bytes()).expect_err("newer");
         assert!(
-            e.contains("format 4 is newer") && e.contains("upgrade dr"),
+            e.contains("format 5 is newer") && e.contains("upgrade dr"),
             "{e}"
         );
         // What a dr that knows only format 2 does with a physical backup's manifest: its

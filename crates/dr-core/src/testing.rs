@@ -34,6 +34,7 @@ pub(crate) fn entry(target: &str, id: &str) -> BackupEntry {
                 raw_bytes: 1,
                 part_bytes: None,
                 restore_step: None,
+                chunks: Vec::new(),
             }],
             kind: dr_catalog::BackupKind::Logical,
             physical: None,

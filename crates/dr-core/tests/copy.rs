@@ -47,6 +47,7 @@ async fn backup(store: &MemoryStore, signing: &Signing, id: &str, big: usize) ->
         raw_bytes: body.len() as u64,
         part_bytes: None,
         restore_step: None,
+        chunks: Vec::new(),
     };
     let objects = vec![
         rec(ObjectRole::Dump, keys::DUMP, &data),
@@ -245,6 +246,7 @@ async fn the_copys_own_object_lock_is_set_on_every_object_it_writes() {
         region: None,
         path_style: false,
         object_lock: Some(lock),
+        max_parts: 10_000,
     });
     let dest = dr_core::immutable::LockingStore::new(Arc::new(bucket.clone()), lock);
     let from = Context::with_store(config(), Arc::new(primary.clone()), signing.clone());

@@ -335,6 +335,7 @@ fn manifest(id_text: &str) -> Manifest {
             raw_bytes: 4,
             part_bytes: None,
             restore_step: None,
+            chunks: Vec::new(),
         }],
         kind: dr_catalog::BackupKind::Logical,
         physical: None,
@@ -666,6 +667,7 @@ fn locking(inner: MemoryStore, days: u32) -> (MemoryStore, Arc<dyn ObjectStore>)
         endpoint: None,
         region: None,
         path_style: false,
+        max_parts: 10_000,
         object_lock: Some(lock),
     });
     let store = dr_core::immutable::LockingStore::new(Arc::new(inner.clone()), lock);

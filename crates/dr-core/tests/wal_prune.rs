@@ -132,6 +132,7 @@ async fn base(store: &MemoryStore, s: &Signing, id: &str, start: u32) {
         raw_bytes: 4,
         part_bytes: None,
         restore_step: None,
+        chunks: Vec::new(),
     };
     let objects = vec![
         object(ObjectRole::BaseTar, keys::BASE_TAR),

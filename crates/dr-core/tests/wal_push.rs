@@ -470,6 +470,7 @@ async fn with_object_lock_the_wal_archive_is_written_locked() {
         endpoint: None,
         region: None,
         path_style: false,
+        max_parts: 10_000,
         object_lock: Some(lock),
     });
     let store = dr_core::immutable::LockingStore::new(Arc::new(bucket.clone()), lock);

@@ -19,6 +19,8 @@ pub enum Location {
         /// `None` falls back to the AWS default chain, then `us-east-1`.
         region: Option<String>,
         path_style: bool,
+        /// `[repository.s3] max_parts`: parts per multipart upload (1..=10,000).
+        max_parts: u64,
         /// `[repository.object_lock]`: lock every object of a backup.
         object_lock: Option<crate::ObjectLock>,
     },
@@ -222,8 +224,8 @@ impl Location {
             None => None,
         };
         match ((backend.parse)(url, rest, table)?, object_lock) {
-            (Location::S3 { bucket, prefix, endpoint, region, path_style, .. }, lock) => {
-                Ok(Location::S3 { bucket, prefix, endpoint, region, path_style, object_lock: lock })
+            (Location::S3 { bucket, prefix, endpoint, region, path_style, max_parts, .. }, lock) => {
+                Ok(Location::S3 { bucket, prefix, endpoint, region, path_style, max_parts, object_lock: lock })
             }
             (dir @ Location::Directory { .. }, None) => Ok(dir),
             (Location::Directory { .. }, Some(_)) => Err(invalid_option(
@@ -280,6 +282,7 @@ mod tests {
             endpoint: Some(endpoint.into()),
             region: Some(region.into()),
             path_style,
+            max_parts: 10_000,
             object_lock: None,
         }
     }
@@ -298,6 +301,7 @@ mod tests {
             endpoint: Some("http://127.0.0.1:8333".into()),
             region: Some("auto".into()),
             path_style: true,
+            max_parts: None,
         };
         let loc = Location::parse("s3://b/p", &opts.into()).expect("valid");
         assert_eq!(loc, s3_location("http://127.0.0.1:8333", "auto", true));
@@ -311,6 +315,35 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn max_parts_is_1_to_10000() {
+        let parse = |text: &str| Location::parse("s3://b/p", &options(text));
+        assert!(matches!(
+            parse("[s3]\nmax_parts = 1000\n"),
+            Ok(Location::S3 {
+                max_parts: 1000,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(""),
+            Ok(Location::S3 {
+                max_parts: 10_000,
+                ..
+            })
+        ));
+        for bad in ["0", "10001"] {
+            let e = parse(&format!("[s3]\nmax_parts = {bad}\n")).expect_err(bad);
+            let text = e.to_string();
+            assert!(
+                text.contains("repository.s3.max_parts") && text.contains(bad),
+                "{text}"
+            );
+        }
+        let e = parse("[s3]\nmax_parts = -1\n").expect_err("negative");
+        assert!(e.to_string().contains("repository.s3"), "{e}");
     }
 
     #[test]

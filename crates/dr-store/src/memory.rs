@@ -135,6 +135,7 @@ impl MemoryStore {
                 endpoint: None,
                 region: None,
                 path_style: false,
+                max_parts: 10_000,
                 object_lock: None,
             },
             shared: Arc::new(Shared {
@@ -396,7 +397,10 @@ impl ObjectStore for MemoryStore {
     }
 
     fn part_limits(&self) -> PartLimits {
-        PartLimits::S3
+        match &self.location {
+            Location::S3 { max_parts, .. } => PartLimits::S3.with_max_parts(*max_parts),
+            Location::Directory { .. } => PartLimits::S3,
+        }
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {

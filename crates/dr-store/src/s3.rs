@@ -40,8 +40,6 @@ pub(crate) use options::BACKEND;
 
 /// Parts uploaded concurrently by one multipart upload.
 const MAX_PARTS_IN_FLIGHT: usize = 2;
-/// S3's limit on part numbers.
-const MAX_PARTS: i32 = 10_000;
 
 type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 
@@ -207,6 +205,7 @@ impl S3Store {
             upload_id,
             retention,
             next_part: 1,
+            max_parts: i32::try_from(self.part_limits().max_parts).unwrap_or(i32::MAX),
             in_flight: JoinSet::new(),
             parts: Vec::new(),
             size: 0,
@@ -222,7 +221,10 @@ impl ObjectStore for S3Store {
     }
 
     fn part_limits(&self) -> PartLimits {
-        PartLimits::S3
+        match &self.location {
+            Location::S3 { max_parts, .. } => PartLimits::S3.with_max_parts(*max_parts),
+            Location::Directory { .. } => PartLimits::S3,
+        }
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ fn s3_options(endpoint: &str) -> RepositoryOptions {
         endpoint: Some(endpoint.to_owned()),
         region: None,
         path_style: true,
+        max_parts: None,
     }
     .into()
 }

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
-use dr_catalog::{keys, Manifest, MANIFEST_FORMAT};
+use dr_catalog::{keys, Manifest};
 use dr_config::TargetConfig;
 use dr_pg::{ConnInfo, ServerVersion, Tool};
 use dr_store::ObjectStore;
@@ -37,6 +37,7 @@ use dr_store::ObjectStore;
 use crate::lock::RunLock;
 use crate::{human_bytes, Context, Error, Kind, Result, DR_VERSION};
 
+mod chunks;
 mod fresh_id;
 pub mod physical;
 pub(crate) mod sections;
@@ -139,14 +140,17 @@ async fn run_locked(
     let source = inspect_source(ctx, target).await?;
     let store = ctx.store.as_ref();
     let (started_at, id) = fresh_id::choose(ctx, &target.name, started_at).await?;
-    // The store knows its limits (S3: 5 MiB..5 GiB, 10,000 parts); one size for every part.
-    let part_size = ctx
+    // The store knows its limits (S3: 5 MiB..5 GiB, `max_parts` parts); one part size for
+    // every stream, whatever the database's size: a longer stream continues in another
+    // object, so memory stays flat.
+    let plan = ctx
         .store
         .part_limits()
-        .part_size_for(source.database_bytes, ctx.config.backup.part_size_mib);
+        .stream_plan(ctx.config.backup.part_size_mib);
     tracing::info!(
         target = %target.name, %id, server = %source.version.text, pg_dump = %source.pg_dump.version,
-        database_size = %human_bytes(source.database_bytes), part_size = %human_bytes(part_size),
+        database_size = %human_bytes(source.database_bytes), part_size = %human_bytes(plan.part_size),
+        object_size = %human_bytes(plan.object_bytes()),
         "backup started"
     );
 
@@ -156,7 +160,7 @@ async fn run_locked(
         target,
         source: &source,
         id: &id,
-        part_size,
+        plan,
         recipients: &recipients,
         deadline,
     };
@@ -168,8 +172,10 @@ async fn run_locked(
         }
     };
 
+    // Sections in restore order (data streams together), then globals and details.
+    let objects: Vec<_> = sections.into_iter().chain([globals, details]).collect();
     let manifest = Manifest {
-        format: MANIFEST_FORMAT,
+        format: Manifest::dump_format(&objects),
         id,
         target: target.name.clone(),
         started_at,
@@ -182,8 +188,7 @@ async fn run_locked(
         compression: "zstd".into(),
         encryption: "age".into(),
         recipients: recipients.to_strings(),
-        // Sections in restore order (data streams together), then globals and details.
-        objects: sections.into_iter().chain([globals, details]).collect(),
+        objects,
         kind: dr_catalog::BackupKind::Logical,
         physical: None,
     };

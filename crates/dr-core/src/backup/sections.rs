@@ -3,7 +3,7 @@
 //! backup's snapshot. The first failure stops the others.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,8 +11,10 @@ use dr_catalog::{
     keys, BackupId, ObjectRecord, ObjectRole, STEP_DATA, STEP_POST_DATA, STEP_PRE_DATA,
 };
 use dr_pg::{ChildProcess, ConnInfo, Tool};
-use dr_store::MultipartUpload;
+use dr_store::StreamPlan;
 use dr_stream::{Compression, Recipients};
+
+use super::chunks::Chunks;
 
 use crate::{human_bytes, Context, Error, Kind, Result};
 
@@ -25,6 +27,9 @@ pub(super) struct SectionJob {
     label: String,
     /// `--section=…` and the stream's table selection.
     args: Vec<String>,
+    /// The keys of the section's objects after the first, as their uploads start: the
+    /// run deletes them if it fails.
+    pub(super) more_keys: Mutex<Vec<String>>,
 }
 
 /// pre-data, every data stream, post-data: in restore order.
@@ -40,6 +45,7 @@ pub(super) fn sections_to_dump(
         step: STEP_PRE_DATA,
         label: "pre-data".into(),
         args: vec!["--section=pre-data".into()],
+        more_keys: Mutex::default(),
     }];
     for s in &split.streams {
         let mut args = vec!["--section=data".to_string()];
@@ -50,6 +56,7 @@ pub(super) fn sections_to_dump(
             step: STEP_DATA,
             label: format!("data-{} of {n}", s.number),
             args,
+            more_keys: Mutex::default(),
         });
     }
     jobs.push(SectionJob {
@@ -58,6 +65,7 @@ pub(super) fn sections_to_dump(
         step: STEP_POST_DATA,
         label: "post-data".into(),
         args: vec!["--section=post-data".into()],
+        more_keys: Mutex::default(),
     });
     jobs
 }
@@ -75,7 +83,7 @@ pub(super) async fn dump_sections(
     snapshot: &str,
     jobs: &[SectionJob],
     schema_first: bool,
-    part_size: u64,
+    plan: StreamPlan,
     recipients: &Arc<Recipients>,
 ) -> Result<Vec<ObjectRecord>> {
     let siblings = ctx.cancel.child_token();
@@ -90,13 +98,13 @@ pub(super) async fn dump_sections(
         let is_data = |j: &&SectionJob| j.role == ObjectRole::Data;
         let schema: Vec<&SectionJob> = jobs.iter().filter(|j| !is_data(j)).collect();
         let mut schema = dump_phase(
-            &sctx, &siblings, conn, pg_dump, snapshot, schema, part_size, recipients, &bar,
+            &sctx, &siblings, conn, pg_dump, snapshot, schema, plan, recipients, &bar,
         )
         .await
         .into_iter();
         let data: Vec<&SectionJob> = jobs.iter().filter(is_data).collect();
         let mut data = dump_phase(
-            &sctx, &siblings, conn, pg_dump, snapshot, data, part_size, recipients, &bar,
+            &sctx, &siblings, conn, pg_dump, snapshot, data, plan, recipients, &bar,
         )
         .await
         .into_iter();
@@ -114,7 +122,7 @@ pub(super) async fn dump_sections(
     } else {
         let all: Vec<&SectionJob> = jobs.iter().collect();
         dump_phase(
-            &sctx, &siblings, conn, pg_dump, snapshot, all, part_size, recipients, &bar,
+            &sctx, &siblings, conn, pg_dump, snapshot, all, plan, recipients, &bar,
         )
         .await
     };
@@ -182,7 +190,7 @@ async fn dump_phase(
     pg_dump: &Tool,
     snapshot: &str,
     phase: Vec<&SectionJob>,
-    part_size: u64,
+    plan: StreamPlan,
     recipients: &Arc<Recipients>,
     bar: &indicatif::ProgressBar,
 ) -> Vec<Result<ObjectRecord>> {
@@ -190,10 +198,7 @@ async fn dump_phase(
         if siblings.is_cancelled() {
             return Err(Error::interrupted("the backup"));
         }
-        let r = stream_dump(
-            sctx, conn, pg_dump, snapshot, job, part_size, recipients, bar,
-        )
-        .await;
+        let r = stream_dump(sctx, conn, pg_dump, snapshot, job, plan, recipients, bar).await;
         if r.is_err() {
             siblings.cancel();
         }
@@ -211,24 +216,22 @@ async fn stream_dump(
     pg_dump: &Tool,
     snapshot: &str,
     job: &SectionJob,
-    part_size: u64,
+    plan: StreamPlan,
     recipients: &Arc<Recipients>,
     bar: &indicatif::ProgressBar,
 ) -> Result<ObjectRecord> {
     let key = job.key.as_str();
     let (mut child, input) = spawn_pg_dump(ctx, conn, pg_dump, snapshot, job)?;
-    let mut upload = match ctx.store.start_multipart(key).await {
-        Ok(u) => u,
-        Err(e) => {
-            child.kill();
-            let _ = child.wait().await;
-            return Err(Error::from(e).context(format!("starting the upload of {key}")));
-        }
-    };
+    let mut upload = Chunks::new(ctx.store.as_ref(), key, plan, &job.more_keys);
+    if let Err(e) = upload.start().await {
+        child.kill();
+        let _ = child.wait().await;
+        return Err(e);
+    }
 
-    let (mut rx, encoder) = spawn_encoder(ctx, input, recipients, part_size, bar);
+    let (mut rx, encoder) = spawn_encoder(ctx, input, recipients, plan.part_size, bar);
     // Upload parts as they come; stop at the first error or signal.
-    let upload_error = upload_parts(ctx, upload.as_mut(), &mut rx, key).await;
+    let upload_error = upload_parts(ctx, &mut upload, &mut rx).await;
     drop(rx);
     if upload_error.is_some() {
         child.kill();
@@ -236,41 +239,49 @@ async fn stream_dump(
     let encoded = encoder.finish().await;
     let dumped = child.wait().await;
 
-    let dr_stream::EncodedParts { stats, parts } = match section_outcome(
-        job,
-        upload_error,
-        dumped,
-        encoded,
-    ) {
-        Ok(v) => v,
-        Err(e) => {
-            if let Err(ae) = upload.abort().await {
-                tracing::error!("could not abort the multipart upload of {key}: {ae}; `dr prune` removes stale uploads");
+    let dr_stream::EncodedParts { stats, parts } =
+        match section_outcome(job, upload_error, dumped, encoded) {
+            Ok(v) => v,
+            Err(e) => {
+                upload.abort().await;
+                return Err(e);
             }
-            return Err(e);
-        }
-    };
+        };
     if ctx.cancel.is_cancelled() {
-        let _ = upload.abort().await;
+        upload.abort().await;
         return Err(Error::interrupted("the backup"));
     }
-    upload
-        .complete()
-        .await
-        .map_err(|e| Error::from(e).context(format!("completing the upload of {key}")))?;
+    let mut chunks = upload.finish().await?;
+    let stored: u64 = chunks.iter().map(|c| c.bytes).sum();
+    if stored != stats.stored_bytes {
+        return Err(Error::new(
+            Kind::Integrity,
+            format!(
+                "{key}: the encoder wrote {} bytes but {} objects hold {stored}",
+                stats.stored_bytes,
+                chunks.len()
+            ),
+        ));
+    }
     tracing::info!(
         section = %job.label,
         raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts,
+        objects = chunks.len(),
         "section uploaded"
     );
+    if chunks.len() == 1 {
+        // One object: recorded as every dr has (format 2).
+        chunks.clear();
+    }
     Ok(ObjectRecord {
         role: job.role,
         key: key.to_string(),
         bytes: stats.stored_bytes,
         sha256: stats.sha256,
         raw_bytes: stats.raw_bytes,
-        part_bytes: Some(part_size),
+        part_bytes: Some(plan.part_size),
         restore_step: Some(job.step),
+        chunks,
     })
 }
 
@@ -361,17 +372,20 @@ fn spawn_encoder(
 }
 
 /// Upload the parts as they come until the encoder is done; the first upload error or a
-/// signal stops it (returned).
+/// signal stops it (returned). A full object is completed before the next part, whatever a
+/// signal says meanwhile (its upload is then complete, not left behind).
 async fn upload_parts(
     ctx: &Context,
-    upload: &mut dyn MultipartUpload,
+    upload: &mut Chunks<'_>,
     rx: &mut tokio::sync::mpsc::Receiver<Bytes>,
-    key: &str,
 ) -> Option<Error> {
     loop {
         tokio::select! {
             part = rx.recv() => match part {
                 Some(p) => {
+                    if let Err(e) = upload.roll_over().await {
+                        return Some(e);
+                    }
                     // A part can take minutes on a slow link: a signal must not wait for it.
                     let put = tokio::select! {
                         r = upload.put_part(p) => r,
@@ -380,7 +394,7 @@ async fn upload_parts(
                         }
                     };
                     if let Err(e) = put {
-                        return Some(Error::from(e).context(format!("uploading {key}")));
+                        return Some(e);
                     }
                 }
                 None => return None,

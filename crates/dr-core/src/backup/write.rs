@@ -23,7 +23,8 @@ pub(super) struct Objects<'a> {
     pub(super) target: &'a TargetConfig,
     pub(super) source: &'a Source,
     pub(super) id: &'a BackupId,
-    pub(super) part_size: u64,
+    /// Parts and objects of every section stream.
+    pub(super) plan: dr_store::StreamPlan,
     pub(super) recipients: &'a Arc<Recipients>,
     /// When `backup.max_duration` stops the run (said in lock wait reports).
     pub(super) deadline: chrono::DateTime<Utc>,
@@ -71,6 +72,15 @@ pub(super) async fn write_objects(
     written.keys.extend(jobs.iter().map(|j| j.key.clone()));
     let schema_first = schema_first(w.source.lock_slots, &split);
     let (dump, inventory) = dump_and_count(w, &session_name, &snapshot, &jobs, schema_first).await;
+    // The sections' further objects, whatever the outcome: a failed run deletes them too.
+    for j in &jobs {
+        written.keys.extend(
+            j.more_keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .drain(..),
+        );
+    }
     let Some(inventory) = inventory else {
         // The counting session may be waiting for a lock: end it on the server.
         snapshot.abandon(conn).await;
@@ -238,7 +248,7 @@ async fn dump_and_count(
         snapshot.id(),
         jobs,
         schema_first,
-        w.part_size,
+        w.plan,
         w.recipients,
     );
     let counting = snapshot.inventory();
@@ -364,6 +374,7 @@ pub(super) async fn put_sealed(
         raw_bytes: data.len() as u64,
         part_bytes: None,
         restore_step: None,
+        chunks: Vec::new(),
     };
     store
         .put(key, Bytes::from(sealed))

@@ -255,7 +255,23 @@ async fn copy_backup(ctx: &Context, to: &Context, m: &dr_catalog::Manifest) -> R
     let dest: Arc<dyn ObjectStore> = Arc::clone(&to.store);
     let limits = dest.part_limits();
     let part_mib = ctx.config.backup.part_size_mib;
-    let copies = m.objects.iter().cloned().map(|o| {
+    // A section stored as several objects (format 4): each of them, checked on its own.
+    let mut stored: Vec<dr_catalog::ObjectRecord> = Vec::new();
+    for o in &m.objects {
+        if o.chunks.is_empty() {
+            stored.push(o.clone());
+        }
+        for c in &o.chunks {
+            stored.push(dr_catalog::ObjectRecord {
+                key: c.key.clone(),
+                bytes: c.bytes,
+                sha256: c.sha256.clone(),
+                chunks: Vec::new(),
+                ..o.clone()
+            });
+        }
+    }
+    let copies = stored.into_iter().map(|o| {
         let part = limits.part_size_for(o.bytes, part_mib);
         let (from, dest, cancel) = (Arc::clone(&from), Arc::clone(&dest), ctx.cancel.clone());
         async move { object::copy_object(from.as_ref(), dest.as_ref(), &o, part, &cancel).await }

@@ -116,6 +116,7 @@ pub(crate) async fn copy_archive(
                 raw_bytes: record.raw_bytes,
                 part_bytes: None,
                 restore_step: None,
+                chunks: Vec::new(),
             };
             let part = limits.part_size_for(record.bytes, part_mib);
             super::object::copy_object(from.as_ref(), dest.as_ref(), &data, part, &cancel).await?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use dr_catalog::{BackupDetails, Manifest, ObjectRecord, ObjectRole};
 use dr_stream::Identities;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::{Context, Error, Kind, Result};
 
@@ -137,12 +137,7 @@ pub async fn fetch_archive(
     path: &Path,
     durable: bool,
 ) -> Result<()> {
-    let (size, reader) = ctx
-        .store
-        .get_reader(&dump.key)
-        .await
-        .map_err(|e| Error::from(e).context(format!("fetching {}", dump.key)))?;
-    check_size(dump, size)?;
+    let reader = open_stream(ctx, dump).await?;
     // Decrypted data: readable by the owner only, like the identity.
     let file = private_file(path)
         .map_err(|e| Error::new(Kind::Failed, format!("creating {}: {e}", path.display())))?;
@@ -205,18 +200,62 @@ pub(super) fn write_file_atomically(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// The object's stored size against the manifest's, before a byte of it is used.
-fn check_size(rec: &ObjectRecord, size: u64) -> Result<()> {
-    if size != rec.bytes {
+fn check_size(key: &str, recorded: u64, size: u64) -> Result<()> {
+    if size != recorded {
         return Err(Error::new(
             Kind::Integrity,
             format!(
-                "`{}` is {} bytes but the manifest records {}: the object is truncated or was replaced",
-                rec.key, size, rec.bytes
+                "`{key}` is {size} bytes but the manifest records {recorded}: the object is truncated or was replaced"
             ),
         )
         .with_hint("restore an older backup (`dr list`) and investigate the repository"));
     }
     Ok(())
+}
+
+/// The stored stream of `rec`, each object's size checked against the manifest before a
+/// byte of it is used: its one object, or (format 4) its objects one after another, each
+/// opened when the one before it is read to the end. The digest of the whole stream is the
+/// caller's to check (`rec.sha256`).
+async fn open_stream(
+    ctx: &Context,
+    rec: &ObjectRecord,
+) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> {
+    let objects: Vec<(String, u64)> = rec
+        .stored_objects()
+        .into_iter()
+        .map(|(k, b)| (k.to_owned(), b))
+        .collect();
+    let Some(((first_key, first_bytes), rest)) = objects.split_first() else {
+        return Err(Error::new(
+            Kind::Integrity,
+            format!("`{}` lists no objects", rec.key),
+        ));
+    };
+    let (size, first) = ctx
+        .store
+        .get_reader(first_key)
+        .await
+        .map_err(|e| Error::from(e).context(format!("fetching {first_key}")))?;
+    check_size(first_key, *first_bytes, size)?;
+    if rest.is_empty() {
+        return Ok(first);
+    }
+    let store = std::sync::Arc::clone(&ctx.store);
+    let rest = futures::stream::iter(rest.to_vec())
+        .then(move |(key, bytes)| {
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                let (size, reader) = store.get_reader(&key).await.map_err(|e| {
+                    std::io::Error::other(Error::from(e).context(format!("fetching {key}")))
+                })?;
+                check_size(&key, bytes, size).map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::new(reader))
+            }
+        })
+        .try_flatten();
+    let all = tokio_util::io::ReaderStream::new(first).chain(rest);
+    Ok(Box::new(tokio_util::io::StreamReader::new(Box::pin(all))))
 }
 
 /// A writer that refuses to go on once `stop` is cancelled (another stream failed, or a
@@ -285,13 +324,7 @@ pub(super) async fn decode_into<W: Write + Send + 'static>(
     stop: tokio_util::sync::CancellationToken,
     on_error: impl FnOnce(&Error) + Send + 'static,
 ) -> Result<dr_stream::DecodeStats> {
-    let fetched = ctx
-        .store
-        .get_reader(&rec.key)
-        .await
-        .map_err(|e| Error::from(e).context(format!("fetching {}", rec.key)))
-        .and_then(|(size, reader)| check_size(rec, size).map(|()| reader));
-    let reader = match fetched {
+    let reader = match open_stream(ctx, rec).await {
         Ok(r) => r,
         Err(e) => {
             on_error(&e);

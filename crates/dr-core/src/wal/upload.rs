@@ -51,13 +51,15 @@ pub(crate) async fn upload(
     recipients: &Arc<Recipients>,
 ) -> Result<Stored> {
     let file = std::fs::File::open(path).map_err(|e| read_error(path, &e))?;
+    let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let hashed = Hashed(Arc::new(Mutex::new(Some(HashingReader::new(file)))));
     let compression = Compression {
         level: ctx.config.backup.zstd_level,
         threads: 0,
     };
-    // 8 MiB parts: a 16 MiB segment is one PUT, unless it does not compress.
-    let part_size = ctx.store.part_limits().preferred_min_part;
+    // 8 MiB parts: a 16 MiB segment is one PUT, unless it does not compress. Larger parts
+    // where `[repository.s3] max_parts` is tiny, so that the file fits in them.
+    let part_size = ctx.store.part_limits().part_size_for(file_bytes, None);
     let (mut rx, encoding) = dr_stream::encode_into_parts(
         hashed.clone(),
         Arc::clone(recipients),

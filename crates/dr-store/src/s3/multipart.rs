@@ -32,6 +32,9 @@ pub(super) struct S3Upload {
     /// Object Lock), and an empty object is written with it.
     pub(super) retention: Option<Retention>,
     pub(super) next_part: i32,
+    /// `[repository.s3] max_parts`: a part past it is refused here, not by the service
+    /// after the upload of everything before it.
+    pub(super) max_parts: i32,
     pub(super) in_flight: JoinSet<Result<CompletedPart, StoreError>>,
     /// Finished parts, in completion order (sorted before CompleteMultipartUpload).
     pub(super) parts: Vec<CompletedPart>,
@@ -157,11 +160,14 @@ impl MultipartUpload for S3Upload {
             self.record(joined)?;
         }
         self.drain_to(MAX_PARTS_IN_FLIGHT - 1).await?;
-        if self.next_part > MAX_PARTS {
+        if self.next_part > self.max_parts {
             return Err(self.shared.protocol_error(
                 "UploadPart",
                 &self.full_key,
-                format!("more than {MAX_PARTS} parts; the part size is too small for this object"),
+                format!(
+                    "more than {} parts ([repository.s3] max_parts); the part size is too small for this object",
+                    self.max_parts
+                ),
             ));
         }
         let part_number = self.next_part;

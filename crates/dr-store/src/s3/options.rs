@@ -24,6 +24,11 @@ pub struct S3Options {
     /// Address the bucket in the path (`https://host/bucket`), as MinIO and SeaweedFS want.
     #[serde(default)]
     pub path_style: bool,
+    /// The most parts one multipart upload may have: 10,000 on AWS S3 and R2, 1,000 on some
+    /// S3-compatible services (Scaleway). A stream longer than `max_parts` parts, or than
+    /// 5 GiB, is stored as several objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parts: Option<u64>,
 }
 
 impl From<S3Options> for RepositoryOptions {
@@ -37,7 +42,7 @@ impl From<S3Options> for RepositoryOptions {
     }
 }
 
-const OPTIONS_HINT: &str = "[repository.s3] takes endpoint (e.g. \"https://ACCOUNT.r2.cloudflarestorage.com\"), region (e.g. \"auto\") and path_style (true or false)";
+const OPTIONS_HINT: &str = "[repository.s3] takes endpoint (e.g. \"https://ACCOUNT.r2.cloudflarestorage.com\"), region (e.g. \"auto\"), path_style (true or false) and max_parts (1 to 10000)";
 
 fn parse_location(url: &str, rest: &str, options: toml::Table) -> Result<Location, StoreError> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -67,7 +72,16 @@ fn parse_location(url: &str, rest: &str, options: toml::Table) -> Result<Locatio
         endpoint,
         region,
         path_style,
+        max_parts,
     } = options_from("s3", options, OPTIONS_HINT)?;
+    let max_parts = max_parts.unwrap_or(PartLimits::S3.max_parts);
+    if !(1..=PartLimits::S3.max_parts).contains(&max_parts) {
+        return Err(invalid_option(
+            "s3.max_parts",
+            format!("{max_parts} is not a part count S3 accepts (1 to 10000)"),
+            "write the provider's limit on parts per multipart upload, e.g. max_parts = 1000 (Scaleway), or remove it for 10000 (AWS S3, R2)",
+        ));
+    }
     let nonempty = |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let endpoint = nonempty(endpoint);
     if let Some(ep) = &endpoint {
@@ -85,6 +99,7 @@ fn parse_location(url: &str, rest: &str, options: toml::Table) -> Result<Locatio
         endpoint,
         region: nonempty(region),
         path_style,
+        max_parts,
         object_lock: None,
     })
 }

@@ -74,6 +74,16 @@ pub async fn run(ctx: &Context, id: &str, target: Option<&str>, as_json: bool) -
             human_bytes(o.bytes),
             o.sha256
         );
+        // Format 4: a section stored as several objects, in stream order.
+        for c in &o.chunks {
+            out!(
+                "  {:<9} {:<48} {:>10}  sha256 {}",
+                "  object",
+                c.key,
+                human_bytes(c.bytes),
+                c.sha256
+            );
+        }
     }
     match &shown.entry.verification {
         Some(v) => out!(

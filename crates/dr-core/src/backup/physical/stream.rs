@@ -124,6 +124,7 @@ pub(super) async fn stream_base(
         raw_bytes: stats.raw_bytes,
         part_bytes: Some(part_size),
         restore_step: None,
+        chunks: Vec::new(),
     };
     Ok((record, findings, stderr))
 }

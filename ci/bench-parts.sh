@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Part limits per provider (issue 22, item 3): dr's peak RSS while a backup uploads one
+# generated data stream of increasing size to SeaweedFS with `[repository.s3] max_parts =
+# 1000`, in parts of 8 MiB, cut into objects of at most 640 parts (5 GiB, CopyObject's
+# limit). `bash ci/bench-parts.sh [--sizes "2 8"]` (sizes in GiB).
+#
+# The stream is generated, not dumped: a `pg_dump` wrapper in a private bin dir
+# (`backup.pg_bin_dir`) runs the real pg_dump for everything except `--section=data`, for
+# which it writes N GiB of AES-CTR keystream (incompressible: zstd keeps it whole, so the
+# stored stream is N GiB too). Everything else is a real `dr backup --jobs 1` of a real
+# (small) database: snapshot, counting, pre-data, post-data, globals, details, the manifest.
+# The backup cannot be restored (its data section is noise) and is not meant to be.
+#
+# Peak RSS is /usr/bin/time -v's "Maximum resident set size" of the process tree's largest
+# member (dr; the wrapper's openssl and head are small). Flat RSS across sizes is the point:
+# the plan (crates/dr-store/src/parts.rs, `stream_plan`) does not depend on the size, and the
+# unit test `a_terabyte_stream_is_planned_as_a_gigabyte_one_with_1000_parts` shows 1 TB gets
+# the same parts and buffers as 1 GB.
+#
+#   --sizes "A B"   stream sizes in GiB (default "2 8"; "0.1" for a quick check of the
+#                   script); SeaweedFS needs that much disk
+#   --keep          leave the work directory behind
+#   DR_BENCH_DIR    work directory (default /tmp/dr-bench-parts; emptied at the start)
+#   DR_PG_BIN_DIR   PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
+#   DR_BENCH_BIN    the dr binary to measure (default: cargo build --release)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+sizes="2 8"
+runs=1
+keep=0
+while (($#)); do
+    case $1 in
+        --sizes) sizes=$2; shift 2 ;;
+        --sizes=*) sizes=${1#*=}; shift ;;
+        --keep) keep=1; shift ;;
+        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+        *) echo "bench: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+work=${DR_BENCH_DIR:-/tmp/dr-bench-parts}
+pg_bin=${DR_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
+export PATH="$pg_bin:$PATH"
+# shellcheck source=ci/bench-lib.sh
+source ci/bench-lib.sh
+
+bench_tools
+pgdata=$work/pgdata
+bench_workdir
+
+read -r port <<<"$(free_ports 1)"
+start_postgres "$port" </dev/null
+# 300 volumes of 64 MiB: ~19 GiB of objects.
+weed_volume_max=300
+start_weed
+psql_in postgres <<<'CREATE DATABASE bench'
+psql_in bench <<<'CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;'
+
+# --- the generated stream ------------------------------------------------------------------
+fake=$work/bin
+mkdir -p "$fake"
+ln -s "$pg_bin/pg_dumpall" "$fake/pg_dumpall"
+cat >"$fake/pg_dump" <<SH
+#!/usr/bin/env bash
+for a in "\$@"; do
+    if [[ \$a == --section=data ]]; then
+        openssl enc -aes-128-ctr -nosalt -pass pass:dr-bench -in /dev/zero 2>/dev/null |
+            head -c "\$(awk -v g="\$DR_BENCH_GIB" 'BEGIN { printf "%.0f", g * 1073741824 }')"
+        exit 0
+    fi
+done
+exec "$pg_bin/pg_dump" "\$@"
+SH
+chmod 755 "$fake/pg_dump"
+
+age-keygen -o "$work/identity.txt" 2>/dev/null
+"$dr" keygen --signing --output "$work/signing.key" >/dev/null 2>&1
+recipient=$(awk '/public key:/ {print $NF}' "$work/identity.txt")
+cat >"$work/dr.toml" <<TOML
+[repository]
+url = "s3://bench/parts"
+[repository.s3]
+endpoint = "http://127.0.0.1:$s3"
+path_style = true
+max_parts = 1000
+[backup]
+jobs = 1
+pg_bin_dir = "$fake"
+[encryption]
+recipients = ["$recipient"]
+[signing]
+key_file = "$work/signing.key"
+[[targets]]
+name = "gen"
+url = "$(url bench)"
+TOML
+
+declare -A objects
+for gib in $sizes; do
+    export DR_BENCH_GIB=$gib
+    measure "gen_${gib}" "$dr" --config "$work/dr.toml" backup
+    objects[$gib]=$(curl -fsS "http://127.0.0.1:$s3/bench?list-type=2&prefix=parts/gen/&max-keys=1000" |
+        grep -oE '<Key>[^<]*data-1\.zst\.age[^<]*</Key>' | wc -l)
+    # Room for the next size: the backups are noise.
+    curl -fsS "http://127.0.0.1:$s3/bench?list-type=2&prefix=parts/&max-keys=1000" |
+        grep -oE '<Key>[^<]*</Key>' | sed -E 's/<\/?Key>//g' |
+            while read -r k; do curl -fsS -X DELETE "http://127.0.0.1:$s3/bench/$k" >/dev/null; done
+done
+
+machine_line
+echo
+echo "Command: \`bash ci/bench-parts.sh --sizes \"$sizes\"\` $(commit_note). \`[repository.s3] max_parts = 1000\`, parts of 8 MiB, \`--jobs 1\`."
+echo
+echo "| generated data stream | objects of data-1 | wall (s) | throughput (MiB/s) | peak RSS (MiB) |"
+echo "| --- | --- | --- | --- | --- |"
+for gib in $sizes; do
+    s=${secs[gen_$gib]}
+    tp=n/a
+    if is_num "$s"; then tp=$(awk -v g="$gib" -v s="$s" 'BEGIN { printf "%.0f", g * 1024 / s }'); fi
+    echo "| $gib GiB | ${objects[$gib]} | $s | $tp | $(rss_mib "gen_$gib") |"
+done
+((${#failed[@]} == 0)) || { log "failed: ${failed[*]}"; exit 1; }
