@@ -33,6 +33,7 @@ pub mod members;
 pub mod retention;
 pub mod schedule;
 pub mod time;
+mod verification;
 pub mod wal;
 
 pub use crosscheck::cross_check;
