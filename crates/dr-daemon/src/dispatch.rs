@@ -213,11 +213,7 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
                 if job.prune_after && !ctx.cancel.is_cancelled() {
                     match r.prune(ctx, Some(target), false, Utc::now()).await {
                         Ok(reports) => {
-                            let deleted: usize = reports
-                                .iter()
-                                .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
-                                .sum();
-                            msg.push_str(&format!("; pruned {deleted} old backup(s)"));
+                            msg.push_str(&format!("; pruned {} old backup(s)", deleted(&reports)));
                         }
                         Err(e) => {
                             shared.failures.fetch_add(1, Ordering::SeqCst);
@@ -262,13 +258,7 @@ async fn run_one(shared: &Shared, job: &Job, target: &str, t: &dr_config::Target
         JobKind::Prune => r
             .prune(ctx, Some(target), false, Utc::now())
             .await
-            .map(|reports| {
-                let deleted: usize = reports
-                    .iter()
-                    .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
-                    .sum();
-                format!("pruned {deleted} backup(s)")
-            }),
+            .map(|reports| format!("pruned {} backup(s)", deleted(&reports))),
     };
     finish(shared, job, target, result);
 }
@@ -333,13 +323,7 @@ async fn on_copy(shared: &Shared, job: &Job, target: &str, name: &str) -> Result
         JobKind::Prune => r
             .prune(&copy_ctx, Some(target), false, Utc::now())
             .await
-            .map(|reports| {
-                let deleted: usize = reports
-                    .iter()
-                    .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
-                    .sum();
-                format!("pruned {deleted} backup(s)")
-            }),
+            .map(|reports| format!("pruned {} backup(s)", deleted(&reports))),
         // Refused with `copies` when the config is loaded.
         JobKind::Backup | JobKind::BaseBackup | JobKind::Drill => Ok(String::new()),
     }
@@ -356,4 +340,12 @@ async fn backup(
         JobKind::BaseBackup => r.base_backup(ctx, t).await,
         _ => r.backup(ctx, t).await,
     }
+}
+
+/// How many backups a prune deleted, over its targets' reports.
+fn deleted(reports: &[dr_core::prune::TargetPrune]) -> usize {
+    reports
+        .iter()
+        .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
+        .sum()
 }

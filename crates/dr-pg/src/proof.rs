@@ -38,36 +38,39 @@ fn tail(text: &str) -> String {
 /// `backup_manifest` (sizes and checksums). WAL is not in the backup (it comes from the
 /// archive), so it is not parsed here; recovery proves it.
 pub async fn verify_backup(tool: &Path, dir: &Path) -> Result<Verdict, PgError> {
-    let out = tokio::process::Command::new(tool)
-        .arg("--no-parse-wal")
-        .arg("--quiet")
-        .arg(dir)
-        .env("LC_ALL", "C")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| PgError::Spawn {
-            path: tool.to_path_buf(),
-            source: e,
-        })?;
-    if out.status.success() {
-        return Ok(Verdict::Clean);
-    }
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(Verdict::Failed(tail(&format!("{said}\n({})", out.status))))
+    let dir = dir.display().to_string();
+    let (ok, said) = run(tool, &["--no-parse-wal", "--quiet", &dir], Vec::new()).await?;
+    Ok(if ok {
+        Verdict::Clean
+    } else {
+        Verdict::Failed(tail(&said))
+    })
 }
 
 /// `pg_amcheck --all --install-missing` against the copy at `conn` (a throwaway server: the
 /// extension is created in each database). Heap and B-tree checks; exit 0 is clean, 2 is
 /// corruption found.
 pub async fn amcheck(tool: &Path, conn: &ConnInfo) -> Result<Verdict, PgError> {
+    let (ok, said) = run(tool, &["--all", "--install-missing"], conn.child_env()).await?;
+    Ok(if ok {
+        Verdict::Clean
+    } else if unavailable(&said) {
+        Verdict::Unavailable(tail(&said))
+    } else {
+        Verdict::Failed(tail(&said))
+    })
+}
+
+/// Run `tool` with `args` (and `env`, a connection's), in the C locale: whether it exited 0,
+/// and what it said (stdout, stderr, then its exit status when it failed).
+async fn run(
+    tool: &Path,
+    args: &[&str],
+    env: Vec<(String, String)>,
+) -> Result<(bool, String), PgError> {
     let out = tokio::process::Command::new(tool)
-        .args(["--all", "--install-missing"])
-        .envs(conn.child_env())
+        .args(args)
+        .envs(env)
         .env("LC_ALL", "C")
         .kill_on_drop(true)
         .output()
@@ -76,18 +79,15 @@ pub async fn amcheck(tool: &Path, conn: &ConnInfo) -> Result<Verdict, PgError> {
             path: tool.to_path_buf(),
             source: e,
         })?;
-    let said = format!(
+    let mut said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    if out.status.success() {
-        return Ok(Verdict::Clean);
+    if !out.status.success() {
+        said.push_str(&format!("\n({})", out.status));
     }
-    if unavailable(&said) {
-        return Ok(Verdict::Unavailable(tail(&said)));
-    }
-    Ok(Verdict::Failed(tail(&format!("{said}\n({})", out.status))))
+    Ok((out.status.success(), said))
 }
 
 /// Whether pg_amcheck failed because the server has no `amcheck` extension to install.
