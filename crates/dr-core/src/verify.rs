@@ -324,6 +324,25 @@ fn sandbox_bin_dir(config: &dr_config::Config, target: &str) -> Option<std::path
         .or_else(|| config.backup.pg_bin_dir.clone())
 }
 
+/// One check per table the backup counted: `actual` (by `schema.name`) holds exactly as many
+/// rows.
+fn row_checks(
+    details: &dr_catalog::BackupDetails,
+    actual: &BTreeMap<String, i64>,
+) -> Vec<CheckOutcome> {
+    details
+        .tables
+        .iter()
+        .map(|t| {
+            let got = actual
+                .get(&t.qualified())
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "missing table".into());
+            check(format!("rows of {}", t.qualified()), t.rows, got)
+        })
+        .collect()
+}
+
 fn check(name: impl Into<String>, expected: impl ToString, actual: impl ToString) -> CheckOutcome {
     let (e, a) = (expected.to_string(), actual.to_string());
     CheckOutcome {
@@ -371,13 +390,7 @@ async fn check_in_sandbox(
             .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
             .collect(),
     };
-    for t in &details.tables {
-        let got = actual
-            .get(&t.qualified())
-            .map(ToString::to_string)
-            .unwrap_or_else(|| "missing table".into());
-        checks.push(check(format!("rows of {}", t.qualified()), t.rows, got));
-    }
+    checks.extend(row_checks(details, &actual));
     sequence_checks(&client, details, &mut checks).await?;
     let los = dr_pg::checks::large_object_count(&client)
         .await

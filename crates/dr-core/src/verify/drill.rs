@@ -27,7 +27,9 @@ use dr_catalog::wal::Lsn;
 use dr_catalog::{BackupDetails, BackupKind, CheckOutcome, DrillFacts, ObjectRole};
 use dr_pg::proof::Verdict;
 
-use super::{check, verdict, write_record, VerifyOptions, VerifyReport, INTEGRITY_CHECK};
+use super::{
+    check, row_checks, verdict, write_record, VerifyOptions, VerifyReport, INTEGRITY_CHECK,
+};
 use crate::repo::{self, BackupEntry, Selector};
 use crate::restore::pitr::into_db::{sandbox_bytes, source_database};
 use crate::restore::pitr::sandbox::{Recipe, Sandbox};
@@ -433,7 +435,7 @@ async fn prove(
         actual: sandbox.reached.stopped.clone(),
     });
     let clock = Instant::now();
-    let proved = in_sandbox(ctx, &sandbox, point, m.server_major, bin, run, facts).await;
+    let proved = in_sandbox(&sandbox, point, m.server_major, bin, run, facts).await;
     run.timings
         .insert("checks".into(), clock.elapsed().as_secs_f64());
     sandbox.remove().await;
@@ -442,7 +444,6 @@ async fn prove(
 
 /// The checks against the running copy: exact counts, pg_amcheck, the last commit replayed.
 async fn in_sandbox(
-    ctx: &Context,
     sandbox: &Sandbox,
     point: &Point,
     major: u32,
@@ -450,7 +451,6 @@ async fn in_sandbox(
     run: &mut Run,
     facts: &mut DrillFacts,
 ) -> Result<()> {
-    let _ = ctx;
     let client = match sandbox.conn().connect().await {
         Ok(c) => c,
         Err(e) => {
@@ -469,14 +469,7 @@ async fn in_sandbox(
             .into_iter()
             .map(|t| (format!("{}.{}", t.schema, t.name), t.rows))
             .collect();
-        for t in &details.tables {
-            let got = counted
-                .get(&t.qualified())
-                .map(ToString::to_string)
-                .unwrap_or_else(|| "missing table".into());
-            run.checks
-                .push(check(format!("rows of {}", t.qualified()), t.rows, got));
-        }
+        run.checks.extend(row_checks(details, &counted));
     } else {
         run.skipped.push(
             "exact row counts: no dump of this target recorded its snapshot's WAL position inside the window (wal_level = logical records it)"
