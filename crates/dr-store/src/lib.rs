@@ -236,6 +236,13 @@ pub trait MultipartUpload: Send {
     /// Parts arrive in order; all non-final parts have the same size (R2 requires it; the
     /// caller guarantees it) and respect the store's [`ObjectStore::part_limits`].
     async fn put_part(&mut self, data: bytes::Bytes) -> Result<(), StoreError>;
+    /// Wait until `put_part` would start the next part at once (an upload with parts in
+    /// flight has room for one more), surfacing a failed part. A caller that asks before
+    /// taking the next part from its producer holds no part in memory that is not being
+    /// uploaded. Uploads that send a part within `put_part` are always ready.
+    async fn ready(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Make the object visible. Zero parts make an empty object.
     async fn complete(self: Box<Self>) -> Result<ObjectMeta, StoreError>;
     /// Throw the parts away.

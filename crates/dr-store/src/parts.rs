@@ -9,10 +9,11 @@ const MIB: u64 = 1024 * 1024;
 /// original version back with it, so no object of a stream is larger.
 pub const MAX_COPY_BYTES: u64 = 5 * 1024 * MIB;
 
-/// Parts of one stream held in memory at once, at most: the one the encoder fills, one
-/// waiting in its channel, and those the upload has in flight (2) — see
+/// Parts of one stream held in memory at once, at most: those the upload has in flight (2)
+/// and one more, either being filled by the encoder or waiting in its channel for room in
+/// the upload (`dr_stream::encode_into_parts`, `MultipartUpload::ready`) — see
 /// [`StreamPlan::buffered_bytes`].
-pub const PARTS_BUFFERED_PER_STREAM: u64 = 4;
+pub const PARTS_BUFFERED_PER_STREAM: u64 = 3;
 
 /// How one stream of unknown length is stored: parts of `part_size`, at most
 /// `parts_per_object` of them in one object; a longer stream continues in the next object.

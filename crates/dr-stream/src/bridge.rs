@@ -86,8 +86,10 @@ impl Encoding {
 
 /// [`encode`] `input` on a blocking thread, started now, cutting what is stored into parts of
 /// `part_size` bytes (the last one shorter) sent to the returned receiver. The channel holds
-/// one part: the thread waits for the uploads, so memory stays at a few parts whatever the
-/// size of the input. `progress` gets raw bytes so far.
+/// one part, and the thread fills the next only once the receiver took it: a part waits
+/// either in the channel or in the encoder, never both, so a stream holds the parts its
+/// upload has in flight plus one, whatever the size of the input. `progress` gets raw bytes
+/// so far.
 pub fn encode_into_parts<R: Read + Send + 'static>(
     input: R,
     recipients: Arc<Recipients>,
@@ -97,10 +99,16 @@ pub fn encode_into_parts<R: Read + Send + 'static>(
 ) -> (mpsc::Receiver<Bytes>, Encoding) {
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let part_usize = usize::try_from(part_size).unwrap_or(usize::MAX);
+    let runtime = tokio::runtime::Handle::current();
     let handle = tokio::task::spawn_blocking(move || {
+        let stopped = || std::io::Error::other("the upload stopped");
         let mut parts = PartWriter::new(part_usize, |part| {
-            tx.blocking_send(part)
-                .map_err(|_| std::io::Error::other("the upload stopped"))
+            tx.blocking_send(part).map_err(|_| stopped())?;
+            // Until the receiver takes it: the next part's buffer is not filled meanwhile.
+            runtime
+                .block_on(tx.reserve())
+                .map(drop)
+                .map_err(|_| stopped())
         });
         let stats = encode(input, &mut parts, &recipients, compression, &mut progress)?;
         let parts = parts.finish().map_err(|e| StreamError::Io {

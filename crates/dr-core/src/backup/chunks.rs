@@ -107,6 +107,21 @@ impl<'a> Chunks<'a> {
         Ok(())
     }
 
+    /// Wait until the current object's upload takes the next part at once (see
+    /// [`dr_store::MultipartUpload::ready`]).
+    pub(crate) async fn ready(&mut self) -> Result<()> {
+        match self.current.as_mut() {
+            Some(c) => {
+                let key = &c.key;
+                c.upload
+                    .ready()
+                    .await
+                    .map_err(|e| Error::from(e).context(format!("uploading {key}")))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Upload one part into the current object ([`Chunks::roll_over`] first).
     pub(crate) async fn put_part(&mut self, part: Bytes) -> Result<()> {
         let Some(c) = self.current.as_mut() else {

@@ -380,6 +380,17 @@ async fn upload_parts(
     rx: &mut tokio::sync::mpsc::Receiver<Bytes>,
 ) -> Option<Error> {
     loop {
+        // Room in the upload first: a part taken from the encoder is uploaded at once, so
+        // the stream holds no part that is neither being filled, queued or uploaded.
+        let ready = tokio::select! {
+            r = upload.ready() => r,
+            _ = ctx.cancel.cancelled() => {
+                return Some(Error::interrupted("the backup"));
+            }
+        };
+        if let Err(e) = ready {
+            return Some(e);
+        }
         tokio::select! {
             part = rx.recv() => match part {
                 Some(p) => {

@@ -147,6 +147,14 @@ impl S3Upload {
 
 #[async_trait::async_trait]
 impl MultipartUpload for S3Upload {
+    async fn ready(&mut self) -> Result<(), StoreError> {
+        // Surface failures of earlier parts as early as possible.
+        while let Some(joined) = self.in_flight.try_join_next() {
+            self.record(joined)?;
+        }
+        self.drain_to(MAX_PARTS_IN_FLIGHT - 1).await
+    }
+
     async fn put_part(&mut self, data: Bytes) -> Result<(), StoreError> {
         if self.finished {
             return Err(self.shared.protocol_error(
@@ -155,11 +163,7 @@ impl MultipartUpload for S3Upload {
                 "the upload is already completed or aborted",
             ));
         }
-        // Surface failures of earlier parts as early as possible.
-        while let Some(joined) = self.in_flight.try_join_next() {
-            self.record(joined)?;
-        }
-        self.drain_to(MAX_PARTS_IN_FLIGHT - 1).await?;
+        self.ready().await?;
         if self.next_part > self.max_parts {
             return Err(self.shared.protocol_error(
                 "UploadPart",

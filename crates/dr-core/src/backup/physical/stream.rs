@@ -173,6 +173,14 @@ async fn upload_parts(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut waiting_since: Option<Instant> = None;
     loop {
+        // Room in the upload before the next part is taken (one part fewer in memory).
+        let ready = tokio::select! {
+            r = upload.ready() => r,
+            () = ctx.cancel.cancelled() => return Some(Error::interrupted("the backup")),
+        };
+        if let Err(e) = ready {
+            return Some(Error::from(e).context(format!("uploading {key}")));
+        }
         tokio::select! {
             part = rx.recv() => match part {
                 Some(p) => {
