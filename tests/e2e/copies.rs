@@ -325,11 +325,13 @@ fn a_daemon_copy_job_copies_the_backups_the_copy_lacks() {
             "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\
              [[targets]]\nname = \"app\"\nurl = \"{}\"\n\
              [[copies]]\nname = \"offsite\"\nurl = \"file://{}\"\n\
-             [[schedules]]\nname = \"to-offsite\"\ncron = \"* * * * * *\"\njob = \"copy\"\n",
+             [[schedules]]\nname = \"to-offsite\"\ncron = \"* * * * * *\"\njob = \"copy\"\n\
+             [notify]\ntextfile_path = \"{}\"\n",
             ws.path().join("repo").display(),
             identity.display(),
             pg.url("app"),
             copy.display(),
+            ws.path().join("dr.prom").display(),
         ),
     );
     assert_success(&ws.dr(&cfg, &["backup"]));
@@ -355,4 +357,68 @@ fn a_daemon_copy_job_copies_the_backups_the_copy_lacks() {
         text.contains("copy of `app` on copy `offsite` ok: 1 backup(s) copied"),
         "{text}"
     );
+    // Reported like the other jobs: the metrics say when the copy last succeeded.
+    let prom = std::fs::read_to_string(ws.path().join("dr.prom")).unwrap_or_default();
+    assert!(
+        prom.contains("dr_last_success_timestamp_seconds{target=\"app\",operation=\"copy\"}"),
+        "{prom}"
+    );
+}
+
+/// `dr copy` takes the target's run lock in the copy: while another run holds it (here a
+/// lock of a run on another host), nothing is copied and it exits 6; once it is released the
+/// copy goes through and leaves no lock behind.
+#[test]
+fn a_copy_waits_its_turn_behind_the_copys_run_lock() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "create table t (id int primary key); insert into t select generate_series(1, 100);",
+    );
+    let (identity, recipient) = ws.keygen();
+    let copy = ws.path().join("copy");
+    let cfg = ws.write(
+        "dr.toml",
+        &format!(
+            "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\
+             [[targets]]\nname = \"app\"\nurl = \"{}\"\n\
+             [[copies]]\nname = \"offsite\"\nurl = \"file://{}\"\n",
+            ws.path().join("repo").display(),
+            identity.display(),
+            pg.url("app"),
+            copy.display(),
+        ),
+    );
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    let lock = copy.join("locks").join("app.json");
+    std::fs::create_dir_all(copy.join("locks")).expect("locks dir");
+    let now = chrono::Utc::now();
+    std::fs::write(
+        &lock,
+        serde_json::json!({
+            "target": "app",
+            "holder": "elsewhere pid 1",
+            "operation": "prune",
+            "acquired_at": now.to_rfc3339(),
+            "expires_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            "token": "theirs",
+        })
+        .to_string(),
+    )
+    .expect("lock");
+    let held = ws.dr(&cfg, &["copy"]);
+    assert_eq!(held.status.code(), Some(6), "{}", describe(&held));
+    assert!(
+        stderr(&held).contains("elsewhere pid 1"),
+        "{}",
+        describe(&held)
+    );
+    assert!(manifests(&copy).is_empty(), "{:?}", manifests(&copy));
+
+    std::fs::remove_file(&lock).expect("release");
+    assert_success(&ws.dr(&cfg, &["copy"]));
+    assert_eq!(manifests(&copy).len(), 1);
+    assert!(!lock.exists(), "the copy's run lock was left behind");
 }

@@ -298,7 +298,7 @@ async fn on_copy(shared: &Shared, job: &Job, target: &str, name: &str) -> Result
                 trust_unsigned: false,
                 id: None,
             };
-            let report = dr_core::copy::run(ctx, &copy_ctx, name, &opts).await?;
+            let report = r.copy(ctx, &copy_ctx, name, &opts).await?;
             if let Some(e) = dr_core::copy::refused_error(&report) {
                 return Err(e);
             }

@@ -21,8 +21,8 @@
 //! `time() - dr_wal_last_archived_timestamp_seconds > dr_wal_max_lag_seconds` (not on the RPO
 //! gauge alone: it is only as fresh as its last assessment) and on `dr_wal_gap == 1`.
 //!
-//! The run's kind is the `operation` label (backup, verify, prune), not `job`: Prometheus
-//! owns `job` and would rename ours to `exported_job` on scrape. Textfiles written with `job`
+//! The run's kind is the `operation` label (backup, base-backup, verify, drill, prune, copy),
+//! not `job`: Prometheus owns `job` and would rename ours to `exported_job` on scrape. Textfiles written with `job`
 //! by older versions still load. Alert on
 //! `time() - dr_last_success_timestamp_seconds{operation="backup"} > 26*3600` and on
 //! `dr_last_verification_passed == 0`; `deploy/prometheus/dr-alerts.yml` has the rules.
@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub target: String,
-    /// backup, verify or prune: the `operation` label.
+    /// backup, base-backup, verify, drill, prune or copy: the `operation` label.
     pub operation: String,
     pub ok: bool,
     pub finished_at: DateTime<Utc>,

@@ -1,4 +1,4 @@
-//! Reporting: runs a backup, verify or prune with pings, webhooks and metrics around it,
+//! Reporting: runs a backup, verify, prune or copy with pings, webhooks and metrics around it,
 //! for `dr daemon` and the one-shot commands alike. It pings `/start`, runs the operation,
 //! records [`crate::metrics`], writes the node-exporter textfile when configured, then sends
 //! the webhook and the success or `/fail` ping ([`crate::notify`] delivers them). Nothing
@@ -23,6 +23,7 @@ use dr_config::{Config, JobKind, TargetConfig};
 
 use crate::metrics::{Metrics, Sample};
 use crate::notify::{JobEvent, Notifier};
+use dr_core::copy::{CopyOptions, CopyReport};
 use dr_core::host::host_name;
 use dr_core::prune::TargetPrune;
 use dr_core::verify::{VerifyOptions, VerifyReport};
@@ -269,6 +270,46 @@ impl Reporter {
     }
 
     /// [`dr_core::prune::run`] (not a dry run), reported. `force` also deletes damaged backups.
+    /// `dr copy` into copy `name` (`to` is its context), reported as the operation `copy`:
+    /// a run that left untrusted backups behind fails (after copying the others).
+    pub async fn copy(
+        &self,
+        ctx: &Context,
+        to: &Context,
+        name: &str,
+        opts: &CopyOptions,
+    ) -> Result<CopyReport> {
+        let planned = opts.target.clone().unwrap_or_else(|| "all".into());
+        let (started_at, clock) = self.start(&planned, JobKind::Copy).await;
+        let what = format!("copy of `{planned}` to `{name}`");
+        let result = self
+            .attempt(&ctx.cancel, &what, || {
+                dr_core::copy::run(ctx, to, name, opts)
+            })
+            .await;
+        let error = match &result {
+            Ok(report) => dr_core::copy::refused_error(report),
+            Err(e) => Some(e.clone()),
+        };
+        let metric_targets = opts
+            .target
+            .is_none()
+            .then(|| ctx.config.targets.iter().map(|t| t.name.clone()).collect());
+        self.finish(Finished {
+            target: planned,
+            job: JobKind::Copy,
+            backup_id: None,
+            error,
+            started_at,
+            clock,
+            backup_bytes: None,
+            verification_passed: None,
+            metric_targets,
+        })
+        .await;
+        result
+    }
+
     pub async fn prune(
         &self,
         ctx: &Context,

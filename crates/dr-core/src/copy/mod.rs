@@ -29,6 +29,7 @@ use dr_config::{env, RepositoryConfig};
 use dr_store::{Credentials, ObjectStore, Secret};
 use serde::Serialize;
 
+use crate::lock::RunLock;
 use crate::trust::{require_trusted, signature_key};
 use crate::{human_bytes, Context, Error, Kind, Result};
 
@@ -114,11 +115,56 @@ pub fn credentials(
 
 /// Copy every complete backup of the primary (`ctx`) that `to` lacks. `to` is the copy's
 /// context (see [`dr_config::Config::for_copy`]); `name` its name, for messages.
+///
+/// Each target is copied under its run lock in the copy (taken when first needed, released
+/// at the end, also on failure): two copies to the same repository, or a copy and a prune of
+/// it, never interleave; a backup is committed only while the lock is still this run's.
 pub async fn run(
     ctx: &Context,
     to: &Context,
     name: &str,
     opts: &CopyOptions,
+) -> Result<CopyReport> {
+    let mut locks = Locks::default();
+    let result = copy_all(ctx, to, name, opts, &mut locks).await;
+    locks.release().await;
+    result
+}
+
+/// The copy's run locks this run holds, by target.
+#[derive(Default)]
+struct Locks(std::collections::BTreeMap<String, RunLock>);
+
+impl Locks {
+    /// `target`'s lock in the copy, taken if this run does not hold it yet.
+    async fn hold(&mut self, to: &Context, name: &str, target: &str) -> Result<&RunLock> {
+        if !self.0.contains_key(target) {
+            let lock = RunLock::acquire_for(to, target, "copy")
+                .await
+                .map_err(|e| e.context(format!("copy `{name}`")))?;
+            self.0.insert(target.to_string(), lock);
+        }
+        self.0.get(target).ok_or_else(|| {
+            Error::new(
+                Kind::Failed,
+                format!("the run lock of `{target}` in `{name}` was lost"),
+            )
+        })
+    }
+
+    async fn release(self) {
+        for (_, lock) in self.0 {
+            lock.release().await;
+        }
+    }
+}
+
+async fn copy_all(
+    ctx: &Context,
+    to: &Context,
+    name: &str,
+    opts: &CopyOptions,
+    locks: &mut Locks,
 ) -> Result<CopyReport> {
     let mut report = CopyReport {
         copy: name.to_string(),
@@ -132,6 +178,7 @@ pub async fn run(
         {
             continue;
         }
+        locks.hold(to, name, &t.name).await?;
         let w = wal::copy_archive(ctx, to, name, &t.name).await?;
         if w.copied > 0 {
             tracing::info!(
@@ -204,6 +251,7 @@ pub async fn run(
                 )
             }
         }
+        locks.hold(to, name, &m.target).await?;
         let started = Instant::now();
         let copied = copy_backup(ctx, to, m)
             .await
@@ -216,6 +264,8 @@ pub async fn run(
                 });
                 e
             })?;
+        // A run whose lock expired and was taken over meanwhile commits nothing.
+        locks.hold(to, name, &m.target).await?.check().await?;
         if let Some(sig) = signature {
             to.store
                 .put(&signature_key(&manifest_key), sig)

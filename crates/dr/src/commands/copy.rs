@@ -3,11 +3,13 @@ use std::process::ExitCode;
 
 use dr_core::copy::{CopyOptions, CopyReport};
 use dr_core::{Context, Result};
+use dr_observe::report::Reporter;
 
 /// `dr copy [--to NAME]`: every copy (or one), one after the other; the first failure stops.
 pub async fn run(
     ctx: &Context,
     global: &crate::cli::Global,
+    reporter: &Reporter,
     to: Option<&str>,
     opts: &CopyOptions,
     json: bool,
@@ -21,7 +23,7 @@ pub async fn run(
     let mut reports: Vec<CopyReport> = Vec::new();
     for name in &names {
         let copy_ctx = crate::commands::context_of(global, ctx.config.for_copy(name)?).await?;
-        let report = dr_core::copy::run(ctx, &copy_ctx, name, opts).await?;
+        let report = reporter.copy(ctx, &copy_ctx, name, opts).await?;
         if !json {
             print(&report);
         }

@@ -83,7 +83,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 trust_unsigned,
                 id,
             };
-            copy::run(&ctx, &cli.global, to.as_deref(), &opts, json).await
+            let reporter = Reporter::from_config(&ctx.config)?;
+            copy::run(&ctx, &cli.global, &reporter, to.as_deref(), &opts, json).await
         }
         Command::List {
             target,
