@@ -135,6 +135,11 @@ start_weed() {
         kill -0 "$weed_pid" 2>/dev/null || { tail -n 30 "$work/weed.log" >&2; exit 3; }
         sleep 0.5
     done
+    # Right after start its S3 gateway can still answer 403 (seen once): a few more tries.
+    for _ in $(seq 1 20); do
+        curl -fsS -X PUT "http://127.0.0.1:$s3/bench" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
     curl -fsS -X PUT "http://127.0.0.1:$s3/bench" >/dev/null || { tail -n 30 "$work/weed.log" >&2; exit 3; }
 }
 

@@ -13,6 +13,10 @@
 #                %p' on the same segments (fetched beforehand with dr wal fetch: that loop
 #                measures fetch); dr = dr restore --at LSN --to-dir DIR --start from S3 (an
 #                archive-mode copy is never promoted by --start: `latest` is refused there)
+#   into a db:   dr restore --at LSN --to URL --jobs 2 (sandbox recovery from S3, then section
+#                streams into a new database) against by hand: the floor's recovery paused at
+#                the LSN, then pg_dump -Fc -Z0 | pg_restore into a new database; goal (issue
+#                20) <= 1.10x, and both databases must hold the same pgbench counts
 #   memory:      peak RSS of every dr wal push (archive_command wrapped in /usr/bin/time),
 #                dr wal fetch (the exact restore_command dr wrote, run once per segment), the
 #                prefetch workers it starts (detached: their VmHWM polled every 50 ms) and
@@ -58,7 +62,7 @@ while (($#)); do
         --scale=* | --runs=* | --recovery-runs=* | --wal-secs=* | --min-wal-mib=*)
             v=${1#--}; declare "$(tr - _ <<<"${v%%=*}")=${1#*=}"; shift ;;
         --keep) keep=1; shift ;;
-        -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,47p' "$0"; exit 0 ;;
         *) echo "bench-wal: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -448,6 +452,37 @@ wait "$drill_sampler" 2>/dev/null || true
 drill_peak=$(bytes_mib "$(cat "$work/drill.peak" 2>/dev/null || echo 0)")
 drill_phases=$(grep -E '^  (base_fetch|pg_verifybackup|recover|checks) ' "$work/drill.out" | awk '{printf "%s %s, ", $1, $2}' | sed 's/, $//')
 
+# --- into a database (issue 20): dr restore --at LSN --to URL against doing it by hand ---------
+# dr: the sandbox recovery from S3, then the section streams (--jobs 2) into a new database of
+# the bench server. By hand: the floor's recovery (the decrypted base and the fetched WAL from
+# local disk, paused at the same LSN), then `pg_dump -Fc -Z0 | pg_restore` into a new database.
+# The bench server runs again for them, with archive_mode off (nothing more to archive).
+"${as_pg[@]}" "$pg_bin/pg_ctl" start -w -t 60 -D "$pgdata" -l "$work/pg-into.log" -o "-p $pg_port -c archive_mode=off" >/dev/null
+into_tmp=$work/into-tmp
+drop_into() { PGOPTIONS='-c client_min_messages=warning' psql_in postgres -c "DROP DATABASE IF EXISTS $1" >/dev/null; }
+# What both must hold: the pgbench tables' counts and balances at the target LSN.
+into_digest() {
+    psql_in "$1" -c "SELECT (SELECT count(*) || '/' || sum(abalance) FROM pgbench_accounts) || ' ' ||
+        (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT sum(bbalance) FROM pgbench_branches)" 2>/dev/null || echo none
+}
+before_into_dr() { drop_into into_dr; rm -rf "$into_tmp" && mkdir -p "$into_tmp" && chmod 0777 "$into_tmp"; }
+after_into_dr() { into_dr_digest=$(into_digest into_dr); drop_into into_dr; rm -rf "$into_tmp"; }
+runs=1 measure into_dr bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' restore --at '$target_lsn' --target wala --to '$(url into_dr)' --jobs 2 --yes --temp-dir '$into_tmp' > '$work/into-dr.out' 2>&1"
+# The floor's script up to the pause, then the copy, then the stop.
+sed -e '/pg_ctl" stop/d' "$work/floor.sh" >"$work/by-hand.sh"
+cat >>"$work/by-hand.sh" <<EOF
+psql -X -q -d '$(url postgres)' -c 'CREATE DATABASE into_hand'
+${as_pg[*]} pg_dump -Fc -Z0 -h "\$d.sock" -d postgres | pg_restore --exit-on-error -d '$(url into_hand)'
+${as_pg[*]} "$pg_bin/pg_ctl" stop -w -m fast -D "\$d" >/dev/null
+EOF
+before_by_hand() { drop_into into_hand; rm -rf "$work/rec-floor" "$work/rec-floor.sock"; }
+after_by_hand() { hand_digest=$(into_digest into_hand); drop_into into_hand; rm -rf "$work/rec-floor" "$work/rec-floor.sock"; }
+runs=1 measure by_hand bash -o pipefail "$work/by-hand.sh"
+"${as_pg[@]}" "$pg_bin/pg_ctl" stop -w -D "$pgdata" -m fast >/dev/null
+[[ ${into_dr_digest:-none} != none && $into_dr_digest == "${hand_digest:-}" ]] ||
+    failed+=("dr restore --at --to and the by-hand copy differ (dr: ${into_dr_digest:-none}; by hand: ${hand_digest:-none})")
+into_phases=$(grep -E '^  (dump_staged|recover|restore|total) ' "$work/into-dr.out" | awk '{printf "%s %s, ", $1, $2}' | sed 's/, $//' || true)
+
 read -r dr_redo dr_last <<<"$(recovery_end "$work/recovery-dr.1.log")"
 read -r floor_redo floor_last <<<"$(recovery_end "$work/recovery-floor.1.log")"
 same_end=no
@@ -465,6 +500,7 @@ b_ratio=$(ratio "${secs[dr_base]}" "${secs[pg_basebackup]}")
 b1_ratio=$(ratio "${secs[dr_base_z1]}" "${secs[pg_basebackup]}")
 s1_ratio=$(ratio "${secs[stock_base_z1]}" "${secs[pg_basebackup]}")
 r_ratio=$(ratio "${secs[dr_recovery]}" "${secs[floor_recovery]}")
+i_ratio=$(ratio "${secs[into_dr]}" "${secs[by_hand]}")
 wal_mib=$(bytes_mib "$wal_bytes")
 fetch_rate=$(awk -v b="$wal_bytes" -v s="$fetch_s" 'BEGIN { if (s > 0) printf "%.0f", b / 1048576 / s; else print "n/a" }')
 swap_total=$(awk '/SwapTotal/ {printf "%.0f MiB", $2 / 1024}' /proc/meminfo)
@@ -488,6 +524,8 @@ Cluster: $(bytes_mib "$db_bytes") MiB (pgbench scale $scale), PostgreSQL tuned a
 | the same with \`zstd_level = 1\` | ${secs[dr_base_z1]} | $(rss_mib dr_base_z1) | ${cpu_of[dr_base_z1]} |
 | floor recovery: untar the base from local disk, \`restore_command = 'cp DIR/%f %p'\` | ${secs[floor_recovery]} | $(rss_mib floor_recovery) | ${rec_cpu[floor_recovery]% } |
 | \`dr restore --at LSN --to-dir DIR --start\` (from S3) | ${secs[dr_recovery]} | $(rss_mib dr_recovery) | ${rec_cpu[dr_recovery]% } |
+| by hand: the floor recovery, then \`pg_dump -Fc -Z0 \| pg_restore\` into a new database | ${secs[by_hand]} | $(rss_mib by_hand) | |
+| \`dr restore --at LSN --to URL --jobs 2\` (sandbox recovery from S3, then into a new database) | ${secs[into_dr]} | $(rss_mib into_dr) | |
 | \`dr verify --pitr --at LSN\` (a drill: sandbox from S3, pg_verifybackup, recovery, pg_amcheck) | ${secs[dr_drill]} | $(rss_mib dr_drill) | |
 
 CPU: the mean over half-second samples while the row's runs ran (recoveries: per run), both cores = 100%; "other work" is what processes outside this benchmark used (at least).
@@ -495,6 +533,7 @@ CPU: the mean over half-second samples while the row's runs ran (recoveries: per
 Waits: with \`-X none\` the server itself waits for the stop segment and the backup history file to be archived (two \`dr wal push\` calls; it checks once a second) before either client ends: both rows include that. dr's log (medians): $base_stream_s s from its start to "base backup streamed" (its pg_basebackup done, that wait included), then $base_wait_s s "waiting for its WAL in the repository" and the commit: dr's own wait.
 Recovery (medians of $recovery_runs runs each, dr and the floor taking turns): \`dr restore --start\` spent $dr_replay_s s from starting the server to the end of recovery (its report), the rest planning and unpacking the base; from the first to the last restored segment (server logs) dr took $dr_span s, the floor $floor_span s.
 Drill: $drill_phases; the sandbox's peak disk $drill_peak MiB (the base tar is $(bytes_mib "$base_raw") MiB raw).
+Into a database: both copies hold the same pgbench counts and balances at the target (accounts count/sum, history count, branches sum): ${into_dr_digest:-none}; dr's own report: ${into_phases:-n/a}.
 Both recoveries stopped at the same point (target LSN $target_lsn): $same_end (dr: stopped at $dr_redo, last segment $dr_last; floor: $floor_redo, $floor_last).
 
 | archiving, \`pgbench -c 8 -j 2 -T $wal_secs\` | tps | WAL MiB/s | segments stored/s | lag max | lag median | samples | drained after pgbench (s) |
@@ -514,12 +553,13 @@ Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_arch
 | archive mode lag, max over the run | $(with_unit "$a_max" segments) | <= 2 | $(verdict "$a_max" 2) |
 | stream mode lag, max over the run | $(with_unit "$s_max" segments) | <= 2 | $(verdict "$s_max" 2) |
 | recovery time / floor ($wal_mib MiB of WAL) | $(x "$r_ratio") | <= 1.15x | $(verdict "$r_ratio" 1.15) |
+| \`dr restore --at --to URL\` time / by hand | $(x "$i_ratio") | <= 1.10x | $(verdict "$i_ratio" 1.10) |
 | \`dr wal push\` peak RSS (max of $all_n) | $(with_unit "$all_rss" MiB) | <= 64 MiB | $(verdict "$all_rss" 64) |
 | \`dr wal fetch\` peak RSS (max of $f_n) | $(with_unit "$f_rss" MiB) | <= 64 MiB | $(verdict "$f_rss" 64) |
 | its prefetch workers (\`dr wal prefetch\`, polled, $prefetch_workers seen) | $(with_unit "$prefetch_rss" MiB) | <= 64 MiB | $(verdict "$prefetch_rss" 64) |
 | \`dr wal stream\` peak RSS (with pg_receivewal) | $(with_unit "$stream_rss" MiB) | <= 64 MiB | $(verdict "$stream_rss" 64) |
 
-All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; stock pipeline ${all_secs[stock_base]}; with zstd -1 ${all_secs[stock_base_z1]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}; drill ${secs[dr_drill]}.
+All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; stock pipeline ${all_secs[stock_base]}; with zstd -1 ${all_secs[stock_base_z1]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}; drill ${secs[dr_drill]}; into a database: dr ${secs[into_dr]}, by hand ${secs[by_hand]}.
 EOF
 
 if ((${#failed[@]})); then

@@ -13,6 +13,8 @@
 #   restore: pg_restore -j 2 from a local uncompressed archive into a fresh database
 #            dr restore --jobs 2 --temp-dir TMPFS of the --jobs 2 backup, from SeaweedFS into a
 #            fresh database, TMPFS a 64 MiB tmpfs mounted for the run (its peak use is polled)
+#            the same dr restore through ci/bench-proxy.py, which resets the first GET of every
+#            object half-way (dr resumes it with a Range request); goal (issue 22): <= 1.10x
 #            dr verify --sandbox local --jobs 2 of that backup
 #   copy:    dr copy of the --jobs 2 backup into a second bucket ([[copies]]), against a plain
 #            SDK streaming copy of the same objects (ci/bench-copy.py: botocore GET piped into
@@ -74,7 +76,7 @@ while (($#)); do
         --wal-only) wal_only=1; shift ;;
         --wal-secs | --recovery-runs | --min-wal-mib) wal_args+=("$1" "$2"); shift 2 ;;
         --wal-secs=* | --recovery-runs=* | --min-wal-mib=*) wal_args+=("$1"); shift ;;
-        -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,51p' "$0"; exit 0 ;;
         *) echo "bench: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -99,6 +101,7 @@ tmpfs=$work/tmpfs
 tmpfs_mounted=0
 poll_pid=
 stop_extra() {
+    if [[ -n ${proxy_pid:-} ]]; then kill "$proxy_pid" 2>/dev/null || true; fi
     if [[ -n $poll_pid ]] && kill -0 "$poll_pid" 2>/dev/null; then
         kill "$poll_pid" 2>/dev/null || true
         wait "$poll_pid" 2>/dev/null || true
@@ -301,6 +304,28 @@ measure dr_restore "$dr" --quiet restore "$restore_id" --target bench --yes --jo
 # sandbox's cluster lives in TMPDIR: keep it under the work dir (checked for free space).
 measure dr_verify env TMPDIR="$work" "$dr" --quiet verify "$restore_id" --target bench --sandbox local --jobs 2
 
+# The same restore through ci/bench-proxy.py, which resets the first GET of every object half-way
+# through its body: dr resumes each with a Range request (issue 22). The proxy's own cost is in
+# this row too (a Python relay).
+read -r proxy_port <<<"$(free_ports 1)"
+sed "s|http://127.0.0.1:$s3|http://127.0.0.1:$proxy_port|" "$work/dr.toml" >"$work/dr-proxy.toml"
+proxy_pid=
+before_dr_restore_proxy() {
+    fresh_db restore_dr
+    python3 ci/bench-proxy.py "$proxy_port" "$s3" "$work/proxy.$run_no.stats" &
+    proxy_pid=$!
+    for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break; sleep 0.05; done
+}
+after_dr_restore_proxy() {
+    kill "$proxy_pid" 2>/dev/null || true
+    wait "$proxy_pid" 2>/dev/null || true
+    proxy_pid=
+    drop_db restore_dr
+}
+measure dr_restore_proxy "$dr" --config "$work/dr-proxy.toml" --quiet restore "$restore_id" --target bench --yes \
+    --jobs 2 --temp-dir "$tmpfs" --to "$(url restore_dr)"
+read -r proxy_requests proxy_resets <"$work/proxy.1.stats" 2>/dev/null || { proxy_requests=n/a; proxy_resets=n/a; }
+
 # Copy: the --jobs 2 backup (its objects, signature and manifest) into a second bucket of the
 # same SeaweedFS, each run under a prefix of its own; the floor copies the same keys.
 curl -fsS -X PUT "http://127.0.0.1:$s3/copy" >/dev/null || log "could not create the copy bucket"
@@ -334,6 +359,7 @@ b1_gzip=$(ratio "${secs[dr_backup_1]}" "${secs[pg_dump_gzip]}")
 b2_dir=$(ratio "${secs[dr_backup_2]}" "${secs[pg_dump_dir]}")
 size_ratio=$(ratio "$stored_1" "$gzip_bytes")
 r_ratio=$(ratio "${secs[dr_restore]}" "${secs[pg_restore]}")
+p_ratio=$(ratio "${secs[dr_restore_proxy]}" "${secs[dr_restore]}")
 c_ratio=$(ratio "${secs[dr_copy]}" "${secs[sdk_copy]}")
 v_budget=$(is_num "${secs[pg_restore]}" && awk -v p="${secs[pg_restore]}" 'BEGIN { printf "%.2f", 1.25 * p + 5 }' || echo n/a)
 v_ratio=$(ratio "${secs[dr_verify]}" "$v_budget")
@@ -365,6 +391,7 @@ Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents
 | \`dr backup --jobs 4\` (to S3) | ${secs[dr_backup_4]} | $rss_4 | $(bytes_mib "$stored_4") |
 | \`pg_restore -j 2\` (local archive) | ${secs[pg_restore]} | $(rss_mib pg_restore) | |
 | \`dr restore --jobs 2 --temp-dir\` (from S3) | ${secs[dr_restore]} | $(rss_mib dr_restore) | |
+| \`dr restore --jobs 2\` through the resetting proxy ($proxy_resets of $proxy_requests requests reset half-way, run 1) | ${secs[dr_restore_proxy]} | $(rss_mib dr_restore_proxy) | |
 | \`dr verify --sandbox local --jobs 2\` (from S3) | ${secs[dr_verify]} | $(rss_mib dr_verify) | |
 | SDK streaming copy of the \`--jobs 2\` backup (ci/bench-copy.py) | ${secs[sdk_copy]} | $(rss_mib sdk_copy) | $(bytes_mib "$stored_2") |
 | \`dr copy\` of the same backup (to a second bucket) | ${secs[dr_copy]} | $(rss_mib dr_copy) | $(bytes_mib "$stored_2") |
@@ -379,11 +406,12 @@ Database: $(bytes_mib "$db_bytes") MiB on disk (pgbench scale $scale + documents
 | dr backup \`--jobs 4\` peak RSS | $(with_unit "$rss_4" MiB) | <= 128 MiB | $(verdict "$rss_4" 128) |
 | restore \`--jobs 2\` time / \`pg_restore -j 2\` | $(x "$r_ratio") | <= 1.00x | $(verdict "$r_ratio" 1.00) |
 | restore temp dir peak / raw archive | $temp_measured | <= 5% | $(verdict "$temp_pct" 5) |
+| restore through the resetting proxy / without it | $(x "$p_ratio") | <= 1.10x | $(verdict "$p_ratio" 1.10) |
 | dr restore peak RSS | $(with_unit "$(rss_mib dr_restore)" MiB) | | |
 | \`dr copy\` time / SDK streaming copy | $(x "$c_ratio") | <= 1.10x | $(verdict "$c_ratio" 1.10) |
 | verify time / (1.25 x pg_restore -j 2 + 5 s) | $(x "$v_ratio") ($(with_unit "${secs[dr_verify]}" s) vs $(with_unit "$v_budget" s)) | <= 1.00x | $(verdict "$v_ratio" 1.00) |
 
-All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; pg_dump -Fd -j 2 ${all_secs[pg_dump_dir]}; dr backup --jobs 1 ${all_secs[dr_backup_1]}; --jobs 2 ${all_secs[dr_backup_2]}; --jobs 4 ${all_secs[dr_backup_4]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}; dr verify ${all_secs[dr_verify]}; SDK copy ${all_secs[sdk_copy]}; dr copy ${all_secs[dr_copy]}.
+All runs (s): pg_dump ${all_secs[pg_dump]}; pg_dump|gzip ${all_secs[pg_dump_gzip]}; pg_dump -Fd -j 2 ${all_secs[pg_dump_dir]}; dr backup --jobs 1 ${all_secs[dr_backup_1]}; --jobs 2 ${all_secs[dr_backup_2]}; --jobs 4 ${all_secs[dr_backup_4]}; pg_restore ${all_secs[pg_restore]}; dr restore ${all_secs[dr_restore]}; through the proxy ${all_secs[dr_restore_proxy]}; dr verify ${all_secs[dr_verify]}; SDK copy ${all_secs[sdk_copy]}; dr copy ${all_secs[dr_copy]}.
 EOF
 
 status=0
