@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use dr_catalog::wal::RECORD_FORMAT;
 use dr_catalog::wal::{join, keys, split, Lsn, SegmentSize, Switch, WalFile, WalKind, WalRecord};
 use dr_config::TargetConfig;
@@ -172,11 +172,18 @@ pub(crate) async fn store(ctx: &Context, piece: &Piece<'_>) -> Result<WalRecord>
         bytes: stored.bytes,
         recipients: recipients.to_strings(),
         switches,
-        pushed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        pushed_at: pushed_at(Utc::now()),
         pushed_by: crate::host::host_name(),
         dr_version: DR_VERSION.to_string(),
         source: piece.source.as_str().into(),
     })
+}
+
+/// When a record says its file was archived: to the microsecond. The recoverable window ends
+/// at the newest segment's time; cut to the second, a point in that last second was refused
+/// although its WAL was stored (found by the bad-migration runbook's test).
+fn pushed_at(now: DateTime<Utc>) -> String {
+    now.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// What PostgreSQL's file name says the file is; anything else is a usage error.
@@ -536,6 +543,15 @@ mod tests {
         assert_eq!(parse_history("").expect("empty"), []);
         assert!(parse_history("x\t0/1\n").is_none());
         assert!(parse_history("1\n").is_none());
+    }
+
+    #[test]
+    fn the_push_time_keeps_its_fraction_of_a_second() {
+        let t: DateTime<Utc> = "2026-12-04T19:18:58.821025Z".parse().expect("time");
+        let text = pushed_at(t);
+        assert_eq!(text, "2026-12-04T19:18:58.821025Z");
+        let back: DateTime<Utc> = text.parse().expect("parses");
+        assert_eq!(back, t);
     }
 
     #[test]
