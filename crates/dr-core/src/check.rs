@@ -7,6 +7,7 @@ use crate::repo::Catalog;
 use crate::undelete::DeletedBackup;
 use crate::{Context, Error, Kind, Result};
 
+mod copies;
 mod wal;
 pub use wal::archive_command;
 
@@ -100,8 +101,9 @@ pub async fn run(ctx: &Context, target: Option<&str>) -> Result<Vec<CheckLine>> 
             .map(|_| "writable".into())
             .map_err(Error::from),
     ));
-    out.push(line("object lock", lock_line(ctx).await));
+    out.push(line("object lock", lock_line(ctx.store.as_ref()).await));
     out.push(line("signing", signing_line(&ctx.signing)));
+    out.extend(copies::lines(ctx).await);
     let targets = ctx.config.select_targets(target).map_err(Error::from)?;
     // What the repository already holds: a future-dated backup means a clock is wrong (the
     // backup host's then, or this host's now), a damaged one needs the operator.
@@ -290,14 +292,14 @@ pub fn lock_verdict(tables: u64, database: &str, table: &dr_pg::LockTable) -> Re
 /// The `object lock` line: the bucket's versioning and Object Lock state, its default
 /// retention, and what dr does with it. Fails when `[repository.object_lock]` is configured
 /// and the bucket cannot lock objects (a backup would fail the same way).
-async fn lock_line(ctx: &Context) -> Result<String> {
-    let configured = ctx.store.location().object_lock();
-    if matches!(ctx.store.location(), dr_store::Location::Directory { .. }) {
+async fn lock_line(store: &dyn dr_store::ObjectStore) -> Result<String> {
+    let configured = store.location().object_lock();
+    if matches!(store.location(), dr_store::Location::Directory { .. }) {
         return Ok("not available on a directory repository: whoever can write the directory can delete backups".into());
     }
     // An error here is a FAIL line, never folded into an ok one (a missing bucket, say;
     // refused reads are not errors: the state records them).
-    let state = ctx.store.lock_state().await.map_err(|e| {
+    let state = store.lock_state().await.map_err(|e| {
         Error::from(e).context("cannot read the bucket's versioning and Object Lock configuration")
     })?;
     lock_summary(&state, configured.as_ref())
