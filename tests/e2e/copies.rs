@@ -78,6 +78,29 @@ fn a_backup_copied_to_a_second_repository_verifies_there_and_restores_exactly_wh
         copy_keys(&copy)
     );
 
+    // `dr check` says so first, naming the copy and its variables.
+    let checked = ws.dr_env(
+        &cfg,
+        &["check"],
+        &[
+            ("DR_COPY_OFFSITE_AWS_ACCESS_KEY_ID", LIMITED_KEY.0),
+            ("DR_COPY_OFFSITE_AWS_SECRET_ACCESS_KEY", "wrong"),
+        ],
+    );
+    assert!(!checked.status.success(), "{}", describe(&checked));
+    let said = format!("{}{}", stdout(&checked), stderr(&checked));
+    assert!(
+        said.contains("copy offsite") && said.contains("DR_COPY_OFFSITE_AWS_SECRET_ACCESS_KEY"),
+        "{said}"
+    );
+    let checked = ws.dr_env(&cfg, &["check"], &creds);
+    let said = format!("{}{}", stdout(&checked), stderr(&checked));
+    assert!(
+        said.lines()
+            .any(|l| l.contains("copy offsite s3://") && l.contains("writable")),
+        "{said}"
+    );
+
     let out = ws.dr_env(&cfg, &["copy", "--json"], &creds);
     assert_success(&out);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
@@ -421,4 +444,78 @@ fn a_copy_waits_its_turn_behind_the_copys_run_lock() {
     assert_success(&ws.dr(&cfg, &["copy"]));
     assert_eq!(manifests(&copy).len(), 1);
     assert!(!lock.exists(), "the copy's run lock was left behind");
+}
+
+/// `dr resign` (a leaked signing key) writes new signatures into the primary, never new
+/// manifests: the next `dr copy` carries them into the copy, so a host that trusts only the
+/// new key uses the copy too.
+#[test]
+fn a_copy_takes_the_new_signatures_after_dr_resign() {
+    let ws = Workspace::new();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "create table t (id int primary key); insert into t select generate_series(1, 10);",
+    );
+    let (identity, recipient) = ws.keygen();
+    let repo = ws.path().join("repo");
+    let copy = ws.path().join("copy");
+    let cfg = ws.write(
+        "dr.toml",
+        &format!(
+            "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\
+             [[targets]]\nname = \"app\"\nurl = \"{}\"\n\
+             [[copies]]\nname = \"offsite\"\nurl = \"file://{}\"\n",
+            repo.display(),
+            identity.display(),
+            pg.url("app"),
+            copy.display(),
+        ),
+    );
+    assert_success(&ws.dr(&cfg, &["backup"]));
+    assert_success(&ws.dr(&cfg, &["copy"]));
+    let old_public = {
+        let out = std::process::Command::new("ssh-keygen")
+            .arg("-y")
+            .arg("-f")
+            .arg(ws.signing_key())
+            .output()
+            .expect("ssh-keygen -y");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (new_key, _) = ws.new_signing_key("new/signing.key");
+    let new = [("DR_SIGNING_KEY_FILE", new_key.to_str().expect("utf-8"))];
+    let before = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
+    assert_success(&ws.dr_env(
+        &cfg,
+        &[
+            "resign",
+            "--target",
+            "app",
+            "--old-key",
+            &old_public,
+            "--stored-before",
+            &before,
+        ],
+        &new,
+    ));
+    let stale = ws.dr_env(&cfg, &["list", "--copy", "offsite", "--json"], &new);
+    let l: serde_json::Value = serde_json::from_str(&stdout(&stale)).expect("json");
+    assert_ne!(l[0]["state"], "ok", "{l}");
+
+    let out = ws.dr_env(&cfg, &["copy", "--json"], &new);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v[0]["signatures"], 1, "{v}");
+    let copied = manifests(&copy);
+    assert_eq!(copied.len(), 1);
+    let rel = copied[0].strip_prefix(&copy).expect("under the copy");
+    let sig = |root: &std::path::Path| {
+        std::fs::read(format!("{}.sig", root.join(rel).display())).expect("signature")
+    };
+    assert_eq!(sig(&copy), sig(&repo));
+    let listed = ws.dr_env(&cfg, &["list", "--copy", "offsite", "--json"], &new);
+    let l: serde_json::Value = serde_json::from_str(&stdout(&listed)).expect("json");
+    assert_eq!(l[0]["state"], "ok", "{l}");
 }

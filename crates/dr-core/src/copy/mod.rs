@@ -45,6 +45,9 @@ pub struct CopyReport {
     pub copied: Vec<CopiedBackup>,
     /// Backups already in the copy (same manifest): left alone.
     pub present: usize,
+    /// Of those, backups whose signature in the copy was replaced by the primary's (after
+    /// `dr resign` there).
+    pub signatures: usize,
     /// Backups not copied because this host does not trust them.
     pub refused: Vec<RefusedBackup>,
     /// Per target with `[targets.wal]`: its WAL archive's files copied, already there,
@@ -188,7 +191,7 @@ async fn copy_all(
             );
         }
         if w.refused > 0 {
-            tracing::warn!("{} WAL record(s) of `{}` are not trusted or not valid: not copied (`dr status` names them)", w.refused, t.name);
+            tracing::warn!("{} WAL record(s) of `{}` are not trusted or not valid: not copied (`dr status` names them); the copy fails once the rest is copied", w.refused, t.name);
         }
         report.wal.insert(t.name.clone(), w);
     }
@@ -235,6 +238,13 @@ async fn copy_all(
         match to.store.get(&manifest_key).await {
             Ok(there) if there == bytes => {
                 report.present += 1;
+                // Re-signed in the primary since (`dr resign`: the manifest is never
+                // rewritten, its signature is): the copy gets the new, trusted signature.
+                if let Some(sig) = &signature {
+                    if update_signature(to, name, &manifest_key, sig).await? {
+                        report.signatures += 1;
+                    }
+                }
                 continue;
             }
             Ok(_) => {
@@ -298,6 +308,28 @@ async fn copy_all(
     Ok(report)
 }
 
+/// Write the primary's (trusted) signature of `manifest_key` into the copy when the copy's
+/// differs; whether it did.
+async fn update_signature(
+    to: &Context,
+    name: &str,
+    manifest_key: &str,
+    signature: &bytes::Bytes,
+) -> Result<bool> {
+    let key = signature_key(manifest_key);
+    match to.store.get(&key).await {
+        Ok(there) if there == *signature => return Ok(false),
+        Ok(_) | Err(dr_store::StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(Error::from(e).context(format!("reading `{key}` from copy `{name}`"))),
+    }
+    to.store
+        .put(&key, signature.clone())
+        .await
+        .map_err(|e| Error::from(e).context(format!("writing `{key}` to copy `{name}`")))?;
+    tracing::info!("copy `{name}`: `{key}` replaced by the primary's newer signature");
+    Ok(true)
+}
+
 /// Every object `m` names, a few at a time; the first failure stops the others.
 async fn copy_backup(ctx: &Context, to: &Context, m: &dr_catalog::Manifest) -> Result<u64> {
     use futures::stream::{self, StreamExt, TryStreamExt};
@@ -333,9 +365,23 @@ async fn copy_backup(ctx: &Context, to: &Context, m: &dr_catalog::Manifest) -> R
     Ok(sizes.iter().sum())
 }
 
-/// The report's failure, when backups were refused: exit 4 after copying the others.
+/// The report's failure, when backups or WAL files were refused: exit 4 after copying the
+/// others.
 pub fn refused_error(report: &CopyReport) -> Option<Error> {
-    let first = report.refused.first()?;
+    let Some(first) = report.refused.first() else {
+        let (target, w) = report.wal.iter().find(|(_, w)| w.refused > 0)?;
+        let all: usize = report.wal.values().map(|w| w.refused).sum();
+        return Some(
+            Error::new(
+                Kind::Integrity,
+                format!(
+                    "{all} WAL file(s) not copied to `{}` because this host does not trust their records, {} of them of `{target}`",
+                    report.copy, w.refused
+                ),
+            )
+            .with_hint("`dr status` on the primary names them: a WAL record not signed by a trusted key was not written by this deployment's dr (or was changed); find out what wrote it before relying on that part of the archive"),
+        );
+    };
     Some(
         Error::new(
             Kind::Integrity,
@@ -350,4 +396,33 @@ pub fn refused_error(report: &CopyReport) -> Option<Error> {
         )
         .with_hint("`dr list` marks them: a backup made before signing existed copies with --trust-unsigned; any other is not yours or was changed: find out what wrote it, and remove it with `dr prune --force` once understood"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_wal_fails_the_copy_like_a_refused_backup() {
+        let mut report = CopyReport {
+            copy: "offsite".into(),
+            ..CopyReport::default()
+        };
+        assert!(refused_error(&report).is_none());
+        report.wal.insert(
+            "app".into(),
+            WalCopied {
+                copied: 3,
+                present: 0,
+                refused: 2,
+            },
+        );
+        let e = refused_error(&report).expect("an error");
+        assert_eq!(e.kind, Kind::Integrity);
+        assert!(
+            e.message.contains("2 WAL file(s)") && e.message.contains("`app`"),
+            "{e}"
+        );
+        assert!(e.hint.as_deref().is_some_and(|h| h.contains("dr status")));
+    }
 }
