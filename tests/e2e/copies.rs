@@ -330,9 +330,18 @@ fn a_copy_interrupted_mid_object_leaves_no_manifest_there_and_the_next_run_compl
     assert!(!ws.dr(&cfg, &["prune", "--dry-run"]).status.success());
 }
 
-/// `job = "copy"` in the daemon: a backup taken by hand reaches the copy on the schedule.
-#[test]
-fn a_daemon_copy_job_copies_the_backups_the_copy_lacks() {
+/// A database `app` with a small table, a directory primary (`repo`) and a directory copy
+/// `offsite` (`copy`), `extra` appended to the config (given the workspace's path), and one
+/// backup in the primary.
+struct DirCopy {
+    ws: Workspace,
+    _pg: Postgres,
+    cfg: std::path::PathBuf,
+    repo: std::path::PathBuf,
+    copy: std::path::PathBuf,
+}
+
+fn dir_copy(extra: impl FnOnce(&std::path::Path) -> String) -> DirCopy {
     let ws = Workspace::new();
     let pg = Postgres::start();
     pg.create_db("app");
@@ -341,23 +350,41 @@ fn a_daemon_copy_job_copies_the_backups_the_copy_lacks() {
         "create table t (id int primary key); insert into t select generate_series(1, 100);",
     );
     let (identity, recipient) = ws.keygen();
+    let repo = ws.path().join("repo");
     let copy = ws.path().join("copy");
     let cfg = ws.write(
         "dr.toml",
         &format!(
             "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\
              [[targets]]\nname = \"app\"\nurl = \"{}\"\n\
-             [[copies]]\nname = \"offsite\"\nurl = \"file://{}\"\n\
-             [[schedules]]\nname = \"to-offsite\"\ncron = \"* * * * * *\"\njob = \"copy\"\n\
-             [notify]\ntextfile_path = \"{}\"\n",
-            ws.path().join("repo").display(),
+             [[copies]]\nname = \"offsite\"\nurl = \"file://{}\"\n{}",
+            repo.display(),
             identity.display(),
             pg.url("app"),
             copy.display(),
-            ws.path().join("dr.prom").display(),
+            extra(ws.path()),
         ),
     );
     assert_success(&ws.dr(&cfg, &["backup"]));
+    DirCopy {
+        ws,
+        _pg: pg,
+        cfg,
+        repo,
+        copy,
+    }
+}
+
+/// `job = "copy"` in the daemon: a backup taken by hand reaches the copy on the schedule.
+#[test]
+fn a_daemon_copy_job_copies_the_backups_the_copy_lacks() {
+    let DirCopy { ws, cfg, copy, .. } = dir_copy(|dir| {
+        format!(
+            "[[schedules]]\nname = \"to-offsite\"\ncron = \"* * * * * *\"\njob = \"copy\"\n\
+             [notify]\ntextfile_path = \"{}\"\n",
+            dir.join("dr.prom").display()
+        )
+    });
     let log = ws.path().join("daemon.stderr");
     let mut daemon = ws
         .dr_command(&cfg, &["daemon"])
@@ -393,28 +420,7 @@ fn a_daemon_copy_job_copies_the_backups_the_copy_lacks() {
 /// copy goes through and leaves no lock behind.
 #[test]
 fn a_copy_waits_its_turn_behind_the_copys_run_lock() {
-    let ws = Workspace::new();
-    let pg = Postgres::start();
-    pg.create_db("app");
-    pg.psql(
-        "app",
-        "create table t (id int primary key); insert into t select generate_series(1, 100);",
-    );
-    let (identity, recipient) = ws.keygen();
-    let copy = ws.path().join("copy");
-    let cfg = ws.write(
-        "dr.toml",
-        &format!(
-            "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\
-             [[targets]]\nname = \"app\"\nurl = \"{}\"\n\
-             [[copies]]\nname = \"offsite\"\nurl = \"file://{}\"\n",
-            ws.path().join("repo").display(),
-            identity.display(),
-            pg.url("app"),
-            copy.display(),
-        ),
-    );
-    assert_success(&ws.dr(&cfg, &["backup"]));
+    let DirCopy { ws, cfg, copy, .. } = dir_copy(|_| String::new());
     let lock = copy.join("locks").join("app.json");
     std::fs::create_dir_all(copy.join("locks")).expect("locks dir");
     let now = chrono::Utc::now();
@@ -451,29 +457,13 @@ fn a_copy_waits_its_turn_behind_the_copys_run_lock() {
 /// new key uses the copy too.
 #[test]
 fn a_copy_takes_the_new_signatures_after_dr_resign() {
-    let ws = Workspace::new();
-    let pg = Postgres::start();
-    pg.create_db("app");
-    pg.psql(
-        "app",
-        "create table t (id int primary key); insert into t select generate_series(1, 10);",
-    );
-    let (identity, recipient) = ws.keygen();
-    let repo = ws.path().join("repo");
-    let copy = ws.path().join("copy");
-    let cfg = ws.write(
-        "dr.toml",
-        &format!(
-            "[repository]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\
-             [[targets]]\nname = \"app\"\nurl = \"{}\"\n\
-             [[copies]]\nname = \"offsite\"\nurl = \"file://{}\"\n",
-            repo.display(),
-            identity.display(),
-            pg.url("app"),
-            copy.display(),
-        ),
-    );
-    assert_success(&ws.dr(&cfg, &["backup"]));
+    let DirCopy {
+        ws,
+        cfg,
+        repo,
+        copy,
+        ..
+    } = dir_copy(|_| String::new());
     assert_success(&ws.dr(&cfg, &["copy"]));
     let old_public = {
         let out = std::process::Command::new("ssh-keygen")

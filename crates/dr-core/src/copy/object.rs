@@ -56,12 +56,16 @@ pub(crate) async fn copy_object(
         return Ok(size);
     }
 
-    // Read ahead while a part uploads: one part read, one queued, one in flight.
+    // Read ahead while parts upload: the next part is read only once the last was taken, and
+    // taken only when the upload has room, so an object holds its parts in flight plus one.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
     let reading = async move {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         loop {
+            let Ok(permit) = tx.reserve().await else {
+                return None;
+            };
             let mut part = BytesMut::with_capacity(part_size);
             while part.len() < part_size {
                 match (&mut reader)
@@ -72,7 +76,7 @@ pub(crate) async fn copy_object(
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        permit.send(Err(e));
                         return None;
                     }
                 }
@@ -83,9 +87,7 @@ pub(crate) async fn copy_object(
             let last = part.len() < part_size;
             hasher.update(&part);
             total += part.len() as u64;
-            if tx.send(Ok(part.freeze())).await.is_err() {
-                return None;
-            }
+            permit.send(Ok(part.freeze()));
             if last {
                 break;
             }
@@ -97,7 +99,15 @@ pub(crate) async fn copy_object(
         Error::from(e).context(format!("starting the upload of `{key}` to the copy"))
     })?;
     let mut failure = None;
-    while let Some(part) = rx.recv().await {
+    loop {
+        if let Err(e) = upload.ready().await {
+            failure =
+                Some(Error::from(e).context(format!("uploading a part of `{key}` to the copy")));
+            break;
+        }
+        let Some(part) = rx.recv().await else {
+            break;
+        };
         if cancel.is_cancelled() {
             failure = Some(Error::interrupted("the copy"));
             break;
