@@ -60,14 +60,11 @@ fn a_backup_copied_to_a_second_repository_verifies_there_and_restores_exactly_wh
         .to_string();
 
     // Wrong credentials for the copy: refused, nothing committed there, what to do said.
-    let wrong = ws.dr_env(
-        &cfg,
-        &["copy"],
-        &[
-            ("DR_COPY_OFFSITE_AWS_ACCESS_KEY_ID", LIMITED_KEY.0),
-            ("DR_COPY_OFFSITE_AWS_SECRET_ACCESS_KEY", "wrong"),
-        ],
-    );
+    let wrong_creds = [
+        ("DR_COPY_OFFSITE_AWS_ACCESS_KEY_ID", LIMITED_KEY.0),
+        ("DR_COPY_OFFSITE_AWS_SECRET_ACCESS_KEY", "wrong"),
+    ];
+    let wrong = ws.dr_env(&cfg, &["copy"], &wrong_creds);
     assert!(!wrong.status.success(), "{}", describe(&wrong));
     assert!(stderr(&wrong).contains("hint:"), "{}", describe(&wrong));
     assert!(
@@ -79,14 +76,7 @@ fn a_backup_copied_to_a_second_repository_verifies_there_and_restores_exactly_wh
     );
 
     // `dr check` says so first, naming the copy and its variables.
-    let checked = ws.dr_env(
-        &cfg,
-        &["check"],
-        &[
-            ("DR_COPY_OFFSITE_AWS_ACCESS_KEY_ID", LIMITED_KEY.0),
-            ("DR_COPY_OFFSITE_AWS_SECRET_ACCESS_KEY", "wrong"),
-        ],
-    );
+    let checked = ws.dr_env(&cfg, &["check"], &wrong_creds);
     assert!(!checked.status.success(), "{}", describe(&checked));
     let said = format!("{}{}", stdout(&checked), stderr(&checked));
     assert!(
