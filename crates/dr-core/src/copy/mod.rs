@@ -141,17 +141,14 @@ struct Locks(std::collections::BTreeMap<String, RunLock>);
 impl Locks {
     /// `target`'s lock in the copy, taken if this run does not hold it yet.
     async fn hold(&mut self, to: &Context, name: &str, target: &str) -> Result<&RunLock> {
-        if !self.0.contains_key(target) {
-            let lock = RunLock::acquire_for(to, target, "copy")
-                .await
-                .map_err(|e| e.context(format!("copy `{name}`")))?;
-            self.0.insert(target.to_string(), lock);
-        }
-        self.0.get(target).ok_or_else(|| {
-            Error::new(
-                Kind::Failed,
-                format!("the run lock of `{target}` in `{name}` was lost"),
-            )
+        use std::collections::btree_map::Entry;
+        Ok(match self.0.entry(target.to_string()) {
+            Entry::Occupied(held) => held.into_mut(),
+            Entry::Vacant(free) => free.insert(
+                RunLock::acquire_for(to, target, "copy")
+                    .await
+                    .map_err(|e| e.context(format!("copy `{name}`")))?,
+            ),
         })
     }
 
