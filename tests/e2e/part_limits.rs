@@ -3,7 +3,8 @@
 //! parts each (`data-1.zst.age`, `data-1.zst.age.0002`, …) under a format-4 manifest, and
 //! restores exactly (with dr, and with `runbooks/break-glass.md` and no dr); a failure in the
 //! middle of the second object leaves no manifest, no object of the backup and no open
-//! multipart upload.
+//! multipart upload. A base backup (`dr backup --physical`) the same way: its tar in several
+//! objects under a format-5 manifest, drilled and recovered exactly, and cut cleanly.
 
 use std::path::PathBuf;
 
@@ -198,4 +199,123 @@ fn break_glass_restores_a_section_stored_as_several_objects_without_dr() {
     let sums = std::fs::read_to_string(work.join("SHA256SUMS")).expect("SHA256SUMS");
     assert!(sums.contains("data-1.zst.age.0002"), "{sums}");
     assert_eq!(e.pg.table_digests("app"), other.table_digests("app"));
+}
+
+/// A server archiving with `dr wal push` into SeaweedFS with `max_parts = 2` and 5 MiB parts,
+/// holding ~30 MiB of random bytes: its base tar is longer than one object.
+fn physical_env() -> (crate::pitr::Pitr, SeaweedFs) {
+    use crate::pitr::{setup_on, Capture};
+    let weed = SeaweedFs::start();
+    weed.create_bucket(BUCKET);
+    let repository = format!(
+        "[repository]\nurl = \"s3://{BUCKET}/dr\"\n[repository.s3]\nendpoint = \"{}\"\npath_style = true\nregion = \"us-east-1\"\nmax_parts = 2\n[backup]\npart_size_mib = 5\n",
+        weed.endpoint()
+    );
+    let env = "AWS_ACCESS_KEY_ID=any\nAWS_SECRET_ACCESS_KEY=any\nAWS_REGION=us-east-1\nAWS_EC2_METADATA_DISABLED=true\n";
+    let s = setup_on(Postgres::start(), Capture::Archive, &repository, env);
+    s.pg.psql(
+        "postgres",
+        "create table blob (id int primary key, payload bytea);
+         insert into blob select g, (select string_agg(decode(md5(random()::text || g || k), 'hex'), ''::bytea) from generate_series(1, 64) k) from generate_series(1, 30000) g;",
+    );
+    (s, weed)
+}
+
+#[test]
+fn a_base_backup_longer_than_max_parts_is_stored_as_several_objects_and_recovers_exactly() {
+    let _heavy = one_heavy_test_at_a_time();
+    let (s, weed) = physical_env();
+    s.mark(1);
+    assert_success(&s.dr(&["backup", "--physical"]));
+    let keys = weed.object_keys(BUCKET);
+    let base: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("/base.tar.zst.age"))
+        .collect();
+    assert!(base.len() >= 3, "~30 MiB in objects of 10 MiB: {keys:?}");
+    assert!(base[0].ends_with("/base.tar.zst.age"), "{base:?}");
+    assert!(base[1].ends_with("/base.tar.zst.age.0002"), "{base:?}");
+    for k in &base {
+        let size = weed.fetch(BUCKET, k).len();
+        assert!(size <= 10 << 20, "{k}: {size} bytes, more than 2 parts");
+    }
+    assert!(weed.open_uploads(BUCKET).is_empty(), "no upload left open");
+    let manifest_key = keys
+        .iter()
+        .find(|k| k.ends_with("/manifest.json"))
+        .expect("a manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&weed.fetch(BUCKET, manifest_key)).expect("manifest json");
+    assert_eq!(manifest["format"], 5, "{manifest}");
+    let shown = stdout(&s.dr(&["show", "latest"]));
+    assert!(shown.contains("base.tar.zst.age.0002"), "{shown}");
+    s.mark(2);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after = s.pg.psql("postgres", "select clock_timestamp()::text;");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    s.switch_and_wait();
+
+    // The drill reads the objects in turn: pg_verifybackup passes and recovery reaches mark 2.
+    let o = s.dr(&["verify", "--pitr", "--json"]);
+    assert_success(&o);
+    // And the operator's recovery, to a second after the last mark, holds every row.
+    let dir = s.pg.socket_dir().join("restored");
+    let o = s.dr(&[
+        "restore",
+        "--at",
+        &after,
+        "--to-dir",
+        dir.to_str().expect("utf-8"),
+        "--start",
+    ]);
+    assert_success(&o);
+    assert_eq!(crate::pitr::marks_of_copy(&s.pg, &dir), "1,2");
+    let digest = "select md5(string_agg(md5(payload), '' order by id)) from blob";
+    assert_eq!(
+        crate::pitr::query_copy(&s.pg, &dir, digest),
+        s.pg.psql("postgres", digest)
+    );
+}
+
+#[test]
+fn a_failure_in_the_base_tars_second_object_leaves_no_manifest_no_object_and_no_open_upload() {
+    let _heavy = one_heavy_test_at_a_time();
+    let (s, weed) = physical_env();
+    let proxy = Proxy::start(weed.s3_port(), |req: &RequestHead| {
+        if req.method == "PUT"
+            && req.target.contains("base.tar.zst.age.0002")
+            && req.target.contains("partNumber=2")
+        {
+            Fault::ResetRequest(Cut::Half)
+        } else {
+            Fault::Pass
+        }
+    });
+    let endpoint = proxy.endpoint();
+    let env_file = s.env_file.display().to_string();
+    let out = s.ws.dr_env(
+        &s.cfg,
+        &["--env-file", &env_file, "backup", "--physical"],
+        &[("DR_REPOSITORY_ENDPOINT", endpoint.as_str())],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("base.tar.zst.age.0002"),
+        "the error names the object: {}",
+        describe(&out)
+    );
+    let keys = weed.object_keys(BUCKET);
+    assert!(
+        !keys.iter().any(|k| k.ends_with("manifest.json")),
+        "no manifest: {keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.contains("base.tar")),
+        "the failed backup's objects are deleted: {keys:?}"
+    );
+    assert!(
+        weed.open_uploads(BUCKET).is_empty(),
+        "no upload left open: {:?}",
+        weed.open_uploads(BUCKET)
+    );
 }

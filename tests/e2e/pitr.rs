@@ -43,6 +43,18 @@ fn setup(pg: Postgres) -> Pitr {
 }
 
 pub(crate) fn setup_with(pg: Postgres, capture: Capture) -> Pitr {
+    setup_on(
+        pg,
+        capture,
+        "[repository]\nurl = \"file://{home}/repo\"\n",
+        "",
+    )
+}
+
+/// [`setup_with`] on another repository: `repository` is the `[repository]` section (and any
+/// other before `[encryption]`; `{home}` stands for the server-owned home), `env` more env
+/// file lines (an S3 store's keys).
+pub(crate) fn setup_on(pg: Postgres, capture: Capture, repository: &str, env: &str) -> Pitr {
     let ws = Workspace::new();
     let home = pg.socket_dir().join("dr");
     std::fs::create_dir_all(&home).expect("mkdir");
@@ -54,15 +66,15 @@ pub(crate) fn setup_with(pg: Postgres, capture: Capture) -> Pitr {
     let env_file = home.join("dr.env");
     std::fs::write(
         &env_file,
-        format!("DR_SIGNING_KEY_FILE={}\n", key.display()),
+        format!("DR_SIGNING_KEY_FILE={}\n{env}", key.display()),
     )
     .expect("env file");
     let cfg = home.join("dr.toml");
+    let repository = repository.replace("{home}", &home.display().to_string());
     std::fs::write(
         &cfg,
         format!(
-            "[repository]\nurl = \"file://{}/repo\"\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\npg_bin_dir = \"{}\"\n[targets.wal]\n{}",
-            home.display(),
+            "{repository}[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n[[targets]]\nname = \"app\"\nurl = \"{}\"\npg_bin_dir = \"{}\"\n[targets.wal]\n{}",
             id_copy.display(),
             pg.url("postgres"),
             pg.bin_dir().display(),

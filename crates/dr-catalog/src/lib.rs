@@ -56,8 +56,8 @@ pub fn human_bytes(n: u64) -> String {
 pub use manifest::{
     BackupDetails, BackupKind, CheckOutcome, Chunk, DrillFacts, Layout, Manifest, ObjectRecord,
     ObjectRole, Physical, SequenceValue, TableCount, VerificationRecord, MANIFEST_FORMAT,
-    MANIFEST_FORMAT_CHUNKED, MANIFEST_FORMAT_PHYSICAL, MANIFEST_FORMAT_SINGLE,
-    NEWEST_MANIFEST_FORMAT, STEP_DATA, STEP_POST_DATA, STEP_PRE_DATA,
+    MANIFEST_FORMAT_CHUNKED, MANIFEST_FORMAT_PHYSICAL, MANIFEST_FORMAT_PHYSICAL_CHUNKED,
+    MANIFEST_FORMAT_SINGLE, NEWEST_MANIFEST_FORMAT, STEP_DATA, STEP_POST_DATA, STEP_PRE_DATA,
 };
 pub use retention::{plan as retention_plan, Decision, Policy, Tier};
 

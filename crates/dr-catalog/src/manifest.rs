@@ -44,8 +44,11 @@ pub const MANIFEST_FORMAT_PHYSICAL: u32 = 3;
 /// The format of sectioned dumps with a section stored as several objects.
 pub const MANIFEST_FORMAT_CHUNKED: u32 = 4;
 
+/// The format of physical base backups whose base tar is stored as several objects.
+pub const MANIFEST_FORMAT_PHYSICAL_CHUNKED: u32 = 5;
+
 /// The newest format this dr reads: a newer one is refused ("upgrade dr").
-pub const NEWEST_MANIFEST_FORMAT: u32 = MANIFEST_FORMAT_CHUNKED;
+pub const NEWEST_MANIFEST_FORMAT: u32 = MANIFEST_FORMAT_PHYSICAL_CHUNKED;
 
 /// What a backup is: a logical dump (`pg_dump`, formats 1 and 2) or a physical base backup
 /// (`pg_basebackup`, format 3).
@@ -335,6 +338,26 @@ impl Manifest {
         }
     }
 
+    /// The format of a base backup's manifest: 3, or 5 when the base tar is stored as
+    /// several objects.
+    pub fn physical_format(objects: &[ObjectRecord]) -> u32 {
+        if objects.iter().any(|o| !o.chunks.is_empty()) {
+            MANIFEST_FORMAT_PHYSICAL_CHUNKED
+        } else {
+            MANIFEST_FORMAT_PHYSICAL
+        }
+    }
+
+    /// Whether this format stores a record as several objects (4 and 5).
+    fn format_chunked(format: u32) -> bool {
+        format == MANIFEST_FORMAT_CHUNKED || format == MANIFEST_FORMAT_PHYSICAL_CHUNKED
+    }
+
+    /// Whether this format is a base backup's (3 and 5).
+    fn format_physical(format: u32) -> bool {
+        format == MANIFEST_FORMAT_PHYSICAL || format == MANIFEST_FORMAT_PHYSICAL_CHUNKED
+    }
+
     /// Stored bytes of all objects.
     pub fn stored_bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.bytes).sum()
@@ -359,9 +382,9 @@ impl Manifest {
             o.check_chunks(&prefix)?;
         }
         let chunked = self.objects.iter().any(|o| !o.chunks.is_empty());
-        if chunked != (self.format == MANIFEST_FORMAT_CHUNKED) {
+        if chunked != Manifest::format_chunked(self.format) {
             return Err(format!(
-                "a format {} manifest {} sections stored as several objects",
+                "a format {} manifest {} objects stored as several objects",
                 self.format,
                 if chunked { "cannot have" } else { "must have" }
             ));
@@ -373,7 +396,7 @@ impl Manifest {
     /// or more adjacent data streams and one post-data, each with its restore step; format
     /// 3 is a physical backup ([`Manifest::check_physical`]).
     fn check_layout(&self) -> Result<(), String> {
-        let physical = self.format == MANIFEST_FORMAT_PHYSICAL
+        let physical = Manifest::format_physical(self.format)
             || self.kind == BackupKind::Physical
             || self.physical.is_some();
         if physical {
@@ -425,18 +448,31 @@ impl Manifest {
         Ok(())
     }
 
-    /// Format 3 says `kind: "physical"`, has its [`Physical`] part with a range that does
+    /// Format 3 (5 when its base tar is in several objects) says `kind: "physical"`, has its [`Physical`] part with a range that does
     /// not run backwards, and exactly one base tar and one `backup_manifest`; a format 1 or
     /// 2 manifest never claims to be physical.
     fn check_physical(&self) -> Result<(), String> {
-        if self.format != MANIFEST_FORMAT_PHYSICAL {
+        if !Manifest::format_physical(self.format) {
             return Err(format!(
                 "a format {} manifest cannot describe a physical backup",
                 self.format
             ));
         }
         if self.kind != BackupKind::Physical {
-            return Err("a format 3 manifest must say kind \"physical\"".into());
+            return Err(format!(
+                "a format {} manifest must say kind \"physical\"",
+                self.format
+            ));
+        }
+        if let Some(o) = self
+            .objects
+            .iter()
+            .find(|o| o.role != ObjectRole::BaseTar && !o.chunks.is_empty())
+        {
+            return Err(format!(
+                "only the base tar may be stored as several objects, not `{}`",
+                o.key
+            ));
         }
         let Some(p) = &self.physical else {
             return Err("a physical backup's manifest has no WAL range (`physical`)".into());
@@ -825,6 +861,65 @@ mod tests {
     }
 
     #[test]
+    fn a_base_tar_in_several_objects_is_format_5() {
+        let mut m = physical();
+        let first = m.objects[0].key.clone();
+        m.objects[0].chunks = [(first.clone(), 6), (crate::keys::chunk(&first, 2), 4)]
+            .into_iter()
+            .map(|(key, bytes)| Chunk {
+                key,
+                bytes,
+                sha256: "c".repeat(64),
+            })
+            .collect();
+        assert_eq!(
+            Manifest::physical_format(&m.objects),
+            MANIFEST_FORMAT_PHYSICAL_CHUNKED
+        );
+        assert_eq!(
+            Manifest::physical_format(&physical().objects),
+            MANIFEST_FORMAT_PHYSICAL
+        );
+        // Format 3 cannot hold it: an older dr would unpack the first object alone.
+        assert!(m.check().expect_err("format 3").contains("cannot have"));
+        m.format = MANIFEST_FORMAT_PHYSICAL_CHUNKED;
+        m.check().expect("valid");
+        let json = serde_json::to_vec(&m).expect("json");
+        assert_eq!(Manifest::from_json(&json).expect("parse"), m);
+        assert_eq!(
+            m.objects[0].stored_objects(),
+            [
+                ("app/20261122T030000Z/base.tar.zst.age", 6),
+                ("app/20261122T030000Z/base.tar.zst.age.0002", 4)
+            ]
+        );
+        // Format 4 is a dump's; a physical backup in it is refused.
+        let mut dump_format = m.clone();
+        dump_format.format = MANIFEST_FORMAT_CHUNKED;
+        assert!(dump_format
+            .check()
+            .expect_err("format 4")
+            .contains("cannot describe a physical backup"));
+        // A dump cannot claim format 5.
+        let mut dump = chunked();
+        dump.format = MANIFEST_FORMAT_PHYSICAL_CHUNKED;
+        assert!(dump.check().is_err());
+        // Only the base tar is stored in several objects.
+        let mut pg_manifest = physical();
+        pg_manifest.format = MANIFEST_FORMAT_PHYSICAL_CHUNKED;
+        let key = pg_manifest.objects[1].key.clone();
+        pg_manifest.objects[1].chunks = vec![Chunk {
+            key,
+            bytes: 10,
+            sha256: "c".repeat(64),
+        }];
+        assert!(pg_manifest
+            .check()
+            .expect_err("backup_manifest")
+            .contains("only the base tar"));
+    }
+
+    #[test]
     fn a_physical_manifest_must_be_whole() {
         let mut m = physical();
         m.format = MANIFEST_FORMAT;
@@ -855,11 +950,11 @@ mod tests {
     #[test]
     fn a_newer_format_is_refused_as_newer_not_as_bad_json() {
         // A future manifest with roles and fields this dr does not know.
-        let json = r#"{"format":5,"id":"20261122T030000Z","target":"app","kind":"incremental",
+        let json = r#"{"format":6,"id":"20261122T030000Z","target":"app","kind":"incremental",
             "objects":[{"role":"block_delta"}]}"#;
         let e = Manifest::from_json(json.as_bytes()).expect_err("newer");
         assert!(
-            e.contains("format 5 is newer") && e.contains("upgrade dr"),
+            e.contains("format 6 is newer") && e.contains("upgrade dr"),
             "{e}"
         );
         // What a dr that knows only format 2 does with a physical backup's manifest: its

@@ -214,10 +214,10 @@ fn check_size(key: &str, recorded: u64, size: u64) -> Result<()> {
 }
 
 /// The stored stream of `rec`, each object's size checked against the manifest before a
-/// byte of it is used: its one object, or (format 4) its objects one after another, each
-/// opened when the one before it is read to the end. The digest of the whole stream is the
-/// caller's to check (`rec.sha256`).
-async fn open_stream(
+/// byte of it is used: its one object, or (formats 4 and 5) its objects one after another,
+/// each opened when the one before it is read to the end. The digest of the whole stream is
+/// the caller's to check (`rec.sha256`).
+pub(crate) async fn open_stream(
     ctx: &Context,
     rec: &ObjectRecord,
 ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> {

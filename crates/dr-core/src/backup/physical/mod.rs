@@ -174,38 +174,30 @@ pub(super) async fn run_locked(
         crate::wal::identity::check(&target.name, &wal_cluster, found)?;
     }
     let (started_at, id) = super::fresh_id::choose(ctx, &target.name, started_at).await?;
-    let part_size = ctx
+    // Parts of one size whatever the cluster's: a longer tar goes on in the next object.
+    let plan = ctx
         .store
         .part_limits()
-        .part_size_for(cluster.size, ctx.config.backup.part_size_mib);
+        .stream_plan(ctx.config.backup.part_size_mib);
     tracing::info!(
         target = %target.name, %id, server = %cluster.version.text,
         pg_basebackup = %cluster.pg_basebackup.version,
-        cluster_size = %human_bytes(cluster.size), part_size = %human_bytes(part_size),
+        cluster_size = %human_bytes(cluster.size), part_size = %human_bytes(plan.part_size),
         "physical backup started"
     );
     let mut written = Written { keys: Vec::new() };
     let manifest_key = keys::manifest(&target.name, &id);
-    let objects = match write_objects(
-        ctx,
-        target,
-        &cluster,
-        &id,
-        part_size,
-        &recipients,
-        &mut written,
-    )
-    .await
-    {
-        Ok(v) => v,
-        Err(e) => {
-            cleanup(ctx.store.as_ref(), &manifest_key, &written).await;
-            return Err(e);
-        }
-    };
+    let objects =
+        match write_objects(ctx, target, &cluster, &id, plan, &recipients, &mut written).await {
+            Ok(v) => v,
+            Err(e) => {
+                cleanup(ctx.store.as_ref(), &manifest_key, &written).await;
+                return Err(e);
+            }
+        };
     let (records, physical) = objects;
     let manifest = Manifest {
-        format: dr_catalog::MANIFEST_FORMAT_PHYSICAL,
+        format: Manifest::physical_format(&records),
         id,
         target: target.name.clone(),
         started_at,
@@ -253,24 +245,33 @@ async fn write_objects(
     target: &TargetConfig,
     cluster: &Cluster,
     id: &BackupId,
-    part_size: u64,
+    plan: dr_store::StreamPlan,
     recipients: &Arc<Recipients>,
     written: &mut Written,
 ) -> Result<(Vec<ObjectRecord>, Physical)> {
     let tar_key = keys::object(&target.name, id, keys::BASE_TAR);
     written.keys.push(tar_key.clone());
     let wait = archive_wait(target);
+    let more_keys = std::sync::Mutex::default();
     let streamed = stream::stream_base(
         ctx,
         &cluster.pg_basebackup,
         &cluster.conn,
         &tar_key,
         id,
-        part_size,
+        plan,
         recipients,
         wait,
+        &more_keys,
     )
-    .await?;
+    .await;
+    // The base tar's later objects, for the cleanup of a run that fails from here on.
+    written.keys.extend(
+        more_keys
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let streamed = streamed?;
     let (tar, findings, stderr) = streamed;
     let range = read_range(&findings, &stderr, &cluster.identity.system_identifier)?;
     let pg_manifest = findings.backup_manifest.unwrap_or_default();

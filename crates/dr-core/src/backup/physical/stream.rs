@@ -1,25 +1,29 @@
-//! pg_basebackup's tar stream into one multipart upload: stdout → [`TarTap`] (copies out
-//! `backup_label` and `backup_manifest`) → zstd → age → parts, one in flight; its wait for
-//! WAL archiving bounded, its walsender ended if it is stopped.
+//! pg_basebackup's tar stream into the repository: stdout → [`TarTap`] (copies out
+//! `backup_label` and `backup_manifest`) → zstd → age → parts of one fixed size, stored as
+//! objects of bounded size as a dump's sections are ([`Chunks`]): memory is the same at any
+//! cluster size. Its wait for WAL archiving bounded, its walsender ended if it is stopped.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dr_catalog::{BackupId, ObjectRecord, ObjectRole};
 use dr_pg::basebackup::{self, TarFindings, TarTap};
 use dr_pg::{ChildProcess, ConnInfo, Tool};
-use dr_store::MultipartUpload;
+use dr_store::StreamPlan;
 use dr_stream::{Compression, Recipients};
 
 use super::wal::NOT_ARCHIVED_HINT;
+use crate::backup::chunks::Chunks;
 use crate::{human_bytes, Context, Error, Kind, Result};
 
 /// What streaming the base backup gave: the tar's record, what the tap found, stderr.
 pub(super) type Streamed = (ObjectRecord, TarFindings, Vec<String>);
 
-/// Run pg_basebackup and stream its tar into a multipart upload of `key`. pg_basebackup's
-/// own wait for archiving is bounded by `wait` (it is stopped past that: exit 3).
+/// Run pg_basebackup and stream its tar into `key` (and `key.0002`, … past one object's
+/// parts: each named in `more_keys` as it starts, for the failed run's cleanup).
+/// pg_basebackup's own wait for archiving is bounded by `wait` (it is stopped past that:
+/// exit 3).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn stream_base(
     ctx: &Context,
@@ -27,9 +31,10 @@ pub(super) async fn stream_base(
     cluster_conn: &ConnInfo,
     key: &str,
     id: &BackupId,
-    part_size: u64,
+    plan: StreamPlan,
     recipients: &Arc<Recipients>,
     wait: Duration,
+    more_keys: &Mutex<Vec<String>>,
 ) -> Result<Streamed> {
     let label = format!("dr {id}");
     // Its walsender has a name of its own, to end it if the run stops: one waiting in
@@ -49,14 +54,12 @@ pub(super) async fn stream_base(
         .ok_or_else(|| Error::new(Kind::Failed, "pg_basebackup has no stdout"))?
         .into_owned_fd()
         .map_err(|e| Error::new(Kind::Failed, format!("pg_basebackup stdout: {e}")))?;
-    let mut upload = match ctx.store.start_multipart(key).await {
-        Ok(u) => u,
-        Err(e) => {
-            child.kill();
-            let _ = child.wait().await;
-            return Err(Error::from(e).context(format!("starting the upload of {key}")));
-        }
-    };
+    let mut upload = Chunks::new(ctx.store.as_ref(), key, plan, more_keys);
+    if let Err(e) = upload.start().await {
+        child.kill();
+        let _ = child.wait().await;
+        return Err(e);
+    }
     let (tap, findings) = TarTap::new(std::fs::File::from(stdout));
     let bar = crate::progress::bytes_bar(ctx.progress, "base backup", None);
     let compression = Compression {
@@ -75,10 +78,10 @@ pub(super) async fn stream_base(
         tap,
         Arc::clone(recipients),
         compression,
-        part_size,
+        plan.part_size,
         progress,
     );
-    let upload_error = upload_parts(ctx, &child, upload.as_mut(), &mut rx, key, wait).await;
+    let upload_error = upload_parts(ctx, &child, &mut upload, &mut rx, wait).await;
     drop(rx);
     if upload_error.is_some() {
         child.kill();
@@ -102,19 +105,29 @@ pub(super) async fn stream_base(
     let parts = match outcome {
         Ok(v) => v,
         Err(e) => {
-            if let Err(ae) = upload.abort().await {
-                tracing::error!("could not abort the multipart upload of {key}: {ae}; `dr prune` removes stale uploads");
-            }
+            upload.abort().await;
             end_walsender(cluster_conn, &session).await;
             return Err(e);
         }
     };
-    upload
-        .complete()
-        .await
-        .map_err(|e| Error::from(e).context(format!("completing the upload of {key}")))?;
+    let mut chunks = upload.finish().await?;
     let dr_stream::EncodedParts { stats, parts } = parts;
-    tracing::info!(raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts, "base backup uploaded");
+    let stored: u64 = chunks.iter().map(|c| c.bytes).sum();
+    if stored != stats.stored_bytes {
+        return Err(Error::new(
+            Kind::Integrity,
+            format!(
+                "{key}: the encoder wrote {} bytes but {} objects hold {stored}; nothing was committed",
+                stats.stored_bytes,
+                chunks.len()
+            ),
+        ));
+    }
+    tracing::info!(raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts, objects = chunks.len(), "base backup uploaded");
+    if chunks.len() == 1 {
+        // One object: recorded as every dr has (format 3).
+        chunks.clear();
+    }
     let findings = findings.lock().map(|f| f.clone()).unwrap_or_default();
     let record = ObjectRecord {
         role: ObjectRole::BaseTar,
@@ -122,9 +135,9 @@ pub(super) async fn stream_base(
         bytes: stats.stored_bytes,
         sha256: stats.sha256,
         raw_bytes: stats.raw_bytes,
-        part_bytes: Some(part_size),
+        part_bytes: Some(plan.part_size),
         restore_step: None,
-        chunks: Vec::new(),
+        chunks,
     };
     Ok((record, findings, stderr))
 }
@@ -165,9 +178,8 @@ fn basebackup_failed(e: dr_pg::PgError) -> Error {
 async fn upload_parts(
     ctx: &Context,
     child: &ChildProcess,
-    upload: &mut dyn MultipartUpload,
+    upload: &mut Chunks<'_>,
     rx: &mut tokio::sync::mpsc::Receiver<Bytes>,
-    key: &str,
     wait: Duration,
 ) -> Option<Error> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -179,17 +191,22 @@ async fn upload_parts(
             () = ctx.cancel.cancelled() => return Some(Error::interrupted("the backup")),
         };
         if let Err(e) = ready {
-            return Some(Error::from(e).context(format!("uploading {key}")));
+            return Some(e);
         }
         tokio::select! {
             part = rx.recv() => match part {
                 Some(p) => {
+                    // A full object is completed before the next part, whatever a signal
+                    // says meanwhile (its upload is then complete, not left behind).
+                    if let Err(e) = upload.roll_over().await {
+                        return Some(e);
+                    }
                     let put = tokio::select! {
                         r = upload.put_part(p) => r,
                         () = ctx.cancel.cancelled() => return Some(Error::interrupted("the backup")),
                     };
                     if let Err(e) = put {
-                        return Some(Error::from(e).context(format!("uploading {key}")));
+                        return Some(e);
                     }
                 }
                 None => return None,

@@ -1,6 +1,7 @@
-//! The base backup from the repository into DIR as it downloads: GET → SHA-256 → age → zstd →
-//! tar, through a pipe between the decoding thread and the unpacking thread. No copy of the
-//! archive touches the disk; memory is the pipe and the stages' buffers.
+//! The base backup from the repository into DIR as it downloads: GET (each of its objects in
+//! turn) → SHA-256 → age → zstd → tar, through a pipe between the decoding thread and the
+//! unpacking thread. No copy of the archive touches the disk; memory is the pipe and the
+//! stages' buffers.
 
 use std::path::Path;
 
@@ -25,21 +26,8 @@ pub async fn base_into(ctx: &Context, manifest: &Manifest, dir: &Path) -> Result
         .with_hint("restore another base backup (`dr list`)")
     })?;
     let identities = ctx.identities()?;
-    let (size, reader) = ctx
-        .store
-        .get_reader(&object.key)
-        .await
-        .map_err(|e| Error::from(e).context(format!("fetching {}", object.key)))?;
-    if size != object.bytes {
-        return Err(Error::new(
-            Kind::Integrity,
-            format!(
-                "`{}` is {size} bytes but the manifest records {}: the object is truncated or was replaced",
-                object.key, object.bytes
-            ),
-        )
-        .with_hint("restore an older base backup (`dr list`) and investigate the repository"));
-    }
+    // Every object's size is checked as it is opened: a truncated or replaced one is refused.
+    let reader = crate::restore::fetch::open_stream(ctx, object).await?;
     let (pipe_out, pipe_in) =
         std::io::pipe().map_err(|e| Error::new(Kind::Failed, format!("creating a pipe: {e}")))?;
     let target = dir.to_path_buf();
