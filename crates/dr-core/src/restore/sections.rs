@@ -279,6 +279,8 @@ pub(super) async fn into_target(
     }
     seconds.insert("restore".into(), restore_clock.elapsed().as_secs_f64());
     // A database this restore created is dropped on any failure, to the end.
+    // The counts: a live source's, if still being taken, then the target's.
+    let count_clock = Instant::now();
     let live;
     let details = match counted {
         None => l.details,
@@ -292,6 +294,7 @@ pub(super) async fn into_target(
         },
     };
     let counted = count_and_compare(ctx, conn, &session_name, details, opts, l.jobs).await;
+    seconds.insert("count".into(), count_clock.elapsed().as_secs_f64());
     let (tables, mismatches) = match counted {
         Ok(c) => c,
         Err(e) if created => return Err(leave_target(l, created, &session_name, e).await),

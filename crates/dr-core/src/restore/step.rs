@@ -32,11 +32,15 @@ impl Run<'_> {
         if self.stop.token.is_cancelled() {
             return Vec::new();
         }
+        let clock = std::time::Instant::now();
         match self.section_inner(s).await {
-            Ok(errors) => errors
-                .into_iter()
-                .map(|e| format!("{}: {e}", s.label))
-                .collect(),
+            Ok(errors) => {
+                tracing::info!(section = %s.label, secs = %format!("{:.1}", clock.elapsed().as_secs_f64()), "section restored");
+                errors
+                    .into_iter()
+                    .map(|e| format!("{}: {e}", s.label))
+                    .collect()
+            }
             Err(e) => {
                 self.stop.fail(e);
                 Vec::new()
