@@ -30,7 +30,7 @@ use super::layout::{
 };
 use super::load::{find_pg_restore, Outcome};
 use super::plan::{check_names, Plan};
-use super::sections::{into_target, order_steps, Counted};
+use super::sections::{into_target, order_steps, Counted, LiveCounts};
 use super::target::TargetState;
 use super::{finish, globals, RestoreOptions, RestoreReport};
 use crate::backup::sections::pg_dump_args;
@@ -50,6 +50,9 @@ pub(super) struct Live<'a> {
     pub opts: &'a RestoreOptions,
     pub jobs: u32,
     pub temp_dir: &'a Path,
+    /// Told once the source is no longer needed (its streams done, its counts taken, its
+    /// snapshot ended); dropped untold when the restore stops first.
+    pub free: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// Restore `l.source` into `l.target`: checks first (the selection names something there,
@@ -109,15 +112,31 @@ pub(super) async fn restore(
     let (steps, skipped_foreign_keys) =
         order_steps(l.opts, &pg_restore.path, dir, pre, data, post, selective).await?;
 
-    // The counting runs in the snapshot while the sections stream; the snapshot ends once the
-    // restore is over (every pg_dump has exited by then).
+    // The counting runs in the snapshot once no stream reads the source any more (on two
+    // cores a count beside the streams slows them as much as it takes), beside the post-data;
+    // then the snapshot ends and the source is free (`l.free`: the sandbox is removed while
+    // the target is still being finished).
+    let (streamed, source_done) = tokio::sync::oneshot::channel::<()>();
+    let free = l.free.lock().ok().and_then(|mut f| f.take());
     let counting = Aborting(tokio::spawn(async move {
-        let counted = snapshot.count_rows().await;
-        (snapshot, counted)
+        let counted = match source_done.await {
+            Ok(()) => Some(snapshot.count_rows().await),
+            // The restore stopped before its streams were done: nothing to count.
+            Err(_) => None,
+        };
+        snapshot.finish().await;
+        if let Some(free) = free {
+            let _ = free.send(());
+        }
+        counted
     }));
     let counted: Counted<'_> = Box::pin(async move {
-        let (snapshot, counted) = counting.join().await?;
-        snapshot.finish().await;
+        let counted = counting.join().await?.ok_or_else(|| {
+            Error::new(
+                Kind::Failed,
+                "the source was not counted: the restore stopped first",
+            )
+        })?;
         let mut outline = outline;
         outline.tables = counted
             .map_err(|e| Error::from(e).context("counting rows in the sandbox's snapshot"))?;
@@ -141,7 +160,7 @@ pub(super) async fn restore(
         &pg_restore.path,
         dir,
         steps,
-        Some(counted),
+        Some(LiveCounts { streamed, counted }),
         Instant::now(),
         &mut seconds,
     )

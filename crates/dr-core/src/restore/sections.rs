@@ -241,6 +241,13 @@ pub(super) async fn order_steps<'a>(
 /// live source counts in its snapshot meanwhile): awaited once the steps are done.
 pub(super) type Counted<'a> = Pin<Box<dyn Future<Output = Result<BackupDetails>> + Send + 'a>>;
 
+/// A live source's counts: `streamed` is told once no later step reads from the source (its
+/// counting starts then), `counted` gives them.
+pub(super) struct LiveCounts<'a> {
+    pub streamed: tokio::sync::oneshot::Sender<()>,
+    pub counted: Counted<'a>,
+}
+
 /// The target: globals, the database created when missing, the steps, then the counts
 /// (`l.details`', or `counted`'s once it is ready). A database this restore created is
 /// dropped on any failure, to the end.
@@ -249,10 +256,14 @@ pub(super) async fn into_target(
     pg_restore: &Path,
     dir: &Path,
     steps: Vec<Vec<Section<'_>>>,
-    counted: Option<Counted<'_>>,
+    live: Option<LiveCounts<'_>>,
     restore_clock: Instant,
     seconds: &mut BTreeMap<String, f64>,
 ) -> Result<Outcome> {
+    let (streamed, counted) = match live {
+        Some(LiveCounts { streamed, counted }) => (Some(streamed), Some(counted)),
+        None => (None, None),
+    };
     let (ctx, opts) = (l.ctx, l.opts);
     let conn = &l.target.conn;
     let mut errors = Vec::new();
@@ -265,7 +276,7 @@ pub(super) async fn into_target(
     }
     let session_name = restore_session_name();
     let stopper = Stopper::new(&ctx.cancel);
-    let loaded = load(l, pg_restore, dir, &session_name, &stopper, steps).await;
+    let loaded = load(l, pg_restore, dir, &session_name, &stopper, steps, streamed).await;
     let loaded = match loaded {
         Ok(errs) => {
             errors.extend(errs);
@@ -321,6 +332,7 @@ async fn load(
     session_name: &str,
     stopper: &Stopper,
     steps: Vec<Vec<Section<'_>>>,
+    mut streamed: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<Vec<String>> {
     let ctx = l.ctx;
     let conn = &l.target.conn;
@@ -378,7 +390,21 @@ async fn load(
         child_conn: &child_conn,
         stop: stopper,
     };
-    for step in &steps {
+    // The last step that reads from a live source: after it, the source may be counted.
+    let last_dump = steps
+        .iter()
+        .rposition(|step| step.iter().any(|s| matches!(s.source, Source::Dump(_))));
+    let mut tell_streamed = |done: Option<usize>| {
+        if done >= last_dump {
+            if let Some(tx) = streamed.take() {
+                let _ = tx.send(());
+            }
+        }
+    };
+    if last_dump.is_none() {
+        tell_streamed(None);
+    }
+    for (i, step) in steps.iter().enumerate() {
         let futs: Vec<_> = step.iter().map(|s| run.section(s)).collect();
         let mut work = futures::stream::iter(futs).buffer_unordered(width(l.jobs));
         while let Some(errs) = work.next().await {
@@ -387,6 +413,7 @@ async fn load(
         if stopper.token.is_cancelled() {
             break;
         }
+        tell_streamed(Some(i));
     }
     watcher.abort();
     spinner.finish_and_clear();

@@ -147,9 +147,18 @@ async fn restore(
     let mut seconds = BTreeMap::new();
     seconds.insert("recover".into(), clock.elapsed().as_secs_f64());
     let origin = origin(planned, pg_dump.major);
+    let reached = sandbox.reached.clone();
+    let source = sandbox.conn().clone();
+    // The sandbox is removed as soon as the restore no longer needs it (its streams done and
+    // counted: the target's post-data and counts go on meanwhile), or once the restore ends.
+    let (free, freed) = tokio::sync::oneshot::channel();
+    let removal = async move {
+        let _ = freed.await;
+        sandbox.remove().await;
+    };
     let live = Live {
         ctx,
-        source: sandbox.conn(),
+        source: &source,
         pg_dump: &pg_dump,
         pg_dumpall: &pg_dumpall,
         origin: &origin,
@@ -158,10 +167,15 @@ async fn restore(
         opts,
         jobs: plan.jobs,
         temp_dir: &temp_dir,
+        free: std::sync::Mutex::new(Some(free)),
     };
-    let restored = live::restore(&live, plan, seconds, started).await;
-    let reached = sandbox.reached.clone();
-    sandbox.remove().await;
+    let restoring = async {
+        let r = live::restore(&live, plan, seconds, started).await;
+        // Told or not, the sandbox goes now.
+        drop(live.free.lock().map(|mut f| f.take()));
+        r
+    };
+    let (restored, ()) = tokio::join!(restoring, removal);
     let mut report = restored?;
     report.recovered = Some(reached);
     Ok(report)
