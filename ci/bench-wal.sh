@@ -32,7 +32,8 @@
 #
 #   --scale N          pgbench scale of the cluster (default 60, ~0.9 GB; 5 for a quick check)
 #   --runs N           runs of each base backup (default 3; median time, largest RSS)
-#   --recovery-runs N  runs of each recovery, dr and the floor taking turns (default 2)
+#   --recovery-runs N  runs of each recovery (dr and the floor taking turns) and of each
+#                      restore into a database (default 2)
 #   --wal-secs S       seconds of pgbench per archiving mode (default 300; 30 for a check)
 #   --min-wal-mib M    WAL the recovery replays at least (default 2048): pgbench goes on in
 #                      archive mode until the archive holds that much after the base
@@ -457,6 +458,7 @@ drill_phases=$(grep -E '^  (base_fetch|pg_verifybackup|recover|checks) ' "$work/
 # the bench server. By hand: the floor's recovery (the decrypted base and the fetched WAL from
 # local disk, paused at the same LSN), then `pg_dump -Fc -Z0 | pg_restore` into a new database.
 # The bench server runs again for them, with archive_mode off (nothing more to archive).
+# Each --recovery-runs times: the medians are compared.
 "${as_pg[@]}" "$pg_bin/pg_ctl" start -w -t 60 -D "$pgdata" -l "$work/pg-into.log" -o "-p $pg_port -c archive_mode=off" >/dev/null
 into_tmp=$work/into-tmp
 drop_into() { PGOPTIONS='-c client_min_messages=warning' psql_in postgres -c "DROP DATABASE IF EXISTS $1" >/dev/null; }
@@ -467,7 +469,7 @@ into_digest() {
 }
 before_into_dr() { drop_into into_dr; rm -rf "$into_tmp" && mkdir -p "$into_tmp" && chmod 0777 "$into_tmp"; }
 after_into_dr() { into_dr_digest=$(into_digest into_dr); drop_into into_dr; rm -rf "$into_tmp"; }
-runs=1 measure into_dr bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' restore --at '$target_lsn' --target wala --to '$(url into_dr)' --jobs 2 --yes --temp-dir '$into_tmp' > '$work/into-dr.out' 2>&1"
+runs=$recovery_runs measure into_dr bash -c "'$dr' --config '$home/dr.toml' --env-file '$home/dr.env' restore --at '$target_lsn' --target wala --to '$(url into_dr)' --jobs 2 --yes --temp-dir '$into_tmp' > '$work/into-dr.out' 2>&1"
 # The floor's script up to the pause, then the copy, then the stop.
 sed -e '/pg_ctl" stop/d' "$work/floor.sh" >"$work/by-hand.sh"
 cat >>"$work/by-hand.sh" <<EOF
@@ -477,7 +479,7 @@ ${as_pg[*]} "$pg_bin/pg_ctl" stop -w -m fast -D "\$d" >/dev/null
 EOF
 before_by_hand() { drop_into into_hand; rm -rf "$work/rec-floor" "$work/rec-floor.sock"; }
 after_by_hand() { hand_digest=$(into_digest into_hand); drop_into into_hand; rm -rf "$work/rec-floor" "$work/rec-floor.sock"; }
-runs=1 measure by_hand bash -o pipefail "$work/by-hand.sh"
+runs=$recovery_runs measure by_hand bash -o pipefail "$work/by-hand.sh"
 "${as_pg[@]}" "$pg_bin/pg_ctl" stop -w -D "$pgdata" -m fast >/dev/null
 [[ ${into_dr_digest:-none} != none && $into_dr_digest == "${hand_digest:-}" ]] ||
     failed+=("dr restore --at --to and the by-hand copy differ (dr: ${into_dr_digest:-none}; by hand: ${hand_digest:-none})")
@@ -559,7 +561,7 @@ Lag: completed segments not yet stored, sampled every 3 s (archive: pg_stat_arch
 | its prefetch workers (\`dr wal prefetch\`, polled, $prefetch_workers seen) | $(with_unit "$prefetch_rss" MiB) | <= 64 MiB | $(verdict "$prefetch_rss" 64) |
 | \`dr wal stream\` peak RSS (with pg_receivewal) | $(with_unit "$stream_rss" MiB) | <= 64 MiB | $(verdict "$stream_rss" 64) |
 
-All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; stock pipeline ${all_secs[stock_base]}; with zstd -1 ${all_secs[stock_base_z1]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}; drill ${secs[dr_drill]}; into a database: dr ${secs[into_dr]}, by hand ${secs[by_hand]}.
+All runs (s): pg_basebackup ${all_secs[pg_basebackup]}; stock pipeline ${all_secs[stock_base]}; with zstd -1 ${all_secs[stock_base_z1]}; dr backup --physical ${all_secs[dr_base]}; with zstd_level = 1 ${all_secs[dr_base_z1]}; floor recovery ${all_secs[floor_recovery]}; dr recovery ${all_secs[dr_recovery]}; drill ${secs[dr_drill]}; into a database: dr ${all_secs[into_dr]}, by hand ${all_secs[by_hand]}.
 EOF
 
 if ((${#failed[@]})); then

@@ -14,8 +14,10 @@
 //! The server listens on no TCP port and on a socket in a directory only dr (or, when dr runs
 //! as root, the `postgres` user it runs the server as) can enter; the socket trusts local
 //! connections through an `hba_file` of its own (the production `pg_hba.conf` may ask for
-//! passwords or peer names dr cannot give). `ssl` is off (no TCP) and
-//! `synchronous_standby_names` empty (nothing waits for a standby that is not there).
+//! passwords or peer names dr cannot give). `ssl` is off (no TCP),
+//! `synchronous_standby_names` empty (nothing waits for a standby that is not there) and
+//! `autovacuum` off: a promoted copy of a busy server would start vacuuming its largest
+//! tables at once, beside the dump that reads them, for a server that is removed after.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -155,7 +157,7 @@ impl Sandbox {
         )
         .map_err(|e| Error::new(Kind::Failed, format!("writing {}: {e}", hba.display())))?;
         let extra = format!(
-            "-c port={PORT} -c hba_file='{}' -c ssl=off -c synchronous_standby_names=''",
+            "-c port={PORT} -c hba_file='{}' -c ssl=off -c synchronous_standby_names='' -c autovacuum=off",
             hba.display()
         );
         let bin = crate::restore::target_pg_bin_dir(&ctx.config, &p.target);
