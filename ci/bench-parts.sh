@@ -52,8 +52,9 @@ bench_workdir
 
 read -r port <<<"$(free_ports 1)"
 start_postgres "$port" </dev/null
-# 300 volumes of 64 MiB: ~19 GiB of objects.
-weed_volume_max=300
+# Volumes of 64 MiB for the largest size (the backups are deleted between sizes), with room.
+largest=$(printf '%s\n' $sizes | sort -g | tail -n 1)
+weed_volume_max=$(awk -v g="$largest" 'BEGIN { printf "%d", g * 16 * 1.25 + 100 }')
 start_weed
 psql_in postgres <<<'CREATE DATABASE bench'
 psql_in bench <<<'CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;'
