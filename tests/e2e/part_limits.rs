@@ -103,54 +103,69 @@ fn a_stream_longer_than_max_parts_is_stored_as_several_objects_and_restores_exac
     assert_success(&out);
 }
 
-#[test]
-fn a_failure_in_the_second_object_leaves_no_manifest_no_object_and_no_open_upload() {
-    let e = env();
-    // Every upload of the second object's second part is cut halfway, on every retry.
-    let proxy = Proxy::start(e.weed.s3_port(), |req: &RequestHead| {
+/// A proxy in front of `weed` that cuts every upload of the second part of `object.0002`
+/// halfway, on every retry.
+fn cutting_the_second_object(weed: &SeaweedFs, object: &str) -> Proxy {
+    let second = format!("{object}.0002");
+    Proxy::start(weed.s3_port(), move |req: &RequestHead| {
         if req.method == "PUT"
-            && req.target.contains("data-1.zst.age.0002")
+            && req.target.contains(&second)
             && req.target.contains("partNumber=2")
         {
             Fault::ResetRequest(Cut::Half)
         } else {
             Fault::Pass
         }
-    });
+    })
+}
+
+/// The failed backup named `object.0002`, and left no manifest, no key containing `stored`
+/// and no open upload.
+fn assert_cut_cleanly(
+    weed: &SeaweedFs,
+    proxy: &Proxy,
+    out: &std::process::Output,
+    object: &str,
+    stored: &str,
+) {
+    let second = format!("{object}.0002");
+    assert!(!out.status.success(), "{}", describe(out));
+    assert!(
+        stderr(out).contains(&second),
+        "the error names the object: {}",
+        describe(out)
+    );
+    assert!(
+        proxy.stats().faults().iter().any(|f| f.contains(&second)),
+        "the second object was reached"
+    );
+    let keys = weed.object_keys(BUCKET);
+    assert!(
+        !keys.iter().any(|k| k.ends_with("manifest.json")),
+        "no manifest: {keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.contains(stored)),
+        "the failed backup's objects are deleted: {keys:?}"
+    );
+    assert!(
+        weed.open_uploads(BUCKET).is_empty(),
+        "no upload left open: {:?}",
+        weed.open_uploads(BUCKET)
+    );
+}
+
+#[test]
+fn a_failure_in_the_second_object_leaves_no_manifest_no_object_and_no_open_upload() {
+    let e = env();
+    let proxy = cutting_the_second_object(&e.weed, "data-1.zst.age");
     let endpoint = proxy.endpoint();
     let out = e.ws.dr_env(
         &e.cfg,
         &["backup"],
         &[("DR_REPOSITORY_ENDPOINT", endpoint.as_str())],
     );
-    assert!(!out.status.success(), "{}", describe(&out));
-    assert!(
-        stderr(&out).contains("data-1.zst.age.0002"),
-        "the error names the object: {}",
-        describe(&out)
-    );
-    assert!(
-        proxy
-            .stats()
-            .faults()
-            .iter()
-            .any(|f| f.contains("data-1.zst.age.0002")),
-        "the second object was reached"
-    );
-    let keys = e.weed.object_keys(BUCKET);
-    assert!(
-        !keys.iter().any(|k| k.ends_with("manifest.json")),
-        "no manifest: {keys:?}"
-    );
-    assert!(
-        !keys.iter().any(|k| k.contains(".zst.age")),
-        "the failed backup's objects are deleted: {keys:?}"
-    );
-    assert!(
-        e.weed.open_uploads(BUCKET).is_empty(),
-        "no upload left open: {:?}",
-        e.weed.open_uploads(BUCKET)
-    );
+    assert_cut_cleanly(&e.weed, &proxy, &out, "data-1.zst.age", ".zst.age");
 }
 
 #[test]
@@ -281,16 +296,7 @@ fn a_base_backup_longer_than_max_parts_is_stored_as_several_objects_and_recovers
 fn a_failure_in_the_base_tars_second_object_leaves_no_manifest_no_object_and_no_open_upload() {
     let _heavy = one_heavy_test_at_a_time();
     let (s, weed) = physical_env();
-    let proxy = Proxy::start(weed.s3_port(), |req: &RequestHead| {
-        if req.method == "PUT"
-            && req.target.contains("base.tar.zst.age.0002")
-            && req.target.contains("partNumber=2")
-        {
-            Fault::ResetRequest(Cut::Half)
-        } else {
-            Fault::Pass
-        }
-    });
+    let proxy = cutting_the_second_object(&weed, "base.tar.zst.age");
     let endpoint = proxy.endpoint();
     let env_file = s.env_file.display().to_string();
     let out = s.ws.dr_env(
@@ -298,24 +304,6 @@ fn a_failure_in_the_base_tars_second_object_leaves_no_manifest_no_object_and_no_
         &["--env-file", &env_file, "backup", "--physical"],
         &[("DR_REPOSITORY_ENDPOINT", endpoint.as_str())],
     );
-    assert!(!out.status.success(), "{}", describe(&out));
-    assert!(
-        stderr(&out).contains("base.tar.zst.age.0002"),
-        "the error names the object: {}",
-        describe(&out)
-    );
-    let keys = weed.object_keys(BUCKET);
-    assert!(
-        !keys.iter().any(|k| k.ends_with("manifest.json")),
-        "no manifest: {keys:?}"
-    );
-    assert!(
-        !keys.iter().any(|k| k.contains("base.tar")),
-        "the failed backup's objects are deleted: {keys:?}"
-    );
-    assert!(
-        weed.open_uploads(BUCKET).is_empty(),
-        "no upload left open: {:?}",
-        weed.open_uploads(BUCKET)
-    );
+    // The WAL the server archived stays; the base backup's objects go.
+    assert_cut_cleanly(&weed, &proxy, &out, "base.tar.zst.age", "base.tar");
 }

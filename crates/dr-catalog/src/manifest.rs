@@ -674,20 +674,25 @@ mod tests {
     fn chunked() -> Manifest {
         let mut m = sections(2);
         m.format = MANIFEST_FORMAT_CHUNKED;
-        let first = m.objects[1].key.clone();
-        m.objects[1].chunks = [
-            (first.clone(), 4),
-            (crate::keys::chunk(&first, 2), 4),
-            (crate::keys::chunk(&first, 3), 2),
-        ]
-        .into_iter()
-        .map(|(key, bytes)| Chunk {
-            key,
-            bytes,
-            sha256: "c".repeat(64),
-        })
-        .collect();
+        m.objects[1].chunks = chunks_of(&m.objects[1].key, &[4, 4, 2]);
         m
+    }
+
+    /// `first` and its next objects (`.0002`, …), of these sizes.
+    fn chunks_of(first: &str, sizes: &[u64]) -> Vec<Chunk> {
+        sizes
+            .iter()
+            .zip(1u32..)
+            .map(|(&bytes, n)| Chunk {
+                key: if n == 1 {
+                    first.to_string()
+                } else {
+                    crate::keys::chunk(first, n)
+                },
+                bytes,
+                sha256: "c".repeat(64),
+            })
+            .collect()
     }
 
     #[test]
@@ -863,15 +868,7 @@ mod tests {
     #[test]
     fn a_base_tar_in_several_objects_is_format_5() {
         let mut m = physical();
-        let first = m.objects[0].key.clone();
-        m.objects[0].chunks = [(first.clone(), 6), (crate::keys::chunk(&first, 2), 4)]
-            .into_iter()
-            .map(|(key, bytes)| Chunk {
-                key,
-                bytes,
-                sha256: "c".repeat(64),
-            })
-            .collect();
+        m.objects[0].chunks = chunks_of(&m.objects[0].key, &[6, 4]);
         assert_eq!(
             Manifest::physical_format(&m.objects),
             MANIFEST_FORMAT_PHYSICAL_CHUNKED
@@ -907,12 +904,7 @@ mod tests {
         // Only the base tar is stored in several objects.
         let mut pg_manifest = physical();
         pg_manifest.format = MANIFEST_FORMAT_PHYSICAL_CHUNKED;
-        let key = pg_manifest.objects[1].key.clone();
-        pg_manifest.objects[1].chunks = vec![Chunk {
-            key,
-            bytes: 10,
-            sha256: "c".repeat(64),
-        }];
+        pg_manifest.objects[1].chunks = chunks_of(&pg_manifest.objects[1].key, &[10]);
         assert!(pg_manifest
             .check()
             .expect_err("backup_manifest")

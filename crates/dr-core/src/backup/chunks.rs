@@ -183,13 +183,25 @@ impl<'a> Chunks<'a> {
     }
 
     /// Complete the last object: the stream's objects, in order (an empty stream is one
-    /// empty object).
-    pub(crate) async fn finish(mut self) -> Result<Vec<Chunk>> {
+    /// empty object). They must hold the `encoded` bytes the encoder wrote, together.
+    pub(crate) async fn finish(mut self, encoded: u64) -> Result<Vec<Chunk>> {
         if self.current.is_none() && self.done.is_empty() {
             self.begin().await?;
         }
         self.complete_current().await?;
-        Ok(std::mem::take(&mut self.done))
+        let done = std::mem::take(&mut self.done);
+        let stored: u64 = done.iter().map(|c| c.bytes).sum();
+        if stored != encoded {
+            return Err(Error::new(
+                Kind::Integrity,
+                format!(
+                    "{}: the encoder wrote {encoded} bytes but {} objects hold {stored}; nothing was committed",
+                    self.first_key,
+                    done.len()
+                ),
+            ));
+        }
+        Ok(done)
     }
 
     /// Abort the upload in progress. Completed objects stay for the run's cleanup (their

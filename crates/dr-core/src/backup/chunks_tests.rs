@@ -45,7 +45,8 @@ async fn a_stream_longer_than_max_parts_is_stored_as_several_objects_in_order() 
     let started = Mutex::new(Vec::new());
     let mut chunks = Chunks::new(&store, "t/id/data-1.zst.age", plan, &started);
     write(&mut chunks, &parts).await.expect("parts");
-    let done = chunks.finish().await.expect("finish");
+    let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let done = chunks.finish(total).await.expect("finish");
     let keys: Vec<&str> = done.iter().map(|c| c.key.as_str()).collect();
     assert_eq!(
         keys,
@@ -79,13 +80,13 @@ async fn a_stream_that_fits_is_one_object_and_an_empty_one_is_empty() {
     write(&mut chunks, &[part(1, 5 * MIB), part(2, 10)])
         .await
         .expect("parts");
-    let done = chunks.finish().await.expect("finish");
+    let done = chunks.finish(5 * MIB as u64 + 10).await.expect("finish");
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].bytes, 5 * MIB as u64 + 10);
     assert!(started.lock().expect("lock").is_empty());
 
     let empty = Chunks::new(&store, "t/id/post-data.zst.age", plan, &started);
-    let done = empty.finish().await.expect("finish");
+    let done = empty.finish(0).await.expect("finish");
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].bytes, 0);
     assert!(store
@@ -121,5 +122,21 @@ async fn a_failure_in_the_second_object_aborts_its_upload_and_names_the_first() 
     assert_eq!(
         started.into_inner().expect("lock"),
         ["t/id/data-1.zst.age.0002"]
+    );
+}
+
+#[tokio::test]
+async fn objects_that_do_not_hold_what_the_encoder_wrote_are_refused() {
+    let store = two_part_store();
+    let plan = store.part_limits().stream_plan(Some(5));
+    let started = Mutex::new(Vec::new());
+    let mut chunks = Chunks::new(&store, "t/id/data-1.zst.age", plan, &started);
+    write(&mut chunks, &[part(1, 10)]).await.expect("parts");
+    let e = chunks.finish(11).await.expect_err("one byte short");
+    assert_eq!(e.kind, crate::Kind::Integrity);
+    assert!(
+        e.to_string()
+            .contains("the encoder wrote 11 bytes but 1 objects hold 10"),
+        "{e}"
     );
 }

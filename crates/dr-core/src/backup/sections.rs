@@ -251,18 +251,7 @@ async fn stream_dump(
         upload.abort().await;
         return Err(Error::interrupted("the backup"));
     }
-    let mut chunks = upload.finish().await?;
-    let stored: u64 = chunks.iter().map(|c| c.bytes).sum();
-    if stored != stats.stored_bytes {
-        return Err(Error::new(
-            Kind::Integrity,
-            format!(
-                "{key}: the encoder wrote {} bytes but {} objects hold {stored}",
-                stats.stored_bytes,
-                chunks.len()
-            ),
-        ));
-    }
+    let mut chunks = upload.finish(stats.stored_bytes).await?;
     tracing::info!(
         section = %job.label,
         raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts,

@@ -110,19 +110,8 @@ pub(super) async fn stream_base(
             return Err(e);
         }
     };
-    let mut chunks = upload.finish().await?;
     let dr_stream::EncodedParts { stats, parts } = parts;
-    let stored: u64 = chunks.iter().map(|c| c.bytes).sum();
-    if stored != stats.stored_bytes {
-        return Err(Error::new(
-            Kind::Integrity,
-            format!(
-                "{key}: the encoder wrote {} bytes but {} objects hold {stored}; nothing was committed",
-                stats.stored_bytes,
-                chunks.len()
-            ),
-        ));
-    }
+    let mut chunks = upload.finish(stats.stored_bytes).await?;
     tracing::info!(raw = %human_bytes(stats.raw_bytes), stored = %human_bytes(stats.stored_bytes), parts, objects = chunks.len(), "base backup uploaded");
     if chunks.len() == 1 {
         // One object: recorded as every dr has (format 3).
