@@ -126,6 +126,7 @@ start_weed() {
         -s3.port="$s3" -s3.port.grpc="$s3g" -s3.localSocket="$work/weed/s3.sock" \
         >"$work/weed.log" 2>&1 &
     weed_pid=$!
+    weed_master=$m
     export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
     for _ in $(seq 1 120); do
         if curl -fsS -o /dev/null "http://127.0.0.1:$s3/" 2>/dev/null &&
