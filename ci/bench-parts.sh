@@ -21,7 +21,8 @@
 #                   script); SeaweedFS needs that much disk
 #   --discard       delete each object of the stream once it is stored (and have SeaweedFS
 #                   reclaim it), so disk stays at about two objects whatever the size: the
-#                   way to run the 1 TB simulation (~2 h 10 min at ~135 MiB/s). dr reads
+#                   way to run the 1 TB simulation: `--sizes "931.3225746154785"` is 10^12
+#                   bytes, ~2 h 30 min at the ~106 MiB/s of docs/BENCHMARKS.md. dr reads
 #                   nothing back before its commit, so the backup still completes.
 #   --keep          leave the work directory behind
 #   DR_BENCH_DIR    work directory (default /tmp/dr-bench-parts; emptied at the start)
@@ -41,7 +42,7 @@ while (($#)); do
         --sizes=*) sizes=${1#*=}; shift ;;
         --keep) keep=1; shift ;;
         --discard) discard=1; shift ;;
-        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
         *) echo "bench: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -60,11 +61,14 @@ read -r port <<<"$(free_ports 1)"
 start_postgres "$port" </dev/null
 # Volumes of 64 MiB for the largest size (the backups are deleted between sizes), with room.
 largest=$(printf '%s\n' $sizes | sort -g | tail -n 1)
-weed_volume_max=$(awk -v g="$largest" 'BEGIN { printf "%d", g * 16 * 1.25 + 100 }')
 # Discarded, the space comes back but not every volume: about 3 stay in use per GiB streamed
 # (6 allowed: a run of hours should not end on a volume ceiling; an empty volume costs two
 # file descriptors and no disk).
-if ((discard)); then weed_volume_max=$(awk -v g="$largest" 'BEGIN { printf "%d", g * 6 + 200 }'); fi
+if ((discard)); then
+    weed_volume_max=$(awk -v g="$largest" 'BEGIN { printf "%d", g * 6 + 200 }')
+else
+    weed_volume_max=$(awk -v g="$largest" 'BEGIN { printf "%d", g * 16 * 1.25 + 100 }')
+fi
 start_weed
 psql_in postgres <<<'CREATE DATABASE bench'
 psql_in bench <<<'CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;'
