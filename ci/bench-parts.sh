@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Part limits per provider (issue 22, item 3): dr's peak RSS while a backup uploads one
 # generated data stream of increasing size to SeaweedFS with `[repository.s3] max_parts =
-# 1000`, in parts of 8 MiB, cut into objects of at most 640 parts (5 GiB, CopyObject's
-# limit). `bash ci/bench-parts.sh [--sizes "2 8"]` (sizes in GiB).
+# 1000`, in parts of 6 MiB, cut into objects of at most 853 parts (under 5 GiB, CopyObject's
+# limit). `bash ci/bench-parts.sh [--sizes "2 8"] [--part-mib N]` (sizes in GiB).
 #
 # The stream is generated, not dumped: a `pg_dump` wrapper in a private bin dir
 # (`backup.pg_bin_dir`) runs the real pg_dump for everything except `--section=data`, for
@@ -24,6 +24,8 @@
 #                   way to run the 1 TB simulation: `--sizes "931.3225746154785"` is 10^12
 #                   bytes, ~2 h 30 min at the ~106 MiB/s of docs/BENCHMARKS.md. dr reads
 #                   nothing back before its commit, so the backup still completes.
+#   --part-mib N    `backup.part_size_mib = N` instead of dr's default (6): e.g. 8, the
+#                   default before, to measure both in one run
 #   --keep          leave the work directory behind
 #   DR_BENCH_DIR    work directory (default /tmp/dr-bench-parts; emptied at the start)
 #   DR_PG_BIN_DIR   PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
@@ -36,12 +38,15 @@ sizes="2 8"
 runs=1
 keep=0
 discard=0
+part_mib=
 while (($#)); do
     case $1 in
         --sizes) sizes=$2; shift 2 ;;
         --sizes=*) sizes=${1#*=}; shift ;;
         --keep) keep=1; shift ;;
         --discard) discard=1; shift ;;
+        --part-mib) part_mib=$2; shift 2 ;;
+        --part-mib=*) part_mib=${1#*=}; shift ;;
         -h | --help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
         *) echo "bench: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -103,6 +108,7 @@ max_parts = 1000
 [backup]
 jobs = 1
 pg_bin_dir = "$fake"
+${part_mib:+part_size_mib = $part_mib}
 [encryption]
 recipients = ["$recipient"]
 [signing]
@@ -145,7 +151,7 @@ done
 
 machine_line
 echo
-echo "Command: \`bash ci/bench-parts.sh --sizes \"$sizes\"$( ((discard)) && echo ' --discard' || true)\` $(commit_note). \`[repository.s3] max_parts = 1000\`, parts of 8 MiB, \`--jobs 1\`."
+echo "Command: \`bash ci/bench-parts.sh --sizes \"$sizes\"$( ((discard)) && echo ' --discard' || true)${part_mib:+ --part-mib $part_mib}\` $(commit_note). \`[repository.s3] max_parts = 1000\`, parts of ${part_mib:-6} MiB, \`--jobs 1\`."
 echo
 echo "| generated data stream | objects of data-1 | wall (s) | throughput (MiB/s) | peak RSS (MiB) |"
 echo "| --- | --- | --- | --- | --- |"

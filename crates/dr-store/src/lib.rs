@@ -61,7 +61,7 @@ pub use lock::{
 };
 #[cfg(feature = "testing")]
 pub use memory::MemoryStore;
-pub use parts::{PartLimits, StreamPlan, MAX_COPY_BYTES, PARTS_BUFFERED_PER_STREAM};
+pub use parts::{PartLimits, StreamPlan, MAX_COPY_BYTES, PARTS_BUFFERED_PER_STREAM, STREAM_PART};
 pub use resume::READ_RESUME_ENV;
 pub use s3::S3Options;
 
