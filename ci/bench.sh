@@ -5,6 +5,8 @@
 # archive and stream mode, point-in-time recovery; its header says what it measures).
 # Part limits (issue 22): ci/bench-parts.sh, run on its own, measures peak RSS of a backup of a
 # generated data stream of increasing size with `[repository.s3] max_parts = 1000`.
+# Loading one table (issue 20): ci/bench-load.sh, run on its own, times the ways a restore from
+# a live server could carry a large table's rows (pg_dump|pg_restore, COPY pipes, ctid ranges).
 #
 #   backup:  pg_dump -Fc -Z0 > /dev/null                  (the single-stream floor)
 #            pg_dump -Fc -Z0 | gzip > file
