@@ -128,6 +128,11 @@ fn recovers_a_second_into_a_new_database(pg: Postgres) {
     assert_success(&o);
     let err = stderr(&o);
     assert!(err.contains("restored `app` as of"), "{err}");
+    // The rows were copied by dr's workers, beside a pg_dump of the rest of the data.
+    assert!(
+        err.contains("section=rows-2") && err.contains("section=data-rest"),
+        "{err}"
+    );
     assert_eq!(
         pg.psql(
             "pit",

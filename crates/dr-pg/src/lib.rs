@@ -24,6 +24,7 @@ mod activity;
 pub mod basebackup;
 pub mod checks;
 mod conn;
+pub mod copy;
 mod error;
 mod globals;
 mod process;
@@ -55,7 +56,7 @@ pub use snapshot::{
     count_tables, count_tables_parallel, dumped_table_count, quote_ident, Inventory, SequenceState,
     Snapshot, TableRows,
 };
-pub use split::{exact_pattern, split_data, DataSplit, DataStream, TableSize};
+pub use split::{exact_pattern, split_data, DataSplit, DataStream, TableSize, MAX_SPLIT_TABLES};
 pub use toc::{parse_schema_name, parse_table_name, select_entries, Selected, Selection};
 /// A connection ([`ConnInfo::connect`]): what the query functions of this crate take.
 pub use tokio_postgres::Client;

@@ -167,6 +167,15 @@ impl Snapshot {
         crate::split::table_sizes(&self.client).await
     }
 
+    /// The tables whose rows [`crate::copy`] carries, in this snapshot; `None` before
+    /// PostgreSQL 14 (no block-range scans to cut a table by).
+    pub async fn copy_tables(&self) -> Result<Option<Vec<crate::copy::CopyTable>>, PgError> {
+        if crate::ServerVersion::query(&self.client).await?.major < 14 {
+            return Ok(None);
+        }
+        crate::copy::copy_tables(&self.client).await.map(Some)
+    }
+
     /// Exact counts and the rest of the inventory, in the snapshot.
     pub async fn inventory(&self) -> Result<Inventory, PgError> {
         let mut inventory = Inventory {

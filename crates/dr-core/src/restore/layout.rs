@@ -155,11 +155,13 @@ pub(super) struct Load<'a> {
 }
 
 /// Where a section's pg_restore reads: the store through a pipe, a file, or a pg_dump of a
-/// live server (the sandbox of a point-in-time restore) through a pipe.
+/// live server (the sandbox of a point-in-time restore) through a pipe. `Rows` is no
+/// pg_restore: a worker copying a live server's rows itself (`rows`).
 pub(super) enum Source<'a> {
     Pipe(&'a ObjectRecord),
     File(PathBuf),
     Dump(Box<DumpCommand>),
+    Rows(std::sync::Arc<super::rows::Rows>),
 }
 
 /// A `pg_dump` whose archive goes straight into a section's pg_restore.

@@ -1,14 +1,18 @@
 //! A database restored from a live server — the sandbox of `dr restore --at … --to URL` —
 //! with the steps of a backup in sections.
 //!
-//! The sections are dumped as `dr backup` dumps them, in one exported snapshot of the source
-//! held until every pg_dump exited: `pg_dump --section=pre-data | pg_restore`, the data split
-//! into `--jobs` streams by size (`pg_dump --section=data -t … | pg_restore`, each its own),
-//! the post-data dumped into a small temp file first (`pg_restore -j` and the foreign keys
-//! last, as `sections` orders them). The exact row counts are taken in the same snapshot
-//! meanwhile and compared with the restored ones at the end. A `--table`/`--schema` restore
-//! stages what it filters — the pre-data, the data streams holding the selection, the
-//! post-data — and filters them as a stored backup's.
+//! Everything is read in one exported snapshot of the source, held until the last reader
+//! has started. The pre-data is `pg_dump --section=pre-data | pg_restore`. The rows are
+//! copied by dr itself (`rows`: `COPY … TO STDOUT` into `COPY … FROM STDIN`, the largest
+//! tables cut into block ranges shared by `--jobs` workers) and counted as they pass, beside
+//! one `pg_dump --section=data --exclude-table-data …` of the rest (sequence values, large
+//! objects). The post-data is dumped into a small temp file first (`pg_restore -j` and the
+//! foreign keys last, as `sections` orders them). A source older than PostgreSQL 14 is
+//! dumped as `dr backup` dumps it instead: the data split into `--jobs` streams by size,
+//! each `pg_dump --section=data -t … | pg_restore`, the rows counted in the snapshot once
+//! the streams are done. A `--table`/`--schema` restore stages what it filters — the
+//! pre-data, the data streams holding the selection, the post-data — and filters them as a
+//! stored backup's.
 //!
 //! Everything on the target's side is `sections`': the database created when missing and
 //! dropped on any failure, `--clean` and its foreign keys, lock waits watched, every stream
@@ -16,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dr_catalog::BackupDetails;
@@ -30,6 +35,7 @@ use super::layout::{
 };
 use super::load::{find_pg_restore, Outcome};
 use super::plan::{check_names, Plan};
+use super::rows::Rows;
 use super::sections::{into_target, order_steps, Counted, LiveCounts};
 use super::target::TargetState;
 use super::{finish, globals, RestoreOptions, RestoreReport};
@@ -98,7 +104,12 @@ pub(super) async fn restore(
         conn: l.source.with_application_name(&session),
         args: pg_dump_args(l.source, &snapshot_id, &section, 0),
     };
-    let (pre, data, post) = sections(&dump, &split, &streams, selective, l, dir);
+    let rows = if selective {
+        None
+    } else {
+        rows_of(&snapshot, l, &session).await?
+    };
+    let (pre, data, post) = sections(&dump, &split, &streams, rows.as_ref(), l, dir);
     stage(
         l,
         [&pre, &post].into_iter().chain(data.iter()),
@@ -112,15 +123,23 @@ pub(super) async fn restore(
     let (steps, skipped_foreign_keys) =
         order_steps(l.opts, &pg_restore.path, dir, pre, data, post, selective).await?;
 
-    // The counting runs in the snapshot once no stream reads the source any more (on two
-    // cores a count beside the streams slows them as much as it takes), beside the post-data;
-    // then the snapshot ends and the source is free (`l.free`: the sandbox is removed while
-    // the target is still being finished).
+    // Copied rows were counted as they were read. Without them, the counting runs in the
+    // snapshot once no stream reads the source any more (on two cores a count beside the
+    // streams slows them as much as it takes), beside the post-data. Then the snapshot ends
+    // and the source is free (`l.free`: the sandbox is removed while the target is still
+    // being finished).
     let (streamed, source_done) = tokio::sync::oneshot::channel::<()>();
     let free = l.free.lock().ok().and_then(|mut f| f.take());
     let counting = Aborting(tokio::spawn(async move {
         let counted = match source_done.await {
-            Ok(()) => Some(snapshot.count_rows().await),
+            // The copied rows were counted as they were read.
+            Ok(()) => Some(match rows {
+                Some(rows) => rows.counts(),
+                None => snapshot
+                    .count_rows()
+                    .await
+                    .map_err(|e| Error::from(e).context("counting rows in the sandbox's snapshot")),
+            }),
             // The restore stopped before its streams were done: nothing to count.
             Err(_) => None,
         };
@@ -138,8 +157,7 @@ pub(super) async fn restore(
             )
         })?;
         let mut outline = outline;
-        outline.tables = counted
-            .map_err(|e| Error::from(e).context("counting rows in the sandbox's snapshot"))?;
+        outline.tables = counted?;
         Ok(details_of(outline, None, &split, Vec::new()))
     });
     let load = Load {
@@ -199,17 +217,39 @@ async fn open(
     }
 }
 
-/// pre-data, the data streams (`streams`), post-data. Without a selection the pre-data and
-/// data are piped from their pg_dumps; the post-data (and, with a selection, every section)
-/// is read from a file in `dir`, written by [`stage`].
+/// The rows dr copies itself: every table's, unless the sandbox is older than PostgreSQL 14
+/// or holds more tables than one pg_dump command line can leave out (then pg_dump carries
+/// them as a stored backup's streams).
+async fn rows_of(snapshot: &Snapshot, l: &Live<'_>, session: &str) -> Result<Option<Arc<Rows>>> {
+    let tables = snapshot
+        .copy_tables()
+        .await
+        .map_err(|e| Error::from(e).context(format!("reading {}", l.origin.what)))?;
+    Ok(tables
+        .filter(|t| t.len() <= dr_pg::MAX_SPLIT_TABLES)
+        .map(|tables| {
+            Arc::new(Rows::new(
+                l.source.with_application_name(session),
+                snapshot.id().to_string(),
+                tables,
+                l.jobs,
+            ))
+        }))
+}
+
+/// pre-data, the data, post-data. Without a selection the pre-data and data are piped from
+/// their pg_dumps — or, with `rows`, the tables' rows are copied by `--jobs` workers beside
+/// one pg_dump of the rest of the data section; the post-data (and, with a selection, every
+/// section, in `streams`) is read from a file in `dir`, written by [`stage`].
 fn sections<'a>(
     dump: &impl Fn(Vec<String>) -> DumpCommand,
     split: &DataSplit,
     streams: &[usize],
-    selective: bool,
+    rows: Option<&Arc<Rows>>,
     l: &Live<'_>,
     dir: &Path,
 ) -> (Section<'a>, Vec<Section<'a>>, Section<'a>) {
+    let selective = is_selective(l.opts);
     let source = |label: &str, file: PathBuf| {
         if selective {
             Source::File(file)
@@ -224,20 +264,23 @@ fn sections<'a>(
         jobs: 1,
         clean: l.opts.clean,
     };
-    let data = streams
-        .iter()
-        .map(|&i| {
-            let label = format!("data-{}", i + 1);
-            Section {
-                source: source(&label, dir.join(data_file(i + 1))),
-                label,
-                list: None,
-                jobs: 1,
-                // PostgreSQL 17 creates large objects in the data section (see `sections`).
-                clean: l.opts.clean,
-            }
-        })
-        .collect();
+    let data = match rows {
+        Some(rows) => copy_sections(dump, rows, l),
+        None => streams
+            .iter()
+            .map(|&i| {
+                let label = format!("data-{}", i + 1);
+                Section {
+                    source: source(&label, dir.join(data_file(i + 1))),
+                    label,
+                    list: None,
+                    jobs: 1,
+                    // PostgreSQL 17 creates large objects in the data section (see `sections`).
+                    clean: l.opts.clean,
+                }
+            })
+            .collect(),
+    };
     let post = Section {
         label: "post-data".into(),
         source: Source::File(dir.join(POST_FILE)),
@@ -246,6 +289,33 @@ fn sections<'a>(
         clean: false,
     };
     (pre, data, post)
+}
+
+/// The data section of a restore whose rows are copied: a pg_dump of the rest first (it
+/// holds the large objects, which --clean replaces there), then one worker per job.
+fn copy_sections<'a>(
+    dump: &impl Fn(Vec<String>) -> DumpCommand,
+    rows: &Arc<Rows>,
+    l: &Live<'_>,
+) -> Vec<Section<'a>> {
+    let mut args = vec!["--section=data".to_string()];
+    args.extend(rows.excluded());
+    let rest = Section {
+        label: "data-rest".into(),
+        source: Source::Dump(Box::new(dump(args))),
+        list: None,
+        jobs: 1,
+        clean: l.opts.clean,
+    };
+    std::iter::once(rest)
+        .chain((1..=l.jobs.max(1)).map(|k| Section {
+            label: format!("rows-{k}"),
+            source: Source::Rows(Arc::clone(rows)),
+            list: None,
+            jobs: 1,
+            clean: false,
+        }))
+        .collect()
 }
 
 /// Dump the sections read from files into them, up to `--jobs` at once; the first failure

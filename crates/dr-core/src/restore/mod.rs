@@ -27,6 +27,7 @@ mod live;
 mod load;
 pub mod pitr;
 mod plan;
+mod rows;
 mod sections;
 mod select;
 mod single;

@@ -391,9 +391,10 @@ async fn load(
         stop: stopper,
     };
     // The last step that reads from a live source: after it, the source may be counted.
-    let last_dump = steps
-        .iter()
-        .rposition(|step| step.iter().any(|s| matches!(s.source, Source::Dump(_))));
+    let last_dump = steps.iter().rposition(|step| {
+        step.iter()
+            .any(|s| matches!(s.source, Source::Dump(_) | Source::Rows(_)))
+    });
     let mut tell_streamed = |done: Option<usize>| {
         if done >= last_dump {
             if let Some(tx) = streamed.take() {

@@ -23,7 +23,7 @@ pub(super) async fn select_lists(
     let path_of = |s: &Section<'_>| match &s.source {
         Source::File(p) => p.display().to_string(),
         Source::Pipe(r) => r.key.clone(),
-        Source::Dump(_) => String::new(),
+        Source::Dump(_) | Source::Rows(_) => String::new(),
     };
     let script = |p: String| {
         pg_restore_output(

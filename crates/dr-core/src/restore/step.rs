@@ -49,6 +49,14 @@ impl Run<'_> {
     }
 
     async fn section_inner(&self, s: &Section<'_>) -> Result<Vec<String>> {
+        if let Source::Rows(rows) = &s.source {
+            return tokio::select! {
+                r = rows.work(self.child_conn) => r,
+                // Dropped mid-COPY: the destination aborts the statement, and the stopped
+                // restore ends its sessions by name.
+                () = self.stop.token.cancelled() => Ok(Vec::new()),
+            };
+        }
         let mut args = self.base.to_vec();
         if s.clean {
             args.push("--clean".into());
@@ -142,6 +150,7 @@ impl Run<'_> {
                 done
             }
             Source::Dump(d) => self.dumped_into(d, &args, &s.label).await,
+            Source::Rows(_) => Ok(Vec::new()),
         }
     }
 
