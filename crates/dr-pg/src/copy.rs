@@ -106,13 +106,18 @@ order by 1, 2",
         .collect())
 }
 
-/// The COPYs that carry `tables` with `workers` at once: a table larger than a fair share
-/// (a quarter of one worker's, at least [`MIN_PIECE_BLOCKS`]) is cut into block ranges, so
-/// one big table keeps every worker busy. Largest first.
-pub fn pieces(tables: &[CopyTable], workers: u32) -> Vec<Piece> {
+/// The COPYs that carry `tables` with `workers` at once, largest first. With `cut`, a table
+/// larger than a fair share (a quarter of one worker's, at least [`MIN_PIECE_BLOCKS`]) is
+/// cut into block ranges, so one big table keeps every worker busy; without, every table is
+/// one piece (as [`Freeze::Yes`] needs).
+pub fn pieces(tables: &[CopyTable], workers: u32, cut: bool) -> Vec<Piece> {
     let total: u64 = tables.iter().map(|t| t.blocks).sum();
     let share = total / (u64::from(workers.max(1)) * 4);
-    let chunk = share.max(MIN_PIECE_BLOCKS);
+    let chunk = if cut {
+        share.max(MIN_PIECE_BLOCKS)
+    } else {
+        u64::MAX
+    };
     let mut out = Vec::new();
     for (i, t) in tables.iter().enumerate() {
         let n = t.blocks.div_ceil(chunk).max(1);
@@ -168,12 +173,24 @@ fn copy_out_sql(table: &CopyTable, piece: &Piece) -> String {
     )
 }
 
-fn copy_in_sql(table: &CopyTable) -> String {
+fn copy_in_sql(table: &CopyTable, freeze: bool) -> String {
     format!(
-        "copy {}{} from stdin",
+        "copy {}{} from stdin{}",
         table.qualified(),
-        table.column_list()
+        table.column_list(),
+        if freeze { " freeze" } else { "" }
     )
+}
+
+/// Whether a whole table's rows are written frozen: `TRUNCATE ONLY` and `COPY … FREEZE` in
+/// one transaction, as PostgreSQL requires. The rows are then visible to all and frozen as
+/// written, so nothing rewrites every page later (setting hint bits while the indexes are
+/// built, the freeze of an anti-wraparound VACUUM), and index-only scans work at once. Only
+/// for a database the restore created: the TRUNCATE empties what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freeze {
+    Yes,
+    No,
 }
 
 /// Settings both sides need, whatever the role or database sets.
@@ -239,6 +256,7 @@ pub async fn copy_piece(
     writer: &Client,
     table: &CopyTable,
     piece: &Piece,
+    freeze: Freeze,
 ) -> Result<Copied, PgError> {
     let what = || format!("copying the rows of {}.{}", table.schema, table.name);
     let source = reader
@@ -246,7 +264,18 @@ pub async fn copy_piece(
         .await
         .map_err(|e| PgError::query(&what(), e))?;
     let mut source = pin!(source);
-    let sink = match writer.copy_in::<_, bytes::Bytes>(&copy_in_sql(table)).await {
+    let frozen = freeze == Freeze::Yes && piece.from.is_none() && piece.to.is_none();
+    let opened = async {
+        if frozen {
+            writer
+                .batch_execute(&format!("begin; truncate only {}", table.qualified()))
+                .await?;
+        }
+        writer
+            .copy_in::<_, bytes::Bytes>(&copy_in_sql(table, frozen))
+            .await
+    };
+    let sink = match opened.await {
         Ok(s) => s,
         Err(e) if e.as_db_error().is_some() => {
             // The table is not there to write into (its pre-data failed): the rows are still
@@ -279,7 +308,14 @@ pub async fn copy_piece(
             .await
             .map_err(|e| PgError::query(&what(), e))?;
     }
-    let written = match sink.as_mut().finish().await {
+    let finished = async {
+        let n = sink.as_mut().finish().await?;
+        if frozen {
+            writer.batch_execute("commit").await?;
+        }
+        Ok::<_, tokio_postgres::Error>(n)
+    };
+    let written = match finished.await {
         Ok(n) => Ok(n),
         Err(e) if e.as_db_error().is_some() => Err(PgError::query(&what(), e)),
         Err(e) => return Err(PgError::query(&what(), e)),
@@ -320,7 +356,7 @@ mod tests {
     #[test]
     fn a_big_table_is_cut_into_ranges_that_cover_it_whole() {
         let tables = [table("big", 500_000), table("small", 100)];
-        let p = pieces(&tables, 2);
+        let p = pieces(&tables, 2, true);
         let big: Vec<&Piece> = p.iter().filter(|p| p.table == 0).collect();
         // A quarter of one worker's share: 62,500 blocks, so 8 pieces.
         assert_eq!(big.len(), 8);
@@ -340,9 +376,18 @@ mod tests {
     }
 
     #[test]
+    fn without_cutting_every_table_is_one_piece() {
+        let tables = [table("big", 500_000), table("small", 100)];
+        let p = pieces(&tables, 2, false);
+        assert_eq!(p.len(), 2);
+        assert!(p.iter().all(|p| p.from.is_none() && p.to.is_none()));
+        assert_eq!(p[0].table, 0, "largest first");
+    }
+
+    #[test]
     fn small_tables_are_never_cut() {
         let tables = [table("a", MIN_PIECE_BLOCKS), table("b", 0)];
-        let p = pieces(&tables, 8);
+        let p = pieces(&tables, 8, true);
         assert_eq!(p.len(), 2);
         assert!(p.iter().all(|p| p.from.is_none() && p.to.is_none()));
     }
@@ -370,14 +415,21 @@ mod tests {
             "copy (select \"id\", \"Note\" from only \"public\".\"Orders\" where ctid >= '(10,0)'::tid and ctid < '(20,0)'::tid) to stdout"
         );
         assert_eq!(
-            copy_in_sql(&t),
+            copy_in_sql(&t, false),
             "copy \"public\".\"Orders\" (\"id\", \"Note\") from stdin"
+        );
+        assert_eq!(
+            copy_in_sql(&t, true),
+            "copy \"public\".\"Orders\" (\"id\", \"Note\") from stdin freeze"
         );
         let bare = CopyTable {
             columns: Vec::new(),
             ..t
         };
-        assert_eq!(copy_in_sql(&bare), "copy \"public\".\"Orders\" from stdin");
+        assert_eq!(
+            copy_in_sql(&bare, false),
+            "copy \"public\".\"Orders\" from stdin"
+        );
     }
 
     #[test]

@@ -233,6 +233,12 @@ async fn rows_of(snapshot: &Snapshot, l: &Live<'_>, session: &str) -> Result<Opt
                 snapshot.id().to_string(),
                 tables,
                 l.jobs,
+                // Frozen only where nobody else's rows can be: a database this restore creates.
+                if l.target.exists {
+                    dr_pg::copy::Freeze::No
+                } else {
+                    dr_pg::copy::Freeze::Yes
+                },
             ))
         }))
 }
