@@ -96,8 +96,7 @@ async fn rows_are_copied_whole_in_block_ranges_and_counted() {
     let snapshot = dr_pg::Snapshot::begin(&src, Duration::ZERO, None)
         .await
         .expect("snapshot");
-    let tables = snapshot
-        .copy_tables()
+    let tables = dr_pg::copy::copy_tables(&snapshot)
         .await
         .expect("copy tables")
         .expect("PostgreSQL 15 is cut by blocks");

@@ -23,7 +23,7 @@ use futures::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
 use crate::snapshot::quote_ident;
-use crate::{ConnInfo, PgError};
+use crate::{ConnInfo, PgError, Snapshot};
 
 /// A table whose rows are copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +70,13 @@ pub struct Piece {
 /// one statement on each side.
 const MIN_PIECE_BLOCKS: u64 = 16_384;
 
-/// The tables whose rows pg_dump would copy, with what COPY carries of each, as the
-/// transaction on `client` sees them (run it in the snapshot the rows are read in).
-pub async fn copy_tables(client: &Client) -> Result<Vec<CopyTable>, PgError> {
+/// The tables whose rows pg_dump would copy, with what COPY carries of each, as `snapshot`
+/// sees them; `None` before PostgreSQL 14 (no block-range scans to cut a table by).
+pub async fn copy_tables(snapshot: &Snapshot) -> Result<Option<Vec<CopyTable>>, PgError> {
+    let client = &snapshot.client;
+    if crate::ServerVersion::query(client).await?.major < 14 {
+        return Ok(None);
+    }
     let rows = client
         .query(
             "
@@ -94,16 +98,17 @@ order by 1, 2",
         )
         .await
         .map_err(|e| PgError::query("listing the tables and columns to copy", e))?;
-    Ok(rows
-        .iter()
-        .map(|r| CopyTable {
-            schema: r.get(0),
-            name: r.get(1),
-            columns: r.get(2),
-            blocks: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
-            bytes: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
-        })
-        .collect())
+    Ok(Some(
+        rows.iter()
+            .map(|r| CopyTable {
+                schema: r.get(0),
+                name: r.get(1),
+                columns: r.get(2),
+                blocks: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+                bytes: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
+            })
+            .collect(),
+    ))
 }
 
 /// The COPYs that carry `tables` with `workers` at once, largest first. With `cut`, a table

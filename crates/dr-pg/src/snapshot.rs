@@ -36,7 +36,7 @@ pub struct Inventory {
 
 /// A REPEATABLE READ transaction that exported its snapshot.
 pub struct Snapshot {
-    client: tokio_postgres::Client,
+    pub(crate) client: tokio_postgres::Client,
     id: String,
     backend_pid: i32,
 }
@@ -165,15 +165,6 @@ impl Snapshot {
     /// [`Snapshot::inventory`] (one connection, one query at a time).
     pub async fn table_sizes(&self) -> Result<Vec<crate::TableSize>, PgError> {
         crate::split::table_sizes(&self.client).await
-    }
-
-    /// The tables whose rows [`crate::copy`] carries, in this snapshot; `None` before
-    /// PostgreSQL 14 (no block-range scans to cut a table by).
-    pub async fn copy_tables(&self) -> Result<Option<Vec<crate::copy::CopyTable>>, PgError> {
-        if crate::ServerVersion::query(&self.client).await?.major < 14 {
-            return Ok(None);
-        }
-        crate::copy::copy_tables(&self.client).await.map(Some)
     }
 
     /// Exact counts and the rest of the inventory, in the snapshot.

@@ -3,9 +3,9 @@
 //!
 //! Everything is read in one exported snapshot of the source, held until the last reader
 //! has started. The pre-data is `pg_dump --section=pre-data | pg_restore`. The rows are
-//! copied by dr itself (`rows`: `COPY … TO STDOUT` into `COPY … FROM STDIN`, the largest
-//! tables cut into block ranges shared by `--jobs` workers) and counted as they pass, beside
-//! one `pg_dump --section=data --exclude-table-data …` of the rest (sequence values, large
+//! copied by dr itself (`rows`: `COPY … TO STDOUT` into `COPY … FROM STDIN` by `--jobs`
+//! workers, frozen into a new database) and counted as they pass, beside one
+//! `pg_dump --section=data --exclude-table-data …` of the rest (sequence values, large
 //! objects). The post-data is dumped into a small temp file first (`pg_restore -j` and the
 //! foreign keys last, as `sections` orders them). A source older than PostgreSQL 14 is
 //! dumped as `dr backup` dumps it instead: the data split into `--jobs` streams by size,
@@ -221,8 +221,7 @@ async fn open(
 /// or holds more tables than one pg_dump command line can leave out (then pg_dump carries
 /// them as a stored backup's streams).
 async fn rows_of(snapshot: &Snapshot, l: &Live<'_>, session: &str) -> Result<Option<Arc<Rows>>> {
-    let tables = snapshot
-        .copy_tables()
+    let tables = dr_pg::copy::copy_tables(snapshot)
         .await
         .map_err(|e| Error::from(e).context(format!("reading {}", l.origin.what)))?;
     Ok(tables

@@ -1,17 +1,17 @@
 //! The rows of a point-in-time restore, carried by dr itself: `COPY … TO STDOUT` in the
 //! sandbox's snapshot into `COPY … FROM STDIN` on the destination (`dr_pg::copy`), with no
 //! pg_dump archive between them. COPY is what pg_restore runs too; what is saved is the
-//! archive's encoding and decoding on two cores that also run both servers (measured in
-//! docs/BENCHMARKS.md, "PITR into a database").
+//! archive's encoding and decoding on cores that also run both servers (docs/BENCHMARKS.md,
+//! "PITR into a database: dr carries the rows").
 //!
 //! The pieces are shared by `--jobs` workers, each taking the next largest. Into a database
-//! the restore created, each table is one piece written frozen (`COPY … FREEZE`, measured
-//! faster to load and index here, and nothing rewrites the pages later); into an existing
-//! one, the largest tables are cut into block ranges instead. The rows are counted as they are read: those
-//! counts are what the restored database is compared with, so the sandbox is not scanned a
-//! second time. Everything else of the data section (sequence values, large objects, the
-//! data of extensions' configuration tables) is a `pg_dump --exclude-table-data` of the
-//! copied tables, beside the workers.
+//! the restore created, each table is one piece written frozen (`COPY … FREEZE`: measured
+//! faster to index, and nothing rewrites the pages later); into an existing one, the
+//! largest tables are cut into block ranges instead. The rows are counted as they are read:
+//! those counts are what the restored database is compared with, so the sandbox is not
+//! scanned a second time. Everything else of the data section (sequence values, large
+//! objects, the data of extensions' configuration tables) is a `pg_dump
+//! --exclude-table-data` of the copied tables, beside the workers.
 //!
 //! Like pg_restore, a COPY the destination refuses is an error reported at the end and the
 //! others go on; a source that fails stops the restore.
@@ -91,7 +91,9 @@ impl Rows {
             };
             let w = match writer {
                 Some(ref w) => w,
-                None => writer.insert(dr_pg::copy::writer(dest).await?),
+                None => writer.insert(dr_pg::copy::writer(dest).await.map_err(|e| {
+                    Error::from(e).context(format!("writing the rows into {dest}"))
+                })?),
             };
             let table = &self.tables[piece.table];
             let copied = dr_pg::copy::copy_piece(reader, w, table, &piece, self.freeze).await?;
