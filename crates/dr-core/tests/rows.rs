@@ -33,6 +33,11 @@ create table public."Wide ✓" (id int primary key, body text, f float8, d date,
 create table public.zerocol ();
 "#;
 
+async fn run(conn: &ConnInfo, sql: &str) {
+    let c = conn.connect().await.expect("connect");
+    c.batch_execute(sql).await.expect(sql);
+}
+
 /// Every table's rows as one digest, in fixed formats whatever the session's.
 async fn digest(conn: &ConnInfo) -> String {
     let c = conn.connect().await.expect("connect");
@@ -79,18 +84,8 @@ async fn rows_are_copied_whole_in_block_ranges_and_counted() {
         admin.batch_execute(sql).await.expect(sql);
     }
     let (src, dst) = (server.with_dbname("src"), server.with_dbname("dst"));
-    src.connect()
-        .await
-        .expect("src")
-        .batch_execute(SOURCE_SQL)
-        .await
-        .expect("source tables");
-    dst.connect()
-        .await
-        .expect("dst")
-        .batch_execute(DEST_SQL)
-        .await
-        .expect("destination tables");
+    run(&src, SOURCE_SQL).await;
+    run(&dst, DEST_SQL).await;
     let expected = digest(&src).await;
 
     let snapshot = dr_pg::Snapshot::begin(&src, Duration::ZERO, None)
@@ -101,12 +96,11 @@ async fn rows_are_copied_whole_in_block_ranges_and_counted() {
         .expect("copy tables")
         .expect("PostgreSQL 15 is cut by blocks");
     // Written after the snapshot: not copied.
-    src.connect()
-        .await
-        .expect("src")
-        .batch_execute("insert into public.\"Wide ✓\" (id) values (9999); insert into public.zerocol default values;")
-        .await
-        .expect("later rows");
+    run(
+        &src,
+        "insert into public.\"Wide ✓\" (id) values (9999); insert into public.zerocol default values;",
+    )
+    .await;
 
     let mut names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();

@@ -22,6 +22,7 @@ use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
+use crate::dumped::dumped_tables_where;
 use crate::snapshot::quote_ident;
 use crate::{ConnInfo, PgError, Snapshot};
 
@@ -79,21 +80,18 @@ pub async fn copy_tables(snapshot: &Snapshot) -> Result<Option<Vec<CopyTable>>, 
     }
     let rows = client
         .query(
-            "
-select n.nspname::text, c.relname::text,
+            concat!(
+                "select n.nspname::text, c.relname::text,
        coalesce((select array_agg(quote_ident(a.attname) order by a.attnum)
                  from pg_attribute a
                  where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
                    and a.attgenerated = ''), '{}'),
        pg_relation_size(c.oid) / current_setting('block_size')::bigint,
        pg_table_size(c.oid)
-from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where c.relkind = 'r'
-  and n.nspname not in ('pg_catalog', 'information_schema')
-  and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'
-  and not exists (select 1 from pg_depend d
-                  where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
-order by 1, 2",
+from pg_class c join pg_namespace n on n.oid = c.relnamespace",
+                dumped_tables_where!(),
+                "order by 1, 2"
+            ),
             &[],
         )
         .await

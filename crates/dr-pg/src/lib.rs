@@ -25,6 +25,7 @@ pub mod basebackup;
 pub mod checks;
 mod conn;
 pub mod copy;
+mod dumped;
 mod error;
 mod globals;
 mod process;

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dumped::dumped_tables_where;
 use crate::{ConnInfo, PgError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,18 +42,14 @@ pub struct Snapshot {
     backend_pid: i32,
 }
 
-/// Tables whose data pg_dump copies: ordinary tables (partitions included, partitioned parents
-/// hold no rows) outside system schemas, not owned by an extension. Largest first, so parallel
-/// counting starts with the long scans; callers that need name order sort.
-const TABLES_SQL: &str = "
-select n.nspname::text, c.relname::text
-from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where c.relkind = 'r'
-  and n.nspname not in ('pg_catalog', 'information_schema')
-  and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'
-  and not exists (select 1 from pg_depend d
-                  where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
-order by c.relpages desc, 1, 2";
+/// Tables whose data pg_dump copies, largest first, so parallel counting starts with the long
+/// scans; callers that need name order sort.
+const TABLES_SQL: &str = concat!(
+    "select n.nspname::text, c.relname::text
+from pg_class c join pg_namespace n on n.oid = c.relnamespace",
+    dumped_tables_where!(),
+    "order by c.relpages desc, 1, 2"
+);
 
 /// Every table pg_dump copies, as (schema, name), largest first.
 async fn list_tables(client: &tokio_postgres::Client) -> Result<Vec<(String, String)>, PgError> {

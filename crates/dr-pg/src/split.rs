@@ -18,6 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dumped::dumped_tables_where;
 use crate::PgError;
 
 /// Above this many tables the data section is not split (see [`split_data`]).
@@ -150,8 +151,8 @@ impl DataSplit {
 pub async fn table_sizes(client: &tokio_postgres::Client) -> Result<Vec<TableSize>, PgError> {
     let rows = client
         .query(
-            "
-select n.nspname::text, c.relname::text,
+            concat!(
+                "select n.nspname::text, c.relname::text,
        ((c.relpages::bigint + coalesce(t.relpages, 0)) * current_setting('block_size')::bigint),
        coalesce(o.schemas, '{}'), coalesce(o.names, '{}')
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -164,12 +165,10 @@ left join lateral (
   join pg_namespace sn on sn.oid = s.relnamespace
   where d.classid = 'pg_class'::regclass and d.refclassid = 'pg_class'::regclass
     and d.refobjid = c.oid and d.deptype in ('a', 'i')) o on true
-where c.relkind = 'r'
-  and n.nspname not in ('pg_catalog', 'information_schema')
-  and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'
-  and not exists (select 1 from pg_depend d
-                  where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
-order by 3 desc, 1, 2",
+",
+                dumped_tables_where!(),
+                "order by 3 desc, 1, 2"
+            ),
             &[],
         )
         .await
