@@ -143,6 +143,17 @@ fn recovers_a_second_into_a_new_database(pg: Postgres) {
     assert_eq!(pg.table_digests("pit"), r.expected);
     assert_eq!(extras(pg, "pit"), r.extras);
     assert_eq!(pg.psql("pit", "select count(*) from public.big"), "10000");
+    // Written frozen into the new database: every page all-visible and all-frozen, nothing
+    // left for a VACUUM to rewrite.
+    pg.psql("pit", "create extension pg_visibility;");
+    assert_eq!(
+        pg.psql(
+            "pit",
+            "select all_frozen > 0 and all_visible = all_frozen from pg_visibility_map_summary('public.big')"
+        ),
+        "t"
+    );
+    pg.psql("pit", "drop extension pg_visibility;");
     assert_eq!(
         leftovers(&r.temp),
         Vec::<String>::new(),
@@ -175,6 +186,33 @@ fn recovers_a_second_into_a_new_database(pg: Postgres) {
         "1,2"
     );
     assert_eq!(pg.table_digests("pit"), r.expected);
+
+    // --force over a database whose `public.big` has another shape: the table's COPY is
+    // refused and named, the other tables are restored, the exit is pg_restore's (1), and the
+    // database's own row stays.
+    pg.create_db("busy");
+    pg.psql(
+        "busy",
+        "create table public.big (other text); insert into public.big values ('mine');",
+    );
+    let o = r.restore(&["--to", &pg.url("busy"), "--force", "--yes"]);
+    assert_exit_code(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("public.big") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(
+        pg.psql("busy", "select string_agg(other, ',') from public.big"),
+        "mine"
+    );
+    assert_eq!(
+        pg.psql(
+            "busy",
+            "select string_agg(n::text, ',' order by n) from marks"
+        ),
+        "1,2"
+    );
 
     // Outside the window: it says the window; nothing created.
     let o = r.s.dr(&[

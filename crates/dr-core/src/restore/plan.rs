@@ -267,11 +267,21 @@ impl Plan {
             writeln!(f, "  only         {}", self.selection.join(", "))?;
         }
         writeln!(f, "  jobs         {}", self.jobs)?;
-        writeln!(
-            f,
-            "  streams      from the sandbox in one snapshot: pre-data piped, up to {} data stream(s) piped, post-data from a temp file; row counts taken in the snapshot and compared",
-            self.jobs
-        )?;
+        // As `restore::live` decides: dr copies the rows itself from PostgreSQL 14 on, for a
+        // whole database.
+        if self.selection.is_empty() && p.server_major >= 14 {
+            writeln!(
+                f,
+                "  streams      from the sandbox in one snapshot: the schema piped through pg_dump and pg_restore, the rows copied by {} worker(s) with COPY (written frozen into a new database) and counted as they pass, post-data from a temp file; the counts compared with the restored database's",
+                self.jobs
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  streams      from the sandbox in one snapshot: pre-data piped, up to {} data stream(s) piped, post-data from a temp file; row counts taken in the snapshot and compared",
+                self.jobs
+            )?;
+        }
         for role in &self.powerful_roles {
             writeln!(f, "  new role     {role}")?;
         }
