@@ -67,15 +67,26 @@ pub struct Piece {
     pub bytes: u64,
 }
 
+impl Piece {
+    /// A whole table, not a block range of it.
+    pub fn is_whole(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+}
+
 /// A piece is not cut smaller than this many blocks (128 MiB of 8 kB blocks): each piece is
 /// one statement on each side.
 const MIN_PIECE_BLOCKS: u64 = 16_384;
 
+/// The oldest server whose rows are copied: block-range (TID range) scans, to cut a table by,
+/// came with PostgreSQL 14.
+pub const MIN_MAJOR: u32 = 14;
+
 /// The tables whose rows pg_dump would copy, with what COPY carries of each, as `snapshot`
-/// sees them; `None` before PostgreSQL 14 (no block-range scans to cut a table by).
+/// sees them; `None` before [`MIN_MAJOR`].
 pub async fn copy_tables(snapshot: &Snapshot) -> Result<Option<Vec<CopyTable>>, PgError> {
     let client = &snapshot.client;
-    if crate::ServerVersion::query(client).await?.major < 14 {
+    if crate::ServerVersion::query(client).await?.major < MIN_MAJOR {
         return Ok(None);
     }
     let rows = client
@@ -153,7 +164,7 @@ pub fn pieces(tables: &[CopyTable], workers: u32, cut: bool) -> Vec<Piece> {
 
 /// The statement that reads `piece` of `table`.
 fn copy_out_sql(table: &CopyTable, piece: &Piece) -> String {
-    if piece.from.is_none() && piece.to.is_none() {
+    if piece.is_whole() {
         // COPY of a table reads that table's rows only, not its inheritance children's.
         return format!(
             "copy {}{} to stdout",
@@ -267,7 +278,7 @@ pub async fn copy_piece(
         .await
         .map_err(|e| PgError::query(&what(), e))?;
     let mut source = pin!(source);
-    let frozen = freeze == Freeze::Yes && piece.from.is_none() && piece.to.is_none();
+    let frozen = freeze == Freeze::Yes && piece.is_whole();
     let opened = async {
         if frozen {
             writer

@@ -267,9 +267,9 @@ impl Plan {
             writeln!(f, "  only         {}", self.selection.join(", "))?;
         }
         writeln!(f, "  jobs         {}", self.jobs)?;
-        // As `restore::live` decides: dr copies the rows itself from PostgreSQL 14 on, for a
-        // whole database.
-        if self.selection.is_empty() && p.server_major >= 14 {
+        // As `restore::live` decides: dr copies the rows itself for a whole database, from
+        // the server major `dr_pg::copy::copy_tables` copies.
+        if self.selection.is_empty() && p.server_major >= dr_pg::copy::MIN_MAJOR {
             writeln!(
                 f,
                 "  streams      from the sandbox in one snapshot: the schema piped through pg_dump and pg_restore, the rows copied by {} worker(s) with COPY (written frozen into a new database) and counted as they pass, post-data from a temp file; the counts compared with the restored database's",
